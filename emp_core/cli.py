@@ -1,0 +1,166 @@
+"""The ``emp`` command line.
+
+Domain commands live here (``emp ingest``). Commands that drive Dagster
+(``emp demo``, ``emp ui``, ``emp backfill``) are contributed by ``emp_dagster``
+through the ``emp.commands`` entry point, so this package never imports dagster.
+Errors a user can cause print one line, ``emp: error: ...``, and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from emp_core.errors import EmpError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise EmpError(f"{self.prog}: {message}")
+
+
+def parse_date(text: str) -> datetime:
+    for fmt in ("%Y-%m-%d", "%Y-%m", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD or YYYY-MM)")
+
+
+def symbol_list(text: str) -> list[str]:
+    symbols = [s.strip() for s in text.split(",") if s.strip()]
+    if not symbols:
+        raise argparse.ArgumentTypeError("no symbols given")
+    return symbols
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="emp",
+        description="EMP Predator: market data, features and strategies on Dagster. "
+                    "Data lives under $EMP_HOME (default ./.emp).",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_ingest(sub)
+    for ep in entry_points(group="emp.commands"):
+        ep.load()(sub)
+    return parser
+
+
+def _add_ingest(sub) -> None:
+    p = sub.add_parser(
+        "ingest", help="ingest bars from a source into the store (validated, quarantined, journaled)",
+        description="Ingest bars through the same path as the Dagster assets: validation, quarantine of bad "
+                    "rows with a reason, idempotent replace, one journal row. Examples:\n"
+                    "  emp ingest --source file --path prices.csv --symbol ACME\n"
+                    "  emp ingest --source shipped --symbols SPX,IXIC --start 2008-01 --end 2009-12\n"
+                    "  emp ingest --source synthetic --n-symbols 50 --start 2015-01-01 --end 2020-01-01",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--source", required=True, choices=["file", "shipped", "synthetic", "yahoo"])
+    p.add_argument("--path", type=Path, help="CSV or Parquet file (--source file)")
+    p.add_argument("--symbol", help="instrument of a file without a symbol column (--source file)")
+    p.add_argument("--symbols", type=symbol_list, help="comma-separated symbols (shipped, yahoo)")
+    p.add_argument("--start", type=parse_date, help="first date (inclusive)")
+    p.add_argument("--end", type=parse_date, help="last date (exclusive)")
+    p.add_argument("--interval", choices=["1d", "1h"], default="1d", help="bar interval (default 1d)")
+    p.add_argument("--tz", default="UTC", help="time zone of naive timestamps in the file (default UTC)")
+    p.add_argument("--n-symbols", type=int, default=10, help="universe size (--source synthetic)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (--source synthetic)")
+    p.add_argument("--tier", choices=["embedded", "institutional"], default=None,
+                   help="target store (default $EMP_TIER or embedded)")
+    p.set_defaults(func=cmd_ingest)
+
+
+def _source(args):
+    from emp_core.config import settings
+    from emp_core.market_data import sources
+
+    if args.source == "file":
+        if args.path is None:
+            raise EmpError("emp ingest: --source file needs --path FILE")
+        return sources.FileSource(args.path, args.symbol)
+    if args.source == "shipped":
+        return sources.ShippedSource(settings().data_dir)
+    if args.source == "synthetic":
+        if args.start is None or args.end is None:
+            raise EmpError("emp ingest: --source synthetic needs --start and --end")
+        if args.n_symbols < 1:
+            raise EmpError("emp ingest: --n-symbols must be at least 1")
+        return sources.SyntheticSource(args.n_symbols, args.start, args.end, args.interval, args.seed)
+    return sources.YahooSource(tuple(args.symbols or ()), args.interval)
+
+
+def cmd_ingest(args) -> int:
+    from emp_core.config import settings
+    from emp_core.market_data.ingest import Partition, ingest_bars, journal_failure, new_run_id
+    from emp_core.store import DuckDBStore
+
+    cfg = settings()
+    tier = args.tier or cfg.tier
+    if tier != "embedded":
+        raise EmpError("emp ingest: the institutional tier (PostgreSQL) is not available in this version; "
+                       "use --tier embedded")
+    if args.start and args.end and args.end <= args.start:
+        raise EmpError(f"emp ingest: --end {args.end:%Y-%m-%d} is not after --start {args.start:%Y-%m-%d}")
+    source = _source(args)
+    dataset = f"bars_{args.interval}"
+    store = DuckDBStore(cfg.duckdb_path)
+    run_id = new_run_id("cli")
+    partitions = None
+    if args.source in ("shipped", "yahoo", "synthetic") and (args.start or args.end):
+        if not (args.start and args.end):
+            raise EmpError("emp ingest: give both --start and --end, or neither")
+        partitions = [Partition(f"{args.start:%Y-%m-%d}..{args.end:%Y-%m-%d}", args.start, args.end)]
+    symbols = args.symbols if args.source in ("shipped", "yahoo") else None
+    try:
+        report = ingest_bars(store, source, dataset, run_id=run_id, partitions=partitions, symbols=symbols,
+                             naive_tz=args.tz)
+    except EmpError as exc:
+        if store.path.exists():
+            journal_failure(store, run_id=run_id, dataset_name=dataset, source=source, partitions=partitions,
+                            error=str(exc))
+        raise
+    print(report.summary())
+    print(f"store: {store.path}  table: market.{dataset}  run: {run_id}")
+    if report.rows_quarantined:
+        print(f"quarantined rows: SELECT * FROM market.quarantine WHERE run_id = '{run_id}'")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    log = logging.getLogger("emp")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.quiet:
+            logging.getLogger("emp").setLevel(logging.WARNING)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
+        return int(args.func(args) or 0)
+    except EmpError as exc:
+        print(f"emp: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("emp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

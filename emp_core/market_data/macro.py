@@ -1,0 +1,151 @@
+"""Macro series and the Treasury yield curve, stamped with the date each value became public.
+
+Point in time: a value may reach a bar only from ``available_at`` on. The lags
+below are conservative approximations of the US release calendar:
+
+| series | period | ``available_at`` |
+|---|---|---|
+| realgdp, realcons, realinv, realgovt, realdpi (BEA NIPA) | quarter | period end + 30 days (advance estimate) |
+| cpi, infl, realint, m1, pop, unemp, tbilrate (quarterly aggregates) | quarter | period end + 15 days |
+| core_cpi (BLS CPI-U less food and energy) | month | period end + 15 days |
+| aaa_yield, baa_yield (Moody's monthly averages) | month | period end + 1 day |
+| vix, wti | day | same day (published at the close) |
+| Treasury par yield curve | day | same day (published after the close) |
+
+Rows that cannot be used are quarantined with a reason, like bars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from emp_core.errors import EmpError
+from emp_core.market_data.quality import CheckOutcome
+from emp_core.store import DuckDBStore
+
+PUBLICATION_LAG_DAYS = {
+    **dict.fromkeys(["realgdp", "realcons", "realinv", "realgovt", "realdpi"], 30),
+    **dict.fromkeys(["cpi", "infl", "realint", "m1", "pop", "unemp", "tbilrate"], 15),
+    "core_cpi": 15, "aaa_yield": 1, "baa_yield": 1, "vix": 0, "wti": 0,
+}
+DEFAULT_LAG_DAYS = 30
+TENORS = ("m1", "m3", "m6", "y1", "y2", "y3", "y5", "y7", "y10", "y20", "y30")
+PERIOD = {"Q": "3mo", "M": "1mo", "D": "1d"}
+
+
+def _read(path: Path) -> pl.DataFrame:
+    if not path.exists():
+        raise EmpError(f"{path}: shipped data file missing; run `make data` to regenerate it")
+    return pl.read_parquet(path)
+
+
+def macro_series(data_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows with period_end and available_at, quarantined rows with reason) from the shipped file."""
+    raw = _read(Path(data_dir) / "macro_series.parquet").with_row_index("row_number", offset=1)
+    lag = pl.col("series_id").replace_strict(PUBLICATION_LAG_DAYS, default=DEFAULT_LAG_DAYS, return_dtype=pl.Int64)
+    frame = raw.with_columns(
+        pl.col("period_start").dt.offset_by(pl.col("frequency").replace_strict(PERIOD, default="1d"))
+        .dt.offset_by("-1d").alias("period_end"),
+    ).with_columns(
+        (pl.col("period_end") + pl.duration(days=lag)).alias("available_at"),
+    )
+    reason = pl.concat_str([
+        pl.when(~pl.col("value").is_finite()).then(pl.lit("value is not finite")),
+        pl.when(~pl.col("frequency").is_in(list(PERIOD))).then(pl.lit("unknown frequency")),
+        pl.when(pl.struct("series_id", "period_start").is_duplicated()).then(pl.lit("duplicate (series_id, period)")),
+    ], separator="; ", ignore_nulls=True)
+    frame = frame.with_columns(reason.alias("reason"))
+    good = frame.filter(pl.col("reason") == "").drop("reason", "row_number")
+    bad = frame.filter(pl.col("reason") != "")
+    return good, bad
+
+
+def treasury_curve(data_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(curve rows with available_at, quarantined rows) from the shipped file; yields in decimals."""
+    raw = _read(Path(data_dir) / "treasury_curve.parquet").with_row_index("row_number", offset=1)
+    tenor_values = [pl.col(t) for t in TENORS]
+    reason = pl.concat_str([
+        pl.when(pl.col("date").is_duplicated()).then(pl.lit("duplicate date")),
+        pl.when(pl.all_horizontal([v.is_null() for v in tenor_values])).then(pl.lit("no tenor has a yield")),
+        pl.when(pl.any_horizontal([(v < -0.05) | (v > 0.25) | v.is_nan() for v in tenor_values]))
+        .then(pl.lit("yield outside [-5%, 25%]")),
+    ], separator="; ", ignore_nulls=True)
+    frame = raw.with_columns(reason.alias("reason"), pl.col("date").alias("available_at"))
+    good = frame.filter(pl.col("reason") == "").drop("reason", "row_number")
+    bad = frame.filter(pl.col("reason") != "")
+    return good, bad
+
+
+def available_lag_ok(series: pl.DataFrame) -> bool:
+    """True when no value is public before its period has ended."""
+    return bool(series.select((pl.col("available_at") >= pl.col("period_end")).all()).item())
+
+
+
+
+@dataclass(frozen=True)
+class TableLoad:
+    table: str
+    rows_stored: int
+    rows_quarantined: int
+    checks: list[CheckOutcome]
+
+
+def _quarantine(bad: pl.DataFrame, dataset: str, path: Path, key: str, ts: str, run_id: str,
+                now: datetime) -> pl.DataFrame:
+    values = [c for c in bad.columns if c not in ("row_number", "reason")]
+    return bad.select(
+        pl.lit(run_id).alias("run_id"), pl.lit(dataset).alias("dataset"), pl.lit("shipped").alias("source"),
+        pl.lit(str(path)).alias("input"), pl.col("row_number").cast(pl.Int64),
+        pl.col(key).cast(pl.String).alias("symbol"), pl.col(ts).cast(pl.String).alias("ts"),
+        pl.col(ts).cast(pl.Datetime("us")).alias("ts_utc"), pl.col("reason"),
+        pl.struct([pl.col(c).cast(pl.String) for c in values]).struct.json_encode().alias("raw"),
+        pl.lit(now).alias("quarantined_at"),
+    )
+
+
+def _sql_check(store: DuckDBStore, name: str, description: str, sql: str) -> CheckOutcome:
+    bad = int(store.query(sql).item())
+    return CheckOutcome(name=name, passed=bad == 0, description=description, metadata={"violations": bad})
+
+
+def load_macro_series(store: DuckDBStore, data_dir: Path, run_id: str, now: datetime) -> TableLoad:
+    """Replace ``macro.series`` from the shipped file and check it in the store."""
+    good, bad = macro_series(data_dir)
+    store.replace_table("macro.series", good.with_columns(pl.lit(run_id).alias("run_id")))
+    if bad.height:
+        store.append("market.quarantine", _quarantine(bad, "macro.series", Path(data_dir) / "macro_series.parquet",
+                                                      "series_id", "period_start", run_id, now))
+    checks = [
+        _sql_check(store, "unique_series_period", "one value per (series_id, period_start)",
+                   "SELECT count(*) - count(DISTINCT (series_id, period_start)) FROM macro.series"),
+        _sql_check(store, "point_in_time", "no value is public before its period ends (available_at >= period_end)",
+                   "SELECT count(*) FROM macro.series WHERE available_at < period_end"),
+        _sql_check(store, "values_finite", "every value is a finite number",
+                   "SELECT count(*) FROM macro.series WHERE NOT isfinite(value)"),
+    ]
+    return TableLoad("macro.series", good.height, bad.height, checks)
+
+
+def load_treasury_curve(store: DuckDBStore, data_dir: Path, run_id: str, now: datetime) -> TableLoad:
+    """Replace ``macro.treasury_curve`` from the shipped file and check it in the store."""
+    good, bad = treasury_curve(data_dir)
+    store.replace_table("macro.treasury_curve", good.with_columns(pl.lit(run_id).alias("run_id")))
+    if bad.height:
+        store.append("market.quarantine", _quarantine(bad, "macro.treasury_curve",
+                                                      Path(data_dir) / "treasury_curve.parquet", "date", "date",
+                                                      run_id, now))
+    in_range = " OR ".join(f"{t} < -0.05 OR {t} > 0.25" for t in TENORS)
+    checks = [
+        _sql_check(store, "unique_dates", "one curve per date",
+                   "SELECT count(*) - count(DISTINCT date) FROM macro.treasury_curve"),
+        _sql_check(store, "yields_in_range", "every yield within [-5%, 25%] (decimal units)",
+                   f"SELECT count(*) FROM macro.treasury_curve WHERE {in_range}"),
+        _sql_check(store, "core_tenors_present", "3-month and 10-year yields present on every date",
+                   "SELECT count(*) FROM macro.treasury_curve WHERE m3 IS NULL OR y10 IS NULL"),
+    ]
+    return TableLoad("macro.treasury_curve", good.height, bad.height, checks)

@@ -1,0 +1,64 @@
+"""Ingest a window and evaluate its quality gates: the work behind one bars materialisation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from emp_core.market_data import quality
+from emp_core.market_data.ingest import IngestReport, Partition, dataset, ingest_bars, journal_failure
+from emp_core.market_data.sources.base import BarSource
+from emp_core.store import DuckDBStore
+
+log = logging.getLogger("emp.ingest")
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    report: IngestReport
+    checks: list[quality.CheckOutcome]
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [c.name for c in self.checks if not c.passed]
+
+
+def ingest_window(
+    store: DuckDBStore,
+    source: BarSource,
+    dataset_name: str,
+    partitions: Sequence[Partition],
+    *,
+    run_id: str,
+    symbols: Sequence[str] | None = None,
+    now: datetime | None = None,
+    max_gap_ratio: float | None = None,
+    max_lag_bars: int | None = None,
+) -> WindowResult:
+    """Ingest ``partitions`` (consecutive) from ``source``, then check the stored window.
+
+    A failure before the store commits is journaled as ``failed`` and re-raised.
+    """
+    spec = dataset(dataset_name)
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    try:
+        report = ingest_bars(store, source, spec.name, run_id=run_id, partitions=partitions, symbols=symbols,
+                             now=now)
+    except Exception as exc:
+        journal_failure(store, run_id=run_id, dataset_name=spec.name, source=source, partitions=partitions,
+                        error=f"{type(exc).__name__}: {exc}")
+        raise
+    start, end = partitions[0].start, partitions[-1].end
+    bars = store.read_bars(spec.name, start=start, end=end)
+    coverage = source.coverage(spec.name, symbols)
+    checks = [
+        *quality.expectation_checks(bars),
+        quality.calendar_gaps(bars, spec, start, end, coverage, max_gap_ratio),
+        quality.freshness(bars, spec, start, end, coverage, now, max_lag_bars),
+    ]
+    failed = [c.name for c in checks if not c.passed]
+    log.info("%s [%s, %s): checks %d passed, %d failed%s", spec.name, start.date(), end.date(),
+             len(checks) - len(failed), len(failed), f" ({', '.join(failed)})" if failed else "")
+    return WindowResult(report=report, checks=checks)

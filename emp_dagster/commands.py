@@ -1,0 +1,161 @@
+"""``emp`` subcommands that drive Dagster: ``demo``, ``backfill``, ``ui``.
+
+Registered into the ``emp`` parser through the ``emp.commands`` entry point.
+Runs execute in this process against the instance in ``$DAGSTER_HOME``
+(default ``$EMP_HOME/dagster``), so the UI shows them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from emp_core.cli import parse_date, symbol_list
+from emp_core.config import REPO_ROOT, settings
+from emp_core.errors import EmpError
+
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def register(sub) -> None:
+    demo = sub.add_parser("demo", help="materialise the whole asset graph on the shipped real data")
+    demo.add_argument("--start", type=parse_date, help="first month (default: first month of the shipped data)")
+    demo.add_argument("--end", type=parse_date, help="last month, inclusive (default: last month of the data)")
+    demo.set_defaults(func=cmd_demo)
+
+    backfill = sub.add_parser(
+        "backfill", help="re-ingest a range of monthly partitions of the bars assets in one Dagster run",
+        description="Example: emp backfill --start 2008-01 --end 2009-06 --symbols SPX,IXIC",
+    )
+    backfill.add_argument("--start", type=parse_date, required=True, help="first month (YYYY-MM)")
+    backfill.add_argument("--end", type=parse_date, required=True, help="last month, inclusive (YYYY-MM)")
+    backfill.add_argument("--symbols", type=symbol_list, help="only these symbols (default: all)")
+    backfill.set_defaults(func=cmd_backfill)
+
+    ui = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+
+
+def prepare_instance() -> Path:
+    """Point DAGSTER_HOME at the embedded instance and give it our dagster.yaml."""
+    cfg = settings()
+    home = cfg.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if not target.exists():
+        shutil.copyfile(REPO_ROOT / "dagster.yaml", target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.setdefault("EMP_HOME", str(cfg.home))
+    return home
+
+
+def month_keys(start: datetime, end: datetime) -> tuple[str, str]:
+    from emp_dagster.defs.market_data.partitions import BAR_PARTITIONS
+
+    first, last = start.strftime("%Y-%m-01"), end.strftime("%Y-%m-01")
+    if last < first:
+        raise EmpError(f"--end {last[:7]} is before --start {first[:7]}")
+    valid = BAR_PARTITIONS.get_partition_keys()
+    for key in (first, last):
+        if key not in valid:
+            raise EmpError(f"month {key[:7]} is outside the partitions ({valid[0][:7]} to {valid[-1][:7]})")
+    return first, last
+
+
+def _run(job_name: str, first: str, last: str, run_config: dict | None = None):
+    import dagster as dg
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from emp_dagster.definitions import defs
+
+    job = defs().resolve_job_def(job_name)
+    config = {**QUIET_LOGS, **(run_config or {})}
+    with dg.DagsterInstance.get() as instance:
+        return job.execute_in_process(
+            run_config=config, instance=instance, raise_on_error=False,
+            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last, "emp/trigger": "cli"},
+        )
+
+
+def _check_lines(result) -> tuple[int, int, list[str]]:
+    evaluations = result.get_asset_check_evaluations()
+    failed = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in evaluations if not e.passed]
+    return len(evaluations) - len(failed), len(failed), failed
+
+
+def _shipped_range() -> tuple[datetime, datetime]:
+    from emp_core.market_data.sources import ShippedSource
+
+    source = ShippedSource(settings().data_dir)
+    spans = [source.coverage(d, None) for d in ("bars_1d", "bars_1h")]
+    return min(s["first_ts"].min() for s in spans), max(s["last_ts"].max() for s in spans)
+
+
+def cmd_demo(args) -> int:
+    from emp_core.store import DuckDBStore
+
+    t0 = time.perf_counter()
+    home = prepare_instance()
+    lo, hi = _shipped_range()
+    first, last = month_keys(args.start or lo, args.end or hi)
+    print(f"emp demo: materialising every asset for months {first[:7]} .. {last[:7]} (one Dagster run)",
+          file=sys.stderr)
+    result = _run("emp_demo", first, last)
+    passed, failed, failed_names = _check_lines(result)
+    store = DuckDBStore(settings().duckdb_path)
+    counts = store.table_counts()
+    width = max(len(t) for t in counts)
+    print("\nEMP demo summary")
+    print(f"  run {result.run_id}: {'SUCCESS' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
+    for table, n in counts.items():
+        print(f"  {table:<{width}}  {n:>9,} rows")
+    print(f"  asset checks: {passed} passed, {failed} failed" + (f" ({', '.join(failed_names)})" if failed else ""))
+    print(f"  data:    {store.path}")
+    print(f"  dagster: {home}")
+    print("  open the UI:    make ui   (or: emp ui)  ->  http://127.0.0.1:3000")
+    print("  read the data:  notebooks/01_market_data.ipynb")
+    if not result.success or failed:
+        for event in result.all_events:
+            if event.is_step_failure:
+                print(f"  step failed: {event.step_key}: {event.event_specific_data.error.message.strip()}",
+                      file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_backfill(args) -> int:
+    prepare_instance()
+    first, last = month_keys(args.start, args.end)
+    run_config = None
+    if args.symbols:
+        from emp_dagster.defs.market_data.assets import BAR_KEYS
+
+        ops = {"__".join(key.path): {"config": {"symbols": args.symbols}} for key in BAR_KEYS.values()}
+        run_config = {"ops": ops}
+    result = _run("market_data_ingest", first, last, run_config)
+    passed, failed, failed_names = _check_lines(result)
+    print(f"backfill {first[:7]} .. {last[:7]}: run {result.run_id} {'SUCCESS' if result.success else 'FAILED'}; "
+          f"checks {passed} passed, {failed} failed" + (f" ({', '.join(failed_names)})" if failed else ""))
+    return 0 if result.success and not failed else 1
+
+
+def cmd_ui(args) -> int:
+    home = prepare_instance()
+    exe = Path(sys.executable).with_name("dagster")
+    cmd = [str(exe if exe.exists() else "dagster"), "dev", "-m", "emp_dagster.definitions",
+           "-h", "127.0.0.1", "-p", str(args.port)]
+    print(f"emp ui: Dagster UI on http://127.0.0.1:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops it",
+          file=sys.stderr)
+    try:
+        return subprocess.call(cmd, cwd=REPO_ROOT)
+    except KeyboardInterrupt:
+        return 0
+
+
+

@@ -1,0 +1,28 @@
+"""The code location: every domain's definitions merged with project-wide settings."""
+
+import dagster as dg
+
+from emp_dagster.defs.market_data import assets as market_assets
+from emp_dagster.defs.market_data import jobs as market_jobs
+from emp_dagster.defs.market_data import schedules as market_schedules
+from emp_dagster.defs.market_data.partitions import BAR_PARTITIONS
+from emp_dagster.defs.market_data.resources import resources as market_resources
+
+# The embedded tier's DuckDB file takes one writer process: steps run in the run's
+# own process, one after another.
+EXECUTOR = dg.in_process_executor
+
+demo_job = dg.define_asset_job(
+    "emp_demo", selection=dg.AssetSelection.all(), partitions_def=BAR_PARTITIONS,
+    description="Materialise the whole graph for a range of months (what `emp demo` runs).",
+)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    domain = dg.Definitions(
+        assets=dg.load_assets_from_modules([market_assets]),
+        jobs=[market_jobs.ingest_job, demo_job],
+        schedules=[market_schedules.daily_bars_ingest, market_schedules.weekly_trailing_backfill],
+    )
+    return dg.Definitions.merge(domain, market_resources(), dg.Definitions(executor=EXECUTOR))

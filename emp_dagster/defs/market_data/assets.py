@@ -1,0 +1,125 @@
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from emp_core.market_data.ingest import DATASETS
+from emp_core.market_data.macro import TableLoad, load_macro_series, load_treasury_curve
+from emp_core.market_data.pipeline import ingest_window
+from emp_core.market_data.quality import BAR_CHECKS, CHECK_DESCRIPTIONS, CheckOutcome
+from emp_core.market_data.universe import build_universe
+from emp_dagster.defs.market_data.partitions import BAR_BACKFILL, BAR_PARTITIONS, partitions_of
+from emp_dagster.defs.market_data.resources import EmbeddedStoreResource, ShippedDataResource
+
+GROUP = "market_data"
+BAR_KEYS = {name: dg.AssetKey(["duckdb", "market", name]) for name in DATASETS}
+UNIVERSE_KEY = dg.AssetKey(["duckdb", "market", "universe"])
+MACRO_KEY = dg.AssetKey(["duckdb", "macro", "series"])
+CURVE_KEY = dg.AssetKey(["duckdb", "macro", "treasury_curve"])
+MACRO_CHECKS = {
+    MACRO_KEY: ("unique_series_period", "point_in_time", "values_finite"),
+    CURVE_KEY: ("unique_dates", "yields_in_range", "core_tenors_present"),
+}
+
+
+class BarsConfig(dg.Config):
+    symbols: list[str] | None = None
+    max_gap_ratio: float | None = None
+    max_lag_bars: int | None = None
+
+
+def check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
+    meta = {k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in outcome.metadata.items()}
+    return dg.AssetCheckResult(check_name=outcome.name, passed=outcome.passed, description=outcome.description,
+                               metadata=meta, severity=dg.AssetCheckSeverity.ERROR)
+
+
+def _bars_asset(name: str) -> dg.AssetsDefinition:
+    spec = DATASETS[name]
+    key = BAR_KEYS[name]
+
+    @dg.asset(
+        key=key, group_name=GROUP, kinds={"duckdb", "polars"},
+        partitions_def=BAR_PARTITIONS, backfill_policy=BAR_BACKFILL,
+        description=f"{spec.interval} OHLCV bars on the {spec.calendar} calendar, validated; "
+                    "rejected rows go to market.quarantine, one journal row per month.",
+        check_specs=[dg.AssetCheckSpec(c, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[c])
+                     for c in BAR_CHECKS],
+    )
+    def bars(context: dg.AssetExecutionContext, config: BarsConfig, store: EmbeddedStoreResource,
+             market_data: ShippedDataResource) -> dg.MaterializeResult:
+        partitions = partitions_of(context.partition_keys)
+        result = ingest_window(store.store(), market_data.source(), name, partitions, run_id=context.run_id,
+                               symbols=config.symbols, max_gap_ratio=config.max_gap_ratio,
+                               max_lag_bars=config.max_lag_bars)
+        r = result.report
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": r.rows_stored, "rows_in": r.rows_in, "rows_quarantined": r.rows_quarantined,
+                "quarantine_reasons": dg.MetadataValue.json(r.reasons),
+                "window": f"[{partitions[0].start:%Y-%m-%d}, {partitions[-1].end:%Y-%m-%d})",
+                "partitions": len(partitions), "seconds": round(r.seconds, 3),
+                "journal": dg.MetadataValue.md(_journal_preview(r.journal)),
+            },
+            check_results=[check_result(c) for c in result.checks],
+        )
+
+    return bars
+
+
+def _journal_preview(journal: pl.DataFrame, rows: int = 12) -> str:
+    cols = ["partition_key", "rows_in", "rows_stored", "rows_quarantined", "latest_ts", "freshness_lag_bars", "status"]
+    active = journal.filter(pl.col("rows_in") > 0).select(cols)
+    body = active.tail(rows).to_pandas().to_markdown(index=False)
+    return f"{active.height} of {journal.height} partitions had rows; the last {min(rows, active.height)}:\n\n{body}"
+
+
+bars_1d = _bars_asset("bars_1d")
+bars_1h = _bars_asset("bars_1h")
+
+
+def _table_result(load: TableLoad) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": load.rows_stored, "rows_quarantined": load.rows_quarantined,
+                  "table": load.table},
+        check_results=[check_result(c) for c in load.checks],
+    )
+
+
+@dg.asset(
+    key=MACRO_KEY, group_name=GROUP, kinds={"duckdb", "polars"},
+    description="US macro series (long format) with the date each value became public (available_at).",
+    check_specs=[dg.AssetCheckSpec(c, asset=MACRO_KEY, blocking=True) for c in MACRO_CHECKS[MACRO_KEY]],
+)
+def macro_series(context: dg.AssetExecutionContext, store: EmbeddedStoreResource,
+                 market_data: ShippedDataResource) -> dg.MaterializeResult:
+    return _table_result(load_macro_series(store.store(), market_data.directory(), context.run_id, _now()))
+
+
+@dg.asset(
+    key=CURVE_KEY, group_name=GROUP, kinds={"duckdb", "polars"},
+    description="US Treasury par yield curve, daily, 11 tenors in decimals.",
+    check_specs=[dg.AssetCheckSpec(c, asset=CURVE_KEY, blocking=True) for c in MACRO_CHECKS[CURVE_KEY]],
+)
+def treasury_curve(context: dg.AssetExecutionContext, store: EmbeddedStoreResource,
+                   market_data: ShippedDataResource) -> dg.MaterializeResult:
+    return _table_result(load_treasury_curve(store.store(), market_data.directory(), context.run_id, _now()))
+
+
+@dg.asset(
+    key=UNIVERSE_KEY, group_name=GROUP, kinds={"duckdb"}, deps=list(BAR_KEYS.values()),
+    description="One row per (dataset, symbol): span, bar count, quarantined rows, last run.",
+    automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+)
+def universe(store: EmbeddedStoreResource) -> dg.MaterializeResult:
+    s = store.store()
+    frame = build_universe(s)
+    s.replace_table("market.universe", frame)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": frame.height,
+        "preview": dg.MetadataValue.md(frame.head(20).to_pandas().to_markdown(index=False)),
+    })
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -25,9 +25,11 @@ $(VENV)/.dev: $(VENV)/.runtime requirements/dev-lock.txt
 demo: $(VENV)/.runtime
 	$(BIN)/emp demo
 
+# pytest exits 5 when it collected no tests: that is a failure here.
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest ran no tests" >&2; exit 1; fi; exit $$rc
 
 ui: $(VENV)/.runtime
 	$(BIN)/emp ui

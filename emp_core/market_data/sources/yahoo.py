@@ -57,7 +57,7 @@ def parse_chart_response(payload: dict | str | bytes, symbol: str, *, interval: 
 
     meta = result.get("meta") or {}
     tz = meta.get("exchangeTimezoneName") or "UTC"
-    ts = pl.Series("ts", stamps, dtype=pl.Int64).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+    ts = pl.from_epoch(pl.Series("ts", stamps, dtype=pl.Int64), time_unit="s").dt.replace_time_zone("UTC")
     if interval == "1d":
         ts = ts.dt.convert_time_zone(tz).dt.replace_time_zone(None).dt.truncate("1d")
     else:

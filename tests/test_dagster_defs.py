@@ -1,0 +1,113 @@
+"""The Dagster graph: its shape, its checks as gates, its schedules and backfills."""
+
+from datetime import datetime
+
+import dagster as dg
+import polars as pl
+import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from emp_core.store import DuckDBStore
+from emp_dagster.defs.market_data import assets as A
+from emp_dagster.defs.market_data.resources import EmbeddedStoreResource, ShippedDataResource
+from emp_dagster.defs.market_data.schedules import daily_bars_ingest, weekly_trailing_backfill
+from emp_dagster.definitions import defs
+
+EXPECTED_ASSETS = {
+    "duckdb/market/bars_1d", "duckdb/market/bars_1h", "duckdb/market/universe",
+    "duckdb/macro/series", "duckdb/macro/treasury_curve",
+}
+BAR_CHECKS = {"schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"}
+
+
+def test_graph_snapshot():
+    d = defs()
+    repo = d.get_repository_def()
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == EXPECTED_ASSETS
+    checks = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
+    assert {n for a, n in checks if a == "duckdb/market/bars_1d"} == BAR_CHECKS
+    assert {n for a, n in checks if a == "duckdb/macro/series"} == {
+        "unique_series_period", "point_in_time", "values_finite"}
+    assert all(repo.asset_graph.get_check_spec(k).blocking for k in repo.asset_graph.asset_check_keys)
+    assert {j.name for j in d.resolve_all_job_defs()} >= {"emp_demo", "market_data_ingest"}
+    assert {s.name: s.cron_schedule for s in repo.schedule_defs} == {
+        "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6"}
+    universe = repo.asset_graph.get(dg.AssetKey(["duckdb", "market", "universe"]))
+    assert {k.to_user_string() for k in universe.parent_keys} == {"duckdb/market/bars_1d", "duckdb/market/bars_1h"}
+
+
+@pytest.fixture
+def resources(tmp_path, data_dir):
+    return {"store": EmbeddedStoreResource(path=str(tmp_path / "emp.duckdb")),
+            "market_data": ShippedDataResource(data_dir=str(data_dir))}
+
+
+def materialize(resources, partition_key="2010-01-01", run_config=None):
+    with dg.instance_for_test() as instance:
+        return dg.materialize([A.bars_1d, A.universe], partition_key=partition_key, resources=resources,
+                              instance=instance, raise_on_error=False, run_config=run_config)
+
+
+def evaluations(result):
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_a_partition_materialises_with_every_check_passing(resources):
+    result = materialize(resources)
+    assert result.success
+    assert set(evaluations(result)) == BAR_CHECKS and all(e.passed for e in evaluations(result).values())
+    mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
+    assert set(mats) == {"duckdb/market/bars_1d", "duckdb/market/universe"}
+    meta = mats["duckdb/market/bars_1d"].materialization.metadata
+    assert meta["dagster/row_count"].value == 6 * 19  # six symbols x 19 sessions in January 2010
+    store = DuckDBStore(resources["store"].path)
+    assert store.query("SELECT count(*) FROM market.universe WHERE dataset = 'bars_1d'").item() == 6
+
+
+def test_a_failed_blocking_check_stops_the_downstream_asset(resources, data_dir):
+    path = data_dir / "bars_daily.parquet"
+    pl.read_parquet(path).filter(~((pl.col("symbol") == "IBM") & (pl.col("ts") == datetime(2010, 1, 12)))) \
+        .write_parquet(path)
+    result = materialize(resources, run_config={"ops": {"duckdb__market__bars_1d": {"config": {"max_gap_ratio": 0}}}})
+    gaps = evaluations(result)["calendar_gaps"]
+    assert not gaps.passed and gaps.severity == dg.AssetCheckSeverity.ERROR
+    assert gaps.metadata["missing_bars"].value == 1
+    materialised = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    assert "duckdb/market/universe" not in materialised
+    assert DuckDBStore(resources["store"].path).query("SELECT count(*) FROM market.universe").item() == 0
+
+
+def test_macro_assets_materialise_with_point_in_time_checks(resources):
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([A.macro_series, A.treasury_curve], resources=resources, instance=instance)
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    store = DuckDBStore(resources["store"].path)
+    assert store.query("SELECT count(*) FROM macro.series WHERE available_at < period_end").item() == 0
+    assert store.query("SELECT count(*) FROM macro.treasury_curve").item() == 6816
+
+
+def test_daily_schedule_targets_the_month_to_date_partition():
+    when = datetime(2026, 11, 24, 18, 30)
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+        request = daily_bars_ingest(ctx)
+    assert request.partition_key == "2026-11-01"
+    assert request.run_key == "daily-2026-11-24"
+
+
+def test_weekly_schedule_backfills_the_trailing_window_in_one_run(emp_home, data_dir, monkeypatch):
+    monkeypatch.setenv("EMP_DATA_DIR", str(data_dir))
+    when = datetime(2010, 3, 6, 6, 0)
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+        request = weekly_trailing_backfill(ctx)
+        assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2010-01-01"
+        assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2010-03-01"
+        job = defs().resolve_job_def(request.job_name or "market_data_ingest")
+        result = job.execute_in_process(instance=instance, tags=request.tags)
+    assert result.success
+    journal = DuckDBStore(emp_home / "emp.duckdb").query(
+        "SELECT dataset, list(partition_key ORDER BY partition_key) AS keys FROM market.ingest_journal "
+        "GROUP BY dataset ORDER BY dataset")
+    assert journal["keys"].to_list() == [["2010-01-01", "2010-02-01", "2010-03-01"]] * 2

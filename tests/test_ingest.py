@@ -1,0 +1,106 @@
+from datetime import datetime
+
+import polars as pl
+import pytest
+
+from emp_core.errors import EmpError
+from emp_core.market_data.ingest import Partition, ingest_bars, new_run_id
+from emp_core.market_data.macro import macro_series
+from emp_core.market_data.pipeline import ingest_window
+from emp_core.market_data.sources import ShippedSource
+from tests.conftest import SHIPPED
+
+NOW = datetime(2026, 1, 1)
+
+
+def months(y0, m0, count):
+    out, y, m = [], y0, m0
+    for _ in range(count):
+        y2, m2 = (y + 1, 1) if m == 12 else (y, m + 1)
+        out.append(Partition(f"{y}-{m:02d}-01", datetime(y, m, 1), datetime(y2, m2, 1)))
+        y, m = y2, m2
+    return out
+
+
+def test_rerunning_a_window_is_idempotent(store):
+    src = ShippedSource(SHIPPED)
+    parts = months(2008, 1, 6)
+    first = ingest_bars(store, src, "bars_1d", run_id=new_run_id("a"), partitions=parts, now=NOW)
+    before = store.read_bars("bars_1d")
+    second = ingest_bars(store, src, "bars_1d", run_id=new_run_id("b"), partitions=parts, now=NOW)
+    after = store.read_bars("bars_1d")
+    assert first.rows_stored == second.rows_stored == before.height == after.height > 0
+    assert before.equals(after)
+    dups = store.query("SELECT count(*) - count(DISTINCT (symbol, ts)) FROM market.bars_1d").item()
+    assert dups == 0
+    # every run journals one row per month, and its counts add up
+    journal = store.query("SELECT run_id, count(*) n, sum(rows_in) i, sum(rows_stored) s "
+                          "FROM market.ingest_journal GROUP BY run_id ORDER BY min(started_at)")
+    assert journal["n"].to_list() == [6, 6]
+    assert journal["i"].to_list() == journal["s"].to_list() == [first.rows_in, second.rows_in]
+
+
+def test_a_window_only_touches_its_own_months(store):
+    src = ShippedSource(SHIPPED)
+    ingest_bars(store, src, "bars_1d", run_id=new_run_id("a"), partitions=months(2008, 1, 12), now=NOW)
+    march = store.read_bars("bars_1d", start=datetime(2008, 3, 1), end=datetime(2008, 4, 1))
+    ingest_bars(store, src, "bars_1d", run_id=new_run_id("b"), partitions=months(2008, 6, 1), symbols=["SPX"],
+                now=NOW)
+    assert store.read_bars("bars_1d", start=datetime(2008, 3, 1), end=datetime(2008, 4, 1)).equals(march)
+    runs = store.query("SELECT DISTINCT run_id FROM market.bars_1d WHERE ts >= '2008-06-01' AND ts < '2008-07-01' "
+                       "AND symbol = 'SPX'")
+    assert runs.height == 1 and runs.item().startswith("b-")
+
+
+def test_rows_the_source_no_longer_delivers_are_removed_on_rerun(store, data_dir):
+    parts = months(2010, 1, 1)
+    ingest_bars(store, ShippedSource(data_dir), "bars_1d", run_id=new_run_id("a"), partitions=parts, now=NOW)
+    path = data_dir / "bars_daily.parquet"
+    pl.read_parquet(path).filter(~((pl.col("symbol") == "IBM") & (pl.col("ts") == datetime(2010, 1, 5)))) \
+        .write_parquet(path)
+    ingest_bars(store, ShippedSource(data_dir), "bars_1d", run_id=new_run_id("b"), partitions=parts, now=NOW)
+    ibm = store.read_bars("bars_1d", symbols=["IBM"])
+    assert datetime(2010, 1, 5) not in ibm["ts"].to_list() and ibm.height == 19 - 1
+
+
+def test_point_in_time_later_data_never_changes_earlier_bars(store, data_dir):
+    """Truncate the future, ingest; then ingest the future too: the past is unchanged."""
+    path = data_dir / "bars_daily.parquet"
+    full = pl.read_parquet(path)
+    full.filter(pl.col("ts") < datetime(2009, 1, 1)).write_parquet(path)
+    ingest_bars(store, ShippedSource(data_dir), "bars_1d", run_id=new_run_id("a"), partitions=months(2008, 1, 24),
+                now=NOW)
+    past = store.read_bars("bars_1d", end=datetime(2009, 1, 1))
+    full.write_parquet(path)
+    ingest_bars(store, ShippedSource(data_dir), "bars_1d", run_id=new_run_id("b"), partitions=months(2009, 1, 12),
+                now=NOW)
+    assert store.read_bars("bars_1d", end=datetime(2009, 1, 1)).equals(past)
+    assert store.read_bars("bars_1d", start=datetime(2009, 1, 1)).height > 0
+
+
+def test_macro_availability_is_point_in_time(data_dir):
+    """Publication dates depend only on a row's own period: truncating history changes none of them."""
+    full, _ = macro_series(data_dir)
+    path = data_dir / "macro_series.parquet"
+    pl.read_parquet(path).filter(pl.col("period_start") < datetime(2000, 1, 1).date()).write_parquet(path)
+    truncated, _ = macro_series(data_dir)
+    key = ["series_id", "period_start"]
+    assert truncated.join(full, on=key, suffix="_full").select(
+        (pl.col("available_at") == pl.col("available_at_full")).all()).item()
+    gdp = full.filter((pl.col("series_id") == "realgdp") & (pl.col("period_start") == datetime(2008, 7, 1).date()))
+    assert gdp["period_end"].item() == datetime(2008, 9, 30).date()
+    assert gdp["available_at"].item() == datetime(2008, 10, 30).date()
+    assert full.select((pl.col("available_at") >= pl.col("period_end")).all()).item()
+
+
+def test_a_failing_source_is_journaled_and_writes_no_bars(store):
+    class Broken(ShippedSource):
+        def read(self, *args, **kwargs):
+            raise EmpError("feed unavailable")
+
+    with pytest.raises(EmpError, match="feed unavailable"):
+        ingest_window(store, Broken(SHIPPED), "bars_1d", months(2008, 1, 2), run_id="r-broken")
+    journal = store.query("SELECT partition_key, status, message FROM market.ingest_journal ORDER BY 1")
+    assert journal["status"].to_list() == ["failed", "failed"]
+    assert journal["message"].to_list() == ["EmpError: feed unavailable"] * 2
+    assert store.read_bars("bars_1d").height == 0

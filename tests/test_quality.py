@@ -1,0 +1,64 @@
+from datetime import datetime
+
+import polars as pl
+import pytest
+
+from emp_core.market_data.ingest import DATASETS
+from emp_core.market_data.quality import calendar_gaps, expectation_checks, freshness
+from tests.conftest import daily_bars
+
+SPEC = DATASETS["bars_1d"]
+START, END = datetime(2020, 1, 1), datetime(2020, 3, 1)
+
+
+@pytest.fixture(scope="module")
+def clean() -> pl.DataFrame:
+    return pl.concat([daily_bars("AAA", datetime(2020, 1, 2), 40), daily_bars("BBB", datetime(2020, 1, 2), 40)])
+
+
+def outcomes(frame):
+    return {c.name: c for c in expectation_checks(frame)}
+
+
+def test_clean_bars_pass_every_gate(clean):
+    assert all(c.passed for c in outcomes(clean).values())
+    cov = clean.group_by("symbol").agg(pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts"))
+    assert calendar_gaps(clean, SPEC, START, END, cov).passed
+    assert freshness(clean, SPEC, START, END, cov, now=datetime(2026, 1, 1)).passed
+
+
+def test_gx_catches_duplicates_inconsistent_ohlc_and_schema_drift(clean):
+    dup = pl.concat([clean, clean.head(1)])
+    result = outcomes(dup)
+    assert not result["unique_symbol_ts"].passed and result["ohlc_consistency"].passed
+    broken = clean.with_columns(
+        pl.when(pl.int_range(pl.len()) == 5).then(pl.col("low") - 10).otherwise(pl.col("high")).alias("high"))
+    failed = outcomes(broken)["ohlc_consistency"]
+    assert not failed.passed
+    assert {f["expectation"] for f in failed.metadata["failed"]} >= {
+        "expect_column_pair_values_a_to_be_greater_than_b"}
+    drift = outcomes(clean.with_columns(pl.col("volume").cast(pl.Int64)))["schema_and_types"]
+    assert not drift.passed
+
+
+def test_calendar_gaps_fail_beyond_the_tolerance(clean):
+    holed = clean.filter(~((pl.col("symbol") == "AAA") & pl.col("ts").is_in(
+        [datetime(2020, 1, 14), datetime(2020, 1, 15)])))
+    cov = clean.group_by("symbol").agg(pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts"))
+    strict = calendar_gaps(holed, SPEC, START, END, cov, max_gap_ratio=0.0)
+    assert not strict.passed
+    assert strict.metadata["missing_bars"] == 2
+    assert strict.metadata["missing_examples"] == ["AAA 2020-01-14 00:00:00", "AAA 2020-01-15 00:00:00"]
+    assert calendar_gaps(holed, SPEC, START, END, cov, max_gap_ratio=0.05).passed
+    weekend = pl.concat([clean, clean.head(1).with_columns(pl.lit(datetime(2020, 1, 4)).alias("ts"))])
+    assert calendar_gaps(weekend, SPEC, START, END, cov, max_gap_ratio=0.0).metadata["off_calendar_bars"] == 1
+
+
+def test_freshness_fails_when_the_latest_bar_trails_the_coverage(clean):
+    cov = clean.group_by("symbol").agg(pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts"))
+    stale = clean.filter(~((pl.col("symbol") == "BBB") & (pl.col("ts") > datetime(2020, 2, 20))))
+    result = freshness(stale, SPEC, START, END, cov, now=datetime(2026, 1, 1))
+    assert not result.passed
+    assert result.metadata["stale_examples"] == {"BBB": 6}
+    # the clock caps what can be expected: before those bars existed nothing was stale
+    assert freshness(stale, SPEC, START, END, cov, now=datetime(2020, 2, 21)).passed

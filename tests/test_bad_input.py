@@ -82,7 +82,7 @@ def test_missing_file_and_missing_symbol_are_clear(tmp_path, store, capsys):
 def test_zero_byte_parquet_raises_input_file_error(tmp_path):
     path = tmp_path / "zero.parquet"
     path.touch()
-    with pytest.raises(InputFileError, match="zero.parquet: file is empty"):
+    with pytest.raises(InputFileError, match=r"zero\.parquet: file is empty"):
         read_bar_file(path, "X")
 
 

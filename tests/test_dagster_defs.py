@@ -8,10 +8,10 @@ import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from emp_core.store import DuckDBStore
+from emp_dagster.definitions import defs
 from emp_dagster.defs.market_data import assets as A
 from emp_dagster.defs.market_data.resources import EmbeddedStoreResource, ShippedDataResource
 from emp_dagster.defs.market_data.schedules import daily_bars_ingest, weekly_trailing_backfill
-from emp_dagster.definitions import defs
 
 EXPECTED_ASSETS = {
     "duckdb/market/bars_1d", "duckdb/market/bars_1h", "duckdb/market/universe",

@@ -4,9 +4,9 @@ import dagster as dg
 
 from emp_dagster.defs.market_data import assets as market_assets
 from emp_dagster.defs.market_data import jobs as market_jobs
+from emp_dagster.defs.market_data import resources as market_resources
 from emp_dagster.defs.market_data import schedules as market_schedules
 from emp_dagster.defs.market_data.partitions import BAR_PARTITIONS
-from emp_dagster.defs.market_data.resources import resources as market_resources
 
 # The embedded tier's DuckDB file takes one writer process: steps run in the run's
 # own process, one after another.
@@ -25,4 +25,4 @@ def defs() -> dg.Definitions:
         jobs=[market_jobs.ingest_job, demo_job],
         schedules=[market_schedules.daily_bars_ingest, market_schedules.weekly_trailing_backfill],
     )
-    return dg.Definitions.merge(domain, market_resources(), dg.Definitions(executor=EXECUTOR))
+    return dg.Definitions.merge(domain, market_resources.resources(), dg.Definitions(executor=EXECUTOR))

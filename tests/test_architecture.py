@@ -1,0 +1,24 @@
+import pkgutil
+import subprocess
+import sys
+
+import emp_core
+
+
+def test_emp_core_never_imports_dagster():
+    modules = [m.name for m in pkgutil.walk_packages(emp_core.__path__, "emp_core.")]
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "bad = sorted(m for m in sys.modules if m == 'dagster' or m.startswith(('dagster.', 'dagster_')))\n"
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert len(modules) > 10
+    assert out.stdout.strip() == ""
+
+
+def test_settings_are_read_in_one_module():
+    offenders = []
+    for path in sorted(p for p in __import__("pathlib").Path(emp_core.__file__).parent.rglob("*.py")):
+        if path.name != "config.py" and ("os.environ" in path.read_text() or "os.getenv" in path.read_text()):
+            offenders.append(path.name)
+    assert offenders == ["quality.py"]  # only sets GX's own analytics switch off

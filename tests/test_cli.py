@@ -1,0 +1,63 @@
+import subprocess
+import sys
+
+import pytest
+
+from emp_core.cli import main
+from emp_core.store import DuckDBStore
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("ingest", "demo", "backfill", "ui"):
+        assert command in out
+
+
+def test_usage_errors_are_one_line(capsys):
+    assert main(["ingest"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "emp: error: emp ingest: the following arguments are required: --source"
+    assert main(["ingest", "--source", "synthetic", "--start", "2020-13-01", "--end", "2021-01-01"]) == 2
+    assert "'2020-13-01' is not a date" in capsys.readouterr().err
+    assert main(["ingest", "--source", "synthetic", "--start", "2021-01-01", "--end", "2020-01-01"]) == 2
+    assert "is not after --start" in capsys.readouterr().err
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    exe = [sys.executable, "-m", "emp_core.cli"]
+    proc = subprocess.run([*exe, "ingest", "--source", "file", "--path", str(tmp_path / "x.csv"), "--symbol", "A"],
+                          check=False, capture_output=True, text=True, env={"EMP_HOME": str(tmp_path), "PATH": ""})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"emp: error: {tmp_path / 'x.csv'}: file not found"
+
+
+def test_synthetic_ingest_from_the_cli(emp_home, capsys):
+    code = main(["ingest", "--source", "synthetic", "--n-symbols", "3", "--start", "2019-01-01",
+                 "--end", "2019-03-01", "--seed", "7"])
+    assert code == 0
+    assert "0 quarantined" in capsys.readouterr().out
+    assert DuckDBStore(emp_home / "emp.duckdb").read_bars("bars_1d")["symbol"].n_unique() == 3
+
+
+def test_backfill_from_the_cli_runs_one_dagster_run(emp_home, capsys):
+    import dagster as dg
+
+    assert main(["backfill", "--start", "2008-09", "--end", "2008-10", "--symbols", "SPX"]) == 0
+    assert "SUCCESS; checks 10 passed, 0 failed" in capsys.readouterr().out
+    store = DuckDBStore(emp_home / "emp.duckdb")
+    assert store.query("SELECT DISTINCT symbol FROM market.bars_1d")["symbol"].to_list() == ["SPX"]
+    with dg.DagsterInstance.get() as instance:
+        assert len(instance.get_runs()) == 1
+    assert main(["backfill", "--start", "1980-01", "--end", "1980-02"]) == 2
+    assert "month 1980-01 is outside the partitions" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_materialises_everything_with_every_check_passing(demo_home):
+    counts = DuckDBStore(demo_home / "emp.duckdb").table_counts()
+    assert counts["market.bars_1d"] == 22020 and counts["market.bars_1h"] == 6225
+    assert counts["macro.series"] == 15159 and counts["macro.treasury_curve"] == 6816
+    assert counts["market.quarantine"] == 0 and counts["market.universe"] == 7

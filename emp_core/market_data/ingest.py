@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import polars as pl
 
 from emp_core.calendars import expected_bars, interval_length
@@ -227,10 +228,7 @@ def _journal(
         pl.col("rows_stored").fill_null(0).cast(pl.Int64),
         pl.col("rows_quarantined").fill_null(0).cast(pl.Int64),
     ).with_columns((pl.col("rows_stored") + pl.col("rows_quarantined")).alias("rows_in"))
-    lags = [
-        _lag_bars(spec, r["window_start"], r["window_end"], r["latest_ts"], coverage, now)
-        for r in rows.iter_rows(named=True)
-    ]
+    lags = _lag_bars(spec, rows, coverage, now)
     status = (
         pl.when(pl.col("rows_in") == 0).then(pl.lit("empty"))
         .when(pl.col("rows_quarantined") > 0).then(pl.lit("quarantined"))
@@ -241,18 +239,24 @@ def _journal(
     ).sort("window_start", nulls_last=True)
 
 
-def _lag_bars(
-    spec: BarDataset, start: datetime | None, end: datetime | None, latest: datetime | None,
-    coverage: pl.DataFrame, now: datetime,
-) -> int | None:
-    """Expected bars after ``latest`` up to the end the source covers within [start, end)."""
-    if start is None or end is None or coverage.height == 0:
-        return None
-    cov = coverage.filter((pl.col("first_ts") < end) & (pl.col("last_ts") >= start))
-    if cov.height == 0:
-        return None
-    horizon = min(end, cov.get_column("last_ts").max() + interval_length(spec.interval), now)
-    expected = expected_bars(spec.calendar, spec.interval, latest or start, horizon)
-    if latest is not None:
-        expected = expected.filter(expected > latest)
-    return len(expected)
+def _lag_bars(spec: BarDataset, rows: pl.DataFrame, coverage: pl.DataFrame, now: datetime) -> list[int | None]:
+    """Per journal row: expected bars after its latest bar, up to where the source's coverage ends
+    within [window_start, window_end) (and no later than ``now``). None where the source covers nothing."""
+    starts, ends = rows.get_column("window_start"), rows.get_column("window_end")
+    if coverage.height == 0 or starts.null_count() == rows.height:
+        return [None] * rows.height
+    step = interval_length(spec.interval)
+    grid = expected_bars(spec.calendar, spec.interval, starts.min(), ends.max()).to_numpy()
+    first = coverage.get_column("first_ts").to_numpy()
+    last = coverage.get_column("last_ts").to_numpy()
+    out: list[int | None] = []
+    for start, end, latest in zip(starts.to_numpy(), ends.to_numpy(), rows.get_column("latest_ts").to_numpy(),
+                                  strict=True):
+        covered = (first < end) & (last >= start)
+        if np.isnat(start) or not covered.any():
+            out.append(None)
+            continue
+        horizon = min(end, last[covered].max() + np.timedelta64(step), np.datetime64(now))
+        lo = np.searchsorted(grid, latest, side="right") if not np.isnat(latest) else np.searchsorted(grid, start)
+        out.append(max(0, int(np.searchsorted(grid, horizon) - lo)))
+    return out

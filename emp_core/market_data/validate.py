@@ -110,10 +110,10 @@ def validate_bars(
     checked = checked.with_columns(
         pl.when(reason == "").then(None).otherwise(reason).alias("reason")
     ).drop([c for c in checked.columns if c.startswith("_p_")])
-    checked = _mark_duplicates(checked)
+    checked = _mark_duplicates(checked.sort("symbol", "ts", maintain_order=True, nulls_last=True))
 
     bad = checked.filter(pl.col("reason").is_not_null())
-    valid = checked.filter(pl.col("reason").is_null()).select(BAR_COLUMNS).sort("symbol", "ts")
+    valid = checked.filter(pl.col("reason").is_null()).select(BAR_COLUMNS)
     quarantine = _quarantine_rows(frame, bad)
     return Validated(valid=valid, quarantine=quarantine, rows_in=rows_in)
 
@@ -193,9 +193,11 @@ def _naive_to_utc(expr: pl.Expr, tz: str) -> pl.Expr:
 
 
 def _mark_duplicates(checked: pl.DataFrame) -> pl.DataFrame:
+    """``checked`` is sorted by (symbol, ts): copies of a key sit next to each other."""
     ok = pl.col("reason").is_null()
     keys = checked.filter(ok).select("symbol", "ts")
-    if not keys.is_duplicated().any():
+    adjacent = (pl.col("symbol") == pl.col("symbol").shift()) & (pl.col("ts") == pl.col("ts").shift())
+    if not keys.select(adjacent.any()).item():
         return checked
     key = ["symbol", "ts"]
     versions = pl.struct(*NUMERIC_COLUMNS).n_unique().over(key)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from emp_core.errors import EmpError
 
@@ -30,7 +31,7 @@ DDL = [
             symbol VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
             open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL,
             volume DOUBLE NOT NULL,
-            source VARCHAR NOT NULL, run_id VARCHAR NOT NULL, ingested_at TIMESTAMP NOT NULL)"""
+            source VARCHAR NOT NULL, run_id VARCHAR NOT NULL)"""
         for t in BAR_TABLES
     ],
     """CREATE TABLE IF NOT EXISTS market.quarantine (
@@ -131,8 +132,11 @@ class DuckDBStore:
         """
         if table not in BAR_TABLES:
             raise EmpError(f"unknown bar table {table!r}; choose one of {', '.join(BAR_TABLES)}")
+        symbols = bars.get_column("symbol").unique().to_list()
+        # DuckDB scans an Arrow table in parallel by record batch; one 1M-row chunk would scan on one core.
+        arrow = pa.Table.from_batches(bars.to_arrow().to_batches(max_chunksize=262_144), schema=bars.to_arrow().schema)
         with self.connect() as con:
-            con.register("new_bars", bars.to_arrow())
+            con.register("new_bars", arrow)
             con.register("new_quarantine", quarantine.to_arrow())
             con.register("new_journal", journal.to_arrow())
             con.execute("BEGIN TRANSACTION")
@@ -140,8 +144,8 @@ class DuckDBStore:
                 if window is not None:
                     con.execute(
                         f"""DELETE FROM market.{table} WHERE ts >= $start AND ts < $end
-                        AND (source = $source OR symbol IN (SELECT DISTINCT symbol FROM new_bars))""",
-                        {"start": window[0], "end": window[1], "source": source},
+                        AND (source = $source OR list_contains($symbols, symbol))""",
+                        {"start": window[0], "end": window[1], "source": source, "symbols": symbols},
                     )
                 elif bars.height:
                     con.execute(
@@ -151,8 +155,8 @@ class DuckDBStore:
                     )
                 con.execute(
                     f"""INSERT INTO market.{table}
-                    SELECT symbol, ts, open, high, low, close, volume, $source, $run_id, $now FROM new_bars""",
-                    {"source": source, "run_id": run_id, "now": now},
+                    SELECT symbol, ts, open, high, low, close, volume, $source, $run_id FROM new_bars""",
+                    {"source": source, "run_id": run_id},
                 )
                 if quarantine.height:
                     con.execute("INSERT INTO market.quarantine BY NAME SELECT * FROM new_quarantine")

@@ -86,24 +86,25 @@ def _table_result(load: TableLoad) -> dg.MaterializeResult:
     )
 
 
-@dg.asset(
-    key=MACRO_KEY, group_name=GROUP, kinds={"duckdb", "polars"},
-    description="US macro series (long format) with the date each value became public (available_at).",
-    check_specs=[dg.AssetCheckSpec(c, asset=MACRO_KEY, blocking=True) for c in MACRO_CHECKS[MACRO_KEY]],
-)
-def macro_series(context: dg.AssetExecutionContext, store: EmbeddedStoreResource,
-                 market_data: ShippedDataResource) -> dg.MaterializeResult:
-    return _table_result(load_macro_series(store.store(), market_data.directory(), context.run_id, _now()))
+def _table_asset(key: dg.AssetKey, loader, description: str) -> dg.AssetsDefinition:
+    """An unpartitioned table loaded from the shipped data by an emp_core loader, checked in the same step."""
+
+    @dg.asset(
+        key=key, group_name=GROUP, kinds={"duckdb", "polars"}, description=description,
+        check_specs=[dg.AssetCheckSpec(c, asset=key, blocking=True) for c in MACRO_CHECKS[key]],
+    )
+    def table(context: dg.AssetExecutionContext, store: EmbeddedStoreResource,
+              market_data: ShippedDataResource) -> dg.MaterializeResult:
+        return _table_result(loader(store.store(), market_data.directory(), context.run_id, _now()))
+
+    return table
 
 
-@dg.asset(
-    key=CURVE_KEY, group_name=GROUP, kinds={"duckdb", "polars"},
-    description="US Treasury par yield curve, daily, 11 tenors in decimals.",
-    check_specs=[dg.AssetCheckSpec(c, asset=CURVE_KEY, blocking=True) for c in MACRO_CHECKS[CURVE_KEY]],
-)
-def treasury_curve(context: dg.AssetExecutionContext, store: EmbeddedStoreResource,
-                   market_data: ShippedDataResource) -> dg.MaterializeResult:
-    return _table_result(load_treasury_curve(store.store(), market_data.directory(), context.run_id, _now()))
+macro_series = _table_asset(
+    MACRO_KEY, load_macro_series,
+    "US macro series (long format) with the date each value became public (available_at).")
+treasury_curve = _table_asset(
+    CURVE_KEY, load_treasury_curve, "US Treasury par yield curve, daily, 11 tenors in decimals.")
 
 
 @dg.asset(

@@ -11,7 +11,6 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 @pytest.mark.slow
 def test_market_data_notebook_runs_on_a_fresh_store(demo_home, monkeypatch):
     monkeypatch.setenv("EMP_HOME", str(demo_home))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOKS / "01_market_data.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -148,14 +149,20 @@ def cmd_backfill(args) -> int:
 def cmd_ui(args) -> int:
     home = prepare_instance()
     exe = Path(sys.executable).with_name("dagster")
-    cmd = [str(exe if exe.exists() else "dagster"), "dev", "-m", "emp_dagster.definitions",
+    cmd = [str(exe if exe.exists() else "dagster"), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
            "-h", "127.0.0.1", "-p", str(args.port)]
     print(f"emp ui: Dagster UI on http://127.0.0.1:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops it",
           file=sys.stderr)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT)
     try:
-        return subprocess.call(cmd, cwd=REPO_ROOT)
+        return proc.wait()
     except KeyboardInterrupt:
-        return 0
+        proc.send_signal(signal.SIGINT)  # dagster dev shuts its webserver and daemon down on SIGINT
+        try:
+            return proc.wait(timeout=30) and 0
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return 1
 
 
 

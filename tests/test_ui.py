@@ -14,6 +14,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+SCHEDULES = """{ schedulesOrError(repositorySelector: {repositoryName: "__repository__",
+  repositoryLocationName: "emp_predator"}) { ... on Schedules { results { name cronSchedule } } } }"""
 QUERY = """{
   assetNodes { assetKey { path } isPartitioned
     assetChecksOrError { ... on AssetChecks { checks { name blocking } } } }
@@ -32,7 +34,7 @@ def test_webserver_serves_the_asset_graph_and_checks(demo_home):
     env = {**os.environ, "EMP_HOME": str(demo_home), "DAGSTER_HOME": str(demo_home / "dagster")}
     exe = Path(sys.executable).with_name("dagster-webserver")
     proc = subprocess.Popen(
-        [str(exe), "-m", "emp_dagster.definitions", "-h", "127.0.0.1", "-p", str(port)],
+        [str(exe), "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -61,6 +63,9 @@ def test_webserver_serves_the_asset_graph_and_checks(demo_home):
         checks = {c["name"]: c["blocking"] for c in nodes["duckdb/market/bars_1d"]["assetChecksOrError"]["checks"]}
         assert checks == dict.fromkeys(
             ["schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"], True)
+        schedules = requests.post(f"{url}/graphql", json={"query": SCHEDULES}, timeout=60).json()
+        assert {s["name"]: s["cronSchedule"] for s in schedules["data"]["schedulesOrError"]["results"]} == {
+            "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

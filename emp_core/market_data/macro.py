@@ -80,13 +80,6 @@ def treasury_curve(data_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     return good, bad
 
 
-def available_lag_ok(series: pl.DataFrame) -> bool:
-    """True when no value is public before its period has ended."""
-    return bool(series.select((pl.col("available_at") >= pl.col("period_end")).all()).item())
-
-
-
-
 @dataclass(frozen=True)
 class TableLoad:
     table: str

@@ -35,6 +35,3 @@ ALIASES = {
 def canonical_name(header: str) -> str | None:
     return ALIASES.get(header.strip().lower().replace(" ", "_"))
 
-
-def empty_bars() -> pl.DataFrame:
-    return pl.DataFrame(schema=BAR_SCHEMA)

@@ -26,7 +26,7 @@ from datetime import datetime
 
 import polars as pl
 
-from emp_core.market_data.schema import BAR_COLUMNS, NUMERIC_COLUMNS, PRICE_COLUMNS
+from emp_core.market_data.schema import BAR_SCHEMA, NUMERIC_COLUMNS, PRICE_COLUMNS
 
 ROW = "row_number"
 QUARANTINE_SCHEMA = pl.Schema({
@@ -113,7 +113,9 @@ def validate_bars(
     checked = _mark_duplicates(checked.sort("symbol", "ts", maintain_order=True, nulls_last=True))
 
     bad = checked.filter(pl.col("reason").is_not_null())
-    valid = checked.filter(pl.col("reason").is_null()).select(BAR_COLUMNS)
+    valid = checked.filter(pl.col("reason").is_null()).select(
+        pl.col(name).cast(dtype) for name, dtype in BAR_SCHEMA.items()
+    )
     quarantine = _quarantine_rows(frame, bad)
     return Validated(valid=valid, quarantine=quarantine, rows_in=rows_in)
 

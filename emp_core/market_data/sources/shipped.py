@@ -36,8 +36,5 @@ class ShippedSource:
     def coverage(self, dataset: str, symbols: Sequence[str] | None) -> Coverage:
         return coverage_of(pl.scan_parquet(self.path(dataset)).filter(window_filter(None, None, symbols)))
 
-    def symbols(self, dataset: str) -> list[str]:
-        return self.coverage(dataset, None).get_column("symbol").to_list()
-
     def describe(self) -> str:
         return str(self.data_dir)

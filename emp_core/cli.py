@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.quiet:
-            logging.getLogger("emp").setLevel(logging.WARNING)
+            log.setLevel(logging.WARNING)
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_USAGE

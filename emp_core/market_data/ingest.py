@@ -14,12 +14,13 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 import polars as pl
 
 from emp_core.calendars import expected_bars, interval_length
+from emp_core.clock import utcnow
 from emp_core.errors import EmpError
 from emp_core.market_data.sources.base import BarSource
 from emp_core.market_data.validate import validate_bars
@@ -71,6 +72,7 @@ class IngestReport:
     rows_quarantined: int
     reasons: dict[str, int]
     journal: pl.DataFrame = field(repr=False)
+    coverage: pl.DataFrame = field(repr=False)  # what the source said it covers (read once per ingest)
     seconds: float
 
     def summary(self) -> str:
@@ -104,7 +106,7 @@ def ingest_bars(
     the ingest clock; bars after it are quarantined as future-dated.
     """
     spec = dataset(dataset_name)
-    started = _utcnow()
+    started = utcnow()
     now = now or started
     t0 = time.perf_counter()
     window = (partitions[0].start, partitions[-1].end) if partitions else None
@@ -112,7 +114,7 @@ def ingest_bars(
     checked = validate_bars(raw, interval=spec.interval, now=now, naive_tz=naive_tz)
     coverage = source.coverage(spec.name, symbols)
     journal = _journal(spec, checked.valid, checked.quarantine, partitions, coverage, now)
-    finished = _utcnow()
+    finished = utcnow()
     symbols_text = ",".join(symbols) if symbols else None
     journal = journal.with_columns(
         pl.lit(run_id).alias("run_id"), pl.lit(spec.name).alias("dataset"), pl.lit(source.name).alias("source"),
@@ -125,12 +127,12 @@ def ingest_bars(
         pl.lit(source.describe()).alias("input"), pl.lit(now).alias("quarantined_at"),
     )
     store.replace_bars(spec.name, checked.valid, source=source.name, run_id=run_id, window=window,
-                       quarantine=quarantine, journal=journal, now=now)
+                       quarantine=quarantine, journal=journal)
     reasons = _reason_counts(checked.quarantine)
     report = IngestReport(
         run_id=run_id, dataset=spec.name, source=source.name, input=source.describe(), window=window,
         rows_in=checked.rows_in, rows_stored=checked.valid.height, rows_quarantined=checked.quarantine.height,
-        reasons=reasons, journal=journal, seconds=time.perf_counter() - t0,
+        reasons=reasons, journal=journal, coverage=coverage, seconds=time.perf_counter() - t0,
     )
     log.info(report.summary())
     return report
@@ -141,7 +143,7 @@ def journal_failure(
     partitions: Sequence[Partition] | None, error: str,
 ) -> None:
     """Record a run that failed before anything was stored (the store transaction rolled back)."""
-    now = _utcnow()
+    now = utcnow()
     parts = list(partitions) if partitions else [None]
     name = source if isinstance(source, str) else source.name
     described = source if isinstance(source, str) else _safe_describe(source)
@@ -164,11 +166,6 @@ def _safe_describe(source: BarSource) -> str:
         return source.describe()
     except Exception:
         return source.name
-
-
-def _utcnow() -> datetime:
-    """Naive UTC: the store's convention for every timestamp."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _reason_counts(quarantine: pl.DataFrame) -> dict[str, int]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
+from emp_core.clock import utcnow
 from emp_core.market_data import quality
 from emp_core.market_data.ingest import IngestReport, Partition, dataset, ingest_bars, journal_failure
 from emp_core.market_data.sources.base import BarSource
@@ -42,7 +43,7 @@ def ingest_window(
     A failure before the store commits is journaled as ``failed`` and re-raised.
     """
     spec = dataset(dataset_name)
-    now = now or datetime.now(UTC).replace(tzinfo=None)
+    now = now or utcnow()
     try:
         report = ingest_bars(store, source, spec.name, run_id=run_id, partitions=partitions, symbols=symbols,
                              now=now)
@@ -52,13 +53,14 @@ def ingest_window(
         raise
     start, end = partitions[0].start, partitions[-1].end
     bars = store.read_bars(spec.name, start=start, end=end)
-    coverage = source.coverage(spec.name, symbols)
+    coverage = report.coverage
     checks = [
         *quality.expectation_checks(bars),
         quality.calendar_gaps(bars, spec, start, end, coverage, max_gap_ratio),
         quality.freshness(bars, spec, start, end, coverage, now, max_lag_bars),
     ]
-    failed = [c.name for c in checks if not c.passed]
+    result = WindowResult(report=report, checks=checks)
+    failed = result.failed_checks
     log.info("%s [%s, %s): checks %d passed, %d failed%s", spec.name, start.date(), end.date(),
              len(checks) - len(failed), len(failed), f" ({', '.join(failed)})" if failed else "")
-    return WindowResult(report=report, checks=checks)
+    return result

@@ -65,6 +65,17 @@ class StoreLockedError(EmpError):
     pass
 
 
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
 class DuckDBStore:
     """Tables: ``market.bars_1d``, ``market.bars_1h``, ``market.quarantine``,
     ``market.ingest_journal``, ``macro.series``, ``macro.treasury_curve``."""
@@ -121,7 +132,6 @@ class DuckDBStore:
         window: tuple[datetime, datetime] | None,
         quarantine: pl.DataFrame,
         journal: pl.DataFrame,
-        now: datetime,
     ) -> None:
         """Idempotently store ``bars`` with their quarantine and journal rows, in one transaction.
 
@@ -134,37 +144,32 @@ class DuckDBStore:
             raise EmpError(f"unknown bar table {table!r}; choose one of {', '.join(BAR_TABLES)}")
         symbols = bars.get_column("symbol").unique().to_list()
         # DuckDB scans an Arrow table in parallel by record batch; one 1M-row chunk would scan on one core.
-        arrow = pa.Table.from_batches(bars.to_arrow().to_batches(max_chunksize=262_144), schema=bars.to_arrow().schema)
-        with self.connect() as con:
+        whole = bars.to_arrow()
+        arrow = pa.Table.from_batches(whole.to_batches(max_chunksize=262_144), schema=whole.schema)
+        with self.connect() as con, _transaction(con):
             con.register("new_bars", arrow)
             con.register("new_quarantine", quarantine.to_arrow())
             con.register("new_journal", journal.to_arrow())
-            con.execute("BEGIN TRANSACTION")
-            try:
-                if window is not None:
-                    con.execute(
-                        f"""DELETE FROM market.{table} WHERE ts >= $start AND ts < $end
-                        AND (source = $source OR list_contains($symbols, symbol))""",
-                        {"start": window[0], "end": window[1], "source": source, "symbols": symbols},
-                    )
-                elif bars.height:
-                    con.execute(
-                        f"""DELETE FROM market.{table} AS t USING (
-                            SELECT symbol, min(ts) AS lo, max(ts) AS hi FROM new_bars GROUP BY symbol) AS r
-                        WHERE t.symbol = r.symbol AND t.ts BETWEEN r.lo AND r.hi"""
-                    )
+            if window is not None:
                 con.execute(
-                    f"""INSERT INTO market.{table}
-                    SELECT symbol, ts, open, high, low, close, volume, $source, $run_id FROM new_bars""",
-                    {"source": source, "run_id": run_id},
+                    f"""DELETE FROM market.{table} WHERE ts >= $start AND ts < $end
+                    AND (source = $source OR list_contains($symbols, symbol))""",
+                    {"start": window[0], "end": window[1], "source": source, "symbols": symbols},
                 )
-                if quarantine.height:
-                    con.execute("INSERT INTO market.quarantine BY NAME SELECT * FROM new_quarantine")
-                con.execute("INSERT INTO market.ingest_journal BY NAME SELECT * FROM new_journal")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            elif bars.height:
+                con.execute(
+                    f"""DELETE FROM market.{table} AS t USING (
+                        SELECT symbol, min(ts) AS lo, max(ts) AS hi FROM new_bars GROUP BY symbol) AS r
+                    WHERE t.symbol = r.symbol AND t.ts BETWEEN r.lo AND r.hi"""
+                )
+            con.execute(
+                f"""INSERT INTO market.{table}
+                SELECT symbol, ts, open, high, low, close, volume, $source, $run_id FROM new_bars""",
+                {"source": source, "run_id": run_id},
+            )
+            if quarantine.height:
+                con.execute("INSERT INTO market.quarantine BY NAME SELECT * FROM new_quarantine")
+            con.execute("INSERT INTO market.ingest_journal BY NAME SELECT * FROM new_journal")
 
     def read_bars(
         self,
@@ -207,16 +212,10 @@ class DuckDBStore:
     def replace_table(self, table: str, frame: pl.DataFrame) -> int:
         """Replace every row of ``table`` (a small, unpartitioned table) in one transaction."""
         self._check_ident(table)
-        with self.connect() as con:
+        with self.connect() as con, _transaction(con):
             con.register("new_rows", frame.to_arrow())
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(f"DELETE FROM {table}")
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            con.execute(f"DELETE FROM {table}")
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
         return frame.height
 
     def table_counts(self) -> dict[str, int]:

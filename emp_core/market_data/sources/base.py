@@ -40,6 +40,11 @@ def window_filter(start: datetime | None, end: datetime | None, symbols: Sequenc
     return expr
 
 
+def empty_coverage() -> Coverage:
+    """For sources that promise nothing beyond the rows they return (a file, a web response)."""
+    return pl.DataFrame(schema={"symbol": pl.String, "first_ts": pl.Datetime("us"), "last_ts": pl.Datetime("us")})
+
+
 def coverage_of(frame: pl.LazyFrame | pl.DataFrame) -> Coverage:
     lazy = frame.lazy() if isinstance(frame, pl.DataFrame) else frame
     return (

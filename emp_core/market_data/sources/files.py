@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from emp_core.market_data.readers import read_bar_file
-from emp_core.market_data.sources.base import Coverage
+from emp_core.market_data.sources.base import Coverage, empty_coverage
 
 
 @dataclass
@@ -36,9 +36,7 @@ class FileSource:
         return rows
 
     def coverage(self, dataset: str, symbols: Sequence[str] | None) -> Coverage:
-        # A file promises nothing beyond itself: coverage is taken from the stored bars.
-        return pl.DataFrame(schema={"symbol": pl.String, "first_ts": pl.Datetime("us"),
-                                    "last_ts": pl.Datetime("us")})
+        return empty_coverage()
 
     def describe(self) -> str:
         return str(Path(self.path).resolve())

@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 import polars as pl
 
 from emp_core.calendars import expected_bars
-from emp_core.market_data.sources.base import Coverage, window_filter
+from emp_core.market_data.sources.base import Coverage, coverage_of, window_filter
 
 BARS_PER_YEAR = {"1d": 252.0, "1h": 252.0 * 24}
 DEFAULT_CALENDAR = {"1d": "XNYS", "1h": "FX24X5"}
@@ -83,19 +84,18 @@ class SyntheticSource:
     seed: int = 0
     name: str = "synthetic"
 
+    @cached_property
     def _frame(self) -> pl.DataFrame:
+        # Generated once: read and coverage of one ingest would otherwise build the universe twice.
         return generate_bars(self.n_symbols, self.start, self.end, interval=self.interval, seed=self.seed)
 
     def read(
         self, dataset: str, start: datetime | None, end: datetime | None, symbols: Sequence[str] | None
     ) -> pl.DataFrame:
-        return self._frame().filter(window_filter(start, end, symbols))
+        return self._frame.filter(window_filter(start, end, symbols))
 
     def coverage(self, dataset: str, symbols: Sequence[str] | None) -> Coverage:
-        frame = self._frame().filter(window_filter(None, None, symbols))
-        return frame.group_by("symbol").agg(
-            pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts")
-        ).sort("symbol")
+        return coverage_of(self._frame.filter(window_filter(None, None, symbols)))
 
     def describe(self) -> str:
         return (f"synthetic n_symbols={self.n_symbols} {self.start:%Y-%m-%d}..{self.end:%Y-%m-%d} "

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from emp_core.errors import EmpError
-from emp_core.market_data.sources.base import Coverage
+from emp_core.market_data.sources.base import Coverage, empty_coverage
 
 CHART_URL = "https://query2.finance.yahoo.com/v8/finance/chart/{symbol}"
 YAHOO_INTERVALS = {"1d": "1d", "1h": "60m"}
@@ -115,8 +115,7 @@ class YahooSource:
         return pl.concat(frames)
 
     def coverage(self, dataset: str, symbols: Sequence[str] | None) -> Coverage:
-        return pl.DataFrame(schema={"symbol": pl.String, "first_ts": pl.Datetime("us"),
-                                    "last_ts": pl.Datetime("us")})
+        return empty_coverage()
 
     def describe(self) -> str:
         return CHART_URL.format(symbol="<symbol>")

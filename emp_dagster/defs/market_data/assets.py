@@ -1,8 +1,7 @@
-import datetime as dt
-
 import dagster as dg
 import polars as pl
 
+from emp_core.clock import utcnow
 from emp_core.market_data.ingest import DATASETS
 from emp_core.market_data.macro import TableLoad, load_macro_series, load_treasury_curve
 from emp_core.market_data.pipeline import ingest_window
@@ -95,7 +94,7 @@ def _table_asset(key: dg.AssetKey, loader, description: str) -> dg.AssetsDefinit
     )
     def table(context: dg.AssetExecutionContext, store: EmbeddedStoreResource,
               market_data: ShippedDataResource) -> dg.MaterializeResult:
-        return _table_result(loader(store.store(), market_data.directory(), context.run_id, _now()))
+        return _table_result(loader(store.store(), market_data.directory(), context.run_id, utcnow()))
 
     return table
 
@@ -121,6 +120,3 @@ def universe(store: EmbeddedStoreResource) -> dg.MaterializeResult:
         "preview": dg.MetadataValue.md(frame.head(20).to_pandas().to_markdown(index=False)),
     })
 
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -1,0 +1,145 @@
+"""ANOMALY: robust outliers in return, volume and gap, and a multivariate outlier across the other dimensions.
+
+Components (bar t judged against the 63 bars before it, never itself):
+
+- ``anomaly_return_z``: robust z of the log return r_t, (r_t - m) / (1.4826 MAD)
+  with the trailing median m and trailing MAD (see ``base.robust_z``).
+  Robust statistics (Hampel 1974; Rousseeuw and Croux 1993) keep one crash from
+  hiding the next; the seed system z-scored the price level instead.
+- ``anomaly_volume_z``: robust z of ln V_t (zero volume: undefined).
+- ``anomaly_gap_z``: robust z of the opening gap ln(O_t / C_{t-1}), its scale
+  floored at a quarter of the return scale (index data often opens exactly at
+  the previous close, which would make the gap's own MAD ~0).
+- ``anomaly_mahalanobis``: D^2 = (x_t - mu)' S^-1 (x_t - mu) of the vector of the
+  WHY, HOW, WHAT, WHEN scores against their mean mu and covariance S over the
+  previous 63 bars (Mahalanobis 1936; a missing score counts as 0, neutral;
+  a 1e-3 ridge on the diagonal keeps S invertible and a score that sat still for
+  63 bars from looking infinitely surprising). Mapped to a normal z by the Wilson-Hilferty
+  cube-root transform of chi^2_k, z = ((D^2/k)^(1/3) - (1 - 2/(9k))) / sqrt(2/(9k)).
+
+Strength = max(|return z|, |volume z|, |gap z|, Mahalanobis z). A bar is
+flagged (``anomaly_flag``) when strength >= 4; ``anomaly_explanation`` then
+names each component over the threshold with its value, e.g.
+``volume z=+9.3; return z=+4.4``. Score: direction * tanh(strength / 4 - 1) on
+flagged bars, 0 otherwise; direction is the sign of the gap when the gap is the
+strongest signed component, else the sign of r_t (of C_t - O_t if r_t = 0).
+Confidence: share of the four components that are defined.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from emp_core.sensory.base import RET, Context, lag, log, ratio, robust_scale, trailing
+
+WINDOW = 63
+THRESHOLD = 4.0
+RIDGE = 1e-3  # variance floor of each score (sd ~0.03): a score that sat still for 63 bars is not infinitely surprising
+GAP_SCALE_FLOOR = 0.25
+OTHERS = ("why_score", "how_score", "what_score", "when_score")
+UNIVARIATE = {"return": pl.col(RET), "volume": log(pl.col("volume")),
+              "gap": log(pl.col("open") / lag(pl.col("close"), 1))}
+WARM = {"return": 1, "volume": 0, "gap": 1}
+COMPONENTS = ("anomaly_return_z", "anomaly_volume_z", "anomaly_gap_z", "anomaly_mahalanobis")
+
+
+def stages(ctx: Context) -> list[list[pl.Expr]]:
+    values = [x.alias(f"_x_{name}") for name, x in UNIVARIATE.items()]
+    centres = [trailing(pl.col(f"_x_{name}"), WINDOW, "median", warm=WARM[name], exclude_current=True,
+                        complete=ctx.complete).alias(f"_c_{name}") for name in UNIVARIATE]
+    deviations = [(pl.col(f"_x_{name}") - pl.col(f"_c_{name}")).abs().alias(f"_d_{name}") for name in UNIVARIATE]
+    scales = [robust_scale(pl.col(f"_d_{name}"), WINDOW, warm=WARM[name], complete=ctx.complete)
+              .alias(f"_s_{name}") for name in UNIVARIATE]
+    # Index data often opens at the previous close, so the gap's own MAD can be ~0 and
+    # every small gap would look extreme: measure gaps against at least a share of the return scale.
+    scale = {name: pl.col(f"_s_{name}") for name in UNIVARIATE}
+    scale["gap"] = pl.max_horizontal(scale["gap"], GAP_SCALE_FLOOR * scale["return"])
+    zs = [ratio(pl.col(f"_x_{name}") - pl.col(f"_c_{name}"), scale[name]).alias(f"anomaly_{name}_z")
+          for name in UNIVARIATE]
+    return [values, centres, deviations, scales, zs]
+
+
+def mahalanobis_stages(columns: tuple[str, ...], window: int = WINDOW, ridge: float = RIDGE) -> list[list[pl.Expr]]:
+    """Stages computing ``_d2``, the squared Mahalanobis distance of ``columns`` at bar t from their
+    mean and covariance over the previous ``window`` bars (nulls count as 0).
+
+    Cholesky S = L L' unrolled over the k coordinates, forward substitution L y = d,
+    D^2 = |y|^2; every step is a column over all rows, so nothing loops over bars.
+    A row whose S is not positive definite gets a null distance.
+    """
+    k = len(columns)
+    x = [pl.col(c).fill_null(0.0) for c in columns]
+    pairs = [(i, j) for i in range(k) for j in range(i, k)]
+    moments = [trailing(x[i], window, "mean", exclude_current=True).alias(f"_m{i}") for i in range(k)]
+    moments += [trailing(x[i] * x[j], window, "mean", exclude_current=True).alias(f"_p{i}{j}") for i, j in pairs]
+    unbias = window / (window - 1)
+    centred = [(x[i] - pl.col(f"_m{i}")).alias(f"_dev{i}") for i in range(k)]
+    centred += [((pl.col(f"_p{i}{j}") - pl.col(f"_m{i}") * pl.col(f"_m{j}")) * unbias + (ridge if i == j else 0.0))
+                .alias(f"_cov{i}{j}") for i, j in pairs]
+    out = [moments, centred]
+
+    def low(i: int, j: int) -> pl.Expr:
+        return pl.col(f"_L{i}{j}")
+
+    for j in range(k):
+        diag = pl.col(f"_cov{j}{j}") - pl.sum_horizontal([low(j, c) ** 2 for c in range(j)] or [pl.lit(0.0)])
+        out.append([pl.when(diag > 0).then(diag.sqrt()).alias(f"_L{j}{j}")])
+        if j + 1 < k:
+            out.append([
+                ((pl.col(f"_cov{j}{i}") - pl.sum_horizontal([low(i, c) * low(j, c) for c in range(j)] or [pl.lit(0.0)]))
+                 / low(j, j)).alias(f"_L{i}{j}")
+                for i in range(j + 1, k)
+            ])
+    for i in range(k):
+        known = pl.sum_horizontal([low(i, c) * pl.col(f"_y{c}") for c in range(i)] or [pl.lit(0.0)])
+        out.append([((pl.col(f"_dev{i}") - known) / low(i, i)).alias(f"_y{i}")])
+    out.append([pl.sum_horizontal([pl.col(f"_y{i}") ** 2 for i in range(k)]).alias("_d2")])
+    return out
+
+
+def wilson_hilferty(d2: pl.Expr, k: int) -> pl.Expr:
+    """Normal z equivalent of a chi-square(k) value (Wilson and Hilferty 1931)."""
+    c = 2.0 / (9.0 * k)
+    return ((d2 / k).pow(1.0 / 3.0) - (1.0 - c)) / c**0.5
+
+
+def finishing_stages() -> list[list[pl.Expr]]:
+    """After the other dimensions' scores exist: the multivariate component, strength, flag, score, confidence."""
+    z = {n: pl.col(f"anomaly_{n}_z") for n in UNIVARIATE}
+    md = pl.col("anomaly_mahalanobis")
+    strength = pl.col("_strength")
+    move = pl.when(pl.col(RET) != 0).then(pl.col(RET).sign()).otherwise((pl.col("close") - pl.col("open")).sign())
+    gap_leads = (z["gap"].abs() >= z["return"].abs().fill_null(0.0)).fill_null(False)
+    direction = pl.when(gap_leads).then(z["gap"].sign()).otherwise(move).fill_null(0.0)
+    defined = [c.is_not_null().cast(pl.Float64) for c in (*z.values(), md)]
+    # sum_horizontal skips nulls, so a row with no defined distance would read as 0: keep it null.
+    valid_d2 = pl.when(pl.col(f"_L{len(OTHERS) - 1}{len(OTHERS) - 1}").is_not_null()).then(pl.col("_d2"))
+    return [
+        *mahalanobis_stages(OTHERS),
+        [wilson_hilferty(valid_d2, len(OTHERS)).alias("anomaly_mahalanobis")],
+        [pl.max_horizontal(z["return"].abs(), z["volume"].abs(), z["gap"].abs(), md).alias("_strength")],
+        [(strength >= THRESHOLD).fill_null(False).alias("anomaly_flag")],
+        [
+            pl.when(strength.is_null()).then(None).when(pl.col("anomaly_flag"))
+            .then(direction * (strength / THRESHOLD - 1.0).tanh()).otherwise(0.0).alias("anomaly_score"),
+            pl.when(strength.is_not_null()).then(pl.sum_horizontal(defined) / len(defined)).otherwise(0.0)
+            .alias("anomaly_confidence"),
+        ],
+    ]
+
+
+def explain(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add ``anomaly_explanation`` (flagged bars only; formatted only for them, as text is costly)."""
+    z = {n: pl.col(f"anomaly_{n}_z") for n in UNIVARIATE}
+    md = pl.col("anomaly_mahalanobis")
+    parts = [pl.when(z[n].abs() >= THRESHOLD).then(pl.format(f"{n} z={{}}", _signed(z[n]))) for n in UNIVARIATE]
+    parts.append(pl.when(md >= THRESHOLD).then(pl.format("multivariate z={}", _signed(md))))
+    rows = frame.get_column("anomaly_flag").arg_true()
+    text = frame[rows].select(pl.concat_str(parts, separator="; ", ignore_nulls=True)).to_series()
+    column = pl.Series("anomaly_explanation", [None] * frame.height, dtype=pl.String).scatter(rows, text)
+    return frame.with_columns(column)
+
+
+def _signed(x: pl.Expr) -> pl.Expr:
+    text = x.round(1).cast(pl.String)
+    return pl.when(x >= 0).then(pl.concat_str(pl.lit("+"), text)).otherwise(text)

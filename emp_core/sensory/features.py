@@ -1,0 +1,127 @@
+"""All five dimensions and the fused signal for a frame of bars, in one pass of Polars expressions.
+
+``compute_features(bars, macro)`` is the one entry point used by the Dagster
+assets, the ``emp features`` command and the benchmark. Dimensions are computed
+as stages: every dimension's first-stage expressions run in one ``with_columns``
+(Polars evaluates them in parallel), then the second stage, and so on; ANOMALY's
+multivariate part and the fusion run last because they read the other scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from itertools import zip_longest
+
+import polars as pl
+
+from emp_core.errors import EmpError
+from emp_core.sensory import anomaly, how, what, when, why
+from emp_core.sensory.base import POS, RET, Context
+from emp_core.sensory.fusion import DIMENSIONS, check_weights, fuse
+from emp_core.sensory.why import MacroInputs
+
+REQUIRED = ("symbol", "ts", "open", "high", "low", "close", "volume")
+ENGINE = "in-memory"
+OPTIONAL_NUMERIC = ("bid", "ask", "bid_size", "ask_size")
+
+
+class FeatureInputError(EmpError):
+    """Bars that cannot be turned into features (missing columns, wrong types, duplicate bars)."""
+
+
+def dimension_columns(intraday: bool) -> dict[str, tuple[str, ...]]:
+    """Output columns of each dimension: score, confidence, then its raw components."""
+    comps = {
+        "why": why.COMPONENTS, "how": how.COMPONENTS, "what": what.COMPONENTS,
+        "when": when.components(intraday),
+        "anomaly": (*anomaly.COMPONENTS, "anomaly_flag", "anomaly_explanation"),
+    }
+    return {d: (f"{d}_score", f"{d}_confidence", *comps[d]) for d in DIMENSIONS}
+
+
+def is_intraday(bars: pl.DataFrame) -> bool:
+    """True when the typical spacing of a symbol's bars is under one day."""
+    gaps = bars.select((pl.col("ts").diff().over("symbol")).median()).item()
+    return gaps is not None and gaps < timedelta(days=1)
+
+
+def prepare(bars: pl.DataFrame, name: str = "bars") -> pl.DataFrame:
+    """Bars typed, sorted by (symbol, ts), with unusable values as null and the per-symbol position and return."""
+    missing = [c for c in REQUIRED if c not in bars.columns]
+    if missing:
+        raise FeatureInputError(f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(bars.columns)}")
+    if not isinstance(bars.schema["ts"], pl.Datetime):
+        raise FeatureInputError(f"{name}: column ts must be a datetime, not {bars.schema['ts']}")
+    numeric = [c for c in (*REQUIRED[2:], *OPTIONAL_NUMERIC) if c in bars.columns]
+    try:
+        frame = bars.select(
+            pl.col("symbol").cast(pl.String), pl.col("ts").dt.replace_time_zone(None).cast(pl.Datetime("us")),
+            *[pl.col(c).cast(pl.Float64) for c in numeric],
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise FeatureInputError(f"{name}: a price or volume column is not numeric ({str(exc).splitlines()[0]})") \
+            from None
+    if frame.select(pl.col("symbol").is_null().any() | pl.col("ts").is_null().any()).item():
+        raise FeatureInputError(f"{name}: symbol and ts must not be empty")
+    if not _sorted(frame):
+        frame = frame.sort("symbol", "ts")
+    dupes = frame.filter((pl.col("symbol") == pl.col("symbol").shift()) & (pl.col("ts") == pl.col("ts").shift()))
+    if dupes.height:
+        first = dupes.row(0, named=True)
+        raise FeatureInputError(f"{name}: {dupes.height} duplicate bar(s), e.g. {first['symbol']} at {first['ts']}; "
+                                "validate the bars first (emp ingest quarantines duplicates)")
+    prices = [c for c in numeric if c not in ("volume", "bid_size", "ask_size")]
+    sizes = [c for c in numeric if c in ("volume", "bid_size", "ask_size")]
+    return frame.with_columns(
+        *[pl.when(pl.col(c).is_finite() & (pl.col(c) > 0)).then(pl.col(c)).alias(c) for c in prices],
+        *[pl.when(pl.col(c).is_finite() & (pl.col(c) >= 0)).then(pl.col(c)).alias(c) for c in sizes],
+        pl.int_range(pl.len(), dtype=pl.Int32).over("symbol").alias(POS),
+    ).with_columns(
+        pl.when(pl.col(POS) >= 1).then((pl.col("close") / pl.col("close").shift(1)).log()).alias(RET),
+    )
+
+
+def _complete(frame: pl.DataFrame) -> bool:
+    """Every price and volume present and positive (``prepare`` has nulled the rest)."""
+    values = [c for c in REQUIRED[2:] if c in frame.columns]
+    return not frame.select(pl.any_horizontal([pl.col(c).is_null() | (pl.col(c) == 0) for c in values]).any()).item()
+
+
+def _sorted(frame: pl.DataFrame) -> bool:
+    out_of_order = (pl.col("symbol") < pl.col("symbol").shift()) | (
+        (pl.col("symbol") == pl.col("symbol").shift()) & (pl.col("ts") < pl.col("ts").shift()))
+    return not frame.select(out_of_order.any()).item()
+
+
+def compute_features(
+    bars: pl.DataFrame,
+    macro: MacroInputs | None = None,
+    *,
+    weights: Mapping[str, float] | None = None,
+    intraday: bool | None = None,
+    name: str = "bars",
+) -> pl.DataFrame:
+    """Every dimension's score, confidence and components plus the fused ``signal`` for each bar.
+
+    Point in time: the row of bar t depends only on bars <= t of its symbol and
+    on macro values public before t's date. ``intraday`` is inferred from the
+    bar spacing when not given.
+    """
+    weights = check_weights(weights)
+    frame = prepare(bars, name)
+    if intraday is None:
+        intraday = is_intraday(frame)
+    ctx = Context(frozenset(frame.columns), intraday, _complete(frame))
+    # One contiguous chunk per column, and the in-memory engine: the streaming engine
+    # (Polars' default) hands back columns in many chunks, which every later
+    # window expression would pay to realign.
+    lf = when.attach(why.attach(frame.lazy(), macro), macro).collect(engine=ENGINE).rechunk().lazy()
+    staged = [m.stages(ctx) for m in (how, what, why, when, anomaly)]
+    stages = [[e for exprs in stage for e in exprs] for stage in zip_longest(*staged, fillvalue=[])]
+    for exprs in [*stages, *anomaly.finishing_stages(), fuse(weights)]:
+        lf = lf.with_columns(exprs)
+    keep = [c for cols in dimension_columns(intraday).values() for c in cols if c != "anomaly_explanation"]
+    out = anomaly.explain(lf.select("symbol", "ts", "signal", "signal_confidence", *keep).collect(engine=ENGINE))
+    return out.select("symbol", "ts", "signal", "signal_confidence", *dimension_columns(intraday)["why"], *(
+        c for d in DIMENSIONS[1:] for c in dimension_columns(intraday)[d]))

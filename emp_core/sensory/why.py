@@ -1,0 +1,151 @@
+"""WHY: the macro backdrop, from the Treasury curve, inflation and the symbol's volatility regime.
+
+Point in time: a macro value dated D (``available_at``, its publication date)
+reaches bars from D + 1 day on. Release times within the day are not in the
+data, and the Treasury curve is published after the close, so the next day is
+the first bar that could have acted on it. A value older than its staleness
+limit (curve 10 days, monthly series 62 days) is treated as missing.
+
+Components:
+
+- ``why_slope``: term spread y10 - m3 (decimal), the classic recession /
+  growth indicator (Estrella and Mishkin 1998). Positive evidence.
+- ``why_slope_change``: slope minus slope 63 curve days earlier (steepening is
+  positive evidence).
+- ``why_real_rate``: y10 minus year-on-year core CPI inflation ln(P_m / P_{m-12})
+  (ex-post real yield). Negative evidence: tighter real conditions.
+- ``why_inflation_trend``: change of year-on-year inflation over 6 months.
+  Negative evidence.
+- ``why_vol_regime``: z-score of ln(21-bar return volatility) against its last
+  252 bars, per symbol. Negative evidence: a high-volatility regime is risk-off.
+
+Each macro component is z-scored against its own trailing history on its own
+timeline (curve: 1260 days, at least 252; inflation: 60 months, at least 24),
+so a bar sees only z-scores computed from values public by then.
+Evidence: signed mean of the z-scores present; score tanh(evidence);
+confidence = share of the five components present (missing macro data lowers
+confidence, it does not fail).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import polars as pl
+
+from emp_core.sensory.base import RET, Context, log, score_and_confidence, trailing, weighted_mean, zscore
+
+SLOPE_CHANGE_DAYS = 63
+CURVE_Z = (1260, 252)
+MONTHLY_Z = (60, 24)
+INFLATION_SERIES = "core_cpi"
+CURVE_STALE = timedelta(days=10)
+MONTHLY_STALE = timedelta(days=62)
+VOL_WINDOW = 21
+VOL_Z_WINDOW = 252
+SIGNS = {"slope": 1.0, "slope_change": 1.0, "real_rate": -1.0, "inflation_trend": -1.0, "vol_regime": -1.0}
+MACRO_COMPONENTS = ("why_slope", "why_slope_change", "why_real_rate", "why_inflation_trend")
+COMPONENTS = (*MACRO_COMPONENTS, "why_vol_regime")
+
+
+@dataclass(frozen=True)
+class MacroInputs:
+    """Macro data for WHY and WHEN. ``curve``: date, [available_at], m3, y10 in decimals.
+    ``series``: series_id, period_start, available_at, value (long format, as ``macro.series``)."""
+
+    curve: pl.DataFrame | None = None
+    series: pl.DataFrame | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.curve is None and self.series is None
+
+
+def _z(x: str, window: tuple[int, int]) -> pl.Expr:
+    n, m = window
+    col = pl.col(x)
+    std = col.rolling_std(n, min_samples=m)
+    return pl.when(std > 0).then((col - col.rolling_mean(n, min_samples=m)) / std)
+
+
+def _known_from(frame: pl.DataFrame, date_col: str) -> pl.Expr:
+    published = pl.col("available_at") if "available_at" in frame.columns else pl.col(date_col)
+    return (published.cast(pl.Date) + pl.duration(days=1)).cast(pl.Datetime("us")).alias("known_from")
+
+
+def inflation_timeline(series: pl.DataFrame | None) -> pl.DataFrame | None:
+    """Monthly year-on-year core inflation and its 6-month change, keyed by the day they became usable."""
+    if series is None:
+        return None
+    cpi = series.filter((pl.col("series_id") == INFLATION_SERIES) & pl.col("value").is_finite() & (pl.col("value") > 0))
+    if cpi.height == 0:
+        return None
+    cpi = cpi.sort("period_start").with_columns(_known_from(cpi, "period_start"))
+    yoy = (pl.col("value") / pl.col("value").shift(12)).log()
+    return (
+        cpi.select("known_from", yoy.alias("inflation_yoy"))
+        .with_columns((pl.col("inflation_yoy") - pl.col("inflation_yoy").shift(6)).alias("why_inflation_trend"))
+        .with_columns(_z("why_inflation_trend", MONTHLY_Z).alias("_z_inflation_trend"))
+        .sort("known_from")
+    )
+
+
+def curve_timeline(curve: pl.DataFrame | None, inflation: pl.DataFrame | None) -> pl.DataFrame | None:
+    """Daily slope, slope change and real rate (with their z-scores), keyed by the day they became usable."""
+    if curve is None:
+        return None
+    rows = curve.filter(pl.col("m3").is_finite() & pl.col("y10").is_finite())
+    if rows.height == 0:
+        return None
+    rows = rows.sort("date").with_columns(_known_from(rows, "date"))
+    frame = rows.select(
+        "known_from", "y10", (pl.col("y10") - pl.col("m3")).alias("why_slope"),
+    ).with_columns((pl.col("why_slope") - pl.col("why_slope").shift(SLOPE_CHANGE_DAYS)).alias("why_slope_change"))
+    if inflation is not None:
+        frame = frame.join_asof(inflation.select("known_from", "inflation_yoy"), on="known_from",
+                                strategy="backward", tolerance=MONTHLY_STALE)
+        frame = frame.with_columns((pl.col("y10") - pl.col("inflation_yoy")).alias("why_real_rate"))
+    else:
+        frame = frame.with_columns(pl.lit(None, pl.Float64).alias("why_real_rate"))
+    return frame.with_columns(
+        _z("why_slope", CURVE_Z).alias("_z_slope"),
+        _z("why_slope_change", CURVE_Z).alias("_z_slope_change"),
+        _z("why_real_rate", CURVE_Z).alias("_z_real_rate"),
+    ).select("known_from", "why_slope", "why_slope_change", "why_real_rate", "_z_slope", "_z_slope_change",
+             "_z_real_rate")
+
+
+def attach(bars: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
+    """Add the macro components (and their z-scores) to every bar, point in time."""
+    macro = macro or MacroInputs()
+    inflation = inflation_timeline(macro.series)
+    curve = curve_timeline(macro.curve, inflation)
+    dates = bars.select(pl.col("ts").unique()).sort("ts")
+    if curve is not None:
+        dates = dates.join_asof(curve.lazy(), left_on="ts", right_on="known_from", strategy="backward",
+                                tolerance=CURVE_STALE).drop("known_from")
+    else:
+        dates = dates.with_columns(pl.lit(None, pl.Float64).alias(c) for c in (
+            "why_slope", "why_slope_change", "why_real_rate", "_z_slope", "_z_slope_change", "_z_real_rate"))
+    if inflation is not None:
+        dates = dates.join_asof(inflation.lazy().select("known_from", "why_inflation_trend", "_z_inflation_trend"),
+                                left_on="ts", right_on="known_from", strategy="backward",
+                                tolerance=MONTHLY_STALE).drop("known_from")
+    else:
+        dates = dates.with_columns(pl.lit(None, pl.Float64).alias(c)
+                                   for c in ("why_inflation_trend", "_z_inflation_trend"))
+    return bars.join(dates, on="ts", how="left", maintain_order="left")
+
+
+def stages(ctx: Context) -> list[list[pl.Expr]]:
+    vol = trailing(pl.col(RET), VOL_WINDOW, "std", warm=1).alias("_why_vol")
+    regime = zscore(log(pl.col("_why_vol")), VOL_Z_WINDOW, warm=VOL_WINDOW).alias("why_vol_regime")
+    evidence, coverage = weighted_mean([
+        (SIGNS["slope"], pl.col("_z_slope")),
+        (SIGNS["slope_change"], pl.col("_z_slope_change")),
+        (SIGNS["real_rate"], pl.col("_z_real_rate")),
+        (SIGNS["inflation_trend"], pl.col("_z_inflation_trend")),
+        (SIGNS["vol_regime"], pl.col("why_vol_regime")),
+    ])
+    return [[vol], [regime], *score_and_confidence("why", evidence, coverage)]

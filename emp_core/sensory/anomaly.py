@@ -3,7 +3,7 @@
 Components (bar t judged against the 63 bars before it, never itself):
 
 - ``anomaly_return_z``: robust z of the log return r_t, (r_t - m) / (1.4826 MAD)
-  with the trailing median m and trailing MAD (see ``base.robust_z``).
+  with the trailing median m and trailing MAD (see ``base.robust_scale``).
   Robust statistics (Hampel 1974; Rousseeuw and Croux 1993) keep one crash from
   hiding the next; the seed system z-scored the price level instead.
 - ``anomaly_volume_z``: robust z of ln V_t (zero volume: undefined).
@@ -68,15 +68,20 @@ def mahalanobis_stages(columns: tuple[str, ...], window: int = WINDOW, ridge: fl
     A row whose S is not positive definite gets a null distance.
     """
     k = len(columns)
-    x = [pl.col(c).fill_null(0.0) for c in columns]
     pairs = [(i, j) for i in range(k) for j in range(i, k)]
+    # Values and cross products as plain columns first: a window function inside .over()
+    # re-evaluates its input expression group by group.
+    values = [pl.col(c).fill_null(0.0).alias(f"_v{i}") for i, c in enumerate(columns)]
+    x = [pl.col(f"_v{i}") for i in range(k)]
+    products = [(x[i] * x[j]).alias(f"_vv{i}{j}") for i, j in pairs]
     moments = [trailing(x[i], window, "mean", exclude_current=True).alias(f"_m{i}") for i in range(k)]
-    moments += [trailing(x[i] * x[j], window, "mean", exclude_current=True).alias(f"_p{i}{j}") for i, j in pairs]
+    moments += [trailing(pl.col(f"_vv{i}{j}"), window, "mean", exclude_current=True).alias(f"_p{i}{j}")
+                for i, j in pairs]
     unbias = window / (window - 1)
     centred = [(x[i] - pl.col(f"_m{i}")).alias(f"_dev{i}") for i in range(k)]
     centred += [((pl.col(f"_p{i}{j}") - pl.col(f"_m{i}") * pl.col(f"_m{j}")) * unbias + (ridge if i == j else 0.0))
                 .alias(f"_cov{i}{j}") for i, j in pairs]
-    out = [moments, centred]
+    out = [values, products, moments, centred]
 
     def low(i: int, j: int) -> pl.Expr:
         return pl.col(f"_L{i}{j}")

@@ -1,12 +1,24 @@
-"""Building blocks shared by the five dimensions: per-symbol windows over one flat, sorted frame.
+"""Building blocks shared by the five dimensions: per-symbol windows over one sorted frame.
 
-Bars arrive sorted by (symbol, ts), so a symbol's bars are one contiguous run.
-A trailing window is computed over the whole column at once and then masked
-with the bar's position inside its symbol (``_i``): a statistic is defined only
-where its whole window lies inside the symbol, past the warm-up of its input.
-That is a Polars rolling kernel over the full column instead of one per symbol
-group, and it is point in time by construction: the value at bar t reads bars
-t-n+1 .. t of the same symbol and nothing later.
+Bars arrive sorted by (symbol, ts), so a symbol's bars are one contiguous run and
+``_i`` is the bar's position inside it. Two kinds of trailing window:
+
+- **sums, means, standard deviations** run per symbol (``over("symbol")``) and are
+  defined once at least 80% of the window holds values (the window is cut at the
+  symbol's first bar). Per symbol, because Polars updates them incrementally: on
+  the flat column the rounding of symbol B's windows would depend on how many
+  rows symbol A has, including A's rows after t, so truncating the future would
+  move B's past in the last bits.
+- **medians, minima, maxima** are exact whatever came before, so they run on the
+  flat column (several times faster) and are masked with ``_i``: defined only
+  where the whole window lies inside the symbol past the warm-up of its input.
+
+Both read bars t-n+1 .. t of the same symbol and nothing later: point in time by
+construction.
+
+Every window becomes a column of its own before an expression combines it (see
+:func:`window_columns`): Polars evaluates a window function nested inside
+another expression more slowly, and re-evaluates shared sub-expressions.
 
 Conventions every dimension follows:
 
@@ -18,7 +30,11 @@ Conventions every dimension follows:
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import polars as pl
@@ -26,6 +42,7 @@ import polars as pl
 POS = "_i"  # position of the bar inside its symbol, 0-based
 RET = "_r"  # log close-to-close return ln(C_t / C_{t-1})
 MIN_FRACTION = 0.8  # share of non-null values a window needs (NaN gaps in the input)
+SUMMING = ("mean", "std", "sum")  # rolling kernels that carry floating-point state from window to window
 MAD_TO_SIGMA = 1.4826  # 1 / Phi^-1(3/4): MAD of a normal sample times this estimates sigma
 
 
@@ -71,47 +88,70 @@ class Context:
     complete: bool
 
 
+_WINDOWS: ContextVar[dict[str, pl.Expr] | None] = ContextVar("sensory_windows", default=None)
+
+
+@contextmanager
+def window_columns() -> Iterator[dict[str, pl.Expr]]:
+    """Collect the trailing windows built inside the block as named columns.
+
+    Inside the block :func:`trailing` returns ``pl.col(name)`` and records the
+    window under that name (the same window built twice is one column); the
+    caller computes the recorded columns in a stage before the expressions that
+    read them. Outside a block, :func:`trailing` returns the expression itself.
+    """
+    token = _WINDOWS.set({})
+    try:
+        yield _WINDOWS.get()
+    finally:
+        _WINDOWS.reset(token)
+
+
+def _as_column(expr: pl.Expr) -> pl.Expr:
+    registry = _WINDOWS.get()
+    if registry is None:
+        return expr
+    name = "_w" + hashlib.blake2s(expr.meta.serialize(format="json").encode(), digest_size=8).hexdigest()
+    registry.setdefault(name, expr.alias(name))
+    return pl.col(name)
+
+
 def trailing(x: pl.Expr, n: int, how: str, *, warm: int = 0, exclude_current: bool = False,
              complete: bool = False) -> pl.Expr:
     """Rolling ``how`` (mean, std, sum, min, max, median) of ``x`` over the n bars ending at t.
 
-    ``warm``: bars at the start of a symbol where ``x`` itself is still undefined.
-    ``exclude_current``: the window ends at t-1 (so bar t is judged against its past only).
-    ``complete``: ``x`` is null only in those warm-up bars; then a window that could
-    see such a null is masked anyway, so nulls may be filled first. This matters for
-    the median, whose null-aware kernel is several times slower.
+    ``exclude_current``: the window ends at t-1 (bar t is judged against its past only).
+    ``warm`` (min, max, median): bars at the start of a symbol where ``x`` is undefined.
+    ``complete`` (median): ``x`` is null only in those warm-up bars; windows that could
+    see them are masked anyway, so nulls may be filled first (the null-aware median
+    kernel is several times slower).
     """
+    min_samples = max(2, math.ceil(MIN_FRACTION * n)) if how in ("std", "median") else math.ceil(MIN_FRACTION * n)
+    shift = 1 if exclude_current else 0
+    if how in SUMMING:
+        if not x.meta.is_column():
+            x = _as_column(x)  # inside .over() an input expression would be evaluated group by group
+        stat = getattr(x, f"rolling_{how}")(n, min_samples=min_samples)
+        return _as_column((stat.shift(1) if shift else stat).over("symbol"))
     if how == "median" and complete:
         x = x.fill_null(0.0)
-    min_samples = max(2, math.ceil(MIN_FRACTION * n)) if how in ("std", "median") else math.ceil(MIN_FRACTION * n)
     stat = getattr(x, f"rolling_{how}")(n, min_samples=min_samples)
-    shift = 1 if exclude_current else 0
     if shift:
         stat = stat.shift(1)
-    return pl.when(pos() >= warm + n - 1 + shift).then(stat)
+    return _as_column(pl.when(pos() >= warm + n - 1 + shift).then(stat))
 
 
-def zscore(x: pl.Expr, n: int, *, warm: int = 0) -> pl.Expr:
+def zscore(x: pl.Expr, n: int) -> pl.Expr:
     """(x_t - mean) / std over the n bars ending at t; null where the std is zero."""
-    return ratio(x - trailing(x, n, "mean", warm=warm), trailing(x, n, "std", warm=warm))
-
-
-def robust_z(x: pl.Expr, n: int, *, warm: int = 0, complete: bool = False) -> tuple[pl.Expr, pl.Expr]:
-    """(median, deviation) pieces of the robust z of bar t against the n bars before it.
-
-    Returns ``(centre, abs_dev)``: centre m_t = median(x_{t-n} .. x_{t-1}) and
-    |x_t - m_t|. The caller stores them and divides by :func:`robust_scale` to get
-    z_t = (x_t - m_t) / (1.4826 * MAD_t), where MAD_t is the median of the
-    previous n absolute deviations |x_s - m_s| (each measured from the median
-    known at its own time s; a trailing, point-in-time form of the median
-    absolute deviation, Hampel 1974). Bar t is never part of its own yardstick.
-    """
-    centre = trailing(x, n, "median", warm=warm, exclude_current=True, complete=complete)
-    return centre, (x - centre).abs()
+    return ratio(x - trailing(x, n, "mean"), trailing(x, n, "std"))
 
 
 def robust_scale(abs_dev: pl.Expr, n: int, *, warm: int = 0, complete: bool = False) -> pl.Expr:
-    """1.4826 * MAD_t: the trailing median of the previous n absolute deviations (see :func:`robust_z`)."""
+    """1.4826 * MAD_t from the absolute deviations d_s = |x_s - m_s| (m_s the median of the n
+    values before s): MAD_t is the median of d_{t-n} .. d_{t-1}. Each deviation is measured
+    from the median known at its own time, a trailing, point-in-time form of the median
+    absolute deviation (Hampel 1974); the robust z of bar t is (x_t - m_t) / (1.4826 MAD_t),
+    and bar t is never part of its own yardstick."""
     return MAD_TO_SIGMA * trailing(abs_dev, n, "median", warm=warm + n, exclude_current=True, complete=complete)
 
 

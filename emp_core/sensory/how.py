@@ -67,7 +67,7 @@ def stages(ctx: Context) -> list[list[pl.Expr]]:
         quoted = ratio(pl.col("ask") - pl.col("bid"), (pl.col("bid") + pl.col("ask")) / 2.0)
         spread = trailing(pl.when(pl.col("ask") >= pl.col("bid")).then(quoted), LIQ_WINDOW, "mean")
     else:
-        spread = trailing(corwin_schultz(), LIQ_WINDOW, "mean", warm=1)
+        spread = trailing(corwin_schultz(), LIQ_WINDOW, "mean")
     if {"bid_size", "ask_size"} <= ctx.columns:
         imbalance = ratio(pl.col("bid_size") - pl.col("ask_size"), pl.col("bid_size") + pl.col("ask_size"))
         pressure = trailing(imbalance, FLOW_WINDOW, "mean")
@@ -75,18 +75,17 @@ def stages(ctx: Context) -> list[list[pl.Expr]]:
         pressure = ratio(trailing(_clv() * pl.col("volume"), FLOW_WINDOW, "sum"),
                          trailing(pl.col("volume"), FLOW_WINDOW, "sum"))
     components = [
-        trailing(ratio(pl.col(RET).abs(), pl.col("close") * pl.col("volume")), LIQ_WINDOW, "mean", warm=1)
+        trailing(ratio(pl.col(RET).abs(), pl.col("close") * pl.col("volume")), LIQ_WINDOW, "mean")
         .alias("how_amihud"),
         spread.alias("how_spread"),
         log(ratio(pl.col("volume"), trailing(pl.col("volume"), FLOW_WINDOW, "mean", exclude_current=True)))
         .alias("how_participation"),
         pressure.alias("how_pressure"),
     ]
-    warm = LIQ_WINDOW  # the components are defined from about here on
     zs = [
-        zscore(pl.col("how_pressure"), Z_WINDOW, warm=warm).alias("_how_z_pressure"),
-        zscore(log(pl.col("how_amihud")), Z_WINDOW, warm=warm).alias("_how_z_illiq"),
-        zscore(pl.col("how_spread"), Z_WINDOW, warm=warm).alias("_how_z_spread"),
+        zscore(pl.col("how_pressure"), Z_WINDOW).alias("_how_z_pressure"),
+        zscore(log(pl.col("how_amihud")), Z_WINDOW).alias("_how_z_illiq"),
+        zscore(pl.col("how_spread"), Z_WINDOW).alias("_how_z_spread"),
     ]
     gain = pl.col("how_participation").exp().clip(0.5, 2.0).fill_null(1.0)
     quality = (

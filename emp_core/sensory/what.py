@@ -38,7 +38,7 @@ COMPONENTS = (*(f"what_trend_{h}" for h in HORIZONS), "what_breakout", "what_rev
 def stages(ctx: Context) -> list[list[pl.Expr]]:
     close = pl.col("close")
     windows = [
-        trailing(pl.col(RET), VOL_WINDOW, "std", warm=1).alias("_what_sigma"),
+        trailing(pl.col(RET), VOL_WINDOW, "std").alias("_what_sigma"),
         trailing(pl.col("high"), RANGE_WINDOW, "max", exclude_current=True).alias("_what_hi"),
         trailing(pl.col("low"), RANGE_WINDOW, "min", exclude_current=True).alias("_what_lo"),
         trailing(close, MEAN_WINDOW, "mean").alias("_what_sma"),

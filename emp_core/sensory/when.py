@@ -87,10 +87,12 @@ def _running_sums(bucket: str) -> list[pl.Expr]:
     x = pl.col(FWD).fill_null(0.0)
     seen = pl.col(FWD).is_not_null().cast(pl.Int64)
     keys = ["symbol", f"when_{bucket}"]
+    # Exclusive sums as the previous row's running sum (not "running sum minus own value",
+    # whose rounding would depend on r_{t+1}).
     return [
-        (seen.cum_sum().over(keys) - seen).alias(f"_n_{bucket}"),
-        (x.cum_sum().over(keys) - x).alias(f"_s1_{bucket}"),
-        ((x * x).cum_sum().over(keys) - x * x).alias(f"_s2_{bucket}"),
+        seen.cum_sum().shift(1, fill_value=0).over(keys).alias(f"_n_{bucket}"),
+        x.cum_sum().shift(1, fill_value=0.0).over(keys).alias(f"_s1_{bucket}"),
+        (x * x).cum_sum().shift(1, fill_value=0.0).over(keys).alias(f"_s2_{bucket}"),
     ]
 
 

@@ -139,8 +139,8 @@ def attach(bars: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
 
 
 def stages(ctx: Context) -> list[list[pl.Expr]]:
-    vol = trailing(pl.col(RET), VOL_WINDOW, "std", warm=1).alias("_why_vol")
-    regime = zscore(log(pl.col("_why_vol")), VOL_Z_WINDOW, warm=VOL_WINDOW).alias("why_vol_regime")
+    vol = trailing(pl.col(RET), VOL_WINDOW, "std").alias("_why_vol")
+    regime = zscore(log(pl.col("_why_vol")), VOL_Z_WINDOW).alias("why_vol_regime")
     evidence, coverage = weighted_mean([
         (SIGNS["slope"], pl.col("_z_slope")),
         (SIGNS["slope_change"], pl.col("_z_slope_change")),

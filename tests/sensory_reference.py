@@ -1,0 +1,450 @@
+"""A slow, obvious implementation of the sensory cortex: plain Python, one bar at a time.
+
+It restates every formula of ``emp_core.sensory`` from its docstrings with lists,
+loops and ``statistics``, so the tests can compare the vectorised code with it
+column by column, and the benchmark can time it. It shares no code with the
+product beyond the constants (window lengths, weights, thresholds).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import polars as pl
+
+from emp_core.sensory import anomaly, how, what, when, why
+from emp_core.sensory.base import MAD_TO_SIGMA, MIN_FRACTION
+from emp_core.sensory.fusion import DEFAULT_WEIGHTS, DIMENSIONS
+
+Value = float | None
+
+
+# -- windows -------------------------------------------------------------------
+
+def _min_samples(n: int, how_: str) -> int:
+    m = math.ceil(MIN_FRACTION * n)
+    return max(2, m) if how_ in ("std", "median") else m
+
+
+def _stat(values: list[float], how_: str) -> float:
+    if how_ == "mean":
+        return sum(values) / len(values)
+    if how_ == "sum":
+        return sum(values)
+    if how_ == "std":
+        return statistics.stdev(values)
+    if how_ == "median":
+        return statistics.median(values)
+    return max(values) if how_ == "max" else min(values)
+
+
+def per_symbol_window(xs: list[Value], t: int, n: int, how_: str, exclude: bool = False) -> Value:
+    """Sums, means, stds: the window is cut at the symbol's first bar; >= 80% of n values needed."""
+    end = t - 1 if exclude else t
+    if end < 0:
+        return None
+    vals = [v for v in xs[max(0, end - n + 1): end + 1] if v is not None]
+    return _stat(vals, how_) if len(vals) >= _min_samples(n, how_) else None
+
+
+def full_window(xs: list[Value], t: int, n: int, how_: str, warm: int = 0, exclude: bool = False) -> Value:
+    """Medians, minima, maxima: only where the whole window lies inside the symbol past ``warm``."""
+    shift = 1 if exclude else 0
+    if t < warm + n - 1 + shift:
+        return None
+    end = t - shift
+    vals = [v for v in xs[end - n + 1: end + 1] if v is not None]
+    return _stat(vals, how_) if len(vals) >= _min_samples(n, how_) else None
+
+
+def div(a: Value, b: Value) -> Value:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def ln(x: Value) -> Value:
+    return None if x is None or x <= 0 else math.log(x)
+
+
+def zscore(xs: list[Value], t: int, n: int) -> Value:
+    mean, std = per_symbol_window(xs, t, n, "mean"), per_symbol_window(xs, t, n, "std")
+    return None if xs[t] is None or mean is None else div(xs[t] - mean, std)
+
+
+def weighted(parts: list[tuple[float, Value]]) -> tuple[Value, float]:
+    total = sum(abs(a) for a, _ in parts)
+    present = [(a, x) for a, x in parts if x is not None]
+    den = sum(abs(a) for a, _ in present)
+    return (sum(a * x for a, x in present) / den if den > 0 else None), den / total
+
+
+def score_conf(evidence: Value, confidence: float) -> tuple[Value, float]:
+    if evidence is None:
+        return None, 0.0
+    return math.tanh(evidence), min(max(confidence, 0.0), 1.0)
+
+
+# -- input ---------------------------------------------------------------------
+
+def _clean(v, allow_zero: bool) -> Value:
+    if v is None or not math.isfinite(v):
+        return None
+    return v if (v > 0 or (allow_zero and v == 0)) else None
+
+
+def symbols_of(bars: pl.DataFrame) -> dict[str, dict[str, list]]:
+    out: dict[str, dict[str, list]] = {}
+    for row in bars.sort("symbol", "ts").iter_rows(named=True):
+        s = out.setdefault(row["symbol"], {k: [] for k in ("ts", "open", "high", "low", "close", "volume")})
+        s["ts"].append(row["ts"])
+        for k in ("open", "high", "low", "close"):
+            s[k].append(_clean(row[k], False))
+        s["volume"].append(_clean(row["volume"], True))
+    for s in out.values():
+        c = s["close"]
+        s["r"] = [None] + [None if c[i] is None or c[i - 1] is None else math.log(c[i] / c[i - 1])
+                           for i in range(1, len(c))]
+    return out
+
+
+# -- HOW -----------------------------------------------------------------------
+
+def ref_how(s: dict) -> dict[str, list]:
+    n = len(s["ts"])
+    H, L, C, V, r = s["high"], s["low"], s["close"], s["volume"], s["r"]
+    k = 3 - 2 * math.sqrt(2)
+    illiq = [None if r[t] is None or C[t] is None or V[t] is None else div(abs(r[t]), C[t] * V[t]) for t in range(n)]
+    cs: list[Value] = [None]
+    for t in range(1, n):
+        if None in (H[t], L[t], H[t - 1], L[t - 1]):
+            cs.append(None)
+            continue
+        beta = math.log(H[t] / L[t]) ** 2 + math.log(H[t - 1] / L[t - 1]) ** 2
+        gamma = math.log(max(H[t], H[t - 1]) / min(L[t], L[t - 1])) ** 2
+        alpha = (math.sqrt(2 * beta) - math.sqrt(beta)) / k - math.sqrt(gamma / k)
+        cs.append(max(0.0, 2 * (math.exp(alpha) - 1) / (1 + math.exp(alpha))))
+    clv_v = []
+    for t in range(n):
+        if None in (H[t], L[t], C[t], V[t]):
+            clv_v.append(None)
+        else:
+            clv = 0.0 if H[t] == L[t] else ((C[t] - L[t]) - (H[t] - C[t])) / (H[t] - L[t])
+            clv_v.append(clv * V[t])
+    out = {c: [] for c in ("how_score", "how_confidence", *how.COMPONENTS)}
+    amihud = [per_symbol_window(illiq, t, how.LIQ_WINDOW, "mean") for t in range(n)]
+    spread = [per_symbol_window(cs, t, how.LIQ_WINDOW, "mean") for t in range(n)]
+    pressure = [div(per_symbol_window(clv_v, t, how.FLOW_WINDOW, "sum"),
+                    per_symbol_window(V, t, how.FLOW_WINDOW, "sum")) for t in range(n)]
+    log_amihud = [ln(a) for a in amihud]
+    for t in range(n):
+        avg = per_symbol_window(V, t, how.FLOW_WINDOW, "mean", exclude=True)
+        part = None if V[t] is None else ln(div(V[t], avg))
+        zp = zscore(pressure, t, how.Z_WINDOW)
+        zi = zscore(log_amihud, t, how.Z_WINDOW)
+        zs = zscore(spread, t, how.Z_WINDOW)
+        gain = 1.0 if part is None else min(max(math.exp(part), 0.5), 2.0)
+        q = 1.0
+        for z in (zi, zs):
+            q *= 1.0 if z is None else min(1.0, 2.0 / (1.0 + math.exp(z)))
+        score, conf = score_conf(None if zp is None else zp * gain, q)
+        for col, v in zip(out, (score, conf, amihud[t], spread[t], part, pressure[t]), strict=True):
+            out[col].append(v)
+    return out
+
+
+# -- WHAT ----------------------------------------------------------------------
+
+def ref_what(s: dict) -> dict[str, list]:
+    n = len(s["ts"])
+    H, L, C, r = s["high"], s["low"], s["close"], s["r"]
+    out = {c: [] for c in ("what_score", "what_confidence", *what.COMPONENTS)}
+    for t in range(n):
+        sigma = per_symbol_window(r, t, what.VOL_WINDOW, "std")
+        trends = []
+        for h in what.HORIZONS:
+            ok = t >= h and C[t] is not None and C[t - h] is not None and sigma is not None
+            trends.append(div(math.log(C[t]) - math.log(C[t - h]), sigma * math.sqrt(h)) if ok else None)
+        hi = full_window(H, t, what.RANGE_WINDOW, "max", exclude=True)
+        lo = full_window(L, t, what.RANGE_WINDOW, "min", exclude=True)
+        b = None
+        if hi is not None and lo is not None and C[t] is not None:
+            b = div(C[t] - (hi + lo) / 2, (hi - lo) / 2)
+            b = None if b is None else min(max(b, -2.0), 2.0)
+        sma = per_symbol_window(C, t, what.MEAN_WINDOW, "mean")
+        sd = per_symbol_window(C, t, what.MEAN_WINDOW, "std")
+        rev = None if C[t] is None or sma is None else div(C[t] - sma, sd)
+        known = [x for x in trends if x is not None]
+        trend = sum(known) / len(known) if known else None
+        ev, cov = weighted([(what.WEIGHTS["trend"], trend), (what.WEIGHTS["breakout"], b),
+                            (what.WEIGHTS["reversion"], rev)])
+        score, conf = score_conf(ev, cov)
+        for col, v in zip(out, (score, conf, *trends, b, rev), strict=True):
+            out[col].append(v)
+    return out
+
+
+# -- WHY -----------------------------------------------------------------------
+
+def _rolling_z(xs: list[Value], n: int, m: int) -> list[Value]:
+    out = []
+    for i in range(len(xs)):
+        vals = [v for v in xs[max(0, i - n + 1): i + 1] if v is not None]
+        if xs[i] is None or len(vals) < m:
+            out.append(None)
+            continue
+        sd = statistics.stdev(vals)
+        out.append((xs[i] - sum(vals) / len(vals)) / sd if sd > 0 else None)
+    return out
+
+
+def _known(d) -> datetime:
+    d = d.date() if isinstance(d, datetime) else d
+    return datetime.combine(d + timedelta(days=1), datetime.min.time())
+
+
+def macro_tables(macro: why.MacroInputs | None) -> tuple[list | None, list | None]:
+    """(curve rows, inflation rows), each a list of dicts sorted by known_from."""
+    infl = None
+    if macro is not None and macro.series is not None:
+        rows = sorted((r for r in macro.series.iter_rows(named=True)
+                       if r["series_id"] == why.INFLATION_SERIES and r["value"] is not None
+                       and math.isfinite(r["value"]) and r["value"] > 0), key=lambda r: r["period_start"])
+        if rows:
+            yoy = [None] * len(rows)
+            for i in range(12, len(rows)):
+                yoy[i] = math.log(rows[i]["value"] / rows[i - 12]["value"])
+            trend = [None if i < 6 or yoy[i] is None or yoy[i - 6] is None else yoy[i] - yoy[i - 6]
+                     for i in range(len(rows))]
+            z = _rolling_z(trend, *why.MONTHLY_Z)
+            infl = [{"known_from": _known(r.get("available_at", r["period_start"])), "yoy": yoy[i],
+                     "trend": trend[i], "z_trend": z[i]} for i, r in enumerate(rows)]
+    curve = None
+    if macro is not None and macro.curve is not None:
+        rows = sorted((r for r in macro.curve.iter_rows(named=True)
+                       if r["m3"] is not None and r["y10"] is not None
+                       and math.isfinite(r["m3"]) and math.isfinite(r["y10"])), key=lambda r: r["date"])
+        if rows:
+            kf = [_known(r.get("available_at", r["date"])) for r in rows]
+            slope = [r["y10"] - r["m3"] for r in rows]
+            change = [None if i < why.SLOPE_CHANGE_DAYS else slope[i] - slope[i - why.SLOPE_CHANGE_DAYS]
+                      for i in range(len(rows))]
+            real = []
+            for i, r in enumerate(rows):
+                hit = _asof(infl, kf[i], why.MONTHLY_STALE) if infl else None
+                real.append(None if hit is None or hit["yoy"] is None else r["y10"] - hit["yoy"])
+            zs, zc, zr = (_rolling_z(x, *why.CURVE_Z) for x in (slope, change, real))
+            curve = [{"known_from": kf[i], "slope": slope[i], "change": change[i], "real": real[i],
+                      "z_slope": zs[i], "z_change": zc[i], "z_real": zr[i]} for i in range(len(rows))]
+    return curve, infl
+
+
+def _asof(rows: list[dict] | None, ts: datetime, tolerance: timedelta) -> dict | None:
+    """The last row whose known_from <= ts, if it is at most ``tolerance`` old."""
+    if not rows:
+        return None
+    keys = _keys(rows)
+    i = bisect.bisect_right(keys, ts) - 1
+    return rows[i] if i >= 0 and ts - keys[i] <= tolerance else None
+
+
+_KEY_CACHE: dict[int, list] = {}
+
+
+def _keys(rows: list[dict]) -> list:
+    if id(rows) not in _KEY_CACHE:
+        if len(_KEY_CACHE) > 8:
+            _KEY_CACHE.clear()
+        _KEY_CACHE[id(rows)] = [r["known_from"] for r in rows]
+    return _KEY_CACHE[id(rows)]
+
+
+def ref_why(s: dict, tables) -> dict[str, list]:
+    curve, infl = tables
+    n = len(s["ts"])
+    vol = [per_symbol_window(s["r"], t, why.VOL_WINDOW, "std") for t in range(n)]
+    log_vol = [ln(v) for v in vol]
+    out = {c: [] for c in ("why_score", "why_confidence", *why.COMPONENTS)}
+    for t in range(n):
+        c = _asof(curve, s["ts"][t], why.CURVE_STALE) or {}
+        f = _asof(infl, s["ts"][t], why.MONTHLY_STALE) or {}
+        regime = zscore(log_vol, t, why.VOL_Z_WINDOW)
+        ev, cov = weighted([(1.0, c.get("z_slope")), (1.0, c.get("z_change")), (-1.0, c.get("z_real")),
+                            (-1.0, f.get("z_trend")), (-1.0, regime)])
+        score, conf = score_conf(ev, cov)
+        vals = (score, conf, c.get("slope"), c.get("change"), c.get("real"), f.get("trend"), regime)
+        for col, v in zip(out, vals, strict=True):
+            out[col].append(v)
+    return out
+
+
+# -- WHEN ----------------------------------------------------------------------
+
+def _session(ts: datetime) -> str:
+    utc = ts.replace(tzinfo=ZoneInfo("UTC"))
+    open_ = {name: lo <= utc.astimezone(ZoneInfo(tz)).hour < hi for name, (tz, lo, hi) in when.SESSIONS.items()}
+    if open_["london"] and open_["new_york"]:
+        return "overlap"
+    for name in ("london", "new_york", "asia"):
+        if open_[name]:
+            return name
+    return "off"
+
+
+def release_calendar(macro: why.MacroInputs | None) -> list[date]:
+    if macro is None or macro.series is None or "available_at" not in macro.series.columns:
+        return []
+    return sorted({r["available_at"] for r in macro.series.iter_rows(named=True) if r.get("frequency") != "D"})
+
+
+def ref_when(s: dict, releases: list[date], intraday: bool) -> dict[str, list]:
+    n = len(s["ts"])
+    r = s["r"]
+    fwd = [r[t + 1] if t + 1 < n else None for t in range(n)]
+    buckets: dict[str, list] = {"weekday": [ts.isoweekday() for ts in s["ts"]]}
+    days, eve = [], []
+    for ts in s["ts"]:
+        i = bisect.bisect_left(releases, ts.date() + timedelta(days=1))
+        d = (releases[i] - ts.date()).days if i < len(releases) else None
+        gap = {5: 3, 6: 2}.get(ts.isoweekday(), 1)
+        days.append(d)
+        eve.append(d is not None and d <= gap)
+    buckets["release_eve"] = eve
+    if intraday:
+        buckets["session"] = [_session(ts) for ts in s["ts"]]
+    else:
+        buckets["month_phase"] = ["early" if ts.day <= 3 else "late" if ts.day >= 25 else "mid" for ts in s["ts"]]
+    families = when.INTRADAY_FAMILIES if intraday else when.DAILY_FAMILIES
+    stats = {f: [] for f in families}
+    for f in families:
+        b = buckets[f]
+        sums: dict[object, list[float]] = {}  # bucket -> [n, sum, sum of squares] of r_{u+1} over u < t
+        for t in range(n):
+            cnt, s1, s2 = sums.get(b[t], (0, 0.0, 0.0))
+            if fwd[t] is not None:
+                sums[b[t]] = [cnt + 1, s1 + fwd[t], s2 + fwd[t] * fwd[t]]
+            tstat = None
+            if cnt >= when.MIN_OBS:
+                var = (s2 - s1 * s1 / cnt) / (cnt - 1)
+                tstat = (s1 / cnt) / math.sqrt(var / cnt) if var > 0 else None
+            stats[f].append((tstat, cnt))
+    out = {c: [] for c in ("when_score", "when_confidence", *when.components(intraday))}
+    second = "session" if intraday else "month_phase"
+    for t in range(n):
+        ts_ = [stats[f][t][0] for f in families if stats[f][t][0] is not None]
+        ev = sum(ts_) / len(ts_) / 2 if ts_ else None
+        conf = sum(min(1.0, stats[f][t][1] / when.FULL_OBS) if stats[f][t][0] is not None else 0.0
+                   for f in families) / len(families)
+        score, conf = score_conf(ev, conf)
+        vals = (score, conf, buckets["weekday"][t], buckets[second][t], eve[t], days[t],
+                *(stats[f][t][0] for f in families))
+        for col, v in zip(out, vals, strict=True):
+            out[col].append(v)
+    return out
+
+
+# -- ANOMALY -------------------------------------------------------------------
+
+def _robust(xs: list[Value], warm: int) -> tuple[list[Value], list[Value]]:
+    n = len(xs)
+    centre = [full_window(xs, t, anomaly.WINDOW, "median", warm=warm, exclude=True) for t in range(n)]
+    dev = [None if xs[t] is None or centre[t] is None else abs(xs[t] - centre[t]) for t in range(n)]
+    scale = [full_window(dev, t, anomaly.WINDOW, "median", warm=warm + anomaly.WINDOW, exclude=True)
+             for t in range(n)]
+    return centre, [None if v is None else MAD_TO_SIGMA * v for v in scale]
+
+
+def _fmt(x: float) -> str:
+    text = str(round(x, 1))
+    return f"+{text}" if x >= 0 else text
+
+
+def ref_anomaly(s: dict, scores: dict[str, list]) -> dict[str, list]:
+    n = len(s["ts"])
+    Op, C, V, r = s["open"], s["close"], s["volume"], s["r"]
+    xs = {
+        "return": r,
+        "volume": [ln(v) for v in V],
+        "gap": [None] + [None if Op[t] is None or C[t - 1] is None else ln(Op[t] / C[t - 1]) for t in range(1, n)],
+    }
+    robust = {name: _robust(x, anomaly.WARM[name]) for name, x in xs.items()}
+    scale_gap = [None if a is None and b is None else max(v for v in (a, None if b is None else 0.25 * b)
+                                                        if v is not None)
+                 for a, b in zip(robust["gap"][1], robust["return"][1], strict=True)]
+    robust["gap"] = (robust["gap"][0], scale_gap)
+    z = {name: [None if xs[name][t] is None or robust[name][0][t] is None
+                else div(xs[name][t] - robust[name][0][t], robust[name][1][t]) for t in range(n)]
+         for name in xs}
+    v = [[0.0 if x is None else x for x in scores[c]] for c in anomaly.OTHERS]
+    k = len(v)
+    out = {c: [] for c in ("anomaly_score", "anomaly_confidence", *anomaly.COMPONENTS, "anomaly_flag",
+                           "anomaly_explanation")}
+    w = anomaly.WINDOW
+    for t in range(n):
+        md = None
+        lo = max(0, t - w)
+        if t - lo >= math.ceil(MIN_FRACTION * w):
+            past = np.array([[v[i][u] for i in range(k)] for u in range(lo, t)])
+            mu = past.mean(axis=0)
+            cov = (past.T @ past / len(past) - np.outer(mu, mu)) * w / (w - 1) + anomaly.RIDGE * np.eye(k)
+            d = np.array([v[i][t] for i in range(k)]) - mu
+            if np.all(np.linalg.eigvalsh(cov) > 0):
+                d2 = float(d @ np.linalg.solve(cov, d))
+                c = 2 / (9 * k)
+                md = ((d2 / k) ** (1 / 3) - (1 - c)) / math.sqrt(c)
+        parts = [abs(z[nm][t]) for nm in xs if z[nm][t] is not None] + ([md] if md is not None else [])
+        strength = max(parts) if parts else None
+        flagged = strength is not None and strength >= anomaly.THRESHOLD
+        if r[t] is not None and r[t] != 0:
+            move = math.copysign(1.0, r[t])
+        elif C[t] is not None and Op[t] is not None:
+            move = float(np.sign(C[t] - Op[t]))
+        else:
+            move = 0.0
+        zg, zr = z["gap"][t], z["return"][t]
+        direction = float(np.sign(zg)) if zg is not None and abs(zg) >= (abs(zr) if zr is not None else 0.0) \
+            else move
+        score = None if strength is None else (direction * math.tanh(strength / anomaly.THRESHOLD - 1)
+                                               if flagged else 0.0)
+        defined = sum(x is not None for x in (z["return"][t], z["volume"][t], z["gap"][t], md))
+        conf = defined / 4 if strength is not None else 0.0
+        text = None
+        if flagged:
+            bits = [f"{nm} z={_fmt(z[nm][t])}" for nm in xs
+                    if z[nm][t] is not None and abs(z[nm][t]) >= anomaly.THRESHOLD]
+            if md is not None and md >= anomaly.THRESHOLD:
+                bits.append(f"multivariate z={_fmt(md)}")
+            text = "; ".join(bits)
+        vals = (score, conf, z["return"][t], z["volume"][t], z["gap"][t], md, flagged, text)
+        for col, val in zip(out, vals, strict=True):
+            out[col].append(val)
+    return out
+
+
+# -- everything ----------------------------------------------------------------
+
+def reference_features(bars: pl.DataFrame, macro: why.MacroInputs | None = None, *, intraday: bool = False,
+                       weights: dict[str, float] | None = None) -> pl.DataFrame:
+    """The same columns as ``compute_features``, computed bar by bar."""
+    weights = {d: float((weights or DEFAULT_WEIGHTS).get(d, 0.0)) for d in DIMENSIONS}
+    tables = macro_tables(macro)
+    releases = release_calendar(macro)
+    frames = []
+    for symbol, s in symbols_of(bars).items():
+        cols: dict[str, list] = {"symbol": [symbol] * len(s["ts"]), "ts": s["ts"]}
+        cols |= ref_why(s, tables) | ref_how(s) | ref_what(s) | ref_when(s, releases, intraday)
+        cols |= ref_anomaly(s, cols)
+        signal, confidence = [], []
+        total = sum(abs(w) for w in weights.values())
+        for t in range(len(s["ts"])):
+            present = [(weights[d], cols[f"{d}_confidence"][t], cols[f"{d}_score"][t]) for d in DIMENSIONS
+                       if weights[d] != 0 and cols[f"{d}_score"][t] is not None]
+            den = sum(abs(w) * c for w, c, _ in present)
+            signal.append(sum(w * c * x for w, c, x in present) / den if den > 0 else None)
+            confidence.append(den / total)
+        cols["signal"], cols["signal_confidence"] = signal, confidence
+        frames.append(pl.DataFrame(cols, infer_schema_length=None))
+    return pl.concat(frames, how="diagonal_relaxed")

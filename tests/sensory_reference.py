@@ -181,7 +181,7 @@ def ref_what(s: dict) -> dict[str, list]:
         trend = sum(known) / len(known) if known else None
         ev, cov = weighted([(what.WEIGHTS["trend"], trend), (what.WEIGHTS["breakout"], b),
                             (what.WEIGHTS["reversion"], rev)])
-        score, conf = score_conf(ev, cov)
+        score, conf = score_conf(ev if trend is not None else None, cov)
         for col, v in zip(out, (score, conf, *trends, b, rev), strict=True):
             out[col].append(v)
     return out
@@ -386,7 +386,7 @@ def ref_anomaly(s: dict, scores: dict[str, list]) -> dict[str, list]:
     for t in range(n):
         md = None
         lo = max(0, t - w)
-        if t - lo >= math.ceil(MIN_FRACTION * w):
+        if t - lo >= math.ceil(MIN_FRACTION * w) and any(scores[c][t] is not None for c in anomaly.OTHERS):
             past = np.array([[v[i][u] for i in range(k)] for u in range(lo, t)])
             mu = past.mean(axis=0)
             cov = (past.T @ past / len(past) - np.outer(mu, mu)) * w / (w - 1) + anomaly.RIDGE * np.eye(k)

@@ -12,7 +12,8 @@ Components (bar t judged against the 63 bars before it, never itself):
   the previous close, which would make the gap's own MAD ~0).
 - ``anomaly_mahalanobis``: D^2 = (x_t - mu)' S^-1 (x_t - mu) of the vector of the
   WHY, HOW, WHAT, WHEN scores against their mean mu and covariance S over the
-  previous 63 bars (Mahalanobis 1936; a missing score counts as 0, neutral;
+  previous 63 bars (Mahalanobis 1936; a missing score counts as 0, neutral; null
+  when none of the four is defined at t;
   a 1e-3 ridge on the diagonal keeps S invertible and a score that sat still for
   63 bars from looking infinitely surprising). Mapped to a normal z by the Wilson-Hilferty
   cube-root transform of chi^2_k, z = ((D^2/k)^(1/3) - (1 - 2/(9k))) / sqrt(2/(9k)).
@@ -118,7 +119,9 @@ def finishing_stages() -> list[list[pl.Expr]]:
     direction = pl.when(gap_leads).then(z["gap"].sign()).otherwise(move).fill_null(0.0)
     defined = [c.is_not_null().cast(pl.Float64) for c in (*z.values(), md)]
     # sum_horizontal skips nulls, so a row with no defined distance would read as 0: keep it null.
-    valid_d2 = pl.when(pl.col(f"_L{len(OTHERS) - 1}{len(OTHERS) - 1}").is_not_null()).then(pl.col("_d2"))
+    # With none of the other scores defined there is nothing to compare: null, not "0 is typical".
+    valid_d2 = pl.when(pl.col(f"_L{len(OTHERS) - 1}{len(OTHERS) - 1}").is_not_null()
+                       & pl.any_horizontal([pl.col(c).is_not_null() for c in OTHERS])).then(pl.col("_d2"))
     return [
         *mahalanobis_stages(OTHERS),
         [wilson_hilferty(valid_d2, len(OTHERS)).alias("anomaly_mahalanobis")],

@@ -15,9 +15,11 @@ Components (per symbol and bar t, windows in bars):
   sign: a stretched price is expected to revert.
 
 Evidence: 0.5 mean(trend_h) + 0.3 breakout - 0.2 reversion, divided by the sum of
-|weights| of the components present; score tanh(evidence); confidence = share of the
-weight present. A constant price has no defined trend (zero volatility): null,
-confidence 0. No component reads the last bar's direction alone.
+|weights| of the components present, defined once at least one trend horizon is
+(breakout and stretch are read against the trend); score tanh(evidence);
+confidence = share of the weight present. A constant price has no defined trend
+(zero volatility): null, confidence 0. No component reads the last bar's
+direction alone.
 """
 
 from __future__ import annotations
@@ -51,9 +53,13 @@ def stages(ctx: Context) -> list[list[pl.Expr]]:
         ratio(close - (hi + lo) / 2.0, (hi - lo) / 2.0).clip(-2.0, 2.0).alias("what_breakout"),
         ratio(close - pl.col("_what_sma"), pl.col("_what_sd")).alias("what_reversion"),
     ]
+    trend = pl.mean_horizontal([pl.col(f"what_trend_{h}") for h in HORIZONS])
     evidence, coverage = weighted_mean([
-        (WEIGHTS["trend"], pl.mean_horizontal([pl.col(f"what_trend_{h}") for h in HORIZONS])),
+        (WEIGHTS["trend"], trend),
         (WEIGHTS["breakout"], pl.col("what_breakout")),
         (WEIGHTS["reversion"], pl.col("what_reversion")),
     ])
+    # Breakout and stretch are read against the trend: without one they say little
+    # (alone, the reversion term would call every young uptrend a sell).
+    evidence = pl.when(trend.is_not_null()).then(evidence)
     return [windows, components, *score_and_confidence("what", evidence, coverage)]

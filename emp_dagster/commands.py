@@ -84,10 +84,17 @@ def _run(job_name: str, first: str, last: str, run_config: dict | None = None):
         )
 
 
-def _check_lines(result) -> tuple[int, int, list[str]]:
+def _check_lines(result) -> tuple[int, int, list[str], list[str]]:
+    """(passed, failed gates, names of failed gates, names of warnings): a failed WARN check is a warning."""
+    import dagster as dg
+
     evaluations = result.get_asset_check_evaluations()
-    failed = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in evaluations if not e.passed]
-    return len(evaluations) - len(failed), len(failed), failed
+    failed = [e for e in evaluations if not e.passed]
+    gates = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in failed
+             if e.severity != dg.AssetCheckSeverity.WARN]
+    warnings = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in failed
+                if e.severity == dg.AssetCheckSeverity.WARN]
+    return len(evaluations) - len(failed), len(gates), gates, warnings
 
 
 def _shipped_range() -> tuple[datetime, datetime]:
@@ -108,7 +115,7 @@ def cmd_demo(args) -> int:
     print(f"emp demo: materialising every asset for months {first[:7]} .. {last[:7]} (one Dagster run)",
           file=sys.stderr)
     result = _run("emp_demo", first, last)
-    passed, failed, failed_names = _check_lines(result)
+    passed, failed, failed_names, warnings = _check_lines(result)
     store = DuckDBStore(settings().duckdb_path)
     counts = store.table_counts()
     width = max(len(t) for t in counts)
@@ -116,11 +123,12 @@ def cmd_demo(args) -> int:
     print(f"  run {result.run_id}: {'SUCCESS' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
     for table, n in counts.items():
         print(f"  {table:<{width}}  {n:>9,} rows")
-    print(f"  asset checks: {passed} passed, {failed} failed" + (f" ({', '.join(failed_names)})" if failed else ""))
+    print(f"  asset checks: {passed} passed, {failed} failed" + (f" ({', '.join(failed_names)})" if failed else "")
+          + (f", {len(warnings)} warnings ({', '.join(warnings)})" if warnings else ""))
     print(f"  data:    {store.path}")
     print(f"  dagster: {home}")
     print("  open the UI:    make ui   (or: emp ui)  ->  http://127.0.0.1:3000")
-    print("  read the data:  notebooks/01_market_data.ipynb")
+    print("  read the data:  notebooks/01_market_data.ipynb, notebooks/02_sensory.ipynb")
     if not result.success or failed:
         for event in result.all_events:
             if event.is_step_failure:
@@ -140,7 +148,7 @@ def cmd_backfill(args) -> int:
         ops = {"__".join(key.path): {"config": {"symbols": args.symbols}} for key in BAR_KEYS.values()}
         run_config = {"ops": ops}
     result = _run("market_data_ingest", first, last, run_config)
-    passed, failed, failed_names = _check_lines(result)
+    passed, failed, failed_names, _ = _check_lines(result)
     print(f"backfill {first[:7]} .. {last[:7]}: run {result.run_id} {'SUCCESS' if result.success else 'FAILED'}; "
           f"checks {passed} passed, {failed} failed" + (f" ({', '.join(failed_names)})" if failed else ""))
     return 0 if result.success and not failed else 1

@@ -7,6 +7,8 @@ from emp_dagster.defs.market_data import jobs as market_jobs
 from emp_dagster.defs.market_data import resources as market_resources
 from emp_dagster.defs.market_data import schedules as market_schedules
 from emp_dagster.defs.market_data.partitions import BAR_PARTITIONS
+from emp_dagster.defs.sensory import assets as sensory_assets
+from emp_dagster.defs.sensory import checks as sensory_checks
 
 # The embedded tier's DuckDB file takes one writer process: steps run in the run's
 # own process, one after another.
@@ -21,7 +23,8 @@ demo_job = dg.define_asset_job(
 @dg.definitions
 def defs() -> dg.Definitions:
     domain = dg.Definitions(
-        assets=dg.load_assets_from_modules([market_assets]),
+        assets=dg.load_assets_from_modules([market_assets, sensory_assets]),
+        asset_checks=dg.load_asset_checks_from_modules([sensory_checks]),
         jobs=[market_jobs.ingest_job, demo_job],
         schedules=[market_schedules.daily_bars_ingest, market_schedules.weekly_trailing_backfill],
     )

@@ -76,9 +76,17 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
+def _batched(frame: pl.DataFrame) -> pa.Table:
+    """The frame as Arrow in 256k-row batches: DuckDB scans an Arrow table in parallel by
+    record batch, and one 1M-row chunk would scan on one core."""
+    whole = frame.to_arrow()
+    return pa.Table.from_batches(whole.to_batches(max_chunksize=262_144), schema=whole.schema)
+
+
 class DuckDBStore:
     """Tables: ``market.bars_1d``, ``market.bars_1h``, ``market.quarantine``,
-    ``market.ingest_journal``, ``macro.series``, ``macro.treasury_curve``."""
+    ``market.ingest_journal``, ``macro.series``, ``macro.treasury_curve``, and the
+    ``sensory.*`` feature tables (created by :meth:`replace_windows`)."""
 
     def __init__(self, path: str | Path, lock_timeout: float = 60.0) -> None:
         self.path = Path(path)
@@ -143,9 +151,7 @@ class DuckDBStore:
         if table not in BAR_TABLES:
             raise EmpError(f"unknown bar table {table!r}; choose one of {', '.join(BAR_TABLES)}")
         symbols = bars.get_column("symbol").unique().to_list()
-        # DuckDB scans an Arrow table in parallel by record batch; one 1M-row chunk would scan on one core.
-        whole = bars.to_arrow()
-        arrow = pa.Table.from_batches(whole.to_batches(max_chunksize=262_144), schema=whole.schema)
+        arrow = _batched(bars)
         with self.connect() as con, _transaction(con):
             con.register("new_bars", arrow)
             con.register("new_quarantine", quarantine.to_arrow())
@@ -218,11 +224,41 @@ class DuckDBStore:
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
         return frame.height
 
+    def replace_windows(self, tables: dict[str, pl.DataFrame], *, dataset: str, start: datetime,
+                        end: datetime) -> None:
+        """Idempotently store the [start, end) window of ``dataset`` in each table, in one transaction.
+
+        Each frame has ``dataset`` and ``ts`` columns; a table that does not exist yet is
+        created from its frame's schema. The window's rows of ``dataset`` are deleted, then
+        the frame is inserted by column name, so running the same window twice leaves one copy.
+        """
+        for table in tables:
+            self._check_ident(table)
+        with self.connect() as con, _transaction(con):
+            for table, frame in tables.items():
+                schema = table.split(".", maxsplit=1)[0]
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+                con.register("new_rows", _batched(frame))
+                con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM new_rows LIMIT 0")
+                con.execute(f"DELETE FROM {table} WHERE dataset = $dataset AND ts >= $start AND ts < $end",
+                            {"dataset": dataset, "start": start, "end": end})
+                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
+                con.unregister("new_rows")
+
+    def overwrite_table(self, table: str, frame: pl.DataFrame) -> int:
+        """Create or replace ``table`` with exactly ``frame`` (a small derived table such as calibration)."""
+        self._check_ident(table)
+        with self.connect() as con, _transaction(con):
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.', maxsplit=1)[0]}")
+            con.register("new_rows", frame.to_arrow())
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM new_rows")
+        return frame.height
+
     def table_counts(self) -> dict[str, int]:
         with self.connect() as con:
             names = con.execute(
                 "SELECT table_schema || '.' || table_name FROM information_schema.tables "
-                "WHERE table_schema IN ('market', 'macro') ORDER BY 1"
+                "WHERE table_schema IN ('market', 'macro', 'sensory') ORDER BY 1"
             ).fetchall()
             return {n: con.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for (n,) in names}
 

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_ingest(sub)
+    _add_features(sub)
     for ep in entry_points(group="emp.commands"):
         ep.load()(sub)
     return parser
@@ -79,6 +80,50 @@ def _add_ingest(sub) -> None:
     p.add_argument("--tier", choices=["embedded", "institutional"], default=None,
                    help="target store (default $EMP_TIER or embedded)")
     p.set_defaults(func=cmd_ingest)
+
+
+def weight_list(text: str) -> dict[str, float]:
+    weights = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{part!r} is not NAME=NUMBER (e.g. what=0.5,how=0.2)")
+    return weights
+
+
+def _add_features(sub) -> None:
+    p = sub.add_parser(
+        "features", help="compute the five sensory dimensions and the fused signal for a CSV or Parquet file",
+        description="Validate the file's bars (bad rows are quarantined with a reason, never dropped silently), "
+                    "compute WHY, HOW, WHAT, WHEN, ANOMALY and the fused signal point in time, and write one row "
+                    "per valid bar. Examples:\n"
+                    "  emp features --data prices.csv --symbol ACME --out acme_features.parquet\n"
+                    "  emp features --data universe.parquet --out features.parquet --weights what=0.6,how=0.4",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", type=Path, required=True, help="CSV or Parquet with Date/Open/High/Low/Close/Volume "
+                   "(and Symbol, or pass --symbol)")
+    p.add_argument("--out", type=Path, required=True, help="output file (.parquet, or .csv)")
+    p.add_argument("--symbol", help="instrument of a file without a symbol column")
+    p.add_argument("--interval", choices=["auto", "1d", "intraday"], default="auto",
+                   help="bar spacing (default: inferred from the timestamps)")
+    p.add_argument("--tz", default="UTC", help="time zone of naive timestamps in the file (default UTC)")
+    p.add_argument("--no-macro", action="store_true",
+                   help="leave out the shipped US Treasury curve and inflation (WHY then uses volatility only)")
+    p.add_argument("--weights", type=weight_list, help="fusion weights, e.g. what=0.5,how=0.2 (others 0); "
+                   "default why=0.15,how=0.2,what=0.35,when=0.1,anomaly=0.2")
+    p.set_defaults(func=cmd_features)
+
+
+def cmd_features(args) -> int:
+    from emp_core.sensory.cli import run_features
+
+    return run_features(args.data, args.out, symbol=args.symbol, interval=args.interval, naive_tz=args.tz,
+                        use_macro=not args.no_macro, weights=args.weights)
 
 
 def _source(args):

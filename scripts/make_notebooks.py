@@ -1,4 +1,4 @@
-"""Write notebooks/01_market_data.ipynb (kept as code so its cells are reviewed like code)."""
+"""Write the notebooks under notebooks/ (kept as code so their cells are reviewed like code)."""
 
 from pathlib import Path
 
@@ -6,10 +6,7 @@ import nbformat as nbf
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CELLS = [
-    ("md", "# 01 · Market data\n\nReads the tables the Dagster assets materialised in the embedded store "
-           "(`$EMP_HOME/emp.duckdb`, default `./.emp`). Run `make demo` first."),
-    ("code", """import os
+CONNECT = """import os
 from pathlib import Path
 
 import duckdb
@@ -21,7 +18,12 @@ db = home / "emp.duckdb"
 assert db.exists(), f"{db} does not exist: run `make demo` first"
 con = duckdb.connect(str(db), read_only=True)
 q = lambda sql: con.sql(sql).pl()
-q("SELECT schema_name || '.' || table_name AS tbl, estimated_size AS rows FROM duckdb_tables() ORDER BY 1")"""),
+q("SELECT schema_name || '.' || table_name AS tbl, estimated_size AS rows FROM duckdb_tables() ORDER BY 1")"""
+
+MARKET_DATA = [
+    ("md", "# 01 · Market data\n\nReads the tables the Dagster assets materialised in the embedded store "
+           "(`$EMP_HOME/emp.duckdb`, default `./.emp`). Run `make demo` first."),
+    ("code", CONNECT),
     ("md", "## The universe: what the store holds"),
     ("code", 'universe = q("SELECT * FROM market.universe ORDER BY dataset, symbol")\nuniverse'),
     ("md", "## Prices\nDaily closes rebased to 100 at each symbol's first bar; EURUSD hourly."),
@@ -61,13 +63,72 @@ q("SELECT dataset, reason, count(*) AS rows FROM market.quarantine GROUP BY ALL 
 ]
 
 
+SENSORY = [
+    ("md", "# 02 · Sensory cortex\n\nThe five signed dimensions (WHY macro, HOW liquidity, WHAT pattern, "
+           "WHEN timing, ANOMALY) and the fused signal, as the `duckdb/sensory/*` assets stored them. "
+           "Every value at bar t was computed from data up to t. Run `make demo` first."),
+    ("code", CONNECT),
+    ("md", "## One symbol through 2008\nThe fused signal with each dimension's score, under the S&P 500 close."),
+    ("code", """dims = ["why", "how", "what", "when", "anomaly"]
+spx = q(\"\"\"
+    SELECT f.ts, b.close, f.signal, f.signal_confidence, {cols}
+    FROM sensory.fused f JOIN market.bars_1d b USING (symbol, ts)
+    WHERE f.dataset = 'bars_1d' AND f.symbol = 'SPX' AND f.ts BETWEEN '2007-06-01' AND '2009-06-30'
+    ORDER BY f.ts\"\"\".format(cols=", ".join(f"f.{d}_score" for d in dims)))
+fig, axes = plt.subplots(3, 1, figsize=(13, 8), sharex=True)
+axes[0].plot(spx["ts"], spx["close"], color="k", lw=0.8); axes[0].set_title("SPX close")
+for d in dims:
+    axes[1].plot(spx["ts"], spx[f"{d}_score"], lw=0.7, label=d)
+axes[1].legend(ncol=5); axes[1].set_title("dimension scores in [-1, 1]")
+axes[2].plot(spx["ts"], spx["signal"], lw=0.8); axes[2].fill_between(spx["ts"], 0, spx["signal_confidence"],
+                                                                       alpha=0.2, label="confidence")
+axes[2].axhline(0, color="k", lw=0.5); axes[2].legend(); axes[2].set_title("fused signal")
+fig.tight_layout()"""),
+    ("md", "## Anomalies and their explanations\nEvery flagged bar names the component that triggered."),
+    ("code", """flagged = q(\"\"\"
+    SELECT dataset, symbol, ts, anomaly_score, anomaly_explanation FROM sensory.anomaly
+    WHERE anomaly_flag ORDER BY abs(anomaly_score) DESC LIMIT 12\"\"\")
+assert flagged["anomaly_explanation"].is_not_null().all()
+flagged"""),
+    ("md", "## Does the fused signal line up with the next bar?\nMean next-day return by signal quintile "
+           "(daily bars, all symbols). A research view, not a backtest: no costs, no sizing."),
+    ("code", """nxt = q(\"\"\"
+    SELECT f.signal, ln(lead(b.close) OVER (PARTITION BY b.symbol ORDER BY b.ts) / b.close) AS next_return
+    FROM sensory.fused f JOIN market.bars_1d b USING (symbol, ts) WHERE f.dataset = 'bars_1d'\"\"\").drop_nulls()
+quintile = pl.format("q{}", (pl.col("signal").rank("ordinal") - 1) * 5 // pl.len() + 1)
+by_q = (nxt.with_columns(quintile.alias("quintile"))
+        .group_by("quintile").agg(pl.len().alias("bars"), (pl.col("next_return").mean() * 1e4).alias("bp"))
+        .sort("quintile"))
+fig, ax = plt.subplots(figsize=(6, 3)); ax.bar(by_q["quintile"].cast(str), by_q["bp"])
+ax.set_title("mean next-day log return (bp) by fused-signal quintile")
+by_q"""),
+    ("md", "## Calibration and drift\nThe thresholds the checks use, and the latest month against the 36 "
+           "before it for each dimension (what the `drift` asset checks report)."),
+    ("code", """from emp_core.sensory.calibration import drift
+from emp_core.store import DuckDBStore
+
+print(q("SELECT * FROM sensory.calibration WHERE symbol = '*' ORDER BY dimension, dataset"))
+con.close()  # the store opens its own connection
+store = DuckDBStore(db)
+for name in dims + ["fused"]:
+    outcome = drift(store, name)
+    print(f"{name:8s} {'ok     ' if outcome.passed else 'WARNING'} {outcome.description.split('. ', 1)[1]}")"""),
+]
+
+NOTEBOOKS = {"01_market_data": MARKET_DATA, "02_sensory": SENSORY}
+
+
 def main() -> None:
-    nb = nbf.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src) for kind, src in CELLS]
-    out = ROOT / "notebooks" / "01_market_data.ipynb"
-    nbf.write(nb, out)
-    print(out)
+    for name, cells in NOTEBOOKS.items():
+        nb = nbf.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.cells = [nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
+                    for kind, src in cells]
+        for i, cell in enumerate(nb.cells):
+            cell.id = f"{name}-{i:02d}"  # stable ids: regenerating does not churn the files
+        out = ROOT / "notebooks" / f"{name}.ipynb"
+        nbf.write(nb, out)
+        print(out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("ingest", "demo", "backfill", "ui"):
+    for command in ("ingest", "features", "demo", "backfill", "ui"):
         assert command in out
 
 
@@ -61,3 +61,6 @@ def test_demo_materialises_everything_with_every_check_passing(demo_home):
     assert counts["market.bars_1d"] == 22020 and counts["market.bars_1h"] == 6225
     assert counts["macro.series"] == 15159 and counts["macro.treasury_curve"] == 6816
     assert counts["market.quarantine"] == 0 and counts["market.universe"] == 7
+    for table in ("why", "how", "what", "when", "anomaly", "fused"):
+        assert counts[f"sensory.{table}"] == 22020 + 6225, table
+    assert counts["sensory.calibration"] > 0

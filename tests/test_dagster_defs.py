@@ -13,9 +13,11 @@ from emp_dagster.defs.market_data import assets as A
 from emp_dagster.defs.market_data.resources import EmbeddedStoreResource, ShippedDataResource
 from emp_dagster.defs.market_data.schedules import daily_bars_ingest, weekly_trailing_backfill
 
+SENSORY = ("why", "how", "what", "when", "anomaly", "fused")
 EXPECTED_ASSETS = {
     "duckdb/market/bars_1d", "duckdb/market/bars_1h", "duckdb/market/universe",
     "duckdb/macro/series", "duckdb/macro/treasury_curve",
+    *(f"duckdb/sensory/{n}" for n in SENSORY), "duckdb/sensory/calibration",
 }
 BAR_CHECKS = {"schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"}
 
@@ -28,7 +30,18 @@ def test_graph_snapshot():
     assert {n for a, n in checks if a == "duckdb/market/bars_1d"} == BAR_CHECKS
     assert {n for a, n in checks if a == "duckdb/macro/series"} == {
         "unique_series_period", "point_in_time", "values_finite"}
-    assert all(repo.asset_graph.get_check_spec(k).blocking for k in repo.asset_graph.asset_check_keys)
+    gates = {k for k in repo.asset_graph.asset_check_keys if k.name != "drift"}
+    assert all(repo.asset_graph.get_check_spec(k).blocking for k in gates)
+    drift = {k.asset_key.to_user_string() for k in repo.asset_graph.asset_check_keys if k.name == "drift"}
+    assert drift == {f"duckdb/sensory/{n}" for n in SENSORY}
+    assert not any(repo.asset_graph.get_check_spec(k).blocking for k in repo.asset_graph.asset_check_keys
+                   if k.name == "drift")
+    parents = {n: {k.to_user_string() for k in repo.asset_graph.get(dg.AssetKey(["duckdb", "sensory", n])).parent_keys}
+               for n in SENSORY}
+    assert parents["why"] == {"duckdb/market/bars_1d", "duckdb/market/bars_1h", "duckdb/macro/series",
+                              "duckdb/macro/treasury_curve"}
+    assert parents["anomaly"] >= {f"duckdb/sensory/{n}" for n in ("why", "how", "what", "when")}
+    assert parents["fused"] == {f"duckdb/sensory/{n}" for n in SENSORY[:-1]}
     assert {j.name for j in d.resolve_all_job_defs()} >= {"emp_demo", "market_data_ingest"}
     assert {s.name: s.cron_schedule for s in repo.schedule_defs} == {
         "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6"}

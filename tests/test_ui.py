@@ -58,7 +58,12 @@ def test_webserver_serves_the_asset_graph_and_checks(demo_home):
         reply.raise_for_status()
         nodes = {"/".join(n["assetKey"]["path"]): n for n in reply.json()["data"]["assetNodes"]}
         assert set(nodes) == {"duckdb/market/bars_1d", "duckdb/market/bars_1h", "duckdb/market/universe",
-                              "duckdb/macro/series", "duckdb/macro/treasury_curve"}
+                              "duckdb/macro/series", "duckdb/macro/treasury_curve",
+                              *(f"duckdb/sensory/{n}" for n in ("why", "how", "what", "when", "anomaly", "fused",
+                                                                 "calibration"))}
+        assert nodes["duckdb/sensory/fused"]["isPartitioned"]
+        drift = {c["name"]: c["blocking"] for c in nodes["duckdb/sensory/what"]["assetChecksOrError"]["checks"]}
+        assert drift == {"drift": False}
         assert nodes["duckdb/market/bars_1d"]["isPartitioned"]
         checks = {c["name"]: c["blocking"] for c in nodes["duckdb/market/bars_1d"]["assetChecksOrError"]["checks"]}
         assert checks == dict.fromkeys(

@@ -1,0 +1,99 @@
+"""The sensory assets in Dagster: partitions written idempotently, calibration, drift checks that warn."""
+
+from datetime import datetime
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from emp_core.sensory import compute_features
+from emp_core.sensory.calibration import calibrate, drift, ks, psi
+from emp_core.sensory.pipeline import load_macro
+from emp_core.store import DuckDBStore
+from emp_dagster.defs.market_data import assets as market
+from emp_dagster.defs.market_data.resources import EmbeddedStoreResource, ShippedDataResource
+from emp_dagster.defs.sensory import assets as sensory
+from emp_dagster.defs.sensory import checks as sensory_checks
+
+ALL = [market.bars_1d, market.bars_1h, market.macro_series, market.treasury_curve,
+       sensory.sensory_cortex, sensory.calibration, sensory_checks.sensory_drift]
+
+
+@pytest.fixture
+def resources(tmp_path, data_dir):
+    return {"store": EmbeddedStoreResource(path=str(tmp_path / "emp.duckdb")),
+            "market_data": ShippedDataResource(data_dir=str(data_dir))}
+
+
+def run(resources, first: str, last: str, instance, run_config=None):
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    return dg.materialize(ALL, resources=resources, instance=instance, tags=tags, raise_on_error=False,
+                          run_config=run_config)
+
+
+def test_partitions_write_exactly_the_full_history_result(resources):
+    """Two runs over consecutive ranges store what one computation over the whole history gives."""
+    with dg.instance_for_test() as instance:
+        assert run(resources, "2009-01-01", "2009-12-01", instance).success
+        first = run(resources, "2010-01-01", "2010-03-01", instance)
+        again = run(resources, "2010-01-01", "2010-03-01", instance)  # idempotent
+    assert first.success and again.success
+    store = DuckDBStore(resources["store"].path)
+    bars = store.read_bars("bars_1d", start=datetime(2009, 1, 1), end=datetime(2010, 4, 1))
+    stored = store.query("SELECT * EXCLUDE (dataset, run_id) FROM sensory.what WHERE dataset = 'bars_1d' "
+                         "ORDER BY symbol, ts")
+    assert stored.height == bars.height  # no window written twice
+    expected = compute_features(bars, load_macro(store)).select(stored.columns)
+    assert stored.equals(expected)
+    mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in first.get_asset_materialization_events()}
+    assert mats["duckdb/sensory/anomaly"]["dagster/row_count"].value == store.query(
+        "SELECT count(*) FROM sensory.anomaly WHERE ts >= '2010-01-01'").item()
+    assert "flagged_bars" in mats["duckdb/sensory/anomaly"]
+
+
+def test_drift_checks_warn_with_their_numbers_and_never_block(resources):
+    with dg.instance_for_test() as instance:
+        result = run(resources, "2005-01-01", "2008-10-01", instance)
+    assert result.success
+    evaluations = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()
+                   if e.check_name == "drift"}
+    assert set(evaluations) == {f"duckdb/sensory/{n}" for n in ("why", "how", "what", "when", "anomaly", "fused")}
+    assert all(e.severity == dg.AssetCheckSeverity.WARN for e in evaluations.values())
+    what = evaluations["duckdb/sensory/what"]
+    numbers = what.metadata["datasets"].value["bars_1d"]
+    assert {"psi", "ks_d", "ks_p", "alert_rate", "n_reference", "n_current"} <= set(numbers)
+    # October 2008 against the 36 months before: the price-pattern dimension drifts, and the check says so
+    assert not what.passed and numbers["psi"] >= 0.25
+    assert {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()} >= {
+        "duckdb/sensory/fused", "duckdb/sensory/calibration"}
+
+
+def test_calibration_thresholds_are_reference_quantiles(resources):
+    with dg.instance_for_test() as instance:
+        assert run(resources, "2009-01-01", "2012-12-01", instance).success
+    store = DuckDBStore(resources["store"].path)
+    cal = calibrate(store).filter((pl.col("dimension") == "how") & (pl.col("dataset") == "bars_1d")
+                                  & (pl.col("symbol") == "IBM"))
+    scores = store.query("SELECT abs(how_score) AS a FROM sensory.how WHERE symbol = 'IBM' AND dataset = 'bars_1d' "
+                         "AND ts >= '2009-12-01' AND ts < '2012-12-01' AND how_score IS NOT NULL")["a"].to_numpy()
+    assert cal["n"].item() == scores.size
+    assert cal["warn"].item() == pytest.approx(np.quantile(scores, 0.95), rel=1e-12)
+    assert cal["alert"].item() == pytest.approx(np.quantile(scores, 0.99), rel=1e-12)
+    assert drift(store, "how").metadata["datasets"]["bars_1d"]["n_reference"] > 0
+
+
+def test_psi_and_ks_against_independent_computations():
+    rng = np.random.default_rng(0)
+    ref, same, shifted = rng.normal(0, 1, 5000), rng.normal(0, 1, 800), rng.normal(0.8, 1, 800)
+    assert psi(ref, same) < 0.05
+    assert psi(ref, shifted) > 0.25
+    for cur in (same, shifted):
+        d, p = ks(ref, cur)
+        expected = stats.ks_2samp(ref, cur, method="asymp")
+        assert d == pytest.approx(expected.statistic, abs=1e-12)
+        assert p == pytest.approx(expected.pvalue, abs=0.02)
+    # PSI by hand on two bins: shares (0.5, 0.5) against (0.8, 0.2)
+    hand = (0.8 - 0.5) * np.log(0.8 / 0.5) + (0.2 - 0.5) * np.log(0.2 / 0.5)
+    assert psi(np.array([0.0, 1.0] * 50), np.array([0.0] * 80 + [1.0] * 20), bins=2) == pytest.approx(hand)

@@ -260,6 +260,12 @@ def test_unsorted_input_gives_the_sorted_result(daily):
         compute_features(bars, None))
 
 
+def test_zone_aware_timestamps_mean_the_same_instants(hourly):
+    bars = hourly.head(300)
+    aware = bars.with_columns(pl.col("ts").dt.replace_time_zone("UTC").dt.convert_time_zone("America/New_York"))
+    assert compute_features(aware, None).equals(compute_features(bars, None))
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda b: b.drop("volume"), "missing column(s) volume"),
     (lambda b: b.with_columns(pl.col("ts").cast(pl.String)), "column ts must be a datetime"),

@@ -54,9 +54,12 @@ def prepare(bars: pl.DataFrame, name: str = "bars") -> pl.DataFrame:
     if not isinstance(bars.schema["ts"], pl.Datetime):
         raise FeatureInputError(f"{name}: column ts must be a datetime, not {bars.schema['ts']}")
     numeric = [c for c in (*REQUIRED[2:], *OPTIONAL_NUMERIC) if c in bars.columns]
+    ts = pl.col("ts")
+    if bars.schema["ts"].time_zone is not None:  # zone-aware: the same instant in naive UTC, like the store
+        ts = ts.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     try:
         frame = bars.select(
-            pl.col("symbol").cast(pl.String), pl.col("ts").dt.replace_time_zone(None).cast(pl.Datetime("us")),
+            pl.col("symbol").cast(pl.String), ts.cast(pl.Datetime("us")),
             *[pl.col(c).cast(pl.Float64) for c in numeric],
         )
     except pl.exceptions.PolarsError as exc:

@@ -214,6 +214,24 @@ def test_volume_spike_is_flagged_with_its_explanation_and_direction(move):
     assert not before.get_column("anomaly_explanation").drop_nulls().str.contains("volume z=+1[0-9]").any()
 
 
+def test_quotes_and_book_sizes_replace_the_ohlc_estimators():
+    """With bid/ask the spread is the quoted one; with sizes the pressure is the book imbalance."""
+    bars = synthetic(0.0005, 0.01, n=300, seed=4)
+    rng = np.random.default_rng(9)
+    bid_size, ask_size = rng.uniform(100, 500, 300), rng.uniform(100, 500, 300)
+    quoted = bars.with_columns(bid=pl.col("close") * (1 - 0.0005), ask=pl.col("close") * (1 + 0.0005),
+                               bid_size=bid_size, ask_size=ask_size)
+    out = compute_features(quoted, None)
+    spread = out.get_column("how_spread").drop_nulls()
+    assert spread.len() > 250 and (spread - 0.001).abs().max() < 1e-12
+    imbalance = (bid_size - ask_size) / (bid_size + ask_size)
+    t = 200
+    assert out.get_column("how_pressure")[t] == pytest.approx(imbalance[t - 19: t + 1].mean(), rel=1e-12)
+    ohlc = compute_features(bars, None)
+    assert not np.allclose(ohlc.get_column("how_spread").drop_nulls().to_numpy(), 0.001)
+    assert out.get_column("how_score").is_not_null().sum() > 0
+
+
 # -- bad input ---------------------------------------------------------------------------
 
 

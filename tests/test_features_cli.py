@@ -67,6 +67,22 @@ def test_intraday_file_and_custom_weights(tmp_path):
     assert (sure.get_column("signal") - sure.get_column("what_score")).abs().max() < 1e-12
 
 
+def test_quote_columns_in_a_file_reach_the_liquidity_dimension(ibm_csv, tmp_path):
+    frame = pl.read_csv(ibm_csv).with_columns(Bid=pl.col("Close") * 0.999, Ask=pl.col("Close") * 1.001,
+                                              BidSize=300.0, AskSize=100.0)
+    frame = frame.with_columns(pl.when(pl.int_range(pl.len()) == 5).then(-1.0).otherwise("Bid").alias("Bid"))
+    data = tmp_path / "quotes.csv"
+    frame.write_csv(data)
+    out = tmp_path / "q.parquet"
+    assert main(["features", "--data", str(data), "--symbol", "IBM", "--out", str(out)]) == 0
+    written = pl.read_parquet(out)
+    assert written.height == frame.height - 1  # the row with a negative bid is quarantined, not used
+    assert "negative bid" in pl.read_csv(tmp_path / "q.quarantine.csv").get_column("reason")[0]
+    spread = written.get_column("how_spread").drop_nulls()
+    assert (spread - 0.002).abs().max() < 1e-9  # (ask - bid) / mid, not the high-low estimator
+    assert written.get_column("how_pressure").drop_nulls().eq(0.5).all()  # book imbalance (300-100)/400
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--data", "missing.csv", "--out", "o.parquet"], "missing.csv: file not found"),
     (["--data", "{csv}", "--out", "o.parquet", "--symbol", "IBM", "--weights", "what"], "is not NAME=NUMBER"),

@@ -8,6 +8,9 @@ BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 NUMERIC_COLUMNS = (*PRICE_COLUMNS, "volume")
 REQUIRED_FILE_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+# Optional top-of-book columns: kept through validation when a file has them (the sensory HOW
+# dimension then uses the quoted spread and book imbalance); the bar tables do not store them.
+QUOTE_COLUMNS = ("bid", "ask", "bid_size", "ask_size")
 
 BAR_SCHEMA = pl.Schema({
     "symbol": pl.String,
@@ -29,6 +32,8 @@ ALIASES = {
     "low": "low", "l": "low",
     "close": "close", "c": "close",
     "volume": "volume", "vol": "volume", "v": "volume",
+    "bid": "bid", "ask": "ask", "bid_size": "bid_size", "bidsize": "bid_size", "ask_size": "ask_size",
+    "asksize": "ask_size",
 }
 
 

@@ -7,7 +7,8 @@ Rules (a row may break several; its reason lists them all, separated by "; "):
 - ``timestamp without time zone in a file with zone offsets``: mixing naive and
   zoned timestamps is ambiguous; zoned ones (any offset) are converted to UTC.
 - ``<col> is not a number``, ``<col> is not finite`` (NaN, inf), ``<col> is not positive``.
-- ``negative volume``.
+- ``negative volume``; for the optional quote columns (bid, ask, bid_size, ask_size):
+  ``<col> is not a number``, ``<col> is not finite``, ``negative <col>``.
 - ``high below low``, ``open outside [low, high]``, ``close outside [low, high]``.
 - ``timestamp in the future``: after the ingest clock ``now``.
 - ``outside window [start, end)``: only when a window is requested.
@@ -26,7 +27,7 @@ from datetime import datetime
 
 import polars as pl
 
-from emp_core.market_data.schema import BAR_SCHEMA, NUMERIC_COLUMNS, PRICE_COLUMNS
+from emp_core.market_data.schema import BAR_SCHEMA, NUMERIC_COLUMNS, PRICE_COLUMNS, QUOTE_COLUMNS
 
 ROW = "row_number"
 QUARANTINE_SCHEMA = pl.Schema({
@@ -44,7 +45,8 @@ _ZONE_SUFFIX = r"\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$"
 
 @dataclass(frozen=True)
 class Validated:
-    """Result of validation: ``valid`` follows BAR_SCHEMA; ``quarantine`` QUARANTINE_SCHEMA."""
+    """Result of validation: ``valid`` follows BAR_SCHEMA (plus any quote columns the input has, as
+    Float64); ``quarantine`` QUARANTINE_SCHEMA."""
 
     valid: pl.DataFrame
     quarantine: pl.DataFrame
@@ -78,7 +80,8 @@ def validate_bars(
     )
     ts, ts_problem = _parse_ts(schema["ts"], interval, naive_tz, session_tz, any_zoned)
     typed = [pl.col(ROW), _symbol().alias("symbol"), ts.alias("ts"), ts_problem.alias("_p_ts")]
-    for col in NUMERIC_COLUMNS:
+    quotes = [c for c in QUOTE_COLUMNS if c in schema]
+    for col in (*NUMERIC_COLUMNS, *quotes):
         value, problem = _number(col, schema[col])
         typed += [value.alias(col), problem.alias(f"_p_{col}")]
     checked = frame.select(typed)
@@ -87,9 +90,11 @@ def validate_bars(
         pl.col("_p_ts"),
         *[pl.col(f"_p_{c}") for c in NUMERIC_COLUMNS],
     ]
+    reasons += [pl.col(f"_p_{c}") for c in quotes]
     reasons += [
-        pl.when(~pl.col(c).is_finite()).then(pl.lit(f"{c} is not finite")) for c in NUMERIC_COLUMNS
+        pl.when(~pl.col(c).is_finite()).then(pl.lit(f"{c} is not finite")) for c in (*NUMERIC_COLUMNS, *quotes)
     ]
+    reasons += [pl.when(pl.col(c) < 0).then(pl.lit(f"negative {c}")) for c in quotes]
     reasons += [pl.when(pl.col(c) <= 0).then(pl.lit(f"{c} is not positive")) for c in PRICE_COLUMNS]
     reasons += [
         pl.when(pl.col("volume") < 0).then(pl.lit("negative volume")),
@@ -114,7 +119,7 @@ def validate_bars(
 
     bad = checked.filter(pl.col("reason").is_not_null())
     valid = checked.filter(pl.col("reason").is_null()).select(
-        pl.col(name).cast(dtype) for name, dtype in BAR_SCHEMA.items()
+        *[pl.col(name).cast(dtype) for name, dtype in BAR_SCHEMA.items()], *[pl.col(c) for c in quotes]
     )
     quarantine = _quarantine_rows(frame, bad)
     return Validated(valid=valid, quarantine=quarantine, rows_in=rows_in)
@@ -202,7 +207,7 @@ def _mark_duplicates(checked: pl.DataFrame) -> pl.DataFrame:
     if not keys.select(adjacent.any()).item():
         return checked
     key = ["symbol", "ts"]
-    versions = pl.struct(*NUMERIC_COLUMNS).n_unique().over(key)
+    versions = pl.struct(*[c for c in (*NUMERIC_COLUMNS, *QUOTE_COLUMNS) if c in checked.columns]).n_unique().over(key)
     first = pl.col(ROW).min().over(key)
     copies = pl.len().over(key)
     dup_reason = (

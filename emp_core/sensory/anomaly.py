@@ -12,11 +12,12 @@ Components (bar t judged against the 63 bars before it, never itself):
   the previous close, which would make the gap's own MAD ~0).
 - ``anomaly_mahalanobis``: D^2 = (x_t - mu)' S^-1 (x_t - mu) of the vector of the
   WHY, HOW, WHAT, WHEN scores against their mean mu and covariance S over the
-  previous 63 bars (at least 51 at a symbol's start; S scaled by 63/62) (Mahalanobis 1936; a missing score counts as 0, neutral; null
-  when none of the four is defined at t;
-  a 1e-3 ridge on the diagonal keeps S invertible and a score that sat still for
-  63 bars from looking infinitely surprising). Mapped to a normal z by the Wilson-Hilferty
-  cube-root transform of chi^2_k, z = ((D^2/k)^(1/3) - (1 - 2/(9k))) / sqrt(2/(9k)).
+  previous 63 bars (Mahalanobis 1936). At least 51 bars at a symbol's start; S is
+  scaled by 63/62; a missing score counts as 0 (neutral), and the distance is
+  null when none of the four is defined at t; a 1e-3 ridge on the diagonal keeps
+  S invertible and a score that sat still for 63 bars from looking infinitely
+  surprising. Mapped to a normal z by the Wilson-Hilferty cube-root transform of
+  chi^2_k, z = ((D^2/k)^(1/3) - (1 - 2/(9k))) / sqrt(2/(9k)).
 
 Strength = max(|return z|, |volume z|, |gap z|, Mahalanobis z). A bar is
 flagged (``anomaly_flag``) when strength >= 4; ``anomaly_explanation`` then

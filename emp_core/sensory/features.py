@@ -41,8 +41,9 @@ def dimension_columns(intraday: bool) -> dict[str, tuple[str, ...]]:
 
 
 def is_intraday(bars: pl.DataFrame) -> bool:
-    """True when the typical spacing of a symbol's bars is under one day."""
-    gaps = bars.select((pl.col("ts").diff().over("symbol")).median()).item()
+    """True when the typical spacing of a symbol's bars is under one day (``bars`` sorted by symbol, ts)."""
+    same = pl.col("symbol") == pl.col("symbol").shift()
+    gaps = bars.select(pl.when(same).then(pl.col("ts").diff()).median()).item()
     return gaps is not None and gaps < timedelta(days=1)
 
 
@@ -152,7 +153,8 @@ def compute_features(
     # One contiguous chunk per column, and the in-memory engine: the streaming engine
     # (Polars' default) hands back columns in many chunks, which every later
     # window expression would pay to realign.
-    lf = when.attach(why.attach(frame.lazy(), macro), macro).collect(engine=ENGINE).rechunk().lazy()
+    dates = when.per_date(why.per_date(frame.lazy().select(pl.col("ts").unique()).sort("ts"), macro), macro)
+    lf = frame.lazy().join(dates, on="ts", how="left", maintain_order="left").collect(engine=ENGINE).rechunk().lazy()
     with window_columns() as windows:
         staged = [m.stages(ctx) for m in (how, what, why, when, anomaly)]
         stages = [[e for exprs in stage for e in exprs] for stage in zip_longest(*staged, fillvalue=[])]

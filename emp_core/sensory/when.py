@@ -48,18 +48,18 @@ def release_dates(macro: MacroInputs | None) -> pl.DataFrame | None:
     return dates if dates.height else None
 
 
-def attach(bars: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
-    """Add ``when_days_to_release``: calendar days from the bar's date to the next scheduled release after it."""
+def per_date(dates: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
+    """Add ``when_days_to_release`` to each bar time in ``dates`` (sorted): calendar days from the
+    bar's date to the next scheduled release after it."""
     releases = release_dates(macro)
     if releases is None:
-        return bars.with_columns(pl.lit(None, pl.Int64).alias("when_days_to_release"))
-    days = (
-        bars.select(pl.col("ts").unique()).sort("ts")
-        .with_columns((pl.col("ts").dt.date() + pl.duration(days=1)).alias("_after"))
+        return dates.with_columns(pl.lit(None, pl.Int64).alias("when_days_to_release"))
+    return (
+        dates.with_columns((pl.col("ts").dt.date() + pl.duration(days=1)).alias("_after"))
         .join_asof(releases.lazy(), left_on="_after", right_on="release", strategy="forward")
-        .select("ts", (pl.col("release") - pl.col("ts").dt.date()).dt.total_days().alias("when_days_to_release"))
+        .with_columns((pl.col("release") - pl.col("ts").dt.date()).dt.total_days().alias("when_days_to_release"))
+        .drop("_after", "release")
     )
-    return bars.join(days, on="ts", how="left", maintain_order="left")
 
 
 def _session() -> pl.Expr:

@@ -116,12 +116,11 @@ def curve_timeline(curve: pl.DataFrame | None, inflation: pl.DataFrame | None) -
              "_z_real_rate")
 
 
-def attach(bars: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
-    """Add the macro components (and their z-scores) to every bar, point in time."""
+def per_date(dates: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
+    """Add the macro components (and their z-scores) to each bar time in ``dates`` (sorted), point in time."""
     macro = macro or MacroInputs()
     inflation = inflation_timeline(macro.series)
     curve = curve_timeline(macro.curve, inflation)
-    dates = bars.select(pl.col("ts").unique()).sort("ts")
     if curve is not None:
         dates = dates.join_asof(curve.lazy(), left_on="ts", right_on="known_from", strategy="backward",
                                 tolerance=CURVE_STALE).drop("known_from")
@@ -135,7 +134,7 @@ def attach(bars: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
     else:
         dates = dates.with_columns(pl.lit(None, pl.Float64).alias(c)
                                    for c in ("why_inflation_trend", "_z_inflation_trend"))
-    return bars.join(dates, on="ts", how="left", maintain_order="left")
+    return dates
 
 
 def stages(ctx: Context) -> list[list[pl.Expr]]:

@@ -1,0 +1,125 @@
+"""The backtest engine: cross-checked against backtesting.py to the cent, and small cases by hand."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from emp_core.backtest import metrics, simulate
+from emp_core.backtest.strategies import sma, sma_cross
+
+backtesting = pytest.importorskip("backtesting")  # test-only reference (AGPL), from the dev extra
+from backtesting import Backtest, Strategy  # noqa: E402
+from backtesting.lib import crossover  # noqa: E402
+from backtesting.test import GOOG, SMA  # noqa: E402
+
+PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(60, 160, 10)]
+CHECKED = PAIRS[::9]  # 12 of the 100 pairs here; the benchmark compares all 100
+
+
+class SmaCross(Strategy):
+    n1 = 10
+    n2 = 20
+    long_only = False
+
+    def init(self):
+        self.ma1 = self.I(SMA, self.data.Close, self.n1)
+        self.ma2 = self.I(SMA, self.data.Close, self.n2)
+
+    def next(self):
+        if crossover(self.ma1, self.ma2):
+            self.position.close()
+            self.buy()
+        elif crossover(self.ma2, self.ma1):
+            self.position.close()
+            if not self.long_only:
+                self.sell()
+
+
+def reference(fast: int, slow: int, long_only: bool, commission: float = 0.002):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bt = Backtest(GOOG, SmaCross, cash=10_000, commission=commission)
+        return bt.run(n1=fast, n2=slow, long_only=long_only)
+
+
+@pytest.mark.parametrize("long_only", [False, True])
+def test_sma_cross_matches_backtesting_py(long_only):
+    targets = sma_cross(GOOG.Close.to_numpy(), PAIRS, long_only=long_only)
+    ours = simulate(GOOG.Open.to_numpy(), GOOG.Close.to_numpy(), targets, cash=10_000, commission=0.002)
+    for fast, slow in CHECKED:
+        k = PAIRS.index((fast, slow))
+        stats = reference(fast, slow, long_only)
+        assert ours.final_equity[k] == pytest.approx(stats["Equity Final [$]"], abs=1e-6), (fast, slow)
+        assert ours.trades[k] == stats["# Trades"], (fast, slow)
+    assert len({round(x, 2) for x in ours.final_equity}) > 90  # the 100 strategies really differ
+
+
+def test_equity_curve_and_metrics_match_backtesting_py():
+    stats = reference(10, 60, long_only=False)
+    ours = simulate(GOOG.Open.to_numpy(), GOOG.Close.to_numpy(), sma_cross(GOOG.Close.to_numpy(), [(10, 60)]),
+                    cash=10_000, commission=0.002)
+    np.testing.assert_allclose(ours.equity[:, 0], stats._equity_curve["Equity"].to_numpy(), rtol=0, atol=1e-6)
+    days = (GOOG.index[-1] - GOOG.index[0]).days
+    m = metrics(ours, years=days / 365.25, bars_per_year=252)[0]
+    assert m["max_drawdown"] * 100 == pytest.approx(stats["Max. Drawdown [%]"], abs=1e-9)
+    # Exposure differs by definition: backtesting.py counts closed trades from entry to exit bar
+    # inclusive; ours is the share of bars that close with a position (open trades included).
+    assert m["exposure"] == pytest.approx((ours.units[:, 0] != 0).mean())
+    assert m["win_rate"] * 100 == pytest.approx(stats["Win Rate [%]"], abs=1e-9)
+    assert m["total_return"] * 100 == pytest.approx(stats["Return [%]"], abs=1e-9)
+
+
+def test_a_population_equals_its_columns_run_alone():
+    close, open_ = GOOG.Close.to_numpy(), GOOG.Open.to_numpy()
+    targets = sma_cross(close, PAIRS[:20])
+    together = simulate(open_, close, targets, cash=10_000, commission=0.001)
+    for k in (0, 7, 19):
+        alone = simulate(open_, close, targets[:, k], cash=10_000, commission=0.001)
+        np.testing.assert_array_equal(together.equity[:, k], alone.equity[:, 0])
+
+
+OPEN = np.array([10.0, 11.0, 12.0, 10.0, 9.0, 10.0])
+CLOSE = np.array([10.5, 11.5, 11.0, 9.5, 9.5, 10.5])
+
+
+def test_fill_at_next_open_sizing_commission_and_reversal_by_hand():
+    # long at the close of bar 0, short at the close of bar 2, flat at the close of bar 4
+    targets = np.array([1, 1, -1, -1, 0, 0], dtype=float)
+    r = simulate(OPEN, CLOSE, targets, cash=1000.0, commission=0.01)
+    # bar 1 open 11: n = int(1000 // 11.11) = 90 units; entry commission 9.9
+    n1 = int(1000 * (1 - 2.220446049250313e-16) // (11 + 11 * 0.01))
+    assert n1 == 90
+    cash1 = 1000 - 90 * 11 * 0.01
+    assert r.equity[1, 0] == pytest.approx(cash1 + 90 * (11.5 - 11))
+    # bar 3 open 10: close the long (P&L 90 * (10 - 11), commission 9.0), then short from what is left
+    cash3 = cash1 + 90 * (10 - 11) - 90 * 10 * 0.01
+    n3 = int(cash3 * (1 - 2.220446049250313e-16) // (10 + 10 * 0.01))
+    cash3 -= n3 * 10 * 0.01
+    assert r.units[3, 0] == -n3
+    assert r.equity[3, 0] == pytest.approx(cash3 - n3 * (9.5 - 10))
+    # bar 5 open 10: cover the short
+    cash5 = cash3 - n3 * (10 - 10) - n3 * 10 * 0.01
+    assert r.units[5, 0] == 0 and r.equity[5, 0] == pytest.approx(cash5)
+    assert r.trades[0] == 2 and r.wins[0] == 0
+
+
+def test_an_order_at_the_last_bar_never_fills_and_fractional_sizing():
+    targets = np.array([0, 0, 0, 0, 0, 1], dtype=float)
+    r = simulate(OPEN, CLOSE, targets, cash=1000.0)
+    assert (r.units == 0).all() and (r.equity == 1000.0).all() and r.fills == []
+    frac = simulate(OPEN, CLOSE, np.array([1, 1, 1, 1, 1, 1], dtype=float), cash=1000.0, commission=0.01,
+                    fractional=True)
+    units = frac.units[1, 0]
+    assert units == pytest.approx(1000 / (11 * 1.01))
+    assert frac.equity[-1, 0] == pytest.approx(1000 - units * 11 * 0.01 + units * (10.5 - 11))
+
+
+def test_too_little_cash_for_one_unit_stays_flat():
+    r = simulate(OPEN, CLOSE, np.ones(6), cash=5.0)
+    assert (r.units == 0).all() and r.trades[0] == 0
+
+
+def test_sma_is_the_mean_of_the_last_n_closes():
+    close = np.array([1.0, 2.0, 4.0, 8.0])
+    np.testing.assert_allclose(sma(close, 3), [np.nan, np.nan, 7 / 3, 14 / 3])

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_ingest(sub)
     _add_features(sub)
+    _add_backtest(sub)
     for ep in entry_points(group="emp.commands"):
         ep.load()(sub)
     return parser
@@ -117,6 +118,35 @@ def _add_features(sub) -> None:
     p.add_argument("--weights", type=weight_list, help="fusion weights, e.g. what=0.5,how=0.2 (others 0); "
                    "default why=0.15,how=0.2,what=0.35,when=0.1,anomaly=0.2")
     p.set_defaults(func=cmd_features)
+
+
+def _add_backtest(sub) -> None:
+    p = sub.add_parser(
+        "backtest", help="backtest a strategy on a CSV or Parquet file of bars and print its metrics",
+        description="Signal at the close of bar t, market order at the open of t+1, whole units from the equity, "
+                    "commission at entry and exit, equity marked to the close. Example:\n"
+                    "  emp backtest --data GOOG.csv --strategy sma-cross --fast 10 --slow 60 --cash 10000 "
+                    "--commission 0.002 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", type=Path, required=True, help="CSV or Parquet with Date/Open/High/Low/Close/Volume")
+    p.add_argument("--symbol", help="instrument (required when the file holds several symbols)")
+    p.add_argument("--strategy", choices=["sma-cross"], default="sma-cross")
+    p.add_argument("--fast", type=int, default=10, help="fast SMA length in bars (default 10)")
+    p.add_argument("--slow", type=int, default=20, help="slow SMA length in bars (default 20)")
+    p.add_argument("--cash", type=float, default=10_000.0, help="starting cash (default 10000)")
+    p.add_argument("--commission", type=float, default=0.0, help="commission rate per fill, e.g. 0.002")
+    p.add_argument("--long-only", action="store_true", help="go flat instead of short on a downward cross")
+    p.add_argument("--fractional", action="store_true", help="fractional units instead of whole units")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--tz", default="UTC", help="time zone of naive timestamps in the file (default UTC)")
+    p.set_defaults(func=cmd_backtest)
+
+
+def cmd_backtest(args) -> int:
+    from emp_core.backtest.cli import run_backtest
+
+    return run_backtest(args)
 
 
 def cmd_features(args) -> int:

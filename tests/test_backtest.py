@@ -123,3 +123,36 @@ def test_too_little_cash_for_one_unit_stays_flat():
 def test_sma_is_the_mean_of_the_last_n_closes():
     close = np.array([1.0, 2.0, 4.0, 8.0])
     np.testing.assert_allclose(sma(close, 3), [np.nan, np.nan, 7 / 3, 14 / 3])
+
+
+def test_emp_backtest_prints_the_reference_result_as_json(tmp_path, capsys):
+    import json
+
+    from emp_core.cli import main
+
+    data = tmp_path / "GOOG.csv"
+    GOOG.reset_index(names="Date").to_csv(data, index=False)
+    argv = ["backtest", "--data", str(data), "--strategy", "sma-cross", "--fast", "10", "--slow", "60",
+            "--cash", "10000", "--commission", "0.002", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    stats = reference(10, 60, long_only=False)
+    assert report["final_equity"] == pytest.approx(stats["Equity Final [$]"], abs=1e-6)
+    assert report["trades"] == stats["# Trades"]
+    assert {"sharpe", "max_drawdown", "cagr", "sortino", "turnover", "win_rate", "exposure"} <= set(report)
+    assert main([*argv[:-1], "--long-only"]) == 0
+    assert "final_equity" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--fast", "60", "--slow", "10"], "need 0 < --fast < --slow"),
+    (["--commission", "0.5"], "--commission is a rate per fill"),
+    (["--cash", "-1"], "--cash must be a positive number"),
+])
+def test_emp_backtest_usage_errors(tmp_path, capsys, argv, message):
+    from emp_core.cli import main
+
+    data = tmp_path / "GOOG.csv"
+    GOOG.head(100).reset_index(names="Date").to_csv(data, index=False)
+    assert main(["backtest", "--data", str(data), *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -107,7 +107,7 @@ def test_fill_at_next_open_sizing_commission_and_reversal_by_hand():
 def test_an_order_at_the_last_bar_never_fills_and_fractional_sizing():
     targets = np.array([0, 0, 0, 0, 0, 1], dtype=float)
     r = simulate(OPEN, CLOSE, targets, cash=1000.0)
-    assert (r.units == 0).all() and (r.equity == 1000.0).all() and r.fills == []
+    assert (r.units == 0).all() and (r.equity == 1000.0).all() and r.fills.shape == (0, 4)
     frac = simulate(OPEN, CLOSE, np.array([1, 1, 1, 1, 1, 1], dtype=float), cash=1000.0, commission=0.01,
                     fractional=True)
     units = frac.units[1, 0]

@@ -16,10 +16,11 @@ Conventions (the same as backtesting.py, so the tests can cross-check to the cen
   longs are sized from equity alike); **equity is marked to the close**:
   ``equity[t] = cash + n (close[t] - entry)``.
 
-The arithmetic is done per strategy column with NumPy. Only fills are visited one
-by one (a strategy's equity at a fill depends on its previous fills); the bars
-between fills are filled in by vectorised forward-fill, so the cost grows with the
-number of trades, not with bars x strategies in Python.
+Vectorised over strategies and over bars: orders are processed in rounds, round k
+taking every strategy's k-th order in one set of NumPy operations (a strategy's
+sizing depends on its earlier fills, so rounds run in order; their number is the
+busiest strategy's order count, not the number of bars). The bars between fills
+are filled in by a vectorised forward-fill.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class BacktestResult:
     trades: np.ndarray  # closed round trips per strategy
     wins: np.ndarray  # closed round trips with positive P&L after both commissions
     traded_value: np.ndarray  # sum of |units| * fill price over all fills
-    fills: list[tuple[int, int, float, float]]  # (bar, strategy, signed units, price)
+    fills: np.ndarray  # one row per fill: bar, strategy, signed units, price (sorted by bar, strategy)
 
     @property
     def final_equity(self) -> np.ndarray:
@@ -81,45 +82,56 @@ def simulate(
     change[1:] = ordered[1:] != ordered[:-1]
     bars, strats = np.nonzero(change)
 
+    # Fills, vectorised over strategies: round k processes every strategy's k-th order at once.
+    # (A strategy's sizing depends on its earlier fills, so rounds run in order; there are as many
+    # rounds as the busiest strategy has orders, not bars.)
+    by_strategy = np.lexsort((bars, strats))
+    counts = np.bincount(strats, minlength=n_strats)
+    rank = np.arange(bars.size) - np.repeat(np.cumsum(counts) - counts, counts)  # k of each order
+    at = np.full((counts.max(initial=0), n_strats), -1, dtype=np.int64)
+    at[rank, strats[by_strategy]] = bars[by_strategy]
+    rounds = at.shape[0]
     units = np.zeros(n_strats)
     entry = np.zeros(n_strats)
     cash_now = np.full(n_strats, float(cash))
+    entry_commission = np.zeros(n_strats)
     trades = np.zeros(n_strats, dtype=np.int64)
     wins = np.zeros(n_strats, dtype=np.int64)
     traded = np.zeros(n_strats)
-    entry_commission = np.zeros(n_strats)
-    fills: list[tuple[int, int, float, float]] = []
     state_units = np.zeros((n_bars, n_strats))
     state_entry = np.zeros((n_bars, n_strats))
     state_cash = np.full((n_bars, n_strats), float(cash))
-    held = np.zeros(n_bars * n_strats, dtype=bool).reshape(n_bars, n_strats)
-
-    for t, p in zip(bars.tolist(), strats.tolist(), strict=True):
+    fills: list[np.ndarray] = []
+    for k in range(rounds):
+        p = np.nonzero(at[k] >= 0)[0]
+        t = at[k, p]
         price = open_[t]
-        if units[p] != 0.0:
-            exit_commission = abs(units[p]) * price * commission
-            pnl = units[p] * (price - entry[p])
-            cash_now[p] += pnl - exit_commission
-            trades[p] += 1
-            wins[p] += (pnl - exit_commission - entry_commission[p]) > 0
-            traded[p] += abs(units[p]) * price
-            fills.append((t, p, -units[p], price))
-            units[p] = 0.0
+        held_units = units[p]
+        closing = held_units != 0.0
+        exit_commission = np.abs(held_units) * price * commission
+        pnl = held_units * (price - entry[p])
+        cash_now[p] = np.where(closing, cash_now[p] + (pnl - exit_commission), cash_now[p])
+        trades[p] += closing
+        wins[p] += closing & ((pnl - exit_commission - entry_commission[p]) > 0)
+        traded[p] += np.abs(held_units) * price
+        fills.append(np.column_stack([t[closing], p[closing], -held_units[closing], price[closing]]))
         direction = ordered[t, p]
-        if direction != 0.0:
-            equity = cash_now[p]
-            per_unit = price + (FULL_EQUITY * price * commission) / FULL_EQUITY
-            size = equity * FULL_EQUITY / per_unit if fractional else float(int(equity * FULL_EQUITY // per_unit))
-            if size > 0:
-                units[p] = direction * size
-                entry[p] = price
-                entry_commission[p] = size * price * commission
-                cash_now[p] -= entry_commission[p]
-                traded[p] += size * price
-                fills.append((t, p, units[p], price))
+        per_unit = price + (FULL_EQUITY * price * commission) / FULL_EQUITY
+        budget = cash_now[p] * FULL_EQUITY
+        size = budget / per_unit if fractional else np.floor_divide(budget, per_unit)
+        opening = (direction != 0.0) & (size > 0)
+        new_units = np.where(opening, direction * size, 0.0)
+        units[p] = new_units
+        entry[p] = np.where(opening, price, entry[p])
+        entry_commission[p] = np.where(opening, size * price * commission, entry_commission[p])
+        cash_now[p] = np.where(opening, cash_now[p] - size * price * commission, cash_now[p])
+        traded[p] += np.where(opening, size * price, 0.0)
+        fills.append(np.column_stack([t[opening], p[opening], new_units[opening], price[opening]]))
         state_units[t, p], state_entry[t, p], state_cash[t, p] = units[p], entry[p], cash_now[p]
-        held[t, p] = True
+    table = np.concatenate(fills) if fills else np.empty((0, 4))
+    table = table[np.lexsort((table[:, 1], table[:, 0]))]
 
+    held = change
     last = _ffill_index(held)
     cols = np.arange(n_strats)[None, :]
     started = held[last, cols]
@@ -127,5 +139,5 @@ def simulate(
     entry_t = np.where(started, state_entry[last, cols], 0.0)
     cash_t = np.where(started, state_cash[last, cols], float(cash))
     equity = cash_t + units_t * (close[:, None] - entry_t)
-    return BacktestResult(equity=equity, units=units_t, cash=cash_t, trades=trades, wins=wins,
-                          traded_value=traded, fills=fills)
+    return BacktestResult(equity=equity, units=units_t, cash=cash_t, trades=trades, wins=wins, traded_value=traded,
+                          fills=table)

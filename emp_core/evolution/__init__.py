@@ -1,0 +1,1 @@
+"""Genomes, populations and the statistics that decide whether a champion is real."""

@@ -107,7 +107,7 @@ def test_fill_at_next_open_sizing_commission_and_reversal_by_hand():
 def test_an_order_at_the_last_bar_never_fills_and_fractional_sizing():
     targets = np.array([0, 0, 0, 0, 0, 1], dtype=float)
     r = simulate(OPEN, CLOSE, targets, cash=1000.0)
-    assert (r.units == 0).all() and (r.equity == 1000.0).all() and r.fills.shape == (0, 4)
+    assert (r.units == 0).all() and (r.equity == 1000.0).all() and r.fills.shape == (0, 5)
     frac = simulate(OPEN, CLOSE, np.array([1, 1, 1, 1, 1, 1], dtype=float), cash=1000.0, commission=0.01,
                     fractional=True)
     units = frac.units[1, 0]
@@ -156,3 +156,61 @@ def test_emp_backtest_usage_errors(tmp_path, capsys, argv, message):
     GOOG.head(100).reset_index(names="Date").to_csv(data, index=False)
     assert main(["backtest", "--data", str(data), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+HIGH = np.array([10.6, 11.8, 12.3, 10.2, 9.8, 10.8])
+LOW = np.array([9.9, 10.9, 10.8, 9.2, 8.9, 9.9])
+LONG = np.ones(6)
+
+
+def stopped(targets, **kw):
+    return simulate(OPEN, CLOSE, targets, cash=1000.0, high=HIGH, low=LOW, **kw)
+
+
+def test_stop_loss_gapped_through_fills_at_the_open_and_stays_flat():
+    r = stopped(LONG, stop_loss=0.05)  # long 90 at 11 from bar 1; stop 10.45; bar 3 opens at 10
+    assert r.units[:, 0].tolist() == [0, 90, 90, 0, 0, 0]
+    assert r.equity[3:, 0].tolist() == pytest.approx([1000 + 90 * (10 - 11)] * 3)
+    bar, _, units, price, kind = r.fills[-1]
+    assert (bar, units, price, kind) == (3, -90, 10.0, 1)
+    assert r.trades[0] == 1
+
+
+def test_take_profit_inside_the_entry_bar_fills_at_its_level():
+    r = stopped(LONG, take_profit=0.07)  # level 11.77, bar 1's high 11.8
+    assert r.units[1, 0] == 0
+    assert r.equity[1, 0] == pytest.approx(1000 + 90 * (11.77 - 11))
+    assert r.fills[-1][4] == 2
+
+
+def test_take_profit_gapped_through_fills_at_the_better_open():
+    r = stopped(LONG, take_profit=0.08)  # level 11.88; bar 2 opens at 12
+    assert r.fills[-1][[0, 3]].tolist() == [2, 12.0]
+    assert r.equity[-1, 0] == pytest.approx(1000 + 90 * (12 - 11))
+
+
+def test_both_levels_in_one_bar_count_as_the_stop():
+    r = stopped(LONG, stop_loss=0.005, take_profit=0.07)  # bar 1: low 10.9 <= 10.945 and high 11.8 >= 11.77
+    assert r.fills[-1][[3, 4]].tolist() == [pytest.approx(10.945), 1]
+    assert r.equity[-1, 0] == pytest.approx(1000 + 90 * (10.945 - 11))
+
+
+def test_short_stop_loss_and_a_population_with_mixed_stops():
+    r = stopped(np.column_stack([-LONG, -LONG]), stop_loss=np.array([0.05, np.nan]))
+    assert r.equity[-1, 0] == pytest.approx(1000 - 90 * (11.55 - 11))  # stopped on bar 1's high 11.8
+    assert r.units[-1, 1] == -90  # no stop: still short
+    assert r.equity[-1, 1] == pytest.approx(1000 - 90 * (10.5 - 11))
+
+
+def test_slippage_moves_every_fill_against_the_trade():
+    r = simulate(OPEN, CLOSE, np.array([1, 1, 0, 0, 0, 0], dtype=float), cash=1000.0, slippage_bps=100)
+    # buy at 11 * 1.01 = 11.11: 90 units; sell at 10 * 0.99 = 9.9
+    assert r.fills[:, 3].tolist() == pytest.approx([11.11, 9.9])
+    assert r.equity[-1, 0] == pytest.approx(1000 + 90 * (9.9 - 11.11))
+
+
+def test_stops_need_high_and_low_and_positive_levels():
+    with pytest.raises(ValueError, match="high and low"):
+        simulate(OPEN, CLOSE, LONG, stop_loss=0.05)
+    with pytest.raises(ValueError, match="positive fraction"):
+        stopped(LONG, take_profit=-0.1)

@@ -6,8 +6,8 @@ Conventions (the same as backtesting.py, so the tests can cross-check to the cen
   ``targets[t, p]`` in {-1, 0, +1} for strategy p. A change becomes a market
   order that fills at the **open of bar t+1**. A change at the last bar never fills.
 - Sizing is in **whole units** from the equity available at the fill:
-  ``n = int(equity * f // (open + open * c))`` with ``f = 1 - 2.2e-16`` (all of it) and
-  commission rate ``c``; ``fractional=True`` uses ``equity * f / (open * (1 + c))``.
+  ``n = int(equity * f // (price + price * c))`` with ``f = 1 - 2.2e-16`` (all of it) and
+  commission rate ``c``; ``fractional=True`` uses ``equity * f / (price * (1 + c))``.
   An order too small for one unit is cancelled (the strategy stays flat).
 - **Commission** ``c * |n| * price`` is charged at entry and again at exit.
 - A **reversal** closes the open position first (its P&L and exit commission go
@@ -16,11 +16,24 @@ Conventions (the same as backtesting.py, so the tests can cross-check to the cen
   longs are sized from equity alike); **equity is marked to the close**:
   ``equity[t] = cash + n (close[t] - entry)``.
 
+Additions (off by default, so the cross-check above holds):
+
+- **Slippage** of ``s`` basis points moves every fill against the trade: buys at
+  ``price * (1 + s/1e4)``, sells at ``price * (1 - s/1e4)``.
+- **Stop-loss / take-profit**, fractions of the entry fill price (per strategy):
+  a long exits when a bar's low reaches ``entry * (1 - sl)`` or its high reaches
+  ``entry * (1 + tp)`` (mirrored for shorts), evaluated inside each bar's range
+  from the entry bar on. The exit fills at the level, or at the bar's open when
+  the open has already gapped through it; when both levels are inside one bar,
+  the stop-loss is assumed first (the conservative reading of an OHLC bar). After
+  an exit the strategy stays flat until its target changes again.
+
 Vectorised over strategies and over bars: orders are processed in rounds, round k
 taking every strategy's k-th order in one set of NumPy operations (a strategy's
 sizing depends on its earlier fills, so rounds run in order; their number is the
-busiest strategy's order count, not the number of bars). The bars between fills
-are filled in by a vectorised forward-fill.
+busiest strategy's order count, not the number of bars). Stop hits are found for
+all orders at once before the rounds (they depend on prices only), and the bars
+between fills are filled in by a vectorised forward-fill.
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FULL_EQUITY = 1.0 - sys.float_info.epsilon
+ORDER, STOP_LOSS, TAKE_PROFIT = 0, 1, 2  # kinds of fill
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,7 @@ class BacktestResult:
     trades: np.ndarray  # closed round trips per strategy
     wins: np.ndarray  # closed round trips with positive P&L after both commissions
     traded_value: np.ndarray  # sum of |units| * fill price over all fills
-    fills: np.ndarray  # one row per fill: bar, strategy, signed units, price (sorted by bar, strategy)
+    fills: np.ndarray  # one row per fill: bar, strategy, signed units, price, kind (sorted by bar, strategy)
 
     @property
     def final_equity(self) -> np.ndarray:
@@ -56,6 +70,71 @@ def _ffill_index(mask: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(rows, axis=0)
 
 
+def _per_strategy(value: float | np.ndarray | None, n: int, name: str) -> np.ndarray:
+    arr = np.full(n, np.nan) if value is None else np.broadcast_to(np.asarray(value, dtype=float), (n,)).copy()
+    if np.any(arr[np.isfinite(arr)] <= 0):
+        raise ValueError(f"{name} must be a positive fraction of the entry price (or None)")
+    return arr
+
+
+@dataclass(frozen=True)
+class _Exits:
+    """For every order (round k, strategy p): the bar and price of its stop exit, or bar -1."""
+
+    bar: np.ndarray
+    price: np.ndarray
+    kind: np.ndarray
+
+
+def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray,
+                slip: float, stop_loss: np.ndarray, take_profit: np.ndarray) -> _Exits:
+    rounds, n_strats = at.shape
+    n_bars = open_.shape[0]
+    exits = _Exits(np.full(at.shape, -1), np.full(at.shape, np.nan), np.zeros(at.shape, dtype=np.int8))
+    if rounds == 0 or not (np.isfinite(stop_loss).any() or np.isfinite(take_profit).any()):
+        return exits
+    # The order in force at each (bar, strategy) and its direction and entry fill price.
+    is_order = np.zeros((n_bars, n_strats), dtype=bool)
+    k_at = np.zeros((n_bars, n_strats), dtype=np.int64)
+    valid = at >= 0
+    ks, ps = np.nonzero(valid)
+    is_order[at[ks, ps], ps] = True
+    k_at[at[ks, ps], ps] = ks
+    last = _ffill_index(is_order)
+    cols = np.arange(n_strats)[None, :]
+    started = is_order[last, cols]
+    direction = np.where(started, ordered[last, cols], 0.0)
+    entry = open_[last] * (1.0 + direction * slip)
+    long_ = direction > 0
+    stop_level = entry * np.where(long_, 1.0 - stop_loss, 1.0 + stop_loss)
+    take_level = entry * np.where(long_, 1.0 + take_profit, 1.0 - take_profit)
+    hi, lo = high[:, None], low[:, None]
+    with np.errstate(invalid="ignore"):
+        stop_hit = (direction != 0) & np.where(long_, lo <= stop_level, hi >= stop_level)
+        take_hit = (direction != 0) & np.where(long_, hi >= take_level, lo <= take_level)
+    hit = stop_hit | take_hit
+    # First hit at or after each bar, per column (reverse running minimum of hit bar indices).
+    rows = np.where(hit, np.arange(n_bars)[:, None], n_bars)
+    next_hit = np.minimum.accumulate(rows[::-1], axis=0)[::-1]
+    first = next_hit[at[ks, ps], ps]
+    segment_end = np.where(ks + 1 < rounds, at[np.minimum(ks + 1, rounds - 1), ps], -1)
+    segment_end = np.where(segment_end < 0, n_bars, segment_end)  # the next order's bar (exclusive)
+    ok = (first < segment_end) & (ordered[at[ks, ps], ps] != 0)
+    h, p, k = first[ok], ps[ok], ks[ok]
+    is_stop = stop_hit[h, p]
+    level = np.where(is_stop, stop_level[h, p], take_level[h, p])
+    gapped = h != at[k, p]  # on the entry bar the open is the entry itself, inside both levels
+    opened_long = long_[h, p]
+    # A long's stop and a short's take sit below the entry: the open has gapped through when it is lower.
+    through = np.where(opened_long == is_stop, open_[h] < level, open_[h] > level)
+    price = np.where(gapped & through, open_[h], level)
+    exit_side = np.where(opened_long, -1.0, 1.0)
+    exits.bar[k, p] = h
+    exits.price[k, p] = price * (1.0 + exit_side * slip)
+    exits.kind[k, p] = np.where(is_stop, STOP_LOSS, TAKE_PROFIT)
+    return exits
+
+
 def simulate(
     open_: np.ndarray,
     close: np.ndarray,
@@ -64,6 +143,11 @@ def simulate(
     cash: float = 10_000.0,
     commission: float = 0.0,
     fractional: bool = False,
+    slippage_bps: float = 0.0,
+    high: np.ndarray | None = None,
+    low: np.ndarray | None = None,
+    stop_loss: float | np.ndarray | None = None,
+    take_profit: float | np.ndarray | None = None,
 ) -> BacktestResult:
     """Run every column of ``targets`` (bars x strategies, values -1/0/+1, NaN = no view = flat)."""
     open_ = np.asarray(open_, dtype=float)
@@ -74,6 +158,12 @@ def simulate(
     n_bars, n_strats = targets.shape
     if open_.shape != (n_bars,) or close.shape != (n_bars,):
         raise ValueError(f"prices have {open_.shape[0]} bars, targets {n_bars}")
+    stop_loss = _per_strategy(stop_loss, n_strats, "stop_loss")
+    take_profit = _per_strategy(take_profit, n_strats, "take_profit")
+    stops = np.isfinite(stop_loss).any() or np.isfinite(take_profit).any()
+    if stops and (high is None or low is None):
+        raise ValueError("stop-loss and take-profit need the bars' high and low")
+    slip = slippage_bps / 1e4
     wanted = np.sign(np.nan_to_num(targets, nan=0.0))
     # The direction ordered for the open of bar t is the target at the close of t-1.
     ordered = np.zeros_like(wanted)
@@ -82,15 +172,15 @@ def simulate(
     change[1:] = ordered[1:] != ordered[:-1]
     bars, strats = np.nonzero(change)
 
-    # Fills, vectorised over strategies: round k processes every strategy's k-th order at once.
-    # (A strategy's sizing depends on its earlier fills, so rounds run in order; there are as many
-    # rounds as the busiest strategy has orders, not bars.)
+    # at[k, p]: the bar of strategy p's k-th order (-1 past its last).
     by_strategy = np.lexsort((bars, strats))
     counts = np.bincount(strats, minlength=n_strats)
-    rank = np.arange(bars.size) - np.repeat(np.cumsum(counts) - counts, counts)  # k of each order
+    rank = np.arange(bars.size) - np.repeat(np.cumsum(counts) - counts, counts)
     at = np.full((counts.max(initial=0), n_strats), -1, dtype=np.int64)
     at[rank, strats[by_strategy]] = bars[by_strategy]
-    rounds = at.shape[0]
+    exits = _find_exits(at, ordered, open_, np.asarray(high, dtype=float) if stops else open_,
+                        np.asarray(low, dtype=float) if stops else open_, slip, stop_loss, take_profit)
+
     units = np.zeros(n_strats)
     entry = np.zeros(n_strats)
     cash_now = np.full(n_strats, float(cash))
@@ -98,43 +188,60 @@ def simulate(
     trades = np.zeros(n_strats, dtype=np.int64)
     wins = np.zeros(n_strats, dtype=np.int64)
     traded = np.zeros(n_strats)
+    state = np.zeros((n_bars, n_strats), dtype=bool)
     state_units = np.zeros((n_bars, n_strats))
     state_entry = np.zeros((n_bars, n_strats))
     state_cash = np.full((n_bars, n_strats), float(cash))
     fills: list[np.ndarray] = []
-    for k in range(rounds):
+
+    def close_out(p: np.ndarray, t: np.ndarray, price: np.ndarray, kind: np.ndarray) -> None:
+        held = units[p]
+        exit_commission = np.abs(held) * price * commission
+        pnl = held * (price - entry[p])
+        cash_now[p] += pnl - exit_commission
+        trades[p] += 1
+        wins[p] += (pnl - exit_commission - entry_commission[p]) > 0
+        traded[p] += np.abs(held) * price
+        fills.append(np.column_stack([t, p, -held, price, kind]))
+        units[p] = 0.0
+
+    def record(p: np.ndarray, t: np.ndarray) -> None:
+        state[t, p] = True
+        state_units[t, p], state_entry[t, p], state_cash[t, p] = units[p], entry[p], cash_now[p]
+
+    for k in range(at.shape[0]):
         p = np.nonzero(at[k] >= 0)[0]
         t = at[k, p]
-        price = open_[t]
-        held_units = units[p]
-        closing = held_units != 0.0
-        exit_commission = np.abs(held_units) * price * commission
-        pnl = held_units * (price - entry[p])
-        cash_now[p] = np.where(closing, cash_now[p] + (pnl - exit_commission), cash_now[p])
-        trades[p] += closing
-        wins[p] += closing & ((pnl - exit_commission - entry_commission[p]) > 0)
-        traded[p] += np.abs(held_units) * price
-        fills.append(np.column_stack([t[closing], p[closing], -held_units[closing], price[closing]]))
         direction = ordered[t, p]
+        closing = units[p] != 0.0
+        if closing.any():
+            pc, tc = p[closing], t[closing]
+            close_out(pc, tc, open_[tc] * (1.0 - np.sign(units[pc]) * slip), np.full(pc.size, ORDER))
+        price = open_[t] * (1.0 + direction * slip)
         per_unit = price + (FULL_EQUITY * price * commission) / FULL_EQUITY
         budget = cash_now[p] * FULL_EQUITY
         size = budget / per_unit if fractional else np.floor_divide(budget, per_unit)
         opening = (direction != 0.0) & (size > 0)
-        new_units = np.where(opening, direction * size, 0.0)
-        units[p] = new_units
-        entry[p] = np.where(opening, price, entry[p])
-        entry_commission[p] = np.where(opening, size * price * commission, entry_commission[p])
-        cash_now[p] = np.where(opening, cash_now[p] - size * price * commission, cash_now[p])
-        traded[p] += np.where(opening, size * price, 0.0)
-        fills.append(np.column_stack([t[opening], p[opening], new_units[opening], price[opening]]))
-        state_units[t, p], state_entry[t, p], state_cash[t, p] = units[p], entry[p], cash_now[p]
-    table = np.concatenate(fills) if fills else np.empty((0, 4))
-    table = table[np.lexsort((table[:, 1], table[:, 0]))]
+        po, to, so, xo = p[opening], t[opening], size[opening], price[opening]
+        units[po] = direction[opening] * so
+        entry[po] = xo
+        entry_commission[po] = so * xo * commission
+        cash_now[po] -= so * xo * commission
+        traded[po] += so * xo
+        fills.append(np.column_stack([to, po, units[po], xo, np.full(po.size, ORDER)]))
+        record(p, t)
+        stopped = exits.bar[k, po] >= 0
+        if stopped.any():
+            ps = po[stopped]
+            hs = exits.bar[k, ps]
+            close_out(ps, hs, exits.price[k, ps], exits.kind[k, ps])
+            record(ps, hs)
 
-    held = change
-    last = _ffill_index(held)
+    table = np.concatenate(fills) if fills else np.empty((0, 5))
+    table = table[np.lexsort((table[:, 1], table[:, 0]))]
+    last = _ffill_index(state)
     cols = np.arange(n_strats)[None, :]
-    started = held[last, cols]
+    started = state[last, cols]
     units_t = np.where(started, state_units[last, cols], 0.0)
     entry_t = np.where(started, state_entry[last, cols], 0.0)
     cash_t = np.where(started, state_cash[last, cols], float(cash))

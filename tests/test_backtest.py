@@ -214,3 +214,10 @@ def test_stops_need_high_and_low_and_positive_levels():
         simulate(OPEN, CLOSE, LONG, stop_loss=0.05)
     with pytest.raises(ValueError, match="positive fraction"):
         stopped(LONG, take_profit=-0.1)
+
+
+def test_fraction_sizes_from_a_share_of_equity():
+    r = simulate(OPEN, CLOSE, np.column_stack([LONG, LONG]), cash=1000.0, fraction=np.array([0.5, 1.0]))
+    assert r.units[1].tolist() == [45, 90]  # int(500 // 11), int(1000 // 11)
+    with pytest.raises(ValueError, match="in \\(0, 1\\]"):
+        simulate(OPEN, CLOSE, LONG, fraction=1.5)

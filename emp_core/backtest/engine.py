@@ -6,8 +6,9 @@ Conventions (the same as backtesting.py, so the tests can cross-check to the cen
   ``targets[t, p]`` in {-1, 0, +1} for strategy p. A change becomes a market
   order that fills at the **open of bar t+1**. A change at the last bar never fills.
 - Sizing is in **whole units** from the equity available at the fill:
-  ``n = int(equity * f // (price + price * c))`` with ``f = 1 - 2.2e-16`` (all of it) and
-  commission rate ``c``; ``fractional=True`` uses ``equity * f / (price * (1 + c))``.
+  ``n = int(equity * f // (price + f * price * c / f))`` with ``f = 1 - 2.2e-16`` (all of it;
+  ``fraction`` sets a smaller share per strategy) and commission rate ``c``;
+  ``fractional=True`` uses ``equity * f / (price * (1 + c))``.
   An order too small for one unit is cancelled (the strategy stays flat).
 - **Commission** ``c * |n| * price`` is charged at entry and again at exit.
 - A **reversal** closes the open position first (its P&L and exit commission go
@@ -73,7 +74,7 @@ def _ffill_index(mask: np.ndarray) -> np.ndarray:
 def _per_strategy(value: float | np.ndarray | None, n: int, name: str) -> np.ndarray:
     arr = np.full(n, np.nan) if value is None else np.broadcast_to(np.asarray(value, dtype=float), (n,)).copy()
     if np.any(arr[np.isfinite(arr)] <= 0):
-        raise ValueError(f"{name} must be a positive fraction of the entry price (or None)")
+        raise ValueError(f"{name} must be a positive fraction (or None)")
     return arr
 
 
@@ -148,6 +149,7 @@ def simulate(
     low: np.ndarray | None = None,
     stop_loss: float | np.ndarray | None = None,
     take_profit: float | np.ndarray | None = None,
+    fraction: float | np.ndarray | None = None,
 ) -> BacktestResult:
     """Run every column of ``targets`` (bars x strategies, values -1/0/+1, NaN = no view = flat)."""
     open_ = np.asarray(open_, dtype=float)
@@ -158,6 +160,10 @@ def simulate(
     n_bars, n_strats = targets.shape
     if open_.shape != (n_bars,) or close.shape != (n_bars,):
         raise ValueError(f"prices have {open_.shape[0]} bars, targets {n_bars}")
+    fraction = _per_strategy(fraction, n_strats, "fraction")
+    if np.any(fraction > 1):
+        raise ValueError("fraction is the share of equity an entry may use, in (0, 1]")
+    fraction = np.where(np.isfinite(fraction) & (fraction < 1), fraction, FULL_EQUITY)
     stop_loss = _per_strategy(stop_loss, n_strats, "stop_loss")
     take_profit = _per_strategy(take_profit, n_strats, "take_profit")
     stops = np.isfinite(stop_loss).any() or np.isfinite(take_profit).any()
@@ -218,8 +224,9 @@ def simulate(
             pc, tc = p[closing], t[closing]
             close_out(pc, tc, open_[tc] * (1.0 - np.sign(units[pc]) * slip), np.full(pc.size, ORDER))
         price = open_[t] * (1.0 + direction * slip)
-        per_unit = price + (FULL_EQUITY * price * commission) / FULL_EQUITY
-        budget = cash_now[p] * FULL_EQUITY
+        share = fraction[p]
+        per_unit = price + (share * price * commission) / share
+        budget = cash_now[p] * share
         size = budget / per_unit if fractional else np.floor_divide(budget, per_unit)
         opening = (direction != 0.0) & (size > 0)
         po, to, so, xo = p[opening], t[opening], size[opening], price[opening]

@@ -1,0 +1,133 @@
+"""Fitness: a population of genomes backtested on a universe over a window, as an equal-weight portfolio.
+
+For every symbol the genomes' targets (``genome.targets``) run through the engine
+on the window's bars (signal at the close of t, fill at the open of t+1,
+commission, slippage, each genome's stops and position size), in fractional
+units: fitness is about returns, which whole-unit rounding would only blur. The portfolio of a
+genome holds the symbols in equal weight, rebalanced every bar: its return at a
+timestamp is the mean of the symbols' bar returns there (symbols without a bar
+at that time do not count).
+
+Objectives for selection (NSGA-II):
+
+- ``sharpe_lb``: the annualised Sharpe ratio minus one standard error,
+  sqrt(B) (SR - sqrt((1 + SR^2 / 2) / T)) with per-bar SR, T bars, B bars per year
+  (Lo 2002): a Sharpe that is high only by luck over few bars is discounted;
+  a genome with fewer than ``min_trades`` round trips in the window gets -10;
+- ``max_drawdown`` of the portfolio equity (negative; higher is better);
+- ``turnover``: traded value / mean equity, per year (lower is better).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from emp_core.backtest.engine import simulate
+from emp_core.evolution.genome import Genome, targets
+from emp_core.sensory.fusion import DIMENSIONS
+
+FEATURE_COLUMNS = tuple(f"{d}_{x}" for d in DIMENSIONS for x in ("score", "confidence"))
+OBJECTIVES = ("sharpe_lb", "max_drawdown", "turnover")
+NO_EVIDENCE = -10.0
+
+
+@dataclass(frozen=True)
+class Universe:
+    """Per symbol: bar timestamps, OHLC and the sensory features, as NumPy arrays (time-sorted)."""
+
+    symbols: tuple[str, ...]
+    ts: dict[str, np.ndarray]
+    ohlc: dict[str, dict[str, np.ndarray]]
+    features: dict[str, dict[str, np.ndarray]]
+    bars_per_year: float = 252.0
+
+    @classmethod
+    def from_frames(cls, bars: pl.DataFrame, features: pl.DataFrame, bars_per_year: float = 252.0) -> Universe:
+        joined = bars.join(features.select("symbol", "ts", *FEATURE_COLUMNS), on=["symbol", "ts"], how="inner")
+        ts, ohlc, feats = {}, {}, {}
+        for (symbol,), group in joined.sort("symbol", "ts").group_by(["symbol"], maintain_order=True):
+            ts[symbol] = group.get_column("ts").to_numpy()
+            ohlc[symbol] = {c: group.get_column(c).to_numpy() for c in ("open", "high", "low", "close")}
+            feats[symbol] = {c: group.get_column(c).fill_null(np.nan).to_numpy() for c in FEATURE_COLUMNS}
+        return cls(tuple(ts), ts, ohlc, feats, bars_per_year)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Objectives (genomes x 3), the portfolio's per-bar returns (timestamps x genomes) and their timestamps."""
+
+    objectives: np.ndarray
+    returns: np.ndarray
+    ts: np.ndarray
+    trades: np.ndarray
+
+    def metrics(self, i: int) -> dict[str, float]:
+        return dict(zip(OBJECTIVES, (float(x) for x in self.objectives[i]), strict=True)) | {
+            "trades": int(self.trades[i])}
+
+
+def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, end: np.datetime64, *,
+             commission: float = 0.001, slippage_bps: float = 0.0, min_trades: int = 5) -> Evaluation:
+    """Backtest every genome on every symbol over [start, end) and score the equal-weight portfolios."""
+    n = len(genomes)
+    per_symbol: list[tuple[np.ndarray, np.ndarray]] = []
+    traded = np.zeros(n)
+    trades = np.zeros(n, dtype=np.int64)
+    stop = np.array([g.stop_loss or np.nan for g in genomes])
+    take = np.array([g.take_profit or np.nan for g in genomes])
+    size = np.array([g.position_size for g in genomes])
+    for symbol in universe.symbols:
+        ts = universe.ts[symbol]
+        keep = (ts >= start) & (ts < end)
+        if keep.sum() < 2:
+            continue
+        px = {k: v[keep] for k, v in universe.ohlc[symbol].items()}
+        feats = {k: v[keep] for k, v in universe.features[symbol].items()}
+        result = simulate(px["open"], px["close"], targets(feats, genomes), cash=1.0, fractional=True,
+                          commission=commission,
+                          slippage_bps=slippage_bps, high=px["high"], low=px["low"],
+                          stop_loss=stop, take_profit=take, fraction=size)
+        eq = result.equity
+        rets = np.vstack([np.zeros((1, n)), eq[1:] / eq[:-1] - 1.0])
+        per_symbol.append((ts[keep], rets))
+        traded += result.traded_value / np.maximum(eq.mean(axis=0), 1e-12)
+        trades += result.trades
+    if not per_symbol:
+        raise ValueError(f"no symbol has two bars in [{start}, {end})")
+    all_ts = np.unique(np.concatenate([t for t, _ in per_symbol]))
+    total = np.zeros((all_ts.size, n))
+    count = np.zeros((all_ts.size, 1))
+    for t, r in per_symbol:
+        idx = np.searchsorted(all_ts, t)
+        total[idx] += r
+        count[idx] += 1
+    port = total / count
+    years = max((all_ts[-1] - all_ts[0]) / np.timedelta64(1, "D") / 365.25, 1e-9)
+    sharpe_lb = _sharpe_lower_bound(port[1:], universe.bars_per_year)
+    # A genome that (almost) never trades has no evidence for it, and would otherwise dominate on
+    # drawdown and turnover: its Sharpe objective is set to the floor.
+    sharpe_lb = np.where(trades >= min_trades, sharpe_lb, NO_EVIDENCE)
+    objectives = np.column_stack([
+        sharpe_lb,
+        _max_drawdown(port),
+        traded / len(per_symbol) / years,
+    ])
+    return Evaluation(objectives=objectives, returns=port, ts=all_ts, trades=trades)
+
+
+def _sharpe_lower_bound(returns: np.ndarray, bars_per_year: float) -> np.ndarray:
+    t = returns.shape[0]
+    mean, std = returns.mean(axis=0), returns.std(axis=0, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sr = np.where(std > 0, mean / std, 0.0)
+    se = np.sqrt((1.0 + sr**2 / 2.0) / max(t, 2))
+    return math.sqrt(bars_per_year) * (sr - se)
+
+
+def _max_drawdown(returns: np.ndarray) -> np.ndarray:
+    equity = np.cumprod(1.0 + returns, axis=0)
+    return (equity / np.maximum.accumulate(equity, axis=0) - 1.0).min(axis=0)

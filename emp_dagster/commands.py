@@ -88,13 +88,25 @@ def _check_lines(result) -> tuple[int, int, list[str], list[str]]:
     """(passed, failed gates, names of failed gates, names of warnings): a failed WARN check is a warning."""
     import dagster as dg
 
+    from emp_dagster.defs.evolution.assets import PROMOTION_GATE
+
     evaluations = result.get_asset_check_evaluations()
-    failed = [e for e in evaluations if not e.passed]
+    # The champion's promotion gate refusing is the gate working (no champion this run), not a failure.
+    failed = [e for e in evaluations if not e.passed and e.check_name != PROMOTION_GATE]
     gates = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in failed
              if e.severity != dg.AssetCheckSeverity.WARN]
     warnings = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in failed
                 if e.severity == dg.AssetCheckSeverity.WARN]
     return len(evaluations) - len(failed), len(gates), gates, warnings
+
+
+def _champion_line(result) -> str:
+    from emp_dagster.defs.evolution.assets import PROMOTION_GATE
+
+    gate = [e for e in result.get_asset_check_evaluations() if e.check_name == PROMOTION_GATE]
+    if not gate:
+        return "not evaluated in this run"
+    return gate[0].description or ("promoted" if gate[0].passed else "none")
 
 
 def _shipped_range() -> tuple[datetime, datetime]:
@@ -120,22 +132,34 @@ def cmd_demo(args) -> int:
     counts = store.table_counts()
     width = max(len(t) for t in counts)
     print("\nEMP demo summary")
-    print(f"  run {result.run_id}: {'SUCCESS' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s")
+    status = "SUCCESS" if result.success else "HALTED at the promotion gate" if all(
+        _held_by_promotion_gate(e) for e in result.all_events if e.is_step_failure) else "FAILED"
+    print(f"  run {result.run_id}: {status} in {time.perf_counter() - t0:.1f}s")
     for table, n in counts.items():
         print(f"  {table:<{width}}  {n:>9,} rows")
     print(f"  asset checks: {passed} passed, {failed} failed" + (f" ({', '.join(failed_names)})" if failed else "")
           + (f", {len(warnings)} warnings ({', '.join(warnings)})" if warnings else ""))
+    print(f"  champion: {_champion_line(result)}")
     print(f"  data:    {store.path}")
     print(f"  dagster: {home}")
     print("  open the UI:    make ui   (or: emp ui)  ->  http://127.0.0.1:3000")
     print("  read the data:  notebooks/01_market_data.ipynb, notebooks/02_sensory.ipynb")
-    if not result.success or failed:
-        for event in result.all_events:
-            if event.is_step_failure:
-                print(f"  step failed: {event.step_key}: {event.event_specific_data.error.message.strip()}",
-                      file=sys.stderr)
+    step_failures = [e for e in result.all_events if e.is_step_failure and not _held_by_promotion_gate(e)]
+    if step_failures or failed:
+        for event in step_failures:
+            print(f"  step failed: {event.step_key}: {event.event_specific_data.error.message.strip()}",
+                  file=sys.stderr)
         return 1
     return 0
+
+
+def _held_by_promotion_gate(event) -> bool:
+    """The evolution step stops on its blocking promotion gate when no genome passes: by design, the
+    run halts there (nothing downstream may use a champion that was not promoted). Not a demo failure."""
+    from emp_dagster.defs.evolution.assets import PROMOTION_GATE
+
+    error = event.event_specific_data.error
+    return error.cls_name == "DagsterAssetCheckFailedError" and PROMOTION_GATE in error.message
 
 
 def cmd_backfill(args) -> int:

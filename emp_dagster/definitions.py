@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from emp_dagster.defs.evolution import assets as evolution_assets
 from emp_dagster.defs.market_data import assets as market_assets
 from emp_dagster.defs.market_data import jobs as market_jobs
 from emp_dagster.defs.market_data import resources as market_resources
@@ -23,9 +24,10 @@ demo_job = dg.define_asset_job(
 @dg.definitions
 def defs() -> dg.Definitions:
     domain = dg.Definitions(
-        assets=dg.load_assets_from_modules([market_assets, sensory_assets]),
+        assets=dg.load_assets_from_modules([market_assets, sensory_assets, evolution_assets]),
         asset_checks=dg.load_asset_checks_from_modules([sensory_checks]),
-        jobs=[market_jobs.ingest_job, demo_job],
-        schedules=[market_schedules.daily_bars_ingest, market_schedules.weekly_trailing_backfill],
+        jobs=[market_jobs.ingest_job, demo_job, evolution_assets.evolution_job],
+        schedules=[market_schedules.daily_bars_ingest, market_schedules.weekly_trailing_backfill,
+                   evolution_assets.weekly_evolution],
     )
     return dg.Definitions.merge(domain, market_resources.resources(), dg.Definitions(executor=EXECUTOR))

@@ -12,7 +12,7 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("ingest", "features", "demo", "backfill", "ui"):
+    for command in ("ingest", "features", "backtest", "demo", "backfill", "ui"):
         assert command in out
 
 
@@ -64,3 +64,5 @@ def test_demo_materialises_everything_with_every_check_passing(demo_home):
     for table in ("why", "how", "what", "when", "anomaly", "fused"):
         assert counts[f"sensory.{table}"] == 22020 + 6225, table
     assert counts["sensory.calibration"] > 0
+    assert counts["evolution.fitness_runs"] == 15 and counts["evolution.catalogue"] == 5
+    assert counts["evolution.experiment_log"] >= 15 * 40 * 6  # every training evaluation is logged

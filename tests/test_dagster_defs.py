@@ -18,6 +18,7 @@ EXPECTED_ASSETS = {
     "duckdb/market/bars_1d", "duckdb/market/bars_1h", "duckdb/market/universe",
     "duckdb/macro/series", "duckdb/macro/treasury_curve",
     *(f"duckdb/sensory/{n}" for n in SENSORY), "duckdb/sensory/calibration",
+    *(f"duckdb/evolution/{n}" for n in ("catalogue", "experiment_log", "population", "fitness_runs", "champion")),
 }
 BAR_CHECKS = {"schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"}
 
@@ -31,6 +32,7 @@ def test_graph_snapshot():
     assert {n for a, n in checks if a == "duckdb/macro/series"} == {
         "unique_series_period", "point_in_time", "values_finite"}
     gates = {k for k in repo.asset_graph.asset_check_keys if k.name != "drift"}
+    assert ("duckdb/evolution/champion", "promotion_gate") in checks
     assert all(repo.asset_graph.get_check_spec(k).blocking for k in gates)
     drift = {k.asset_key.to_user_string() for k in repo.asset_graph.asset_check_keys if k.name == "drift"}
     assert drift == {f"duckdb/sensory/{n}" for n in SENSORY}
@@ -42,9 +44,10 @@ def test_graph_snapshot():
                               "duckdb/macro/treasury_curve"}
     assert parents["anomaly"] >= {f"duckdb/sensory/{n}" for n in ("why", "how", "what", "when")}
     assert parents["fused"] == {f"duckdb/sensory/{n}" for n in SENSORY[:-1]}
-    assert {j.name for j in d.resolve_all_job_defs()} >= {"emp_demo", "market_data_ingest"}
+    assert {j.name for j in d.resolve_all_job_defs()} >= {"emp_demo", "market_data_ingest", "evolution_weekly"}
     assert {s.name: s.cron_schedule for s in repo.schedule_defs} == {
-        "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6"}
+        "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6",
+        "evolution_weekly_schedule": "0 8 * * 0"}
     universe = repo.asset_graph.get(dg.AssetKey(["duckdb", "market", "universe"]))
     assert {k.to_user_string() for k in universe.parent_keys} == {"duckdb/market/bars_1d", "duckdb/market/bars_1h"}
 

@@ -60,7 +60,9 @@ def test_webserver_serves_the_asset_graph_and_checks(demo_home):
         assert set(nodes) == {"duckdb/market/bars_1d", "duckdb/market/bars_1h", "duckdb/market/universe",
                               "duckdb/macro/series", "duckdb/macro/treasury_curve",
                               *(f"duckdb/sensory/{n}" for n in ("why", "how", "what", "when", "anomaly", "fused",
-                                                                 "calibration"))}
+                                                                 "calibration")),
+                              *(f"duckdb/evolution/{n}" for n in ("catalogue", "experiment_log", "population",
+                                                                   "fitness_runs", "champion"))}
         assert nodes["duckdb/sensory/fused"]["isPartitioned"]
         drift = {c["name"]: c["blocking"] for c in nodes["duckdb/sensory/what"]["assetChecksOrError"]["checks"]}
         assert drift == {"drift": False}
@@ -70,7 +72,8 @@ def test_webserver_serves_the_asset_graph_and_checks(demo_home):
             ["schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"], True)
         schedules = requests.post(f"{url}/graphql", json={"query": SCHEDULES}, timeout=60).json()
         assert {s["name"]: s["cronSchedule"] for s in schedules["data"]["schedulesOrError"]["results"]} == {
-            "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6"}
+            "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6",
+            "evolution_weekly_schedule": "0 8 * * 0"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -258,7 +258,7 @@ class DuckDBStore:
         with self.connect() as con:
             names = con.execute(
                 "SELECT table_schema || '.' || table_name FROM information_schema.tables "
-                "WHERE table_schema IN ('market', 'macro', 'sensory') ORDER BY 1"
+                "WHERE table_schema IN ('market', 'macro', 'sensory', 'evolution') ORDER BY 1"
             ).fetchall()
             return {n: con.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for (n,) in names}
 

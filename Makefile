@@ -40,6 +40,8 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_backtest.py
+	$(BIN)/python benchmarks/bench_evolution.py --generations 1
 
 # Re-resolve the locked sets after editing pyproject.toml.
 lock: $(BIN)/python

@@ -71,6 +71,17 @@ def _ffill_index(mask: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(rows, axis=0)
 
 
+def _prices(values, n_bars: int, n_strats: int, name: str) -> np.ndarray:
+    """Prices as (bars x strategies): one series shared by every strategy, or one column each (a
+    population over several instruments in one call)."""
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.shape[0] != n_bars or arr.shape[1] not in (1, n_strats):
+        raise ValueError(f"{name} prices have shape {arr.shape}; targets have {n_bars} bars x {n_strats} strategies")
+    return np.broadcast_to(arr, (n_bars, n_strats))
+
+
 def _per_strategy(value: float | np.ndarray | None, n: int, name: str) -> np.ndarray:
     arr = np.full(n, np.nan) if value is None else np.broadcast_to(np.asarray(value, dtype=float), (n,)).copy()
     if np.any(arr[np.isfinite(arr)] <= 0):
@@ -105,11 +116,11 @@ def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np
     cols = np.arange(n_strats)[None, :]
     started = is_order[last, cols]
     direction = np.where(started, ordered[last, cols], 0.0)
-    entry = open_[last] * (1.0 + direction * slip)
+    entry = open_[last, cols] * (1.0 + direction * slip)
     long_ = direction > 0
     stop_level = entry * np.where(long_, 1.0 - stop_loss, 1.0 + stop_loss)
     take_level = entry * np.where(long_, 1.0 + take_profit, 1.0 - take_profit)
-    hi, lo = high[:, None], low[:, None]
+    hi, lo = high, low
     with np.errstate(invalid="ignore"):
         stop_hit = (direction != 0) & np.where(long_, lo <= stop_level, hi >= stop_level)
         take_hit = (direction != 0) & np.where(long_, hi >= take_level, lo <= take_level)
@@ -127,8 +138,8 @@ def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np
     gapped = h != at[k, p]  # on the entry bar the open is the entry itself, inside both levels
     opened_long = long_[h, p]
     # A long's stop and a short's take sit below the entry: the open has gapped through when it is lower.
-    through = np.where(opened_long == is_stop, open_[h] < level, open_[h] > level)
-    price = np.where(gapped & through, open_[h], level)
+    through = np.where(opened_long == is_stop, open_[h, p] < level, open_[h, p] > level)
+    price = np.where(gapped & through, open_[h, p], level)
     exit_side = np.where(opened_long, -1.0, 1.0)
     exits.bar[k, p] = h
     exits.price[k, p] = price * (1.0 + exit_side * slip)
@@ -151,15 +162,16 @@ def simulate(
     take_profit: float | np.ndarray | None = None,
     fraction: float | np.ndarray | None = None,
 ) -> BacktestResult:
-    """Run every column of ``targets`` (bars x strategies, values -1/0/+1, NaN = no view = flat)."""
-    open_ = np.asarray(open_, dtype=float)
-    close = np.asarray(close, dtype=float)
+    """Run every column of ``targets`` (bars x strategies, values -1/0/+1, NaN = no view = flat).
+
+    Prices are one series (bars,) for all strategies, or (bars x strategies) so that one call runs a
+    population over many instruments.
+    """
     targets = np.asarray(targets, dtype=float)
     if targets.ndim == 1:
         targets = targets[:, None]
     n_bars, n_strats = targets.shape
-    if open_.shape != (n_bars,) or close.shape != (n_bars,):
-        raise ValueError(f"prices have {open_.shape[0]} bars, targets {n_bars}")
+    open_, close = _prices(open_, n_bars, n_strats, "open"), _prices(close, n_bars, n_strats, "close")
     fraction = _per_strategy(fraction, n_strats, "fraction")
     if np.any(fraction > 1):
         raise ValueError("fraction is the share of equity an entry may use, in (0, 1]")
@@ -184,8 +196,8 @@ def simulate(
     rank = np.arange(bars.size) - np.repeat(np.cumsum(counts) - counts, counts)
     at = np.full((counts.max(initial=0), n_strats), -1, dtype=np.int64)
     at[rank, strats[by_strategy]] = bars[by_strategy]
-    exits = _find_exits(at, ordered, open_, np.asarray(high, dtype=float) if stops else open_,
-                        np.asarray(low, dtype=float) if stops else open_, slip, stop_loss, take_profit)
+    exits = _find_exits(at, ordered, open_, _prices(high, n_bars, n_strats, "high") if stops else open_,
+                        _prices(low, n_bars, n_strats, "low") if stops else open_, slip, stop_loss, take_profit)
 
     units = np.zeros(n_strats)
     entry = np.zeros(n_strats)
@@ -194,11 +206,8 @@ def simulate(
     trades = np.zeros(n_strats, dtype=np.int64)
     wins = np.zeros(n_strats, dtype=np.int64)
     traded = np.zeros(n_strats)
-    state = np.zeros((n_bars, n_strats), dtype=bool)
-    state_units = np.zeros((n_bars, n_strats))
-    state_entry = np.zeros((n_bars, n_strats))
-    state_cash = np.full((n_bars, n_strats), float(cash))
-    fills: list[np.ndarray] = []
+    fills: list[tuple[np.ndarray, ...]] = []  # (bar, strategy, signed units, price, kind) per batch
+    records: list[tuple[np.ndarray, ...]] = []  # (bar, strategy, units, entry, cash) after each batch
 
     def close_out(p: np.ndarray, t: np.ndarray, price: np.ndarray, kind: np.ndarray) -> None:
         held = units[p]
@@ -208,12 +217,11 @@ def simulate(
         trades[p] += 1
         wins[p] += (pnl - exit_commission - entry_commission[p]) > 0
         traded[p] += np.abs(held) * price
-        fills.append(np.column_stack([t, p, -held, price, kind]))
+        fills.append((t, p, -held, price, kind))
         units[p] = 0.0
 
     def record(p: np.ndarray, t: np.ndarray) -> None:
-        state[t, p] = True
-        state_units[t, p], state_entry[t, p], state_cash[t, p] = units[p], entry[p], cash_now[p]
+        records.append((t, p, units[p], entry[p], cash_now[p]))
 
     for k in range(at.shape[0]):
         p = np.nonzero(at[k] >= 0)[0]
@@ -222,8 +230,8 @@ def simulate(
         closing = units[p] != 0.0
         if closing.any():
             pc, tc = p[closing], t[closing]
-            close_out(pc, tc, open_[tc] * (1.0 - np.sign(units[pc]) * slip), np.full(pc.size, ORDER))
-        price = open_[t] * (1.0 + direction * slip)
+            close_out(pc, tc, open_[tc, pc] * (1.0 - np.sign(units[pc]) * slip), np.full(pc.size, ORDER))
+        price = open_[t, p] * (1.0 + direction * slip)
         share = fraction[p]
         per_unit = price + (share * price * commission) / share
         budget = cash_now[p] * share
@@ -235,7 +243,7 @@ def simulate(
         entry_commission[po] = so * xo * commission
         cash_now[po] -= so * xo * commission
         traded[po] += so * xo
-        fills.append(np.column_stack([to, po, units[po], xo, np.full(po.size, ORDER)]))
+        fills.append((to, po, units[po], xo, np.full(po.size, ORDER)))
         record(p, t)
         stopped = exits.bar[k, po] >= 0
         if stopped.any():
@@ -244,14 +252,26 @@ def simulate(
             close_out(ps, hs, exits.price[k, ps], exits.kind[k, ps])
             record(ps, hs)
 
-    table = np.concatenate(fills) if fills else np.empty((0, 5))
+    table = np.column_stack([np.concatenate(f) for f in zip(*fills, strict=True)]) if fills else np.empty((0, 5))
     table = table[np.lexsort((table[:, 1], table[:, 0]))]
+    state = np.zeros((n_bars, n_strats), dtype=bool)
+    state_units = np.zeros((n_bars, n_strats))
+    state_entry = np.zeros((n_bars, n_strats))
+    state_cash = np.full((n_bars, n_strats), float(cash))
+    if records:
+        rt, rp, ru, re, rc = (np.concatenate(f) for f in zip(*records, strict=True))
+        # A stop on the entry bar records that bar twice: the later record (flat) must win.
+        keep = np.unique((rt * n_strats + rp)[::-1], return_index=True)[1]
+        keep = rt.size - 1 - keep
+        state[rt[keep], rp[keep]] = True
+        state_units[rt[keep], rp[keep]], state_entry[rt[keep], rp[keep]] = ru[keep], re[keep]
+        state_cash[rt[keep], rp[keep]] = rc[keep]
     last = _ffill_index(state)
     cols = np.arange(n_strats)[None, :]
     started = state[last, cols]
     units_t = np.where(started, state_units[last, cols], 0.0)
     entry_t = np.where(started, state_entry[last, cols], 0.0)
     cash_t = np.where(started, state_cash[last, cols], float(cash))
-    equity = cash_t + units_t * (close[:, None] - entry_t)
+    equity = cash_t + units_t * (close - entry_t)
     return BacktestResult(equity=equity, units=units_t, cash=cash_t, trades=trades, wins=wins, traded_value=traded,
                           fills=table)

@@ -70,32 +70,51 @@ class Evaluation:
             "trades": int(self.trades[i])}
 
 
+CHUNK_COLUMNS = 1024  # strategy columns per engine call (symbols x genomes): ~20 MB per matrix at 2,500 bars
+
+
 def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, end: np.datetime64, *,
              commission: float = 0.001, slippage_bps: float = 0.0, min_trades: int = 5) -> Evaluation:
-    """Backtest every genome on every symbol over [start, end) and score the equal-weight portfolios."""
+    """Backtest every genome on every symbol over [start, end) and score the equal-weight portfolios.
+
+    Symbols are batched into one engine call (genomes x symbols columns, shorter symbols padded with
+    their last price and their last fillable target, so the padding never trades).
+    """
     n = len(genomes)
+    pieces = []
+    for symbol in universe.symbols:
+        ts = universe.ts[symbol]
+        keep = (ts >= start) & (ts < end)
+        if keep.sum() >= 2:
+            pieces.append((ts[keep], {k: v[keep] for k, v in universe.ohlc[symbol].items()},
+                           {k: v[keep] for k, v in universe.features[symbol].items()}))
     per_symbol: list[tuple[np.ndarray, np.ndarray]] = []
     traded = np.zeros(n)
     trades = np.zeros(n, dtype=np.int64)
     stop = np.array([g.stop_loss or np.nan for g in genomes])
     take = np.array([g.take_profit or np.nan for g in genomes])
     size = np.array([g.position_size for g in genomes])
-    for symbol in universe.symbols:
-        ts = universe.ts[symbol]
-        keep = (ts >= start) & (ts < end)
-        if keep.sum() < 2:
-            continue
-        px = {k: v[keep] for k, v in universe.ohlc[symbol].items()}
-        feats = {k: v[keep] for k, v in universe.features[symbol].items()}
-        result = simulate(px["open"], px["close"], targets(feats, genomes), cash=1.0, fractional=True,
-                          commission=commission,
-                          slippage_bps=slippage_bps, high=px["high"], low=px["low"],
-                          stop_loss=stop, take_profit=take, fraction=size)
-        eq = result.equity
-        rets = np.vstack([np.zeros((1, n)), eq[1:] / eq[:-1] - 1.0])
-        per_symbol.append((ts[keep], rets))
-        traded += result.traded_value / np.maximum(eq.mean(axis=0), 1e-12)
-        trades += result.trades
+    step = max(1, CHUNK_COLUMNS // max(n, 1))
+    for first in range(0, len(pieces), step):
+        chunk = pieces[first:first + step]
+        length = max(p[0].size for p in chunk)
+        tg, px = [], {k: [] for k in ("open", "high", "low", "close")}
+        for _, ohlc, feats in chunk:
+            tg.append(_pad_targets(targets(feats, genomes), length))
+            for k, columns in px.items():
+                columns.append(np.repeat(_pad_prices(ohlc[k], ohlc["close"][-1], length)[:, None], n, axis=1))
+        k_syms = len(chunk)
+        result = simulate(*(np.hstack(px[k]) for k in ("open", "close")), np.hstack(tg), cash=1.0, fractional=True,
+                          commission=commission, slippage_bps=slippage_bps, high=np.hstack(px["high"]),
+                          low=np.hstack(px["low"]), stop_loss=np.tile(stop, k_syms), take_profit=np.tile(take, k_syms),
+                          fraction=np.tile(size, k_syms))
+        for j, (ts, _, _) in enumerate(chunk):
+            cols = slice(j * n, (j + 1) * n)
+            eq = result.equity[: ts.size, cols]
+            rets = np.vstack([np.zeros((1, n)), eq[1:] / eq[:-1] - 1.0])
+            per_symbol.append((ts, rets))
+            traded += result.traded_value[cols] / np.maximum(eq.mean(axis=0), 1e-12)
+            trades += result.trades[cols]
     if not per_symbol:
         raise ValueError(f"no symbol has two bars in [{start}, {end})")
     all_ts = np.unique(np.concatenate([t for t, _ in per_symbol]))
@@ -117,6 +136,21 @@ def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, en
         traded / len(per_symbol) / years,
     ])
     return Evaluation(objectives=objectives, returns=port, ts=all_ts, trades=trades)
+
+
+def _pad_targets(t: np.ndarray, length: int) -> np.ndarray:
+    """Targets padded to ``length`` rows. The target at the last real bar could never fill, so from
+    that bar on the padding repeats the one before it: no order ever fills in the padding."""
+    out = np.empty((length, t.shape[1]))
+    out[: t.shape[0]] = t
+    out[t.shape[0] - 1:] = t[t.shape[0] - 2] if t.shape[0] >= 2 else 0.0
+    return out
+
+
+def _pad_prices(values: np.ndarray, last: float, length: int) -> np.ndarray:
+    out = np.full(length, last)
+    out[: values.size] = values
+    return out
 
 
 def _sharpe_lower_bound(returns: np.ndarray, bars_per_year: float) -> np.ndarray:

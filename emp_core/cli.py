@@ -131,7 +131,11 @@ def _add_backtest(sub) -> None:
     )
     p.add_argument("--data", type=Path, required=True, help="CSV or Parquet with Date/Open/High/Low/Close/Volume")
     p.add_argument("--symbol", help="instrument (required when the file holds several symbols)")
-    p.add_argument("--strategy", choices=["sma-cross"], default="sma-cross")
+    p.add_argument("--strategy", choices=["sma-cross", "genome"], default="sma-cross",
+                   help="sma-cross (--fast/--slow) or genome (--genome NAME or FILE.json, on the sensory signals)")
+    p.add_argument("--genome", help="a catalogue genome (trend, mean_reversion, carry_macro, volatility_breakout, "
+                   "liquidity_aware) or a JSON file of genome fields")
+    p.add_argument("--no-macro", action="store_true", help="genome strategies: leave out the shipped macro data")
     p.add_argument("--fast", type=int, default=10, help="fast SMA length in bars (default 10)")
     p.add_argument("--slow", type=int, default=20, help="slow SMA length in bars (default 20)")
     p.add_argument("--cash", type=float, default=10_000.0, help="starting cash (default 10000)")

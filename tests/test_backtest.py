@@ -221,3 +221,34 @@ def test_fraction_sizes_from_a_share_of_equity():
     assert r.units[1].tolist() == [45, 90]  # int(500 // 11), int(1000 // 11)
     with pytest.raises(ValueError, match="in \\(0, 1\\]"):
         simulate(OPEN, CLOSE, LONG, fraction=1.5)
+
+
+def test_emp_backtest_runs_a_genome_on_the_sensory_signals(tmp_path, capsys):
+    import json
+
+    from emp_core.cli import main
+    from emp_core.evolution.fitness import FEATURE_COLUMNS
+    from emp_core.evolution.genome import CATALOGUE, targets
+    from emp_core.sensory import compute_features
+
+    data = tmp_path / "GOOG.csv"
+    GOOG.reset_index(names="Date").to_csv(data, index=False)
+    assert main(["backtest", "--data", str(data), "--strategy", "genome", "--genome", "trend", "--no-macro",
+                 "--commission", "0.002", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # the same genome, wired by hand: features -> targets -> engine with its stop and size
+    import polars as pl
+
+    bars = pl.from_pandas(GOOG.reset_index(names="ts")).rename(str.lower).with_columns(
+        symbol=pl.lit("DATA"), ts=pl.col("ts").cast(pl.Datetime("us")))
+    feats = compute_features(bars, None)
+    f = {c: feats.get_column(c).fill_null(np.nan).to_numpy() for c in FEATURE_COLUMNS}
+    g = CATALOGUE["trend"]
+    r = simulate(GOOG.Open.to_numpy(), GOOG.Close.to_numpy(), targets(f, [g]), cash=10_000, commission=0.002,
+                 high=GOOG.High.to_numpy(), low=GOOG.Low.to_numpy(), stop_loss=g.stop_loss, fraction=g.position_size)
+    assert report["genome"] == "trend" and report["final_equity"] == pytest.approx(r.final_equity[0], abs=1e-6)
+    assert report["trades"] == r.trades[0] > 0
+    bad = tmp_path / "g.json"
+    bad.write_text('{"entry": 0.3}')
+    assert main(["backtest", "--data", str(data), "--strategy", "genome", "--genome", str(bad)]) == 2
+    assert "not a genome JSON object" in capsys.readouterr().err

@@ -252,3 +252,43 @@ def test_emp_backtest_runs_a_genome_on_the_sensory_signals(tmp_path, capsys):
     bad.write_text('{"entry": 0.3}')
     assert main(["backtest", "--data", str(data), "--strategy", "genome", "--genome", str(bad)]) == 2
     assert "not a genome JSON object" in capsys.readouterr().err
+
+
+def capped(targets, caps, **kw):
+    """Volume share 0.1 of volumes 10x the wanted capacities."""
+    return simulate(OPEN, CLOSE, np.asarray(targets, dtype=float), cash=1000.0, volume=np.array(caps) * 10.0,
+                    volume_share=0.1, **kw)
+
+
+def test_a_volume_cap_fills_an_entry_over_several_opens_at_their_average_price():
+    r = capped(LONG, [100, 20, 30, 100, 100, 100])  # 90 wanted: 20 @ 11, 30 @ 12, 40 @ 10
+    assert r.units[:, 0].tolist() == [0, 20, 50, 90, 90, 90]
+    assert r.equity[1:4, 0].tolist() == pytest.approx([1000 + 20 * 0.5, 1000 + 50 * (11 - 11.6),
+                                                       1000 + 90 * (9.5 - (50 * 11.6 + 40 * 10) / 90)])
+    assert r.fills[:, 2].tolist() == [20, 30, 40] and r.fills[:, 3].tolist() == [11, 12, 10]
+
+
+def test_the_next_order_cancels_what_was_not_filled():
+    r = capped([1, 1, 0, 0, 0, 0], [100, 20, 30, 100, 100, 100])
+    assert r.units[:, 0].tolist() == [0, 20, 50, 0, 0, 0]
+    assert r.equity[-1, 0] == pytest.approx(1000 + 20 * (10 - 11) + 30 * (10 - 12))
+    assert r.trades[0] == 1
+
+
+def test_a_capped_exit_and_a_capped_reversal():
+    out = capped([1, 1, 0, 0, 0, 0], [100, 100, 100, 30, 20, 100])  # sell 90: 30 @ 10, 20 @ 9, 40 @ 10
+    assert out.units[:, 0].tolist() == [0, 90, 90, 60, 40, 0]
+    assert out.equity[-1, 0] == pytest.approx(1000 + 30 * (10 - 11) + 20 * (9 - 11) + 40 * (10 - 11))
+    assert out.trades[0] == 1
+    rev = capped([1, 1, -1, -1, -1, -1], [100, 100, 100, 50, 100, 100])
+    # close 50 @ 10, then 40 @ 9; the short is sized from the cash then (870 // 9 = 96): 60 @ 9, 36 @ 10
+    assert rev.units[:, 0].tolist() == [0, 90, 90, 40, -60, -96]
+    assert rev.equity[-1, 0] == pytest.approx(870 - 96 * (10.5 - (60 * 9 + 36 * 10) / 96))
+
+
+def test_unlimited_volume_gives_the_uncapped_result():
+    targets = sma_cross(GOOG.Close.to_numpy(), PAIRS[:10])
+    free = simulate(GOOG.Open.to_numpy(), GOOG.Close.to_numpy(), targets, cash=10_000, commission=0.002)
+    huge = simulate(GOOG.Open.to_numpy(), GOOG.Close.to_numpy(), targets, cash=10_000, commission=0.002,
+                    volume=np.full(len(GOOG), 1e12), volume_share=0.1)
+    np.testing.assert_array_equal(free.equity, huge.equity)

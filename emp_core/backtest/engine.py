@@ -28,6 +28,13 @@ Additions (off by default, so the cross-check above holds):
   the open has already gapped through it; when both levels are inside one bar,
   the stop-loss is assumed first (the conservative reading of an OHLC bar). After
   an exit the strategy stays flat until its target changes again.
+- **Volume cap**: with ``volume`` given, a bar fills at most ``volume_share`` of its
+  volume (whole units unless fractional). What is left waits for the next bar's
+  open, until the strategy's next order cancels it. Each bar's capacity serves
+  first what is left to close, then what is left to open; a new position is sized
+  once its close is complete, from the cash then, and its entry price is the
+  average of its fills. Stops are measured from the first possible fill (the
+  order bar's open) and cancel what is still to buy.
 
 Vectorised over strategies and over bars: orders are processed in rounds, round k
 taking every strategy's k-th order in one set of NumPy operations (a strategy's
@@ -147,6 +154,109 @@ def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np
     return exits
 
 
+def _single(orders, ordered, open_, exits: _Exits, slip, commission, cash, share, fractional):
+    """The unlimited-liquidity rules for one strategy with Python floats: (fills, records, totals)."""
+    units = entry = entry_commission = trade_pnl = traded = 0.0
+    trades = wins = 0
+    fill_rows, record_rows = [], []
+
+    def reduce(bar, qty, price, kind):
+        nonlocal units, trade_pnl, cash, traded, trades, wins
+        side = 1.0 if units > 0 else -1.0
+        exit_commission = qty * price * commission
+        pnl = side * qty * (price - entry)
+        cash += pnl - exit_commission
+        trade_pnl += pnl - exit_commission
+        traded += qty * price
+        units -= side * qty
+        fill_rows.append((bar, 0, -side * qty, price, kind))
+        if units == 0.0:
+            trades += 1
+            wins += (trade_pnl - entry_commission) > 0
+
+    orders = orders[orders >= 0]
+    opens = dict(zip(orders.tolist(), open_[orders].tolist(), strict=True))  # only the order bars' opens
+    for k, t in enumerate(orders.tolist()):
+        if units != 0.0:
+            reduce(t, abs(units), opens[t] * (1.0 - (1.0 if units > 0 else -1.0) * slip), ORDER)
+        d = float(ordered[t])
+        price = opens[t] * (1.0 + d * slip)
+        per_unit = price + (share * price * commission) / share
+        budget = cash * share
+        size = budget / per_unit if fractional else float(budget // per_unit)
+        entry_commission = trade_pnl = 0.0
+        if d != 0.0 and size > 0:
+            entry = price
+            units = d * size
+            entry_commission = size * price * commission
+            cash -= size * price * commission
+            traded += size * price
+            fill_rows.append((t, 0, units, price, ORDER))
+        record_rows.append((t, units, entry, cash))
+        h = int(exits.bar[k, 0])
+        if units != 0.0 and h >= 0:
+            reduce(h, abs(units), float(exits.price[k, 0]), int(exits.kind[k, 0]))
+            record_rows.append((h, units, entry, cash))
+    fills = [tuple(np.array(c, dtype=float) for c in zip(*fill_rows, strict=True))] if fill_rows else []
+    if record_rows:
+        rt, ru, re, rc = (np.array(c) for c in zip(*record_rows, strict=True))
+        records = [(rt.astype(np.int64), np.zeros(rt.size, dtype=np.int64), ru, re, rc)]
+    else:
+        records = []
+    return fills, records, (trades, wins, traded)
+
+
+def _capped_round(k, p, t, direction, at, n_bars, capacity, exits, open_, slip, units, reduce, record, size_for,
+                  add) -> None:
+    """Round k with a volume cap: each bar from the order's open on, the bar's capacity serves first
+    what is left to close, then what is left to open; the remainder waits for the next bar's open,
+    until the strategy's next order (which cancels it)."""
+    until = at[k + 1, p] if k + 1 < at.shape[0] else np.full(p.size, -1)
+    until = np.where(until < 0, n_bars, until)
+    stop_bar = exits.bar[k, p].copy()
+    to_close = np.abs(units[p])
+    to_open = np.full(p.size, np.nan)  # sized once the close is done, from the cash then
+    bar = t.copy()
+    live = np.ones(p.size, dtype=bool)
+    while live.any():
+        i = np.nonzero(live)[0]
+        q, b, d = p[i], bar[i], direction[i]
+        room = capacity[b, q].copy()
+        c = np.minimum(to_close[i], room)
+        if (c > 0).any():
+            j = c > 0
+            side = np.sign(units[q[j]])
+            reduce(q[j], b[j], c[j], open_[b[j], q[j]] * (1.0 - side * slip), np.full(j.sum(), ORDER))
+            to_close[i] -= c
+            room -= c
+        price = open_[b, q] * (1.0 + d * slip)
+        unsized = (to_close[i] == 0) & (d != 0) & np.isnan(to_open[i])
+        if unsized.any():
+            to_open[i[unsized]] = size_for(q[unsized], price[unsized])
+        o = np.where((to_close[i] == 0) & (d != 0), np.minimum(np.nan_to_num(to_open[i]), room), 0.0)
+        if (o > 0).any():
+            j = o > 0
+            add(q[j], b[j], d[j], o[j], price[j])
+            to_open[i[j]] -= o[j]
+        record(q, b)
+        hit = (stop_bar[i] == b) & (units[q] != 0) & (to_close[i] == 0)
+        if hit.any():  # a stop closes what is held and cancels what was still to buy
+            _stop_out(reduce, record, q[hit], b[hit], np.abs(units[q[hit]]), exits, k)
+            to_open[i[hit]] = 0.0
+            stop_bar[i[hit]] = -1
+        pending = (to_close[i] > 0) | (np.nan_to_num(to_open[i]) > 0)
+        bar[i] = b + 1
+        live[i] = pending & (b + 1 < until[i])
+    later = (stop_bar >= 0) & (units[p] != 0) & (stop_bar >= bar - 1)
+    if later.any():
+        _stop_out(reduce, record, p[later], stop_bar[later], np.abs(units[p[later]]), exits, k)
+
+
+def _stop_out(reduce, record, p: np.ndarray, bar: np.ndarray, qty: np.ndarray, exits: _Exits, k: int) -> None:
+    reduce(p, bar, qty, exits.price[k, p], exits.kind[k, p])
+    record(p, bar)
+
+
 def simulate(
     open_: np.ndarray,
     close: np.ndarray,
@@ -161,6 +271,8 @@ def simulate(
     stop_loss: float | np.ndarray | None = None,
     take_profit: float | np.ndarray | None = None,
     fraction: float | np.ndarray | None = None,
+    volume: np.ndarray | None = None,
+    volume_share: float = 0.1,
 ) -> BacktestResult:
     """Run every column of ``targets`` (bars x strategies, values -1/0/+1, NaN = no view = flat).
 
@@ -203,54 +315,85 @@ def simulate(
     entry = np.zeros(n_strats)
     cash_now = np.full(n_strats, float(cash))
     entry_commission = np.zeros(n_strats)
+    trade_pnl = np.zeros(n_strats)  # realised P&L less exit commissions of the open trade so far
     trades = np.zeros(n_strats, dtype=np.int64)
     wins = np.zeros(n_strats, dtype=np.int64)
     traded = np.zeros(n_strats)
     fills: list[tuple[np.ndarray, ...]] = []  # (bar, strategy, signed units, price, kind) per batch
     records: list[tuple[np.ndarray, ...]] = []  # (bar, strategy, units, entry, cash) after each batch
+    if volume is not None:
+        vol = _prices(volume, n_bars, n_strats, "volume") * volume_share
+        capacity = vol if fractional else np.floor(vol)
+    else:
+        capacity = None
 
-    def close_out(p: np.ndarray, t: np.ndarray, price: np.ndarray, kind: np.ndarray) -> None:
-        held = units[p]
-        exit_commission = np.abs(held) * price * commission
-        pnl = held * (price - entry[p])
+    def reduce(p: np.ndarray, t: np.ndarray, qty: np.ndarray, price: np.ndarray, kind: np.ndarray) -> None:
+        """Close ``qty`` units of each position at ``price``; a trade ends when nothing is left."""
+        side = np.sign(units[p])
+        exit_commission = qty * price * commission
+        pnl = side * qty * (price - entry[p])
         cash_now[p] += pnl - exit_commission
-        trades[p] += 1
-        wins[p] += (pnl - exit_commission - entry_commission[p]) > 0
-        traded[p] += np.abs(held) * price
-        fills.append((t, p, -held, price, kind))
-        units[p] = 0.0
+        trade_pnl[p] += pnl - exit_commission
+        traded[p] += qty * price
+        units[p] -= side * qty
+        fills.append((t, p, -side * qty, price, kind))
+        done = units[p] == 0.0
+        trades[p[done]] += 1
+        wins[p[done]] += (trade_pnl[p[done]] - entry_commission[p[done]]) > 0
 
     def record(p: np.ndarray, t: np.ndarray) -> None:
         records.append((t, p, units[p], entry[p], cash_now[p]))
 
+    def size_for(q: np.ndarray, price: np.ndarray) -> np.ndarray:
+        share = fraction[q]
+        per_unit = price + (share * price * commission) / share
+        budget = cash_now[q] * share
+        size = budget / per_unit if fractional else np.floor_divide(budget, per_unit)
+        entry_commission[q] = 0.0
+        trade_pnl[q] = 0.0
+        return np.maximum(size, 0.0)
+
+    def add(q: np.ndarray, b: np.ndarray, d: np.ndarray, qty: np.ndarray, price: np.ndarray) -> None:
+        """Buy (d = +1) or sell short (d = -1) ``qty`` more units; the entry is their average price."""
+        held = np.abs(units[q])
+        entry[q] = np.where(held == 0, price, (entry[q] * held + price * qty) / (held + qty))
+        units[q] += d * qty
+        entry_commission[q] += qty * price * commission
+        cash_now[q] -= qty * price * commission
+        traded[q] += qty * price
+        fills.append((b, q, d * qty, price, np.full(q.size, ORDER)))
+
+    if n_strats == 1 and capacity is None:
+        # One strategy: the same rules with Python floats, order by order (NumPy calls on one-element
+        # arrays would cost ~10x more per order). Tests hold it equal to the vectorised rounds.
+        fills, records, totals = _single(at[:, 0], ordered[:, 0], open_[:, 0], exits, slip, commission,
+                                         float(cash), float(fraction[0]), fractional)
+        trades[0], wins[0], traded[0] = totals
+        at = at[:0]
     for k in range(at.shape[0]):
         p = np.nonzero(at[k] >= 0)[0]
         t = at[k, p]
         direction = ordered[t, p]
-        closing = units[p] != 0.0
-        if closing.any():
-            pc, tc = p[closing], t[closing]
-            close_out(pc, tc, open_[tc, pc] * (1.0 - np.sign(units[pc]) * slip), np.full(pc.size, ORDER))
-        price = open_[t, p] * (1.0 + direction * slip)
-        share = fraction[p]
-        per_unit = price + (share * price * commission) / share
-        budget = cash_now[p] * share
-        size = budget / per_unit if fractional else np.floor_divide(budget, per_unit)
-        opening = (direction != 0.0) & (size > 0)
-        po, to, so, xo = p[opening], t[opening], size[opening], price[opening]
-        units[po] = direction[opening] * so
-        entry[po] = xo
-        entry_commission[po] = so * xo * commission
-        cash_now[po] -= so * xo * commission
-        traded[po] += so * xo
-        fills.append((to, po, units[po], xo, np.full(po.size, ORDER)))
-        record(p, t)
-        stopped = exits.bar[k, po] >= 0
-        if stopped.any():
-            ps = po[stopped]
-            hs = exits.bar[k, ps]
-            close_out(ps, hs, exits.price[k, ps], exits.kind[k, ps])
-            record(ps, hs)
+        if capacity is None:
+            # Unlimited liquidity: every order completes at its bar's open (close first, then open).
+            closing = units[p] != 0.0
+            if closing.any():
+                pc, tc = p[closing], t[closing]
+                reduce(pc, tc, np.abs(units[pc]), open_[tc, pc] * (1.0 - np.sign(units[pc]) * slip),
+                       np.full(pc.size, ORDER))
+            price = open_[t, p] * (1.0 + direction * slip)
+            size = size_for(p, price)
+            opening = (direction != 0.0) & (size > 0)
+            add(p[opening], t[opening], direction[opening], size[opening], price[opening])
+            record(p, t)
+            po = p[opening]
+            stopped = exits.bar[k, po] >= 0
+            if stopped.any():
+                ps = po[stopped]
+                _stop_out(reduce, record, ps, exits.bar[k, ps], np.abs(units[ps]), exits, k)
+            continue
+        _capped_round(k, p, t, direction, at, n_bars, capacity, exits, open_, slip, units, reduce, record,
+                      size_for, add)
 
     table = np.column_stack([np.concatenate(f) for f in zip(*fills, strict=True)]) if fills else np.empty((0, 5))
     table = table[np.lexsort((table[:, 1], table[:, 0]))]

@@ -143,7 +143,7 @@ def cmd_demo(args) -> int:
     print(f"  data:    {store.path}")
     print(f"  dagster: {home}")
     print("  open the UI:    make ui   (or: emp ui)  ->  http://127.0.0.1:3000")
-    print("  read the data:  notebooks/01_market_data.ipynb, notebooks/02_sensory.ipynb")
+    print("  read the data:  notebooks/01_market_data.ipynb, 02_sensory.ipynb, 03_evolution.ipynb")
     step_failures = [e for e in result.all_events if e.is_step_failure and not _held_by_promotion_gate(e)]
     if step_failures or failed:
         for event in step_failures:

@@ -115,7 +115,53 @@ for name in dims + ["fused"]:
     print(f"{name:8s} {'ok     ' if outcome.passed else 'WARNING'} {outcome.description.split('. ', 1)[1]}")"""),
 ]
 
-NOTEBOOKS = {"01_market_data": MARKET_DATA, "02_sensory": SENSORY}
+EVOLUTION = [
+    ("md", "# 03 · Evolution\n\nThe walk-forward evolution as the `duckdb/evolution/*` assets stored it: every "
+           "evaluation in the experiment log, the genome chosen in each window and how it did out of sample, "
+           "the last window's population, and the promotion decision. Run `make demo` first."),
+    ("code", CONNECT),
+    ("md", "## Fitness runs: one genome per window, judged on its test year"),
+    ("code", """runs = q("SELECT * FROM evolution.fitness_runs ORDER BY window_id")
+runs.select("window_id", "name", "test_start", "test_sharpe_lb", "test_max_drawdown", "test_turnover", "test_trades",
+            "w_why", "w_how", "w_what", "w_when", "w_anomaly", "entry", "holding_period")"""),
+    ("md", "## The experiment log\nEvery evaluation is a trial: the deflated Sharpe ratio counts them all."),
+    ("code", """log_ = q("SELECT * FROM evolution.experiment_log")
+print(f"{log_.height} evaluations; {log_.filter(pl.col('phase') == 'train').height} training trials")
+by_gen = (log_.filter(pl.col("phase") == "train").group_by("window_id", "generation")
+          .agg(pl.col("sharpe_lb").max().alias("best"), pl.col("sharpe_lb").median().alias("median"))
+          .sort("window_id", "generation"))
+fig, ax = plt.subplots(figsize=(12, 3.5))
+for (w,), g in by_gen.group_by(["window_id"], maintain_order=True):
+    ax.plot(g["generation"], g["best"], marker="o", lw=0.8, label=f"w{w}")
+ax.set_xlabel("generation"); ax.set_ylabel("best Sharpe lower bound (train)"); ax.legend(ncol=8, fontsize=7)
+log_.group_by("species").agg(pl.len().alias("evaluations"), pl.col("sharpe_lb").median()).sort("species")"""),
+    ("md", "## The last window's population: the trade-off NSGA-II keeps"),
+    ("code", """pop = q("SELECT * FROM evolution.population "
+        "WHERE window_id = (SELECT max(window_id) FROM evolution.population)")
+fig, ax = plt.subplots(figsize=(6, 4))
+sc = ax.scatter(pop["max_drawdown"], pop["sharpe_lb"], c=pop["turnover"], cmap="viridis")
+fig.colorbar(sc, label="turnover / year"); ax.set_xlabel("max drawdown"); ax.set_ylabel("Sharpe lower bound")
+ax.set_title("final population, last window (train objectives)")"""),
+    ("md", "## Lineage of the last window's chosen genome"),
+    ("code", """chosen = runs.sort("window_id").tail(1)["name"].item()
+ident = int(chosen.lstrip("g"))
+rows = {r["individual"]: r for r in log_.filter(pl.col("phase") == "train").iter_rows(named=True)}
+line, todo = [], [ident]
+while todo and len(line) < 12:
+    i = todo.pop(0)
+    if i in rows:
+        line.append((i, rows[i]["generation"], rows[i]["operator"], rows[i]["parents"]))
+        todo += rows[i]["parents"]
+pl.DataFrame(line, schema=["individual", "generation", "operator", "parents"], orient="row")"""),
+    ("md", "## The promotion decision"),
+    ("code", """champion = q("SELECT * FROM evolution.champion")
+print("champion:", champion["name"].item() if champion.height else "none")
+print(champion["reason"].item() if champion.height else "the promotion gate refused: see the check "
+      "`promotion_gate` on duckdb/evolution/champion in the UI, or `emp demo`'s summary")
+con.close()"""),
+]
+
+NOTEBOOKS = {"01_market_data": MARKET_DATA, "02_sensory": SENSORY, "03_evolution": EVOLUTION}
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 @pytest.mark.parametrize(("name", "figures", "expected_text"), [
     ("01_market_data", 3, ("bars_1d", "ok")),
     ("02_sensory", 2, ("fused", "anomaly")),
+    ("03_evolution", 2, ("training trials", "champion:")),
 ])
 def test_notebook_runs_on_the_demo_store(demo_home, monkeypatch, name, figures, expected_text):
     monkeypatch.setenv("EMP_HOME", str(demo_home))

@@ -42,7 +42,7 @@ class ExperimentLog:
     def add(self, individual, *, window: int, phase: str, metrics: dict, sharpe_per_bar: float) -> None:
         self.rows.append({
             "evaluation": len(self.rows), "individual": individual.id, "generation": individual.generation,
-            "window": window, "phase": phase, "species": individual.species, "operator": individual.operator,
+            "window_id": window, "phase": phase, "species": individual.species, "operator": individual.operator,
             "parents": list(individual.parents), **dict(zip(GENE_NAMES, map(float, individual), strict=True)),
             **metrics, "sharpe_per_bar": sharpe_per_bar,
         })

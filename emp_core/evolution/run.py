@@ -76,10 +76,10 @@ def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: st
                           commission=settings.commission)
     stamp = pl.lit(run_id).alias("run_id")
     experiment = result.log.frame().with_columns(stamp)
-    last_gen = experiment.filter(pl.col("phase") == "train").group_by("window").agg(pl.col("generation").max())
-    population = experiment.filter(pl.col("phase") == "train").join(last_gen, on=["window", "generation"])
+    last_gen = experiment.filter(pl.col("phase") == "train").group_by("window_id").agg(pl.col("generation").max())
+    population = experiment.filter(pl.col("phase") == "train").join(last_gen, on=["window_id", "generation"])
     runs = _genome_rows(result.chosen, [
-        {"window": w.index, "train_start": str(w.train[0]), "test_start": str(w.test[0]),
+        {"window_id": w.index, "train_start": str(w.train[0]), "test_start": str(w.test[0]),
          "test_end": str(w.test[1]), **{f"test_{k}": v for k, v in m.items()}}
         for w, m in zip(result.windows, result.test_metrics, strict=True)]).with_columns(stamp)
     d = result.decision

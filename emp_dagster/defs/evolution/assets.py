@@ -63,10 +63,10 @@ def evolution(context: dg.AssetExecutionContext, config: EvolutionConfig, store:
             metadata["oos_equity"] = dg.MetadataValue.md(
                 f"![walk-forward out-of-sample equity]({line_chart(evo.oos_equity(result), 'OOS equity')})")
             metadata["runs"] = dg.MetadataValue.md(frame.select(
-                "window", "name", "test_start", "test_sharpe_lb", "test_max_drawdown", "test_trades")
+                "window_id", "name", "test_start", "test_sharpe_lb", "test_max_drawdown", "test_trades")
                 .to_pandas().to_markdown(index=False))
         if name == "population":
-            last = frame.filter(frame["window"] == frame["window"].max())
+            last = frame.filter(frame["window_id"] == frame["window_id"].max())
             metadata["pareto_front"] = dg.MetadataValue.md(
                 "![Pareto front]("
                 + scatter(last["max_drawdown"].to_numpy(), last["sharpe_lb"].to_numpy(),

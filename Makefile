@@ -37,7 +37,11 @@ ui: $(VENV)/.runtime
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
-bench: $(VENV)/.dev
+.venv-vectorbt/bin/python: requirements/vectorbt-bench.txt $(BIN)/python
+	$(UV) venv -q -p 3.11 .venv-vectorbt
+	$(UV) pip install --quiet -p .venv-vectorbt/bin/python -r requirements/vectorbt-bench.txt
+
+bench: $(VENV)/.dev .venv-vectorbt/bin/python
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_backtest.py

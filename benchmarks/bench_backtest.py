@@ -7,18 +7,23 @@ Grid: fast 5..50 step 5 x slow 60..150 step 10, long/short, commission 0.002, ca
 
 (a) ours: targets for all 100 pairs and one ``simulate`` call over the 100 columns; best of --repeat.
 (b) backtesting.py ``Backtest.run`` in a loop (test-only reference, AGPL).
-(c) vectorbt ``Portfolio.from_signals`` with 100 columns, when it is importable here. vectorbt 1.2
-    requires pandas >= 3, which the pinned stack (pandas 2.3.3) excludes, so it is not in the dev set.
-All final equities of (a) and (b) are compared. Then one strategy over 1M synthetic bars (bars/s).
+(c) vectorbt ``Portfolio.from_signals`` with 100 columns (``benchmarks/vectorbt_grid.py``), run in
+    ``.venv-vectorbt`` (``make bench`` creates it from requirements/vectorbt-bench.txt): vectorbt 1.2
+    requires pandas >= 3, which the pinned stack (pandas 2.3.3) excludes. Warm best of --repeat, and its
+    first call (numba compilation) on its own.
+All final equities of (a), (b) and (c) are compared. Then one strategy over 1M synthetic bars (bars/s).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
+import subprocess
+import tempfile
 import time
 import warnings
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +32,7 @@ from emp_core.backtest.strategies import sma_cross
 from emp_core.market_data.sources import generate_bars
 
 PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(60, 160, 10)]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def ours(open_, close, repeat):
@@ -87,9 +93,25 @@ def main() -> None:
     print(f"    final equities of (a) and (b): max |difference| = {worst:.2e} over {n} strategies "
           f"({'agree' if worst < 1e-6 else 'DISAGREE'})")
     print(f"    ratio (a) / (b): {(len(PAIRS) / best) / (n / ref_time):,.0f}x (target >= 100x)")
-    if importlib.util.find_spec("vectorbt") is None:
-        print("(c) vectorbt: not installed in this environment (vectorbt 1.2 needs pandas >= 3; the pinned "
-              "stack has pandas 2.3.3)")
+    vbt_python = ROOT / ".venv-vectorbt" / "bin" / "python"
+    if vbt_python.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            inp, out = Path(tmp) / "grid.npz", Path(tmp) / "out.json"
+            np.savez(inp, open=open_, close=close, fast=np.array([f for f, _ in PAIRS]),
+                     slow=np.array([s for _, s in PAIRS]))
+            subprocess.run([str(vbt_python), str(ROOT / "benchmarks" / "vectorbt_grid.py"), str(inp), str(out),
+                            "--repeat", str(args.repeat)], check=True)
+            v = json.loads(out.read_text())
+        diff = float(np.max(np.abs(np.array(v["final_equity"]) - result.final_equity)))
+        print(f"(c) vectorbt {v['version']} from_signals, 100 columns (signals included): warm best "
+              f"{v['best'] * 1e3:.1f} ms = {len(PAIRS) / v['best']:,.0f} evaluations/s; first call (numba compile) "
+              f"{v['first_call']:.1f} s")
+        print(f"    final equities of (a) and (c): max |difference| = {diff:.2e} over {len(PAIRS)} strategies "
+              f"({'agree' if diff < 1e-6 else 'DISAGREE'})")
+        print(f"    ratio (a) / (c) warm: {v['best'] / best:.1f}x (target >= 2x); our first call {first * 1e3:.0f} ms")
+    else:
+        print("(c) vectorbt: run `make bench` to create .venv-vectorbt (vectorbt 1.2 needs pandas >= 3, which the "
+              "pinned stack excludes, so it lives in its own environment)")
 
     # 1M hourly bars: four synthetic symbols of 250k bars each, chained into one long series.
     bars = generate_bars(4, datetime(1990, 1, 1), datetime(2030, 1, 1), interval="1h", seed=3)

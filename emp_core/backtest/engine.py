@@ -252,6 +252,40 @@ def _capped_round(k, p, t, direction, at, n_bars, capacity, exits, open_, slip, 
         _stop_out(reduce, record, p[later], stop_bar[later], np.abs(units[p[later]]), exits, k)
 
 
+def _states(records, n_bars: int, n_strats: int, cash: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(units, entry, cash) through each bar's close, from the records written after each batch of fills."""
+    units = np.zeros((n_bars, n_strats))
+    entry = np.zeros((n_bars, n_strats))
+    cash_t = np.full((n_bars, n_strats), cash)
+    if not records:
+        return units, entry, cash_t
+    rt, rp, ru, re, rc = (np.concatenate(f) for f in zip(*records, strict=True))
+    # A stop on the entry bar records that bar twice: the later record (flat) must win.
+    key = rp * n_bars + rt
+    keep = np.sort(key.size - 1 - np.unique(key[::-1], return_index=True)[1])
+    keep = keep[np.argsort(key[keep], kind="stable")]  # by column, then bar
+    rt, rp, ru, re, rc = rt[keep], rp[keep], ru[keep], re[keep], rc[keep]
+    # Each record holds from its bar up to the next record of the same column (or the end).
+    nxt = np.append(rt[1:], n_bars)
+    nxt = np.where(np.append(rp[1:] != rp[:-1], True), n_bars, nxt)
+    lengths = nxt - rt
+    if n_strats == 1:  # one contiguous block from the first record on: slices, not a scatter
+        units[rt[0]:, 0], entry[rt[0]:, 0], cash_t[rt[0]:, 0] = (np.repeat(v, lengths) for v in (ru, re, rc))
+        return units, entry, cash_t
+    rows, cols = _ranges(rt, nxt), np.repeat(rp, lengths)
+    units[rows, cols] = np.repeat(ru, lengths)
+    entry[rows, cols] = np.repeat(re, lengths)
+    cash_t[rows, cols] = np.repeat(rc, lengths)
+    return units, entry, cash_t
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, e) for every pair, vectorised."""
+    lengths = ends - starts
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.arange(lengths.sum()) - offsets + np.repeat(starts, lengths)
+
+
 def _stop_out(reduce, record, p: np.ndarray, bar: np.ndarray, qty: np.ndarray, exits: _Exits, k: int) -> None:
     reduce(p, bar, qty, exits.price[k, p], exits.kind[k, p])
     record(p, bar)
@@ -397,24 +431,7 @@ def simulate(
 
     table = np.column_stack([np.concatenate(f) for f in zip(*fills, strict=True)]) if fills else np.empty((0, 5))
     table = table[np.lexsort((table[:, 1], table[:, 0]))]
-    state = np.zeros((n_bars, n_strats), dtype=bool)
-    state_units = np.zeros((n_bars, n_strats))
-    state_entry = np.zeros((n_bars, n_strats))
-    state_cash = np.full((n_bars, n_strats), float(cash))
-    if records:
-        rt, rp, ru, re, rc = (np.concatenate(f) for f in zip(*records, strict=True))
-        # A stop on the entry bar records that bar twice: the later record (flat) must win.
-        keep = np.unique((rt * n_strats + rp)[::-1], return_index=True)[1]
-        keep = rt.size - 1 - keep
-        state[rt[keep], rp[keep]] = True
-        state_units[rt[keep], rp[keep]], state_entry[rt[keep], rp[keep]] = ru[keep], re[keep]
-        state_cash[rt[keep], rp[keep]] = rc[keep]
-    last = _ffill_index(state)
-    cols = np.arange(n_strats)[None, :]
-    started = state[last, cols]
-    units_t = np.where(started, state_units[last, cols], 0.0)
-    entry_t = np.where(started, state_entry[last, cols], 0.0)
-    cash_t = np.where(started, state_cash[last, cols], float(cash))
+    units_t, entry_t, cash_t = _states(records, n_bars, n_strats, float(cash))
     equity = cash_t + units_t * (close - entry_t)
     return BacktestResult(equity=equity, units=units_t, cash=cash_t, trades=trades, wins=wins, traded_value=traded,
                           fills=table)

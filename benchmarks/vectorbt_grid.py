@@ -1,0 +1,68 @@
+"""Run the SMA grid with vectorbt: called by bench_backtest.py inside .venv-vectorbt (pandas >= 3).
+
+    .venv-vectorbt/bin/python benchmarks/vectorbt_grid.py IN.npz OUT.json [--repeat 5]
+
+IN.npz holds open, close, fast, slow (one pair per column). The crossover signals are computed here
+the same way as in emp_core (strict cross of the two SMAs at the close of t) and shifted one bar, so
+orders execute at the next open (``price=open``), whole units, commission 0.002 on entry and exit,
+reversing on the opposite signal.
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import vectorbt as vbt
+
+
+def signals(close: np.ndarray, fast: np.ndarray, slow: np.ndarray):
+    s = pd.Series(close)
+    f = np.column_stack([s.rolling(n).mean().to_numpy() for n in fast])
+    w = np.column_stack([s.rolling(n).mean().to_numpy() for n in slow])
+    up = np.zeros_like(f, dtype=bool)
+    down = np.zeros_like(f, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        up[1:] = (f[:-1] < w[:-1]) & (f[1:] > w[1:])
+        down[1:] = (f[:-1] > w[:-1]) & (f[1:] < w[1:])
+    shift = np.zeros_like(up)
+    long_entries, short_entries = shift.copy(), shift.copy()
+    long_entries[1:], short_entries[1:] = up[:-1], down[:-1]
+    return long_entries, short_entries
+
+
+def run(open_, close, long_entries, short_entries):
+    n = long_entries.shape[1]
+    price = np.repeat(open_[:, None], n, axis=1)
+    closes = np.repeat(close[:, None], n, axis=1)
+    return vbt.Portfolio.from_signals(closes, entries=long_entries, short_entries=short_entries, price=price,
+                                      fees=0.002, init_cash=10_000.0, size=np.inf, size_granularity=1.0,
+                                      upon_opposite_entry="reverse", freq="1D")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("inp")
+    p.add_argument("out")
+    p.add_argument("--repeat", type=int, default=5)
+    a = p.parse_args()
+    d = np.load(a.inp)
+    t0 = time.perf_counter()
+    le, se = signals(d["close"], d["fast"], d["slow"])
+    pf = run(d["open"], d["close"], le, se)
+    finals = np.asarray(pf.final_value())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(a.repeat):
+        t0 = time.perf_counter()
+        le, se = signals(d["close"], d["fast"], d["slow"])
+        finals = np.asarray(run(d["open"], d["close"], le, se).final_value())
+        times.append(time.perf_counter() - t0)
+    with open(a.out, "w") as fh:
+        json.dump({"first_call": first, "best": min(times), "final_equity": finals.tolist(),
+                   "trades": np.asarray(pf.trades.count()).tolist(), "version": vbt.__version__}, fh)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,10 @@
 | ``EMP_TIER`` | ``embedded`` | ``embedded`` or ``institutional`` |
 | ``EMP_DATA_DIR`` | ``<repo>/data`` | the shipped real data (Parquet) |
 | ``DAGSTER_HOME`` | ``$EMP_HOME/dagster`` | Dagster instance directory |
+| ``EMP_REQUIRE_SERVICES`` | unset | ``1``: tests that need PostgreSQL, Redis or Java fail instead of skipping |
+
+Set here for child processes: ``PYSPARK_PYTHON`` (Spark's Python workers run this interpreter, so
+they import the same packages; PySpark reads only the variable).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class Settings:
     tier: str
     data_dir: Path
     dagster_home: Path
+    require_services: bool = False
 
     @property
     def duckdb_path(self) -> Path:
@@ -41,4 +46,10 @@ def settings(env: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"EMP_TIER={tier!r} is not a tier; choose one of {', '.join(TIERS)}")
     data_dir = Path(env.get("EMP_DATA_DIR") or REPO_ROOT / "data").expanduser().resolve()
     dagster_home = Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().resolve()
-    return Settings(home=home, tier=tier, data_dir=data_dir, dagster_home=dagster_home)
+    require = env.get("EMP_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
+    return Settings(home=home, tier=tier, data_dir=data_dir, dagster_home=dagster_home, require_services=require)
+
+
+def python_for_spark_workers(executable: str) -> None:
+    """Point Spark's Python workers at ``executable`` unless the user already chose one."""
+    os.environ.setdefault("PYSPARK_PYTHON", executable)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from emp_dagster.defs.evolution import assets as evolution_assets
+from emp_dagster.defs.evolution import resources as evolution_resources
 from emp_dagster.defs.market_data import assets as market_assets
 from emp_dagster.defs.market_data import jobs as market_jobs
 from emp_dagster.defs.market_data import resources as market_resources
@@ -30,4 +31,5 @@ def defs() -> dg.Definitions:
         schedules=[market_schedules.daily_bars_ingest, market_schedules.weekly_trailing_backfill,
                    evolution_assets.weekly_evolution],
     )
-    return dg.Definitions.merge(domain, market_resources.resources(), dg.Definitions(executor=EXECUTOR))
+    spark = dg.Definitions(resources={"pyspark": evolution_resources.spark_resource()})
+    return dg.Definitions.merge(domain, market_resources.resources(), spark, dg.Definitions(executor=EXECUTOR))

@@ -12,6 +12,31 @@ from emp_core.store import DuckDBStore
 SHIPPED = REPO_ROOT / "data"
 
 
+def service_missing(what: str) -> None:
+    """Skip a test whose service is not here, or fail under EMP_REQUIRE_SERVICES=1 (CI)."""
+    from emp_core.config import settings
+
+    if settings().require_services:
+        pytest.fail(f"{what} is required (EMP_REQUIRE_SERVICES=1) but not available")
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local[2] Spark session (Java and pyspark required)."""
+    import shutil as _shutil
+
+    if _shutil.which("java") is None:
+        service_missing("Java (for Spark)")
+    try:
+        from emp_core.evolution.spark import local_session
+        session = local_session()
+    except ImportError:
+        service_missing("pyspark")
+    yield session
+    session.stop()
+
+
 @pytest.fixture
 def emp_home(tmp_path, monkeypatch) -> Path:
     """A private EMP_HOME (and DAGSTER_HOME inside it) for one test."""

@@ -7,6 +7,7 @@ import pytest
 from emp_core.evolution.walkforward import windows
 from emp_core.store import DuckDBStore
 from emp_dagster.defs.evolution import assets as evolution
+from emp_dagster.defs.evolution.resources import spark_resource
 from emp_dagster.defs.market_data import assets as market
 from emp_dagster.defs.market_data.resources import EmbeddedStoreResource, ShippedDataResource
 from emp_dagster.defs.sensory import assets as sensory
@@ -17,7 +18,7 @@ SMALL = {"population": 8, "generations": 1, "train_years": 3}
 @pytest.fixture
 def resources(tmp_path, data_dir):
     return {"store": EmbeddedStoreResource(path=str(tmp_path / "emp.duckdb")),
-            "market_data": ShippedDataResource(data_dir=str(data_dir))}
+            "market_data": ShippedDataResource(data_dir=str(data_dir)), "pyspark": spark_resource()}
 
 
 def run(resources, gates: dict):
@@ -49,3 +50,15 @@ def test_the_gate_halts_the_run_with_its_reason_or_promotes(resources):
             for m in lenient.get_asset_materialization_events()}
     assert mats["duckdb/evolution/fitness_runs"]["oos_equity"].value.startswith("![walk-forward")
     assert "data:image/svg+xml;base64," in mats["duckdb/evolution/population"]["pareto_front"].value
+    local_log = store.query("SELECT * EXCLUDE (run_id) FROM evolution.experiment_log ORDER BY evaluation")
+    return local_log
+
+
+def test_the_spark_engine_stores_the_same_evolution(resources, spark):
+    in_process = run(resources, {"min_dsr": 0.0, "max_pbo": 1.0})
+    store = DuckDBStore(resources["store"].path)
+    local = store.query("SELECT * EXCLUDE (run_id) FROM evolution.experiment_log ORDER BY evaluation")
+    on_spark = run(resources, {"min_dsr": 0.0, "max_pbo": 1.0, "engine": "spark"})
+    assert in_process.success and on_spark.success
+    remote = store.query("SELECT * EXCLUDE (run_id) FROM evolution.experiment_log ORDER BY evaluation")
+    assert remote.height > 0 and remote.equals(local)

@@ -73,67 +73,94 @@ class Evaluation:
 CHUNK_COLUMNS = 1024  # strategy columns per engine call (symbols x genomes): ~20 MB per matrix at 2,500 bars
 
 
-def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, end: np.datetime64, *,
-             commission: float = 0.001, slippage_bps: float = 0.0, min_trades: int = 5) -> Evaluation:
-    """Backtest every genome on every symbol over [start, end) and score the equal-weight portfolios.
+Piece = tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]  # one symbol's ts, OHLC, features
 
-    Symbols are batched into one engine call (genomes x symbols columns, shorter symbols padded with
-    their last price and their last fillable target, so the padding never trades).
-    """
-    n = len(genomes)
-    pieces = []
+
+def pieces(universe: Universe, start: np.datetime64, end: np.datetime64) -> list[Piece]:
+    """Each symbol's bars in [start, end) (symbols with fewer than two bars are left out)."""
+    out = []
     for symbol in universe.symbols:
         ts = universe.ts[symbol]
         keep = (ts >= start) & (ts < end)
         if keep.sum() >= 2:
-            pieces.append((ts[keep], {k: v[keep] for k, v in universe.ohlc[symbol].items()},
-                           {k: v[keep] for k, v in universe.features[symbol].items()}))
-    per_symbol: list[tuple[np.ndarray, np.ndarray]] = []
-    traded = np.zeros(n)
-    trades = np.zeros(n, dtype=np.int64)
+            out.append((ts[keep], {k: v[keep] for k, v in universe.ohlc[symbol].items()},
+                        {k: v[keep] for k, v in universe.features[symbol].items()}))
+    return out
+
+
+def chunks(items: list[Piece], genomes: list[Genome]) -> list[list[Piece]]:
+    step = max(1, CHUNK_COLUMNS // max(len(genomes), 1))
+    return [items[i:i + step] for i in range(0, len(items), step)]
+
+
+def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float,
+              slippage_bps: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """One engine call for a chunk of symbols: per symbol (ts, bar returns, turnover terms, trades).
+
+    Shorter symbols are padded with their last price and their last fillable target, so the
+    padding never trades. A pure function of its inputs: it runs in-process or on a Spark executor.
+    """
+    n = len(genomes)
     stop = np.array([g.stop_loss or np.nan for g in genomes])
     take = np.array([g.take_profit or np.nan for g in genomes])
     size = np.array([g.position_size for g in genomes])
-    step = max(1, CHUNK_COLUMNS // max(n, 1))
-    for first in range(0, len(pieces), step):
-        chunk = pieces[first:first + step]
-        length = max(p[0].size for p in chunk)
-        tg, px = [], {k: [] for k in ("open", "high", "low", "close")}
-        for _, ohlc, feats in chunk:
-            tg.append(_pad_targets(targets(feats, genomes), length))
-            for k, columns in px.items():
-                columns.append(np.repeat(_pad_prices(ohlc[k], ohlc["close"][-1], length)[:, None], n, axis=1))
-        k_syms = len(chunk)
-        result = simulate(*(np.hstack(px[k]) for k in ("open", "close")), np.hstack(tg), cash=1.0, fractional=True,
-                          commission=commission, slippage_bps=slippage_bps, high=np.hstack(px["high"]),
-                          low=np.hstack(px["low"]), stop_loss=np.tile(stop, k_syms), take_profit=np.tile(take, k_syms),
-                          fraction=np.tile(size, k_syms))
-        for j, (ts, _, _) in enumerate(chunk):
-            cols = slice(j * n, (j + 1) * n)
-            eq = result.equity[: ts.size, cols]
-            rets = np.vstack([np.zeros((1, n)), eq[1:] / eq[:-1] - 1.0])
-            per_symbol.append((ts, rets))
-            traded += result.traded_value[cols] / np.maximum(eq.mean(axis=0), 1e-12)
-            trades += result.trades[cols]
-    if not per_symbol:
-        raise ValueError(f"no symbol has two bars in [{start}, {end})")
-    all_ts = np.unique(np.concatenate([t for t, _ in per_symbol]))
+    length = max(p[0].size for p in chunk)
+    tg, px = [], {k: [] for k in ("open", "high", "low", "close")}
+    for _, ohlc, feats in chunk:
+        tg.append(_pad_targets(targets(feats, genomes), length))
+        for k, columns in px.items():
+            columns.append(np.repeat(_pad_prices(ohlc[k], ohlc["close"][-1], length)[:, None], n, axis=1))
+    k_syms = len(chunk)
+    result = simulate(*(np.hstack(px[k]) for k in ("open", "close")), np.hstack(tg), cash=1.0, fractional=True,
+                      commission=commission, slippage_bps=slippage_bps, high=np.hstack(px["high"]),
+                      low=np.hstack(px["low"]), stop_loss=np.tile(stop, k_syms), take_profit=np.tile(take, k_syms),
+                      fraction=np.tile(size, k_syms))
+    out = []
+    for j, (ts, _, _) in enumerate(chunk):
+        cols = slice(j * n, (j + 1) * n)
+        eq = result.equity[: ts.size, cols]
+        rets = np.vstack([np.zeros((1, n)), eq[1:] / eq[:-1] - 1.0])
+        out.append((ts, rets, result.traded_value[cols] / np.maximum(eq.mean(axis=0), 1e-12), result.trades[cols]))
+    return out
+
+
+def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, end: np.datetime64, *,
+             commission: float = 0.001, slippage_bps: float = 0.0, min_trades: int = 5) -> Evaluation:
+    """Backtest every genome on every symbol over [start, end) and score the equal-weight portfolios.
+
+    Symbols are batched into engine calls of about ``CHUNK_COLUMNS`` (genome x symbol) columns.
+    """
+    results = [r for chunk in chunks(pieces(universe, start, end), genomes)
+               for r in run_chunk(chunk, genomes, commission, slippage_bps)]
+    return combine(results, len(genomes), universe.bars_per_year, min_trades, (start, end))
+
+
+def combine(results, n: int, bars_per_year: float, min_trades: int, window) -> Evaluation:
+    """The equal-weight portfolio and its objectives from the per-symbol results, in symbol order."""
+    if not results:
+        raise ValueError(f"no symbol has two bars in [{window[0]}, {window[1]})")
+    traded = np.zeros(n)
+    trades = np.zeros(n, dtype=np.int64)
+    for _, _, turnover, count in results:
+        traded += turnover
+        trades += count
+    all_ts = np.unique(np.concatenate([r[0] for r in results]))
     total = np.zeros((all_ts.size, n))
     count = np.zeros((all_ts.size, 1))
-    for t, r in per_symbol:
+    for t, r, _, _ in results:
         idx = np.searchsorted(all_ts, t)
         total[idx] += r
         count[idx] += 1
     port = total / count
     years = max((all_ts[-1] - all_ts[0]) / np.timedelta64(1, "D") / 365.25, 1e-9)
-    sharpe_lb = _sharpe_lower_bound(port[1:], universe.bars_per_year)
+    sharpe_lb = _sharpe_lower_bound(port[1:], bars_per_year)
     # A genome that (almost) never trades has no evidence for it, and would otherwise dominate on
     # drawdown and turnover: its Sharpe objective is set to the floor.
     sharpe_lb = np.where(trades >= min_trades, sharpe_lb, NO_EVIDENCE)
     objectives = np.column_stack([
         sharpe_lb,
         _max_drawdown(port),
-        traded / len(per_symbol) / years,
+        traded / len(results) / years,
     ])
     return Evaluation(objectives=objectives, returns=port, ts=all_ts, trades=trades)
 

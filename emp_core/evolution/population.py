@@ -76,10 +76,10 @@ def genome_of(ind) -> Genome:
 
 
 def _score(individuals, universe: Universe, window: tuple, log: ExperimentLog, window_id: int, phase: str,
-           **costs) -> None:
+           evaluator=evaluate, **costs) -> None:
     if not individuals:
         return
-    ev = evaluate([genome_of(i) for i in individuals], universe, *window, **costs)
+    ev = evaluator([genome_of(i) for i in individuals], universe, *window, **costs)
     per_bar = ev.returns[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         sharpe = np.nan_to_num(per_bar.mean(axis=0) / per_bar.std(axis=0, ddof=1))
@@ -97,14 +97,18 @@ class EvolutionResult:
 
 def evolve(universe: Universe, window: tuple[np.datetime64, np.datetime64], *, size: int = 40, generations: int = 5,
            seed: int = 0, log: ExperimentLog | None = None, window_id: int = 0, cx_prob: float = 0.9,
-           eta: float = 20.0, ids: _Ids | None = None, **costs) -> EvolutionResult:
-    """Evolve a population on ``window`` (the training window) and return the final one."""
+           eta: float = 20.0, ids: _Ids | None = None, evaluator=evaluate, **costs) -> EvolutionResult:
+    """Evolve a population on ``window`` (the training window) and return the final one.
+
+    ``evaluator`` scores a list of genomes (``fitness.evaluate``, or ``spark.spark_evaluator(...)``
+    to spread the symbols over a Spark cluster with identical results)."""
     # DEAP's operators draw from the global ``random`` module: seed it for this run and put the
     # caller's state back afterwards, so a seed reproduces a run without leaking into other code.
     saved = random.getstate()
     random.seed(seed)
     try:
-        return _evolve(universe, window, size, generations, seed, log, window_id, cx_prob, eta, ids, costs)
+        return _evolve(universe, window, size, generations, seed, log, window_id, cx_prob, eta, ids,
+                       costs | {"evaluator": evaluator})
     finally:
         random.setstate(saved)
 

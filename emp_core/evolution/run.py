@@ -64,7 +64,8 @@ def _genome_rows(genomes: list[Genome], extra: list[dict]) -> pl.DataFrame:
     return pl.DataFrame([g.as_dict() | e for g, e in zip(genomes, extra, strict=True)], infer_schema_length=None)
 
 
-def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: str) -> EvolutionRun:
+def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: str, evaluator=None) -> EvolutionRun:
+    """The walk-forward evolution on the stored data; ``evaluator`` (default in-process) scores genomes."""
     t0 = time.perf_counter()
     universe = load_universe(store)
     first = min(universe.ts[s][0] for s in universe.symbols)
@@ -73,7 +74,7 @@ def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: st
                     test_years=settings.test_years)
     result = walk_forward(universe, spans, size=settings.population, generations=settings.generations,
                           seed=settings.seed, min_dsr=settings.min_dsr, max_pbo=settings.max_pbo,
-                          commission=settings.commission)
+                          commission=settings.commission, **({"evaluator": evaluator} if evaluator else {}))
     stamp = pl.lit(run_id).alias("run_id")
     experiment = result.log.frame().with_columns(stamp)
     last_gen = experiment.filter(pl.col("phase") == "train").group_by("window_id").agg(pl.col("generation").max())

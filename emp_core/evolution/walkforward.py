@@ -88,7 +88,8 @@ def _cut(universe: Universe, end: np.datetime64) -> Universe:
 
 
 def walk_forward(universe: Universe, spans: list[Window], *, size: int = 40, generations: int = 5, seed: int = 0,
-                 min_dsr: float = 0.95, max_pbo: float = 0.2, pbo_blocks: int = 16, **costs) -> WalkForwardResult:
+                 min_dsr: float = 0.95, max_pbo: float = 0.2, pbo_blocks: int = 16, evaluator=evaluate,
+                 **costs) -> WalkForwardResult:
     if not spans:
         raise ValueError("no walk-forward window fits in the data; shorten the windows or add history")
     log, ids = ExperimentLog(), _Ids()
@@ -97,11 +98,11 @@ def walk_forward(universe: Universe, spans: list[Window], *, size: int = 40, gen
     for w in spans:
         visible = _cut(universe, w.test[1])
         evolved = evolve(visible, w.train, size=size, generations=generations, seed=seed + w.index, log=log,
-                         window_id=w.index, ids=ids, **costs)
-        _score(evolved.front, visible, w.selection, log, w.index, "selection", **costs)
+                         window_id=w.index, ids=ids, evaluator=evaluator, **costs)
+        _score(evolved.front, visible, w.selection, log, w.index, "selection", evaluator=evaluator, **costs)
         pick = max(evolved.front, key=lambda ind: ind.fitness.values[0])
         genome = genome_of(pick)
-        test = evaluate([genome], visible, *w.test, **costs)
+        test = evaluator([genome], visible, *w.test, **costs)
         log.add(pick, window=w.index, phase="test", metrics=test.metrics(0),
                 sharpe_per_bar=float(_per_bar_sharpe(test.returns[1:, 0])))
         chosen.append(genome)
@@ -109,7 +110,8 @@ def walk_forward(universe: Universe, spans: list[Window], *, size: int = 40, gen
         oos.append(test.returns[1:, 0])
         last_population = evolved.population
     track = np.concatenate(oos)
-    decision = _decide(universe, spans, last_population, track, log, min_dsr, max_pbo, pbo_blocks, costs)
+    decision = _decide(universe, spans, last_population, track, log, min_dsr, max_pbo, pbo_blocks, evaluator,
+                       costs)
     return WalkForwardResult(spans, chosen, test_metrics, track, chosen[-1] if decision.promoted else None,
                              decision, log)
 
@@ -119,7 +121,7 @@ def _per_bar_sharpe(r: np.ndarray) -> float:
     return float(r.mean() / sd) if sd > 0 else 0.0
 
 
-def _decide(universe, spans, population, track, log, min_dsr, max_pbo, blocks, costs) -> Decision:
+def _decide(universe, spans, population, track, log, min_dsr, max_pbo, blocks, evaluator, costs) -> Decision:
     trials = log.trials
     train_sharpes = np.array([r["sharpe_per_bar"] for r in log.rows if r["phase"] == "train"])
     try:
@@ -128,7 +130,7 @@ def _decide(universe, spans, population, track, log, min_dsr, max_pbo, blocks, c
         return Decision(False, f"no champion: the out-of-sample track has no usable Sharpe ratio ({exc})", None,
                         None, trials)
     span = (spans[0].train[0], spans[-1].test[1])
-    returns = evaluate([genome_of(i) for i in population], _cut(universe, span[1]), *span, **costs).returns[1:]
+    returns = evaluator([genome_of(i) for i in population], _cut(universe, span[1]), *span, **costs).returns[1:]
     try:
         pbo = probability_of_backtest_overfitting(returns, blocks=blocks).pbo
     except ValueError as exc:

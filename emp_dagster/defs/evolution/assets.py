@@ -1,10 +1,14 @@
 """Evolution as assets: catalogue, experiment log, populations, fitness runs and the gated champion."""
 
+from typing import Any
+
 import dagster as dg
 import numpy as np
 
+from emp_core.errors import EmpError
 from emp_core.evolution import run as evo
 from emp_core.evolution.plots import line_chart, scatter
+from emp_core.evolution.spark import spark_evaluator
 from emp_dagster.defs.market_data.assets import BAR_KEYS
 from emp_dagster.defs.market_data.resources import EmbeddedStoreResource
 from emp_dagster.defs.sensory.assets import KEYS as SENSORY_KEYS
@@ -32,6 +36,7 @@ DESCRIPTIONS = {
 
 
 class EvolutionConfig(dg.Config):
+    engine: str = "in_process"  # or "spark": fitness on the pyspark resource's executors, identical results
     population: int = evo.EvolutionSettings.population
     generations: int = evo.EvolutionSettings.generations
     seed: int = evo.EvolutionSettings.seed
@@ -51,8 +56,15 @@ class EvolutionConfig(dg.Config):
                                    description="deflated Sharpe >= min_dsr and PBO <= max_pbo (defaults 0.95, 0.2); "
                                                "otherwise no champion, and the reason")],
 )
-def evolution(context: dg.AssetExecutionContext, config: EvolutionConfig, store: EmbeddedStoreResource):
-    run = evo.run_evolution(store.store(), evo.EvolutionSettings(**config.model_dump()), run_id=context.run_id)
+def evolution(context: dg.AssetExecutionContext, config: EvolutionConfig, store: EmbeddedStoreResource,
+              pyspark: dg.ResourceParam[Any]):
+    settings = config.model_dump()
+    engine = settings.pop("engine")
+    if engine not in ("in_process", "spark"):
+        raise EmpError(f"evolution engine {engine!r}: choose in_process or spark")
+    evaluator = spark_evaluator(pyspark.spark_session) if engine == "spark" else None
+    run = evo.run_evolution(store.store(), evo.EvolutionSettings(**settings), run_id=context.run_id,
+                            evaluator=evaluator)
     result, d = run.result, run.result.decision
     for name, key in KEYS.items():
         frame = run.tables[f"evolution.{name}"]

@@ -1,0 +1,38 @@
+"""Fitness on Spark (local[2]): the same results as in-process, to the bit."""
+
+import numpy as np
+import polars as pl
+
+from emp_core.evolution.fitness import Universe, evaluate
+from emp_core.evolution.genome import BOUNDS, CATALOGUE, Genome
+from emp_core.evolution.spark import spark_evaluator
+from emp_core.evolution.walkforward import walk_forward, windows
+from emp_core.sensory import compute_features
+from tests.conftest import SHIPPED
+
+
+def universe() -> Universe:
+    bars = pl.read_parquet(SHIPPED / "bars_daily.parquet")
+    return Universe.from_frames(bars, compute_features(bars, None))
+
+
+def test_spark_evaluation_equals_in_process(spark):
+    u = universe()
+    rng = np.random.default_rng(0)
+    genomes = [*CATALOGUE.values(), *(Genome.from_vector(rng.random(len(BOUNDS))) for _ in range(25))]
+    window = (np.datetime64("2001-01-01"), np.datetime64("2011-01-01"))
+    local = evaluate(genomes, u, *window)
+    remote = spark_evaluator(spark)(genomes, u, *window)
+    np.testing.assert_array_equal(remote.objectives, local.objectives)
+    np.testing.assert_array_equal(remote.returns, local.returns)
+    np.testing.assert_array_equal(remote.trades, local.trades)
+    assert spark.sparkContext.defaultParallelism == 2
+
+
+def test_a_walk_forward_on_spark_makes_the_same_choices(spark):
+    u = universe()
+    spans = windows(np.datetime64("2000-01-01"), np.datetime64("2006-12-31"), train_years=3)[:1]
+    local = walk_forward(u, spans, size=8, generations=1, seed=2)
+    remote = walk_forward(u, spans, size=8, generations=1, seed=2, evaluator=spark_evaluator(spark))
+    assert remote.log.frame().equals(local.log.frame())
+    assert remote.decision == local.decision

@@ -88,14 +88,30 @@ def pieces(universe: Universe, start: np.datetime64, end: np.datetime64) -> list
     return out
 
 
+MIN_CHUNKS = 8  # symbols are cut into at least this many chunks (when there are enough), for parallelism
+
+
 def chunks(items: list[Piece], genomes: list[Genome]) -> list[list[Piece]]:
-    step = max(1, CHUNK_COLUMNS // max(len(genomes), 1))
-    return [items[i:i + step] for i in range(0, len(items), step)]
+    """Consecutive chunks of at most ~CHUNK_COLUMNS (genome x symbol) columns, and at least MIN_CHUNKS of
+    them when there are enough symbols. Deterministic from the data, so every engine sums the same way."""
+    per_chunk = max(1, min(CHUNK_COLUMNS // max(len(genomes), 1), -(-len(items) // MIN_CHUNKS)))
+    return [items[i:i + per_chunk] for i in range(0, len(items), per_chunk)]
 
 
-def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float,
-              slippage_bps: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """One engine call for a chunk of symbols: per symbol (ts, bar returns, turnover terms, trades).
+@dataclass(frozen=True)
+class ChunkResult:
+    """A chunk's share of the equal-weight portfolio: summed bar returns and symbol counts per timestamp."""
+
+    ts: np.ndarray
+    total: np.ndarray
+    count: np.ndarray
+    traded: np.ndarray  # sum over the chunk's symbols of traded value / mean equity
+    trades: np.ndarray
+    symbols: int
+
+
+def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slippage_bps: float) -> ChunkResult:
+    """One engine call for a chunk of symbols, reduced to the chunk's portfolio sums.
 
     Shorter symbols are padded with their last price and their last fillable target, so the
     padding never trades. A pure function of its inputs: it runs in-process or on a Spark executor.
@@ -115,13 +131,20 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float,
                       commission=commission, slippage_bps=slippage_bps, high=np.hstack(px["high"]),
                       low=np.hstack(px["low"]), stop_loss=np.tile(stop, k_syms), take_profit=np.tile(take, k_syms),
                       fraction=np.tile(size, k_syms))
-    out = []
-    for j, (ts, _, _) in enumerate(chunk):
+    ts = np.unique(np.concatenate([p[0] for p in chunk]))
+    total = np.zeros((ts.size, n))
+    count = np.zeros((ts.size, 1))
+    traded = np.zeros(n)
+    trades = np.zeros(n, dtype=np.int64)
+    for j, (t, _, _) in enumerate(chunk):
         cols = slice(j * n, (j + 1) * n)
-        eq = result.equity[: ts.size, cols]
-        rets = np.vstack([np.zeros((1, n)), eq[1:] / eq[:-1] - 1.0])
-        out.append((ts, rets, result.traded_value[cols] / np.maximum(eq.mean(axis=0), 1e-12), result.trades[cols]))
-    return out
+        eq = result.equity[: t.size, cols]
+        idx = np.searchsorted(ts, t)
+        total[idx[1:]] += eq[1:] / eq[:-1] - 1.0
+        count[idx] += 1
+        traded += result.traded_value[cols] / np.maximum(eq.mean(axis=0), 1e-12)
+        trades += result.trades[cols]
+    return ChunkResult(ts, total, count, traded, trades, k_syms)
 
 
 def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, end: np.datetime64, *,
@@ -130,27 +153,26 @@ def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, en
 
     Symbols are batched into engine calls of about ``CHUNK_COLUMNS`` (genome x symbol) columns.
     """
-    results = [r for chunk in chunks(pieces(universe, start, end), genomes)
-               for r in run_chunk(chunk, genomes, commission, slippage_bps)]
+    results = [run_chunk(chunk, genomes, commission, slippage_bps)
+               for chunk in chunks(pieces(universe, start, end), genomes)]
     return combine(results, len(genomes), universe.bars_per_year, min_trades, (start, end))
 
 
-def combine(results, n: int, bars_per_year: float, min_trades: int, window) -> Evaluation:
-    """The equal-weight portfolio and its objectives from the per-symbol results, in symbol order."""
+def combine(results: list[ChunkResult], n: int, bars_per_year: float, min_trades: int, window) -> Evaluation:
+    """The equal-weight portfolio and its objectives from the chunks' sums, added in chunk order."""
     if not results:
         raise ValueError(f"no symbol has two bars in [{window[0]}, {window[1]})")
-    traded = np.zeros(n)
-    trades = np.zeros(n, dtype=np.int64)
-    for _, _, turnover, count in results:
-        traded += turnover
-        trades += count
-    all_ts = np.unique(np.concatenate([r[0] for r in results]))
+    all_ts = np.unique(np.concatenate([r.ts for r in results]))
     total = np.zeros((all_ts.size, n))
     count = np.zeros((all_ts.size, 1))
-    for t, r, _, _ in results:
-        idx = np.searchsorted(all_ts, t)
-        total[idx] += r
-        count[idx] += 1
+    traded = np.zeros(n)
+    trades = np.zeros(n, dtype=np.int64)
+    for r in results:
+        idx = np.searchsorted(all_ts, r.ts)
+        total[idx] += r.total
+        count[idx] += r.count
+        traded += r.traded
+        trades += r.trades
     port = total / count
     years = max((all_ts[-1] - all_ts[0]) / np.timedelta64(1, "D") / 365.25, 1e-9)
     sharpe_lb = _sharpe_lower_bound(port[1:], bars_per_year)
@@ -160,7 +182,7 @@ def combine(results, n: int, bars_per_year: float, min_trades: int, window) -> E
     objectives = np.column_stack([
         sharpe_lb,
         _max_drawdown(port),
-        traded / len(results) / years,
+        traded / sum(r.symbols for r in results) / years,
     ])
     return Evaluation(objectives=objectives, returns=port, ts=all_ts, trades=trades)
 

@@ -1,10 +1,11 @@
 """Fitness evaluation spread over Spark: the same chunks as in-process, on executors, identical results.
 
 ``spark_evaluator(session)`` returns a drop-in for ``fitness.evaluate``: the universe's symbols are
-cut into chunks (at least one per Spark core), each chunk runs ``fitness.run_chunk`` on an executor,
-and the driver combines the per-symbol results in symbol order with ``fitness.combine``, the same
-arithmetic in the same order as in-process. Used by the evolution assets through dagster-pyspark's
-``LazyPySparkResource`` (``local[2]`` in tests, a cluster URL in production).
+cut into the same chunks as in-process (``fitness.chunks``), each chunk runs ``fitness.run_chunk`` on
+an executor and returns only its portfolio sums, and the driver adds them in chunk order with
+``fitness.combine``: the same arithmetic in the same order as in-process. Used by the evolution
+assets through dagster-pyspark's ``LazyPySparkResource`` (``local[2]`` in tests, a cluster URL in
+production).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from emp_core.config import python_for_spark_workers
-from emp_core.evolution.fitness import CHUNK_COLUMNS, Piece, combine, pieces, run_chunk
+from emp_core.evolution.fitness import chunks, combine, pieces, run_chunk
 
 # Spark settings for a small local session (tests, one machine): loopback only, no UI, few shuffle
 # partitions, and executors that run this interpreter (so they import the same emp_core).
@@ -20,9 +21,11 @@ LOCAL_CONFIG = {
     "spark.master": "local[2]",
     "spark.app.name": "emp-evolution",
     "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.sql.shuffle.partitions": "2",
+    "spark.driver.memory": "4g",  # local mode: the executors live in the driver's JVM
     "spark.pyspark.python": sys.executable,
     "spark.pyspark.driver.python": sys.executable,
 }
@@ -39,24 +42,18 @@ def local_session(config: dict[str, str] | None = None):
     return builder.getOrCreate()
 
 
-def _split(items: list[Piece], n_genomes: int, parts: int) -> list[list[Piece]]:
-    """Consecutive chunks of at most ~CHUNK_COLUMNS columns, and at least ``parts`` of them when possible."""
-    per_chunk = max(1, min(CHUNK_COLUMNS // max(n_genomes, 1), -(-len(items) // max(parts, 1))))
-    return [items[i:i + per_chunk] for i in range(0, len(items), per_chunk)]
-
-
 def spark_evaluator(session):
     """A ``fitness.evaluate`` that runs the engine calls on ``session``'s executors."""
     sc = session.sparkContext
 
     def evaluate(genomes, universe, start, end, *, commission: float = 0.001, slippage_bps: float = 0.0,
                  min_trades: int = 5):
-        chunks = _split(pieces(universe, start, end), len(genomes), sc.defaultParallelism)
-        if not chunks:
+        parts = chunks(pieces(universe, start, end), genomes)
+        if not parts:
             raise ValueError(f"no symbol has two bars in [{start}, {end})")
-        jobs = sc.parallelize(list(enumerate(chunks)), numSlices=len(chunks))
+        jobs = sc.parallelize(list(enumerate(parts)), numSlices=len(parts))
         done = jobs.map(lambda item: (item[0], run_chunk(item[1], genomes, commission, slippage_bps))).collect()
-        results = [r for _, rs in sorted(done, key=lambda x: x[0]) for r in rs]
+        results = [r for _, r in sorted(done, key=lambda x: x[0])]
         return combine(results, len(genomes), universe.bars_per_year, min_trades, (start, end))
 
     return evaluate

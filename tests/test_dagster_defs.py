@@ -18,7 +18,8 @@ EXPECTED_ASSETS = {
     "duckdb/market/bars_1d", "duckdb/market/bars_1h", "duckdb/market/universe",
     "duckdb/macro/series", "duckdb/macro/treasury_curve",
     *(f"duckdb/sensory/{n}" for n in SENSORY), "duckdb/sensory/calibration",
-    *(f"duckdb/evolution/{n}" for n in ("catalogue", "experiment_log", "population", "fitness_runs", "champion")),
+    *(f"duckdb/evolution/{n}"
+      for n in ("catalogue", "experiment_log", "lineage", "population", "fitness_runs", "champion")),
 }
 BAR_CHECKS = {"schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"}
 

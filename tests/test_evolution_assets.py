@@ -38,6 +38,11 @@ def test_the_gate_halts_the_run_with_its_reason_or_promotes(resources):
     assert gate.description.startswith("no champion:") and gate.metadata["trials"].value > 0
     assert not strict.success  # a blocking gate stops the graph there
     assert store.query("SELECT count(*) FROM evolution.champion").item() == 0
+    lineage = store.query("SELECT * FROM evolution.lineage")
+    assert lineage["individual"].is_unique().all()
+    children = lineage.filter(lineage["generation"] > 0)
+    known = set(lineage["individual"].to_list())
+    assert children.height > 0 and all(set(p) <= known for p in children["parents"].to_list())
     span = store.query("SELECT min(ts) AS a, max(ts) AS b FROM market.bars_1d").row(0)
     expected = windows(np.datetime64(span[0]), np.datetime64(span[1]), train_years=3)
     assert store.query("SELECT count(*) FROM evolution.fitness_runs").item() == len(expected) == 8

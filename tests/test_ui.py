@@ -61,8 +61,8 @@ def test_webserver_serves_the_asset_graph_and_checks(demo_home):
                               "duckdb/macro/series", "duckdb/macro/treasury_curve",
                               *(f"duckdb/sensory/{n}" for n in ("why", "how", "what", "when", "anomaly", "fused",
                                                                  "calibration")),
-                              *(f"duckdb/evolution/{n}" for n in ("catalogue", "experiment_log", "population",
-                                                                   "fitness_runs", "champion"))}
+                              *(f"duckdb/evolution/{n}" for n in ("catalogue", "experiment_log", "lineage",
+                                                                   "population", "fitness_runs", "champion"))}
         assert nodes["duckdb/sensory/fused"]["isPartitioned"]
         drift = {c["name"]: c["blocking"] for c in nodes["duckdb/sensory/what"]["assetChecksOrError"]["checks"]}
         assert drift == {"drift": False}

@@ -8,6 +8,7 @@ stored span and writes, each replaced per run and stamped with the run id:
 - ``evolution.experiment_log``: every evaluation (window, phase, generation, genes,
   objectives, lineage);
 - ``evolution.population``: the final population of each window with its fitness;
+- ``evolution.lineage``: every individual once: window, generation, parents, operator, species;
 - ``evolution.fitness_runs``: per window, the chosen genome and its test metrics;
 - ``evolution.champion``: the promoted genome, or no row when the gates refused.
 """
@@ -88,7 +89,11 @@ def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: st
                                                   "reason": d.reason}]).with_columns(stamp)
                 if result.champion is not None else
                 pl.DataFrame(schema={"name": pl.String, "reason": pl.String, "run_id": pl.String}))
+    lineage = (experiment.filter(pl.col("phase") == "train")
+               .unique(subset=["individual"], keep="first", maintain_order=True)
+               .select("individual", "window_id", "generation", "parents", "operator", "species", "run_id"))
     tables = {
+        "evolution.lineage": lineage.with_columns(pl.col("parents").cast(pl.List(pl.Int64))),
         "evolution.catalogue": _genome_rows(list(CATALOGUE.values()), [{}] * len(CATALOGUE)).with_columns(stamp),
         "evolution.experiment_log": experiment.with_columns(pl.col("parents").cast(pl.List(pl.Int64))),
         "evolution.population": population,

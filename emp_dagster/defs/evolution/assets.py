@@ -15,12 +15,13 @@ from emp_dagster.defs.sensory.assets import KEYS as SENSORY_KEYS
 
 GROUP = "evolution"
 KEYS = {name: dg.AssetKey(["duckdb", "evolution", name])
-        for name in ("catalogue", "experiment_log", "population", "fitness_runs", "champion")}
+        for name in ("catalogue", "experiment_log", "lineage", "population", "fitness_runs", "champion")}
 PROMOTION_GATE = "promotion_gate"
 _INPUTS = [BAR_KEYS["bars_1d"], SENSORY_KEYS["fused"]]
 DEPS = {
     "catalogue": [],
     "experiment_log": [*_INPUTS, KEYS["catalogue"]],
+    "lineage": [KEYS["experiment_log"]],
     "population": [KEYS["experiment_log"]],
     "fitness_runs": [KEYS["experiment_log"]],
     "champion": [KEYS["fitness_runs"], KEYS["population"]],
@@ -29,6 +30,8 @@ DESCRIPTIONS = {
     "catalogue": "Seed genomes (trend, mean reversion, carry/macro, volatility breakout, liquidity-aware).",
     "experiment_log": "Every evaluation of every individual (window, phase, generation, genes, objectives, "
                       "parents, operator, species): the number of trials behind the champion.",
+    "lineage": "Every individual once: its window, generation, parents' ids, the operator that made it "
+               "(seed, random, sbx+polynomial, polynomial) and its species (nearest catalogue seed).",
     "population": "The final population of each walk-forward window, with its NSGA-II objectives.",
     "fitness_runs": "Per walk-forward window, the genome chosen on the selection span and its test-span metrics.",
     "champion": "The genome promoted by the gates (deflated Sharpe, PBO); no row when nothing passed.",

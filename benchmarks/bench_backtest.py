@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 import tempfile
 import time
-import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -31,8 +31,12 @@ from emp_core.backtest import simulate
 from emp_core.backtest.strategies import sma_cross
 from emp_core.market_data.sources import generate_bars
 
-PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(60, 160, 10)]
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.backtesting_reference import GOOG, reference  # noqa: E402
+
+PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(60, 160, 10)]
 
 
 def ours(open_, close, repeat):
@@ -44,33 +48,11 @@ def ours(open_, close, repeat):
     return result, min(times), times[0]
 
 
-def reference(runs):
-    from backtesting import Backtest, Strategy
-    from backtesting.lib import crossover
-    from backtesting.test import GOOG, SMA
-
-    class SmaCross(Strategy):
-        n1, n2 = 10, 20
-
-        def init(self):
-            self.ma1 = self.I(SMA, self.data.Close, self.n1)
-            self.ma2 = self.I(SMA, self.data.Close, self.n2)
-
-        def next(self):
-            if crossover(self.ma1, self.ma2):
-                self.position.close()
-                self.buy()
-            elif crossover(self.ma2, self.ma1):
-                self.position.close()
-                self.sell()
-
+def reference_loop(runs):
     finals = []
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for fast, slow in PAIRS[:runs]:
-            stats = Backtest(GOOG, SmaCross, cash=10_000, commission=0.002).run(n1=fast, n2=slow)
-            finals.append(stats["Equity Final [$]"])
+    for fast, slow in PAIRS[:runs]:
+        finals.append(reference(fast, slow)["Equity Final [$]"])
     return np.array(finals), time.perf_counter() - t0
 
 
@@ -79,14 +61,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--reference-runs", type=int, default=100)
     args = parser.parse_args()
-    from backtesting.test import GOOG
-
     open_, close = GOOG.Open.to_numpy(), GOOG.Close.to_numpy()
     result, best, first = ours(open_, close, args.repeat)
     print(f"GOOG {len(close)} bars, {len(PAIRS)} SMA pairs, long/short, commission 0.002")
     print(f"(a) ours batched: best {best * 1e3:.1f} ms (first call {first * 1e3:.1f} ms) = "
           f"{len(PAIRS) / best:,.0f} evaluations/s")
-    finals, ref_time = reference(args.reference_runs)
+    finals, ref_time = reference_loop(args.reference_runs)
     n = len(finals)
     print(f"\n(b) backtesting.py loop: {n} runs in {ref_time:.1f} s = {n / ref_time:,.1f} evaluations/s")
     worst = float(np.max(np.abs(finals - result.final_equity[:n])))

@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subcommand(sub, name: str, help_: str, description: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    return p
+
+
 def _add_ingest(sub) -> None:
     p = sub.add_parser(
         "ingest", help="ingest bars from a source into the store (validated, quarantined, journaled)",
@@ -97,15 +103,12 @@ def weight_list(text: str) -> dict[str, float]:
 
 
 def _add_features(sub) -> None:
-    p = sub.add_parser(
-        "features", help="compute the five sensory dimensions and the fused signal for a CSV or Parquet file",
-        description="Validate the file's bars (bad rows are quarantined with a reason, never dropped silently), "
-                    "compute WHY, HOW, WHAT, WHEN, ANOMALY and the fused signal point in time, and write one row "
-                    "per valid bar. Examples:\n"
-                    "  emp features --data prices.csv --symbol ACME --out acme_features.parquet\n"
-                    "  emp features --data universe.parquet --out features.parquet --weights what=0.6,how=0.4",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _subcommand(
+        sub, "features", "compute the five sensory dimensions and the fused signal for a CSV or Parquet file",
+        "Validate the file's bars (bad rows are quarantined with a reason, never dropped silently), compute WHY, "
+        "HOW, WHAT, WHEN, ANOMALY and the fused signal point in time, and write one row per valid bar. Examples:\n"
+        "  emp features --data prices.csv --symbol ACME --out acme_features.parquet\n"
+        "  emp features --data universe.parquet --out features.parquet --weights what=0.6,how=0.4", cmd_features)
     p.add_argument("--data", type=Path, required=True, help="CSV or Parquet with Date/Open/High/Low/Close/Volume "
                    "(and Symbol, or pass --symbol)")
     p.add_argument("--out", type=Path, required=True, help="output file (.parquet, or .csv)")
@@ -117,18 +120,15 @@ def _add_features(sub) -> None:
                    help="leave out the shipped US Treasury curve and inflation (WHY then uses volatility only)")
     p.add_argument("--weights", type=weight_list, help="fusion weights, e.g. what=0.5,how=0.2 (others 0); "
                    "default why=0.15,how=0.2,what=0.35,when=0.1,anomaly=0.2")
-    p.set_defaults(func=cmd_features)
 
 
 def _add_backtest(sub) -> None:
-    p = sub.add_parser(
-        "backtest", help="backtest a strategy on a CSV or Parquet file of bars and print its metrics",
-        description="Signal at the close of bar t, market order at the open of t+1, whole units from the equity, "
-                    "commission at entry and exit, equity marked to the close. Example:\n"
-                    "  emp backtest --data GOOG.csv --strategy sma-cross --fast 10 --slow 60 --cash 10000 "
-                    "--commission 0.002 --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _subcommand(
+        sub, "backtest", "backtest a strategy on a CSV or Parquet file of bars and print its metrics",
+        "Signal at the close of bar t, market order at the open of t+1, whole units from the equity, commission "
+        "at entry and exit, equity marked to the close. Example:\n"
+        "  emp backtest --data GOOG.csv --strategy sma-cross --fast 10 --slow 60 --cash 10000 --commission 0.002 "
+        "--json", cmd_backtest)
     p.add_argument("--data", type=Path, required=True, help="CSV or Parquet with Date/Open/High/Low/Close/Volume")
     p.add_argument("--symbol", help="instrument (required when the file holds several symbols)")
     p.add_argument("--strategy", choices=["sma-cross", "genome"], default="sma-cross",
@@ -144,7 +144,6 @@ def _add_backtest(sub) -> None:
     p.add_argument("--fractional", action="store_true", help="fractional units instead of whole units")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--tz", default="UTC", help="time zone of naive timestamps in the file (default UTC)")
-    p.set_defaults(func=cmd_backtest)
 
 
 def cmd_backtest(args) -> int:

@@ -1,46 +1,16 @@
 """The backtest engine: cross-checked against backtesting.py to the cent, and small cases by hand."""
 
-import warnings
-
 import numpy as np
 import pytest
 
 from emp_core.backtest import metrics, simulate
 from emp_core.backtest.strategies import sma, sma_cross
 
-backtesting = pytest.importorskip("backtesting")  # test-only reference (AGPL), from the dev extra
-from backtesting import Backtest, Strategy  # noqa: E402
-from backtesting.lib import crossover  # noqa: E402
-from backtesting.test import GOOG, SMA  # noqa: E402
+pytest.importorskip("backtesting")  # test-only reference (AGPL), from the dev extra
+from tests.backtesting_reference import GOOG, reference
 
 PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(60, 160, 10)]
 CHECKED = PAIRS[::9]  # 12 of the 100 pairs here; the benchmark compares all 100
-
-
-class SmaCross(Strategy):
-    n1 = 10
-    n2 = 20
-    long_only = False
-
-    def init(self):
-        self.ma1 = self.I(SMA, self.data.Close, self.n1)
-        self.ma2 = self.I(SMA, self.data.Close, self.n2)
-
-    def next(self):
-        if crossover(self.ma1, self.ma2):
-            self.position.close()
-            self.buy()
-        elif crossover(self.ma2, self.ma1):
-            self.position.close()
-            if not self.long_only:
-                self.sell()
-
-
-def reference(fast: int, slow: int, long_only: bool, commission: float = 0.002):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bt = Backtest(GOOG, SmaCross, cash=10_000, commission=commission)
-        return bt.run(n1=fast, n2=slow, long_only=long_only)
 
 
 @pytest.mark.parametrize("long_only", [False, True])

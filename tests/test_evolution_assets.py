@@ -55,8 +55,6 @@ def test_the_gate_halts_the_run_with_its_reason_or_promotes(resources):
             for m in lenient.get_asset_materialization_events()}
     assert mats["duckdb/evolution/fitness_runs"]["oos_equity"].value.startswith("![walk-forward")
     assert "data:image/svg+xml;base64," in mats["duckdb/evolution/population"]["pareto_front"].value
-    local_log = store.query("SELECT * EXCLUDE (run_id) FROM evolution.experiment_log ORDER BY evaluation")
-    return local_log
 
 
 def test_the_spark_engine_stores_the_same_evolution(resources, spark):

@@ -116,7 +116,6 @@ def evolve(universe: Universe, window: tuple[np.datetime64, np.datetime64], *, s
 def _evolve(universe, window, size, generations, seed, log, window_id, cx_prob, eta, ids, costs) -> EvolutionResult:
     log = log if log is not None else ExperimentLog()
     ids = ids or _Ids()
-    rng = random
     np_rng = np.random.default_rng(seed)
     n_genes = len(BOUNDS)
     population = [_individual(v, ids, 0, (), f"seed:{k}") for k, v in _SEED_VECTORS.items()][:size]
@@ -125,11 +124,11 @@ def _evolve(universe, window, size, generations, seed, log, window_id, cx_prob, 
     best = [max(i.fitness.values[0] for i in population)]
     for gen in range(1, generations + 1):
         parents = population[:]
-        rng.shuffle(parents)
+        random.shuffle(parents)
         children = []
         for a, b in zip(parents[::2], parents[1::2], strict=False):
             x, y = list(a), list(b)
-            crossed = rng.random() < cx_prob
+            crossed = random.random() < cx_prob
             if crossed:
                 tools.cxSimulatedBinaryBounded(x, y, eta=eta, low=0.0, up=1.0)
             for child in (x, y):

@@ -38,7 +38,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
 .venv-vectorbt/bin/python: requirements/vectorbt-bench.txt $(BIN)/python
-	$(UV) venv -q -p 3.11 .venv-vectorbt
+	$(UV) venv -q --clear -p 3.11 .venv-vectorbt
 	$(UV) pip install --quiet -p .venv-vectorbt/bin/python -r requirements/vectorbt-bench.txt
 
 bench: $(VENV)/.dev .venv-vectorbt/bin/python

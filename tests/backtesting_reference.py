@@ -1,6 +1,9 @@
 """backtesting.py as the test-time reference engine (AGPL: tests and benchmarks only, never the product)."""
 
+import os
 import warnings
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # backtesting.py draws a progress bar per run otherwise
 
 from backtesting import Backtest, Strategy
 from backtesting.lib import crossover

@@ -131,9 +131,9 @@ def cmd_demo(args) -> int:
     store = DuckDBStore(settings().duckdb_path)
     counts = store.table_counts()
     width = max(len(t) for t in counts)
+    step_failures = [e for e in result.all_events if e.is_step_failure and not _held_by_promotion_gate(e)]
     print("\nEMP demo summary")
-    status = "SUCCESS" if result.success else "HALTED at the promotion gate" if all(
-        _held_by_promotion_gate(e) for e in result.all_events if e.is_step_failure) else "FAILED"
+    status = "SUCCESS" if result.success else "FAILED" if step_failures else "HALTED at the promotion gate"
     print(f"  run {result.run_id}: {status} in {time.perf_counter() - t0:.1f}s")
     for table, n in counts.items():
         print(f"  {table:<{width}}  {n:>9,} rows")
@@ -144,7 +144,6 @@ def cmd_demo(args) -> int:
     print(f"  dagster: {home}")
     print("  open the UI:    make ui   (or: emp ui)  ->  http://127.0.0.1:3000")
     print("  read the data:  notebooks/01_market_data.ipynb, 02_sensory.ipynb, 03_evolution.ipynb")
-    step_failures = [e for e in result.all_events if e.is_step_failure and not _held_by_promotion_gate(e)]
     if step_failures or failed:
         for event in step_failures:
             print(f"  step failed: {event.step_key}: {event.event_specific_data.error.message.strip()}",

@@ -114,11 +114,8 @@ def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np
         return exits
     # The order in force at each (bar, strategy) and its direction and entry fill price.
     is_order = np.zeros((n_bars, n_strats), dtype=bool)
-    k_at = np.zeros((n_bars, n_strats), dtype=np.int64)
-    valid = at >= 0
-    ks, ps = np.nonzero(valid)
+    ks, ps = np.nonzero(at >= 0)
     is_order[at[ks, ps], ps] = True
-    k_at[at[ks, ps], ps] = ks
     last = _ffill_index(is_order)
     cols = np.arange(n_strats)[None, :]
     started = is_order[last, cols]
@@ -127,10 +124,9 @@ def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np
     long_ = direction > 0
     stop_level = entry * np.where(long_, 1.0 - stop_loss, 1.0 + stop_loss)
     take_level = entry * np.where(long_, 1.0 + take_profit, 1.0 - take_profit)
-    hi, lo = high, low
     with np.errstate(invalid="ignore"):
-        stop_hit = (direction != 0) & np.where(long_, lo <= stop_level, hi >= stop_level)
-        take_hit = (direction != 0) & np.where(long_, hi >= take_level, lo <= take_level)
+        stop_hit = (direction != 0) & np.where(long_, low <= stop_level, high >= stop_level)
+        take_hit = (direction != 0) & np.where(long_, high >= take_level, low <= take_level)
     hit = stop_hit | take_hit
     # First hit at or after each bar, per column (reverse running minimum of hit bar indices).
     rows = np.where(hit, np.arange(n_bars)[:, None], n_bars)
@@ -175,12 +171,11 @@ def _single(orders, ordered, open_, exits: _Exits, slip, commission, cash, share
             wins += (trade_pnl - entry_commission) > 0
 
     orders = orders[orders >= 0]
-    opens = dict(zip(orders.tolist(), open_[orders].tolist(), strict=True))  # only the order bars' opens
-    for k, t in enumerate(orders.tolist()):
+    for k, (t, opening, d) in enumerate(zip(orders.tolist(), open_[orders].tolist(), ordered[orders].tolist(),
+                                            strict=True)):
         if units != 0.0:
-            reduce(t, abs(units), opens[t] * (1.0 - (1.0 if units > 0 else -1.0) * slip), ORDER)
-        d = float(ordered[t])
-        price = opens[t] * (1.0 + d * slip)
+            reduce(t, abs(units), opening * (1.0 - (1.0 if units > 0 else -1.0) * slip), ORDER)
+        price = opening * (1.0 + d * slip)
         per_unit = price + (share * price * commission) / share
         budget = cash * share
         size = budget / per_unit if fractional else float(budget // per_unit)
@@ -397,14 +392,14 @@ def simulate(
         traded[q] += qty * price
         fills.append((b, q, d * qty, price, np.full(q.size, ORDER)))
 
-    if n_strats == 1 and capacity is None:
+    single = n_strats == 1 and capacity is None
+    if single:
         # One strategy: the same rules with Python floats, order by order (NumPy calls on one-element
         # arrays would cost ~10x more per order). Tests hold it equal to the vectorised rounds.
         fills, records, totals = _single(at[:, 0], ordered[:, 0], open_[:, 0], exits, slip, commission,
                                          float(cash), float(fraction[0]), fractional)
         trades[0], wins[0], traded[0] = totals
-        at = at[:0]
-    for k in range(at.shape[0]):
+    for k in range(0 if single else at.shape[0]):
         p = np.nonzero(at[k] >= 0)[0]
         t = at[k, p]
         direction = ordered[t, p]

@@ -20,7 +20,7 @@ and decoded through ``BOUNDS``, so mutation and crossover can never leave them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -97,7 +97,6 @@ class Genome:
 
 
 GENE_NAMES = tuple(BOUNDS)
-FIELD_NAMES = tuple(f.name for f in fields(Genome))
 
 
 def _seed(name: str, **kw) -> Genome:

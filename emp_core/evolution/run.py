@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from emp_core.errors import EmpError
-from emp_core.evolution.fitness import FEATURE_COLUMNS, Universe
+from emp_core.evolution.fitness import FEATURE_COLUMNS, Universe, evaluate
 from emp_core.evolution.genome import CATALOGUE, Genome
 from emp_core.evolution.walkforward import WalkForwardResult, walk_forward, windows
 from emp_core.store import DuckDBStore
@@ -65,7 +65,8 @@ def _genome_rows(genomes: list[Genome], extra: list[dict]) -> pl.DataFrame:
     return pl.DataFrame([g.as_dict() | e for g, e in zip(genomes, extra, strict=True)], infer_schema_length=None)
 
 
-def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: str, evaluator=None) -> EvolutionRun:
+def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: str,
+                  evaluator=evaluate) -> EvolutionRun:
     """The walk-forward evolution on the stored data; ``evaluator`` (default in-process) scores genomes."""
     t0 = time.perf_counter()
     universe = load_universe(store)
@@ -75,9 +76,9 @@ def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: st
                     test_years=settings.test_years)
     result = walk_forward(universe, spans, size=settings.population, generations=settings.generations,
                           seed=settings.seed, min_dsr=settings.min_dsr, max_pbo=settings.max_pbo,
-                          commission=settings.commission, **({"evaluator": evaluator} if evaluator else {}))
+                          commission=settings.commission, evaluator=evaluator)
     stamp = pl.lit(run_id).alias("run_id")
-    experiment = result.log.frame().with_columns(stamp)
+    experiment = result.log.frame().with_columns(stamp, pl.col("parents").cast(pl.List(pl.Int64)))
     last_gen = experiment.filter(pl.col("phase") == "train").group_by("window_id").agg(pl.col("generation").max())
     population = experiment.filter(pl.col("phase") == "train").join(last_gen, on=["window_id", "generation"])
     runs = _genome_rows(result.chosen, [
@@ -93,9 +94,9 @@ def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: st
                .unique(subset=["individual"], keep="first", maintain_order=True)
                .select("individual", "window_id", "generation", "parents", "operator", "species", "run_id"))
     tables = {
-        "evolution.lineage": lineage.with_columns(pl.col("parents").cast(pl.List(pl.Int64))),
+        "evolution.lineage": lineage,
         "evolution.catalogue": _genome_rows(list(CATALOGUE.values()), [{}] * len(CATALOGUE)).with_columns(stamp),
-        "evolution.experiment_log": experiment.with_columns(pl.col("parents").cast(pl.List(pl.Int64))),
+        "evolution.experiment_log": experiment,
         "evolution.population": population,
         "evolution.fitness_runs": runs,
         "evolution.champion": champion,

@@ -50,20 +50,14 @@ def pos() -> pl.Expr:
     return pl.col(POS)
 
 
-def finite(x: pl.Expr) -> pl.Expr:
-    """``x`` with NaN as null, for raw input columns. Derived values avoid NaN at the source
-    (:func:`ratio`, :func:`log`) instead: ``fill_nan`` on a large expression costs a second
-    evaluation of it."""
-    return x.fill_nan(None)
-
-
 def nonzero(x: pl.Expr) -> pl.Expr:
     """``x`` with 0 as null (a divisor, or the argument of a log)."""
     return x.replace(0.0, None)
 
 
 def ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
-    """num / den, null where den is zero or null (never inf or NaN for finite inputs)."""
+    """num / den, null where den is zero or null (never inf or NaN for finite inputs). Derived values
+    avoid NaN at the source like this: ``fill_nan`` on a large expression would evaluate it twice."""
     return num / nonzero(den)
 
 
@@ -72,9 +66,9 @@ def log(x: pl.Expr) -> pl.Expr:
     return nonzero(x.clip(lower_bound=0.0)).log()
 
 
-def lag(x: pl.Expr, h: int, warm: int = 0) -> pl.Expr:
+def lag(x: pl.Expr, h: int) -> pl.Expr:
     """``x`` of the bar h bars earlier in the same symbol."""
-    return pl.when(pos() >= warm + h).then(x.shift(h))
+    return pl.when(pos() >= h).then(x.shift(h))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 
 from emp_core.market_data.quality import CheckOutcome
-from emp_core.sensory.pipeline import OUTPUTS, TABLES
+from emp_core.sensory.pipeline import OUTPUTS, TABLES, score_column
 from emp_core.store import DuckDBStore
 
 REFERENCE_MONTHS = 36
@@ -48,10 +48,6 @@ class DriftLimits:
     psi: float = 0.25
     ks: float = 0.2
     alert_rate: float = 0.05  # five times the 1% the alert threshold lets through historically
-
-
-def score_column(name: str) -> str:
-    return "signal" if name == "fused" else f"{name}_score"
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = BINS) -> float:
@@ -86,7 +82,7 @@ def _windows_sql(table: str) -> str:
 
 def calibrate(store: DuckDBStore) -> pl.DataFrame:
     """Replace ``sensory.calibration`` with the thresholds of every sensory table present; return them."""
-    present = set(store.table_counts())
+    present = set(store.tables())
     parts = []
     for name in OUTPUTS:
         table = TABLES[name]
@@ -116,7 +112,8 @@ def drift(store: DuckDBStore, name: str, limits: DriftLimits = DriftLimits()) ->
     table, score = TABLES[name], score_column(name)
     description = (f"latest month vs the {REFERENCE_MONTHS} months before: PSI < {limits.psi}, "
                    f"KS D < {limits.ks}, alert rate <= {limits.alert_rate:.0%}")
-    if table not in set(store.table_counts()):
+    present = set(store.tables())
+    if table not in present:
         return CheckOutcome("drift", True, f"{description}; skipped: {table} is empty", {"skipped": True})
     rows = store.query(f"""WITH w AS ({_windows_sql(table)})
         SELECT t.dataset, t.symbol, t.{score} AS score, t.ts >= w.latest AS current
@@ -124,7 +121,7 @@ def drift(store: DuckDBStore, name: str, limits: DriftLimits = DriftLimits()) ->
         WHERE t.ts >= w.ref_start AND t.{score} IS NOT NULL""")
     thresholds = store.query(
         "SELECT dataset, symbol, alert FROM sensory.calibration WHERE dimension = $d", {"d": name}) \
-        if "sensory.calibration" in set(store.table_counts()) else None
+        if "sensory.calibration" in present else None
     per_dataset: dict[str, dict] = {}
     failed = []
     for (dataset,), group in rows.group_by(["dataset"], maintain_order=True):

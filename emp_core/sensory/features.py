@@ -86,18 +86,14 @@ def prepare(bars: pl.DataFrame, name: str = "bars") -> pl.DataFrame:
     )
 
 
-def _run_stages(lf: pl.LazyFrame, stages: list[list[pl.Expr]], windows: dict[str, pl.Expr],
-                keep: list[str]) -> pl.LazyFrame:
-    """Apply the stages in order. Each is preceded by the window columns it reads that do not
-    exist yet, and followed by dropping the intermediate (``_``) columns nothing later reads:
-    at a million rows a column is ~10 MB, and freed memory is reused warm."""
+def _run_stages(lf: pl.LazyFrame, stages: list[list[pl.Expr]], windows: dict[str, pl.Expr]) -> pl.LazyFrame:
+    """Apply the stages in order, each preceded by the window columns it reads that do not exist yet."""
     done: set[str] = set()
 
     def missing(exprs: list[pl.Expr]) -> list[str]:
         names = {r for e in exprs for r in e.meta.root_names()}
         return sorted(n for n in names if n in windows and n not in done)
 
-    plan: list[list[pl.Expr]] = []
     for exprs in stages:
         pre: list[list[str]] = []
         need = missing(exprs)
@@ -105,17 +101,9 @@ def _run_stages(lf: pl.LazyFrame, stages: list[list[pl.Expr]], windows: dict[str
             pre.insert(0, need)
             done.update(need)
             need = missing([windows[n] for n in need])
-        plan += [[windows[n] for n in names] for names in pre]
-        plan.append(exprs)
-    last_read: dict[str, int] = {}
-    for i, exprs in enumerate(plan):
-        for e in exprs:
-            last_read.update(dict.fromkeys(e.meta.root_names(), i))
-    for i, exprs in enumerate(plan):
+        for names in pre:
+            lf = lf.with_columns(windows[n] for n in names)
         lf = lf.with_columns(exprs)
-        dead = [c for c, last in last_read.items() if last == i and c.startswith("_") and c not in keep]
-        if dead:
-            lf = lf.drop(dead)
     return lf
 
 
@@ -159,8 +147,8 @@ def compute_features(
         staged = [m.stages(ctx) for m in (how, what, why, when, anomaly)]
         stages = [[e for exprs in stage for e in exprs] for stage in zip_longest(*staged, fillvalue=[])]
         stages += [*anomaly.finishing_stages(), fuse(weights)]
-    keep = [c for cols in dimension_columns(intraday).values() for c in cols if c != "anomaly_explanation"]
-    lf = _run_stages(lf, stages, windows, keep)
-    out = anomaly.explain(lf.select("symbol", "ts", "signal", "signal_confidence", *keep).collect(engine=ENGINE))
-    return out.select("symbol", "ts", "signal", "signal_confidence", *dimension_columns(intraday)["why"], *(
-        c for d in DIMENSIONS[1:] for c in dimension_columns(intraday)[d]))
+    columns = ["symbol", "ts", "signal", "signal_confidence",
+               *(c for cols in dimension_columns(intraday).values() for c in cols)]
+    computed = [c for c in columns if c != "anomaly_explanation"]  # added by explain(), on flagged bars only
+    out = anomaly.explain(_run_stages(lf, stages, windows).select(computed).collect(engine=ENGINE))
+    return out.select(columns)

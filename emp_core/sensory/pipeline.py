@@ -35,6 +35,11 @@ _TYPES = {"when_weekday": pl.Int8, "when_release_eve": pl.Boolean, "when_days_to
           "anomaly_explanation": pl.String}
 
 
+def score_column(name: str) -> str:
+    """The column holding a table's signed score: ``signal`` for the fused table."""
+    return "signal" if name == "fused" else f"{name}_score"
+
+
 def table_columns(name: str) -> tuple[str, ...]:
     """Columns of a feature table after (dataset, symbol, ts): daily and intraday layouts together,
     so one table holds both datasets (a column that does not apply is null)."""
@@ -65,7 +70,7 @@ class FeatureWindow:
 
 def load_macro(store: DuckDBStore) -> MacroInputs:
     """The macro tables from the store; a missing table is missing data (WHY's confidence drops), not an error."""
-    present = set(store.table_counts())
+    present = set(store.tables())
     curve = store.query("SELECT * FROM macro.treasury_curve ORDER BY date") \
         if "macro.treasury_curve" in present else None
     series = store.query("SELECT * FROM macro.series ORDER BY series_id, period_start") \
@@ -75,7 +80,8 @@ def load_macro(store: DuckDBStore) -> MacroInputs:
 
 
 def _summary(name: str, frame: pl.DataFrame) -> DimensionSummary:
-    score, conf = ("signal", "signal_confidence") if name == "fused" else (f"{name}_score", f"{name}_confidence")
+    score = score_column(name)
+    conf = "signal_confidence" if name == "fused" else f"{name}_confidence"
     stats = frame.select(
         pl.len().alias("rows"), pl.col(score).is_not_null().mean().alias("defined"),
         pl.col(score).mean().alias("mean_score"), pl.col(conf).mean().alias("mean_confidence"),

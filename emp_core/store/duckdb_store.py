@@ -58,6 +58,8 @@ DDL = [
         y20 DOUBLE, y30 DOUBLE, run_id VARCHAR NOT NULL)""",
 ]
 
+_TABLES_SQL = ("SELECT table_schema || '.' || table_name FROM information_schema.tables "
+               "WHERE table_schema IN ('market', 'macro', 'sensory', 'evolution') ORDER BY 1")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
 
@@ -254,13 +256,15 @@ class DuckDBStore:
             con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM new_rows")
         return frame.height
 
+    def tables(self) -> list[str]:
+        """The platform's tables (schema.name) that exist, without counting their rows."""
+        with self.connect() as con:
+            return [n for (n,) in con.execute(_TABLES_SQL).fetchall()]
+
     def table_counts(self) -> dict[str, int]:
         with self.connect() as con:
-            names = con.execute(
-                "SELECT table_schema || '.' || table_name FROM information_schema.tables "
-                "WHERE table_schema IN ('market', 'macro', 'sensory', 'evolution') ORDER BY 1"
-            ).fetchall()
-            return {n: con.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for (n,) in names}
+            names = [n for (n,) in con.execute(_TABLES_SQL).fetchall()]
+            return {n: con.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in names}
 
     @staticmethod
     def _check_ident(table: str) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 
 from emp_core.errors import EmpError
 from emp_core.evolution import run as evo
+from emp_core.evolution.fitness import evaluate
 from emp_core.evolution.plots import line_chart, scatter
 from emp_core.evolution.spark import spark_evaluator
 from emp_dagster.defs.market_data.assets import BAR_KEYS
@@ -65,7 +66,7 @@ def evolution(context: dg.AssetExecutionContext, config: EvolutionConfig, store:
     engine = settings.pop("engine")
     if engine not in ("in_process", "spark"):
         raise EmpError(f"evolution engine {engine!r}: choose in_process or spark")
-    evaluator = spark_evaluator(pyspark.spark_session) if engine == "spark" else None
+    evaluator = spark_evaluator(pyspark.spark_session) if engine == "spark" else evaluate
     run = evo.run_evolution(store.store(), evo.EvolutionSettings(**settings), run_id=context.run_id,
                             evaluator=evaluator)
     result, d = run.result, run.result.decision

@@ -1,36 +1,51 @@
-"""The backtest engine: cross-checked against backtesting.py to the cent, and small cases by hand."""
+"""The backtest engine: cross-checked against backtesting.py to the cent, and small cases by hand.
+
+backtesting.py is a test-only reference (AGPL, from the dev extra): only the cross-checks, which take
+the ``bt`` fixture, skip without it. The other tests run on the shipped GOOG bars.
+"""
 
 import numpy as np
+import polars as pl
 import pytest
 
 from emp_core.backtest import metrics, simulate
 from emp_core.backtest.strategies import sma, sma_cross
-
-pytest.importorskip("backtesting")  # test-only reference (AGPL), from the dev extra
-from tests.backtesting_reference import GOOG, reference
+from tests.conftest import SHIPPED
 
 PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(60, 160, 10)]
 CHECKED = PAIRS[::9]  # 12 of the 100 pairs here; the benchmark compares all 100
+BARS = pl.read_parquet(SHIPPED / "bars_daily.parquet").filter(pl.col("symbol") == "GOOG").sort("ts").drop("symbol")
+
+
+@pytest.fixture(scope="module")
+def bt():
+    """The reference module: backtesting.py's GOOG, ``reference``, ``Backtest`` and ``Strategy``."""
+    pytest.importorskip("backtesting")
+    from tests import backtesting_reference
+
+    return backtesting_reference
 
 
 @pytest.mark.parametrize("long_only", [False, True])
-def test_sma_cross_matches_backtesting_py(long_only):
-    targets = sma_cross(GOOG.Close.to_numpy(), PAIRS, long_only=long_only)
-    ours = simulate(GOOG.Open.to_numpy(), GOOG.Close.to_numpy(), targets, cash=10_000, commission=0.002)
+def test_sma_cross_matches_backtesting_py(bt, long_only):
+    goog = bt.GOOG
+    targets = sma_cross(goog.Close.to_numpy(), PAIRS, long_only=long_only)
+    ours = simulate(goog.Open.to_numpy(), goog.Close.to_numpy(), targets, cash=10_000, commission=0.002)
     for fast, slow in CHECKED:
         k = PAIRS.index((fast, slow))
-        stats = reference(fast, slow, long_only)
+        stats = bt.reference(fast, slow, long_only)
         assert ours.final_equity[k] == pytest.approx(stats["Equity Final [$]"], abs=1e-6), (fast, slow)
         assert ours.trades[k] == stats["# Trades"], (fast, slow)
     assert len({round(x, 2) for x in ours.final_equity}) > 90  # the 100 strategies really differ
 
 
-def test_equity_curve_and_metrics_match_backtesting_py():
-    stats = reference(10, 60, long_only=False)
-    ours = simulate(GOOG.Open.to_numpy(), GOOG.Close.to_numpy(), sma_cross(GOOG.Close.to_numpy(), [(10, 60)]),
+def test_equity_curve_and_metrics_match_backtesting_py(bt):
+    goog = bt.GOOG
+    stats = bt.reference(10, 60, long_only=False)
+    ours = simulate(goog.Open.to_numpy(), goog.Close.to_numpy(), sma_cross(goog.Close.to_numpy(), [(10, 60)]),
                     cash=10_000, commission=0.002)
     np.testing.assert_allclose(ours.equity[:, 0], stats._equity_curve["Equity"].to_numpy(), rtol=0, atol=1e-6)
-    days = (GOOG.index[-1] - GOOG.index[0]).days
+    days = (goog.index[-1] - goog.index[0]).days
     m = metrics(ours, years=days / 365.25, bars_per_year=252)[0]
     assert m["max_drawdown"] * 100 == pytest.approx(stats["Max. Drawdown [%]"], abs=1e-9)
     # Exposure differs by definition: backtesting.py counts closed trades from entry to exit bar
@@ -41,7 +56,7 @@ def test_equity_curve_and_metrics_match_backtesting_py():
 
 
 def test_a_population_equals_its_columns_run_alone():
-    close, open_ = GOOG.Close.to_numpy(), GOOG.Open.to_numpy()
+    close, open_ = BARS["close"].to_numpy(), BARS["open"].to_numpy()
     targets = sma_cross(close, PAIRS[:20])
     together = simulate(open_, close, targets, cash=10_000, commission=0.001)
     for k in (0, 7, 19):
@@ -95,18 +110,18 @@ def test_sma_is_the_mean_of_the_last_n_closes():
     np.testing.assert_allclose(sma(close, 3), [np.nan, np.nan, 7 / 3, 14 / 3])
 
 
-def test_emp_backtest_prints_the_reference_result_as_json(tmp_path, capsys):
+def test_emp_backtest_prints_the_reference_result_as_json(bt, tmp_path, capsys):
     import json
 
     from emp_core.cli import main
 
     data = tmp_path / "GOOG.csv"
-    GOOG.reset_index(names="Date").to_csv(data, index=False)
+    bt.GOOG.reset_index(names="Date").to_csv(data, index=False)
     argv = ["backtest", "--data", str(data), "--strategy", "sma-cross", "--fast", "10", "--slow", "60",
             "--cash", "10000", "--commission", "0.002", "--json"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
-    stats = reference(10, 60, long_only=False)
+    stats = bt.reference(10, 60, long_only=False)
     assert report["final_equity"] == pytest.approx(stats["Equity Final [$]"], abs=1e-6)
     assert report["trades"] == stats["# Trades"]
     assert {"sharpe", "max_drawdown", "cagr", "sortino", "turnover", "win_rate", "exposure"} <= set(report)
@@ -122,8 +137,8 @@ def test_emp_backtest_prints_the_reference_result_as_json(tmp_path, capsys):
 def test_emp_backtest_usage_errors(tmp_path, capsys, argv, message):
     from emp_core.cli import main
 
-    data = tmp_path / "GOOG.csv"
-    GOOG.head(100).reset_index(names="Date").to_csv(data, index=False)
+    data = tmp_path / "GOOG.parquet"
+    BARS.head(100).write_parquet(data)
     assert main(["backtest", "--data", str(data), *argv]) == 2
     assert message in capsys.readouterr().err
 
@@ -201,21 +216,19 @@ def test_emp_backtest_runs_a_genome_on_the_sensory_signals(tmp_path, capsys):
     from emp_core.evolution.genome import CATALOGUE, targets
     from emp_core.sensory import compute_features
 
-    data = tmp_path / "GOOG.csv"
-    GOOG.reset_index(names="Date").to_csv(data, index=False)
+    data = tmp_path / "GOOG.parquet"
+    BARS.write_parquet(data)
     assert main(["backtest", "--data", str(data), "--strategy", "genome", "--genome", "trend", "--no-macro",
                  "--commission", "0.002", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     # the same genome, wired by hand: features -> targets -> engine with its stop and size
-    import polars as pl
-
-    bars = pl.from_pandas(GOOG.reset_index(names="ts")).rename(str.lower).with_columns(
-        symbol=pl.lit("DATA"), ts=pl.col("ts").cast(pl.Datetime("us")))
+    bars = BARS.with_columns(symbol=pl.lit("DATA"))
     feats = compute_features(bars, None)
     f = {c: feats.get_column(c).fill_null(np.nan).to_numpy() for c in FEATURE_COLUMNS}
     g = CATALOGUE["trend"]
-    r = simulate(GOOG.Open.to_numpy(), GOOG.Close.to_numpy(), targets(f, [g]), cash=10_000, commission=0.002,
-                 high=GOOG.High.to_numpy(), low=GOOG.Low.to_numpy(), stop_loss=g.stop_loss, fraction=g.position_size)
+    px = {c: BARS[c].to_numpy() for c in ("open", "high", "low", "close")}
+    r = simulate(px["open"], px["close"], targets(f, [g]), cash=10_000, commission=0.002, high=px["high"],
+                 low=px["low"], stop_loss=g.stop_loss, fraction=g.position_size)
     assert report["genome"] == "trend" and report["final_equity"] == pytest.approx(r.final_equity[0], abs=1e-6)
     assert report["trades"] == r.trades[0] > 0
     bad = tmp_path / "g.json"
@@ -257,8 +270,10 @@ def test_a_capped_exit_and_a_capped_reversal():
 
 
 def test_unlimited_volume_gives_the_uncapped_result():
-    targets = sma_cross(GOOG.Close.to_numpy(), PAIRS[:10])
-    free = simulate(GOOG.Open.to_numpy(), GOOG.Close.to_numpy(), targets, cash=10_000, commission=0.002)
-    huge = simulate(GOOG.Open.to_numpy(), GOOG.Close.to_numpy(), targets, cash=10_000, commission=0.002,
-                    volume=np.full(len(GOOG), 1e12), volume_share=0.1)
+    open_, close = BARS["open"].to_numpy(), BARS["close"].to_numpy()
+    targets = sma_cross(close, PAIRS[:10])
+    free = simulate(open_, close, targets, cash=10_000, commission=0.002)
+    huge = simulate(open_, close, targets, cash=10_000, commission=0.002, volume=np.full(len(close), 1e12),
+                    volume_share=0.1)
     np.testing.assert_array_equal(free.equity, huge.equity)
+

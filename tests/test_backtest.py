@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from emp_core.backtest import metrics, simulate
+from emp_core.backtest.engine import ORDER, STOP_LOSS, TAKE_PROFIT
 from emp_core.backtest.strategies import sma, sma_cross
 from tests.conftest import SHIPPED
 
@@ -24,6 +25,41 @@ def bt():
     from tests import backtesting_reference
 
     return backtesting_reference
+
+
+def follow(bt, open_, high, low, close, targets, *, cash=10_000.0, commission=0.0, stop_loss=None,
+           take_profit=None):
+    """backtesting.py's statistics for a strategy that trades as our engine reads ``targets``: when the
+    target changes at the close of bar t, it closes the position and opens the new direction, which
+    fills at the open of t + 1, with stops set from that open (known in advance on test data).
+    backtesting.py calls ``next`` from bar 1 on, so ``targets[0]`` must be 0."""
+    import warnings
+
+    import pandas as pd
+
+    assert targets[0] == 0
+    data = pd.DataFrame({"Open": open_, "High": high, "Low": low, "Close": close, "Volume": 1e6},
+                        index=pd.date_range("2020-01-01", periods=len(close), freq="D"))
+
+    class Follow(bt.Strategy):
+        def init(self):
+            pass
+
+        def next(self):
+            i = len(self.data) - 1
+            if targets[i] == targets[i - 1] or i + 1 == len(close):
+                return
+            self.position.close()
+            d = targets[i]
+            if d:
+                entry = open_[i + 1]
+                sl = entry * (1 - d * stop_loss) if stop_loss else None
+                tp = entry * (1 + d * take_profit) if take_profit else None
+                (self.buy if d > 0 else self.sell)(sl=sl, tp=tp)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bt.Backtest(data, Follow, cash=cash, commission=commission).run()
 
 
 @pytest.mark.parametrize("long_only", [False, True])
@@ -277,3 +313,61 @@ def test_unlimited_volume_gives_the_uncapped_result():
                     volume_share=0.1)
     np.testing.assert_array_equal(free.equity, huge.equity)
 
+# A long from bar 2's open at 100 (stop 5% at 95, take-profit 10% at 110), or the mirrored short (stop at 105,
+# take-profit at 90); bar 3 is the case. Bars 0 and 1 are flat (backtesting.py trades from bar 1's close).
+GAP_OPEN = [100.0, 100.0, 100.0]
+GAP_HIGH = [101.0, 101.0, 104.0]
+GAP_LOW = [99.0, 99.0, 97.0]
+GAP_CLOSE = [100.0, 100.0, 101.0]
+
+
+def gap_case(direction, bar3, **kw):
+    o, h, lo, c = (np.array([*x, y, y]) for x, y in zip((GAP_OPEN, GAP_HIGH, GAP_LOW, GAP_CLOSE), bar3,
+                                                          strict=True))
+    if direction < 0:  # the mirror image around 100 of the long case
+        o, h, lo, c = 200 - o, 200 - lo, 200 - h, 200 - c
+    targets = np.array([0, direction, direction, direction, direction], dtype=float)
+    return o, h, lo, c, targets
+
+
+GAPS = {  # bar 3's (open, high, low, close) for the long; the expected exit price and kind
+    "take-profit gapped, stop inside the bar": ((112, 115, 94, 100), 112, TAKE_PROFIT),
+    "both levels inside the bar": ((100, 111, 94, 100), 95, STOP_LOSS),
+    "stop gapped, take-profit inside the bar": ((93, 115, 90, 100), 93, STOP_LOSS),
+    "only the take-profit, inside": ((100, 112, 99, 100), 110, TAKE_PROFIT),
+    "only the take-profit, gapped": ((113, 115, 112, 114), 113, TAKE_PROFIT),
+}
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+@pytest.mark.parametrize("case", GAPS)
+def test_a_level_crossed_at_the_open_fills_there_before_anything_inside_the_bar(case, direction):
+    bar3, price, kind = GAPS[case]
+    o, h, lo, c, targets = gap_case(direction, bar3)
+    r = simulate(o, c, targets, cash=10_000.0, high=h, low=lo, stop_loss=0.05, take_profit=0.1)
+    expected = price if direction > 0 else 200 - price
+    assert r.fills.tolist() == [[2, 0, 99 * direction, 100, ORDER],
+                                [3, 0, -99 * direction, pytest.approx(expected), kind]]
+    assert r.final_equity[0] == pytest.approx(10_000 + 99 * (expected - 100) * direction)
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+@pytest.mark.parametrize("case", [c for c in GAPS if not c.startswith("take-profit gapped")])
+def test_stops_match_backtesting_py_where_both_rules_agree(bt, case, direction):
+    o, h, lo, c, targets = gap_case(direction, GAPS[case][0])
+    ours = simulate(o, c, targets, cash=10_000.0, commission=0.002, high=h, low=lo, stop_loss=0.05,
+                    take_profit=0.1)
+    stats = follow(bt, o, h, lo, c, targets, commission=0.002, stop_loss=0.05, take_profit=0.1)
+    assert ours.final_equity[0] == pytest.approx(stats["Equity Final [$]"], abs=1e-6)
+    assert ours.fills[-1, 3] == pytest.approx(stats._trades["ExitPrice"].iloc[-1])
+    assert ours.trades[0] == stats["# Trades"] == 1
+
+
+def test_where_we_depart_from_backtesting_py_it_books_the_stop_of_a_gapped_take_profit(bt):
+    # backtesting.py processes the stop order first and finds it inside the bar's range; the open,
+    # the bar's first trade, was already past the take-profit (see the engine's docstring)
+    o, h, lo, c, targets = gap_case(1, GAPS["take-profit gapped, stop inside the bar"][0])
+    stats = follow(bt, o, h, lo, c, targets, stop_loss=0.05, take_profit=0.1)
+    ours = simulate(o, c, targets, cash=10_000.0, high=h, low=lo, stop_loss=0.05, take_profit=0.1)
+    assert stats._trades["ExitPrice"].iloc[-1] == pytest.approx(95)
+    assert ours.fills[-1, 3] == 112

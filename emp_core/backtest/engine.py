@@ -24,10 +24,16 @@ Additions (off by default, so the cross-check above holds):
 - **Stop-loss / take-profit**, fractions of the entry fill price (per strategy):
   a long exits when a bar's low reaches ``entry * (1 - sl)`` or its high reaches
   ``entry * (1 + tp)`` (mirrored for shorts), evaluated inside each bar's range
-  from the entry bar on. The exit fills at the level, or at the bar's open when
-  the open has already gapped through it; when both levels are inside one bar,
-  the stop-loss is assumed first (the conservative reading of an OHLC bar). After
-  an exit the strategy stays flat until its target changes again.
+  from the entry bar on. The exit fills at the level, or, when the bar's open has
+  already gapped through a level, at the open: the open is the bar's first trade,
+  so that exit comes before anything inside the bar. When both levels lie inside
+  one bar's range (the open between them), the stop-loss is assumed first (the
+  conservative reading of an OHLC bar). On the entry bar the open is the entry fill
+  itself, inside both levels. After an exit the strategy stays flat until its target
+  changes again. One departure from backtesting.py, which processes the stop order
+  first: when the open gaps through the take-profit and the same bar's range also
+  reaches the stop, backtesting.py books the stop at its level, we book the
+  take-profit at the open.
 - **Volume cap**: with ``volume`` given, a bar fills at most ``volume_share`` of its
   volume (whole units unless fractional). What is left waits for the next bar's
   open, until the strategy's next order cancels it. Each bar's capacity serves
@@ -136,13 +142,14 @@ def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np
     segment_end = np.where(segment_end < 0, n_bars, segment_end)  # the next order's bar (exclusive)
     ok = (first < segment_end) & (ordered[at[ks, ps], ps] != 0)
     h, p, k = first[ok], ps[ok], ks[ok]
-    is_stop = stop_hit[h, p]
-    level = np.where(is_stop, stop_level[h, p], take_level[h, p])
     gapped = h != at[k, p]  # on the entry bar the open is the entry itself, inside both levels
     opened_long = long_[h, p]
-    # A long's stop and a short's take sit below the entry: the open has gapped through when it is lower.
-    through = np.where(opened_long == is_stop, open_[h, p] < level, open_[h, p] > level)
-    price = np.where(gapped & through, open_[h, p], level)
+    opening, stop_at, take_at = open_[h, p], stop_level[h, p], take_level[h, p]
+    # The open is the bar's first trade: a level it is already through fills there, before the bar's range.
+    stop_gap = gapped & np.where(opened_long, opening <= stop_at, opening >= stop_at)
+    take_gap = gapped & np.where(opened_long, opening >= take_at, opening <= take_at)
+    is_stop = stop_gap | (~take_gap & stop_hit[h, p])
+    price = np.where(stop_gap | take_gap, opening, np.where(is_stop, stop_at, take_at))
     exit_side = np.where(opened_long, -1.0, 1.0)
     exits.bar[k, p] = h
     exits.price[k, p] = price * (1.0 + exit_side * slip)

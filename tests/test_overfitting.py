@@ -1,6 +1,4 @@
-"""PSR, DSR and PBO: against independent computations, and against what they must say."""
-
-from itertools import combinations
+"""PSR and DSR: against independent computations, and against what they must say (PBO: test_pbo.py)."""
 
 import numpy as np
 import pytest
@@ -10,7 +8,6 @@ from emp_core.evolution.overfitting import (
     deflated_sharpe,
     expected_max_sharpe,
     probabilistic_sharpe,
-    probability_of_backtest_overfitting,
 )
 
 
@@ -42,48 +39,6 @@ def test_deflation_grows_with_the_number_of_trials():
     assert many < deflated_sharpe(r, sharpes, trials=50) < one
 
 
-def brute_force_pbo(m, blocks):
-    usable = m.shape[0] - m.shape[0] % blocks
-    parts = np.array_split(m[:usable], blocks)
-    logits = []
-    for chosen in combinations(range(blocks), blocks // 2):
-        ins = np.vstack([parts[i] for i in chosen])
-        oos = np.vstack([parts[i] for i in range(blocks) if i not in chosen])
-        sr_in = ins.mean(axis=0) / ins.std(axis=0, ddof=1)
-        sr_out = oos.mean(axis=0) / oos.std(axis=0, ddof=1)
-        n_star = int(np.argmax(sr_in))
-        rank = 1 + sum(1 for x in sr_out if x < sr_out[n_star])
-        w = rank / (m.shape[1] + 1)
-        logits.append(np.log(w / (1 - w)))
-    return np.mean(np.array(logits) <= 0), np.array(logits)
-
-
-def test_pbo_equals_a_brute_force_cscv():
-    m = np.random.default_rng(4).normal(0, 0.01, (600, 12))
-    fast = probability_of_backtest_overfitting(m, blocks=8)
-    pbo, logits = brute_force_pbo(m, 8)
-    assert fast.splits == 70
-    assert fast.pbo == pytest.approx(pbo)
-    np.testing.assert_allclose(fast.logits, logits, rtol=1e-10)
-
-
-def test_pbo_is_high_for_noise_and_low_for_a_real_edge():
-    rng = np.random.default_rng(5)
-    noise = rng.normal(0, 0.01, (2000, 50))
-    # With no skill the in-sample winner often lands at or below the out-of-sample median. (Not 0.5 on
-    # one draw: a configuration that was lucky over the whole sample tends to be lucky in both halves.)
-    overfit = probability_of_backtest_overfitting(noise).pbo
-    edge = noise.copy()
-    edge[:, 7] += 0.002
-    skilled = probability_of_backtest_overfitting(edge).pbo
-    assert overfit > 0.1
-    assert skilled < 0.01 < overfit
-
-
 def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="zero variance"):
         probabilistic_sharpe(np.zeros(10))
-    with pytest.raises(ValueError, match="even"):
-        probability_of_backtest_overfitting(np.ones((100, 3)), blocks=5)
-    with pytest.raises(ValueError, match="too few"):
-        probability_of_backtest_overfitting(np.ones((10, 3)), blocks=16)

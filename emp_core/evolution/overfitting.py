@@ -72,43 +72,131 @@ def deflated_sharpe(returns: np.ndarray, trial_sharpes: np.ndarray, trials: int 
 @dataclass(frozen=True)
 class PBOResult:
     pbo: float
-    logits: np.ndarray  # one per in-sample / out-of-sample split
-    splits: int
+    logits: np.ndarray  # one per used split (the mean over tied in-sample winners)
+    splits: int  # splits used
+    skipped: int  # splits with fewer than two rankable configurations
+
+
+# Sharpe ratios closer than this (times max(1, |SR|)) are tied: the same strategy, or the same at another
+# size, up to rounding.
+_TIE = 1e-9
 
 
 def probability_of_backtest_overfitting(returns: np.ndarray, blocks: int = 16) -> PBOResult:
     """PBO by CSCV of a (periods x configurations) matrix of per-period returns.
 
-    All C(blocks, blocks/2) splits are evaluated at once: per-block sums of returns
-    and squared returns give every split's Sharpe ratios by matrix products.
+    Conventions, beyond the paper's definition:
+
+    - **Blocks** are consecutive rows of near-equal sizes (``numpy.array_split``: when
+      ``blocks`` does not divide the periods, the first blocks hold one row more). Every
+      row is kept, and each half's Sharpe ratio uses the rows it really holds.
+    - **Rankable configurations.** In a split, a configuration whose returns are constant
+      (it never trades) or not all finite, in the in-sample half or in the
+      out-of-sample half, is left out of that split: it has no Sharpe ratio to rank, and
+      counting it as the worst would push the winner's rank up and PBO down. The
+      relative rank is w = rank / (N_s + 1), N_s the configurations left in the split.
+      A split with fewer than two is skipped (``skipped``); ``pbo`` and ``logits`` are
+      over the splits used (``splits``). ValueError when no split can be used.
+    - **Ties** (Sharpe ratios within 1e-9 x max(1, |SR|)) take average ranks: the
+      winner's rank is the mean of the positions its ties occupy among the N_s
+      out-of-sample Sharpe ratios (1 = worst).
+    - **Tied in-sample winners**: the selection among them is taken as uniformly random,
+      so a split counts as overfit by the share of its tied winners with logit <= 0,
+      and the split's logit is their mean logit. (With a single winner, as almost
+      always, this is the paper's rule: PBO = share of splits with logit <= 0.)
+
+    All C(blocks, blocks/2) splits are evaluated at once: per-block sums of (centred)
+    returns and squared returns give every split's Sharpe ratios by matrix products,
+    and per-block extremes tell which halves are constant.
     """
     m = np.asarray(returns, dtype=float)
     if m.ndim != 2 or m.shape[1] < 2:
         raise ValueError("need a (periods x configurations) matrix with at least two configurations")
     if blocks % 2 or blocks < 2:
         raise ValueError(f"blocks must be even and >= 2, got {blocks}")
-    usable = m.shape[0] - m.shape[0] % blocks
-    if usable < 2 * blocks:
-        raise ValueError(f"{m.shape[0]} periods are too few for {blocks} blocks")
-    parts = m[:usable].reshape(blocks, usable // blocks, m.shape[1])
-    s1, s2 = parts.sum(axis=1), (parts**2).sum(axis=1)  # (blocks, configurations)
-    rows = usable // blocks
+    periods = m.shape[0]
+    if periods < 2 * blocks:
+        raise ValueError(f"{periods} periods are too few for {blocks} blocks (two per block at least)")
     chosen = np.array(list(combinations(range(blocks), blocks // 2)))
-    mask = np.zeros((len(chosen), blocks))
-    mask[np.arange(len(chosen))[:, None], chosen] = 1.0
-    is_sr = _sharpe_from_sums(mask @ s1, mask @ s2, rows * blocks // 2)
-    oos_sr = _sharpe_from_sums((1 - mask) @ s1, (1 - mask) @ s2, rows * blocks // 2)
-    best = np.argmax(is_sr, axis=1)
-    # relative rank of the in-sample winner among the out-of-sample Sharpe ratios (1 = worst, N = best)
-    winner_oos = oos_sr[np.arange(len(chosen)), best]
-    rank = (oos_sr < winner_oos[:, None]).sum(axis=1) + 1
-    w = rank / (m.shape[1] + 1)
-    logits = np.log(w / (1 - w))
-    return PBOResult(pbo=float(np.mean(logits <= 0)), logits=logits, splits=len(chosen))
+    mask = np.zeros((len(chosen), blocks), dtype=bool)
+    mask[np.arange(len(chosen))[:, None], chosen] = True
+    starts = np.array([part[0] for part in np.array_split(np.arange(periods), blocks)])
+    rows_in = (mask @ np.diff(starts, append=periods))[:, None]
+
+    finite = np.isfinite(m)
+    clean = np.where(finite, m, 0.0)
+    # centre each column on its mean so that the sums of squares lose little to cancellation
+    centre = clean.sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
+    x = np.where(finite, clean - centre, 0.0)
+    s1, s2 = np.add.reduceat(x, starts), np.add.reduceat(x * x, starts)  # (blocks, n)
+    halves = mask.astype(float), (~mask).astype(float)
+    sr_in = _sharpe_from_sums(halves[0] @ s1, halves[0] @ s2, rows_in, centre)
+    sr_out = _sharpe_from_sums(halves[1] @ s1, halves[1] @ s2, periods - rows_in, centre)
+    rankable = np.isfinite(sr_in) & np.isfinite(sr_out)
+    bad = np.flatnonzero(~finite.all(axis=0))
+    if bad.size:
+        nonfinite = np.add.reduceat(~finite[:, bad], starts)
+        rankable[:, bad] &= (halves[0] @ nonfinite == 0) & (halves[1] @ nonfinite == 0)
+    # constant halves, exactly: from the per-block extremes of the columns with a constant block
+    hi, lo = np.maximum.reduceat(clean, starts), np.minimum.reduceat(clean, starts)
+    flat = np.flatnonzero((hi == lo).any(axis=0))
+    if flat.size:
+        hi_in, hi_out = _split_reduce(mask, hi[:, flat], np.maximum, -np.inf)
+        lo_in, lo_out = _split_reduce(mask, lo[:, flat], np.minimum, np.inf)
+        rankable[:, flat] &= (hi_in > lo_in) & (hi_out > lo_out)
+
+    counts = rankable.sum(axis=1)
+    used = counts >= 2
+    if not used.any():
+        raise ValueError("PBO is undefined: no split has two configurations with finite, non-constant returns "
+                         "in both halves")
+    if not used.all():
+        rankable, counts, sr_in, sr_out = rankable[used], counts[used], sr_in[used], sr_out[used]
+    sr_in[~rankable] = -np.inf
+    sr_out[~rankable] = np.nan  # never below, above or tied with anything
+    first = sr_in.argmax(axis=1)
+    best = sr_in[np.arange(len(first)), first][:, None]
+    winners = sr_in >= best - _TIE * np.maximum(1, np.abs(best))
+    logits = _winner_logits(sr_out, first, counts)
+    overfit = (logits <= 0).astype(float)
+    ties = winners.sum(axis=1)
+    tied = np.flatnonzero(ties > 1)
+    if tied.size:  # rare: duplicated (or rescaled) configurations
+        order = np.argsort(~winners[tied], axis=1, kind="stable")  # each split's winners first
+        total, below = np.zeros(tied.size), np.zeros(tied.size)
+        for k in range(ties.max()):
+            some = np.flatnonzero(ties[tied] > k)
+            lk = _winner_logits(sr_out[tied[some]], order[some, k], counts[tied[some]])
+            total[some] += lk
+            below[some] += lk <= 0
+        logits[tied], overfit[tied] = total / ties[tied], below / ties[tied]
+    return PBOResult(pbo=float(overfit.mean()), logits=logits, splits=len(counts), skipped=len(used) - len(counts))
 
 
-def _sharpe_from_sums(s1: np.ndarray, s2: np.ndarray, n: int) -> np.ndarray:
-    mean = s1 / n
-    var = (s2 - n * mean**2) / (n - 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(var > 0, mean / np.sqrt(var), -np.inf)
+def _winner_logits(oos: np.ndarray, at: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per split, the logit of the relative rank of configuration ``at`` among the ``counts`` non-NaN
+    out-of-sample Sharpe ratios of its row, with average ranks for ties."""
+    mine = oos[np.arange(len(at)), at][:, None]
+    tol = _TIE * np.maximum(1, np.abs(mine))
+    below = (oos < mine - tol).sum(axis=1)
+    level = (oos <= mine + tol).sum(axis=1) - below  # the configuration and its ties
+    w = (below + (level + 1) / 2) / (counts + 1)
+    return np.log(w / (1 - w))
+
+
+def _sharpe_from_sums(s1: np.ndarray, s2: np.ndarray, n: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Sharpe ratios of halves of ``n`` rows from the sums of their centred returns and of their squares;
+    NaN where the variance is not positive."""
+    var = (s2 - s1 * s1 / n) / (n - 1)
+    var[var <= 0] = np.nan
+    return (s1 / n + centre) / np.sqrt(var)
+
+
+def _split_reduce(mask: np.ndarray, per_block: np.ndarray, ufunc, start: float) -> tuple[np.ndarray, np.ndarray]:
+    """``ufunc``-reduce the (blocks x k) ``per_block`` over each split's in-sample and out-of-sample blocks."""
+    ins = np.full((len(mask), per_block.shape[1]), start)
+    out = ins.copy()
+    for b, row in enumerate(per_block):
+        ufunc(ins, row, out=ins, where=mask[:, b, None])
+        ufunc(out, row, out=out, where=~mask[:, b, None])
+    return ins, out

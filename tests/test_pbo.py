@@ -1,0 +1,204 @@
+"""PBO by CSCV: against a brute force written from the definition, and against what it must say.
+
+The oracle shares nothing with the implementation but the definition: it builds each half's rows,
+takes Sharpe ratios with numpy, drops a configuration from a split when its returns in either half
+are not finite or do not vary, ranks with scipy's average ranks, and averages over tied in-sample
+winners.
+"""
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from emp_core.evolution.overfitting import probability_of_backtest_overfitting
+
+
+def _rankable(x):
+    return bool(np.all(np.isfinite(x)) and np.any(x != x[0]))
+
+
+def _sharpe(x):
+    return x.mean() / x.std(ddof=1)
+
+
+def oracle(m, blocks):
+    parts = np.array_split(m, blocks)
+    logits, overfit, skipped = [], [], 0
+    for chosen in combinations(range(blocks), blocks // 2):
+        ins = np.vstack([parts[i] for i in chosen])
+        oos = np.vstack([parts[i] for i in range(blocks) if i not in chosen])
+        keep = [j for j in range(m.shape[1]) if _rankable(ins[:, j]) and _rankable(oos[:, j])]
+        if len(keep) < 2:
+            skipped += 1
+            continue
+        sr_in = np.array([_sharpe(ins[:, j]) for j in keep])
+        ranks = stats.rankdata([_sharpe(oos[:, j]) for j in keep], method="average")
+        w = ranks[sr_in == sr_in.max()] / (len(keep) + 1)
+        split_logits = np.log(w / (1 - w))
+        logits.append(split_logits.mean())
+        overfit.append(np.mean(split_logits <= 0))
+    return float(np.mean(overfit)), np.array(logits), len(logits), skipped
+
+
+def _noise(seed, periods, configurations):
+    return np.random.default_rng(seed).normal(0, 0.01, (periods, configurations))
+
+
+def _with_flat_columns():
+    m = _noise(10, 240, 8)
+    flat = np.zeros((240, 4))
+    flat[:, 1] = 0.0003  # constant but not zero: a cash yield
+    flat[:100, 2] = _noise(11, 100, 1)[:, 0]  # trades only in the first 100 rows
+    flat[150:153, 3] = [0.01, -0.02, 0.005]  # trades three times
+    return np.hstack([m, flat])
+
+
+def _with_duplicates():
+    m = _noise(12, 300, 6)
+    return np.hstack([m, m[:, [0, 0, 3]]])
+
+
+def _with_non_finite():
+    m = _noise(13, 200, 7)
+    m[5, 1] = np.nan
+    m[150:152, 4] = np.inf
+    return m
+
+
+def _everything():
+    m = np.hstack([_with_flat_columns()[:197], _with_duplicates()[:197, -4:], _with_non_finite()[:197, [1, 4]]])
+    return np.random.default_rng(14).permutation(m, axis=1)
+
+
+CASES = {
+    "noise": (lambda: _noise(4, 600, 12), 8),
+    "rows not divisible by blocks": (lambda: _noise(5, 203, 10), 8),
+    "flat columns": (_with_flat_columns, 8),
+    "duplicated columns": (_with_duplicates, 8),
+    "non-finite returns": (_with_non_finite, 6),
+    "all of it, odd rows": (_everything, 10),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pbo_equals_the_definition(case):
+    make, blocks = CASES[case]
+    m = make()
+    fast = probability_of_backtest_overfitting(m, blocks=blocks)
+    pbo, logits, splits, skipped = oracle(m, blocks)
+    assert (fast.splits, fast.skipped) == (splits, skipped)
+    assert fast.pbo == pytest.approx(pbo, abs=1e-12)
+    np.testing.assert_allclose(fast.logits, logits, rtol=1e-9, atol=1e-12)
+
+
+def test_splits_without_two_rankable_configurations_are_skipped():
+    m = _noise(20, 40, 2)
+    m[20:, 1] = 0.0  # the second configuration trades in blocks 0 and 1 only
+    result = probability_of_backtest_overfitting(m, blocks=4)
+    # it is rankable only where blocks 0 and 1 fall in different halves: 4 of the 6 splits
+    assert (result.splits, result.skipped, len(result.logits)) == (4, 2, 4)
+
+
+def test_no_usable_split_is_refused():
+    m = np.zeros((40, 3))
+    m[:, 0] = _noise(21, 40, 1)[:, 0]
+    with pytest.raises(ValueError, match="PBO is undefined: no split has two configurations"):
+        probability_of_backtest_overfitting(m, blocks=4)
+    m[:10, 1:] = _noise(22, 10, 2)  # trading in block 0 only: always flat in one half
+    with pytest.raises(ValueError, match="undefined"):
+        probability_of_backtest_overfitting(m, blocks=4)
+
+
+SEEDS = range(40)
+
+
+def test_noise_gives_pbo_near_one_half_and_flat_columns_change_nothing():
+    """Without skill the in-sample winner's out-of-sample rank is uniform: PBO is 1/2 on average (one
+    draw can be far from it: the splits share their rows). Configurations that never trade have no
+    rank and must not make the winner look better."""
+    plain, padded = [], []
+    for seed in SEEDS:
+        m = _noise(seed, 500, 20)
+        plain.append(probability_of_backtest_overfitting(m, blocks=10).pbo)
+        padded.append(probability_of_backtest_overfitting(np.hstack([m, np.zeros((500, 20))]), blocks=10).pbo)
+    assert 0.4 < np.mean(plain) < 0.6
+    assert padded == plain
+
+
+def test_a_dominant_strategy_gives_pbo_near_zero():
+    for seed in range(5):
+        m = _noise(seed, 500, 20)
+        m[:, 7] += 0.003  # per-period Sharpe 0.3 against noise
+        assert probability_of_backtest_overfitting(m, blocks=10).pbo < 0.01
+
+
+def test_in_sample_luck_paid_back_out_of_sample_gives_pbo_near_one():
+    """Each configuration earns in half the blocks and loses as much in the others: whichever looks
+    best in-sample holds most of its losing blocks out of sample."""
+    blocks, rows = 8, 50
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        earning = [rng.permutation(blocks) < blocks // 2 for _ in range(20)]
+        sign = np.array([np.repeat(np.where(e, 1.0, -1.0), rows) for e in earning]).T
+        m = 0.004 * sign + rng.normal(0, 0.01, sign.shape)
+        assert probability_of_backtest_overfitting(m, blocks=blocks).pbo > 0.9
+
+
+def test_a_duplicated_winner_takes_the_average_of_the_two_top_ranks():
+    m = _noise(31, 400, 9)
+    m[:, 2] += 0.004
+    result = probability_of_backtest_overfitting(np.hstack([m, m[:, [2]]]), blocks=8)
+    # rank (9 + 10) / 2 among 10: w = 9.5 / 11, in every split
+    np.testing.assert_allclose(result.logits, np.log(9.5 / 1.5))
+
+
+def test_a_rescaled_copy_is_a_tie_like_an_exact_duplicate():
+    """The same strategy at another size has the same Sharpe ratio, up to rounding."""
+    m = _noise(32, 400, 9)
+    m[:, 2] += 0.004
+    duplicate = probability_of_backtest_overfitting(np.hstack([m, m[:, [2]]]), blocks=8)
+    for scale in (0.3, 0.7, 3.0):
+        rescaled = probability_of_backtest_overfitting(np.hstack([m, scale * m[:, [2]]]), blocks=8)
+        np.testing.assert_allclose(rescaled.logits, duplicate.logits, rtol=1e-12)
+
+
+def test_tied_in_sample_winners_count_the_split_fractionally():
+    """Configurations 0 and 1 are identical, and best, in blocks 0 and 1; out of sample 0 earns and 1
+    loses. In the split with blocks 0 and 1 in-sample, picking either is equally likely: the split is
+    half overfit, and its logit is the mean of +ln 4 and -ln 4."""
+    rng = np.random.default_rng(33)
+    m = rng.normal(0, 0.01, (40, 4))
+    m[:20, 0] += 0.02
+    m[:20, 1] = m[:20, 0]
+    m[20:, 0] += 0.02
+    m[20:, 1] -= 0.02
+    result = probability_of_backtest_overfitting(m, blocks=4)
+    assert result.splits == 6
+    assert result.logits[0] == pytest.approx(0.0, abs=1e-12)  # combinations start with (0, 1)
+    assert result.pbo * 6 % 1 == pytest.approx(0.5)
+    assert result.pbo == pytest.approx(oracle(m, 4)[0])
+
+
+@pytest.mark.parametrize("row", [0, -1])
+def test_every_row_counts_when_blocks_do_not_divide_the_periods(row):
+    m = _noise(34, 16 * 30 + 7, 6)
+    changed = m.copy()
+    changed[row] = [0.05, -0.05, 0.05, -0.05, 0.05, -0.05]
+    before = probability_of_backtest_overfitting(m)
+    after = probability_of_backtest_overfitting(changed)
+    assert not np.allclose(before.logits, after.logits)
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="at least two configurations"):
+        probability_of_backtest_overfitting(np.ones((100, 1)), blocks=4)
+    with pytest.raises(ValueError, match="at least two configurations"):
+        probability_of_backtest_overfitting(np.ones(100), blocks=4)
+    for blocks in (5, 0, -2):
+        with pytest.raises(ValueError, match="blocks must be even and >= 2"):
+            probability_of_backtest_overfitting(np.ones((100, 3)), blocks=blocks)
+    with pytest.raises(ValueError, match="31 periods are too few for 16 blocks"):
+        probability_of_backtest_overfitting(_noise(35, 31, 3), blocks=16)
+    assert probability_of_backtest_overfitting(_noise(35, 32, 3), blocks=16).splits == 12870

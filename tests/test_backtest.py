@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from emp_core.backtest import metrics, simulate
-from emp_core.backtest.engine import ORDER, STOP_LOSS, TAKE_PROFIT
+from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT
 from emp_core.backtest.strategies import sma, sma_cross
 from tests.conftest import SHIPPED
 
@@ -273,9 +273,9 @@ def test_emp_backtest_runs_a_genome_on_the_sensory_signals(tmp_path, capsys):
     assert "not a genome JSON object" in capsys.readouterr().err
 
 
-def capped(targets, caps, **kw):
+def capped(targets, caps, open_=OPEN, close=CLOSE, **kw):
     """Volume share 0.1 of volumes 10x the wanted capacities."""
-    return simulate(OPEN, CLOSE, np.asarray(targets, dtype=float), cash=1000.0, volume=np.array(caps) * 10.0,
+    return simulate(open_, close, np.asarray(targets, dtype=float), cash=1000.0, volume=np.array(caps) * 10.0,
                     volume_share=0.1, **kw)
 
 
@@ -312,6 +312,141 @@ def test_unlimited_volume_gives_the_uncapped_result():
     huge = simulate(open_, close, targets, cash=10_000, commission=0.002, volume=np.full(len(close), 1e12),
                     volume_share=0.1)
     np.testing.assert_array_equal(free.equity, huge.equity)
+
+
+# A short from bar 1's open at 10 on a path that more than doubles: whole units, 99 (1000 // 10 less a hair),
+# are ruined when 1000 - 99 (close - 10) <= 0, at a close of 20.1010...: not yet at bar 3 (equity 0.1), at bar 4
+# (21: -89). Fractional units, 99.9001 after commission, are ruined at bar 3 already.
+BUST_OPEN = np.array([10.0, 10.0, 14.0, 18.0, 22.0, 25.0, 30.0])
+BUST_CLOSE = np.array([10.0, 12.0, 16.0, 20.1, 21.0, 26.0, 28.0])
+SHORT_THEN_LONG = np.array([-1, -1, -1, -1, 1, 1, 1], dtype=float)  # the long order (bar 5) comes after the ruin
+
+
+def by_column(r, p):
+    """Column p of a result, as the arrays a run of that strategy alone gives."""
+    fills = r.fills[r.fills[:, 1] == p].copy()
+    fills[:, 1] = 0
+    return [r.equity[:, p], r.units[:, p], r.cash[:, p], r.trades[p], r.wins[p], r.traded_value[p], fills]
+
+
+def test_a_short_that_more_than_doubles_goes_bankrupt_at_the_close_computed_by_hand():
+    r = simulate(BUST_OPEN, BUST_CLOSE, SHORT_THEN_LONG, cash=1000.0)
+    assert r.equity[:4, 0].tolist() == pytest.approx([1000, 1000 - 99 * 2, 1000 - 99 * 6, 1000 - 99 * 10.1])
+    assert r.equity[4:, 0].tolist() == [0, 0, 0]
+    assert r.units[:, 0].tolist() == [0, -99, -99, -99, 0, 0, 0]
+    assert r.cash[:, 0].tolist() == [1000, 1000, 1000, 1000, 0, 0, 0]
+    # the liquidation closes the short at bar 4's close; the long ordered for bar 5 never fills
+    assert r.fills.tolist() == [[1, 0, -99, 10.0, ORDER], [4, 0, 99, 21.0, BANKRUPT]]
+    assert (r.trades[0], r.wins[0]) == (1, 0)
+    assert r.traded_value[0] == pytest.approx(99 * 10 + 99 * 21)
+
+
+def test_fractional_units_go_bankrupt_at_their_own_bar():
+    r = simulate(BUST_OPEN, BUST_CLOSE, SHORT_THEN_LONG, cash=1000.0, commission=0.001, fractional=True)
+    units = 1000 * (1 - 2.220446049250313e-16) / (10 * 1.001)
+    assert r.equity[2, 0] == pytest.approx(1000 - units * 10 * 0.001 - units * 6)
+    assert r.equity[3:, 0].tolist() == [0, 0, 0, 0]  # 999.001 - 99.9001 * 10.1 < 0 at bar 3
+    assert r.fills[:, [0, 3, 4]].tolist() == [[1, 10.0, ORDER], [3, 20.1, BANKRUPT]]
+    assert r.fills[1, 2] == pytest.approx(units)
+    assert r.trades[0] == 1 and r.traded_value[0] == pytest.approx(units * (10 + 20.1))
+
+
+def test_a_bankrupt_column_in_a_population_equals_its_run_alone():
+    columns = np.column_stack([SHORT_THEN_LONG, np.ones(7), np.zeros(7), [1, -1, -1, -1, -1, 0, 0],
+                               -np.ones(7)])
+    together = simulate(BUST_OPEN, BUST_CLOSE, columns, cash=1000.0, commission=0.002)
+    assert (together.equity[:, [0, 4]] == 0).any(axis=0).all()  # two bankrupt columns among five
+    for p in range(columns.shape[1]):
+        alone = simulate(BUST_OPEN, BUST_CLOSE, columns[:, p], cash=1000.0, commission=0.002)
+        for x, y in zip(by_column(together, p), by_column(alone, 0), strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_a_capped_close_in_progress_is_finished_by_the_liquidation():
+    # flat ordered for bar 4, where the cap lets 10 of the 99 be covered at 22: cash 1000 - 10 * 12 = 880,
+    # equity 880 - 89 * (21 - 10) = -99 at bar 4's close, so the 89 left are bought back at 21
+    r = capped([-1, -1, -1, 0, 0, 0, 0], [100, 100, 100, 100, 10, 10, 10], open_=BUST_OPEN, close=BUST_CLOSE)
+    assert r.fills.tolist() == [[1, 0, -99, 10, ORDER], [4, 0, 10, 22, ORDER], [4, 0, 89, 21, BANKRUPT]]
+    assert r.equity[4:, 0].tolist() == [0, 0, 0] and r.units[4:, 0].tolist() == [0, 0, 0]
+    assert r.trades[0] == 1 and r.traded_value[0] == pytest.approx(990 + 220 + 89 * 21)
+    # with room for everything, the capped path books the uncapped result
+    wide = capped(SHORT_THEN_LONG, [1000] * 7, open_=BUST_OPEN, close=BUST_CLOSE)
+    free = simulate(BUST_OPEN, BUST_CLOSE, SHORT_THEN_LONG, cash=1000.0)
+    for x, y in zip(by_column(wide, 0), by_column(free, 0), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def random_market(seed: int, n_bars: int = 80):
+    """OHLC of a volatile walk with overnight gaps, three of them jumps of x2.5 (what ruins a short), and
+    volumes."""
+    rng = np.random.default_rng(seed)
+    close = 50 * np.exp(np.cumsum(rng.normal(0.0, 0.08, n_bars)))
+    jump = np.ones(n_bars - 1)
+    jump[rng.choice(n_bars - 1, 3, replace=False)] = 2.5
+    open_ = np.empty(n_bars)
+    open_[0] = close[0]
+    open_[1:] = close[:-1] * np.exp(rng.normal(0.0, 0.05, n_bars - 1)) * jump
+    close[1:] *= np.cumprod(jump)
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 0.03, n_bars)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 0.03, n_bars)))
+    return rng, open_, high, low, close, rng.uniform(50, 2000, n_bars)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_equity_never_goes_below_zero_and_a_ruined_strategy_trades_no_more(seed):
+    rng, open_, high, low, close, volume = random_market(seed)
+    n_bars, n = close.size, 16
+    # runs of a held direction, shorts included; leverage-free sizing, so shorts are what goes bust
+    targets = np.repeat(rng.choice([-1.0, 0.0, 1.0], size=(n_bars // 8, n), p=[0.5, 0.2, 0.3]), 8, axis=0)
+    kw = {"cash": 1000.0, "commission": 0.001, "high": high, "low": low, "fractional": seed % 2 == 1,
+          "stop_loss": np.where(rng.random(n) < 0.3, 0.2, np.nan),
+          "take_profit": np.where(rng.random(n) < 0.3, 0.5, np.nan),
+          "fraction": rng.choice([0.5, 1.0], n)}
+    if seed % 3 == 0:
+        kw |= {"volume": volume, "volume_share": 0.05}
+    r = simulate(open_, close, targets, **kw)
+    assert (r.equity >= 0).all()
+    ruined = (r.equity == 0).any(axis=0)
+    assert 2 <= ruined.sum() < n  # the case really tests the rule
+    bar, col = r.fills[:, 0].astype(int), r.fills[:, 1].astype(int)
+    for p in range(n):
+        mine = col == p
+        np.testing.assert_allclose(r.traded_value[p], np.sum(np.abs(r.fills[mine, 2]) * r.fills[mine, 3]))
+        held = np.cumsum(r.fills[mine, 2])
+        flat = np.isclose(held, 0, atol=1e-9 * max(np.abs(held).max(initial=0), 1))
+        assert r.trades[p] == flat.sum()  # every return to flat closes one trade, the liquidation included
+        if not ruined[p]:
+            assert (r.fills[mine, 4] != BANKRUPT).all()
+            continue
+        b = int(np.argmax(r.equity[:, p] == 0))
+        assert (r.equity[b:, p] == 0).all() and (r.units[b:, p] == 0).all() and (r.cash[b:, p] == 0).all()
+        assert bar[mine].max(initial=0) <= b
+        liquidation = mine & (r.fills[:, 4] == BANKRUPT)
+        assert (bar[liquidation] == b).all() and (r.fills[liquidation, 3] == close[b]).all()
+    for p in np.nonzero(ruined)[0][:2]:
+        alone = simulate(open_, close, targets[:, p], **{k: v[p] if isinstance(v, np.ndarray) and v.ndim == 1
+                                                         and v.size == n else v for k, v in kw.items()})
+        for x, y in zip(by_column(r, p), by_column(alone, 0), strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_bankruptcy_matches_backtesting_py(bt):
+    rng = np.random.default_rng(5)
+    close = 10 * np.exp(np.cumsum(rng.normal(0.03, 0.02, 60)))
+    open_ = np.append(10.0, close[:-1] * np.exp(rng.normal(0, 0.01, 59)))
+    high, low = np.maximum(open_, close) * 1.01, np.minimum(open_, close) * 0.99
+    # a few trades, then a short held into the rise; and a short from the start
+    several = np.array([0, 1, 1, 1, -1, -1, 0, 0, 1, 1, -1] + [-1] * 45 + [1] * 4, dtype=float)
+    held = np.array([0] + [-1] * 59, dtype=float)
+    ours = simulate(open_, close, np.column_stack([several, held]), cash=10_000, commission=0.002)
+    for p, targets in enumerate((several, held)):
+        stats = follow(bt, open_, high, low, close, targets, commission=0.002)
+        curve = stats._equity_curve["Equity"].to_numpy()
+        assert stats["Equity Final [$]"] == 0 == ours.final_equity[p]
+        assert np.argmax(curve == 0) == np.argmax(ours.equity[:, p] == 0) > 10
+        np.testing.assert_allclose(ours.equity[:, p], curve, rtol=0, atol=1e-6)
+        assert ours.trades[p] == stats["# Trades"]
+
 
 # A long from bar 2's open at 100 (stop 5% at 95, take-profit 10% at 110), or the mirrored short (stop at 105,
 # take-profit at 90); bar 3 is the case. Bars 0 and 1 are flat (backtesting.py trades from bar 1's close).

@@ -16,6 +16,11 @@ Conventions (the same as backtesting.py, so the tests can cross-check to the cen
 - Cash moves only by P&L and commissions (no margin loan is modelled: shorts and
   longs are sized from equity alike); **equity is marked to the close**:
   ``equity[t] = cash + n (close[t] - entry)``.
+- **Bankruptcy** (backtesting.py's ``_Broker.next``): when a strategy's equity at the close
+  of bar b is <= 0, what it holds is closed at that close (a fill of kind ``BANKRUPT``: the
+  exit of the open trade, counted in ``trades``, with its commission; no slippage and no
+  volume cap), its cash is set to 0, its equity is 0 from bar b on, and it trades no more:
+  its later orders and stop exits never fill.
 
 Additions (off by default, so the cross-check above holds):
 
@@ -47,18 +52,22 @@ taking every strategy's k-th order in one set of NumPy operations (a strategy's
 sizing depends on its earlier fills, so rounds run in order; their number is the
 busiest strategy's order count, not the number of bars). Stop hits are found for
 all orders at once before the rounds (they depend on prices only), and the bars
-between fills are filled in by a vectorised forward-fill.
+between fills are filled in by a vectorised forward-fill. Bankruptcy is found
+afterwards: the run is causal, so up to a strategy's first close with equity <= 0
+its run is already right; only the (rare) bankrupt strategies run again, with their
+later orders removed and the exit of the position they hold at that close replaced
+by the liquidation.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 FULL_EQUITY = 1.0 - sys.float_info.epsilon
-ORDER, STOP_LOSS, TAKE_PROFIT = 0, 1, 2  # kinds of fill
+ORDER, STOP_LOSS, TAKE_PROFIT, BANKRUPT = 0, 1, 2, 3  # kinds of fill
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class BacktestResult:
     wins: np.ndarray  # closed round trips with positive P&L after both commissions
     traded_value: np.ndarray  # sum of |units| * fill price over all fills
     fills: np.ndarray  # one row per fill: bar, strategy, signed units, price, kind (sorted by bar, strategy)
+    #                    kind: ORDER, STOP_LOSS, TAKE_PROFIT or BANKRUPT
 
     @property
     def final_equity(self) -> np.ndarray:
@@ -104,7 +114,8 @@ def _per_strategy(value: float | np.ndarray | None, n: int, name: str) -> np.nda
 
 @dataclass(frozen=True)
 class _Exits:
-    """For every order (round k, strategy p): the bar and price of its stop exit, or bar -1."""
+    """For every order (round k, strategy p): the bar, price and kind of its exit (stop-loss, take-profit,
+    or the liquidation of a bankrupt strategy), or bar -1."""
 
     bar: np.ndarray
     price: np.ndarray
@@ -208,50 +219,173 @@ def _single(orders, ordered, open_, exits: _Exits, slip, commission, cash, share
     return fills, records, (trades, wins, traded)
 
 
-def _capped_round(k, p, t, direction, at, n_bars, capacity, exits, open_, slip, units, reduce, record, size_for,
-                  add) -> None:
+class _Book:
+    """Every strategy's position, entry price, cash and open trade through the rounds, and what the
+    rounds write: fills (bar, strategy, signed units, price, kind) and records (bar, strategy, units,
+    entry, cash after a batch of fills, from which ``_states`` rebuilds every bar)."""
+
+    def __init__(self, n: int, cash: float, commission: float, fraction: np.ndarray, fractional: bool):
+        self.commission, self.fraction, self.fractional = commission, fraction, fractional
+        self.units = np.zeros(n)
+        self.entry = np.zeros(n)
+        self.cash = np.full(n, cash)
+        self.entry_commission = np.zeros(n)
+        self.trade_pnl = np.zeros(n)  # realised P&L less exit commissions of the open trade so far
+        self.trades = np.zeros(n, dtype=np.int64)
+        self.wins = np.zeros(n, dtype=np.int64)
+        self.traded = np.zeros(n)
+        self.fills: list[tuple[np.ndarray, ...]] = []
+        self.records: list[tuple[np.ndarray, ...]] = []
+
+    def reduce(self, p: np.ndarray, t: np.ndarray, qty: np.ndarray, price: np.ndarray, kind: np.ndarray) -> None:
+        """Close ``qty`` units of each position at ``price``; a trade ends when nothing is left."""
+        side = np.sign(self.units[p])
+        exit_commission = qty * price * self.commission
+        pnl = side * qty * (price - self.entry[p])
+        self.cash[p] += pnl - exit_commission
+        self.trade_pnl[p] += pnl - exit_commission
+        self.traded[p] += qty * price
+        self.units[p] -= side * qty
+        self.fills.append((t, p, -side * qty, price, kind))
+        done = p[self.units[p] == 0.0]
+        self.trades[done] += 1
+        self.wins[done] += (self.trade_pnl[done] - self.entry_commission[done]) > 0
+
+    def close_out(self, p: np.ndarray, t: np.ndarray, price: np.ndarray, kind: np.ndarray) -> None:
+        """Close all of each position (a stop, a take-profit or a liquidation) and record the state."""
+        self.reduce(p, t, np.abs(self.units[p]), price, kind)
+        self.record(p, t)
+
+    def record(self, p: np.ndarray, t: np.ndarray) -> None:
+        self.records.append((t, p, self.units[p], self.entry[p], self.cash[p]))
+
+    def size_for(self, q: np.ndarray, price: np.ndarray) -> np.ndarray:
+        """Units a new position of each strategy may take at ``price`` from its cash now; starts its trade."""
+        share = self.fraction[q]
+        per_unit = price + (share * price * self.commission) / share
+        budget = self.cash[q] * share
+        size = budget / per_unit if self.fractional else np.floor_divide(budget, per_unit)
+        self.entry_commission[q] = 0.0
+        self.trade_pnl[q] = 0.0
+        return np.maximum(size, 0.0)
+
+    def add(self, q: np.ndarray, b: np.ndarray, d: np.ndarray, qty: np.ndarray, price: np.ndarray) -> None:
+        """Buy (d = +1) or sell short (d = -1) ``qty`` more units; the entry is their average price."""
+        held = np.abs(self.units[q])
+        self.entry[q] = np.where(held == 0, price, (self.entry[q] * held + price * qty) / (held + qty))
+        self.units[q] += d * qty
+        self.entry_commission[q] += qty * price * self.commission
+        self.cash[q] -= qty * price * self.commission
+        self.traded[q] += qty * price
+        self.fills.append((b, q, d * qty, price, np.full(q.size, ORDER)))
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What the rounds read, per strategy: prices and the direction ordered for each bar's open (bars x
+    strategies), the orders' bars ``at`` (rounds x strategies, -1 past a strategy's last) and their
+    exits, the share of equity per entry, the volume capacity per bar (None: unlimited), and ``bust``,
+    the bar at whose close each strategy is bankrupt (the number of bars: never). Strategies never
+    interact, so any subset of columns runs on its own."""
+
+    open_: np.ndarray
+    close: np.ndarray
+    ordered: np.ndarray
+    at: np.ndarray
+    exits: _Exits
+    fraction: np.ndarray
+    capacity: np.ndarray | None
+    bust: np.ndarray
+
+    def bankrupt(self, cols: np.ndarray, bust: np.ndarray) -> _Columns:
+        """Strategies ``cols`` alone, bankrupt at the close of bar ``bust`` (one each): their orders after
+        it are removed, and the exit of the round in force becomes a liquidation at that close, unless a
+        stop already closed the position inside that bar. (A stop before it cannot have closed it: the
+        equity would have been <= 0 from that stop on.)"""
+        at = self.at[:, cols]
+        k = ((at >= 0) & (at <= bust)).sum(axis=0) - 1  # the round in force at the bust bar; -1: none yet
+        at = np.where(np.arange(at.shape[0])[:, None] > k, -1, at)
+        bar, price, kind = (x[:, cols].copy() for x in (self.exits.bar, self.exits.price, self.exits.kind))
+        close = self.close[:, cols]
+        q = np.nonzero(k >= 0)[0]
+        q = q[bar[k[q], q] != bust[q]]
+        bar[k[q], q] = bust[q]
+        price[k[q], q] = close[bust[q], q]
+        kind[k[q], q] = BANKRUPT
+        return _Columns(self.open_[:, cols], close, self.ordered[:, cols], at, _Exits(bar, price, kind),
+                        self.fraction[cols], None if self.capacity is None else self.capacity[:, cols], bust)
+
+
+def _round(book: _Book, c: _Columns, k: int, p: np.ndarray, slip: float) -> None:
+    """Round k with unlimited liquidity: every order completes at its bar's open (close first, then
+    open), and the position opened leaves at its exit (stop, take-profit or liquidation), if any."""
+    t = c.at[k, p]
+    direction = c.ordered[t, p]
+    closing = book.units[p] != 0.0
+    if closing.any():
+        pc, tc = p[closing], t[closing]
+        book.reduce(pc, tc, np.abs(book.units[pc]), c.open_[tc, pc] * (1.0 - np.sign(book.units[pc]) * slip),
+                    np.full(pc.size, ORDER))
+    price = c.open_[t, p] * (1.0 + direction * slip)
+    size = book.size_for(p, price)
+    opening = (direction != 0.0) & (size > 0)
+    book.add(p[opening], t[opening], direction[opening], size[opening], price[opening])
+    book.record(p, t)
+    po = p[opening]
+    out = po[c.exits.bar[k, po] >= 0]
+    if out.size:
+        book.close_out(out, c.exits.bar[k, out], c.exits.price[k, out], c.exits.kind[k, out])
+
+
+def _capped_round(book: _Book, c: _Columns, k: int, p: np.ndarray, slip: float) -> None:
     """Round k with a volume cap: each bar from the order's open on, the bar's capacity serves first
     what is left to close, then what is left to open; the remainder waits for the next bar's open,
-    until the strategy's next order (which cancels it)."""
-    until = at[k + 1, p] if k + 1 < at.shape[0] else np.full(p.size, -1)
-    until = np.where(until < 0, n_bars, until)
-    stop_bar = exits.bar[k, p].copy()
-    to_close = np.abs(units[p])
+    until the strategy's next order (which cancels it) or its bust bar (where the liquidation closes
+    what is held, a close in progress included)."""
+    n_bars = c.ordered.shape[0]
+    t = c.at[k, p]
+    direction = c.ordered[t, p]
+    until = c.at[k + 1, p] if k + 1 < c.at.shape[0] else np.full(p.size, -1)
+    until = np.minimum(np.where(until < 0, n_bars, until), c.bust[p] + 1)
+    stop_bar = c.exits.bar[k, p].copy()
+    to_close = np.abs(book.units[p])
     to_open = np.full(p.size, np.nan)  # sized once the close is done, from the cash then
     bar = t.copy()
     live = np.ones(p.size, dtype=bool)
     while live.any():
         i = np.nonzero(live)[0]
         q, b, d = p[i], bar[i], direction[i]
-        room = capacity[b, q].copy()
-        c = np.minimum(to_close[i], room)
-        if (c > 0).any():
-            j = c > 0
-            side = np.sign(units[q[j]])
-            reduce(q[j], b[j], c[j], open_[b[j], q[j]] * (1.0 - side * slip), np.full(j.sum(), ORDER))
-            to_close[i] -= c
-            room -= c
-        price = open_[b, q] * (1.0 + d * slip)
+        room = c.capacity[b, q].copy()
+        cut = np.minimum(to_close[i], room)
+        if (cut > 0).any():
+            j = cut > 0
+            side = np.sign(book.units[q[j]])
+            book.reduce(q[j], b[j], cut[j], c.open_[b[j], q[j]] * (1.0 - side * slip), np.full(j.sum(), ORDER))
+            to_close[i] -= cut
+            room -= cut
+        price = c.open_[b, q] * (1.0 + d * slip)
         unsized = (to_close[i] == 0) & (d != 0) & np.isnan(to_open[i])
         if unsized.any():
-            to_open[i[unsized]] = size_for(q[unsized], price[unsized])
+            to_open[i[unsized]] = book.size_for(q[unsized], price[unsized])
         o = np.where((to_close[i] == 0) & (d != 0), np.minimum(np.nan_to_num(to_open[i]), room), 0.0)
         if (o > 0).any():
             j = o > 0
-            add(q[j], b[j], d[j], o[j], price[j])
+            book.add(q[j], b[j], d[j], o[j], price[j])
             to_open[i[j]] -= o[j]
-        record(q, b)
-        hit = (stop_bar[i] == b) & (units[q] != 0) & (to_close[i] == 0)
-        if hit.any():  # a stop closes what is held and cancels what was still to buy
-            _stop_out(reduce, record, q[hit], b[hit], np.abs(units[q[hit]]), exits, k)
+        book.record(q, b)
+        hit = (stop_bar[i] == b) & (book.units[q] != 0) & (to_close[i] == 0)
+        if hit.any():  # an exit closes what is held and cancels what was still to buy
+            qh = q[hit]
+            book.close_out(qh, b[hit], c.exits.price[k, qh], c.exits.kind[k, qh])
             to_open[i[hit]] = 0.0
             stop_bar[i[hit]] = -1
         pending = (to_close[i] > 0) | (np.nan_to_num(to_open[i]) > 0)
         bar[i] = b + 1
         live[i] = pending & (b + 1 < until[i])
-    later = (stop_bar >= 0) & (units[p] != 0) & (stop_bar >= bar - 1)
+    later = (stop_bar >= 0) & (book.units[p] != 0) & (stop_bar >= bar - 1)
     if later.any():
-        _stop_out(reduce, record, p[later], stop_bar[later], np.abs(units[p[later]]), exits, k)
+        ql = p[later]
+        book.close_out(ql, stop_bar[later], c.exits.price[k, ql], c.exits.kind[k, ql])
 
 
 def _states(records, n_bars: int, n_strats: int, cash: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -286,11 +420,6 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     lengths = ends - starts
     offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
     return np.arange(lengths.sum()) - offsets + np.repeat(starts, lengths)
-
-
-def _stop_out(reduce, record, p: np.ndarray, bar: np.ndarray, qty: np.ndarray, exits: _Exits, k: int) -> None:
-    reduce(p, bar, qty, exits.price[k, p], exits.kind[k, p])
-    record(p, bar)
 
 
 def simulate(
@@ -347,93 +476,55 @@ def simulate(
     exits = _find_exits(at, ordered, open_, _prices(high, n_bars, n_strats, "high") if stops else open_,
                         _prices(low, n_bars, n_strats, "low") if stops else open_, slip, stop_loss, take_profit)
 
-    units = np.zeros(n_strats)
-    entry = np.zeros(n_strats)
-    cash_now = np.full(n_strats, float(cash))
-    entry_commission = np.zeros(n_strats)
-    trade_pnl = np.zeros(n_strats)  # realised P&L less exit commissions of the open trade so far
-    trades = np.zeros(n_strats, dtype=np.int64)
-    wins = np.zeros(n_strats, dtype=np.int64)
-    traded = np.zeros(n_strats)
-    fills: list[tuple[np.ndarray, ...]] = []  # (bar, strategy, signed units, price, kind) per batch
-    records: list[tuple[np.ndarray, ...]] = []  # (bar, strategy, units, entry, cash) after each batch
+    capacity = None
     if volume is not None:
         vol = _prices(volume, n_bars, n_strats, "volume") * volume_share
         capacity = vol if fractional else np.floor(vol)
-    else:
-        capacity = None
+    columns = _Columns(open_, close, ordered, at, exits, fraction, capacity, np.full(n_strats, n_bars))
+    result = _run(columns, float(cash), commission, slip, fractional)
+    if not np.fmin.reduce(result.equity, axis=None, initial=np.inf) <= 0:  # one pass, NaN ignored
+        return result
+    # The run is causal: up to its first close with equity <= 0 a strategy's run is right, and only
+    # what follows changes. The bankrupt strategies alone run again with that close as their end.
+    ruined = result.equity <= 0
+    cols = np.nonzero(ruined.any(axis=0))[0]
+    again = _run(columns.bankrupt(cols, ruined[:, cols].argmax(axis=0)), float(cash), commission, slip, fractional)
+    return _with_columns(result, cols, again)
 
-    def reduce(p: np.ndarray, t: np.ndarray, qty: np.ndarray, price: np.ndarray, kind: np.ndarray) -> None:
-        """Close ``qty`` units of each position at ``price``; a trade ends when nothing is left."""
-        side = np.sign(units[p])
-        exit_commission = qty * price * commission
-        pnl = side * qty * (price - entry[p])
-        cash_now[p] += pnl - exit_commission
-        trade_pnl[p] += pnl - exit_commission
-        traded[p] += qty * price
-        units[p] -= side * qty
-        fills.append((t, p, -side * qty, price, kind))
-        done = units[p] == 0.0
-        trades[p[done]] += 1
-        wins[p[done]] += (trade_pnl[p[done]] - entry_commission[p[done]]) > 0
 
-    def record(p: np.ndarray, t: np.ndarray) -> None:
-        records.append((t, p, units[p], entry[p], cash_now[p]))
-
-    def size_for(q: np.ndarray, price: np.ndarray) -> np.ndarray:
-        share = fraction[q]
-        per_unit = price + (share * price * commission) / share
-        budget = cash_now[q] * share
-        size = budget / per_unit if fractional else np.floor_divide(budget, per_unit)
-        entry_commission[q] = 0.0
-        trade_pnl[q] = 0.0
-        return np.maximum(size, 0.0)
-
-    def add(q: np.ndarray, b: np.ndarray, d: np.ndarray, qty: np.ndarray, price: np.ndarray) -> None:
-        """Buy (d = +1) or sell short (d = -1) ``qty`` more units; the entry is their average price."""
-        held = np.abs(units[q])
-        entry[q] = np.where(held == 0, price, (entry[q] * held + price * qty) / (held + qty))
-        units[q] += d * qty
-        entry_commission[q] += qty * price * commission
-        cash_now[q] -= qty * price * commission
-        traded[q] += qty * price
-        fills.append((b, q, d * qty, price, np.full(q.size, ORDER)))
-
-    single = n_strats == 1 and capacity is None
-    if single:
+def _run(c: _Columns, cash: float, commission: float, slip: float, fractional: bool) -> BacktestResult:
+    """The rounds over every column of ``c`` (or the one-strategy path), and the states they imply."""
+    n_bars, n_strats = c.ordered.shape
+    if n_strats == 1 and c.capacity is None:
         # One strategy: the same rules with Python floats, order by order (NumPy calls on one-element
         # arrays would cost ~10x more per order). Tests hold it equal to the vectorised rounds.
-        fills, records, totals = _single(at[:, 0], ordered[:, 0], open_[:, 0], exits, slip, commission,
-                                         float(cash), float(fraction[0]), fractional)
-        trades[0], wins[0], traded[0] = totals
-    for k in range(0 if single else at.shape[0]):
-        p = np.nonzero(at[k] >= 0)[0]
-        t = at[k, p]
-        direction = ordered[t, p]
-        if capacity is None:
-            # Unlimited liquidity: every order completes at its bar's open (close first, then open).
-            closing = units[p] != 0.0
-            if closing.any():
-                pc, tc = p[closing], t[closing]
-                reduce(pc, tc, np.abs(units[pc]), open_[tc, pc] * (1.0 - np.sign(units[pc]) * slip),
-                       np.full(pc.size, ORDER))
-            price = open_[t, p] * (1.0 + direction * slip)
-            size = size_for(p, price)
-            opening = (direction != 0.0) & (size > 0)
-            add(p[opening], t[opening], direction[opening], size[opening], price[opening])
-            record(p, t)
-            po = p[opening]
-            stopped = exits.bar[k, po] >= 0
-            if stopped.any():
-                ps = po[stopped]
-                _stop_out(reduce, record, ps, exits.bar[k, ps], np.abs(units[ps]), exits, k)
-            continue
-        _capped_round(k, p, t, direction, at, n_bars, capacity, exits, open_, slip, units, reduce, record,
-                      size_for, add)
-
+        fills, records, totals = _single(c.at[:, 0], c.ordered[:, 0], c.open_[:, 0], c.exits, slip, commission,
+                                         cash, float(c.fraction[0]), fractional)
+        trades, wins, traded = (np.array([x]) for x in totals)
+    else:
+        book = _Book(n_strats, cash, commission, c.fraction, fractional)
+        for k in range(c.at.shape[0]):
+            p = np.nonzero(c.at[k] >= 0)[0]
+            (_round if c.capacity is None else _capped_round)(book, c, k, p, slip)
+        fills, records, trades, wins, traded = book.fills, book.records, book.trades, book.wins, book.traded
     table = np.column_stack([np.concatenate(f) for f in zip(*fills, strict=True)]) if fills else np.empty((0, 5))
-    table = table[np.lexsort((table[:, 1], table[:, 0]))]
-    units_t, entry_t, cash_t = _states(records, n_bars, n_strats, float(cash))
-    equity = cash_t + units_t * (close - entry_t)
-    return BacktestResult(equity=equity, units=units_t, cash=cash_t, trades=trades, wins=wins, traded_value=traded,
-                          fills=table)
+    units, entry, cash_t = _states(records, n_bars, n_strats, cash)
+    if (c.bust < n_bars).any():  # a bankrupt strategy holds nothing from its bust bar on, and no cash
+        cash_t[np.arange(n_bars)[:, None] >= c.bust] = 0.0
+    return BacktestResult(equity=cash_t + units * (c.close - entry), units=units, cash=cash_t, trades=trades,
+                          wins=wins, traded_value=traded, fills=_by_bar(table))
+
+
+def _with_columns(result: BacktestResult, cols: np.ndarray, part: BacktestResult) -> BacktestResult:
+    """``result`` (arrays of this call, updated in place) with its strategies ``cols`` replaced by ``part``,
+    the run of those strategies alone."""
+    for name in ("equity", "units", "cash", "trades", "wins", "traded_value"):
+        getattr(result, name)[..., cols] = getattr(part, name)
+    moved = part.fills.copy()
+    moved[:, 1] = cols[moved[:, 1].astype(np.int64)]
+    return replace(result, fills=_by_bar(np.concatenate([result.fills[~np.isin(result.fills[:, 1], cols)], moved])))
+
+
+def _by_bar(fills: np.ndarray) -> np.ndarray:
+    """Fills sorted by bar, then strategy; a strategy's fills within a bar keep their order (stable sort)."""
+    return fills[np.lexsort((fills[:, 1], fills[:, 0]))]

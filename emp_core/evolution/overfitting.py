@@ -91,9 +91,10 @@ def probability_of_backtest_overfitting(returns: np.ndarray, blocks: int = 16) -
       ``blocks`` does not divide the periods, the first blocks hold one row more). Every
       row is kept, and each half's Sharpe ratio uses the rows it really holds.
     - **Rankable configurations.** In a split, a configuration whose returns are constant
-      (it never trades) or not all finite, in the in-sample half or in the
-      out-of-sample half, is left out of that split: it has no Sharpe ratio to rank, and
-      counting it as the worst would push the winner's rank up and PBO down. The
+      (it never trades) in the in-sample half or in the out-of-sample half is left out
+      of that split: it has no Sharpe ratio to rank, and counting it as the worst would
+      push the winner's rank up and PBO down. So is a configuration with a non-finite
+      return, from every split (each row is in one half or the other). The
       relative rank is w = rank / (N_s + 1), N_s the configurations left in the split.
       A split with fewer than two is skipped (``skipped``); ``pbo`` and ``logits`` are
       over the splits used (``splits``). ValueError when no split can be used.
@@ -123,22 +124,18 @@ def probability_of_backtest_overfitting(returns: np.ndarray, blocks: int = 16) -
     starts = np.array([part[0] for part in np.array_split(np.arange(periods), blocks)])
     rows_in = (mask @ np.diff(starts, append=periods))[:, None]
 
-    finite = np.isfinite(m)
-    clean = np.where(finite, m, 0.0)
+    # every row is in one half or the other: a non-finite return leaves its configuration out of every split
+    m = m[:, np.isfinite(m).all(axis=0)]
     # centre each column on its mean so that the sums of squares lose little to cancellation
-    centre = clean.sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
-    x = np.where(finite, clean - centre, 0.0)
-    s1, s2 = np.add.reduceat(x, starts), np.add.reduceat(x * x, starts)  # (blocks, n)
+    centre = m.mean(axis=0)
+    x = m - centre
+    s1, s2 = np.add.reduceat(x, starts), np.add.reduceat(x * x, starts)  # (blocks, configurations)
     halves = mask.astype(float), (~mask).astype(float)
     sr_in = _sharpe_from_sums(halves[0] @ s1, halves[0] @ s2, rows_in, centre)
     sr_out = _sharpe_from_sums(halves[1] @ s1, halves[1] @ s2, periods - rows_in, centre)
-    rankable = np.isfinite(sr_in) & np.isfinite(sr_out)
-    bad = np.flatnonzero(~finite.all(axis=0))
-    if bad.size:
-        nonfinite = np.add.reduceat(~finite[:, bad], starts)
-        rankable[:, bad] &= (halves[0] @ nonfinite == 0) & (halves[1] @ nonfinite == 0)
+    rankable = np.isfinite(sr_in) & np.isfinite(sr_out)  # a variance that rounds to <= 0 gives no Sharpe ratio
     # constant halves, exactly: from the per-block extremes of the columns with a constant block
-    hi, lo = np.maximum.reduceat(clean, starts), np.minimum.reduceat(clean, starts)
+    hi, lo = np.maximum.reduceat(m, starts), np.minimum.reduceat(m, starts)
     flat = np.flatnonzero((hi == lo).any(axis=0))
     if flat.size:
         hi_in, hi_out = _split_reduce(mask, hi[:, flat], np.maximum, -np.inf)

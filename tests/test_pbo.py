@@ -67,6 +67,26 @@ def _with_non_finite():
     return m
 
 
+def _constant_by_blocks(seed):
+    """Configurations that hold one constant return per block (a yield that changes), at two levels in
+    block patterns: flat in both halves of the split that separates the levels, rankable elsewhere. (The
+    sums of squares of such a half need not give a variance of exactly zero.)"""
+    m = _noise(15, 203, 6)
+    patterns = [(0, 1, 2, 3), (0, 2, 4, 6), (0, 1, 4, 5), (0, 1, 6, 7), (2, 3, 4, 5), (0, 3, 5, 6)]
+    low, high = np.random.default_rng(seed).uniform(-0.01, 0.01, size=(2, len(patterns)))
+    levels = np.array([[low[j] if b in pattern else high[j] for j, pattern in enumerate(patterns)]
+                       for b in range(8)])
+    sizes = [len(part) for part in np.array_split(np.arange(203), 8)]
+    return np.hstack([m, np.repeat(levels, sizes, axis=0)])
+
+
+def _near_riskless():
+    """A tiny spread around a sizeable mean: Sharpe ratios from uncentred sums of squares would be noise."""
+    m = _noise(17, 203, 6)
+    rng = np.random.default_rng(18)
+    return np.hstack([m, 0.0003 + 1e-13 * rng.normal(size=(203, 1)), 0.0002 + 1e-13 * rng.normal(size=(203, 1))])
+
+
 def _everything():
     m = np.hstack([_with_flat_columns()[:197], _with_duplicates()[:197, -4:], _with_non_finite()[:197, [1, 4]]])
     return np.random.default_rng(14).permutation(m, axis=1)
@@ -78,6 +98,9 @@ CASES = {
     "flat columns": (_with_flat_columns, 8),
     "duplicated columns": (_with_duplicates, 8),
     "non-finite returns": (_with_non_finite, 6),
+    "constant by blocks": (lambda: _constant_by_blocks(16), 8),
+    "constant by blocks, other levels": (lambda: _constant_by_blocks(17), 8),
+    "near riskless": (_near_riskless, 8),
     "all of it, odd rows": (_everything, 10),
 }
 
@@ -104,11 +127,15 @@ def test_splits_without_two_rankable_configurations_are_skipped():
 def test_no_usable_split_is_refused():
     m = np.zeros((40, 3))
     m[:, 0] = _noise(21, 40, 1)[:, 0]
-    with pytest.raises(ValueError, match="PBO is undefined: no split has two configurations"):
+    undefined = ("^PBO is undefined: no split has two configurations with finite, non-constant returns in both "
+                 "halves$")
+    with pytest.raises(ValueError, match=undefined):
         probability_of_backtest_overfitting(m, blocks=4)
     m[:10, 1:] = _noise(22, 10, 2)  # trading in block 0 only: always flat in one half
-    with pytest.raises(ValueError, match="undefined"):
+    with pytest.raises(ValueError, match=undefined):
         probability_of_backtest_overfitting(m, blocks=4)
+    with pytest.raises(ValueError, match=undefined):  # non-finite everywhere but in one configuration
+        probability_of_backtest_overfitting(np.where(m == 0, np.nan, m), blocks=4)
 
 
 SEEDS = range(40)
@@ -181,6 +208,21 @@ def test_tied_in_sample_winners_count_the_split_fractionally():
     assert result.pbo == pytest.approx(oracle(m, 4)[0])
 
 
+def test_a_winner_exactly_at_the_out_of_sample_median_counts_as_overfit():
+    """Two blocks. With the first in-sample, configuration 0 and its copy win; out of sample they sit
+    between 2 (worse) and 3 (better): average rank 2.5 of 4, w = 1/2, logit 0, and the paper counts
+    l <= 0. With the second in-sample, 3 wins and falls below 0 and its copy out of sample."""
+    rng = np.random.default_rng(36)
+    m = rng.normal(0, 0.01, (20, 4))
+    m[:10, 0] += 0.02
+    m[10:, 2] -= 0.02
+    m[10:, 3] += 0.02
+    m[:, 1] = m[:, 0]
+    result = probability_of_backtest_overfitting(m, blocks=2)
+    assert (result.splits, result.pbo) == (2, 1.0)
+    assert result.logits[0] == pytest.approx(0.0, abs=1e-12)
+
+
 @pytest.mark.parametrize("row", [0, -1])
 def test_every_row_counts_when_blocks_do_not_divide_the_periods(row):
     m = _noise(34, 16 * 30 + 7, 6)
@@ -192,13 +234,14 @@ def test_every_row_counts_when_blocks_do_not_divide_the_periods(row):
 
 
 def test_bad_inputs_are_refused():
-    with pytest.raises(ValueError, match="at least two configurations"):
+    matrix = r"^need a \(periods x configurations\) matrix with at least two configurations$"
+    with pytest.raises(ValueError, match=matrix):
         probability_of_backtest_overfitting(np.ones((100, 1)), blocks=4)
-    with pytest.raises(ValueError, match="at least two configurations"):
+    with pytest.raises(ValueError, match=matrix):
         probability_of_backtest_overfitting(np.ones(100), blocks=4)
     for blocks in (5, 0, -2):
-        with pytest.raises(ValueError, match="blocks must be even and >= 2"):
+        with pytest.raises(ValueError, match=rf"^blocks must be even and >= 2, got {blocks}$"):
             probability_of_backtest_overfitting(np.ones((100, 3)), blocks=blocks)
-    with pytest.raises(ValueError, match="31 periods are too few for 16 blocks"):
+    with pytest.raises(ValueError, match=r"^31 periods are too few for 16 blocks \(two per block at least\)$"):
         probability_of_backtest_overfitting(_noise(35, 31, 3), blocks=16)
     assert probability_of_backtest_overfitting(_noise(35, 32, 3), blocks=16).splits == 12870

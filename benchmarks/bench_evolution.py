@@ -47,7 +47,7 @@ def main() -> None:
     result = evolve(universe, (np.datetime64("2009-01-01"), np.datetime64(f"{2009 + args.years}-01-01")),
                     size=args.population, generations=args.generations, seed=0, log=log, **extra)
     seconds = time.perf_counter() - t0
-    evaluations = log.trials
+    evaluations = log.evaluations
     genome_bars = evaluations * bars.height
     print(f"[{args.engine}] population {args.population}: generation 0 + {args.generations} generations, "
           f"{evaluations:,} evaluations in {seconds:.1f} s = {(args.generations + 1) / seconds:.3f} generations/s "

@@ -9,8 +9,9 @@
   carries a **species**, the catalogue seed nearest in gene space, to follow how
   the families fare.
 - **Lineage**: every individual has an id, its parents' ids, the operator that made
-  it and its generation. **Experiment log**: every evaluation is a row, so the
-  number of trials N behind a champion is known exactly.
+  it and its generation. **Experiment log**: every evaluation of this run is a row, with
+  its objectives and per-bar return moments; the trial registry (``registry``) keeps
+  them across runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from deap import base, creator, tools
 
 from emp_core.evolution.fitness import Universe, evaluate
 from emp_core.evolution.genome import BOUNDS, CATALOGUE, GENE_NAMES, Genome
+from emp_core.evolution.registry import return_moments
 
 WEIGHTS = (1.0, 1.0, -1.0)  # maximise Sharpe lower bound, maximise (negative) drawdown, minimise turnover
 if not hasattr(creator, "EmpFitness"):
@@ -35,20 +37,22 @@ _SEED_VECTORS = {name: g.to_vector() for name, g in CATALOGUE.items()}
 
 @dataclass
 class ExperimentLog:
-    """Every evaluation of every individual: the denominator of the deflated Sharpe ratio."""
+    """Every evaluation of every individual in one run (the registry counts trials across runs)."""
 
     rows: list[dict] = field(default_factory=list)
 
-    def add(self, individual, *, window: int, phase: str, metrics: dict, sharpe_per_bar: float) -> None:
+    def add(self, individual, *, window: int, phase: str, metrics: dict, moments: dict) -> None:
+        """One evaluation: the individual's genes (in [0, 1]), objectives and per-bar return moments."""
         self.rows.append({
             "evaluation": len(self.rows), "individual": individual.id, "generation": individual.generation,
             "window_id": window, "phase": phase, "species": individual.species, "operator": individual.operator,
             "parents": list(individual.parents), **dict(zip(GENE_NAMES, map(float, individual), strict=True)),
-            **metrics, "sharpe_per_bar": sharpe_per_bar,
+            **metrics, **moments,
         })
 
     @property
-    def trials(self) -> int:
+    def evaluations(self) -> int:
+        """Training evaluations in this run."""
         return sum(1 for r in self.rows if r["phase"] == "train")
 
     def frame(self) -> pl.DataFrame:
@@ -80,12 +84,11 @@ def _score(individuals, universe: Universe, window: tuple, log: ExperimentLog, w
     if not individuals:
         return
     ev = evaluator([genome_of(i) for i in individuals], universe, *window, **costs)
-    per_bar = ev.returns[1:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sharpe = np.nan_to_num(per_bar.mean(axis=0) / per_bar.std(axis=0, ddof=1))
+    moments = return_moments(ev.returns[1:])
     for k, ind in enumerate(individuals):
         ind.fitness.values = tuple(float(x) for x in ev.objectives[k])
-        log.add(ind, window=window_id, phase=phase, metrics=ev.metrics(k), sharpe_per_bar=float(sharpe[k]))
+        log.add(ind, window=window_id, phase=phase, metrics=ev.metrics(k),
+                moments={name: values[k].item() for name, values in moments.items()})
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,17 @@ class DuckDBStore:
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
                 con.unregister("new_rows")
 
+    def append_table(self, table: str, frame: pl.DataFrame) -> int:
+        """Append ``frame`` to ``table`` by column name, creating it from the frame's schema the first time
+        (a history kept across runs, such as the promotion decisions)."""
+        self._check_ident(table)
+        with self.connect() as con, _transaction(con):
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.', maxsplit=1)[0]}")
+            con.register("new_rows", frame.to_arrow())
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM new_rows LIMIT 0")
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
+        return frame.height
+
     def overwrite_table(self, table: str, frame: pl.DataFrame) -> int:
         """Create or replace ``table`` with exactly ``frame`` (a small derived table such as calibration)."""
         self._check_ident(table)

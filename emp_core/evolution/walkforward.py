@@ -4,35 +4,43 @@ Windows roll forward by ``step`` years: **train** (evolve the population on it),
 **selection** (re-score the final Pareto front there and keep the genome with the
 best Sharpe lower bound), **test** (report the chosen genome there, once). A window
 reads no bar at or after its test end: the universe is cut there before anything
-is computed, and a test truncates the future to prove it.
+is computed, and a test truncates the future (features included) to prove it.
 
-The walk-forward out-of-sample track is the chosen genomes' test returns, window
-after window. The **champion** is the last window's choice, promoted only when
-
-- its deflated Sharpe ratio on that out-of-sample track is at least ``min_dsr``
-  (N = every training evaluation in the experiment log, the Sharpe variance over
-  those evaluations; ``overfitting.deflated_sharpe``), and
-- the probability of backtest overfitting of the last window's final population,
-  by CSCV over its returns from the first train start to the last test end, is at
-  most ``max_pbo`` (``overfitting.probability_of_backtest_overfitting``).
-
-Otherwise no champion is promoted and the decision says why. The deflated Sharpe
-ratio is deliberately conservative: its luck benchmark grows with the spread of
-the trials' Sharpe ratios, and that spread is wide when some genomes fade an edge
-that others follow (a test shows a planted edge refused at 0.95 and promoted with
-the DSR gate off).
+Every evaluation is recorded in the trial registry (``registry``) before the
+decision, so the trials of this run count with every earlier one on the dataset.
+The **champion** is the last window's choice, promoted only when all three gates of
+``promotion`` pass (deflated Sharpe of the champion against the registry's effective
+number of trials, PSR of the out-of-sample walk-forward track, PBO of the champion
+window's search); otherwise the decision says which failed, with every figure.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import polars as pl
 
 from emp_core.evolution.fitness import Universe, evaluate
-from emp_core.evolution.genome import Genome
-from emp_core.evolution.overfitting import deflated_sharpe, probability_of_backtest_overfitting
+from emp_core.evolution.genome import GENE_NAMES, Genome
 from emp_core.evolution.population import ExperimentLog, _Ids, _score, evolve, genome_of
+from emp_core.evolution.promotion import DEFAULT_GATES, Decision, Evidence, Gates, decide
+from emp_core.evolution.registry import (
+    MemoryRegistry,
+    TrialRegistry,
+    config_hash,
+    costs_key,
+    dataset_version,
+    genome_hash,
+    return_moments,
+    trial_key,
+)
+
+log_ = logging.getLogger("emp.evolution")
+COST_DEFAULTS = {name: p.default for name, p in inspect.signature(evaluate).parameters.items()
+                 if p.kind is p.KEYWORD_ONLY}
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,9 @@ class Window:
     train: tuple[np.datetime64, np.datetime64]
     selection: tuple[np.datetime64, np.datetime64]
     test: tuple[np.datetime64, np.datetime64]
+
+    def span(self, phase: str) -> tuple[np.datetime64, np.datetime64]:
+        return {"train": self.train, "selection": self.selection, "test": self.test}[phase]
 
 
 def windows(first: np.datetime64, last: np.datetime64, *, train_years: int = 3, selection_years: int = 1,
@@ -60,26 +71,20 @@ def windows(first: np.datetime64, last: np.datetime64, *, train_years: int = 3, 
 
 
 @dataclass(frozen=True)
-class Decision:
-    promoted: bool
-    reason: str
-    dsr: float | None
-    pbo: float | None
-    trials: int
-
-
-@dataclass(frozen=True)
 class WalkForwardResult:
     windows: list[Window]
     chosen: list[Genome]  # per window
+    selection_metrics: list[dict]  # per window, the chosen genome on its selection span (what chose it)
     test_metrics: list[dict]  # per window, the chosen genome on its test span
     oos_returns: np.ndarray  # the out-of-sample track (test spans, concatenated)
     champion: Genome | None
     decision: Decision
     log: ExperimentLog = field(repr=False)
+    trials_added: int = 0  # registry rows this run added (0 when the same run was recorded before)
 
 
-def _cut(universe: Universe, end: np.datetime64) -> Universe:
+def cut(universe: Universe, end: np.datetime64) -> Universe:
+    """The universe without any bar at or after ``end``."""
     keep = {s: universe.ts[s] < end for s in universe.symbols}
     return Universe(universe.symbols, {s: universe.ts[s][keep[s]] for s in universe.symbols},
                     {s: {k: v[keep[s]] for k, v in universe.ohlc[s].items()} for s in universe.symbols},
@@ -88,59 +93,88 @@ def _cut(universe: Universe, end: np.datetime64) -> Universe:
 
 
 def walk_forward(universe: Universe, spans: list[Window], *, size: int = 40, generations: int = 5, seed: int = 0,
-                 min_dsr: float = 0.95, max_pbo: float = 0.2, pbo_blocks: int = 16, evaluator=evaluate,
-                 **costs) -> WalkForwardResult:
+                 gates: Gates = DEFAULT_GATES, evaluator=evaluate, registry: TrialRegistry | None = None,
+                 dataset: str = "universe", run_id: str = "", **costs) -> WalkForwardResult:
+    """Evolve, select and test window by window; record every evaluation; decide on the champion.
+
+    ``registry`` (default: a fresh in-memory one, so N is this run's) holds the trials of earlier
+    runs on ``dataset``; ``costs`` (commission, slippage_bps, min_trades) go to every evaluation."""
     if not spans:
         raise ValueError("no walk-forward window fits in the data; shorten the windows or add history")
+    costs = COST_DEFAULTS | costs  # spelled out, so a default and the same value given are one trial
     log, ids = ExperimentLog(), _Ids()
-    chosen, test_metrics, oos = [], [], []
-    last_population = []
+    chosen, selection_metrics, test_metrics, oos = [], [], [], []
+    window_search: list = []
     for w in spans:
-        visible = _cut(universe, w.test[1])
+        visible = cut(universe, w.test[1])
         evolved = evolve(visible, w.train, size=size, generations=generations, seed=seed + w.index, log=log,
                          window_id=w.index, ids=ids, evaluator=evaluator, **costs)
         _score(evolved.front, visible, w.selection, log, w.index, "selection", evaluator=evaluator, **costs)
         pick = max(evolved.front, key=lambda ind: ind.fitness.values[0])
+        at = next(i for i, ind in enumerate(evolved.front) if ind is pick)
+        selection_metrics.append(dict(log.rows[len(log.rows) - len(evolved.front) + at]))
         genome = genome_of(pick)
         test = evaluator([genome], visible, *w.test, **costs)
+        moments = return_moments(test.returns[1:])
         log.add(pick, window=w.index, phase="test", metrics=test.metrics(0),
-                sharpe_per_bar=float(_per_bar_sharpe(test.returns[1:, 0])))
+                moments={k: v[0].item() for k, v in moments.items()})
         chosen.append(genome)
         test_metrics.append(test.metrics(0))
+        log_.info("window %d/%d (train %s .. %s): %d evaluations, chosen %s (selection Sharpe LB %.2f), "
+                  "test Sharpe LB %.2f", w.index + 1, len(spans), str(w.train[0])[:10], str(w.train[1])[:10],
+                  sum(1 for r in log.rows if r["window_id"] == w.index), genome.name,
+                  selection_metrics[-1]["sharpe_lb"], test.metrics(0)["sharpe_lb"])
         oos.append(test.returns[1:, 0])
-        last_population = evolved.population
+        window_search = [r for r in log.rows if r["window_id"] == w.index and r["phase"] == "train"]
+    registry = registry if registry is not None else MemoryRegistry()
+    log_.info("recording %d evaluations in the trial registry and deciding on the champion", len(log.rows))
+    version = dataset_version(universe)
+    settings = {"size": size, "generations": generations, "seed": seed, "spans": [str(w) for w in spans],
+                "costs": costs_key(costs)}
+    added = registry.record(trial_rows(log, spans, dataset=dataset, version=version, config=config_hash(settings),
+                                       run_id=run_id, costs=costs))
     track = np.concatenate(oos)
-    decision = _decide(universe, spans, last_population, track, log, min_dsr, max_pbo, pbo_blocks, evaluator,
-                       costs)
-    return WalkForwardResult(spans, chosen, test_metrics, track, chosen[-1] if decision.promoted else None,
-                             decision, log)
+    evidence_end = spans[-1].test[0]
+    decision = decide(Evidence(universe=cut(universe, evidence_end), evidence_end=evidence_end, champion=chosen[-1],
+                               track=track, window_genomes=_distinct_genomes(window_search),
+                               registry_trials=registry.trials(dataset), costs=costs, evaluator=evaluator),
+                      gates)
+    return WalkForwardResult(spans, chosen, selection_metrics, test_metrics, track,
+                             chosen[-1] if decision.promoted else None, decision, log, added)
 
 
-def _per_bar_sharpe(r: np.ndarray) -> float:
-    sd = r.std(ddof=1)
-    return float(r.mean() / sd) if sd > 0 else 0.0
+def _decoded(row: dict) -> Genome:
+    return Genome.from_vector([row[k] for k in GENE_NAMES], name=f"g{row['individual']}")
 
 
-def _decide(universe, spans, population, track, log, min_dsr, max_pbo, blocks, evaluator, costs) -> Decision:
-    trials = log.trials
-    train_sharpes = np.array([r["sharpe_per_bar"] for r in log.rows if r["phase"] == "train"])
-    try:
-        dsr = deflated_sharpe(track, train_sharpes, trials=trials)
-    except ValueError as exc:
-        return Decision(False, f"no champion: the out-of-sample track has no usable Sharpe ratio ({exc})", None,
-                        None, trials)
-    span = (spans[0].train[0], spans[-1].test[1])
-    returns = evaluator([genome_of(i) for i in population], _cut(universe, span[1]), *span, **costs).returns[1:]
-    try:
-        pbo = probability_of_backtest_overfitting(returns, blocks=blocks).pbo
-    except ValueError as exc:
-        return Decision(False, f"no champion: PBO could not be estimated ({exc})", dsr, None, trials)
-    failed = []
-    if dsr < min_dsr:
-        failed.append(f"deflated Sharpe {dsr:.3f} < {min_dsr} after {trials} trials")
-    if pbo > max_pbo:
-        failed.append(f"probability of backtest overfitting {pbo:.3f} > {max_pbo}")
-    if failed:
-        return Decision(False, "no champion: " + "; ".join(failed), dsr, pbo, trials)
-    return Decision(True, f"promoted: deflated Sharpe {dsr:.3f} >= {min_dsr} after {trials} trials, "
-                          f"PBO {pbo:.3f} <= {max_pbo}", dsr, pbo, trials)
+def _distinct_genomes(rows: list[dict]) -> list[Genome]:
+    seen, out = set(), []
+    for row in rows:
+        g = _decoded(row)
+        h = genome_hash(g)
+        if h not in seen:
+            seen.add(h)
+            out.append(g)
+    return out
+
+
+def trial_rows(log: ExperimentLog, spans: list[Window], *, dataset: str, version: str, config: str, run_id: str,
+               costs: dict) -> pl.DataFrame:
+    """The run's evaluations as trial-registry rows (genes decoded, as evaluated)."""
+    rows = []
+    for r in log.rows:
+        g = _decoded(r)
+        h = genome_hash(g)
+        span = spans[r["window_id"]].span(r["phase"])
+        rows.append({"dataset": dataset, "dataset_version": version, "config_hash": config, "run_id": run_id,
+                     "window_id": r["window_id"], "phase": r["phase"],
+                     "span_start": _py(span[0]), "span_end": _py(span[1]),
+                     "genome_hash": h, "costs": costs_key(costs), "trial_key": trial_key(h, costs),
+                     **{k: float(getattr(g, k)) for k in GENE_NAMES}, "long_only": g.long_only,
+                     **{k: r[k] for k in ("sharpe_lb", "max_drawdown", "turnover", "trades", "n_bars", "ret_mean",
+                                          "ret_std", "ret_skew", "ret_kurtosis", "sharpe_per_bar")}})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _py(t: np.datetime64):
+    return np.datetime64(t, "us").item()

@@ -91,7 +91,7 @@ def _check_lines(result) -> tuple[int, int, list[str], list[str]]:
     from emp_dagster.defs.evolution.assets import PROMOTION_GATE
 
     evaluations = result.get_asset_check_evaluations()
-    # The champion's promotion gate refusing is the gate working (no champion this run), not a failure.
+    # The promotion gate refusing is the gate working (no champion this run): reported on its own line.
     failed = [e for e in evaluations if not e.passed and e.check_name != PROMOTION_GATE]
     gates = [f"{e.asset_key.to_user_string()}:{e.check_name}" for e in failed
              if e.severity != dg.AssetCheckSeverity.WARN]
@@ -100,13 +100,23 @@ def _check_lines(result) -> tuple[int, int, list[str], list[str]]:
     return len(evaluations) - len(failed), len(gates), gates, warnings
 
 
-def _champion_line(result) -> str:
+def _champion_lines(result) -> list[str]:
+    """The promotion decision: champion or none, the reason, and the figures behind it."""
     from emp_dagster.defs.evolution.assets import PROMOTION_GATE
 
     gate = [e for e in result.get_asset_check_evaluations() if e.check_name == PROMOTION_GATE]
     if not gate:
-        return "not evaluated in this run"
-    return gate[0].description or ("promoted" if gate[0].passed else "none")
+        return ["champion: not evaluated in this run"]
+    m = {k: v.value for k, v in gate[0].metadata.items()}
+
+    def num(key: str, fmt: str = ".3f") -> str:
+        return format(m[key], fmt) if isinstance(m.get(key), int | float) else "n/a"
+
+    return [f"champion: {'promoted' if gate[0].passed else 'none'}: {gate[0].description}",
+            f"  deflated Sharpe {num('dsr')} (SR {num('sharpe', '.4f')} vs SR0 {num('sr0', '.4f')} per bar over "
+            f"{m.get('n_bars', 'n/a')} bars; N = {m.get('n_trials', 'n/a')} trials in the registry, "
+            f"{num('n_effective', '.0f')} effective), out-of-sample PSR {num('oos_psr')} over "
+            f"{m.get('oos_bars', 'n/a')} bars, PBO {num('pbo')}"]
 
 
 def _shipped_range() -> tuple[datetime, datetime]:
@@ -131,15 +141,16 @@ def cmd_demo(args) -> int:
     store = DuckDBStore(settings().duckdb_path)
     counts = store.table_counts()
     width = max(len(t) for t in counts)
-    step_failures = [e for e in result.all_events if e.is_step_failure and not _held_by_promotion_gate(e)]
+    step_failures = [e for e in result.all_events if e.is_step_failure]
     print("\nEMP demo summary")
-    status = "SUCCESS" if result.success else "FAILED" if step_failures else "HALTED at the promotion gate"
+    status = "SUCCESS" if result.success else "FAILED"
     print(f"  run {result.run_id}: {status} in {time.perf_counter() - t0:.1f}s")
     for table, n in counts.items():
         print(f"  {table:<{width}}  {n:>9,} rows")
     print(f"  asset checks: {passed} passed, {failed} failed" + (f" ({', '.join(failed_names)})" if failed else "")
           + (f", {len(warnings)} warnings ({', '.join(warnings)})" if warnings else ""))
-    print(f"  champion: {_champion_line(result)}")
+    for line in _champion_lines(result):
+        print(f"  {line}")
     print(f"  data:    {store.path}")
     print(f"  dagster: {home}")
     print("  open the UI:    make ui   (or: emp ui)  ->  http://127.0.0.1:3000")
@@ -150,15 +161,6 @@ def cmd_demo(args) -> int:
                   file=sys.stderr)
         return 1
     return 0
-
-
-def _held_by_promotion_gate(event) -> bool:
-    """The evolution step stops on its blocking promotion gate when no genome passes: by design, the
-    run halts there (nothing downstream may use a champion that was not promoted). Not a demo failure."""
-    from emp_dagster.defs.evolution.assets import PROMOTION_GATE
-
-    error = event.event_specific_data.error
-    return error.cls_name == "DagsterAssetCheckFailedError" and PROMOTION_GATE in error.message
 
 
 def cmd_backfill(args) -> int:

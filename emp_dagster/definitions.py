@@ -3,6 +3,7 @@
 import dagster as dg
 
 from emp_dagster.defs.evolution import assets as evolution_assets
+from emp_dagster.defs.evolution import checks as evolution_checks
 from emp_dagster.defs.evolution import resources as evolution_resources
 from emp_dagster.defs.market_data import assets as market_assets
 from emp_dagster.defs.market_data import jobs as market_jobs
@@ -26,7 +27,7 @@ demo_job = dg.define_asset_job(
 def defs() -> dg.Definitions:
     domain = dg.Definitions(
         assets=dg.load_assets_from_modules([market_assets, sensory_assets, evolution_assets]),
-        asset_checks=dg.load_asset_checks_from_modules([sensory_checks]),
+        asset_checks=dg.load_asset_checks_from_modules([sensory_checks, evolution_checks]),
         jobs=[market_jobs.ingest_job, demo_job, evolution_assets.evolution_job],
         schedules=[market_schedules.daily_bars_ingest, market_schedules.weekly_trailing_backfill,
                    evolution_assets.weekly_evolution],

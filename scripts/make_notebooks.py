@@ -124,7 +124,8 @@ EVOLUTION = [
     ("code", """runs = q("SELECT * FROM evolution.fitness_runs ORDER BY window_id")
 runs.select("window_id", "name", "test_start", "test_sharpe_lb", "test_max_drawdown", "test_turnover", "test_trades",
             "w_why", "w_how", "w_what", "w_when", "w_anomaly", "entry", "holding_period")"""),
-    ("md", "## The experiment log\nEvery evaluation is a trial: the deflated Sharpe ratio counts them all."),
+    ("md", "## The experiment log\nEvery evaluation of this run; the trial registry `evolution.trials` keeps them "
+           "across runs, and its distinct genomes are the N of the deflated Sharpe ratio."),
     ("code", """log_ = q("SELECT * FROM evolution.experiment_log")
 print(f"{log_.height} evaluations; {log_.filter(pl.col('phase') == 'train').height} training trials")
 by_gen = (log_.filter(pl.col("phase") == "train").group_by("window_id", "generation")
@@ -153,12 +154,16 @@ while todo and len(line) < 12:
         line.append((i, rows[i]["generation"], rows[i]["operator"], rows[i]["parents"]))
         todo += rows[i]["parents"]
 pl.DataFrame(line, schema=["individual", "generation", "operator", "parents"], orient="row")"""),
-    ("md", "## The promotion decision"),
-    ("code", """champion = q("SELECT * FROM evolution.champion")
-print("champion:", champion["name"].item() if champion.height else "none")
-print(champion["reason"].item() if champion.height else "the promotion gate refused: see the check "
-      "`promotion_gate` on duckdb/evolution/champion in the UI, or `emp demo`'s summary")
-con.close()"""),
+    ("md", "## The promotion decisions\nOne row per run, kept across runs: the three gates' figures with the "
+           "registry's cumulative N and the effective N beside each decision."),
+    ("code", """decisions = q("SELECT * FROM evolution.decisions ORDER BY decided_at")
+latest = decisions.tail(1).row(0, named=True)
+print("champion:", latest["genome"] if latest["promoted"] else "none", "|", latest["reason"])
+decisions.select("decided_at", "promoted", "n_trials", "n_effective", "dsr", "sharpe", "sr0", "oos_psr", "pbo")"""),
+    ("code", """trials = q("SELECT dataset, count(*) AS evaluations, count(DISTINCT trial_key) AS trials, "
+           "count(DISTINCT run_id) AS runs FROM evolution.trials GROUP BY dataset")
+con.close()
+trials"""),
 ]
 
 NOTEBOOKS = {"01_market_data": MARKET_DATA, "02_sensory": SENSORY, "03_evolution": EVOLUTION}

@@ -19,7 +19,8 @@ EXPECTED_ASSETS = {
     "duckdb/macro/series", "duckdb/macro/treasury_curve",
     *(f"duckdb/sensory/{n}" for n in SENSORY), "duckdb/sensory/calibration",
     *(f"duckdb/evolution/{n}"
-      for n in ("catalogue", "experiment_log", "lineage", "population", "fitness_runs", "champion")),
+      for n in ("catalogue", "experiment_log", "lineage", "population", "fitness_runs", "trials", "decision",
+                "champion")),
 }
 BAR_CHECKS = {"schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"}
 
@@ -32,11 +33,15 @@ def test_graph_snapshot():
     assert {n for a, n in checks if a == "duckdb/market/bars_1d"} == BAR_CHECKS
     assert {n for a, n in checks if a == "duckdb/macro/series"} == {
         "unique_series_period", "point_in_time", "values_finite"}
-    gates = {k for k in repo.asset_graph.asset_check_keys if k.name != "drift"}
-    assert ("duckdb/evolution/champion", "promotion_gate") in checks
+    # A refusal to promote is an outcome (a warning on the decision), not a gate that fails the run.
+    gates = {k for k in repo.asset_graph.asset_check_keys if k.name not in ("drift", "promotion_gate")}
+    assert ("duckdb/evolution/decision", "promotion_gate") in checks
+    assert ("duckdb/evolution/champion", "promoted_by_gates") in checks
     assert all(repo.asset_graph.get_check_spec(k).blocking for k in gates)
     drift = {k.asset_key.to_user_string() for k in repo.asset_graph.asset_check_keys if k.name == "drift"}
     assert drift == {f"duckdb/sensory/{n}" for n in SENSORY}
+    assert not repo.asset_graph.get_check_spec(
+        dg.AssetCheckKey(dg.AssetKey(["duckdb", "evolution", "decision"]), "promotion_gate")).blocking
     assert not any(repo.asset_graph.get_check_spec(k).blocking for k in repo.asset_graph.asset_check_keys
                    if k.name == "drift")
     parents = {n: {k.to_user_string() for k in repo.asset_graph.get(dg.AssetKey(["duckdb", "sensory", n])).parent_keys}

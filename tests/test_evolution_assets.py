@@ -1,4 +1,5 @@
-"""The evolution assets in Dagster: the promotion gate blocks with its reason, or names a champion."""
+"""The evolution assets in Dagster: a refusal is an outcome of a successful run, a champion only when promoted,
+and the trial registry counts across runs."""
 
 import dagster as dg
 import numpy as np
@@ -7,12 +8,21 @@ import pytest
 from emp_core.evolution.walkforward import windows
 from emp_core.store import DuckDBStore
 from emp_dagster.defs.evolution import assets as evolution
+from emp_dagster.defs.evolution import checks as evolution_checks
 from emp_dagster.defs.evolution.resources import spark_resource
 from emp_dagster.defs.market_data import assets as market
 from emp_dagster.defs.market_data.resources import EmbeddedStoreResource, ShippedDataResource
 from emp_dagster.defs.sensory import assets as sensory
 
 SMALL = {"population": 8, "generations": 1, "train_years": 3}
+LENIENT = {"min_dsr": 0.0, "min_oos_psr": 0.0, "max_pbo": 1.0}
+CONSUMED = []
+
+
+@dg.asset(deps=[evolution.KEYS["champion"]])
+def champion_consumer() -> None:
+    """Stands for what trades a champion (the risk and order assets): it must run only after a promotion."""
+    CONSUMED.append(True)
 
 
 @pytest.fixture
@@ -21,23 +31,65 @@ def resources(tmp_path, data_dir):
             "market_data": ShippedDataResource(data_dir=str(data_dir)), "pyspark": spark_resource()}
 
 
-def run(resources, gates: dict):
-    config = {"ops": {"evolution": {"config": SMALL | gates}}}
+def run(resources, config: dict, instance):
+    run_config = {"ops": {"evolution": {"config": SMALL | config}}}
     tags = {"dagster/asset_partition_range_start": "2000-01-01", "dagster/asset_partition_range_end": "2012-12-01"}
-    with dg.instance_for_test() as instance:
-        return dg.materialize([market.bars_1d, market.macro_series, market.treasury_curve, sensory.sensory_cortex,
-                               evolution.evolution], resources=resources, instance=instance, tags=tags,
-                              run_config=config, raise_on_error=False)
+    return dg.materialize([market.bars_1d, market.macro_series, market.treasury_curve, sensory.sensory_cortex,
+                           evolution.evolution, evolution_checks.promoted_by_gates, champion_consumer],
+                          resources=resources, instance=instance, tags=tags, run_config=run_config,
+                          raise_on_error=False)
 
 
-def test_the_gate_halts_the_run_with_its_reason_or_promotes(resources):
-    strict = run(resources, {})
-    gate = {e.check_name: e for e in strict.get_asset_check_evaluations()}[evolution.PROMOTION_GATE]
+def checks(result) -> dict:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def materialised(result) -> set[str]:
+    return {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+
+
+def test_a_refusal_is_a_successful_run_and_a_champion_is_stored_only_when_promoted(resources):
     store = DuckDBStore(resources["store"].path)
-    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
-    assert gate.description.startswith("no champion:") and gate.metadata["trials"].value > 0
-    assert not strict.success  # a blocking gate stops the graph there
-    assert store.query("SELECT count(*) FROM evolution.champion").item() == 0
+    CONSUMED.clear()
+    with dg.instance_for_test() as instance:
+        strict = run(resources, {}, instance)
+        gate = checks(strict)[evolution.PROMOTION_GATE]
+        assert strict.success  # the gate said no: an outcome, not a failed run
+        assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+        assert gate.description.startswith("no champion:")
+        assert gate.metadata["n_trials"].value > 0 and gate.metadata["n_effective"].value >= 1
+        assert "duckdb/evolution/decision" in materialised(strict)
+        assert "duckdb/evolution/champion" not in materialised(strict)
+        assert evolution.PROMOTED_BY_GATES not in checks(strict) and not CONSUMED  # the consumer was skipped
+        assert "evolution.champion" not in store.tables()
+        decision = store.query("SELECT * FROM evolution.decisions")
+        assert decision.height == 1 and not decision["promoted"].item()
+        assert decision["n_trials"].item() == gate.metadata["n_trials"].value
+
+        lenient = run(resources, LENIENT, instance)
+        gate = checks(lenient)[evolution.PROMOTION_GATE]
+        assert lenient.success and gate.passed and gate.description.startswith("promoted")
+        assert checks(lenient)[evolution.PROMOTED_BY_GATES].passed and CONSUMED == [True]
+        champion = store.query("SELECT * FROM evolution.champion")
+        assert champion.height == 1 and champion["n_trials"].item() == gate.metadata["n_trials"].value
+        mats = {m.asset_key.to_user_string(): m.materialization.metadata
+                for m in lenient.get_asset_materialization_events()}
+        assert mats["duckdb/evolution/fitness_runs"]["oos_equity"].value.startswith("![walk-forward")
+        assert "data:image/svg+xml;base64," in mats["duckdb/evolution/population"]["pareto_front"].value
+        # Same seed and settings (only the gates differ): the registry takes no new trial.
+        assert mats["duckdb/evolution/trials"]["trials_added"].value == 0
+
+        reseeded = run(resources, {"seed": 7}, instance)
+        mats = {m.asset_key.to_user_string(): m.materialization.metadata
+                for m in reseeded.get_asset_materialization_events()}
+        assert mats["duckdb/evolution/trials"]["trials_added"].value > 0
+        n = store.query("SELECT n_trials FROM evolution.decisions ORDER BY decided_at")["n_trials"].to_list()
+        assert n[0] == n[1] < n[2]  # N counts across runs, once per distinct trial
+        distinct = store.query("SELECT count(DISTINCT trial_key) FROM evolution.trials").item()
+        assert n[2] == distinct
+        # The champion of the lenient run stays: a later refusal does not replace it.
+        assert store.query("SELECT run_id FROM evolution.champion").item() == lenient.run_id
+
     lineage = store.query("SELECT * FROM evolution.lineage")
     assert lineage["individual"].is_unique().all()
     children = lineage.filter(lineage["generation"] > 0)
@@ -46,22 +98,31 @@ def test_the_gate_halts_the_run_with_its_reason_or_promotes(resources):
     span = store.query("SELECT min(ts) AS a, max(ts) AS b FROM market.bars_1d").row(0)
     expected = windows(np.datetime64(span[0]), np.datetime64(span[1]), train_years=3)
     assert store.query("SELECT count(*) FROM evolution.fitness_runs").item() == len(expected) == 8
-    lenient = run(resources, {"min_dsr": 0.0, "max_pbo": 1.0})
-    gate = {e.check_name: e for e in lenient.get_asset_check_evaluations()}[evolution.PROMOTION_GATE]
-    assert lenient.success and gate.passed and gate.description.startswith("promoted")
-    champion = store.query("SELECT * FROM evolution.champion")
-    assert champion.height == 1 and champion["trials"].item() == gate.metadata["trials"].value
-    mats = {m.asset_key.to_user_string(): m.materialization.metadata
-            for m in lenient.get_asset_materialization_events()}
-    assert mats["duckdb/evolution/fitness_runs"]["oos_equity"].value.startswith("![walk-forward")
-    assert "data:image/svg+xml;base64," in mats["duckdb/evolution/population"]["pareto_front"].value
+
+
+def test_the_champion_check_fails_when_the_stored_decision_does_not_back_it(resources):
+    from emp_core.evolution.run import verify_champion
+
+    store = DuckDBStore(resources["store"].path)
+    assert not verify_champion(store).passed  # nothing stored yet: no champion to rely on
+    with dg.instance_for_test() as instance:
+        assert run(resources, LENIENT, instance).success
+    assert verify_champion(store).passed
+    store.query("UPDATE evolution.decisions SET dsr = -1.0")  # figures that no longer meet the thresholds
+    outcome = verify_champion(store)
+    assert not outcome.passed and "does not promote" in outcome.description
+    store.query("DELETE FROM evolution.decisions")
+    assert "no decision" in verify_champion(store).description
 
 
 def test_the_spark_engine_stores_the_same_evolution(resources, spark):
-    in_process = run(resources, {"min_dsr": 0.0, "max_pbo": 1.0})
-    store = DuckDBStore(resources["store"].path)
-    local = store.query("SELECT * EXCLUDE (run_id) FROM evolution.experiment_log ORDER BY evaluation")
-    on_spark = run(resources, {"min_dsr": 0.0, "max_pbo": 1.0, "engine": "spark"})
+    with dg.instance_for_test() as instance:
+        in_process = run(resources, LENIENT, instance)
+        store = DuckDBStore(resources["store"].path)
+        local = store.query("SELECT * EXCLUDE (run_id) FROM evolution.experiment_log ORDER BY evaluation")
+        on_spark = run(resources, LENIENT | {"engine": "spark"}, instance)
     assert in_process.success and on_spark.success
     remote = store.query("SELECT * EXCLUDE (run_id) FROM evolution.experiment_log ORDER BY evaluation")
     assert remote.height > 0 and remote.equals(local)
+    decisions = store.query("SELECT * EXCLUDE (run_id, decided_at) FROM evolution.decisions ORDER BY decided_at")
+    assert decisions.row(0) == decisions.row(1)  # the same decision, figure for figure

@@ -62,7 +62,8 @@ def test_webserver_serves_the_asset_graph_and_checks(demo_home):
                               *(f"duckdb/sensory/{n}" for n in ("why", "how", "what", "when", "anomaly", "fused",
                                                                  "calibration")),
                               *(f"duckdb/evolution/{n}" for n in ("catalogue", "experiment_log", "lineage",
-                                                                   "population", "fitness_runs", "champion"))}
+                                                                   "population", "fitness_runs", "trials",
+                                                                   "decision", "champion"))}
         assert nodes["duckdb/sensory/fused"]["isPartitioned"]
         drift = {c["name"]: c["blocking"] for c in nodes["duckdb/sensory/what"]["assetChecksOrError"]["checks"]}
         assert drift == {"drift": False}

@@ -5,12 +5,19 @@ five scores and confidences), runs the walk-forward evolution over the whole
 stored span and writes, each replaced per run and stamped with the run id:
 
 - ``evolution.catalogue``: the seed genomes;
-- ``evolution.experiment_log``: every evaluation (window, phase, generation, genes,
-  objectives, lineage);
+- ``evolution.experiment_log``: every evaluation of the run (window, phase, generation,
+  genes in [0, 1], objectives, return moments, lineage);
 - ``evolution.population``: the final population of each window with its fitness;
 - ``evolution.lineage``: every individual once: window, generation, parents, operator, species;
-- ``evolution.fitness_runs``: per window, the chosen genome and its test metrics;
-- ``evolution.champion``: the promoted genome, or no row when the gates refused.
+- ``evolution.fitness_runs``: per window, the chosen genome, its selection and test metrics;
+
+and, kept across runs:
+
+- ``evolution.trials``: the trial registry (``registry``), appended idempotently;
+- ``evolution.decisions``: one row per run: promoted or not, the reason and every figure
+  of the three gates (N, effective N, V, T, skewness, kurtosis, DSR, OOS PSR, PBO);
+- ``evolution.champion``: the last promoted genome with its decision. A run whose gates
+  refuse leaves it as it was: no new champion, the decision says why.
 """
 
 from __future__ import annotations
@@ -22,10 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from emp_core.clock import utcnow
 from emp_core.errors import EmpError
 from emp_core.evolution.fitness import FEATURE_COLUMNS, Universe, evaluate
 from emp_core.evolution.genome import CATALOGUE, Genome
+from emp_core.evolution.promotion import Gates
+from emp_core.evolution.registry import DuckDBRegistry, genome_hash
 from emp_core.evolution.walkforward import WalkForwardResult, walk_forward, windows
+from emp_core.market_data.quality import CheckOutcome
 from emp_core.store import DuckDBStore
 
 log = logging.getLogger("emp.evolution")
@@ -41,6 +52,7 @@ class EvolutionSettings:
     test_years: int = 1
     commission: float = 0.001
     min_dsr: float = 0.95
+    min_oos_psr: float = 0.95
     max_pbo: float = 0.2
 
 
@@ -66,30 +78,62 @@ def _genome_rows(genomes: list[Genome], extra: list[dict]) -> pl.DataFrame:
 
 
 def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: str,
-                  evaluator=evaluate) -> EvolutionRun:
+                  evaluator=evaluate, dataset: str = "bars_1d") -> EvolutionRun:
     """The walk-forward evolution on the stored data; ``evaluator`` (default in-process) scores genomes."""
     t0 = time.perf_counter()
-    universe = load_universe(store)
+    universe = load_universe(store, dataset)
+    result = evolve_universe(universe, settings, run_id=run_id, evaluator=evaluator,
+                             registry=DuckDBRegistry(store), dataset=dataset)
+    tables = result_tables(result, run_id)
+    for name in ("evolution.lineage", "evolution.catalogue", "evolution.experiment_log", "evolution.population",
+                 "evolution.fitness_runs"):
+        store.overwrite_table(name, tables[name])
+    store.append_table("evolution.decisions", tables["evolution.decisions"])
+    if result.champion is not None:
+        store.overwrite_table("evolution.champion", tables["evolution.champion"])
+    seconds = time.perf_counter() - t0
+    log.info("evolution: %d windows, %d evaluations in %.1f s; %s", len(result.windows),
+             tables["evolution.experiment_log"].height, seconds, result.decision.reason)
+    return EvolutionRun(result=result, tables=tables, seconds=seconds)
+
+
+def evolve_universe(universe: Universe, settings: EvolutionSettings, *, run_id: str, registry, dataset: str,
+                    evaluator=evaluate) -> WalkForwardResult:
+    """The walk-forward over the whole universe with the settings' windows, gates and costs."""
     first = min(universe.ts[s][0] for s in universe.symbols)
     last = max(universe.ts[s][-1] for s in universe.symbols)
     spans = windows(first, last, train_years=settings.train_years, selection_years=settings.selection_years,
                     test_years=settings.test_years)
-    result = walk_forward(universe, spans, size=settings.population, generations=settings.generations,
-                          seed=settings.seed, min_dsr=settings.min_dsr, max_pbo=settings.max_pbo,
-                          commission=settings.commission, evaluator=evaluator)
+    if not spans:
+        years = settings.train_years + settings.selection_years + settings.test_years
+        raise EmpError(f"{dataset}: {str(first)[:10]} .. {str(last)[:10]} is too short for one walk-forward window "
+                       f"({settings.train_years}y train + {settings.selection_years}y selection + "
+                       f"{settings.test_years}y test = {years} years)")
+    gates = Gates(min_dsr=settings.min_dsr, min_oos_psr=settings.min_oos_psr, max_pbo=settings.max_pbo)
+    return walk_forward(universe, spans, size=settings.population, generations=settings.generations,
+                        seed=settings.seed, gates=gates, commission=settings.commission, evaluator=evaluator,
+                        registry=registry, dataset=dataset, run_id=run_id)
+
+
+def result_tables(result: WalkForwardResult, run_id: str) -> dict[str, pl.DataFrame]:
+    """The run's tables (see the module docstring), each stamped with ``run_id``."""
     stamp = pl.lit(run_id).alias("run_id")
     experiment = result.log.frame().with_columns(stamp, pl.col("parents").cast(pl.List(pl.Int64)))
     last_gen = experiment.filter(pl.col("phase") == "train").group_by("window_id").agg(pl.col("generation").max())
     population = experiment.filter(pl.col("phase") == "train").join(last_gen, on=["window_id", "generation"])
     runs = _genome_rows(result.chosen, [
         {"window_id": w.index, "train_start": str(w.train[0]), "test_start": str(w.test[0]),
-         "test_end": str(w.test[1]), **{f"test_{k}": v for k, v in m.items()}}
-        for w, m in zip(result.windows, result.test_metrics, strict=True)]).with_columns(stamp)
+         "test_end": str(w.test[1]), **{f"selection_{k}": sel[k] for k in _OBJECTIVES},
+         **{f"test_{k}": v for k, v in m.items()}}
+        for w, sel, m in zip(result.windows, result.selection_metrics, result.test_metrics, strict=True)
+    ]).with_columns(stamp)
     d = result.decision
-    champion = (_genome_rows([result.champion], [{"dsr": d.dsr, "pbo": d.pbo, "trials": d.trials,
-                                                  "reason": d.reason}]).with_columns(stamp)
-                if result.champion is not None else
-                pl.DataFrame(schema={"name": pl.String, "reason": pl.String, "run_id": pl.String}))
+    champion_hash = genome_hash(result.chosen[-1])
+    decision = pl.DataFrame([{"run_id": run_id, "decided_at": utcnow(), "genome": result.chosen[-1].name,
+                              "genome_hash": champion_hash, "trials_added": result.trials_added, **d.as_dict()}],
+                            infer_schema_length=None)
+    champion = (_genome_rows([result.champion], [{"genome_hash": champion_hash, **d.as_dict()}]).with_columns(stamp)
+                if result.champion is not None else None)
     lineage = (experiment.filter(pl.col("phase") == "train")
                .unique(subset=["individual"], keep="first", maintain_order=True)
                .select("individual", "window_id", "generation", "parents", "operator", "species", "run_id"))
@@ -99,15 +143,41 @@ def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: st
         "evolution.experiment_log": experiment,
         "evolution.population": population,
         "evolution.fitness_runs": runs,
-        "evolution.champion": champion,
+        "evolution.decisions": decision,
     }
-    for name, frame in tables.items():
-        store.overwrite_table(name, frame)
-    seconds = time.perf_counter() - t0
-    log.info("evolution: %d windows, %d evaluations in %.1f s; %s", len(spans), len(experiment), seconds, d.reason)
-    return EvolutionRun(result=result, tables=tables, seconds=seconds)
+    if champion is not None:
+        tables["evolution.champion"] = champion
+    return tables
+
+
+_OBJECTIVES = ("sharpe_lb", "max_drawdown", "turnover", "trades")
 
 
 def oos_equity(result: WalkForwardResult) -> np.ndarray:
     """The walk-forward out-of-sample track as an equity curve starting at 1."""
     return np.cumprod(1.0 + result.oos_returns)
+
+
+def verify_champion(store: DuckDBStore) -> CheckOutcome:
+    """The stored champion is backed by a stored decision that promoted it and whose figures meet its own
+    thresholds (read back from ``evolution.decisions``, not taken from the run that wrote them)."""
+    tables = set(store.tables())
+    if "evolution.champion" not in tables or "evolution.decisions" not in tables:
+        return CheckOutcome("promoted_by_gates", False, "no champion has been stored")
+    champion = store.query("SELECT genome_hash, run_id FROM evolution.champion")
+    if champion.height != 1:
+        return CheckOutcome("promoted_by_gates", False, f"evolution.champion holds {champion.height} rows, not 1")
+    genome, run = champion.row(0)
+    decision = store.query("SELECT * FROM evolution.decisions WHERE run_id = $r AND genome_hash = $g",
+                           {"r": run, "g": genome})
+    if decision.height != 1:
+        return CheckOutcome("promoted_by_gates", False, f"no decision of run {run} names the champion {genome}")
+    d = decision.row(0, named=True)
+    met = (d["promoted"] and d["dsr"] is not None and d["dsr"] >= d["gate_min_dsr"]
+           and d["oos_psr"] is not None and d["oos_psr"] >= d["gate_min_oos_psr"]
+           and d["pbo"] is not None and d["pbo"] <= d["gate_max_pbo"])
+    figures = {k: d[k] for k in ("dsr", "oos_psr", "pbo", "n_trials", "n_effective")}
+    if not met:
+        return CheckOutcome("promoted_by_gates", False, f"the decision of run {run} does not promote "
+                            f"{genome} by its own figures: {d['reason']}", figures)
+    return CheckOutcome("promoted_by_gates", True, f"champion {genome} promoted by run {run}: {d['reason']}", figures)

@@ -1,4 +1,5 @@
-"""Evolution as assets: catalogue, experiment log, populations, fitness runs and the gated champion."""
+"""Evolution as assets: catalogue, experiment log, populations, fitness runs, the trial registry, the
+promotion decision of every run, and the champion when the gates promote one."""
 
 from typing import Any
 
@@ -15,9 +16,10 @@ from emp_dagster.defs.market_data.resources import EmbeddedStoreResource
 from emp_dagster.defs.sensory.assets import KEYS as SENSORY_KEYS
 
 GROUP = "evolution"
-KEYS = {name: dg.AssetKey(["duckdb", "evolution", name])
-        for name in ("catalogue", "experiment_log", "lineage", "population", "fitness_runs", "champion")}
+NAMES = ("catalogue", "experiment_log", "lineage", "population", "fitness_runs", "trials", "decision", "champion")
+KEYS = {name: dg.AssetKey(["duckdb", "evolution", name]) for name in NAMES}
 PROMOTION_GATE = "promotion_gate"
+PROMOTED_BY_GATES = "promoted_by_gates"
 _INPUTS = [BAR_KEYS["bars_1d"], SENSORY_KEYS["fused"]]
 DEPS = {
     "catalogue": [],
@@ -25,17 +27,26 @@ DEPS = {
     "lineage": [KEYS["experiment_log"]],
     "population": [KEYS["experiment_log"]],
     "fitness_runs": [KEYS["experiment_log"]],
-    "champion": [KEYS["fitness_runs"], KEYS["population"]],
+    "trials": [KEYS["experiment_log"]],
+    "decision": [KEYS["fitness_runs"], KEYS["trials"], KEYS["population"]],
+    "champion": [KEYS["decision"]],
 }
+TABLES = {name: f"evolution.{name}" for name in NAMES} | {"decision": "evolution.decisions"}
 DESCRIPTIONS = {
     "catalogue": "Seed genomes (trend, mean reversion, carry/macro, volatility breakout, liquidity-aware).",
-    "experiment_log": "Every evaluation of every individual (window, phase, generation, genes, objectives, "
-                      "parents, operator, species): the number of trials behind the champion.",
+    "experiment_log": "Every evaluation of this run (window, phase, generation, genes, objectives, return moments, "
+                      "parents, operator, species).",
     "lineage": "Every individual once: its window, generation, parents' ids, the operator that made it "
                "(seed, random, sbx+polynomial, polynomial) and its species (nearest catalogue seed).",
     "population": "The final population of each walk-forward window, with its NSGA-II objectives.",
-    "fitness_runs": "Per walk-forward window, the genome chosen on the selection span and its test-span metrics.",
-    "champion": "The genome promoted by the gates (deflated Sharpe, PBO); no row when nothing passed.",
+    "fitness_runs": "Per walk-forward window, the genome chosen on the selection span, its selection and test "
+                    "metrics.",
+    "trials": "The trial registry: every evaluation ever run on the dataset, across runs (idempotent); "
+              "N for the gates.",
+    "decision": "One row per run, kept across runs: champion or not, the reason, and every figure of the three "
+                "gates (DSR with N, effective N, V, T, skewness, kurtosis; out-of-sample PSR; PBO).",
+    "champion": "The last promoted genome. Materialised only when this run's gates promote one: what consumes "
+                "a champion is skipped otherwise.",
 }
 
 
@@ -49,16 +60,25 @@ class EvolutionConfig(dg.Config):
     test_years: int = evo.EvolutionSettings.test_years
     commission: float = evo.EvolutionSettings.commission
     min_dsr: float = evo.EvolutionSettings.min_dsr
+    min_oos_psr: float = evo.EvolutionSettings.min_oos_psr
     max_pbo: float = evo.EvolutionSettings.max_pbo
+
+
+def _figures(decision: dict) -> dict:
+    """The decision's figures as metadata (None shown as text, floats rounded for reading)."""
+    return {k: (round(v, 6) if isinstance(v, float) else v) if v is not None else "n/a" for k, v in decision.items()}
 
 
 @dg.multi_asset(
     name="evolution",
     specs=[dg.AssetSpec(key, deps=DEPS[name], group_name=GROUP, kinds={"duckdb", "deap"},
-                        description=DESCRIPTIONS[name]) for name, key in KEYS.items()],
-    check_specs=[dg.AssetCheckSpec(PROMOTION_GATE, asset=KEYS["champion"], blocking=True,
-                                   description="deflated Sharpe >= min_dsr and PBO <= max_pbo (defaults 0.95, 0.2); "
-                                               "otherwise no champion, and the reason")],
+                        description=DESCRIPTIONS[name], skippable=name == "champion") for name, key in KEYS.items()],
+    check_specs=[
+        dg.AssetCheckSpec(PROMOTION_GATE, asset=KEYS["decision"], blocking=False,
+                          description="Passes when the run promotes a champion: deflated Sharpe >= min_dsr, "
+                                      "out-of-sample PSR >= min_oos_psr, PBO <= max_pbo (0.95, 0.95, 0.2). "
+                                      "A refusal is a warning with its reason, not a failed run."),
+    ],
 )
 def evolution(context: dg.AssetExecutionContext, config: EvolutionConfig, store: EmbeddedStoreResource,
               pyspark: dg.ResourceParam[Any]):
@@ -67,20 +87,28 @@ def evolution(context: dg.AssetExecutionContext, config: EvolutionConfig, store:
     if engine not in ("in_process", "spark"):
         raise EmpError(f"evolution engine {engine!r}: choose in_process or spark")
     evaluator = spark_evaluator(pyspark.spark_session) if engine == "spark" else evaluate
-    run = evo.run_evolution(store.store(), evo.EvolutionSettings(**settings), run_id=context.run_id,
-                            evaluator=evaluator)
+    db = store.store()
+    run = evo.run_evolution(db, evo.EvolutionSettings(**settings), run_id=context.run_id, evaluator=evaluator)
     result, d = run.result, run.result.decision
     for name, key in KEYS.items():
-        frame = run.tables[f"evolution.{name}"]
-        metadata = {"dagster/row_count": frame.height, "table": f"evolution.{name}"}
+        if name == "champion" and result.champion is None:
+            continue  # no new champion: the output is skipped and so is everything that consumes it
+        frame = run.tables.get(TABLES[name])
+        metadata = {"table": TABLES[name]}
+        if frame is not None:
+            metadata["dagster/row_count"] = frame.height
         if name == "experiment_log":
-            metadata |= {"trials": d.trials, "windows": len(result.windows), "seconds": round(run.seconds, 2)}
+            metadata |= {"evaluations": frame.height, "windows": len(result.windows),
+                         "seconds": round(run.seconds, 2)}
+        if name == "trials":
+            metadata |= {"trials_added": result.trials_added, "n_trials": d.n_trials,
+                         "dagster/row_count": db.query("SELECT count(*) FROM evolution.trials").item()}
         if name == "fitness_runs":
             metadata["oos_equity"] = dg.MetadataValue.md(
                 f"![walk-forward out-of-sample equity]({line_chart(evo.oos_equity(result), 'OOS equity')})")
             metadata["runs"] = dg.MetadataValue.md(frame.select(
-                "window_id", "name", "test_start", "test_sharpe_lb", "test_max_drawdown", "test_trades")
-                .to_pandas().to_markdown(index=False))
+                "window_id", "name", "test_start", "selection_sharpe_lb", "test_sharpe_lb", "test_max_drawdown",
+                "test_trades").to_pandas().to_markdown(index=False))
         if name == "population":
             last = frame.filter(frame["window_id"] == frame["window_id"].max())
             metadata["pareto_front"] = dg.MetadataValue.md(
@@ -89,13 +117,15 @@ def evolution(context: dg.AssetExecutionContext, config: EvolutionConfig, store:
                           "last window: Sharpe lower bound vs max drawdown",
                           highlight=_front_mask(last["sharpe_lb"].to_numpy(), last["max_drawdown"].to_numpy(),
                                                 last["turnover"].to_numpy())) + ")")
-        if name == "champion":
-            metadata |= {"promoted": d.promoted, "reason": d.reason}
+        if name == "decision":
+            figures = _figures(d.as_dict())
+            metadata |= figures
             yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=[dg.AssetCheckResult(
                 check_name=PROMOTION_GATE, asset_key=key, passed=d.promoted, description=d.reason,
-                severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"dsr": d.dsr, "pbo": d.pbo, "trials": d.trials, "min_dsr": config.min_dsr,
-                          "max_pbo": config.max_pbo})])
+                severity=dg.AssetCheckSeverity.WARN, metadata=figures)])
+            continue
+        if name == "champion":
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata | {"reason": d.reason})
             continue
         yield dg.MaterializeResult(asset_key=key, metadata=metadata)
 
@@ -110,7 +140,8 @@ def _front_mask(sharpe: np.ndarray, drawdown: np.ndarray, turnover: np.ndarray) 
 
 
 evolution_job = dg.define_asset_job("evolution_weekly", selection=dg.AssetSelection.assets(*KEYS.values()),
-                                    description="Walk-forward evolution over the stored history, champion gated.")
+                                    description="Walk-forward evolution over the stored history; the decision "
+                                                "every run, a champion when the gates promote one.")
 weekly_evolution = dg.ScheduleDefinition(
     job=evolution_job, cron_schedule="0 8 * * 0", execution_timezone="America/New_York",
     description="Sunday morning: evolve on the week's data; the promotion gate decides whether a champion is named.")

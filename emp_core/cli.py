@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(sub)
     _add_features(sub)
     _add_backtest(sub)
+    _add_evolve(sub)
     for ep in entry_points(group="emp.commands"):
         ep.load()(sub)
     return parser
@@ -146,6 +147,34 @@ def _add_backtest(sub) -> None:
     p.add_argument("--tz", default="UTC", help="time zone of naive timestamps in the file (default UTC)")
 
 
+def _add_evolve(sub) -> None:
+    p = _subcommand(
+        sub, "evolve", "evolve strategies on a CSV or Parquet universe and decide whether a champion is promoted",
+        "Validate the file's daily bars (bad rows quarantined with a reason), compute the sensory features, run the "
+        "walk-forward evolution (train 3 years, selection 1, test 1, rolling yearly), record every evaluation in "
+        "the trial registry of $EMP_HOME, and print the promotion decision: deflated Sharpe against the "
+        "registry's effective number of trials, PSR of the out-of-sample track, PBO. Examples:\n"
+        "  emp evolve --data universe.parquet --seed 1\n"
+        "  emp evolve --data prices.csv --symbol ACME --population 20 --generations 3 --json", cmd_evolve)
+    p.add_argument("--data", type=Path, required=True, help="CSV or Parquet with Date/Open/High/Low/Close/Volume "
+                   "(and Symbol, or pass --symbol)")
+    p.add_argument("--symbol", help="instrument of a file without a symbol column, or the one symbol to use")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the evolution (default 0)")
+    p.add_argument("--population", type=int, default=40, help="population size (default 40)")
+    p.add_argument("--generations", type=int, default=5, help="generations per window (default 5)")
+    p.add_argument("--train-years", type=int, default=3, help="training span of each window (default 3)")
+    p.add_argument("--commission", type=float, default=0.001, help="commission rate per fill (default 0.001)")
+    p.add_argument("--no-macro", action="store_true", help="leave out the shipped macro data (WHY)")
+    p.add_argument("--tz", default="UTC", help="time zone of naive timestamps in the file (default UTC)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the decision and its figures)")
+
+
+def cmd_evolve(args) -> int:
+    from emp_core.evolution.cli import run_evolve
+
+    return run_evolve(args)
+
+
 def cmd_backtest(args) -> int:
     from emp_core.backtest.cli import run_backtest
 
@@ -215,10 +244,23 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the ``sys.stderr`` of the moment, not the one at the first call (tests and notebooks
+    replace it between commands)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     log = logging.getLogger("emp")
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)

@@ -3,10 +3,13 @@
 For every symbol the genomes' targets (``genome.targets``) run through the engine
 on the window's bars (signal at the close of t, fill at the open of t+1,
 commission, slippage, each genome's stops and position size), in fractional
-units: fitness is about returns, which whole-unit rounding would only blur. The portfolio of a
-genome holds the symbols in equal weight, rebalanced every bar: its return at a
-timestamp is the mean of the symbols' bar returns there (symbols without a bar
-at that time do not count).
+units: fitness is about returns, which whole-unit rounding would only blur. A symbol's
+sleeve returns ``eq[t] / eq[t-1] - 1`` while it has equity; after the engine's
+bankruptcy (equity 0 from the bust bar on) it sits in cash and returns 0. The
+portfolio of a genome holds the symbols in equal weight, rebalanced every bar: its
+return at a timestamp is the mean of the returns of the symbols that have one
+there (a bar and the bar before it: a symbol's first bar does not count); a
+timestamp where no symbol has one returns 0.
 
 Objectives for selection (NSGA-II):
 
@@ -15,7 +18,10 @@ Objectives for selection (NSGA-II):
   (Lo 2002): a Sharpe that is high only by luck over few bars is discounted;
   a genome with fewer than ``min_trades`` round trips in the window gets -10;
 - ``max_drawdown`` of the portfolio equity (negative; higher is better);
-- ``turnover``: traded value / mean equity, per year (lower is better).
+- ``turnover``: per symbol, the sum over its fills of ``|units| * price`` divided by the
+  sleeve's equity at the close before the fill (the share of its equity each fill
+  trades; that equity is > 0, as the engine stops a sleeve at its first close <= 0),
+  averaged over the symbols, per year (lower is better).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from emp_core.backtest.engine import simulate
+from emp_core.backtest.engine import BacktestResult, simulate
 from emp_core.evolution.genome import Genome, targets
 from emp_core.sensory.fusion import DIMENSIONS
 
@@ -100,12 +106,13 @@ def chunks(items: list[Piece], genomes: list[Genome]) -> list[list[Piece]]:
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """A chunk's share of the equal-weight portfolio: summed bar returns and symbol counts per timestamp."""
+    """A chunk's share of the equal-weight portfolio: summed bar returns per timestamp and the number of
+    symbols with a return there."""
 
     ts: np.ndarray
     total: np.ndarray
     count: np.ndarray
-    traded: np.ndarray  # sum over the chunk's symbols of traded value / mean equity
+    traded: np.ndarray  # sum over the chunk's symbols and fills of traded value / equity at the close before
     trades: np.ndarray
     symbols: int
 
@@ -134,17 +141,28 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
     ts = np.unique(np.concatenate([p[0] for p in chunk]))
     total = np.zeros((ts.size, n))
     count = np.zeros((ts.size, 1))
-    traded = np.zeros(n)
     trades = np.zeros(n, dtype=np.int64)
     for j, (t, _, _) in enumerate(chunk):
         cols = slice(j * n, (j + 1) * n)
-        eq = result.equity[: t.size, cols]
         idx = np.searchsorted(ts, t)
-        total[idx[1:]] += eq[1:] / eq[:-1] - 1.0
-        count[idx] += 1
-        traded += result.traded_value[cols] / np.maximum(eq.mean(axis=0), 1e-12)
+        total[idx[1:]] += _sleeve_returns(result.equity[: t.size, cols])
+        count[idx[1:]] += 1
         trades += result.trades[cols]
-    return ChunkResult(ts, total, count, traded, trades, k_syms)
+    return ChunkResult(ts, total, count, _turnover(result, k_syms, n), trades, k_syms)
+
+
+def _sleeve_returns(eq: np.ndarray) -> np.ndarray:
+    """Bar returns (bars - 1 x genomes) of one symbol's sleeves: 0 once a sleeve is bankrupt (no equity)."""
+    alive = eq[:-1] > 0
+    return np.where(alive, eq[1:] / np.where(alive, eq[:-1], 1.0) - 1.0, 0.0)
+
+
+def _turnover(result: BacktestResult, k_syms: int, n: int) -> np.ndarray:
+    """Per genome, the sum over symbols and fills of the fill's traded value over the sleeve's equity at
+    the close before it (fills are at bar 1 or later, at or before a bust bar: that equity is > 0)."""
+    bar, col = result.fills[:, 0].astype(np.int64), result.fills[:, 1].astype(np.int64)
+    share = np.abs(result.fills[:, 2]) * result.fills[:, 3] / result.equity[bar - 1, col]
+    return np.bincount(col, weights=share, minlength=k_syms * n).reshape(k_syms, n).sum(axis=0)
 
 
 def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, end: np.datetime64, *,
@@ -173,7 +191,7 @@ def combine(results: list[ChunkResult], n: int, bars_per_year: float, min_trades
         count[idx] += r.count
         traded += r.traded
         trades += r.trades
-    port = total / count
+    port = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     years = max((all_ts[-1] - all_ts[0]) / np.timedelta64(1, "D") / 365.25, 1e-9)
     sharpe_lb = _sharpe_lower_bound(port[1:], bars_per_year)
     # A genome that (almost) never trades has no evidence for it, and would otherwise dominate on

@@ -8,9 +8,11 @@ registry, and the decision. Reported per strength: the measured simple-strategy 
 the promotion rate with a Wilson 95% interval, each gate's pass rate, and the mean
 figures (N, effective N, SR0, DSR, OOS PSR, PBO).
 
-Beside it, in the same runs, the previous gate's verdict (SR0 from the spread of the
-in-sample train Sharpe ratios with N = every train evaluation, applied to the
-out-of-sample track; PBO as now) as the reference the new design is measured against.
+Beside it, in the same runs, two references: the previous gate's verdict ("old gate":
+SR0 from the spread of the in-sample train Sharpe ratios with N = every train evaluation,
+applied to the out-of-sample track; PBO as now), and how often the paper's closed-form
+DSR ("DSR(V,N)": V the trials' cross-sectional Sharpe variance, N nominal, on the
+champion's evidence span) would have passed.
 
     .venv/bin/python benchmarks/bench_gates.py                    # 20 seeds x 7 strengths, ~15-30 min
     .venv/bin/python benchmarks/bench_gates.py --seeds 4 --strengths none,3
@@ -55,7 +57,8 @@ def one(job: tuple) -> dict:
         "oos_pass": d.oos_psr is not None and d.oos_psr >= gates.min_oos_psr,
         "pbo_pass": d.pbo is not None and d.pbo <= gates.max_pbo,
         "old_promoted": bool(old_dsr >= gates.min_dsr and d.pbo is not None and d.pbo <= gates.max_pbo),
-        "old_dsr": old_dsr, "seconds": time.perf_counter() - t0,
+        "old_dsr": old_dsr, "closed_form_pass": d.dsr_closed_form is not None and d.dsr_closed_form >= gates.min_dsr,
+        "seconds": time.perf_counter() - t0,
         **{k: getattr(d, k) for k in ("dsr", "sharpe", "sr0", "n_trials", "n_effective", "oos_psr", "pbo", "reason")},
     }
 
@@ -85,7 +88,8 @@ def summarise(rows: list[dict], strengths: list) -> list[dict]:
                       "ci_low": lo, "ci_high": hi, "simple_sharpe": mean("simple_sharpe"),
                       "simple_sharpe_sd": float(np.std([r["simple_sharpe"] for r in group])),
                       "dsr_pass": mean("dsr_pass"), "oos_pass": mean("oos_pass"), "pbo_pass": mean("pbo_pass"),
-                      "old_rate": mean("old_promoted"), "n_trials": mean("n_trials"),
+                      "old_rate": mean("old_promoted"), "closed_form_dsr_pass": mean("closed_form_pass"),
+                      "n_trials": mean("n_trials"),
                       "n_effective": mean("n_effective"), "sr0_year": mean("sr0") * math.sqrt(252),
                       "sharpe_year": mean("sharpe") * math.sqrt(252), "follows_edge": mean("follows_edge"),
                       "seconds": mean("seconds")})
@@ -120,11 +124,13 @@ def main() -> None:
     table = summarise(rows, strengths)
     print(f"\nPromotion rate by planted strength ({args.seeds} seeds each, {time.perf_counter() - t0:.0f} s)")
     print(f"{'strength':>8} {'simple SR':>11} {'promoted':>9} {'rate':>6} {'95% CI':>13} {'DSR ok':>7} "
-          f"{'OOS ok':>7} {'PBO ok':>7} {'old gate':>9} {'N':>6} {'N_eff':>6} {'SR0/yr':>7} {'SR/yr':>6}")
+          f"{'OOS ok':>7} {'PBO ok':>7} {'old gate':>9} {'DSR(V,N)':>9} {'N':>6} {'N_eff':>6} {'SR0/yr':>7} "
+          f"{'SR/yr':>6}")
     for t in table:
         print(f"{t['strength']!s:>8} {t['simple_sharpe']:>5.2f}±{t['simple_sharpe_sd']:<4.2f} {t['promoted']:>4}/"
               f"{t['runs']:<4} {t['rate']:>6.0%} [{t['ci_low']:.2f}, {t['ci_high']:.2f}] {t['dsr_pass']:>7.0%} "
-              f"{t['oos_pass']:>7.0%} {t['pbo_pass']:>7.0%} {t['old_rate']:>9.0%} {t['n_trials']:>6.0f} "
+              f"{t['oos_pass']:>7.0%} {t['pbo_pass']:>7.0%} {t['old_rate']:>9.0%} {t['closed_form_dsr_pass']:>9.0%} "
+              f"{t['n_trials']:>6.0f} "
               f"{t['n_effective']:>6.0f} {t['sr0_year']:>7.2f} {t['sharpe_year']:>6.2f}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "gates.json"

@@ -1,5 +1,53 @@
-"""Overfitting gates: probabilistic and deflated Sharpe ratios, and the probability of backtest overfitting.
+"""Overfitting gates: the statistical design of champion promotion, and the statistics it uses.
 
+The design
+==========
+The champion is the genome chosen in the last walk-forward window (``walkforward``). It is
+promoted only when all three pieces of evidence below hold (``promotion.decide``); each
+figure and its inputs are stored with the decision (``evolution.decisions``).
+
+1. **Deflated Sharpe ratio of the champion**: evidence about *the promoted genome itself*.
+   H0: its true Sharpe ratio is no higher than the best that the search's trials reach by
+   luck. Its per-bar returns over the *evidence span* (every bar before its test year, the
+   history it could have been fitted to; T bars, skewness g3, kurtosis g4) give
+   DSR = PSR(SR0) (Bailey and Lopez de Prado 2014), promoted at DSR >= 0.95. SR0 is the
+   expected maximum Sharpe ratio under H0 of the *trials*: every distinct genome the trial
+   registry holds for the dataset, from every run, window and seed (``registry``),
+   re-evaluated over the same span; genomes with too few trades to be selected there count
+   in N but lend no luck. The paper's closed form (below) needs N *independent* trials with
+   Sharpe variance V; a genetic search evaluates thousands of correlated near-copies, so
+   "correlated trials must not inflate N". SR0 is therefore estimated for the trials as
+   they are, by a stationary bootstrap of their demeaned returns (White 2000's Reality
+   Check null, Politis and Romano 1994; ``snooping``), and reported with V (the null
+   variance of one trial's Sharpe ratio, ~1/T) and N_eff, the number of independent trials
+   the closed form needs to give that SR0: the effective number of trials of Lopez de Prado
+   (2019), measured by its consequence. Two estimators were tried first and measured on
+   planted-edge universes (``benchmarks/bench_gates.py``):
+   - V as the paper's cross-sectional variance of the trials' Sharpe ratios counts true
+     differences between trials as luck: genomes that fade a real edge lose as surely as
+     the followers win, so SR0 lands at the best cluster's Sharpe ratio (on planted
+     Sharpe 3: SR0 / SR from 0.75 to 0.99, DSR 0.03 to 0.99 over six seeds).
+   - N_eff as the number of ONC clusters of the trials' returns (Lopez de Prado and Lewis
+     2019) found 2 to 4 clusters among 1,130 trials on noise (silhouettes favour coarse
+     splits of a continuum of genomes), and the DSR alone passed 1 to 2 of 6 noise universes.
+2. **PSR of the out-of-sample walk-forward track**: evidence about *the procedure*.
+   H0: the track's true Sharpe ratio is <= 0. The track is every window's choice over its
+   own test year, concatenated: each year traded by a genome chosen before it, used once,
+   so no deflation applies. Promoted at PSR(0) >= 0.95. Only its last year is the
+   champion's own out-of-sample record.
+3. **PBO of the champion window's search**: evidence about *the procedure's selection*.
+   CSCV (below) over the evidence-span returns of the distinct genomes trained in the
+   champion's window: how often the in-sample best lands at or below the out-of-sample
+   median. Promoted at PBO <= 0.2.
+
+Size and power, measured by ``benchmarks/bench_gates.py`` (10 symbols x 10 years of daily
+bars, population 40, 5 generations, 20 seeds per strength): see the README's table. On noise
+the three gates fail mostly together (no edge: the track's PSR and PBO fail too); what limits
+power at weak edges is SR0 itself (about 1 annualised for ~1,000 trials over nine years) and the
+track's length (six test years).
+
+The statistics
+==============
 - **PSR** (Bailey and Lopez de Prado 2012): the probability that the true Sharpe
   ratio exceeds a benchmark SR*, given T observations of per-period returns with
   skewness g3 and (non-excess) kurtosis g4:
@@ -8,15 +56,18 @@
 - **DSR** (Bailey and Lopez de Prado 2014): PSR against the Sharpe ratio the best of
   N independent trials would reach by luck,
   SR0 = sqrt(V) ((1 - gamma) Phi^-1(1 - 1/N) + gamma Phi^-1(1 - 1/(N e))),
-  V the variance of the trials' Sharpe ratios, gamma the Euler-Mascheroni constant.
-  N comes from the experiment log (every evaluation counts).
+  V the variance of the trials' Sharpe ratios, gamma the Euler-Mascheroni constant
+  (``expected_max_sharpe``; ``deflated_sharpe`` is this closed form with the trials'
+  cross-sectional variance, kept as the reference the bootstrap is measured against).
 - **PBO** by combinatorially symmetric cross-validation (Bailey, Borwein, Lopez de
   Prado and Zhu 2017): split the T x N matrix of per-period returns of N
-  configurations into S blocks of rows; for every choice of S/2 blocks as
-  in-sample, take the configuration with the best in-sample Sharpe and its
-  relative rank w in the out-of-sample Sharpe ratios (rank / (N + 1)); the logit
-  l = ln(w / (1 - w)); PBO = share of the choices with l <= 0, i.e. the in-sample
-  winner is at or below the out-of-sample median.
+  configurations into S blocks of rows; for every choice of S/2 blocks as in-sample,
+  take the configuration with the best in-sample Sharpe and its relative rank w among
+  the out-of-sample Sharpe ratios of the configurations that can be ranked in that
+  split (rank / (N_s + 1), average ranks for ties; a configuration constant in either
+  half, such as one that never trades, is left out); the logit l = ln(w / (1 - w));
+  PBO = share of the splits with l <= 0, i.e. the in-sample winner is at or below the
+  out-of-sample median. The conventions are detailed in the function's docstring.
 """
 
 from __future__ import annotations
@@ -52,12 +103,13 @@ def probabilistic_sharpe(returns: np.ndarray, benchmark: float = 0.0) -> float:
     return _N.cdf((sr - benchmark) * math.sqrt(t - 1) / math.sqrt(max(denom, 1e-12)))
 
 
-def expected_max_sharpe(sharpe_variance: float, trials: int) -> float:
-    """SR0: the Sharpe ratio the best of ``trials`` independent unskilled trials reaches by luck."""
-    if trials < 2:
+def expected_max_sharpe(sharpe_variance: float, trials: float) -> float:
+    """SR0: the Sharpe ratio the best of ``trials`` independent unskilled trials reaches by luck (a real
+    number of trials is allowed; one or fewer reach nothing beyond 0, and SR0 is never below 0)."""
+    if trials <= 1:
         return 0.0
-    return math.sqrt(sharpe_variance) * ((1 - EULER_GAMMA) * _N.inv_cdf(1 - 1 / trials)
-                                         + EULER_GAMMA * _N.inv_cdf(1 - 1 / (trials * math.e)))
+    z = ((1 - EULER_GAMMA) * _N.inv_cdf(1 - 1 / trials) + EULER_GAMMA * _N.inv_cdf(1 - 1 / (trials * math.e)))
+    return math.sqrt(sharpe_variance) * max(z, 0.0)
 
 
 def deflated_sharpe(returns: np.ndarray, trial_sharpes: np.ndarray, trials: int | None = None) -> float:

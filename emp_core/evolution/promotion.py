@@ -28,7 +28,11 @@ import polars as pl
 
 from emp_core.evolution.fitness import NO_EVIDENCE
 from emp_core.evolution.genome import Genome
-from emp_core.evolution.overfitting import probabilistic_sharpe, probability_of_backtest_overfitting
+from emp_core.evolution.overfitting import (
+    expected_max_sharpe,
+    probabilistic_sharpe,
+    probability_of_backtest_overfitting,
+)
 from emp_core.evolution.registry import (
     costs_key,
     digest,
@@ -75,6 +79,8 @@ class Decision:
     n_idle: int = 0  # of those, the ones with too few trades over the evidence span to be selected
     n_effective: float | None = None  # independent trials with the same expected best Sharpe ratio
     sharpe_variance: float | None = None  # V: null variance of one trial's per-bar Sharpe ratio
+    # the paper's closed form on the same trials, for reference: V their cross-sectional variance, N nominal
+    dsr_closed_form: float | None = None
     n_bars: int = 0
     skew: float | None = None
     kurtosis: float | None = None
@@ -164,6 +170,9 @@ def decide(ev: Evidence, gates: Gates = DEFAULT_GATES) -> Decision:
     luck = null_maximum(returns[:, tradeable], total_trials=round(trials.height * tradeable.mean()),
                         replicates=gates.replicates, seed=int(seed, 16) % 2**32)
     moments = return_moments(champion_returns[:, None])
+    cross_section = float(np.var(return_moments(returns[:, tradeable])["sharpe_per_bar"], ddof=1))
+    figures |= {"dsr_closed_form": probabilistic_sharpe(
+        champion_returns, expected_max_sharpe(cross_section, round(trials.height * tradeable.mean())))}
     figures |= {"dsr": probabilistic_sharpe(champion_returns, luck.sr0), "sharpe": sharpe, "sr0": luck.sr0,
                 "n_effective": luck.n_effective, "sharpe_variance": luck.variance,
                 "n_bars": int(champion_returns.size), "skew": float(moments["ret_skew"][0]),

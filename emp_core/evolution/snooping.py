@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emp_core.evolution.overfitting import expected_max_sharpe
+
 FLAT = 1e-9  # a per-bar return standard deviation below this is rounding noise: the series is constant
 BLOCK = 10  # mean block length (bars) of the stationary bootstrap
 REPLICATES = 200
@@ -63,26 +65,15 @@ def effective_trials(sr0: float, variance: float) -> float:
     if variance <= 0 or sr0 <= 0:
         return 1.0
     lo, hi = 0.0, math.log(1e15)
-    if _closed_form(variance, math.exp(hi)) < sr0:
+    if expected_max_sharpe(variance, math.exp(hi)) < sr0:
         return math.exp(hi)
     for _ in range(100):
         mid = 0.5 * (lo + hi)
-        if _closed_form(variance, math.exp(mid)) < sr0:
+        if expected_max_sharpe(variance, math.exp(mid)) < sr0:
             lo = mid
         else:
             hi = mid
     return math.exp(0.5 * (lo + hi))
-
-
-def _closed_form(variance: float, n: float) -> float:
-    """The closed form for a real N > 1 (``expected_max_sharpe`` takes whole trials)."""
-    from statistics import NormalDist
-
-    inv = NormalDist().inv_cdf
-    if n <= 1.0:
-        return -math.inf
-    gamma = 0.5772156649015329
-    return math.sqrt(variance) * ((1 - gamma) * inv(1 - 1 / n) + gamma * inv(1 - 1 / (n * math.e)))
 
 
 def null_maximum(returns: np.ndarray, *, total_trials: int | None = None, replicates: int = REPLICATES,
@@ -112,6 +103,6 @@ def null_maximum(returns: np.ndarray, *, total_trials: int | None = None, replic
     total = total_trials if total_trials is not None else m
     if total > m:
         n_eff *= total / m
-        sr0 = _closed_form(variance, n_eff)
+        sr0 = expected_max_sharpe(variance, n_eff)
     return NullMaximum(sr0=sr0, variance=variance, n_effective=n_eff, n_resampled=m, replicates=replicates)
 

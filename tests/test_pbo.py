@@ -1,9 +1,10 @@
 """PBO by CSCV: against a brute force written from the definition, and against what it must say.
 
-The oracle shares nothing with the implementation but the definition: it builds each half's rows,
-takes Sharpe ratios with numpy, drops a configuration from a split when its returns in either half
-are not finite or do not vary, ranks with scipy's average ranks, and averages over tied in-sample
-winners.
+The oracle shares nothing with the implementation but the definition: it drops the configurations
+with a non-finite return, builds each half's rows, gives a half whose returns do not vary Sharpe
+ratio 0 and any other its numpy Sharpe ratio, drops a configuration from a split when its returns
+vary in neither half (it never trades there), ranks with scipy's average ranks, and averages over
+tied in-sample winners.
 """
 
 from itertools import combinations
@@ -15,21 +16,22 @@ from scipy import stats
 from emp_core.evolution.overfitting import probability_of_backtest_overfitting
 
 
-def _rankable(x):
-    return bool(np.all(np.isfinite(x)) and np.any(x != x[0]))
+def _constant(x):
+    return bool(np.all(x == x[0]))
 
 
 def _sharpe(x):
-    return x.mean() / x.std(ddof=1)
+    return 0.0 if _constant(x) else x.mean() / x.std(ddof=1)  # no risk, no return: it did nothing there
 
 
 def oracle(m, blocks):
+    m = m[:, np.isfinite(m).all(axis=0)]
     parts = np.array_split(m, blocks)
     logits, overfit, skipped = [], [], 0
     for chosen in combinations(range(blocks), blocks // 2):
         ins = np.vstack([parts[i] for i in chosen])
         oos = np.vstack([parts[i] for i in range(blocks) if i not in chosen])
-        keep = [j for j in range(m.shape[1]) if _rankable(ins[:, j]) and _rankable(oos[:, j])]
+        keep = [j for j in range(m.shape[1]) if not (_constant(ins[:, j]) and _constant(oos[:, j]))]
         if len(keep) < 2:
             skipped += 1
             continue
@@ -87,6 +89,29 @@ def _near_riskless():
     return np.hstack([m, 0.0003 + 1e-13 * rng.normal(size=(203, 1)), 0.0002 + 1e-13 * rng.normal(size=(203, 1))])
 
 
+def _nearly_riskless_by_halves():
+    """Levels far apart in the two halves of a split, with a spread of 1e-12 around them: the variance
+    of such a half from sums of squares centred on the column's mean is lost to cancellation."""
+    m = _noise(19, 200, 6)
+    rng = np.random.default_rng(20)
+    first = np.arange(200) < 100
+    return np.hstack([m, (np.where(first, 0.01, -0.01) + 1e-12 * rng.normal(size=200))[:, None],
+                      (np.where(first, 0.013, 0.002) + 1e-13 * rng.normal(size=200))[:, None]])
+
+
+def _lucky_bursts(seed, rows=50, blocks=16, steady=20, sparse=30):
+    """The referee's case: ``steady`` configurations with a mild edge (per-period Sharpe ratio 0.1) beside
+    ``sparse`` that trade in only 2 of the blocks, each in a direction drawn at random (a Sharpe ratio of
+    0.5 per period there, earning or losing), flat elsewhere."""
+    rng = np.random.default_rng(seed)
+    m = np.hstack([rng.normal(0.001, 0.01, (blocks * rows, steady)), np.zeros((blocks * rows, sparse))])
+    for j in range(steady, steady + sparse):
+        sign = rng.choice([-1.0, 1.0])
+        for b in rng.choice(blocks, 2, replace=False):
+            m[b * rows:(b + 1) * rows, j] = sign * 0.005 + rng.normal(0, 0.01, rows)
+    return m
+
+
 def _everything():
     m = np.hstack([_with_flat_columns()[:197], _with_duplicates()[:197, -4:], _with_non_finite()[:197, [1, 4]]])
     return np.random.default_rng(14).permutation(m, axis=1)
@@ -101,6 +126,8 @@ CASES = {
     "constant by blocks": (lambda: _constant_by_blocks(16), 8),
     "constant by blocks, other levels": (lambda: _constant_by_blocks(17), 8),
     "near riskless": (_near_riskless, 8),
+    "nearly riskless halves far from the column's mean": (_nearly_riskless_by_halves, 8),
+    "lucky in the few blocks traded": (lambda: _lucky_bursts(21, rows=8, blocks=8, steady=5, sparse=8), 8),
     "all of it, odd rows": (_everything, 10),
 }
 
@@ -116,26 +143,29 @@ def test_pbo_equals_the_definition(case):
     np.testing.assert_allclose(fast.logits, logits, rtol=1e-9, atol=1e-12)
 
 
-def test_splits_without_two_rankable_configurations_are_skipped():
+def test_splits_without_two_configurations_that_trade_are_skipped():
     m = _noise(20, 40, 2)
-    m[20:, 1] = 0.0  # the second configuration trades in blocks 0 and 1 only
+    m[:, 1] = np.where(np.arange(40) < 20, 0.001, 0.0)  # a yield in blocks 0 and 1, nothing in 2 and 3
     result = probability_of_backtest_overfitting(m, blocks=4)
-    # it is rankable only where blocks 0 and 1 fall in different halves: 4 of the 6 splits
+    # constant in both halves only where blocks 0 and 1 make one half: 2 of the 6 splits
     assert (result.splits, result.skipped, len(result.logits)) == (4, 2, 4)
+    m[20:, 1] = 0.0
+    m[:20, 1] = _noise(21, 20, 1)[:, 0]  # trading in blocks 0 and 1: it trades in every split
+    assert (probability_of_backtest_overfitting(m, blocks=4).splits, result.skipped) == (6, 2)
 
 
 def test_no_usable_split_is_refused():
     m = np.zeros((40, 3))
     m[:, 0] = _noise(21, 40, 1)[:, 0]
-    undefined = ("^PBO is undefined: no split has two configurations with finite, non-constant returns in both "
-                 "halves$")
+    m[:, 2] = 0.0003  # a yield: constant everywhere
+    undefined = (r"^PBO is undefined: no split has two configurations with finite returns that trade in it \(not "
+                 r"constant in both halves\)$")
     with pytest.raises(ValueError, match=undefined):
         probability_of_backtest_overfitting(m, blocks=4)
-    m[:10, 1:] = _noise(22, 10, 2)  # trading in block 0 only: always flat in one half
-    with pytest.raises(ValueError, match=undefined):
-        probability_of_backtest_overfitting(m, blocks=4)
+    m[:10, 1:] = _noise(22, 10, 2)  # trading in block 0 only: it trades in every split
+    assert probability_of_backtest_overfitting(m, blocks=4).splits == 6
     with pytest.raises(ValueError, match=undefined):  # non-finite everywhere but in one configuration
-        probability_of_backtest_overfitting(np.where(m == 0, np.nan, m), blocks=4)
+        probability_of_backtest_overfitting(np.where(m[:, :2] == 0, np.nan, m[:, :2]), blocks=4)
 
 
 SEEDS = range(40)
@@ -143,13 +173,15 @@ SEEDS = range(40)
 
 def test_noise_gives_pbo_near_one_half_and_flat_columns_change_nothing():
     """Without skill the in-sample winner's out-of-sample rank is uniform: PBO is 1/2 on average (one
-    draw can be far from it: the splits share their rows). Configurations that never trade have no
-    rank and must not make the winner look better."""
+    draw can be far from it: the splits share their rows). Configurations that never trade (nothing,
+    or a fixed yield) have no rank and must not make the winner look better."""
+    flat = np.zeros((500, 20))
+    flat[:, 10:] = np.linspace(-0.001, 0.001, 10)
     plain, padded = [], []
     for seed in SEEDS:
         m = _noise(seed, 500, 20)
         plain.append(probability_of_backtest_overfitting(m, blocks=10).pbo)
-        padded.append(probability_of_backtest_overfitting(np.hstack([m, np.zeros((500, 20))]), blocks=10).pbo)
+        padded.append(probability_of_backtest_overfitting(np.hstack([m, flat]), blocks=10).pbo)
     assert 0.4 < np.mean(plain) < 0.6
     assert padded == plain
 
@@ -159,6 +191,45 @@ def test_a_dominant_strategy_gives_pbo_near_zero():
         m = _noise(seed, 500, 20)
         m[:, 7] += 0.003  # per-period Sharpe 0.3 against noise
         assert probability_of_backtest_overfitting(m, blocks=10).pbo < 0.01
+
+
+def test_luck_in_the_few_blocks_traded_then_flat_is_overfitting():
+    """The referee's case: 30 configurations that trade in 2 of 16 blocks, each earning or losing there
+    by a random sign, beside 20 steady ones with a mild edge. Where one that earned has both its blocks
+    in-sample it beats the steady ones and then does nothing out of sample, below every steady one. A
+    rule that dropped configurations flat in either half never saw those splits (PBO 0.07 to 0.25)."""
+    for seed in range(5):
+        assert probability_of_backtest_overfitting(_lucky_bursts(seed)).pbo > 0.5
+
+
+def test_a_lucky_winner_flat_out_of_sample_counts_as_overfit():
+    """Configuration 0 earns a lot in block 0 and does nothing elsewhere; 1 to 3 earn steadily. Where
+    block 0 is in-sample, 0 wins and, flat out of sample (Sharpe ratio 0), ranks below the three
+    others: w = 1/5."""
+    rng = np.random.default_rng(37)
+    m = 0.004 + rng.normal(0, 0.01, (80, 4))
+    m[:, 0] = 0.0
+    m[:20, 0] = 0.05 + rng.normal(0, 0.01, 20)
+    blocks = np.split(np.arange(80), 4)
+    assert all(m[np.r_[blocks[i], blocks[j]], 1:].mean(axis=0).min() > 0 for i, j in combinations(range(4), 2))
+    result = probability_of_backtest_overfitting(m, blocks=4)
+    assert result.splits == 6
+    np.testing.assert_allclose(result.logits[:3], np.log(1 / 4))  # combinations start with (0, 1), (0, 2), (0, 3)
+    assert result.pbo >= 0.5
+
+
+def test_a_flat_in_sample_half_wins_when_everything_else_lost():
+    """Configuration 0 does nothing in blocks 0 and 1 and earns in 2 and 3; 1 and 2 lose in 0 and 1 and
+    earn less in 2 and 3. With blocks 0 and 1 in-sample, doing nothing (Sharpe ratio 0) is the best
+    there: 0 is the winner, and the best out of sample (w = 3/4)."""
+    rng = np.random.default_rng(38)
+    m = rng.normal(0, 0.01, (40, 3))
+    m[:20, 1:] -= 0.02
+    m[20:, 1:] += 0.005
+    m[:20, 0] = 0.0
+    m[20:, 0] += 0.03
+    result = probability_of_backtest_overfitting(m, blocks=4)
+    assert result.logits[0] == pytest.approx(np.log(3))
 
 
 def test_in_sample_luck_paid_back_out_of_sample_gives_pbo_near_one():

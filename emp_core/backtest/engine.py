@@ -300,12 +300,13 @@ class _Columns:
     def bankrupt(self, cols: np.ndarray, bust: np.ndarray) -> _Columns:
         """Strategies ``cols`` alone, bankrupt at the close of bar ``bust`` (one each): their orders after
         it are removed, and the exit of the round in force becomes a liquidation at that close, unless a
-        stop already closed the position inside that bar. (A stop before it cannot have closed it: the
-        equity would have been <= 0 from that stop on.)"""
+        stop closed the position inside that bar. An exit at an earlier bar cannot have closed it (flat
+        from there with the same cash, the strategy would have been at equity <= 0 since): the volume
+        cap's path can have skipped it, so it is replaced too."""
         at = self.at[:, cols]
         k = ((at >= 0) & (at <= bust)).sum(axis=0) - 1  # the round in force at the bust bar; -1: none yet
         at = np.where(np.arange(at.shape[0])[:, None] > k, -1, at)
-        bar, price, kind = (x[:, cols].copy() for x in (self.exits.bar, self.exits.price, self.exits.kind))
+        bar, price, kind = (x[:, cols] for x in (self.exits.bar, self.exits.price, self.exits.kind))
         close = self.close[:, cols]
         q = np.nonzero(k >= 0)[0]
         q = q[bar[k[q], q] != bust[q]]

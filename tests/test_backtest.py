@@ -506,3 +506,15 @@ def test_where_we_depart_from_backtesting_py_it_books_the_stop_of_a_gapped_take_
     ours = simulate(o, c, targets, cash=10_000.0, high=h, low=lo, stop_loss=0.05, take_profit=0.1)
     assert stats._trades["ExitPrice"].iloc[-1] == pytest.approx(95)
     assert ours.fills[-1, 3] == 112
+
+
+def test_metrics_of_a_bankrupt_strategy_are_finite_and_by_hand():
+    r = simulate(BUST_OPEN, BUST_CLOSE, SHORT_THEN_LONG, cash=1000.0)
+    m = metrics(r, years=6 / 252, bars_per_year=252)[0]
+    # equity 1000, 802, 406, 0.1, then 0 from the bust at bar 4 on: bar returns end at -100%, then 0 (no 0/0)
+    eq = [1000, 802, 406, 1000 - 99 * 10.1]
+    rets = np.array([eq[1] / eq[0] - 1, eq[2] / eq[1] - 1, eq[3] / eq[2] - 1, -1.0, 0.0, 0.0])
+    assert m["sharpe"] == pytest.approx(np.sqrt(252) * rets.mean() / rets.std(ddof=1))
+    assert m["final_equity"] == 0 and m["total_return"] == -1 and m["max_drawdown"] == -1
+    # turnover: 99 x 10 at bar 1 over the 1000 before it, 99 x 21 at bar 4 over the 0.1 left at bar 3's close
+    assert m["turnover"] == pytest.approx((99 * 10 / 1000 + 99 * 21 / eq[3]) / (6 / 252))

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from emp_core.backtest.engine import BacktestResult, simulate
+from emp_core.backtest.engine import simulate
+from emp_core.backtest.metrics import bar_returns, fill_turnover
 from emp_core.evolution.genome import Genome, targets
 from emp_core.sensory.fusion import DIMENSIONS
 
@@ -145,24 +146,10 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
     for j, (t, _, _) in enumerate(chunk):
         cols = slice(j * n, (j + 1) * n)
         idx = np.searchsorted(ts, t)
-        total[idx[1:]] += _sleeve_returns(result.equity[: t.size, cols])
+        total[idx[1:]] += bar_returns(result.equity[: t.size, cols])
         count[idx[1:]] += 1
         trades += result.trades[cols]
-    return ChunkResult(ts, total, count, _turnover(result, k_syms, n), trades, k_syms)
-
-
-def _sleeve_returns(eq: np.ndarray) -> np.ndarray:
-    """Bar returns (bars - 1 x genomes) of one symbol's sleeves: 0 once a sleeve is bankrupt (no equity)."""
-    alive = eq[:-1] > 0
-    return np.where(alive, eq[1:] / np.where(alive, eq[:-1], 1.0) - 1.0, 0.0)
-
-
-def _turnover(result: BacktestResult, k_syms: int, n: int) -> np.ndarray:
-    """Per genome, the sum over symbols and fills of the fill's traded value over the sleeve's equity at
-    the close before it (fills are at bar 1 or later, at or before a bust bar: that equity is > 0)."""
-    bar, col = result.fills[:, 0].astype(np.int64), result.fills[:, 1].astype(np.int64)
-    share = np.abs(result.fills[:, 2]) * result.fills[:, 3] / result.equity[bar - 1, col]
-    return np.bincount(col, weights=share, minlength=k_syms * n).reshape(k_syms, n).sum(axis=0)
+    return ChunkResult(ts, total, count, fill_turnover(result).reshape(k_syms, n).sum(axis=0), trades, k_syms)
 
 
 def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, end: np.datetime64, *,

@@ -164,6 +164,8 @@ def _add_evolve(sub) -> None:
     p.add_argument("--generations", type=int, default=5, help="generations per window (default 5)")
     p.add_argument("--train-years", type=int, default=3, help="training span of each window (default 3)")
     p.add_argument("--commission", type=float, default=0.001, help="commission rate per fill (default 0.001)")
+    p.add_argument("--dataset", help="name the trials are counted under in the registry (default: the file's "
+                   "symbols, so every search on the same instruments counts together)")
     p.add_argument("--no-macro", action="store_true", help="leave out the shipped macro data (WHY)")
     p.add_argument("--tz", default="UTC", help="time zone of naive timestamps in the file (default UTC)")
     p.add_argument("--json", action="store_true", help="print one JSON object (the decision and its figures)")

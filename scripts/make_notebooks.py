@@ -160,7 +160,7 @@ pl.DataFrame(line, schema=["individual", "generation", "operator", "parents"], o
 latest = decisions.tail(1).row(0, named=True)
 print("champion:", latest["genome"] if latest["promoted"] else "none", "|", latest["reason"])
 decisions.select("decided_at", "promoted", "n_trials", "n_effective", "dsr", "sharpe", "sr0", "oos_psr", "pbo")"""),
-    ("code", """trials = q("SELECT dataset, count(*) AS evaluations, count(DISTINCT trial_key) AS trials, "
+    ("code", """trials = q("SELECT dataset, count(*) AS evaluations, count(DISTINCT genome_hash) AS trials, "
            "count(DISTINCT run_id) AS runs FROM evolution.trials GROUP BY dataset")
 con.close()
 trials"""),

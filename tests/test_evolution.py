@@ -76,6 +76,35 @@ def test_walk_forward_decisions_survive_a_re_read_of_the_truncated_history():
     assert bars["ts"].max() >= end.astype(datetime) > cut_bars["ts"].max()
 
 
+def scrambled(bars: pl.DataFrame, cut: datetime, seed: int) -> Universe:
+    """The true bars before ``cut`` and another random path from it on (every price of a row scaled by one
+    random-walk factor, so each bar stays consistent), with features computed over the whole."""
+    rng = np.random.default_rng(seed)
+    later = pl.col("ts") >= cut
+    factor = pl.Series(np.exp(np.cumsum(rng.normal(0, 0.02, bars.height))))
+    prices = ("open", "high", "low", "close")
+    moved = bars.with_columns(pl.when(later).then(pl.col(c) * factor).otherwise(pl.col(c)).alias(c) for c in prices)
+    return Universe.from_frames(moved, compute_features(moved, None))
+
+
+def test_no_phase_of_a_window_reads_the_bars_after_it():
+    """Scramble everything from a window's test start: its choice and selection metrics stay; scramble from its
+    selection start: its training stays. Each scramble changes the later phase, so the test can see a leak."""
+    bars = pl.read_parquet(SHIPPED / "bars_daily.parquet").filter(pl.col("ts") < datetime(2010, 1, 1))
+    true = Universe.from_frames(bars, compute_features(bars, None))
+    for w in windows(np.datetime64("2000-01-01"), np.datetime64("2009-12-31"), train_years=3)[1:3]:
+        base = walk_forward(true, [w], size=10, generations=2, seed=5)
+        test_cut = walk_forward(scrambled(bars, w.test[0].astype(datetime), w.index), [w], size=10, generations=2,
+                                seed=5)
+        assert test_cut.chosen == base.chosen and test_cut.selection_metrics == base.selection_metrics
+        assert test_cut.test_metrics != base.test_metrics
+        selection_cut = walk_forward(scrambled(bars, w.selection[0].astype(datetime), w.index), [w], size=10,
+                                     generations=2, seed=5)
+        train = [r for r in base.log.rows if r["phase"] == "train"]
+        assert [r for r in selection_cut.log.rows if r["phase"] == "train"] == train
+        assert selection_cut.selection_metrics != base.selection_metrics
+
+
 def test_the_registry_counts_trials_across_runs_once_each():
     u = planted_universe(None, n_symbols=3, years=6, seed=0)
     spans = windows(u.ts["P00"][0], u.ts["P00"][-1])
@@ -84,13 +113,16 @@ def test_the_registry_counts_trials_across_runs_once_each():
     again = walk_forward(u, spans, size=8, generations=1, seed=0, registry=registry, dataset="d",
                          gates=Gates(min_dsr=0.5))
     other = walk_forward(u, spans, size=8, generations=1, seed=1, registry=registry, dataset="d")
+    # Other costs try the same genomes again: N does not start from nothing.
+    dearer = walk_forward(u, spans, size=8, generations=1, seed=0, registry=registry, dataset="d", commission=0.002)
+    assert dearer.trials_added > 0 and dearer.decision.n_trials == other.decision.n_trials
     assert first.trials_added > 0 and again.trials_added == 0 and other.trials_added > 0
-    distinct = registry.trials("d")["trial_key"].n_unique()
+    distinct = registry.trials("d")["genome_hash"].n_unique()
     assert first.decision.n_trials == again.decision.n_trials < other.decision.n_trials == distinct
     # Catalogue seeds are evaluated in every window of every run, yet each is one trial.
     catalogue = {registry_genome_hash(Genome.from_vector(g.to_vector())) for g in CATALOGUE.values()}
     rows = registry.trials("d").filter(pl.col("genome_hash").is_in(list(catalogue)))
-    assert rows.height > len(catalogue) and rows["trial_key"].n_unique() == len(catalogue)
+    assert rows.height > len(catalogue) and rows["genome_hash"].n_unique() == len(catalogue)
     # Another dataset starts from nothing.
     alone = walk_forward(u, spans, size=8, generations=1, seed=1, registry=registry, dataset="elsewhere")
     assert alone.decision.n_trials < other.decision.n_trials

@@ -36,13 +36,21 @@ def test_emp_evolve_reports_the_decision_and_counts_trials_across_runs(emp_home,
     assert first["promoted"] == (first["champion"] is not None)
     assert 1 <= first["n_effective"] <= first["n_trials"] and first["trials_added"] > 0
     registry = DuckDBStore(emp_home / "emp.duckdb").query(
-        "SELECT count(DISTINCT trial_key) AS n, count(*) AS rows FROM evolution.trials")
+        "SELECT count(DISTINCT genome_hash) AS n, count(*) AS rows FROM evolution.trials")
     assert registry["n"].item() == first["n_trials"] and registry["rows"].item() == first["trials_added"]
     again = evolve(capsys, "--data", str(universe_file), *SMALL, "--seed", "1")
     assert again["trials_added"] == 0 and again["n_trials"] == first["n_trials"]
     assert again["dsr"] == first["dsr"] and again["pbo"] == first["pbo"]  # the same decision, figure for figure
     other = evolve(capsys, "--data", str(universe_file), *SMALL, "--seed", "2")
     assert other["trials_added"] > 0 and other["n_trials"] > first["n_trials"]
+    assert other["dataset"] == "symbols:AAPL,IBM,MSFT"
+    # The same instruments in a renamed copy: the search goes on counting.
+    copy = universe_file.with_name("renamed.csv")
+    copy.write_bytes(universe_file.read_bytes())
+    renamed = evolve(capsys, "--data", str(copy), *SMALL, "--seed", "3")
+    assert renamed["n_trials"] > other["n_trials"]
+    elsewhere = evolve(capsys, "--data", str(copy), *SMALL, "--seed", "3", "--dataset", "fresh")
+    assert elsewhere["n_trials"] < renamed["n_trials"]
 
 
 def test_emp_evolve_prints_a_readable_decision(emp_home, universe_file, capsys):

@@ -6,6 +6,7 @@ from scipy import stats
 
 from emp_core.evolution.overfitting import (
     deflated_sharpe,
+    effective_bars,
     expected_max_sharpe,
     probabilistic_sharpe,
 )
@@ -42,3 +43,18 @@ def test_deflation_grows_with_the_number_of_trials():
 def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="zero variance"):
         probabilistic_sharpe(np.zeros(10))
+
+
+def test_psr_holds_its_size_under_autocorrelation():
+    """Zero-mean AR(1) returns (rho = 0.2, 1,512 bars, as long as the walk-forward track): PSR(0) >= 0.95
+    must happen about 5% of the time. Plain T overstates the evidence; the effective T does not."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(7)
+    tracks = [lfilter([1.0], [1.0, -0.2], rng.standard_normal(1512)) * 0.01 for _ in range(800)]
+    plain = np.mean([probabilistic_sharpe(x) >= 0.95 for x in tracks])
+    serial = np.mean([probabilistic_sharpe(x, serial=True) >= 0.95 for x in tracks])
+    assert 0.025 <= serial <= 0.075 < plain
+    white = rng.standard_normal(1512)
+    assert effective_bars(white) == pytest.approx(1512, rel=0.1)  # no autocorrelation, (about) no discount
+    assert effective_bars(lfilter([1.0], [1.0, -0.5], white)) < 0.5 * 1512

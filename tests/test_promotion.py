@@ -4,6 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from emp_core.evolution.genome import GENE_NAMES
 from emp_core.evolution.overfitting import expected_max_sharpe
 from emp_core.evolution.registry import SCHEMA, DuckDBRegistry, MemoryRegistry
 from emp_core.evolution.snooping import effective_trials, null_maximum, stationary_bootstrap_indices
@@ -70,7 +71,7 @@ def test_bad_trial_matrices_are_refused():
 def rows(keys: list[str], dataset: str = "d", config: str = "c") -> pl.DataFrame:
     base = {c: None for c in SCHEMA if c != "recorded_at"}
     return pl.DataFrame([base | {"dataset": dataset, "dataset_version": "v", "config_hash": config, "run_id": "r",
-                                 "window_id": 0, "phase": "train", "genome_hash": k, "trial_key": k, "costs": "{}"}
+                                 "window_id": 0, "phase": "train", "genome_hash": k, "costs": "{}"}
                          for k in keys], schema={c: t for c, t in SCHEMA.items() if c != "recorded_at"})
 
 
@@ -85,7 +86,74 @@ def test_the_registry_is_idempotent_and_persistent(kind, tmp_path):
     if kind == "duckdb":
         registry = make()  # a new process reads what the last one wrote
     frame = registry.trials("d")
-    assert frame.height == 3 and set(frame["trial_key"]) == {"a", "b"}
+    assert frame.height == 3 and set(frame["genome_hash"]) == {"a", "b"}
     assert registry.trials("e").height == 1
     with pytest.raises(ValueError, match="lack"):
-        registry.record(rows(["q"]).drop("trial_key"))
+        registry.record(rows(["q"]).drop("genome_hash"))
+
+
+# -- the decision, gate by gate, on returns we choose (a stand-in evaluator; the real one is tested elsewhere) --
+
+def genomes(n: int, seed: int):
+    from emp_core.evolution.genome import Genome
+
+    rng = np.random.default_rng(seed)
+    return [Genome.from_vector(rng.random(12), name=f"x{i}") for i in range(n)]
+
+
+class Returns:
+    """An evaluator that gives each genome the per-bar return series it was assigned."""
+
+    def __init__(self, by_genome: dict):
+        self.by_genome = by_genome
+
+    def __call__(self, chosen, universe, start, end, **costs):
+        from emp_core.evolution.fitness import Evaluation
+        from emp_core.evolution.registry import genome_hash
+
+        r = np.column_stack([self.by_genome[genome_hash(g)] for g in chosen])
+        r = np.vstack([np.zeros((1, r.shape[1])), r])
+        return Evaluation(objectives=np.zeros((r.shape[1], 3)), returns=r,
+                          ts=np.arange(r.shape[0]).astype("datetime64[D]"), trades=np.full(r.shape[1], 50))
+
+
+def decision(champion_sr: float, track_sr: float, search: str, trials: int = 300, seed: int = 0):
+    from emp_core.evolution.fitness import Universe
+    from emp_core.evolution.promotion import Evidence, decide
+    from emp_core.evolution.registry import genome_hash
+
+    rng = np.random.default_rng(seed)
+    bars = 2000
+    pool = genomes(trials, seed)
+    series = {genome_hash(g): rng.normal(0, 0.01, bars) for g in pool}
+    champion = pool[0]
+    series[genome_hash(champion)] = rng.normal(champion_sr * 0.01, 0.01, bars)
+    window = pool[:40] if search == "dominated" else pool[1:41]  # "noise": a search that found nothing
+    if search == "dominated":  # the champion beats every other configuration of its window on every block
+        for g in window[1:]:
+            series[genome_hash(g)] = rng.normal(-0.003, 0.01, bars)
+    registry = MemoryRegistry()
+    registry.record(rows([genome_hash(g) for g in pool]).with_columns(
+        **{k: pl.Series([float(getattr(g, k)) for g in pool]) for k in GENE_NAMES},
+        long_only=pl.Series([False] * trials)))
+    ts = np.arange(bars).astype("datetime64[D]")
+    universe = Universe(("X",), {"X": ts}, {}, {}, 252.0)
+    return decide(Evidence(universe=universe, evidence_end=ts[-1] + 1, champion=champion,
+                           track=rng.normal(track_sr * 0.01, 0.01, 1500), window_genomes=window,
+                           registry_trials=registry.trials("d"), costs={}, evaluator=Returns(series)))
+
+
+@pytest.mark.parametrize(("champion_sr", "track_sr", "search", "fails"), [
+    (0.25, 0.15, "dominated", set()),
+    (0.04, 0.15, "dominated", {"deflated Sharpe"}),  # good enough alone, not as the best of 300 trials
+    (0.25, 0.0, "dominated", {"out-of-sample PSR"}),
+    (0.25, 0.15, "noise", {"probability of backtest overfitting"}),
+])
+def test_each_gate_refuses_on_its_own(champion_sr, track_sr, search, fails):
+    d = decision(champion_sr, track_sr, search)
+    failed = {name for name in ("deflated Sharpe", "out-of-sample PSR", "probability of backtest overfitting")
+              if not d.promoted and name in d.reason}
+    assert failed == fails, d.reason
+    assert d.promoted == (not fails)
+    assert d.n_trials == 300 and d.n_resampled == 300 and d.n_idle == 0
+    assert d.dsr is not None and d.oos_psr is not None and d.pbo is not None  # every figure, pass or fail

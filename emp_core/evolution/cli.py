@@ -56,7 +56,9 @@ def run_evolve(args) -> int:
         raise EmpError("emp evolve: --commission is a rate per fill in [0, 0.1), e.g. 0.001")
     data = Path(args.data)
     universe, checked = _universe(data, args.symbol, args.tz, not args.no_macro)
-    dataset = f"file:{data.resolve()}" + (f"#{args.symbol}" if args.symbol else "")
+    # The dataset a search is counted against: named by the user, or by its symbols, so a renamed, copied or
+    # extended file still counts every trial run on those instruments before.
+    dataset = args.dataset or "symbols:" + ",".join(sorted(universe.symbols))
     span = (min(universe.ts[s][0] for s in universe.symbols), max(universe.ts[s][-1] for s in universe.symbols))
     quarantine_path = _save_quarantine(data, checked.quarantine)
     if not args.json:

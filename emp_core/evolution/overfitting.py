@@ -10,7 +10,8 @@ figure and its inputs are stored with the decision (``evolution.decisions``).
    H0: its true Sharpe ratio is no higher than the best that the search's trials reach by
    luck. Its per-bar returns over the *evidence span* (every bar before its test year, the
    history it could have been fitted to; T bars, skewness g3, kurtosis g4) give
-   DSR = PSR(SR0) (Bailey and Lopez de Prado 2014), promoted at DSR >= 0.95. SR0 is the
+   DSR = PSR(SR0) (Bailey and Lopez de Prado 2014), promoted at DSR >= 0.95, T again the
+   effective number of bars under autocorrelation. SR0 is the
    expected maximum Sharpe ratio under H0 of the *trials*: every distinct genome the trial
    registry holds for the dataset, from every run, window and seed (``registry``),
    re-evaluated over the same span; genomes with too few trades to be selected there count
@@ -32,9 +33,13 @@ figure and its inputs are stored with the decision (``evolution.decisions``).
      splits of a continuum of genomes), and the DSR alone passed 1 to 2 of 6 noise universes.
 2. **PSR of the out-of-sample walk-forward track**: evidence about *the procedure*.
    H0: the track's true Sharpe ratio is <= 0. The track is every window's choice over its
-   own test year, concatenated: each year traded by a genome chosen before it, used once,
-   so no deflation applies. Promoted at PSR(0) >= 0.95. Only its last year is the
-   champion's own out-of-sample record.
+   own test year, concatenated: each year traded by a genome chosen before it. Within one
+   run no selection touches it, so no deflation applies; across runs it is chosen among
+   runs like any figure, which the registry's N (reported beside it) lets a reader weigh.
+   Promoted at PSR(0) >= 0.95, with T the effective number of bars under the track's
+   autocorrelation (``effective_bars``; with plain T, AR(1) returns at rho = 0.2 pass
+   about twice as often as they should). Only its last year is the champion's own
+   out-of-sample record.
 3. **PBO of the champion window's search**: evidence about *the procedure's selection*.
    CSCV (below) over the evidence-span returns of the distinct genomes trained in the
    champion's window: how often the in-sample best lands at or below the out-of-sample
@@ -63,9 +68,10 @@ The statistics
   Prado and Zhu 2017): split the T x N matrix of per-period returns of N
   configurations into S blocks of rows; for every choice of S/2 blocks as in-sample,
   take the configuration with the best in-sample Sharpe and its relative rank w among
-  the out-of-sample Sharpe ratios of the configurations that can be ranked in that
-  split (rank / (N_s + 1), average ranks for ties; a configuration constant in either
-  half, such as one that never trades, is left out); the logit l = ln(w / (1 - w));
+  the out-of-sample Sharpe ratios of the configurations that trade in that split
+  (rank / (N_s + 1), average ranks for ties; one constant in both halves never trades
+  there and is left out, one constant in a single half has Sharpe 0 in it and takes
+  part, so a lucky winner that goes flat out of sample counts); the logit l = ln(w / (1 - w));
   PBO = share of the splits with l <= 0, i.e. the in-sample winner is at or below the
   out-of-sample median. The conventions are detailed in the function's docstring.
 """
@@ -96,11 +102,32 @@ def _moments(returns: np.ndarray) -> tuple[float, float, float, int]:
     return float(mean / std), float(np.mean(z**3)), float(np.mean(z**4)), t
 
 
-def probabilistic_sharpe(returns: np.ndarray, benchmark: float = 0.0) -> float:
-    """PSR of per-period ``returns`` against the per-period Sharpe ratio ``benchmark``."""
+def probabilistic_sharpe(returns: np.ndarray, benchmark: float = 0.0, *, serial: bool = False) -> float:
+    """PSR of per-period ``returns`` against the per-period Sharpe ratio ``benchmark``; with ``serial``, T is
+    the effective number of bars under the returns' autocorrelation (``effective_bars``)."""
     sr, g3, g4, t = _moments(returns)
+    if serial:
+        t = effective_bars(returns)
     denom = 1.0 - g3 * sr + (g4 - 1.0) / 4.0 * sr * sr
-    return _N.cdf((sr - benchmark) * math.sqrt(t - 1) / math.sqrt(max(denom, 1e-12)))
+    return _N.cdf((sr - benchmark) * math.sqrt(max(t - 1, 1e-12)) / math.sqrt(max(denom, 1e-12)))
+
+
+def effective_bars(returns: np.ndarray) -> float:
+    """T over the long-run variance ratio: T / (1 + 2 sum_k (1 - k / (L + 1)) rho_k) for lags k = 1..L,
+    L = floor(4 (T / 100)^(2/9)) (Bartlett weights, Newey and West 1987, 1994). The Sharpe ratio's
+    standard error grows with positive autocorrelation (Lo 2002); negative autocorrelation is not
+    allowed to shrink it (the ratio is at least 1), so the count is never above T."""
+    r = np.asarray(returns, dtype=float)
+    r = r[np.isfinite(r)]
+    t = r.size
+    lags = int(4 * (t / 100) ** (2 / 9))
+    z = r - r.mean()
+    var = float(z @ z)
+    if var == 0 or lags < 1:
+        return float(t)
+    rho = np.array([float(z[k:] @ z[:-k]) / var for k in range(1, min(lags, t - 1) + 1)])
+    weights = 1.0 - np.arange(1, rho.size + 1) / (lags + 1)
+    return t / max(1.0, 1.0 + 2.0 * float(weights @ rho))
 
 
 def expected_max_sharpe(sharpe_variance: float, trials: float) -> float:

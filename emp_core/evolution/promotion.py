@@ -21,7 +21,7 @@ start (the history it could have been fitted to).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import polars as pl
@@ -34,7 +34,6 @@ from emp_core.evolution.overfitting import (
     probability_of_backtest_overfitting,
 )
 from emp_core.evolution.registry import (
-    costs_key,
     digest,
     distinct_trials,
     genome_hash,
@@ -74,7 +73,7 @@ class Decision:
     dsr: float | None = None
     sharpe: float | None = None  # per bar
     sr0: float | None = None  # per bar
-    n_trials: int = 0  # distinct trials in the registry for this dataset and these costs
+    n_trials: int = 0  # distinct genomes in the registry for this dataset, from every run
     n_resampled: int = 0  # the trials re-evaluated for the bootstrap (a sample when there are many)
     n_idle: int = 0  # of those, the ones with too few trades over the evidence span to be selected
     n_effective: float | None = None  # independent trials with the same expected best Sharpe ratio
@@ -99,6 +98,21 @@ class Decision:
         return d
 
 
+_POLARS = {"bool": pl.Boolean, "str": pl.String, "int": pl.Int64, "float": pl.Float64}
+
+
+def decision_schema() -> dict[str, pl.DataType]:
+    """The columns of ``Decision.as_dict()`` with their types, so a refusal with no figures (all None)
+    and a promotion store alike."""
+    out: dict[str, pl.DataType] = {}
+    for f in fields(Decision):
+        if f.name == "gates":
+            out |= {f"gate_{g.name}": _POLARS[str(g.type)] for g in fields(Gates)}
+        else:
+            out[f.name] = _POLARS[str(f.type).split(" | ")[0]]
+    return out
+
+
 def _per_bar_sharpe(r: np.ndarray) -> float:
     sd = r.std(ddof=1)
     return float(r.mean() / sd) if sd > 0 else 0.0
@@ -107,7 +121,7 @@ def _per_bar_sharpe(r: np.ndarray) -> float:
 def _sample(trials: pl.DataFrame, keep: str, size: int, seed: str) -> pl.DataFrame:
     """The ``keep`` trial first, then the others, at most ``size`` in all (a seeded sample when there
     are more, so a decision repeats)."""
-    first, others = trials.filter(pl.col("trial_key") == keep), trials.filter(pl.col("trial_key") != keep)
+    first, others = trials.filter(pl.col("genome_hash") == keep), trials.filter(pl.col("genome_hash") != keep)
     if others.height >= size:
         rng = np.random.default_rng(int(seed, 16) % 2**63)
         others = others[np.sort(rng.choice(others.height, size - 1, replace=False))]
@@ -141,20 +155,20 @@ def decide(ev: Evidence, gates: Gates = DEFAULT_GATES) -> Decision:
 
     # 2. out-of-sample track (independent of the registry: computed first, reported always)
     try:
-        figures |= {"oos_psr": probabilistic_sharpe(ev.track, 0.0), "oos_sharpe": _per_bar_sharpe(ev.track),
-                    "oos_bars": int(ev.track.size)}
+        figures |= {"oos_psr": probabilistic_sharpe(ev.track, 0.0, serial=True),
+                    "oos_sharpe": _per_bar_sharpe(ev.track), "oos_bars": int(ev.track.size)}
     except ValueError as exc:
         return refuse(f"the out-of-sample track has no usable Sharpe ratio ({exc})")
 
     # 1. DSR of the champion against the registry's trials
-    rows = ev.registry_trials.filter(pl.col("costs") == costs_key(costs))
-    trials = distinct_trials(rows)
-    champion_key = trials.filter(pl.col("genome_hash") == genome_hash(ev.champion))["trial_key"]
-    if champion_key.is_empty():
+    # Every genome ever tried on the dataset, whatever the costs it was tried under, re-evaluated under these.
+    trials = distinct_trials(ev.registry_trials)
+    champion_key = genome_hash(ev.champion)
+    if trials.filter(pl.col("genome_hash") == champion_key).is_empty():
         return refuse("the champion is not in the trial registry (record the run's trials first)")
     # Seeded by the trial set itself: the same trials give the same sample and resamples on any copy of the data.
-    seed = digest("".join(sorted(trials["trial_key"].to_list())).encode())
-    sample = _sample(trials, champion_key.item(), gates.bootstrap_trials, seed)
+    seed = digest("".join(sorted(trials["genome_hash"].to_list())).encode())
+    sample = _sample(trials, champion_key, gates.bootstrap_trials, seed)
     genomes = genomes_of(sample)
     evaluation = ev.evaluator(genomes, universe, start, ev.evidence_end, **costs)
     returns = evaluation.returns[1:]
@@ -172,8 +186,9 @@ def decide(ev: Evidence, gates: Gates = DEFAULT_GATES) -> Decision:
     moments = return_moments(champion_returns[:, None])
     cross_section = float(np.var(return_moments(returns[:, tradeable])["sharpe_per_bar"], ddof=1))
     figures |= {"dsr_closed_form": probabilistic_sharpe(
-        champion_returns, expected_max_sharpe(cross_section, round(trials.height * tradeable.mean())))}
-    figures |= {"dsr": probabilistic_sharpe(champion_returns, luck.sr0), "sharpe": sharpe, "sr0": luck.sr0,
+        champion_returns, expected_max_sharpe(cross_section, round(trials.height * tradeable.mean())),
+        serial=True)}
+    figures |= {"dsr": probabilistic_sharpe(champion_returns, luck.sr0, serial=True), "sharpe": sharpe, "sr0": luck.sr0,
                 "n_effective": luck.n_effective, "sharpe_variance": luck.variance,
                 "n_bars": int(champion_returns.size), "skew": float(moments["ret_skew"][0]),
                 "kurtosis": float(moments["ret_kurtosis"][0])}

@@ -10,9 +10,10 @@ return moments (bars, mean, standard deviation, skewness, kurtosis, Sharpe ratio
 - **Idempotent**: a row is identified by (dataset, dataset_version, config_hash,
   window_id, phase, genome_hash); running the same settings on the same data again adds
   nothing, a new seed or configuration adds its trials.
-- **N** is the number of distinct *trials*, a genome under one set of costs
-  (``trial_key``), over every run on that dataset: a catalogue seed evaluated in every
-  window of every run is one trial, as is a genome two seeds both found. Trials on
+- **N** is the number of distinct *trials*, distinct genomes (``genome_hash``), over every
+  run on that dataset whatever its costs or settings: a catalogue seed evaluated in every
+  window of every run is one trial, as is a genome two seeds both found; a run with
+  another commission tries the same genomes again, and must not start N from nothing. Trials on
   earlier versions of the data (before the latest bars arrived) still count: the search
   over the dataset's history does not start again when a bar is added.
 
@@ -37,7 +38,7 @@ MOMENTS = ("n_bars", "ret_mean", "ret_std", "ret_skew", "ret_kurtosis", "sharpe_
 SCHEMA: dict[str, pl.DataType] = {
     "dataset": pl.String, "dataset_version": pl.String, "config_hash": pl.String, "run_id": pl.String,
     "window_id": pl.Int64, "phase": pl.String, "span_start": pl.Datetime("us"), "span_end": pl.Datetime("us"),
-    "genome_hash": pl.String, "costs": pl.String, "trial_key": pl.String,
+    "genome_hash": pl.String, "costs": pl.String,
     **dict.fromkeys(GENE_NAMES, pl.Float64), "long_only": pl.Boolean,
     "sharpe_lb": pl.Float64, "max_drawdown": pl.Float64, "turnover": pl.Float64, "trades": pl.Int64,
     "n_bars": pl.Int64, "ret_mean": pl.Float64, "ret_std": pl.Float64, "ret_skew": pl.Float64,
@@ -58,11 +59,6 @@ def genome_hash(genome: Genome) -> str:
 
 def costs_key(costs: dict) -> str:
     return json.dumps(costs, sort_keys=True)
-
-
-def trial_key(genome_hash_: str, costs: dict) -> str:
-    """A trial is a genome under one set of costs."""
-    return digest((genome_hash_ + costs_key(costs)).encode())
 
 
 def config_hash(settings: dict) -> str:
@@ -138,9 +134,14 @@ class DuckDBRegistry:
         self.store = store
 
     def _ensure(self, con) -> None:
+        """The table, with every column of ``SCHEMA`` (one an earlier version lacked is added, empty)."""
         cols = ", ".join(f"{c} {_sql_type(t)}" for c, t in SCHEMA.items())
         con.execute("CREATE SCHEMA IF NOT EXISTS evolution")
         con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols}, PRIMARY KEY ({', '.join(KEY)}))")
+        have = {r[0] for r in con.execute(f"DESCRIBE {TABLE}").fetchall()}
+        for c, t in SCHEMA.items():
+            if c not in have:
+                con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {c} {_sql_type(t)}")
 
     def record(self, rows: pl.DataFrame) -> int:
         new = _conform(rows)
@@ -168,8 +169,8 @@ def _sql_type(dtype: pl.DataType) -> str:
 
 
 def distinct_trials(frame: pl.DataFrame) -> pl.DataFrame:
-    """One row per trial (``trial_key``), the first recorded, with its genes."""
-    return frame.unique(subset=["trial_key"], keep="first", maintain_order=True)
+    """One row per trial (a distinct genome), the first recorded, with its genes."""
+    return frame.unique(subset=["genome_hash"], keep="first", maintain_order=True)
 
 
 def genomes_of(frame: pl.DataFrame) -> list[Genome]:

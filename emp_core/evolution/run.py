@@ -33,7 +33,7 @@ from emp_core.clock import utcnow
 from emp_core.errors import EmpError
 from emp_core.evolution.fitness import FEATURE_COLUMNS, Universe, evaluate
 from emp_core.evolution.genome import CATALOGUE, Genome
-from emp_core.evolution.promotion import Gates
+from emp_core.evolution.promotion import DEFAULT_GATES, Gates, decision_schema
 from emp_core.evolution.registry import DuckDBRegistry, genome_hash
 from emp_core.evolution.walkforward import WalkForwardResult, walk_forward, windows
 from emp_core.market_data.quality import CheckOutcome
@@ -84,7 +84,7 @@ def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: st
     universe = load_universe(store, dataset)
     result = evolve_universe(universe, settings, run_id=run_id, evaluator=evaluator,
                              registry=DuckDBRegistry(store), dataset=dataset)
-    tables = result_tables(result, run_id)
+    tables = result_tables(result, run_id, dataset)
     for name in ("evolution.lineage", "evolution.catalogue", "evolution.experiment_log", "evolution.population",
                  "evolution.fitness_runs"):
         store.overwrite_table(name, tables[name])
@@ -115,7 +115,11 @@ def evolve_universe(universe: Universe, settings: EvolutionSettings, *, run_id: 
                         registry=registry, dataset=dataset, run_id=run_id)
 
 
-def result_tables(result: WalkForwardResult, run_id: str) -> dict[str, pl.DataFrame]:
+DECISION_SCHEMA = {"run_id": pl.String, "decided_at": pl.Datetime("us"), "dataset": pl.String, "genome": pl.String,
+                   "genome_hash": pl.String, "trials_added": pl.Int64, **decision_schema()}
+
+
+def result_tables(result: WalkForwardResult, run_id: str, dataset: str) -> dict[str, pl.DataFrame]:
     """The run's tables (see the module docstring), each stamped with ``run_id``."""
     stamp = pl.lit(run_id).alias("run_id")
     experiment = result.log.frame().with_columns(stamp, pl.col("parents").cast(pl.List(pl.Int64)))
@@ -129,11 +133,11 @@ def result_tables(result: WalkForwardResult, run_id: str) -> dict[str, pl.DataFr
     ]).with_columns(stamp)
     d = result.decision
     champion_hash = genome_hash(result.chosen[-1])
-    decision = pl.DataFrame([{"run_id": run_id, "decided_at": utcnow(), "genome": result.chosen[-1].name,
-                              "genome_hash": champion_hash, "trials_added": result.trials_added, **d.as_dict()}],
-                            infer_schema_length=None)
-    champion = (_genome_rows([result.champion], [{"genome_hash": champion_hash, **d.as_dict()}]).with_columns(stamp)
-                if result.champion is not None else None)
+    decision = pl.DataFrame([{"run_id": run_id, "decided_at": utcnow(), "dataset": dataset,
+                              "genome": result.chosen[-1].name, "genome_hash": champion_hash,
+                              "trials_added": result.trials_added, **d.as_dict()}], schema=DECISION_SCHEMA)
+    champion = (_genome_rows([result.champion], [{"genome_hash": champion_hash}]).with_columns(stamp)
+                .join(decision.drop("genome_hash"), on="run_id") if result.champion is not None else None)
     lineage = (experiment.filter(pl.col("phase") == "train")
                .unique(subset=["individual"], keep="first", maintain_order=True)
                .select("individual", "window_id", "generation", "parents", "operator", "species", "run_id"))
@@ -158,26 +162,49 @@ def oos_equity(result: WalkForwardResult) -> np.ndarray:
     return np.cumprod(1.0 + result.oos_returns)
 
 
-def verify_champion(store: DuckDBStore) -> CheckOutcome:
-    """The stored champion is backed by a stored decision that promoted it and whose figures meet its own
-    thresholds (read back from ``evolution.decisions``, not taken from the run that wrote them)."""
+def _champion_decision(store: DuckDBStore) -> dict | str:
+    """The stored decision that names the stored champion, or what is missing."""
     tables = set(store.tables())
     if "evolution.champion" not in tables or "evolution.decisions" not in tables:
-        return CheckOutcome("promoted_by_gates", False, "no champion has been stored")
+        return "no champion has been stored"
     champion = store.query("SELECT genome_hash, run_id FROM evolution.champion")
     if champion.height != 1:
-        return CheckOutcome("promoted_by_gates", False, f"evolution.champion holds {champion.height} rows, not 1")
+        return f"evolution.champion holds {champion.height} rows, not 1"
     genome, run = champion.row(0)
     decision = store.query("SELECT * FROM evolution.decisions WHERE run_id = $r AND genome_hash = $g",
                            {"r": run, "g": genome})
     if decision.height != 1:
-        return CheckOutcome("promoted_by_gates", False, f"no decision of run {run} names the champion {genome}")
-    d = decision.row(0, named=True)
-    met = (d["promoted"] and d["dsr"] is not None and d["dsr"] >= d["gate_min_dsr"]
-           and d["oos_psr"] is not None and d["oos_psr"] >= d["gate_min_oos_psr"]
-           and d["pbo"] is not None and d["pbo"] <= d["gate_max_pbo"])
+        return f"no decision of run {run} names the champion {genome}"
+    return decision.row(0, named=True)
+
+
+def verify_champion(store: DuckDBStore, floor: Gates = DEFAULT_GATES) -> CheckOutcome:
+    """What trades a champion may rely on it: the stored champion is named by a stored decision (read back
+    from ``evolution.decisions``, not taken from the run that wrote it) that promoted it, whose figures meet
+    both that run's thresholds and the platform's ``floor`` (gates loosened for research promote nothing
+    tradable), and no later decision on the same dataset has refused since."""
+    name = "promoted_by_gates"
+    d = _champion_decision(store)
+    if isinstance(d, str):
+        return CheckOutcome(name, False, d)
+    genome, run = d["genome_hash"], d["run_id"]
     figures = {k: d[k] for k in ("dsr", "oos_psr", "pbo", "n_trials", "n_effective")}
-    if not met:
-        return CheckOutcome("promoted_by_gates", False, f"the decision of run {run} does not promote "
-                            f"{genome} by its own figures: {d['reason']}", figures)
-    return CheckOutcome("promoted_by_gates", True, f"champion {genome} promoted by run {run}: {d['reason']}", figures)
+    if None in (d["dsr"], d["oos_psr"], d["pbo"]) or not d["promoted"]:
+        return CheckOutcome(name, False, f"the decision of run {run} did not promote {genome}: {d['reason']}",
+                            figures)
+    short = [f"{label} {d[key]:.3f} {op} {limit}" for label, key, op, limit, ok in (
+        ("deflated Sharpe", "dsr", "<", max(d["gate_min_dsr"], floor.min_dsr),
+         d["dsr"] >= max(d["gate_min_dsr"], floor.min_dsr)),
+        ("out-of-sample PSR", "oos_psr", "<", max(d["gate_min_oos_psr"], floor.min_oos_psr),
+         d["oos_psr"] >= max(d["gate_min_oos_psr"], floor.min_oos_psr)),
+        ("PBO", "pbo", ">", min(d["gate_max_pbo"], floor.max_pbo), d["pbo"] <= min(d["gate_max_pbo"], floor.max_pbo)),
+    ) if not ok]
+    if short:
+        return CheckOutcome(name, False, f"champion {genome} of run {run} falls short of the platform's gates: "
+                            + "; ".join(short), figures)
+    later = store.query("SELECT run_id, reason FROM evolution.decisions WHERE dataset = $d AND decided_at > $t "
+                        "AND NOT promoted ORDER BY decided_at DESC LIMIT 1", {"d": d["dataset"], "t": d["decided_at"]})
+    if later.height:
+        return CheckOutcome(name, False, f"champion {genome} of run {run} was refused since, by run "
+                            f"{later['run_id'].item()}: {later['reason'].item()}", figures)
+    return CheckOutcome(name, True, f"champion {genome} promoted by run {run}: {d['reason']}", figures)

@@ -35,7 +35,6 @@ from emp_core.evolution.registry import (
     dataset_version,
     genome_hash,
     return_moments,
-    trial_key,
 )
 
 log_ = logging.getLogger("emp.evolution")
@@ -162,14 +161,15 @@ def trial_rows(log: ExperimentLog, spans: list[Window], *, dataset: str, version
                costs: dict) -> pl.DataFrame:
     """The run's evaluations as trial-registry rows (genes decoded, as evaluated)."""
     rows = []
+    by_index = {w.index: w for w in spans}
     for r in log.rows:
         g = _decoded(r)
         h = genome_hash(g)
-        span = spans[r["window_id"]].span(r["phase"])
+        span = by_index[r["window_id"]].span(r["phase"])
         rows.append({"dataset": dataset, "dataset_version": version, "config_hash": config, "run_id": run_id,
                      "window_id": r["window_id"], "phase": r["phase"],
                      "span_start": _py(span[0]), "span_end": _py(span[1]),
-                     "genome_hash": h, "costs": costs_key(costs), "trial_key": trial_key(h, costs),
+                     "genome_hash": h, "costs": costs_key(costs),
                      **{k: float(getattr(g, k)) for k in GENE_NAMES}, "long_only": g.long_only,
                      **{k: r[k] for k in ("sharpe_lb", "max_drawdown", "turnover", "trades", "n_bars", "ret_mean",
                                           "ret_std", "ret_skew", "ret_kurtosis", "sharpe_per_bar")}})

@@ -67,6 +67,14 @@ class StoreLockedError(EmpError):
     pass
 
 
+def add_missing_columns(con: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
+    """Add to ``table`` every column of the relation ``source`` it lacks, with the source's type."""
+    have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    for name, sql_type, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall():
+        if name not in have:
+            con.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {sql_type}')
+
+
 @contextmanager
 def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("BEGIN TRANSACTION")
@@ -249,12 +257,14 @@ class DuckDBStore:
 
     def append_table(self, table: str, frame: pl.DataFrame) -> int:
         """Append ``frame`` to ``table`` by column name, creating it from the frame's schema the first time
-        (a history kept across runs, such as the promotion decisions)."""
+        (a history kept across runs, such as the promotion decisions); a column the table lacks (it was
+        written by an earlier version) is added first, empty for the old rows."""
         self._check_ident(table)
         with self.connect() as con, _transaction(con):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.', maxsplit=1)[0]}")
             con.register("new_rows", frame.to_arrow())
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM new_rows LIMIT 0")
+            add_missing_columns(con, table, "new_rows")
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
         return frame.height
 

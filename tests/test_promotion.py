@@ -157,3 +157,15 @@ def test_each_gate_refuses_on_its_own(champion_sr, track_sr, search, fails):
     assert d.promoted == (not fails)
     assert d.n_trials == 300 and d.n_resampled == 300 and d.n_idle == 0
     assert d.dsr is not None and d.oos_psr is not None and d.pbo is not None  # every figure, pass or fail
+
+
+def test_the_reality_check_p_value_is_the_share_of_luckier_maxima():
+    rng = np.random.default_rng(9)
+    luck = null_maximum(rng.normal(0, 0.01, (800, 50)), replicates=400)
+    assert luck.reality_check(luck.maxima.max() + 1e-9) == 0.0
+    assert luck.reality_check(-1.0) == 1.0
+    assert luck.reality_check(float(np.median(luck.maxima))) == pytest.approx(0.5, abs=0.01)
+    # Under the null the best of 50 independent trials is "significant" at 5% about 5% of the time.
+    hits = [null_maximum(x, replicates=200, seed=k).reality_check(float((x.mean(0) / x.std(0, ddof=1)).max())) < 0.05
+            for k, x in enumerate(rng.normal(0, 0.01, (40, 800, 50)))]
+    assert np.mean(hits) <= 0.15

@@ -22,8 +22,12 @@ figure and its inputs are stored with the decision (``evolution.decisions``).
    Check null, Politis and Romano 1994; ``snooping``), and reported with V (the null
    variance of one trial's Sharpe ratio, ~1/T) and N_eff, the number of independent trials
    the closed form needs to give that SR0: the effective number of trials of Lopez de Prado
-   (2019), measured by its consequence. Two estimators were tried first and measured on
-   planted-edge universes (``benchmarks/bench_gates.py``):
+   (2019), measured by its consequence. The DSR is the stricter of two readings of the same
+   resamples: it asks the champion's Sharpe ratio to clear the *mean* of the luck maxima
+   by its own standard error, where White's Reality Check p-value (reported beside it)
+   asks only that it beat their 95th percentile; a champion that is merely the best of 240
+   null trials never reaches DSR 0.95. Two other estimators were tried first and measured
+   on planted-edge universes:
    - V as the paper's cross-sectional variance of the trials' Sharpe ratios counts true
      differences between trials as luck: genomes that fade a real edge lose as surely as
      the followers win, so SR0 lands at the best cluster's Sharpe ratio (on planted
@@ -50,6 +54,13 @@ bars, population 40, 5 generations, 20 seeds per strength): see the README's tab
 the three gates fail mostly together (no edge: the track's PSR and PBO fail too); what limits
 power at weak edges is SR0 itself (about 1 annualised for ~1,000 trials over nine years) and the
 track's length (six test years).
+
+Limits, stated: the null is a zero mean return, so a genome that is simply long a rising
+market counts its drift (beta) as skill, in the DSR's resamples and in the track's PSR alike
+(the planted universes have no drift, so the benchmark cannot see this); SR0 scaled from a
+sample of the registry (N / m) is an upper bound, and a registry of near-copies in the tens
+of thousands raises it (a referee measured 1.4 annualised for 100,000 random genomes over
+nine years), so power falls as a dataset is searched more: that is the point of counting.
 
 The statistics
 ==============

@@ -78,8 +78,10 @@ class Decision:
     n_idle: int = 0  # of those, the ones with too few trades over the evidence span to be selected
     n_effective: float | None = None  # independent trials with the same expected best Sharpe ratio
     sharpe_variance: float | None = None  # V: null variance of one trial's per-bar Sharpe ratio
-    # the paper's closed form on the same trials, for reference: V their cross-sectional variance, N nominal
+    # for reference, on the same trials: the paper's closed form (V their cross-sectional variance, N nominal),
+    # and White's Reality Check p-value of the champion against the bootstrap's maxima
     dsr_closed_form: float | None = None
+    reality_check_p: float | None = None
     n_bars: int = 0
     skew: float | None = None
     kurtosis: float | None = None
@@ -188,6 +190,7 @@ def decide(ev: Evidence, gates: Gates = DEFAULT_GATES) -> Decision:
     figures |= {"dsr_closed_form": probabilistic_sharpe(
         champion_returns, expected_max_sharpe(cross_section, round(trials.height * tradeable.mean())),
         serial=True)}
+    figures |= {"reality_check_p": luck.reality_check(sharpe)}
     figures |= {"dsr": probabilistic_sharpe(champion_returns, luck.sr0, serial=True), "sharpe": sharpe, "sr0": luck.sr0,
                 "n_effective": luck.n_effective, "sharpe_variance": luck.variance,
                 "n_bars": int(champion_returns.size), "skew": float(moments["ret_skew"][0]),

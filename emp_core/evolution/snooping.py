@@ -46,6 +46,12 @@ class NullMaximum:
     n_effective: float  # independent trials with the same expected best
     n_resampled: int  # trials in the bootstrap (m)
     replicates: int
+    maxima: np.ndarray  # the best Sharpe ratio of each resample
+
+    def reality_check(self, sharpe: float) -> float:
+        """White's (2000) Reality Check p-value of an observed best Sharpe ratio: the share of resamples
+        whose best trial did at least as well by luck."""
+        return float(np.mean(self.maxima >= sharpe))
 
 
 def stationary_bootstrap_indices(n: int, block: float, rng: np.random.Generator) -> np.ndarray:
@@ -98,11 +104,13 @@ def null_maximum(returns: np.ndarray, *, total_trials: int | None = None, replic
     for b in range(replicates):
         sharpe[b] = centred[stationary_bootstrap_indices(n_bars, block, rng)].mean(axis=0) / scale
     variance = float(np.mean(sharpe.var(axis=0, ddof=1)))
-    sr0 = float(sharpe.max(axis=1).mean())
+    maxima = sharpe.max(axis=1)
+    sr0 = float(maxima.mean())
     n_eff = effective_trials(sr0, variance)
     total = total_trials if total_trials is not None else m
     if total > m:
         n_eff *= total / m
         sr0 = expected_max_sharpe(variance, n_eff)
-    return NullMaximum(sr0=sr0, variance=variance, n_effective=n_eff, n_resampled=m, replicates=replicates)
+    return NullMaximum(sr0=sr0, variance=variance, n_effective=n_eff, n_resampled=m, replicates=replicates,
+                       maxima=maxima)
 

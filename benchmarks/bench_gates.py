@@ -96,6 +96,20 @@ def summarise(rows: list[dict], strengths: list) -> list[dict]:
     return table
 
 
+def markdown(table: list[dict], seeds: int) -> str:
+    """The table as Markdown, for the README."""
+    lines = ["| planted strength | simple strategy's Sharpe (mean ± sd) | promoted | rate [95% CI] | DSR passes | "
+             "OOS PSR passes | PBO passes | previous gate | paper's closed-form DSR |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        name = "noise (random walk)" if t["strength"] == "noise" else f"{t['strength']:g}"
+        lines.append(f"| {name} | {t['simple_sharpe']:.2f} ± {t['simple_sharpe_sd']:.2f} | {t['promoted']}/{t['runs']} "
+                     f"| {t['rate']:.0%} [{t['ci_low']:.2f}, {t['ci_high']:.2f}] | {t['dsr_pass']:.0%} | "
+                     f"{t['oos_pass']:.0%} | {t['pbo_pass']:.0%} | {t['old_rate']:.0%} | "
+                     f"{t['closed_form_dsr_pass']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=20)
@@ -133,6 +147,7 @@ def main() -> None:
               f"{t['n_trials']:>6.0f} "
               f"{t['n_effective']:>6.0f} {t['sr0_year']:>7.2f} {t['sharpe_year']:>6.2f}")
     RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "gates.md").write_text(markdown(table, args.seeds))
     out = RESULTS / "gates.json"
     out.write_text(json.dumps({"args": {k: v for k, v in vars(args).items()}, "table": table, "runs": rows},
                               indent=1, default=str))

@@ -66,3 +66,22 @@ def test_demo_materialises_everything_with_every_check_passing(demo_home):
     assert counts["sensory.calibration"] > 0
     assert counts["evolution.fitness_runs"] == 15 and counts["evolution.catalogue"] == 5
     assert counts["evolution.experiment_log"] >= 15 * 40 * 6  # every training evaluation is logged
+
+
+@pytest.mark.slow
+def test_demo_decides_with_every_figure_in_a_successful_run(demo_home, monkeypatch):
+    """Whatever the gates say on the shipped data, the decision is stored with its figures and the run that
+    made it succeeded (a refusal is an outcome, not a failure)."""
+    import dagster as dg
+
+    store = DuckDBStore(demo_home / "emp.duckdb")
+    decision = store.query("SELECT * FROM evolution.decisions").row(0, named=True)
+    assert decision["n_trials"] >= 15 * 40 and 1 <= decision["n_effective"] <= decision["n_trials"]
+    for figure in ("dsr", "sharpe", "sr0", "sharpe_variance", "skew", "kurtosis", "oos_psr", "pbo"):
+        assert decision[figure] is not None, figure
+    assert decision["reason"].startswith("promoted" if decision["promoted"] else "no champion")
+    assert store.query("SELECT count(DISTINCT genome_hash) FROM evolution.trials").item() == decision["n_trials"]
+    monkeypatch.setenv("DAGSTER_HOME", str(demo_home / "dagster"))
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+    assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)

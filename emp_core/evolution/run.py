@@ -51,9 +51,9 @@ class EvolutionSettings:
     selection_years: int = 1
     test_years: int = 1
     commission: float = 0.001
-    min_dsr: float = 0.95
-    min_oos_psr: float = 0.95
-    max_pbo: float = 0.2
+    min_dsr: float = DEFAULT_GATES.min_dsr
+    min_oos_psr: float = DEFAULT_GATES.min_oos_psr
+    max_pbo: float = DEFAULT_GATES.max_pbo
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def test_a_refusal_is_a_successful_run_and_a_champion_is_stored_only_when_promot
         n = store.query("SELECT n_trials FROM evolution.decisions ORDER BY decided_at")["n_trials"].to_list()
         assert n[0] == n[1] == n[2] < n[3]  # N counts across runs, once per distinct trial
         distinct = store.query("SELECT count(DISTINCT genome_hash) FROM evolution.trials").item()
-        assert n[2] == distinct
+        assert n[3] == distinct
         # The champion of the lenient run stays in the table, but a later refusal withdraws the check's trust.
         assert store.query("SELECT run_id FROM evolution.champion").item() == lenient.run_id
         withdrawn = verify_champion(store, LENIENT_FLOOR)

@@ -126,6 +126,8 @@ def test_the_champion_check_fails_when_the_stored_decision_does_not_back_it(reso
     store.query("UPDATE evolution.decisions SET pbo = 1.5")  # a stored figure beyond even the run's own gate
     outcome = verify_champion(store, LENIENT_FLOOR)
     assert not outcome.passed and "PBO 1.500 > 1.0" in outcome.description
+    store.query("UPDATE evolution.decisions SET pbo = 0.1, dataset = NULL")  # from before datasets were named
+    assert "predates dataset tracking" in verify_champion(store, LENIENT_FLOOR).description
     store.query("UPDATE evolution.decisions SET promoted = false")
     assert "did not promote" in verify_champion(store, LENIENT_FLOOR).description
     store.query("DELETE FROM evolution.decisions")

@@ -4,6 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from emp_core.errors import EmpError
 from emp_core.evolution.genome import GENE_NAMES
 from emp_core.evolution.overfitting import expected_max_sharpe
 from emp_core.evolution.registry import SCHEMA, DuckDBRegistry, MemoryRegistry
@@ -176,3 +177,28 @@ def test_the_reality_check_p_value_is_the_share_of_luckier_maxima():
     hits = [null_maximum(x, replicates=200, seed=k).reality_check(float((x.mean(0) / x.std(0, ddof=1)).max())) < 0.05
             for k, x in enumerate(rng.normal(0, 0.01, (40, 800, 50)))]
     assert np.mean(hits) <= 0.15
+
+
+def test_an_old_decisions_table_is_widened_not_rounded(tmp_path):
+    """A table first written by a refusal with no figures typed them INTEGER: a later promotion's figures
+    must land as they are (rounded, a DSR of 0.6 would read 1 and pass any gate)."""
+    from emp_core.evolution.run import DECISION_SCHEMA
+
+    store = DuckDBStore(tmp_path / "emp.duckdb")
+    store.append_table("evolution.decisions", pl.DataFrame({"run_id": ["old"], "dsr": [None], "pbo": [None]}))
+    row = {c: None for c in DECISION_SCHEMA} | {"run_id": "new", "dsr": 0.6, "pbo": 0.45, "promoted": True}
+    store.append_table("evolution.decisions", pl.DataFrame([row], schema=DECISION_SCHEMA))
+    back = store.query("SELECT dsr, pbo FROM evolution.decisions WHERE run_id = 'new'").row(0)
+    assert back == (0.6, 0.45)
+    with pytest.raises(EmpError, match="migrate the table first"):
+        store.append_table("evolution.decisions", pl.DataFrame({"run_id": [1]}))
+
+
+def test_the_reality_check_of_a_sample_speaks_for_every_trial():
+    rng = np.random.default_rng(10)
+    r = rng.normal(0, 0.01, (800, 100))
+    sampled = null_maximum(r, replicates=300, seed=1)
+    scaled = null_maximum(r, total_trials=1000, replicates=300, seed=1)
+    sharpe = float(np.quantile(sampled.maxima, 0.97))  # p = 0.03 against the 100 resampled trials
+    assert sampled.reality_check(sharpe) == pytest.approx(0.03, abs=0.01)
+    assert scaled.reality_check(sharpe) == pytest.approx(1 - 0.97**10, abs=0.05)  # against 1,000: no longer rare

@@ -186,10 +186,11 @@ def decide(ev: Evidence, gates: Gates = DEFAULT_GATES) -> Decision:
     luck = null_maximum(returns[:, tradeable], total_trials=round(trials.height * tradeable.mean()),
                         replicates=gates.replicates, seed=int(seed, 16) % 2**32)
     moments = return_moments(champion_returns[:, None])
-    cross_section = float(np.var(return_moments(returns[:, tradeable])["sharpe_per_bar"], ddof=1))
-    figures |= {"dsr_closed_form": probabilistic_sharpe(
-        champion_returns, expected_max_sharpe(cross_section, round(trials.height * tradeable.mean())),
-        serial=True)}
+    if tradeable.sum() > 1:  # a cross-sectional variance needs two trials
+        cross_section = float(np.var(return_moments(returns[:, tradeable])["sharpe_per_bar"], ddof=1))
+        figures |= {"dsr_closed_form": probabilistic_sharpe(
+            champion_returns, expected_max_sharpe(cross_section, round(trials.height * tradeable.mean())),
+            serial=True)}
     figures |= {"reality_check_p": luck.reality_check(sharpe)}
     figures |= {"dsr": probabilistic_sharpe(champion_returns, luck.sr0, serial=True), "sharpe": sharpe, "sr0": luck.sr0,
                 "n_effective": luck.n_effective, "sharpe_variance": luck.variance,

@@ -202,6 +202,9 @@ def verify_champion(store: DuckDBStore, floor: Gates = DEFAULT_GATES) -> CheckOu
     if short:
         return CheckOutcome(name, False, f"champion {genome} of run {run} falls short of the platform's gates: "
                             + "; ".join(short), figures)
+    if d.get("dataset") is None:  # written before decisions named their dataset: later refusals cannot be seen
+        return CheckOutcome(name, False, f"the decision of run {run} predates dataset tracking; run the evolution "
+                            "again to promote a champion this check can follow", figures)
     later = store.query("SELECT run_id, reason FROM evolution.decisions WHERE dataset = $d AND decided_at > $t "
                         "AND NOT promoted ORDER BY decided_at DESC LIMIT 1", {"d": d["dataset"], "t": d["decided_at"]})
     if later.height:

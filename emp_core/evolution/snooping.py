@@ -46,12 +46,15 @@ class NullMaximum:
     n_effective: float  # independent trials with the same expected best
     n_resampled: int  # trials in the bootstrap (m)
     replicates: int
-    maxima: np.ndarray  # the best Sharpe ratio of each resample
+    maxima: np.ndarray  # the best Sharpe ratio of each resample (over the resampled trials)
+    scale: float = 1.0  # all trials / resampled trials
 
     def reality_check(self, sharpe: float) -> float:
         """White's (2000) Reality Check p-value of an observed best Sharpe ratio: the share of resamples
-        whose best trial did at least as well by luck."""
-        return float(np.mean(self.maxima >= sharpe))
+        whose best trial did at least as well by luck, scaled like SR0 to every trial when only a sample
+        was resampled (1 - (1 - p)^(N / m), as if the unseen trials were as new as the sampled ones)."""
+        p = float(np.mean(self.maxima >= sharpe))
+        return 1.0 - (1.0 - p) ** self.scale
 
 
 def stationary_bootstrap_indices(n: int, block: float, rng: np.random.Generator) -> np.ndarray:
@@ -112,5 +115,5 @@ def null_maximum(returns: np.ndarray, *, total_trials: int | None = None, replic
         n_eff *= total / m
         sr0 = expected_max_sharpe(variance, n_eff)
     return NullMaximum(sr0=sr0, variance=variance, n_effective=n_eff, n_resampled=m, replicates=replicates,
-                       maxima=maxima)
+                       maxima=maxima, scale=max(total / m, 1.0))
 

@@ -67,12 +67,23 @@ class StoreLockedError(EmpError):
     pass
 
 
+_WHOLE = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT"}
+_REAL = {"FLOAT", "DOUBLE"}
+
+
 def add_missing_columns(con: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
-    """Add to ``table`` every column of the relation ``source`` it lacks, with the source's type."""
-    have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    """Bring ``table`` up to the relation ``source``: add every column it lacks, with the source's type, and
+    widen a whole-number column to the source's real type (a table created from a frame whose figures were
+    all null typed them INTEGER, which would round every later value). Any other type clash is an error."""
+    have = {r[0].lower(): r[1] for r in con.execute(f"DESCRIBE {table}").fetchall()}
     for name, sql_type, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall():
-        if name not in have:
+        old = have.get(name.lower())
+        if old is None:
             con.execute(f'ALTER TABLE {table} ADD COLUMN "{name}" {sql_type}')
+        elif old in _WHOLE and sql_type in _REAL:
+            con.execute(f'ALTER TABLE {table} ALTER COLUMN "{name}" TYPE {sql_type}')
+        elif sql_type not in (old, '"NULL"') and not (old in _REAL and sql_type in _WHOLE):
+            raise EmpError(f"{table}.{name} is {old} but new rows bring {sql_type}; migrate the table first")
 
 
 @contextmanager

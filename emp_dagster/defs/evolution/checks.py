@@ -24,4 +24,14 @@ class ChampionFloor(dg.Config):
                             "on the dataset refused: what trades a champion may rely on it.")
 def promoted_by_gates(config: ChampionFloor, store: EmbeddedStoreResource) -> dg.AssetCheckResult:
     floor = Gates(min_dsr=config.min_dsr, min_oos_psr=config.min_oos_psr, max_pbo=config.max_pbo)
-    return check_result(verify_champion(store.store(), floor))
+    outcome = verify_champion(store.store(), floor)
+    lowered = (floor.min_dsr < DEFAULT_GATES.min_dsr or floor.min_oos_psr < DEFAULT_GATES.min_oos_psr
+               or floor.max_pbo > DEFAULT_GATES.max_pbo)
+    result = check_result(outcome)
+    # The floor in force is shown with the result, and a floor lowered below the platform's gates says so.
+    return dg.AssetCheckResult(
+        check_name=result.check_name, passed=result.passed, severity=result.severity,
+        description=("FLOOR LOWERED BELOW THE PLATFORM'S GATES (research only): " if lowered else "")
+        + (result.description or ""),
+        metadata={**result.metadata, "floor_min_dsr": floor.min_dsr, "floor_min_oos_psr": floor.min_oos_psr,
+                  "floor_max_pbo": floor.max_pbo, "floor_lowered": lowered})

@@ -65,6 +65,11 @@ market counts its drift (beta) as skill, in the DSR's resamples and in the track
 sample of the registry (N / m) is an upper bound, and a registry of near-copies in the tens
 of thousands raises it (a referee measured 1.4 annualised for 100,000 random genomes over
 nine years), so power falls as a dataset is searched more: that is the point of counting.
+Both corrections for autocorrelation handle short memory only (Newey-West lags of about 8 at
+T = 2,268; bootstrap blocks of 10 bars on average): a referee measured the DSR passing the best
+of 200 null AR(1) trials in 0 of 50 runs at rho <= 0.5, 1 of 50 at 0.7 and 36% at 0.9. Daily
+strategy returns rarely come near 0.7; a data-driven bandwidth (Andrews 1991, Politis and White
+2004) shared by both would remove the limit.
 
 The statistics
 ==============

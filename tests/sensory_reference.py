@@ -174,15 +174,11 @@ def ref_what(s: dict) -> dict[str, list]:
         if hi is not None and lo is not None and C[t] is not None:
             b = div(C[t] - (hi + lo) / 2, (hi - lo) / 2)
             b = None if b is None else min(max(b, -2.0), 2.0)
-        sma = per_symbol_window(C, t, what.MEAN_WINDOW, "mean")
-        sd = per_symbol_window(C, t, what.MEAN_WINDOW, "std")
-        rev = None if C[t] is None or sma is None else div(C[t] - sma, sd)
         known = [x for x in trends if x is not None]
         trend = sum(known) / len(known) if known else None
-        ev, cov = weighted([(what.WEIGHTS["trend"], trend), (what.WEIGHTS["breakout"], b),
-                            (what.WEIGHTS["reversion"], rev)])
+        ev, cov = weighted([(what.WEIGHTS["trend"], trend), (what.WEIGHTS["breakout"], b)])
         score, conf = score_conf(ev if trend is not None else None, cov)
-        for col, v in zip(out, (score, conf, *trends, b, rev), strict=True):
+        for col, v in zip(out, (score, conf, *trends, b), strict=True):
             out[col].append(v)
     return out
 

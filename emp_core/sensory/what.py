@@ -1,4 +1,4 @@
-"""WHAT: price pattern (trend, momentum, breakout, mean reversion), signed.
+"""WHAT: price pattern (trend and breakout), signed.
 
 Components (per symbol and bar t, windows in bars):
 
@@ -10,14 +10,18 @@ Components (per symbol and bar t, windows in bars):
   bars (t excluded): (C_t - mid) / half-width with mid = (max H + min L) / 2 and
   half-width = (max H - min L) / 2. In [-1, 1] inside the range; beyond +-1 is a
   breakout; clipped to [-2, 2].
-- ``what_reversion``: (C_t - SMA_20) / SD_20 of closes, the stretch from the
-  20-bar mean (Bollinger 2001 %b, centred). Enters the score with a negative
-  sign: a stretched price is expected to revert.
 
-Evidence: 0.5 mean(trend_h) + 0.3 breakout - 0.2 reversion, divided by the sum of
-|weights| of the components present, defined once at least one trend horizon is
-(breakout and stretch are read against the trend); score tanh(evidence);
-confidence = share of the weight present. A constant price has no defined trend
+Evidence: 0.6 mean(trend_h) + 0.4 breakout, divided by the sum of |weights| of the
+components present, defined once at least one trend horizon is (a breakout is read
+against the trend); score tanh(evidence); confidence = share of the weight present.
+
+A mean-reversion term is *not* part of the score. The stretch from the 20-bar mean
+(Bollinger's %b, centred) entered it with weight -0.2 until a review measured its
+correlation with the breakout at 0.96 on the shipped data: the two read the same
+place in the same 20 bars, so 0.3 breakout - 0.2 stretch netted to about 0.1 of one
+factor. Keeping one of them keeps the scale; the breakout stays because it is what
+the trend confirms. Mean reversion is still within reach: a genome's fusion weight
+on WHAT runs from -1 to 1, so it can fade the whole dimension. A constant price has no defined trend
 (zero volatility): null, confidence 0. No component reads the last bar's
 direction alone.
 """
@@ -31,10 +35,9 @@ from emp_core.sensory.base import RET, Context, lag, ratio, score_and_confidence
 HORIZONS = (21, 63, 126)
 VOL_WINDOW = 63
 RANGE_WINDOW = 20
-MEAN_WINDOW = 20
-WEIGHTS = {"trend": 0.5, "breakout": 0.3, "reversion": -0.2}
+WEIGHTS = {"trend": 0.6, "breakout": 0.4}
 
-COMPONENTS = (*(f"what_trend_{h}" for h in HORIZONS), "what_breakout", "what_reversion")
+COMPONENTS = (*(f"what_trend_{h}" for h in HORIZONS), "what_breakout")
 
 
 def stages(ctx: Context) -> list[list[pl.Expr]]:
@@ -43,23 +46,18 @@ def stages(ctx: Context) -> list[list[pl.Expr]]:
         trailing(pl.col(RET), VOL_WINDOW, "std").alias("_what_sigma"),
         trailing(pl.col("high"), RANGE_WINDOW, "max", exclude_current=True).alias("_what_hi"),
         trailing(pl.col("low"), RANGE_WINDOW, "min", exclude_current=True).alias("_what_lo"),
-        trailing(close, MEAN_WINDOW, "mean").alias("_what_sma"),
-        trailing(close, MEAN_WINDOW, "std").alias("_what_sd"),
     ]
     hi, lo = pl.col("_what_hi"), pl.col("_what_lo")
     components = [
         *[ratio(close.log() - lag(close, h).log(), pl.col("_what_sigma") * (h**0.5)).alias(f"what_trend_{h}")
           for h in HORIZONS],
         ratio(close - (hi + lo) / 2.0, (hi - lo) / 2.0).clip(-2.0, 2.0).alias("what_breakout"),
-        ratio(close - pl.col("_what_sma"), pl.col("_what_sd")).alias("what_reversion"),
     ]
     trend = pl.mean_horizontal([pl.col(f"what_trend_{h}") for h in HORIZONS])
     evidence, coverage = weighted_mean([
         (WEIGHTS["trend"], trend),
         (WEIGHTS["breakout"], pl.col("what_breakout")),
-        (WEIGHTS["reversion"], pl.col("what_reversion")),
     ])
-    # Breakout and stretch are read against the trend: without one they say little
-    # (alone, the reversion term would call every young uptrend a sell).
+    # A breakout is read against the trend: without one it says little.
     evidence = pl.when(trend.is_not_null()).then(evidence)
     return [windows, components, *score_and_confidence("what", evidence, coverage)]

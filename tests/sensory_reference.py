@@ -120,11 +120,16 @@ def ref_how(s: dict) -> dict[str, list]:
     illiq = [None if r[t] is None or C[t] is None or V[t] is None else div(abs(r[t]), C[t] * V[t]) for t in range(n)]
     cs: list[Value] = [None]
     for t in range(1, n):
-        if None in (H[t], L[t], H[t - 1], L[t - 1]):
+        if None in (H[t], L[t], H[t - 1], L[t - 1], C[t - 1]):
             cs.append(None)
             continue
-        beta = math.log(H[t] / L[t]) ** 2 + math.log(H[t - 1] / L[t - 1]) ** 2
-        gamma = math.log(max(H[t], H[t - 1]) / min(L[t], L[t - 1])) ** 2
+        h, lo = H[t], L[t]  # the overnight adjustment: bar t shifted by its gap to C_{t-1}
+        if lo > C[t - 1]:
+            h, lo = h - (lo - C[t - 1]), lo - (lo - C[t - 1])
+        elif h < C[t - 1]:
+            h, lo = h + (C[t - 1] - h), lo + (C[t - 1] - h)
+        beta = math.log(h / lo) ** 2 + math.log(H[t - 1] / L[t - 1]) ** 2
+        gamma = math.log(max(h, H[t - 1]) / min(lo, L[t - 1])) ** 2
         alpha = (math.sqrt(2 * beta) - math.sqrt(beta)) / k - math.sqrt(gamma / k)
         cs.append(max(0.0, 2 * (math.exp(alpha) - 1) / (1 + math.exp(alpha))))
     clv_v = []

@@ -301,6 +301,17 @@ def release_calendar(macro: why.MacroInputs | None) -> list[date]:
     return sorted({r["available_at"] for r in macro.series.iter_rows(named=True) if r.get("frequency") != "D"})
 
 
+def _turn_of_month(d: date) -> bool:
+    """Last business day (Monday to Friday) of the month, or one of its first three."""
+    first = date(d.year, d.month, 1)
+    before = sum(1 for k in range((d - first).days) if (first + timedelta(days=k)).weekday() < 5)
+    after, day = 0, d + timedelta(days=1)
+    while day.month == d.month:
+        after += day.weekday() < 5
+        day += timedelta(days=1)
+    return before < 3 or after == 0
+
+
 def ref_when(s: dict, releases: list[date], intraday: bool) -> dict[str, list]:
     n = len(s["ts"])
     r = s["r"]
@@ -313,24 +324,31 @@ def ref_when(s: dict, releases: list[date], intraday: bool) -> dict[str, list]:
         gap = {5: 3, 6: 2}.get(ts.isoweekday(), 1)
         days.append(d)
         eve.append(d is not None and d <= gap)
-    buckets["release_eve"] = eve
     if intraday:
         buckets["session"] = [_session(ts) for ts in s["ts"]]
     else:
-        buckets["month_phase"] = ["early" if ts.day <= 3 else "late" if ts.day >= 25 else "mid" for ts in s["ts"]]
+        turn = [_turn_of_month(ts.date()) for ts in s["ts"]]
+        buckets["month_phase"] = ["turn" if x else "rest" for x in turn]
+        eve = [e and not x for e, x in zip(eve, turn, strict=True)]
+    buckets["release_eve"] = eve
     families = when.INTRADAY_FAMILIES if intraday else when.DAILY_FAMILIES
     stats = {f: [] for f in families}
     for f in families:
         b = buckets[f]
         sums: dict[object, list[float]] = {}  # bucket -> [n, sum, sum of squares] of r_{u+1} over u < t
+        every = [0, 0.0, 0.0]  # the same over every earlier bar
         for t in range(n):
             cnt, s1, s2 = sums.get(b[t], (0, 0.0, 0.0))
+            no, s1o, s2o = every[0] - cnt, every[1] - s1, every[2] - s2
             if fwd[t] is not None:
                 sums[b[t]] = [cnt + 1, s1 + fwd[t], s2 + fwd[t] * fwd[t]]
+                every = [every[0] + 1, every[1] + fwd[t], every[2] + fwd[t] * fwd[t]]
             tstat = None
-            if cnt >= when.MIN_OBS:
+            if cnt >= when.MIN_OBS and no >= when.MIN_OBS:
                 var = (s2 - s1 * s1 / cnt) / (cnt - 1)
-                tstat = (s1 / cnt) / math.sqrt(var / cnt) if var > 0 else None
+                var_o = (s2o - s1o * s1o / no) / (no - 1)
+                if var > 0 and var_o > 0:  # Welch: this bucket against every other bar
+                    tstat = (s1 / cnt - s1o / no) / math.sqrt(var / cnt + var_o / no)
             stats[f].append((tstat, cnt))
     out = {c: [] for c in ("when_score", "when_confidence", *when.components(intraday))}
     second = "session" if intraday else "month_phase"

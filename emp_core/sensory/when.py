@@ -1,24 +1,30 @@
-"""WHEN: timing. Calendar position of the bar, signed by the return that historically followed it.
+"""WHEN: timing. Calendar position of the bar, signed by how the return after it *differs* from the rest.
 
 Buckets of bar t (calendar facts known in advance, never read from later bars):
 
-- daily bars: ``when_weekday`` (1 = Monday), ``when_month_phase`` (``early``:
-  day 1-3, ``late``: day 25 on, else ``mid``: the turn-of-month effect, Ariel
-  1987), ``when_release_eve`` (a scheduled macro release falls on the next
-  business day; the release calendar is the ``available_at`` dates of the
-  monthly and quarterly series, which are published in advance).
+- daily bars: ``when_weekday`` (1 = Monday), ``when_month_phase`` (``turn``: the
+  last business day of a month and the first three of the next, the trading-day
+  turn-of-month window of Lakonishok and Smidt 1988, business days Monday to
+  Friday; else ``rest``), ``when_release_eve`` (a scheduled macro release falls
+  on the next business day and the bar is not in the turn of the month, so the
+  two effects are told apart; the release calendar is the ``available_at`` dates
+  of the monthly and quarterly series, which are published in advance).
 - intraday bars: ``when_session`` (``asia``, ``london``, ``new_york``,
   ``overlap`` = London and New York both open, ``off``; from local hours
   Tokyo 09-18, London 08-17, New York 08-17 with daylight saving),
-  ``when_weekday`` and ``when_release_eve``.
+  ``when_weekday`` and ``when_release_eve`` (no month phase to separate it from).
 
-For each bucket family f, the conditional next-bar return is estimated point in
-time: over the earlier bars s < t of the same symbol in the same bucket, the
-mean and standard deviation of r_{s+1} (each known by bar s + 1 <= t), and the
-t-statistic t_f = mean / (sd / sqrt(n)) once n >= 20.
+For each bucket family f, the calendar *effect* is estimated point in time: over
+the earlier bars s < t of the same symbol, the next-bar returns r_{s+1} (each
+known by bar s + 1 <= t) of the bars in t's bucket (n_b, mean m_b, variance v_b)
+against those of every other bar (n_o, m_o, v_o), Welch's two-sample statistic
+t_f = (m_b - m_o) / sqrt(v_b / n_b + v_o / n_o), once both samples hold 20 bars.
+The asset's drift is in both means and cancels: a bucket scores only by being
+different. (Testing m_b against zero, as this module did, scored the drift: a
+drifting series with no calendar effect got a mean score of 0.70.)
 Evidence: mean of the t_f present divided by 2 (a conventionally significant
 effect, |t| = 2, gives tanh(1) = 0.76); confidence = mean over families of
-min(1, n_f / 250), 0 for a family without an estimate.
+min(1, n_b / 250), 0 for a family without an estimate.
 """
 
 from __future__ import annotations
@@ -80,45 +86,57 @@ def _next_business_day_gap() -> pl.Expr:
     return pl.when(wd == 5).then(3).when(wd == 6).then(2).otherwise(1)
 
 
-def _running_sums(bucket: str) -> list[pl.Expr]:
-    """n, sum and sum of squares of r_{s+1} over the earlier bars s < t of the same symbol and bucket."""
+def _running_sums(bucket: str | None) -> list[pl.Expr]:
+    """n, sum and sum of squares of r_{s+1} over the earlier bars s < t of the same symbol and bucket
+    (every bucket when ``bucket`` is None)."""
     # Inside .over() every expression runs per (symbol, bucket) group, so the next
     # bar's return is taken beforehand, on the flat frame (column _fwd).
     x = pl.col(FWD).fill_null(0.0)
     seen = pl.col(FWD).is_not_null().cast(pl.Int64)
-    keys = ["symbol", f"when_{bucket}"]
+    keys = ["symbol"] if bucket is None else ["symbol", f"when_{bucket}"]
+    name = bucket or "all"
     # Exclusive sums as the previous row's running sum (not "running sum minus own value",
     # whose rounding would depend on r_{t+1}).
     return [
-        seen.cum_sum().shift(1, fill_value=0).over(keys).alias(f"_n_{bucket}"),
-        x.cum_sum().shift(1, fill_value=0.0).over(keys).alias(f"_s1_{bucket}"),
-        (x * x).cum_sum().shift(1, fill_value=0.0).over(keys).alias(f"_s2_{bucket}"),
+        seen.cum_sum().shift(1, fill_value=0).over(keys).alias(f"_n_{name}"),
+        x.cum_sum().shift(1, fill_value=0.0).over(keys).alias(f"_s1_{name}"),
+        (x * x).cum_sum().shift(1, fill_value=0.0).over(keys).alias(f"_s2_{name}"),
     ]
 
 
 def _t_stat(bucket: str) -> pl.Expr:
-    """t = mean / (sd / sqrt(n)) with sd^2 = (s2 - s1^2 / n) / (n - 1); null below MIN_OBS or at zero variance."""
+    """Welch's t of the bucket's mean next-bar return against the other bars' (module docstring); null
+    below MIN_OBS bars on either side or at zero variance."""
     n, s1, s2 = pl.col(f"_n_{bucket}"), pl.col(f"_s1_{bucket}"), pl.col(f"_s2_{bucket}")
-    var = (s2 - s1 * s1 / n) / (n - 1)
-    t = (s1 / n) / (var / n).sqrt()
-    return pl.when((n >= MIN_OBS) & (var > 0)).then(t).alias(f"when_t_{bucket}")
+    no, s1o, s2o = pl.col("_n_all") - n, pl.col("_s1_all") - s1, pl.col("_s2_all") - s2
+    var, var_o = (s2 - s1 * s1 / n) / (n - 1), (s2o - s1o * s1o / no) / (no - 1)
+    t = (s1 / n - s1o / no) / (var / n + var_o / no).sqrt()
+    return pl.when((n >= MIN_OBS) & (no >= MIN_OBS) & (var > 0) & (var_o > 0)).then(t).alias(f"when_t_{bucket}")
+
+
+def _turn_of_month() -> pl.Expr:
+    """The last business day of a month or one of the first three (Monday to Friday; a date-only rule)."""
+    d = pl.col("ts").dt.date()
+    first_days = pl.business_day_count(d.dt.month_start(), d) < 3
+    none_after = pl.business_day_count(d + pl.duration(days=1), d.dt.month_end() + pl.duration(days=1)) == 0
+    return first_days | none_after
 
 
 def stages(ctx: Context) -> list[list[pl.Expr]]:
     families = INTRADAY_FAMILIES if ctx.intraday else DAILY_FAMILIES
-    day = pl.col("ts").dt.day()
     same_next = pl.col(POS).shift(-1) == pl.col(POS) + 1
+    eve = (pl.col("when_days_to_release") <= _next_business_day_gap()).fill_null(False)
     buckets = [
         pl.when(same_next).then(pl.col(RET).shift(-1)).alias(FWD),
         pl.col("ts").dt.weekday().alias("when_weekday"),
-        (pl.col("when_days_to_release") <= _next_business_day_gap()).fill_null(False).alias("when_release_eve"),
     ]
     if ctx.intraday:
-        buckets.append(_session().alias("when_session"))
+        buckets += [_session().alias("when_session"), eve.alias("when_release_eve")]
     else:
-        buckets.append(pl.when(day <= 3).then(pl.lit("early")).when(day >= 25).then(pl.lit("late"))
-                       .otherwise(pl.lit("mid")).alias("when_month_phase"))
-    sums = [e for f in families for e in _running_sums(f)]
+        turn = _turn_of_month()
+        buckets += [pl.when(turn).then(pl.lit("turn")).otherwise(pl.lit("rest")).alias("when_month_phase"),
+                    (eve & ~turn).alias("when_release_eve")]
+    sums = [e for f in (None, *families) for e in _running_sums(f)]
     tstats = [_t_stat(f) for f in families]
     evidence = pl.mean_horizontal([pl.col(f"when_t_{f}") for f in families]) / 2.0
     confidence = pl.mean_horizontal([

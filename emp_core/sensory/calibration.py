@@ -6,22 +6,55 @@ months before it.
 
 Calibration (``sensory.calibration``): per dimension (and the fused signal),
 dataset and symbol, plus a pooled row with symbol ``*``, the ``warn`` and
-``alert`` thresholds are the 95% and 99% quantiles of |score| over the
-reference window: historically 5% and 1% of bars reach them.
+``alert`` thresholds are the 95% and 99% quantiles of |score| over the bars of
+the reference window where the dimension is **active** (|score| > 0): of the
+bars where the dimension says anything, historically 5% and 1% lie strictly
+above them. ``n`` counts the reference bars, ``n_active`` the active ones. A
+dimension never active in the reference gets the stated floor
+``THRESHOLD_FLOOR`` (1e-6) for both, so a threshold is never 0. (Quantiles over
+all bars gave 0 where a dimension is mostly silent: ``anomaly_score`` is
+exactly 0 on 96% of bars, its 95% quantile over EURUSD's hourly reference was 0,
+and every bar counted as an alert.) A bar counts as over a threshold only
+when |score| is **strictly above** it (``>``), so a silent bar (score 0) never
+counts.
 
 Drift, per dimension and dataset, latest partition against reference window:
 
-- PSI, population stability index (Siddiqi 2006): bins at the reference
-  deciles, PSI = sum_b (c_b - r_b) ln(c_b / r_b) over the shares of the current
-  (c) and reference (r) scores in each bin (shares floored at 1e-4).
-  Rule of thumb: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 major shift.
+- PSI, population stability index (Siddiqi 2006): PSI = sum_b (c_b - r_b)
+  ln(c_b / r_b) over the shares of the current (c) and reference (r) scores in
+  each bin (shares floored at 1e-4). Rule of thumb: < 0.1 stable, 0.1-0.25
+  moderate shift, > 0.25 major shift. Bins: every **point mass** of the
+  reference, a value held by at least one bin's share (1/``BINS``, 10%) of the
+  reference bars (such as the exact 0 of a silent dimension), is a bin of its
+  own; the other values are binned at the deciles of the reference values that
+  are not point masses, with the point masses as further edges, so no bin holds
+  values from both sides of a point mass. (Deciles of all values collapsed onto
+  a point mass and put it in one bin with the values beside it: a rise of
+  positive anomaly scores from 2.5% to 27.5% of bars gave PSI 0.0000.)
 - KS, the two-sample Kolmogorov-Smirnov statistic D = sup |F_ref - F_cur| and
   its asymptotic p-value Q(lambda) = 2 sum_k (-1)^(k-1) exp(-2 k^2 lambda^2),
   lambda = (sqrt(n_e) + 0.12 + 0.11 / sqrt(n_e)) D, n_e = n m / (n + m)
   (Stephens 1970). With thousands of bars any shift is "significant", so the
   check gates on D itself, an effect size, not on the p-value.
-- alert rate: share of the latest partition's bars whose |score| reaches the
-  symbol's alert threshold (1% expected).
+- alert rate: share of the latest partition's bars whose |score| is strictly
+  above the symbol's alert threshold (at most 1% of active bars expected).
+
+Minimum sample: PSI and KS assume independent draws, and sensory scores are
+persistent (lag-1 autocorrelation around 0.9), so a month holds far fewer
+independent observations than bars. The current window's **effective size**
+is the sum over symbols of n / (1 + 2 sum_k (1 - k / (L + 1)) rho_k), lags
+k = 1..L, L = floor(4 (n / 100)^(2/9)) (Bartlett weights, Newey-West lag rule;
+``emp_core.evolution.overfitting.effective_bars``), each symbol's scores in time
+order. Cross-sectional correlation between symbols is not accounted for. Below
+``MIN_EFFECTIVE`` (``DriftLimits.min_effective``) the dataset is **not tested**:
+its row says "insufficient data: effective n = X < MIN, not tested", carries
+``insufficient_data: True``, and does not fail the check (it is not evidence
+of drift). When no dataset could be tested, the check's description begins
+with "NOTHING TESTED" and its metadata has ``tested: 0``, so a pass on no data
+cannot be read as "no drift". MIN_EFFECTIVE was chosen by a seeded simulation
+(tests/test_calibration.py): with the reference's own distribution, an AR(1)
+current sample (rho 0.9) raises a false alarm in at most 5% of seeds at 30 bars,
+and a shift of one standard deviation over a month of hourly bars is flagged.
 """
 
 from __future__ import annotations
@@ -32,6 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from emp_core.evolution.overfitting import effective_bars
 from emp_core.market_data.quality import CheckOutcome
 from emp_core.sensory.pipeline import OUTPUTS, TABLES, score_column
 from emp_core.store import DuckDBStore
@@ -41,6 +75,8 @@ WARN_QUANTILE = 0.95
 ALERT_QUANTILE = 0.99
 BINS = 10
 SHARE_FLOOR = 1e-4
+THRESHOLD_FLOOR = 1e-6  # the warn and alert threshold of a dimension never active in the reference
+MIN_EFFECTIVE = 100.0  # least effective size of the current window that drift is tested on
 
 
 @dataclass(frozen=True)
@@ -48,15 +84,47 @@ class DriftLimits:
     psi: float = 0.25
     ks: float = 0.2
     alert_rate: float = 0.05  # five times the 1% the alert threshold lets through historically
+    min_effective: float = MIN_EFFECTIVE  # below it the current window is not tested
+
+
+def psi_bins(reference: np.ndarray, bins: int = BINS) -> tuple[np.ndarray, np.ndarray]:
+    """(edges, point masses) of the PSI bins: the point masses are the values held by at least
+    1/``bins`` of ``reference``; the edges are the inner quantiles of the other values plus the masses."""
+    values, counts = np.unique(reference, return_counts=True)
+    masses = values[counts * bins >= reference.size]
+    rest = reference[~np.isin(reference, masses)]
+    inner = np.quantile(rest, np.linspace(0.0, 1.0, bins + 1)[1:-1]) if rest.size else np.empty(0)
+    return np.unique(np.concatenate([inner, masses])), masses
+
+
+def _bin_index(x: np.ndarray, edges: np.ndarray, masses: np.ndarray) -> np.ndarray:
+    """Bin of each value: a point mass has its own bin after the edges.size + 1 intervals."""
+    interval = np.searchsorted(edges, x, side="right")
+    at = np.minimum(np.searchsorted(masses, x), max(masses.size - 1, 0))
+    on_mass = masses[at] == x if masses.size else np.zeros(x.shape, dtype=bool)
+    return np.where(on_mass, edges.size + 1 + at, interval)
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = BINS) -> float:
-    """Population stability index of ``current`` against ``reference`` (bins at reference quantiles)."""
-    edges = np.unique(np.quantile(reference, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
-    r = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1) / reference.size
-    c = np.bincount(np.searchsorted(edges, current, side="right"), minlength=edges.size + 1) / current.size
+    """Population stability index of ``current`` against ``reference``: bins at the quantiles of the
+    reference, each point mass (a value on at least 1/``bins`` of the reference) a bin of its own."""
+    edges, masses = psi_bins(reference, bins)
+    size = edges.size + 1 + masses.size
+    r = np.bincount(_bin_index(reference, edges, masses), minlength=size) / reference.size
+    c = np.bincount(_bin_index(current, edges, masses), minlength=size) / current.size
     r, c = np.maximum(r, SHARE_FLOOR), np.maximum(c, SHARE_FLOOR)
     return float(np.sum((c - r) * np.log(c / r)))
+
+
+def effective_size(scores: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """Sum over groups (symbols) of the autocorrelation-corrected count of each group's scores, in the
+    order given (time order): n / (1 + 2 sum of Bartlett-weighted autocorrelations), Newey-West lags."""
+    scores = np.asarray(scores, dtype=float)
+    if groups is None or scores.size == 0:
+        return effective_bars(scores) if scores.size else 0.0
+    _, starts = np.unique(groups, return_index=True)
+    cuts = np.sort(starts)[1:]
+    return float(sum(effective_bars(part) for part in np.split(scores, cuts)))
 
 
 def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
@@ -93,16 +161,17 @@ def calibrate(store: DuckDBStore) -> pl.DataFrame:
             ref AS (SELECT t.dataset, t.symbol, abs(t.{score}) AS a, w.ref_start, w.latest
                     FROM {table} t JOIN w USING (dataset)
                     WHERE t.ts >= w.ref_start AND t.ts < w.latest AND t.{score} IS NOT NULL)"""
-        stats = f"""count(*) AS n, quantile_cont(a, {WARN_QUANTILE}) AS warn,
-            quantile_cont(a, {ALERT_QUANTILE}) AS alert, any_value(ref_start) AS ref_start,
-            any_value(latest) AS ref_end"""
+        stats = f"""count(*) AS n, count(*) FILTER (WHERE a > 0) AS n_active,
+            coalesce(quantile_cont(a, {WARN_QUANTILE}) FILTER (WHERE a > 0), {THRESHOLD_FLOOR}) AS warn,
+            coalesce(quantile_cont(a, {ALERT_QUANTILE}) FILTER (WHERE a > 0), {THRESHOLD_FLOOR}) AS alert,
+            any_value(ref_start) AS ref_start, any_value(latest) AS ref_end"""
         parts.append(store.query(f"""{ref}
             SELECT '{name}' AS dimension, dataset, symbol, {stats} FROM ref GROUP BY dataset, symbol
             UNION ALL
             SELECT '{name}' AS dimension, dataset, '*' AS symbol, {stats} FROM ref GROUP BY dataset"""))
     frame = pl.concat(parts) if parts else pl.DataFrame()
     if frame.height:
-        frame = frame.with_columns(pl.col("n").cast(pl.Int64)).sort("dimension", "dataset", "symbol")
+        frame = frame.with_columns(pl.col("n", "n_active").cast(pl.Int64)).sort("dimension", "dataset", "symbol")
         store.overwrite_table("sensory.calibration", frame)
     return frame
 
@@ -111,14 +180,16 @@ def drift(store: DuckDBStore, name: str, limits: DriftLimits = DriftLimits()) ->
     """The drift check of one sensory table: PSI, KS and alert rate of the latest partition, per dataset."""
     table, score = TABLES[name], score_column(name)
     description = (f"latest month vs the {REFERENCE_MONTHS} months before: PSI < {limits.psi}, "
-                   f"KS D < {limits.ks}, alert rate <= {limits.alert_rate:.0%}")
+                   f"KS D < {limits.ks}, alert rate <= {limits.alert_rate:.0%}, "
+                   f"tested when the effective current size >= {limits.min_effective:g}")
     present = set(store.tables())
     if table not in present:
         return CheckOutcome("drift", True, f"{description}; skipped: {table} is empty", {"skipped": True})
     rows = store.query(f"""WITH w AS ({_windows_sql(table)})
         SELECT t.dataset, t.symbol, t.{score} AS score, t.ts >= w.latest AS current
         FROM {table} t JOIN w USING (dataset)
-        WHERE t.ts >= w.ref_start AND t.{score} IS NOT NULL""")
+        WHERE t.ts >= w.ref_start AND t.{score} IS NOT NULL
+        ORDER BY t.dataset, t.symbol, t.ts""")
     thresholds = store.query(
         "SELECT dataset, symbol, alert FROM sensory.calibration WHERE dimension = $d", {"d": name}) \
         if "sensory.calibration" in present else None
@@ -131,9 +202,16 @@ def drift(store: DuckDBStore, name: str, limits: DriftLimits = DriftLimits()) ->
         if ref.size < 2 * BINS or cur.size == 0:
             per_dataset[dataset] = {"skipped": f"{ref.size} reference and {cur.size} current scores"}
             continue
+        n_eff = effective_size(cur, cur_rows.get_column("symbol").to_numpy())
+        if n_eff < limits.min_effective:
+            per_dataset[dataset] = {
+                "insufficient_data": True, "n_reference": int(ref.size), "n_current": int(cur.size),
+                "effective_n": round(n_eff, 1),
+                "skipped": f"insufficient data: effective n = {n_eff:.1f} < {limits.min_effective:g}, not tested"}
+            continue
         d, p = ks(ref, cur)
         stats = {"psi": round(psi(ref, cur), 4), "ks_d": round(d, 4), "ks_p": float(f"{p:.3g}"),
-                 "n_reference": int(ref.size), "n_current": int(cur.size)}
+                 "n_reference": int(ref.size), "n_current": int(cur.size), "effective_n": round(n_eff, 1)}
         if thresholds is not None and thresholds.height:
             stats["alert_rate"] = round(_alert_rate(cur_rows, thresholds.filter(pl.col("dataset") == dataset)), 4)
         per_dataset[dataset] = stats
@@ -141,16 +219,19 @@ def drift(store: DuckDBStore, name: str, limits: DriftLimits = DriftLimits()) ->
                 or stats.get("alert_rate", 0.0) > limits.alert_rate):
             failed.append(dataset)
     measured = [s for s in per_dataset.values() if "psi" in s]
-    metadata: dict = {"datasets": per_dataset}
+    metadata: dict = {"datasets": per_dataset, "tested": len(measured)}
     if measured:
         metadata |= {"max_psi": max(s["psi"] for s in measured), "max_ks_d": max(s["ks_d"] for s in measured)}
     summary = "; ".join(f"{k}: {_brief(s)}" for k, s in per_dataset.items())
-    return CheckOutcome("drift", not failed, f"{description}. {summary}", metadata)
+    head = "" if measured else "NOTHING TESTED (no dataset has enough data; this pass is not evidence of no drift): "
+    return CheckOutcome("drift", not failed, f"{head}{description}. {summary}", metadata)
 
 
 def _brief(stats: dict) -> str:
     shown = [f"{m}={stats[m]}" for m in ("psi", "ks_d", "alert_rate") if m in stats]
-    return ", ".join(shown) if shown else f"skipped ({stats.get('skipped', '')})"
+    if not shown:
+        return stats["skipped"] if stats.get("insufficient_data") else f"skipped ({stats.get('skipped', '')})"
+    return ", ".join(shown)
 
 
 def _alert_rate(current: pl.DataFrame, thresholds: pl.DataFrame) -> float:
@@ -158,5 +239,5 @@ def _alert_rate(current: pl.DataFrame, thresholds: pl.DataFrame) -> float:
     fallback = pooled[0] if pooled.len() else None
     joined = current.join(thresholds.select("symbol", "alert"), on="symbol", how="left")
     limit = joined.get_column("alert").fill_null(fallback)
-    hits = (joined.get_column("score").abs() >= limit).fill_null(False)
+    hits = (joined.get_column("score").abs() > limit).fill_null(False)  # strictly above
     return float(hits.mean()) if current.height else 0.0

@@ -412,8 +412,9 @@ def ref_anomaly(s: dict, scores: dict[str, list]) -> dict[str, list]:
             d = np.array([v[i][t] for i in range(k)]) - mu
             if np.all(np.linalg.eigvalsh(cov) > 0):
                 d2 = float(d @ np.linalg.solve(cov, d))
-                c = 2 / (9 * k)
-                md = ((d2 / k) ** (1 / 3) - (1 - c)) / math.sqrt(c)
+                f = d2 * w * (w - k) / (k * (w - 1) * (w + 1))  # Hotelling's T^2 as F(k, w - k)
+                a, b = 2 / (9 * k), 2 / (9 * (w - k))  # Paulson (1942)
+                md = ((1 - b) * f ** (1 / 3) - (1 - a)) / math.sqrt(a + f ** (2 / 3) * b)
         parts = [abs(z[nm][t]) for nm in xs if z[nm][t] is not None] + ([md] if md is not None else [])
         strength = max(parts) if parts else None
         flagged = strength is not None and strength >= anomaly.THRESHOLD
@@ -429,7 +430,7 @@ def ref_anomaly(s: dict, scores: dict[str, list]) -> dict[str, list]:
         score = None if strength is None else (direction * math.tanh(strength / anomaly.THRESHOLD - 1)
                                                if flagged else 0.0)
         defined = sum(x is not None for x in (z["return"][t], z["volume"][t], z["gap"][t], md))
-        conf = defined / 4 if strength is not None else 0.0
+        conf = defined / 4 if flagged else 0.0
         text = None
         if flagged:
             bits = [f"{nm} z={_fmt(z[nm][t])}" for nm in xs

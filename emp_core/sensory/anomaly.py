@@ -16,8 +16,20 @@ Components (bar t judged against the 63 bars before it, never itself):
   scaled by 63/62; a missing score counts as 0 (neutral), and the distance is
   null when none of the four is defined at t; a 1e-3 ridge on the diagonal keeps
   S invertible and a score that sat still for 63 bars from looking infinitely
-  surprising. Mapped to a normal z by the Wilson-Hilferty cube-root transform of
-  chi^2_k, z = ((D^2/k)^(1/3) - (1 - 2/(9k))) / sqrt(2/(9k)).
+  surprising. Mapped to a normal z on its finite-sample scale: for a new bar
+  independent of the n = 63 it is measured against, D^2 / (1 + 1/n) is Hotelling's
+  T^2(k, n - 1), so F = D^2 n (n - k) / (k (n - 1) (n + 1)) is F(k, n - k)
+  (Hotelling 1931), and Paulson's (1942) cube-root approximation gives
+  z = ((1 - 2/(9 d2)) F^(1/3) - (1 - 2/(9 d1))) / sqrt(2/(9 d1) + F^(2/3) 2/(9 d2)),
+  d1 = k, d2 = n - k (within 0.06 of the exact F quantile below z = 4, and under
+  it beyond, by at most 0.13 up to z = 6: never an easier flag). Reading D^2 as chi-square(k) instead, as this module first
+  did, ignores that the covariance is estimated from 63 bars: independent normal
+  scores crossed z >= 3 at 4.0e-3 and z >= 4 at 2.4e-4 (nominal 1.35e-3, 3.2e-5);
+  on this scale 1.1e-3 and under 1e-5 (400,000 draws). Scores that persist still
+  cross more often: AR(1) inputs with phi = 0.95 crossed z >= 3 at 6.3e-3 and
+  z >= 4 at 9e-5 (65,840 windows); the distance of today from the last 63 bars is
+  large whenever a score trends, a limit of any window-based distance on
+  persistent inputs that no rescaling of the window's distribution removes.
 
 Strength = max(|return z|, |volume z|, |gap z|, Mahalanobis z). A bar is
 flagged (``anomaly_flag``) when strength >= 4; ``anomaly_explanation`` then
@@ -25,7 +37,10 @@ names each component over the threshold with its value, e.g.
 ``volume z=+9.3; return z=+4.4``. Score: direction * tanh(strength / 4 - 1) on
 flagged bars, 0 otherwise; direction is the sign of the gap when the gap is the
 strongest signed component, else the sign of r_t (of C_t - O_t if r_t = 0).
-Confidence: share of the four components that are defined.
+Confidence: share of the four components that are defined, on flagged bars;
+0 on the others. ANOMALY has something to say only when it flags: an unflagged
+bar's score of 0 with full confidence used to vote "neutral" in every fusion and
+shrank the fused signal (by a median factor of 0.79 on the shipped data).
 """
 
 from __future__ import annotations
@@ -104,10 +119,12 @@ def mahalanobis_stages(columns: tuple[str, ...], window: int = WINDOW, ridge: fl
     return out
 
 
-def wilson_hilferty(d2: pl.Expr, k: int) -> pl.Expr:
-    """Normal z equivalent of a chi-square(k) value (Wilson and Hilferty 1931)."""
-    c = 2.0 / (9.0 * k)
-    return ((d2 / k).pow(1.0 / 3.0) - (1.0 - c)) / c**0.5
+def hotelling_z(d2: pl.Expr, k: int, n: int = WINDOW) -> pl.Expr:
+    """Normal z of a squared Mahalanobis distance of a new point from n earlier ones (their mean and
+    covariance): F(k, n - k) by Hotelling, to z by Paulson's approximation (module docstring)."""
+    f = d2 * (n * (n - k) / (k * (n - 1) * (n + 1)))
+    a, b = 2.0 / (9.0 * k), 2.0 / (9.0 * (n - k))
+    return ((1.0 - b) * f.pow(1.0 / 3.0) - (1.0 - a)) / (a + f.pow(2.0 / 3.0) * b).sqrt()
 
 
 def finishing_stages() -> list[list[pl.Expr]]:
@@ -125,13 +142,13 @@ def finishing_stages() -> list[list[pl.Expr]]:
                        & pl.any_horizontal([pl.col(c).is_not_null() for c in OTHERS])).then(pl.col("_d2"))
     return [
         *mahalanobis_stages(OTHERS),
-        [wilson_hilferty(valid_d2, len(OTHERS)).alias("anomaly_mahalanobis")],
+        [hotelling_z(valid_d2, len(OTHERS)).alias("anomaly_mahalanobis")],
         [pl.max_horizontal(z["return"].abs(), z["volume"].abs(), z["gap"].abs(), md).alias("_strength")],
         [(strength >= THRESHOLD).fill_null(False).alias("anomaly_flag")],
         [
             pl.when(strength.is_null()).then(None).when(pl.col("anomaly_flag"))
             .then(direction * (strength / THRESHOLD - 1.0).tanh()).otherwise(0.0).alias("anomaly_score"),
-            pl.when(strength.is_not_null()).then(pl.sum_horizontal(defined) / len(defined)).otherwise(0.0)
+            pl.when(pl.col("anomaly_flag")).then(pl.sum_horizontal(defined) / len(defined)).otherwise(0.0)
             .alias("anomaly_confidence"),
         ],
     ]

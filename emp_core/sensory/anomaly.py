@@ -20,11 +20,11 @@ Components (bar t judged against the 63 bars before it, never itself):
   independent of the n = 63 it is measured against, D^2 / (1 + 1/n) is Hotelling's
   T^2(k, n - 1), so F = D^2 n (n - k) / (k (n - 1) (n + 1)) is F(k, n - k)
   (Hotelling 1931), and Paulson's (1942) cube-root approximation gives
-  z = ((1 - 2/(9 d2)) F^(1/3) - (1 - 2/(9 d1))) / sqrt(2/(9 d1) + F^(2/3) 2/(9 d2)),
+  z = ((1 - b) F^(1/3) - (1 - a)) / sqrt(a + b F^(2/3)), a = 2/(9 d1), b = 2/(9 d2),
   d1 = k, d2 = n - k (within 0.06 of the exact F quantile below z = 4, and under
-  it beyond, by at most 0.13 up to z = 6: never an easier flag). Reading D^2 as chi-square(k) instead, as this module first
-  did, ignores that the covariance is estimated from 63 bars: independent normal
-  scores crossed z >= 3 at 4.0e-3 and z >= 4 at 2.4e-4 (nominal 1.35e-3, 3.2e-5);
+  it beyond, by at most 0.13 up to z = 6: never an easier flag). Reading D^2 as
+  chi-square(k) instead, as this module first did, ignores that the covariance is
+  estimated from 63 bars: independent normal scores crossed z >= 3 at 4.0e-3 and z >= 4 at 2.4e-4 (nominal 1.35e-3, 3.2e-5);
   on this scale 1.1e-3 and under 1e-5 (400,000 draws). Scores that persist still
   cross more often: AR(1) inputs with phi = 0.95 crossed z >= 3 at 6.3e-3 and
   z >= 4 at 9e-5 (65,840 windows); the distance of today from the last 63 bars is

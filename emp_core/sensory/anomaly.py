@@ -24,7 +24,8 @@ Components (bar t judged against the 63 bars before it, never itself):
   d1 = k, d2 = n - k (within 0.06 of the exact F quantile below z = 4, and under
   it beyond, by at most 0.13 up to z = 6: never an easier flag). Reading D^2 as
   chi-square(k) instead, as this module first did, ignores that the covariance is
-  estimated from 63 bars: independent normal scores crossed z >= 3 at 4.0e-3 and z >= 4 at 2.4e-4 (nominal 1.35e-3, 3.2e-5);
+  estimated from 63 bars: independent normal scores crossed z >= 3 at 4.0e-3 and
+  z >= 4 at 2.4e-4 (nominal 1.35e-3, 3.2e-5);
   on this scale 1.1e-3 and under 1e-5 (400,000 draws). Scores that persist still
   cross more often: AR(1) inputs with phi = 0.95 crossed z >= 3 at 6.3e-3 and
   z >= 4 at 9e-5 (65,840 windows); the distance of today from the last 63 bars is

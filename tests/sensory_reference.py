@@ -273,8 +273,13 @@ def ref_why(s: dict, tables) -> dict[str, list]:
         c = _asof(curve, s["ts"][t], why.CURVE_STALE) or {}
         f = _asof(infl, s["ts"][t], why.MONTHLY_STALE) or {}
         regime = zscore(log_vol, t, why.VOL_Z_WINDOW)
-        ev, cov = weighted([(1.0, c.get("z_slope")), (1.0, c.get("z_change")), (-1.0, c.get("z_real")),
-                            (-1.0, f.get("z_trend")), (-1.0, regime)])
+        parts = [(1.0, c.get("z_slope")), (1.0, c.get("z_change")), (-1.0, c.get("z_real")),
+                 (-1.0, f.get("z_trend")), (-1.0, regime)]
+        given = [curve is not None, curve is not None, curve is not None and infl is not None, infl is not None,
+                 True]
+        ev, cov = weighted(parts)
+        if any(g and x is None for g, (_, x) in zip(given, parts, strict=True)):
+            ev = None  # a member whose input was given is missing: no score rather than a shifted average
         score, conf = score_conf(ev, cov)
         vals = (score, conf, c.get("slope"), c.get("change"), c.get("real"), f.get("trend"), regime)
         for col, v in zip(out, vals, strict=True):

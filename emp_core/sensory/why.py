@@ -22,9 +22,15 @@ Components:
 Each macro component is z-scored against its own trailing history on its own
 timeline (curve: 1260 days, at least 252; inflation: 60 months, at least 24),
 so a bar sees only z-scores computed from values public by then.
-Evidence: signed mean of the z-scores present; score tanh(evidence);
-confidence = share of the five components present (missing macro data lowers
-confidence, it does not fail).
+Evidence: signed mean of the z-scores; score tanh(evidence); confidence = share
+of the five components present. **The composition is stable**: a component whose
+input was given (the curve's three, the inflation trend, the volatility regime)
+must be present at the bar, else WHY says nothing there (null, confidence 0). An
+average that silently lost members jumped: when the shipped Treasury curve ends
+(29 March 2017), SPX's score went from -0.158 on 7 April to +0.623 on 10 April as
+the mean fell back on inflation and volatility alone. Components whose input was
+not given at all (``--no-macro``) are simply not part of the composition: WHY is
+then the volatility regime, with confidence 0.2.
 """
 
 from __future__ import annotations
@@ -117,10 +123,13 @@ def curve_timeline(curve: pl.DataFrame | None, inflation: pl.DataFrame | None) -
 
 
 def per_date(dates: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
-    """Add the macro components (and their z-scores) to each bar time in ``dates`` (sorted), point in time."""
+    """Add the macro components (and their z-scores) to each bar time in ``dates`` (sorted), point in time,
+    and which inputs were given at all (``_why_curve_given``, ``_why_inflation_given``)."""
     macro = macro or MacroInputs()
     inflation = inflation_timeline(macro.series)
     curve = curve_timeline(macro.curve, inflation)
+    dates = dates.with_columns(pl.lit(curve is not None).alias("_why_curve_given"),
+                               pl.lit(inflation is not None).alias("_why_inflation_given"))
     if curve is not None:
         dates = dates.join_asof(curve.lazy(), left_on="ts", right_on="known_from", strategy="backward",
                                 tolerance=CURVE_STALE).drop("known_from")
@@ -140,11 +149,12 @@ def per_date(dates: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
 def stages(ctx: Context) -> list[list[pl.Expr]]:
     vol = trailing(pl.col(RET), VOL_WINDOW, "std").alias("_why_vol")
     regime = zscore(log(pl.col("_why_vol")), VOL_Z_WINDOW).alias("why_vol_regime")
-    evidence, coverage = weighted_mean([
-        (SIGNS["slope"], pl.col("_z_slope")),
-        (SIGNS["slope_change"], pl.col("_z_slope_change")),
-        (SIGNS["real_rate"], pl.col("_z_real_rate")),
-        (SIGNS["inflation_trend"], pl.col("_z_inflation_trend")),
-        (SIGNS["vol_regime"], pl.col("why_vol_regime")),
-    ])
-    return [[vol], [regime], *score_and_confidence("why", evidence, coverage)]
+    parts = {"slope": pl.col("_z_slope"), "slope_change": pl.col("_z_slope_change"),
+             "real_rate": pl.col("_z_real_rate"), "inflation_trend": pl.col("_z_inflation_trend"),
+             "vol_regime": pl.col("why_vol_regime")}
+    curve, inflation = pl.col("_why_curve_given"), pl.col("_why_inflation_given")
+    given = {"slope": curve, "slope_change": curve, "real_rate": curve & inflation, "inflation_trend": inflation,
+             "vol_regime": pl.lit(True)}
+    evidence, coverage = weighted_mean([(SIGNS[name], x) for name, x in parts.items()])
+    complete = pl.all_horizontal([x.is_not_null() | ~given[name] for name, x in parts.items()])
+    return [[vol], [regime], *score_and_confidence("why", pl.when(complete).then(evidence), coverage)]

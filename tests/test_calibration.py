@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from emp_core.evolution.overfitting import effective_bars
 from emp_core.sensory.calibration import (
     ALERT_QUANTILE,
     MIN_EFFECTIVE,
@@ -72,6 +73,10 @@ def test_effective_size_counts_each_symbol_in_time_order():
     assert effective_size(iid) == pytest.approx(400, rel=0.15)
     persistent = ar1(400, 0.9, rng)
     assert effective_size(persistent) < 100
+    # a month of hourly scores as persistent as WHY and WHAT (rho 0.99) holds a handful of independent
+    # observations; the Newey-West count alone (5 lags) saw over 100 and let a false alarm through on 75%
+    very = ar1(744, 0.99, rng)
+    assert effective_bars(very) > MIN_EFFECTIVE > 10 > effective_size(very)
     both = np.concatenate([iid, persistent])
     groups = np.array(["A"] * 400 + ["B"] * 400)
     assert effective_size(both, groups) == pytest.approx(effective_size(iid) + effective_size(persistent))
@@ -103,12 +108,13 @@ def test_no_false_alarm_on_thirty_persistent_values(store):
 
 
 def test_a_real_shift_on_enough_data_is_flagged(store):
-    """Two symbols, 600 persistent hourly values each: shifted by one standard deviation -> drift;
-    the same distribution -> no drift."""
+    """Four symbols, a month (744) of persistent hourly values each: shifted by one standard deviation ->
+    drift; the same distribution -> no drift."""
     rng = np.random.default_rng(7)
     reference = ar1(3000, 0.9, rng)
-    shifted = [frame("shifted", s, reference, ar1(600, 0.9, rng) + 1.0, "how_score") for s in ("A", "B")]
-    same = [frame("same", s, reference, ar1(600, 0.9, rng), "how_score") for s in ("A", "B")]
+    symbols = ("A", "B", "C", "D")
+    shifted = [frame("shifted", s, reference, ar1(744, 0.9, rng) + 1.0, "how_score") for s in symbols]
+    same = [frame("same", s, reference, ar1(744, 0.9, rng), "how_score") for s in symbols]
     store.overwrite_table("sensory.how", pl.concat(shifted + same))
     outcome = drift(store, "how")
     stats = outcome.metadata["datasets"]

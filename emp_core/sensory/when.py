@@ -3,9 +3,11 @@
 Buckets of bar t (calendar facts known in advance, never read from later bars):
 
 - daily bars: ``when_weekday`` (1 = Monday), ``when_month_phase`` (``turn``: the
-  last business day of a month and the first three of the next, the trading-day
-  turn-of-month window of Lakonishok and Smidt 1988, business days Monday to
-  Friday; else ``rest``), ``when_release_eve`` (a scheduled macro release falls
+  last business day of a month and the first three of the next, the turn-of-month
+  window of Lakonishok and Smidt 1988 counted in business days, Monday to Friday,
+  without an exchange's holidays: after a holiday the window holds one trading day
+  fewer, and a holiday on a month's last business day leaves its real last trading
+  day outside; else ``rest``), ``when_release_eve`` (a scheduled macro release falls
   on the next business day and the bar is not in the turn of the month, so the
   two effects are told apart; the release calendar is the ``available_at`` dates
   of the monthly and quarterly series, which are published in advance).

@@ -352,8 +352,8 @@ def ref_when(s: dict, releases: list[date], intraday: bool) -> dict[str, list]:
             if cnt >= when.MIN_OBS and no >= when.MIN_OBS:
                 var = (s2 - s1 * s1 / cnt) / (cnt - 1)
                 var_o = (s2o - s1o * s1o / no) / (no - 1)
-                if var > 0 and var_o > 0:  # Welch: this bucket against every other bar
-                    tstat = (s1 / cnt - s1o / no) / math.sqrt(var / cnt + var_o / no)
+                if var > 0 and var_o > 0:  # the excess over every earlier bar's mean, in Welch's units
+                    tstat = (no / (cnt + no)) * (s1 / cnt - s1o / no) / math.sqrt(var / cnt + var_o / no)
             stats[f].append((tstat, cnt))
     out = {c: [] for c in ("when_score", "when_confidence", *when.components(intraday))}
     second = "session" if intraday else "month_phase"

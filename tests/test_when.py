@@ -8,12 +8,19 @@ import polars as pl
 from emp_core.sensory import compute_features
 
 
-def bars(seed: int, drift: float = 0.0004, monday_extra: float = 0.0, years: int = 10) -> pl.DataFrame:
-    """Business-day bars whose return is drift + noise, plus ``monday_extra`` on the bar after a Monday."""
+def bars(seed: int, drift: float = 0.0004, monday_extra: float = 0.0, years: int = 10,
+         turn_extra: float = 0.0) -> pl.DataFrame:
+    """Business-day bars whose return is drift + noise, plus ``monday_extra`` on the bar after a Monday and
+    ``turn_extra`` on the bar after a turn-of-month day (the last business day of a month, the first three)."""
     rng = np.random.default_rng(seed)
     days = np.busday_offset("2005-01-03", np.arange(252 * years), roll="forward")
     after_monday = np.concatenate([[False], (days[:-1].astype("datetime64[D]").view("int64") - 4) % 7 == 0])
-    r = drift + rng.normal(0, 0.012, days.size) + monday_extra * after_monday
+    d = days.astype("datetime64[D]")
+    month = d.astype("datetime64[M]")
+    first3 = np.busday_count(month.astype("datetime64[D]"), d) < 3
+    last = np.busday_count(d + 1, (month + 1).astype("datetime64[D]")) == 0
+    after_turn = np.concatenate([[False], (first3 | last)[:-1]])
+    r = drift + rng.normal(0, 0.012, days.size) + monday_extra * after_monday + turn_extra * after_turn
     close = 100 * np.cumprod(1 + r)
     open_ = np.concatenate([[100.0], close[:-1]])
     return pl.DataFrame({"symbol": "SYN", "ts": days.astype("datetime64[us]"), "open": open_,
@@ -35,6 +42,16 @@ def test_a_planted_weekday_effect_is_found_with_its_sign():
     others = f.filter(pl.col("when_weekday") != 1)["when_score"].mean()
     assert monday > 0.3 and others < monday - 0.3
     assert f.filter(pl.col("when_weekday") == 1)["when_t_weekday"].min() > 0
+
+
+def test_a_small_bucket_with_an_effect_does_not_make_the_others_vote_against_it():
+    """A planted turn-of-month effect (18% of days): the turn bars score positive, and the bar-weighted mean of
+    the month-phase statistic stays near 0 (with the plain Welch t the other 82% of days voted sell)."""
+    f = compute_features(bars(5, turn_extra=0.003), None).filter(pl.col("ts").dt.year() >= 2008)
+    t = f["when_t_month_phase"].drop_nulls()
+    turn = f.filter(pl.col("when_month_phase") == "turn")["when_t_month_phase"].mean()
+    assert turn > 1.0
+    assert abs(t.mean()) < 0.1 * turn
 
 
 def test_the_turn_of_month_is_counted_in_trading_days_and_kept_apart_from_release_eves():

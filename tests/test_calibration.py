@@ -102,9 +102,39 @@ def test_no_false_alarm_on_thirty_persistent_values(store):
     assert alarms <= 0.05 * seeds
     untested = [s for s in datasets.values() if s.get("insufficient_data")]
     assert all(s["effective_n"] < MIN_EFFECTIVE and "insufficient data" in s["skipped"] for s in untested)
-    if len(untested) == seeds:  # a pass on no data says that nothing was tested
+    if len(untested) == seeds:  # nothing tested is no pass, and says so
         assert outcome.metadata["tested"] == 0 and outcome.description.startswith("NOTHING TESTED")
+        assert not outcome.passed
         assert "insufficient data: effective n = " in outcome.description
+
+
+def test_no_false_alarm_where_the_check_really_runs(store):
+    """Same distribution, four symbols with a month (744) of AR(1) values each (rho 0.5), 100 seeds: every
+    window is tested, and at most 5% raise an alarm (the 30-value test above never reaches the minimum)."""
+    rng = np.random.default_rng(99)
+    reference = ar1(3000, 0.5, rng)
+    parts = [frame(f"seed{s:03d}", sym, reference, ar1(744, 0.5, np.random.default_rng(1000 + s)), "why_score")
+             for s in range(100) for sym in ("A", "B", "C", "D")]
+    store.overwrite_table("sensory.why", pl.concat(parts))
+    datasets = drift(store, "why").metadata["datasets"]
+    assert all(not s.get("insufficient_data") for s in datasets.values())
+    assert sum(alarm(s) for s in datasets.values()) <= 5
+
+
+def test_a_step_inside_the_month_is_tested_and_flagged(store):
+    """A 4 sd step halfway through each symbol's month: measured on the current window, the step raised the
+    autocorrelation and the count fell below the minimum (untested); read from the reference it is tested."""
+    rng = np.random.default_rng(8)
+    reference = ar1(3000, 0.9, rng)
+    sd = float(np.std(reference))
+    parts = []
+    for sym in ("A", "B", "C", "D"):
+        current = ar1(744, 0.9, rng)
+        current[372:] += 4 * sd
+        parts.append(frame("stepped", sym, reference, current, "what_score"))
+    store.overwrite_table("sensory.what", pl.concat(parts))
+    stats = drift(store, "what").metadata["datasets"]["stepped"]
+    assert not stats.get("insufficient_data") and stats["effective_n"] >= MIN_EFFECTIVE and alarm(stats)
 
 
 def test_a_real_shift_on_enough_data_is_flagged(store):

@@ -70,7 +70,7 @@ def test_drift_checks_warn_with_their_numbers_and_never_block(resources):
             assert numbers["effective_n"] >= MIN_EFFECTIVE
         assert e.metadata["tested"].value == (0 if numbers.get("insufficient_data") else 1)
         if numbers.get("insufficient_data"):
-            assert e.passed and e.description.startswith("NOTHING TESTED")
+            assert not e.passed and e.description.startswith("NOTHING TESTED")  # no data is no pass
         else:  # a tested month fails exactly when a limit is crossed
             assert e.passed == (numbers["psi"] < 0.25 and numbers["ks_d"] < 0.2 and numbers["alert_rate"] <= 0.05)
     # October 2008 against the 36 months before, six daily symbols: the persistent dimensions (lag-1

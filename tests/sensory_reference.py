@@ -275,8 +275,9 @@ def ref_why(s: dict, tables) -> dict[str, list]:
         regime = zscore(log_vol, t, why.VOL_Z_WINDOW)
         parts = [(1.0, c.get("z_slope")), (1.0, c.get("z_change")), (-1.0, c.get("z_real")),
                  (-1.0, f.get("z_trend")), (-1.0, regime)]
-        given = [curve is not None, curve is not None, curve is not None and infl is not None, infl is not None,
-                 True]
+        has_curve = bool(curve) and s["ts"][t] >= curve[0]["known_from"]
+        has_infl = bool(infl) and s["ts"][t] >= infl[0]["known_from"]
+        given = [has_curve, has_curve, has_curve and has_infl, has_infl, True]
         ev, cov = weighted(parts)
         if any(g and x is None for g, (_, x) in zip(given, parts, strict=True)):
             ev = None  # a member whose input was given is missing: no score rather than a shifted average

@@ -37,3 +37,19 @@ def test_without_macro_data_why_is_the_volatility_regime():
     spoken = f.filter(pl.col("why_score").is_not_null())
     assert spoken.height > 4000 and (spoken["why_confidence"] == 0.2).all()
     assert spoken["why_slope"].null_count() == spoken.height
+
+
+def test_an_input_that_starts_later_changes_nothing_before_it_starts():
+    """Point in time: before a curve's first value is public, WHY is what it would be with no curve at all."""
+    from datetime import date
+
+    from emp_core.sensory.why import MacroInputs
+
+    full = shipped_macro()
+    late_curve = MacroInputs(curve=full.curve.filter(pl.col("date") >= date(2005, 1, 3)), series=full.series)
+    no_curve = MacroInputs(curve=None, series=full.series)
+    before = pl.col("ts") < datetime(2005, 1, 4)
+    a = spx(late_curve).filter(before).select("ts", "why_score", "why_confidence")
+    b = spx(no_curve).filter(before).select("ts", "why_score", "why_confidence")
+    assert a.height > 1000 and a.equals(b)
+    assert a["why_score"].null_count() < a.height  # WHY spoke there: inflation and volatility

@@ -25,7 +25,8 @@ so a bar sees only z-scores computed from values public by then.
 Evidence: signed mean of the z-scores; score tanh(evidence); confidence = share
 of the five components present. **The composition is stable**: a component whose
 input was given (the curve's three, the inflation trend, the volatility regime)
-must be present at the bar, else WHY says nothing there (null, confidence 0). An
+must be present at the bar once that input has started (its first value is
+public), else WHY says nothing there (null, confidence 0). An
 average that silently lost members jumped: when the shipped Treasury curve ends
 (29 March 2017), SPX's score went from -0.158 on 7 April to +0.623 on 10 April as
 the mean fell back on inflation and volatility alone. Components whose input was
@@ -124,12 +125,13 @@ def curve_timeline(curve: pl.DataFrame | None, inflation: pl.DataFrame | None) -
 
 def per_date(dates: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
     """Add the macro components (and their z-scores) to each bar time in ``dates`` (sorted), point in time,
-    and which inputs were given at all (``_why_curve_given``, ``_why_inflation_given``)."""
+    and whether each input had started by the bar (``_why_curve_given``, ``_why_inflation_given``)."""
     macro = macro or MacroInputs()
     inflation = inflation_timeline(macro.series)
     curve = curve_timeline(macro.curve, inflation)
-    dates = dates.with_columns(pl.lit(curve is not None).alias("_why_curve_given"),
-                               pl.lit(inflation is not None).alias("_why_inflation_given"))
+    # An input counts as given from its first value on (a bar before it cannot know it will come).
+    dates = dates.with_columns(
+        _started(curve).alias("_why_curve_given"), _started(inflation).alias("_why_inflation_given"))
     if curve is not None:
         dates = dates.join_asof(curve.lazy(), left_on="ts", right_on="known_from", strategy="backward",
                                 tolerance=CURVE_STALE).drop("known_from")
@@ -144,6 +146,12 @@ def per_date(dates: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
         dates = dates.with_columns(pl.lit(None, pl.Float64).alias(c)
                                    for c in ("why_inflation_trend", "_z_inflation_trend"))
     return dates
+
+
+def _started(timeline: pl.DataFrame | None) -> pl.Expr:
+    if timeline is None:
+        return pl.lit(False)
+    return pl.col("ts") >= timeline.get_column("known_from").min()
 
 
 def stages(ctx: Context) -> list[list[pl.Expr]]:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from emp_core.cli import parse_date, symbol_list
@@ -107,10 +108,10 @@ def _champion_lines(result) -> list[str]:
     gate = [e for e in result.get_asset_check_evaluations() if e.check_name == PROMOTION_GATE]
     if not gate:
         return ["champion: not evaluated in this run"]
-    m = {k: v.value for k, v in gate[0].metadata.items()}
+    from emp_core.evolution.promotion import figure
 
-    def num(key: str, fmt: str = ".3f") -> str:
-        return format(m[key], fmt) if isinstance(m.get(key), int | float) else "n/a"
+    m = {k: v.value for k, v in gate[0].metadata.items()}
+    num = partial(figure, m)
 
     return [f"champion: {'promoted' if gate[0].passed else 'none'}: {gate[0].description}",
             f"  deflated Sharpe {num('dsr')} (SR {num('sharpe', '.4f')} vs SR0 {num('sr0', '.4f')} per bar over "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -13,6 +14,7 @@ from emp_core.clock import utcnow
 from emp_core.config import settings
 from emp_core.errors import EmpError
 from emp_core.evolution.fitness import Universe
+from emp_core.evolution.promotion import figure
 from emp_core.evolution.registry import DuckDBRegistry
 from emp_core.evolution.run import EvolutionSettings, evolve_universe
 from emp_core.market_data.readers import read_bar_file
@@ -89,8 +91,7 @@ def _finite(values: dict) -> dict:
 
 
 def _print_decision(r: dict, store: DuckDBStore) -> None:
-    def num(key: str, fmt: str = ".3f") -> str:
-        return "n/a" if r.get(key) is None else format(r[key], fmt)
+    num = partial(figure, r)
 
     print(f"decision: {'champion ' + r['champion']['name'] + ' promoted' if r['promoted'] else 'no champion'}")
     print(f"  deflated Sharpe      {num('dsr')}  (champion SR {num('sharpe', '.4f')} vs SR0 {num('sr0', '.4f')} per "

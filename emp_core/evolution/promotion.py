@@ -115,9 +115,14 @@ def decision_schema() -> dict[str, pl.DataType]:
     return out
 
 
+def figure(values: dict, key: str, spec: str = ".3f") -> str:
+    """A decision figure for reading: formatted, or "n/a" when the gate was not reached."""
+    value = values.get(key)
+    return format(value, spec) if isinstance(value, int | float) else "n/a"
+
+
 def _per_bar_sharpe(r: np.ndarray) -> float:
-    sd = r.std(ddof=1)
-    return float(r.mean() / sd) if sd > 0 else 0.0
+    return float(return_moments(np.asarray(r, dtype=float)[:, None])["sharpe_per_bar"][0])
 
 
 def _sample(trials: pl.DataFrame, keep: str, size: int, seed: str) -> pl.DataFrame:
@@ -181,16 +186,16 @@ def decide(ev: Evidence, gates: Gates = DEFAULT_GATES) -> Decision:
     champion_returns = returns[:, 0]  # the sample puts the champion first
     if not tradeable[0]:
         return refuse("the champion trades too little over the evidence span to have a Sharpe ratio")
-    sharpe = _per_bar_sharpe(champion_returns)
-    # Trials that never trade have no Sharpe ratio to be lucky with: they are counted in N, not resampled.
-    luck = null_maximum(returns[:, tradeable], total_trials=round(trials.height * tradeable.mean()),
-                        replicates=gates.replicates, seed=int(seed, 16) % 2**32)
     moments = return_moments(champion_returns[:, None])
+    sharpe = float(moments["sharpe_per_bar"][0])
+    # Trials that never trade have no Sharpe ratio to be lucky with: they are counted in N, not resampled.
+    lucky = round(trials.height * tradeable.mean())  # the registry's trials, scaled by the sample's share
+    luck = null_maximum(returns[:, tradeable], total_trials=lucky, replicates=gates.replicates,
+                        seed=int(seed, 16) % 2**32)
     if tradeable.sum() > 1:  # a cross-sectional variance needs two trials
         cross_section = float(np.var(return_moments(returns[:, tradeable])["sharpe_per_bar"], ddof=1))
         figures |= {"dsr_closed_form": probabilistic_sharpe(
-            champion_returns, expected_max_sharpe(cross_section, round(trials.height * tradeable.mean())),
-            serial=True)}
+            champion_returns, expected_max_sharpe(cross_section, lucky), serial=True)}
     figures |= {"reality_check_p": luck.reality_check(sharpe)}
     figures |= {"dsr": probabilistic_sharpe(champion_returns, luck.sr0, serial=True), "sharpe": sharpe, "sr0": luck.sr0,
                 "n_effective": luck.n_effective, "sharpe_variance": luck.variance,

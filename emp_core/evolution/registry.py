@@ -32,6 +32,7 @@ import polars as pl
 
 from emp_core.clock import utcnow
 from emp_core.evolution.genome import GENE_NAMES, Genome
+from emp_core.store.duckdb_store import add_missing_columns
 
 KEY = ("dataset", "dataset_version", "config_hash", "window_id", "phase", "genome_hash")
 MOMENTS = ("n_bars", "ret_mean", "ret_std", "ret_skew", "ret_kurtosis", "sharpe_per_bar")
@@ -138,10 +139,9 @@ class DuckDBRegistry:
         cols = ", ".join(f"{c} {_sql_type(t)}" for c, t in SCHEMA.items())
         con.execute("CREATE SCHEMA IF NOT EXISTS evolution")
         con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols}, PRIMARY KEY ({', '.join(KEY)}))")
-        have = {r[0] for r in con.execute(f"DESCRIBE {TABLE}").fetchall()}
-        for c, t in SCHEMA.items():
-            if c not in have:
-                con.execute(f"ALTER TABLE {TABLE} ADD COLUMN {c} {_sql_type(t)}")
+        con.register("trial_schema", pl.DataFrame(schema=SCHEMA).to_arrow())
+        add_missing_columns(con, TABLE, "trial_schema")
+        con.unregister("trial_schema")
 
     def record(self, rows: pl.DataFrame) -> int:
         new = _conform(rows)

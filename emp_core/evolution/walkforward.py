@@ -33,7 +33,9 @@ from emp_core.evolution.registry import (
     config_hash,
     costs_key,
     dataset_version,
+    distinct_trials,
     genome_hash,
+    genomes_of,
     return_moments,
 )
 
@@ -103,7 +105,6 @@ def walk_forward(universe: Universe, spans: list[Window], *, size: int = 40, gen
     costs = COST_DEFAULTS | costs  # spelled out, so a default and the same value given are one trial
     log, ids = ExperimentLog(), _Ids()
     chosen, selection_metrics, test_metrics, oos = [], [], [], []
-    window_search: list = []
     for w in spans:
         visible = cut(universe, w.test[1])
         evolved = evolve(visible, w.train, size=size, generations=generations, seed=seed + w.index, log=log,
@@ -124,18 +125,20 @@ def walk_forward(universe: Universe, spans: list[Window], *, size: int = 40, gen
                   sum(1 for r in log.rows if r["window_id"] == w.index), genome.name,
                   selection_metrics[-1]["sharpe_lb"], test.metrics(0)["sharpe_lb"])
         oos.append(test.returns[1:, 0])
-        window_search = [r for r in log.rows if r["window_id"] == w.index and r["phase"] == "train"]
     registry = registry if registry is not None else MemoryRegistry()
     log_.info("recording %d evaluations in the trial registry and deciding on the champion", len(log.rows))
     version = dataset_version(universe)
     settings = {"size": size, "generations": generations, "seed": seed, "spans": [str(w) for w in spans],
                 "costs": costs_key(costs)}
-    added = registry.record(trial_rows(log, spans, dataset=dataset, version=version, config=config_hash(settings),
-                                       run_id=run_id, costs=costs))
+    rows = trial_rows(log, spans, dataset=dataset, version=version, config=config_hash(settings), run_id=run_id,
+                      costs=costs)
+    added = registry.record(rows)
+    last = spans[-1].index
+    searched = distinct_trials(rows.filter((pl.col("window_id") == last) & (pl.col("phase") == "train")))
     track = np.concatenate(oos)
     evidence_end = spans[-1].test[0]
     decision = decide(Evidence(universe=cut(universe, evidence_end), evidence_end=evidence_end, champion=chosen[-1],
-                               track=track, window_genomes=_distinct_genomes(window_search),
+                               track=track, window_genomes=genomes_of(searched),
                                registry_trials=registry.trials(dataset), costs=costs, evaluator=evaluator),
                       gates)
     return WalkForwardResult(spans, chosen, selection_metrics, test_metrics, track,
@@ -144,17 +147,6 @@ def walk_forward(universe: Universe, spans: list[Window], *, size: int = 40, gen
 
 def _decoded(row: dict) -> Genome:
     return Genome.from_vector([row[k] for k in GENE_NAMES], name=f"g{row['individual']}")
-
-
-def _distinct_genomes(rows: list[dict]) -> list[Genome]:
-    seen, out = set(), []
-    for row in rows:
-        g = _decoded(row)
-        h = genome_hash(g)
-        if h not in seen:
-            seen.add(h)
-            out.append(g)
-    return out
 
 
 def trial_rows(log: ExperimentLog, spans: list[Window], *, dataset: str, version: str, config: str, run_id: str,

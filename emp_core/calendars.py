@@ -7,11 +7,15 @@ Two calendars cover the shipped data:
 - ``FX24X5``: the spot FX week, Sunday 17:00 to Friday 17:00 New York time (the
   market convention); an hourly bar is stamped with its open time in UTC. Holidays
   are not modelled: thin holiday trading shows up as gaps within the tolerance.
+
+:func:`trading_dates` gives the days on which a calendar trades (XNYS sessions;
+Monday to Friday for FX24X5 and for data without a calendar; every day for
+24/7): calendar effects such as the turn of the month are counted in them.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 
 import polars as pl
@@ -20,15 +24,34 @@ from emp_core.errors import ConfigError
 
 CALENDARS = ("XNYS", "FX24X5", "24/7")
 INTERVALS = {"1d": timedelta(days=1), "1h": timedelta(hours=1)}
-_XNYS_RANGE = ("1990-01-01", "2035-12-31")
+_XNYS_RANGE = (1990, 2035)  # years held by default (building 1885 onwards costs ~4 s, on demand only)
 
 
-@lru_cache(maxsize=1)
-def _xnys_sessions() -> pl.Series:
+@lru_cache(maxsize=2)
+def _xnys_sessions(first_year: int = _XNYS_RANGE[0]) -> pl.Series:
     import exchange_calendars as xc
 
-    cal = xc.get_calendar("XNYS", start=_XNYS_RANGE[0], end=_XNYS_RANGE[1])
+    cal = xc.get_calendar("XNYS", start=f"{first_year}-01-01", end=f"{_XNYS_RANGE[1]}-12-31")
     return pl.Series("ts", cal.sessions.tz_localize(None).to_numpy()).cast(pl.Datetime("us"))
+
+
+def trading_dates(calendar: str | None, first: date, last: date) -> pl.Series:
+    """The dates in ``[first, last]`` on which ``calendar`` trades, sorted (``None``: Monday to Friday).
+
+    Exchange holidays are known in advance, so a date's place among them is point in time.
+    """
+    if calendar == "XNYS":
+        if first.year < 1885 or last.year > _XNYS_RANGE[1]:
+            raise ConfigError(f"calendar XNYS: sessions are known here from 1885 to {_XNYS_RANGE[1]}, "
+                              f"not for {first} .. {last}")
+        days = _xnys_sessions(min(first.year, _XNYS_RANGE[0])).dt.date()
+        return days.filter(days.is_between(first, last)).alias("date")
+    days = pl.date_range(first, last, interval="1d", eager=True).alias("date")
+    if calendar == "24/7":
+        return days
+    if calendar in (None, "FX24X5"):
+        return days.filter(days.dt.weekday() <= 5)
+    raise ConfigError(f"calendar {calendar!r} is not known; choose one of {', '.join(CALENDARS)}")
 
 
 def interval_length(interval: str) -> timedelta:

@@ -103,6 +103,16 @@ def weight_list(text: str) -> dict[str, float]:
     return weights
 
 
+TRADING_CALENDARS = ("XNYS", "FX24X5", "24/7")  # emp_core.calendars.CALENDARS, without importing Polars here
+
+
+def _add_calendar(p) -> None:
+    p.add_argument("--calendar", choices=TRADING_CALENDARS, default=None,
+                   help="trading days WHEN counts the turn of the month in: XNYS (New York Stock Exchange "
+                   "sessions, holidays included), FX24X5 (Monday to Friday), 24/7 (every day); default Monday "
+                   "to Friday")
+
+
 def _add_features(sub) -> None:
     p = _subcommand(
         sub, "features", "compute the five sensory dimensions and the fused signal for a CSV or Parquet file",
@@ -121,6 +131,7 @@ def _add_features(sub) -> None:
                    help="leave out the shipped US Treasury curve and inflation (WHY then uses volatility only)")
     p.add_argument("--weights", type=weight_list, help="fusion weights, e.g. what=0.5,how=0.2 (others 0); "
                    "default why=0.15,how=0.2,what=0.35,when=0.1,anomaly=0.2")
+    _add_calendar(p)
 
 
 def _add_backtest(sub) -> None:
@@ -137,6 +148,7 @@ def _add_backtest(sub) -> None:
     p.add_argument("--genome", help="a catalogue genome (trend, mean_reversion, carry_macro, volatility_breakout, "
                    "liquidity_aware) or a JSON file of genome fields")
     p.add_argument("--no-macro", action="store_true", help="genome strategies: leave out the shipped macro data")
+    _add_calendar(p)
     p.add_argument("--fast", type=int, default=10, help="fast SMA length in bars (default 10)")
     p.add_argument("--slow", type=int, default=20, help="slow SMA length in bars (default 20)")
     p.add_argument("--cash", type=float, default=10_000.0, help="starting cash (default 10000)")
@@ -167,6 +179,7 @@ def _add_evolve(sub) -> None:
     p.add_argument("--dataset", help="name the trials are counted under in the registry (default: the file's "
                    "symbols, so every search on the same instruments counts together)")
     p.add_argument("--no-macro", action="store_true", help="leave out the shipped macro data (WHY)")
+    _add_calendar(p)
     p.add_argument("--tz", default="UTC", help="time zone of naive timestamps in the file (default UTC)")
     p.add_argument("--json", action="store_true", help="print one JSON object (the decision and its figures)")
 
@@ -187,7 +200,7 @@ def cmd_features(args) -> int:
     from emp_core.sensory.cli import run_features
 
     return run_features(args.data, args.out, symbol=args.symbol, interval=args.interval, naive_tz=args.tz,
-                        use_macro=not args.no_macro, weights=args.weights)
+                        use_macro=not args.no_macro, weights=args.weights, calendar=args.calendar)
 
 
 def _source(args):

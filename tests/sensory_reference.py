@@ -307,18 +307,30 @@ def release_calendar(macro: why.MacroInputs | None) -> list[date]:
     return sorted({r["available_at"] for r in macro.series.iter_rows(named=True) if r.get("frequency") != "D"})
 
 
-def _turn_of_month(d: date) -> bool:
-    """Last business day (Monday to Friday) of the month, or one of its first three."""
+def trading_day_rule(calendar: str | None):
+    """Whether a date trades on ``calendar``: asked of exchange_calendars day by day for XNYS."""
+    if calendar == "XNYS":
+        import exchange_calendars as xc
+
+        cal = xc.get_calendar("XNYS", start="1990-01-01", end="2035-12-31")
+        return lambda d: cal.is_session(d.isoformat())
+    if calendar == "24/7":
+        return lambda d: True
+    return lambda d: d.weekday() < 5
+
+
+def _turn_of_month(d: date, trades) -> bool:
+    """The month's last trading day, or one of its first three (days counted one by one)."""
     first = date(d.year, d.month, 1)
-    before = sum(1 for k in range((d - first).days) if (first + timedelta(days=k)).weekday() < 5)
+    before = sum(1 for k in range((d - first).days) if trades(first + timedelta(days=k)))
     after, day = 0, d + timedelta(days=1)
     while day.month == d.month:
-        after += day.weekday() < 5
+        after += trades(day)
         day += timedelta(days=1)
     return before < 3 or after == 0
 
 
-def ref_when(s: dict, releases: list[date], intraday: bool) -> dict[str, list]:
+def ref_when(s: dict, releases: list[date], intraday: bool, trades=None) -> dict[str, list]:
     n = len(s["ts"])
     r = s["r"]
     fwd = [r[t + 1] if t + 1 < n else None for t in range(n)]
@@ -333,7 +345,8 @@ def ref_when(s: dict, releases: list[date], intraday: bool) -> dict[str, list]:
     if intraday:
         buckets["session"] = [_session(ts) for ts in s["ts"]]
     else:
-        turn = [_turn_of_month(ts.date()) for ts in s["ts"]]
+        trades = trades or trading_day_rule(None)
+        turn = [_turn_of_month(ts.date(), trades) for ts in s["ts"]]
         buckets["month_phase"] = ["turn" if x else "rest" for x in turn]
         eve = [e and not x for e, x in zip(eve, turn, strict=True)]
     buckets["release_eve"] = eve
@@ -453,15 +466,16 @@ def ref_anomaly(s: dict, scores: dict[str, list]) -> dict[str, list]:
 # -- everything ----------------------------------------------------------------
 
 def reference_features(bars: pl.DataFrame, macro: why.MacroInputs | None = None, *, intraday: bool = False,
-                       weights: dict[str, float] | None = None) -> pl.DataFrame:
+                       weights: dict[str, float] | None = None, calendar: str | None = None) -> pl.DataFrame:
     """The same columns as ``compute_features``, computed bar by bar."""
+    trades = trading_day_rule(calendar)
     weights = {d: float((weights or DEFAULT_WEIGHTS).get(d, 0.0)) for d in DIMENSIONS}
     tables = macro_tables(macro)
     releases = release_calendar(macro)
     frames = []
     for symbol, s in symbols_of(bars).items():
         cols: dict[str, list] = {"symbol": [symbol] * len(s["ts"]), "ts": s["ts"]}
-        cols |= ref_why(s, tables) | ref_how(s) | ref_what(s) | ref_when(s, releases, intraday)
+        cols |= ref_why(s, tables) | ref_how(s) | ref_what(s) | ref_when(s, releases, intraday, trades)
         cols |= ref_anomaly(s, cols)
         signal, confidence = [], []
         total = sum(abs(w) for w in weights.values())

@@ -1,8 +1,10 @@
-from datetime import datetime
+from datetime import date, datetime
 
 import polars as pl
+import pytest
 
-from emp_core.calendars import expected_bars
+from emp_core.calendars import expected_bars, trading_dates
+from emp_core.errors import ConfigError
 from tests.conftest import SHIPPED
 
 
@@ -33,3 +35,18 @@ def test_shipped_eurusd_sits_inside_the_fx_week():
     missing = grid.filter(pl.col("ts").is_between(bars["ts"].min(), bars["ts"].max())).join(
         bars, on="ts", how="anti")
     assert missing.height / bars.height < 0.02  # Christmas and New Year thin out; nothing else
+
+
+def test_trading_dates_per_calendar():
+    xnys = trading_dates("XNYS", date(2018, 1, 1), date(2018, 12, 31))
+    assert xnys.len() == 251  # 2018: 261 weekdays, 9 holidays, and the National Day of Mourning for G. H. W. Bush
+    assert date(2018, 12, 5) not in xnys.to_list() and date(2018, 12, 4) in xnys.to_list()
+    assert trading_dates(None, date(2018, 1, 1), date(2018, 12, 31)).len() == 261
+    assert trading_dates("FX24X5", date(2018, 1, 1), date(2018, 12, 31)).len() == 261
+    assert trading_dates("24/7", date(2018, 1, 1), date(2018, 12, 31)).len() == 365
+    early = trading_dates("XNYS", date(1980, 1, 1), date(1980, 1, 4)).to_list()
+    assert early == [date(1980, 1, 2), date(1980, 1, 3), date(1980, 1, 4)]
+    with pytest.raises(ConfigError, match="XNYS"):
+        trading_dates("XNYS", date(2030, 1, 1), date(2040, 1, 1))
+    with pytest.raises(ConfigError, match="LSE"):
+        trading_dates("LSE", date(2018, 1, 1), date(2018, 2, 1))

@@ -38,6 +38,19 @@ def test_features_of_a_csv_equal_the_library_result(ibm_csv, tmp_path, capsys):
     assert "0 quarantined" in printed and "signal" in printed and f"to {out}" in printed
 
 
+def test_calendar_option_reaches_the_turn_of_the_month(ibm_csv, tmp_path):
+    """--calendar XNYS counts NYSE sessions: 2 January 2001 (New Year's Day was a Monday) opens the year."""
+    phases = {}
+    for cal in ("XNYS", None):
+        out = tmp_path / f"{cal}.parquet"
+        extra = ["--calendar", cal] if cal else []
+        assert main(["features", "--data", str(ibm_csv), "--symbol", "IBM", "--out", str(out), *extra]) == 0
+        f = pl.read_parquet(out)
+        phases[cal] = dict(zip(f["ts"].dt.strftime("%Y-%m-%d").to_list(), f["when_month_phase"].to_list(),
+                               strict=True))
+    assert phases["XNYS"]["2001-01-04"] == "turn" and phases[None]["2001-01-04"] == "rest"
+
+
 def test_bad_rows_are_quarantined_with_their_reason(ibm_csv, tmp_path, capsys):
     lines = ibm_csv.read_text().splitlines()
     lines[10] = lines[10].split(",")[0] + ",abc,1,1,1,100"

@@ -68,3 +68,27 @@ def test_the_turn_of_month_is_counted_in_trading_days_and_kept_apart_from_releas
     assert eves.height > 20 and (eves["when_month_phase"] == "rest").all()
     # a release eve inside the turn of the month counts as the turn, not as an eve
     assert f.filter((pl.col("when_days_to_release") <= 1) & (pl.col("when_month_phase") == "turn")).height > 0
+
+
+def test_the_turn_of_month_is_counted_in_the_exchange_s_sessions():
+    """On XNYS the window moves with the holidays; Monday to Friday it does not (no bars needed on those days)."""
+    days = pl.date_range(date(2017, 12, 1), date(2018, 4, 30), eager=True)
+    bars = pl.DataFrame({"symbol": "SYN", "ts": days.cast(pl.Datetime("us")), "open": 100.0, "high": 101.0,
+                         "low": 99.0, "close": 100.0, "volume": 1e6}).filter(pl.col("ts").dt.weekday() <= 5)
+    phase = {cal: dict(zip(f["ts"].dt.date().to_list(), f["when_month_phase"].to_list(), strict=True))
+             for cal in ("XNYS", None)
+             for f in [compute_features(bars, None, calendar=cal, intraday=False)]}
+    # Good Friday 30 March 2018 closed the exchange: its last session in March was Thursday the 29th
+    assert phase["XNYS"][date(2018, 3, 29)] == "turn" and phase[None][date(2018, 3, 29)] == "rest"
+    # New Year's Day 2018 was a Monday holiday: the first three sessions are 2-4 January
+    assert phase["XNYS"][date(2018, 1, 4)] == "turn" and phase[None][date(2018, 1, 4)] == "rest"
+    assert phase["XNYS"][date(2018, 1, 5)] == "rest"
+    # Presidents' Day (19 February) is mid-month: the window is 1, 2 and 5 February (a weekend between)
+    assert phase["XNYS"][date(2018, 2, 5)] == "turn" and phase["XNYS"][date(2018, 2, 6)] == "rest"
+    assert phase["XNYS"][date(2018, 2, 28)] == "turn"
+    # every day trades on 24/7: the first three calendar days and the last
+    crypto = compute_features(pl.DataFrame({"symbol": "BTC", "ts": days.cast(pl.Datetime("us")), "open": 1.0,
+                                            "high": 1.1, "low": 0.9, "close": 1.0, "volume": 1.0}),
+                              None, calendar="24/7", intraday=False)
+    turn = crypto.filter(pl.col("when_month_phase") == "turn")["ts"].dt.day().unique().sort().to_list()
+    assert turn == [1, 2, 3, 28, 30, 31]

@@ -67,7 +67,7 @@ def _targets(args, bars: pl.DataFrame):
     genome = load_genome(args.genome)
     if args.long_only and not genome.long_only:
         genome = type(genome)(**(genome.as_dict() | {"long_only": True}))
-    features = compute_features(bars, None if args.no_macro else shipped_macro())
+    features = compute_features(bars, None if args.no_macro else shipped_macro(), calendar=args.calendar)
     feats = {c: features.get_column(c).fill_null(np.nan).to_numpy() for c in FEATURE_COLUMNS}
     return targets(feats, [genome]), genome
 

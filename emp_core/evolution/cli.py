@@ -23,7 +23,8 @@ from emp_core.sensory.features import compute_features, is_intraday
 from emp_core.store import DuckDBStore
 
 
-def _universe(data: Path, symbol: str | None, naive_tz: str, use_macro: bool) -> tuple[Universe, object]:
+def _universe(data: Path, symbol: str | None, naive_tz: str, use_macro: bool,
+              calendar: str | None = None) -> tuple[Universe, object]:
     raw = read_bar_file(data, symbol)
     now = utcnow()
     if is_intraday(validate_bars(raw, interval="1h", now=now, naive_tz=naive_tz).valid):
@@ -36,7 +37,7 @@ def _universe(data: Path, symbol: str | None, naive_tz: str, use_macro: bool) ->
         raise EmpError(f"{data}: no valid daily bars{f' for {symbol}' if symbol else ''} among {checked.rows_in} rows")
     from emp_core.sensory.cli import shipped_macro
 
-    features = compute_features(bars, shipped_macro() if use_macro else None, name=str(data))
+    features = compute_features(bars, shipped_macro() if use_macro else None, calendar=calendar, name=str(data))
     return Universe.from_frames(bars, features), checked
 
 
@@ -57,7 +58,7 @@ def run_evolve(args) -> int:
     if not (0 <= args.commission < 0.1):
         raise EmpError("emp evolve: --commission is a rate per fill in [0, 0.1), e.g. 0.001")
     data = Path(args.data)
-    universe, checked = _universe(data, args.symbol, args.tz, not args.no_macro)
+    universe, checked = _universe(data, args.symbol, args.tz, not args.no_macro, args.calendar)
     # The dataset a search is counted against: named by the user, or by its symbols, so a renamed, copied or
     # extended file still counts every trial run on those instruments before.
     dataset = args.dataset or "symbols:" + ",".join(sorted(universe.symbols))

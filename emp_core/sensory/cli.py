@@ -25,7 +25,8 @@ def shipped_macro() -> MacroInputs:
 
 
 def run_features(data: Path, out: Path, *, symbol: str | None = None, interval: str = "auto",
-                 naive_tz: str = "UTC", use_macro: bool = True, weights: Mapping[str, float] | None = None) -> int:
+                 naive_tz: str = "UTC", use_macro: bool = True, weights: Mapping[str, float] | None = None,
+                 calendar: str | None = None) -> int:
     t0 = time.perf_counter()
     weights = check_weights(weights)
     if out.suffix.lower() not in (".parquet", ".pq", ".csv"):
@@ -43,7 +44,8 @@ def run_features(data: Path, out: Path, *, symbol: str | None = None, interval: 
         raise EmpError(f"{data}: no valid bars among {checked.rows_in} rows (e.g. "
                        + "; ".join(f"{r} x{n}" for r, n in reasons.iter_rows()) + ")")
     macro = shipped_macro() if use_macro else None
-    features = compute_features(checked.valid, macro, weights=weights, intraday=intraday, name=str(data))
+    features = compute_features(checked.valid, macro, weights=weights, intraday=intraday, calendar=calendar,
+                                name=str(data))
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
         features.write_csv(out)

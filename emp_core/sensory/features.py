@@ -125,13 +125,15 @@ def compute_features(
     *,
     weights: Mapping[str, float] | None = None,
     intraday: bool | None = None,
+    calendar: str | None = None,
     name: str = "bars",
 ) -> pl.DataFrame:
     """Every dimension's score, confidence and components plus the fused ``signal`` for each bar.
 
     Point in time: the row of bar t depends only on bars <= t of its symbol and
     on macro values public before t's date. ``intraday`` is inferred from the
-    bar spacing when not given.
+    bar spacing when not given. ``calendar`` (see :mod:`emp_core.calendars`) gives
+    the trading days the turn of the month is counted in; ``None``: Monday to Friday.
     """
     weights = check_weights(weights)
     frame = prepare(bars, name)
@@ -141,7 +143,8 @@ def compute_features(
     # One contiguous chunk per column, and the in-memory engine: the streaming engine
     # (Polars' default) hands back columns in many chunks, which every later
     # window expression would pay to realign.
-    dates = when.per_date(why.per_date(frame.lazy().select(pl.col("ts").unique()).sort("ts"), macro), macro)
+    dates = frame.lazy().select(pl.col("ts").unique()).sort("ts")
+    dates = when.per_date(why.per_date(dates, macro), macro, calendar, intraday=intraday)
     lf = frame.lazy().join(dates, on="ts", how="left", maintain_order="left").collect(engine=ENGINE).rechunk().lazy()
     with window_columns() as windows:
         staged = [m.stages(ctx) for m in (how, what, why, when, anomaly)]

@@ -106,9 +106,10 @@ def materialise_window(
     results = []
     for name in datasets:
         t0 = time.perf_counter()
-        intraday = DATASETS[name].interval != "1d"
+        spec = DATASETS[name]
         history = store.read_bars(name, end=end)
-        features = compute_features(history, macro, weights=weights, intraday=intraday, name=f"market.{name}")
+        features = compute_features(history, macro, weights=weights, intraday=spec.interval != "1d",
+                                    calendar=spec.calendar, name=f"market.{name}")
         window = features.filter(pl.col("ts").is_between(start, end, closed="left"))
         tables = {TABLES[o]: _table(o, window, name, run_id) for o in OUTPUTS}
         store.replace_windows(tables, dataset=name, start=start, end=end)

@@ -3,14 +3,15 @@
 Buckets of bar t (calendar facts known in advance, never read from later bars):
 
 - daily bars: ``when_weekday`` (1 = Monday), ``when_month_phase`` (``turn``: the
-  last business day of a month and the first three of the next, the turn-of-month
-  window of Lakonishok and Smidt 1988 counted in business days, Monday to Friday,
-  without an exchange's holidays: after a holiday the window holds one trading day
-  fewer, and a holiday on a month's last business day leaves its real last trading
-  day outside; else ``rest``), ``when_release_eve`` (a scheduled macro release falls
-  on the next business day and the bar is not in the turn of the month, so the
-  two effects are told apart; the release calendar is the ``available_at`` dates
-  of the monthly and quarterly series, which are published in advance).
+  last trading day of a month and the first three of the next, the turn-of-month
+  window of Lakonishok and Smidt 1988, counted in the dataset's trading days: XNYS
+  sessions for US equities, Monday to Friday for FX and for data without a
+  calendar, every day for 24/7 markets; else ``rest``), ``when_release_eve`` (a
+  scheduled macro release falls on the next business day and the bar is not in the
+  turn of the month, so the two effects are told apart; the release calendar is the
+  ``available_at`` dates of the monthly and quarterly series, which are published
+  in advance). Trading calendars are known in advance too: a bar's place in its
+  month reads no later bar.
 - intraday bars: ``when_session`` (``asia``, ``london``, ``new_york``,
   ``overlap`` = London and New York both open, ``off``; from local hours
   Tokyo 09-18, London 08-17, New York 08-17 with daylight saving),
@@ -37,8 +38,11 @@ min(1, n_b / 250), 0 for a family without an estimate.
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import polars as pl
 
+from emp_core.calendars import trading_dates
 from emp_core.sensory.base import POS, RET, Context, score_and_confidence
 from emp_core.sensory.why import MacroInputs
 
@@ -62,9 +66,13 @@ def release_dates(macro: MacroInputs | None) -> pl.DataFrame | None:
     return dates if dates.height else None
 
 
-def per_date(dates: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
-    """Add ``when_days_to_release`` to each bar time in ``dates`` (sorted): calendar days from the
-    bar's date to the next scheduled release after it."""
+def per_date(dates: pl.LazyFrame, macro: MacroInputs | None, calendar: str | None = None,
+             *, intraday: bool = False) -> pl.LazyFrame:
+    """Add to each bar time in ``dates`` (sorted) ``when_days_to_release``, calendar days from the bar's
+    date to the next scheduled release after it, and for daily bars ``when_turn``, whether the date is
+    in the turn of the month on ``calendar``."""
+    if not intraday:
+        dates = dates.with_columns(_turn_of_month(dates, calendar))
     releases = release_dates(macro)
     if releases is None:
         return dates.with_columns(pl.lit(None, pl.Int64).alias("when_days_to_release"))
@@ -74,6 +82,23 @@ def per_date(dates: pl.LazyFrame, macro: MacroInputs | None) -> pl.LazyFrame:
         .with_columns((pl.col("release") - pl.col("ts").dt.date()).dt.total_days().alias("when_days_to_release"))
         .drop("_after", "release")
     )
+
+
+def _turn_of_month(dates: pl.LazyFrame, calendar: str | None) -> pl.Expr:
+    """A date is in the turn of the month when fewer than three of the month's trading days come before
+    it or none comes after it (a date the calendar does not trade on is placed among those that it does)."""
+    first, last = dates.select(pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")).collect().row(0)
+    if first is None:
+        return pl.lit(False).alias("when_turn")
+    days = pl.lit(trading_dates(calendar, first.date().replace(day=1), _month_end(last.date())))
+    d = pl.col("ts").dt.date()
+    before = days.search_sorted(d, side="left") - days.search_sorted(d.dt.month_start(), side="left")
+    after = days.search_sorted(d.dt.month_end(), side="right") - days.search_sorted(d, side="right")
+    return ((before < 3) | (after == 0)).alias("when_turn")
+
+
+def _month_end(d: date) -> date:
+    return (d.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
 
 
 def _session() -> pl.Expr:
@@ -122,14 +147,6 @@ def _t_stat(bucket: str) -> pl.Expr:
     return pl.when((n >= MIN_OBS) & (no >= MIN_OBS) & (var > 0) & (var_o > 0)).then(t).alias(f"when_t_{bucket}")
 
 
-def _turn_of_month() -> pl.Expr:
-    """The last business day of a month or one of the first three (Monday to Friday; a date-only rule)."""
-    d = pl.col("ts").dt.date()
-    first_days = pl.business_day_count(d.dt.month_start(), d) < 3
-    none_after = pl.business_day_count(d + pl.duration(days=1), d.dt.month_end() + pl.duration(days=1)) == 0
-    return first_days | none_after
-
-
 def stages(ctx: Context) -> list[list[pl.Expr]]:
     families = INTRADAY_FAMILIES if ctx.intraday else DAILY_FAMILIES
     same_next = pl.col(POS).shift(-1) == pl.col(POS) + 1
@@ -141,7 +158,7 @@ def stages(ctx: Context) -> list[list[pl.Expr]]:
     if ctx.intraday:
         buckets += [_session().alias("when_session"), eve.alias("when_release_eve")]
     else:
-        turn = _turn_of_month()
+        turn = pl.col("when_turn")
         buckets += [pl.when(turn).then(pl.lit("turn")).otherwise(pl.lit("rest")).alias("when_month_phase"),
                     (eve & ~turn).alias("when_release_eve")]
     sums = [e for f in (None, *families) for e in _running_sums(f)]

@@ -8,9 +8,15 @@ Two calendars cover the shipped data:
   market convention); an hourly bar is stamped with its open time in UTC. Holidays
   are not modelled: thin holiday trading shows up as gaps within the tolerance.
 
-:func:`trading_dates` gives the days on which a calendar trades (XNYS sessions;
-Monday to Friday for FX24X5 and for data without a calendar; every day for
-24/7): calendar effects such as the turn of the month are counted in them.
+:func:`trading_dates` gives the days on which a calendar is *scheduled* to trade,
+as known in advance: calendar effects such as the turn of the month are counted in
+them. XNYS: the exchange's regular sessions from 1970 to 2035, with its ad hoc
+closures (29-30 October 2012, 11-14 September 2001, national days of mourning)
+counted as the trading days they were scheduled to be, since they were announced
+a day to a few days ahead or not at all; before 1970 exchange_calendars does not
+model the holidays (it has sessions on 1 January and 25 December, none on the
+Saturdays the exchange traded until 1952), so dates outside 1970-2035 count Monday
+to Friday. FX24X5 and data without a calendar: Monday to Friday. 24/7: every day.
 """
 
 from __future__ import annotations
@@ -24,33 +30,48 @@ from emp_core.errors import ConfigError
 
 CALENDARS = ("XNYS", "FX24X5", "24/7")
 INTERVALS = {"1d": timedelta(days=1), "1h": timedelta(hours=1)}
-_XNYS_RANGE = (1990, 2035)  # years held by default (building 1885 onwards costs ~4 s, on demand only)
+_XNYS_RANGE = ("1990-01-01", "2035-12-31")
 
 
-@lru_cache(maxsize=2)
-def _xnys_sessions(first_year: int = _XNYS_RANGE[0]) -> pl.Series:
+@lru_cache(maxsize=1)
+def _xnys_sessions() -> pl.Series:
     import exchange_calendars as xc
 
-    cal = xc.get_calendar("XNYS", start=f"{first_year}-01-01", end=f"{_XNYS_RANGE[1]}-12-31")
+    cal = xc.get_calendar("XNYS", start=_XNYS_RANGE[0], end=_XNYS_RANGE[1])
     return pl.Series("ts", cal.sessions.tz_localize(None).to_numpy()).cast(pl.Datetime("us"))
 
 
-def trading_dates(calendar: str | None, first: date, last: date) -> pl.Series:
-    """The dates in ``[first, last]`` on which ``calendar`` trades, sorted (``None``: Monday to Friday).
+_SCHEDULED_XNYS = (date(1970, 1, 1), date(2035, 12, 31))
 
-    Exchange holidays are known in advance, so a date's place among them is point in time.
-    """
-    if calendar == "XNYS":
-        if first.year < 1885 or last.year > _XNYS_RANGE[1]:
-            raise ConfigError(f"calendar XNYS: sessions are known here from 1885 to {_XNYS_RANGE[1]}, "
-                              f"not for {first} .. {last}")
-        days = _xnys_sessions(min(first.year, _XNYS_RANGE[0])).dt.date()
-        return days.filter(days.is_between(first, last)).alias("date")
+
+@lru_cache(maxsize=1)
+def _xnys_scheduled() -> pl.Series:
+    import exchange_calendars as xc
+
+    lo, hi = _SCHEDULED_XNYS
+    cal = xc.get_calendar("XNYS", start=lo.isoformat(), end=hi.isoformat())
+    sessions = pl.Series(cal.sessions.tz_localize(None).to_numpy()).cast(pl.Date)
+    adhoc = pl.Series([d.date() for d in cal.adhoc_holidays], dtype=pl.Date)
+    adhoc = adhoc.filter(adhoc.is_between(lo, hi) & (adhoc.dt.weekday() <= 5))
+    return pl.concat([sessions, adhoc]).unique().sort().alias("date")
+
+
+def trading_dates(calendar: str | None, first: date, last: date) -> pl.Series:
+    """The dates in ``[first, last]`` on which ``calendar`` is scheduled to trade, sorted (module
+    docstring; ``None``: Monday to Friday)."""
     days = pl.date_range(first, last, interval="1d", eager=True).alias("date")
     if calendar == "24/7":
         return days
+    weekdays = days.filter(days.dt.weekday() <= 5)
     if calendar in (None, "FX24X5"):
-        return days.filter(days.dt.weekday() <= 5)
+        return weekdays
+    if calendar == "XNYS":
+        lo, hi = _SCHEDULED_XNYS
+        if last < lo or first > hi:
+            return weekdays
+        sessions = _xnys_scheduled()
+        return pl.concat([weekdays.filter(~weekdays.is_between(lo, hi)),
+                          sessions.filter(sessions.is_between(first, last))]).sort()
     raise ConfigError(f"calendar {calendar!r} is not known; choose one of {', '.join(CALENDARS)}")
 
 

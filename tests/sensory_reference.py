@@ -308,15 +308,25 @@ def release_calendar(macro: why.MacroInputs | None) -> list[date]:
 
 
 def trading_day_rule(calendar: str | None):
-    """Whether a date trades on ``calendar``: asked of exchange_calendars day by day for XNYS."""
+    """Whether a date is scheduled to trade on ``calendar``: for XNYS asked of exchange_calendars day by day
+    from 1970 to 2035 (a closure it lists as ad hoc was scheduled as a session), Monday to Friday outside."""
     if calendar == "XNYS":
         import exchange_calendars as xc
 
-        cal = xc.get_calendar("XNYS", start="1990-01-01", end="2035-12-31")
-        return lambda d: cal.is_session(d.isoformat())
+        cal = xc.get_calendar("XNYS", start="1970-01-01", end="2035-12-31")
+        adhoc = {d.date() for d in cal.adhoc_holidays}
+        return lambda d: (d.weekday() < 5 if not date(1970, 1, 1) <= d <= date(2035, 12, 31)
+                          else cal.is_session(d.isoformat()) or d in adhoc)
     if calendar == "24/7":
         return lambda d: True
     return lambda d: d.weekday() < 5
+
+
+def _next_trading_day(d: date, trades) -> date:
+    day = d + timedelta(days=1)
+    while not trades(day):
+        day += timedelta(days=1)
+    return day
 
 
 def _turn_of_month(d: date, trades) -> bool:
@@ -331,23 +341,26 @@ def _turn_of_month(d: date, trades) -> bool:
 
 
 def ref_when(s: dict, releases: list[date], intraday: bool, trades=None) -> dict[str, list]:
+    """Intraday: the bar's own hour and day. Daily: the next trading day's weekday and month phase, and a
+    release after the bar's date up to that day."""
     n = len(s["ts"])
     r = s["r"]
     fwd = [r[t + 1] if t + 1 < n else None for t in range(n)]
-    buckets: dict[str, list] = {"weekday": [ts.isoweekday() for ts in s["ts"]]}
+    trades = trades or trading_day_rule(None)
+    nxt = [_next_trading_day(ts.date(), trades) for ts in s["ts"]]
     days, eve = [], []
-    for ts in s["ts"]:
+    for t, ts in enumerate(s["ts"]):
         i = bisect.bisect_left(releases, ts.date() + timedelta(days=1))
         d = (releases[i] - ts.date()).days if i < len(releases) else None
-        gap = {5: 3, 6: 2}.get(ts.isoweekday(), 1)
+        gap = {5: 3, 6: 2}.get(ts.isoweekday(), 1) if intraday else (nxt[t] - ts.date()).days
         days.append(d)
         eve.append(d is not None and d <= gap)
     if intraday:
-        buckets["session"] = [_session(ts) for ts in s["ts"]]
+        buckets: dict[str, list] = {"weekday": [ts.isoweekday() for ts in s["ts"]],
+                                    "session": [_session(ts) for ts in s["ts"]]}
     else:
-        trades = trades or trading_day_rule(None)
-        turn = [_turn_of_month(ts.date(), trades) for ts in s["ts"]]
-        buckets["month_phase"] = ["turn" if x else "rest" for x in turn]
+        turn = [_turn_of_month(x, trades) for x in nxt]
+        buckets = {"weekday": [x.isoweekday() for x in nxt], "month_phase": ["turn" if x else "rest" for x in turn]}
         eve = [e and not x for e, x in zip(eve, turn, strict=True)]
     buckets["release_eve"] = eve
     families = when.INTRADAY_FAMILIES if intraday else when.DAILY_FAMILIES

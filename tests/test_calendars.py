@@ -37,16 +37,20 @@ def test_shipped_eurusd_sits_inside_the_fx_week():
     assert missing.height / bars.height < 0.02  # Christmas and New Year thin out; nothing else
 
 
-def test_trading_dates_per_calendar():
+def test_trading_dates_are_the_scheduled_ones():
+    """2018: 261 weekdays, 9 holidays; the exchange also closed on 5 December (National Day of Mourning for
+    G. H. W. Bush, announced on the 1st), which was scheduled as a session and counts as one here."""
     xnys = trading_dates("XNYS", date(2018, 1, 1), date(2018, 12, 31))
-    assert xnys.len() == 251  # 2018: 261 weekdays, 9 holidays, and the National Day of Mourning for G. H. W. Bush
-    assert date(2018, 12, 5) not in xnys.to_list() and date(2018, 12, 4) in xnys.to_list()
+    assert xnys.len() == 252
+    assert date(2018, 12, 5) in xnys.to_list() and date(2018, 3, 30) not in xnys.to_list()  # Good Friday
+    assert date(2012, 10, 29) in trading_dates("XNYS", date(2012, 10, 1), date(2012, 10, 31)).to_list()
+    assert len(expected_bars("XNYS", "1d", datetime(2018, 1, 1), datetime(2019, 1, 1))) == 251  # real sessions
     assert trading_dates(None, date(2018, 1, 1), date(2018, 12, 31)).len() == 261
     assert trading_dates("FX24X5", date(2018, 1, 1), date(2018, 12, 31)).len() == 261
     assert trading_dates("24/7", date(2018, 1, 1), date(2018, 12, 31)).len() == 365
-    early = trading_dates("XNYS", date(1980, 1, 1), date(1980, 1, 4)).to_list()
-    assert early == [date(1980, 1, 2), date(1980, 1, 3), date(1980, 1, 4)]
-    with pytest.raises(ConfigError, match="XNYS"):
-        trading_dates("XNYS", date(2030, 1, 1), date(2040, 1, 1))
+    # before 1970 exchange_calendars does not model the holidays (it has a session on 1 January 1965):
+    # Monday to Friday there, and the exchange's sessions from 1970 on
+    span = trading_dates("XNYS", date(1969, 12, 24), date(1970, 1, 6)).to_list()
+    assert date(1969, 12, 25) in span and date(1970, 1, 1) not in span and date(1970, 1, 2) in span
     with pytest.raises(ConfigError, match="LSE"):
         trading_dates("LSE", date(2018, 1, 1), date(2018, 2, 1))

@@ -1,21 +1,33 @@
-"""WHEN: timing. Calendar position of the bar, signed by how the return after it *differs* from the rest.
+"""WHEN: timing. Calendar position of the day a bar forecasts, signed by how its return *differs*.
 
-Buckets of bar t (calendar facts known in advance, never read from later bars):
+Bar t's score is about r_{t+1}, the return of the next bar, so its daily buckets
+describe the **next trading day** on the dataset's calendar (:func:`emp_core.calendars.trading_dates`:
+NYSE sessions for US equities, Monday to Friday for FX and for data without a
+calendar, every day for 24/7 markets; scheduled days, known in advance, so no
+later bar is read):
 
-- daily bars: ``when_weekday`` (1 = Monday), ``when_month_phase`` (``turn``: the
-  last trading day of a month and the first three of the next, the turn-of-month
-  window of Lakonishok and Smidt 1988, counted in the dataset's trading days: XNYS
-  sessions for US equities, Monday to Friday for FX and for data without a
-  calendar, every day for 24/7 markets; else ``rest``), ``when_release_eve`` (a
-  scheduled macro release falls on the next business day and the bar is not in the
-  turn of the month, so the two effects are told apart; the release calendar is the
-  ``available_at`` dates of the monthly and quarterly series, which are published
-  in advance). Trading calendars are known in advance too: a bar's place in its
-  month reads no later bar.
+- daily bars: ``when_weekday`` (the next trading day's weekday, 1 = Monday: a
+  Friday bar is in the Monday bucket), ``when_month_phase`` (``turn`` when the next
+  trading day is the last of its month or one of the first three of the month, the
+  turn-of-month window of Lakonishok and Smidt 1988, days -1 to +3; else ``rest``),
+  ``when_release_eve`` (a scheduled macro release falls after the bar's date and
+  no later than the next trading day, and that day is not in the turn of the month,
+  so the two effects are told apart). Labelling a bar by its own date instead
+  would pair the turn with the returns of days +1 to +4: it missed day -1 and
+  recovered 70% of a planted turn effect.
 - intraday bars: ``when_session`` (``asia``, ``london``, ``new_york``,
   ``overlap`` = London and New York both open, ``off``; from local hours
-  Tokyo 09-18, London 08-17, New York 08-17 with daylight saving),
-  ``when_weekday`` and ``when_release_eve`` (no month phase to separate it from).
+  Tokyo 09-18, London 08-17, New York 08-17 with daylight saving) and
+  ``when_weekday`` of the bar itself (the next bar is, but for the session's last,
+  in the same session and day), ``when_release_eve`` (a release on the next
+  Monday-to-Friday day; no month phase to separate it from).
+
+The release calendar is the ``available_at`` dates of the monthly and quarterly
+macro series. On the shipped series these follow conservative publication-lag
+rules (:mod:`emp_core.market_data.macro`: period end + 15 or + 30 days), not the
+agencies' announced release days, so there the eve marks the days before those
+dates; given series stamped with the agencies' scheduled dates it marks the real
+eves (an unscheduled delay recorded in ``available_at`` would be known early).
 
 For each bucket family f, the calendar *effect* is estimated point in time: over
 the earlier bars s < t of the same symbol, the next-bar returns r_{s+1} (each
@@ -69,10 +81,10 @@ def release_dates(macro: MacroInputs | None) -> pl.DataFrame | None:
 def per_date(dates: pl.LazyFrame, macro: MacroInputs | None, calendar: str | None = None,
              *, intraday: bool = False) -> pl.LazyFrame:
     """Add to each bar time in ``dates`` (sorted) ``when_days_to_release``, calendar days from the bar's
-    date to the next scheduled release after it, and for daily bars ``when_turn``, whether the date is
-    in the turn of the month on ``calendar``."""
+    date to the next scheduled release after it, and for daily bars the next trading day's buckets on
+    ``calendar`` (``_next_weekday``, ``_next_turn``) and ``_next_gap``, the calendar days to it."""
     if not intraday:
-        dates = dates.with_columns(_turn_of_month(dates, calendar))
+        dates = dates.with_columns(_next_trading_day(dates, calendar))
     releases = release_dates(macro)
     if releases is None:
         return dates.with_columns(pl.lit(None, pl.Int64).alias("when_days_to_release"))
@@ -84,17 +96,21 @@ def per_date(dates: pl.LazyFrame, macro: MacroInputs | None, calendar: str | Non
     )
 
 
-def _turn_of_month(dates: pl.LazyFrame, calendar: str | None) -> pl.Expr:
-    """A date is in the turn of the month when fewer than three of the month's trading days come before
-    it or none comes after it (a date the calendar does not trade on is placed among those that it does)."""
+def _next_trading_day(dates: pl.LazyFrame, calendar: str | None) -> list[pl.Expr]:
+    """The first trading day after each date, its weekday, whether it is in the turn of the month (fewer
+    than three of its month's trading days before it, or none after it), and how many calendar days away."""
     first, last = dates.select(pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")).collect().row(0)
     if first is None:
-        return pl.lit(False).alias("when_turn")
-    days = pl.lit(trading_dates(calendar, first.date().replace(day=1), _month_end(last.date())))
+        return [pl.lit(None, pl.Int8).alias("_next_weekday"), pl.lit(None, pl.Boolean).alias("_next_turn"),
+                pl.lit(None, pl.Int64).alias("_next_gap")]
+    # every calendar has a trading day within 15 days of any date; the next one's month is held whole
+    days = pl.lit(trading_dates(calendar, first.date().replace(day=1), _month_end(last.date() + timedelta(days=15))))
     d = pl.col("ts").dt.date()
-    before = days.search_sorted(d, side="left") - days.search_sorted(d.dt.month_start(), side="left")
-    after = days.search_sorted(d.dt.month_end(), side="right") - days.search_sorted(d, side="right")
-    return ((before < 3) | (after == 0)).alias("when_turn")
+    nxt = days.gather(days.search_sorted(d, side="right"))
+    before = days.search_sorted(nxt, side="left") - days.search_sorted(nxt.dt.month_start(), side="left")
+    after = days.search_sorted(nxt.dt.month_end(), side="right") - days.search_sorted(nxt, side="right")
+    return [nxt.dt.weekday().alias("_next_weekday"), ((before < 3) | (after == 0)).alias("_next_turn"),
+            (nxt - d).dt.total_days().alias("_next_gap")]
 
 
 def _month_end(d: date) -> date:
@@ -150,16 +166,16 @@ def _t_stat(bucket: str) -> pl.Expr:
 def stages(ctx: Context) -> list[list[pl.Expr]]:
     families = INTRADAY_FAMILIES if ctx.intraday else DAILY_FAMILIES
     same_next = pl.col(POS).shift(-1) == pl.col(POS) + 1
-    eve = (pl.col("when_days_to_release") <= _next_business_day_gap()).fill_null(False)
-    buckets = [
-        pl.when(same_next).then(pl.col(RET).shift(-1)).alias(FWD),
-        pl.col("ts").dt.weekday().alias("when_weekday"),
-    ]
+    buckets = [pl.when(same_next).then(pl.col(RET).shift(-1)).alias(FWD)]
     if ctx.intraday:
-        buckets += [_session().alias("when_session"), eve.alias("when_release_eve")]
+        eve = (pl.col("when_days_to_release") <= _next_business_day_gap()).fill_null(False)
+        buckets += [pl.col("ts").dt.weekday().alias("when_weekday"), _session().alias("when_session"),
+                    eve.alias("when_release_eve")]
     else:
-        turn = pl.col("when_turn")
-        buckets += [pl.when(turn).then(pl.lit("turn")).otherwise(pl.lit("rest")).alias("when_month_phase"),
+        turn = pl.col("_next_turn")
+        eve = (pl.col("when_days_to_release") <= pl.col("_next_gap")).fill_null(False)
+        buckets += [pl.col("_next_weekday").alias("when_weekday"),
+                    pl.when(turn).then(pl.lit("turn")).otherwise(pl.lit("rest")).alias("when_month_phase"),
                     (eve & ~turn).alias("when_release_eve")]
     sums = [e for f in (None, *families) for e in _running_sums(f)]
     tstats = [_t_stat(f) for f in families]

@@ -19,9 +19,11 @@ def test_no_component_of_what_cancels_another_on_the_shipped_data():
     columns = {name: f"what_{name}" for name in WEIGHTS}
     assert set(columns.values()) <= set(f.columns)  # every weighted component is published
     d = f.drop_nulls(list(columns.values()))
+    # No pair cancels: the spread of two weighted components together is at least that of the larger alone
+    # The stretch from the 20-bar mean, weighted against the trend, failed this: 0.113 against 0.175.
     for (a, wa), (b, wb) in itertools.combinations(WEIGHTS.items(), 2):
-        rho = np.corrcoef(d[columns[a]].to_numpy(), d[columns[b]].to_numpy())[0, 1]
-        assert not (wa * wb < 0 and rho > 0.8), (a, b, rho)
+        x, y = wa * d[columns[a]].to_numpy(), wb * d[columns[b]].to_numpy()
+        assert np.var(x + y) >= max(np.var(x), np.var(y)), (a, b)
     # The score carries its evidence: on bars with a clear trend it is not shrunk towards 0.
     strong = d.filter(pl.col("what_trend").abs() > 1.5)
     assert strong.height > 500

@@ -413,6 +413,29 @@ def _fmt(x: float) -> str:
     return f"+{text}" if x >= 0 else text
 
 
+def _multivariate_z(scores: dict[str, list], t: int) -> Value:
+    """Hotelling's T^2 of bar t against the m <= 63 bars before it (at least 80% of 63), on the scores
+    defined at t and on all m bars; as F(k, m - k), to z by Paulson (1942)."""
+    lo = max(0, t - anomaly.WINDOW)
+    m = t - lo
+    if m < math.ceil(MIN_FRACTION * anomaly.WINDOW):
+        return None
+    kept = [c for c in anomaly.OTHERS if all(scores[c][u] is not None for u in range(lo, t + 1))]
+    k = len(kept)
+    if k == 0:
+        return None
+    past = np.array([[scores[c][u] for c in kept] for u in range(lo, t)])
+    mu = np.mean(past, axis=0)
+    cov = np.atleast_2d(np.cov(past, rowvar=False, ddof=1)) + anomaly.RIDGE * np.eye(k)
+    if not np.all(np.linalg.eigvalsh(cov) > 0):
+        return None
+    d = np.array([scores[c][t] for c in kept]) - mu
+    t2 = float(d @ np.linalg.solve(cov, d)) * m / (m + 1)  # x_t - mu has covariance (1 + 1/m) Sigma
+    f = t2 * (m - k) / (k * (m - 1))  # Hotelling: F(k, m - k)
+    a, b = 2 / (9 * k), 2 / (9 * (m - k))
+    return ((1 - b) * f ** (1 / 3) - (1 - a)) / math.sqrt(a + f ** (2 / 3) * b)
+
+
 def ref_anomaly(s: dict, scores: dict[str, list]) -> dict[str, list]:
     n = len(s["ts"])
     Op, C, V, r = s["open"], s["close"], s["volume"], s["r"]
@@ -429,24 +452,10 @@ def ref_anomaly(s: dict, scores: dict[str, list]) -> dict[str, list]:
     z = {name: [None if xs[name][t] is None or robust[name][0][t] is None
                 else div(xs[name][t] - robust[name][0][t], robust[name][1][t]) for t in range(n)]
          for name in xs}
-    v = [[0.0 if x is None else x for x in scores[c]] for c in anomaly.OTHERS]
-    k = len(v)
     out = {c: [] for c in ("anomaly_score", "anomaly_confidence", *anomaly.COMPONENTS, "anomaly_flag",
                            "anomaly_explanation")}
-    w = anomaly.WINDOW
     for t in range(n):
-        md = None
-        lo = max(0, t - w)
-        if t - lo >= math.ceil(MIN_FRACTION * w) and any(scores[c][t] is not None for c in anomaly.OTHERS):
-            past = np.array([[v[i][u] for i in range(k)] for u in range(lo, t)])
-            mu = past.mean(axis=0)
-            cov = (past.T @ past / len(past) - np.outer(mu, mu)) * w / (w - 1) + anomaly.RIDGE * np.eye(k)
-            d = np.array([v[i][t] for i in range(k)]) - mu
-            if np.all(np.linalg.eigvalsh(cov) > 0):
-                d2 = float(d @ np.linalg.solve(cov, d))
-                f = d2 * w * (w - k) / (k * (w - 1) * (w + 1))  # Hotelling's T^2 as F(k, w - k)
-                a, b = 2 / (9 * k), 2 / (9 * (w - k))  # Paulson (1942)
-                md = ((1 - b) * f ** (1 / 3) - (1 - a)) / math.sqrt(a + f ** (2 / 3) * b)
+        md = _multivariate_z(scores, t)
         parts = [abs(z[nm][t]) for nm in xs if z[nm][t] is not None] + ([md] if md is not None else [])
         strength = max(parts) if parts else None
         flagged = strength is not None and strength >= anomaly.THRESHOLD

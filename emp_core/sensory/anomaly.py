@@ -11,18 +11,29 @@ Components (bar t judged against the 63 bars before it, never itself):
   floored at a quarter of the return scale (index data often opens exactly at
   the previous close, which would make the gap's own MAD ~0).
 - ``anomaly_mahalanobis``: D^2 = (x_t - mu)' S^-1 (x_t - mu) of the vector of the
-  WHY, HOW, WHAT, WHEN scores against their mean mu and covariance S over the
-  previous 63 bars (Mahalanobis 1936). At least 51 bars at a symbol's start; S is
-  scaled by 63/62; a missing score counts as 0 (neutral), and the distance is
-  null when none of the four is defined at t; a 1e-3 ridge on the diagonal keeps
-  S invertible and a score that sat still for 63 bars from looking infinitely
-  surprising. Mapped to a normal z on its finite-sample scale: for a new bar
-  independent of the n = 63 it is measured against, D^2 / (1 + 1/n) is Hotelling's
-  T^2(k, n - 1), so F = D^2 n (n - k) / (k (n - 1) (n + 1)) is F(k, n - k)
-  (Hotelling 1931), and Paulson's (1942) cube-root approximation gives
+  WHY, HOW, WHAT, WHEN scores against their mean mu and unbiased covariance S over
+  the m previous bars, m = 63, or as many as a symbol has at its start (at least 51).
+  Only the k scores defined at t and on every one of those m bars take part: a score
+  that is missing on some of them drops out of the distance until it has been
+  present for 63 bars (k varies per bar; no score left: null). Counting a missing
+  score as 0, as this module first did, made the distance jump whenever a score
+  switched between missing and present inside the window (WHY ends in April 2017 on
+  the shipped daily data, the others start after warm-ups): within 63 bars of such
+  a switch z >= 4 occurred at 4.0% of bars against 0.39% elsewhere. Dropping the
+  score keeps what the others say (giving no distance at all on such bars would
+  silence ANOMALY's multivariate part for 63 bars after every switch), and the
+  scale below is exact for any k. A 1e-3 ridge on the diagonal keeps S invertible
+  and a score that sat still for 63 bars from looking infinitely surprising.
+  Mapped to a normal z on its finite-sample scale: for a new bar independent of the
+  m it is measured against, T^2 = D^2 m / (m + 1) is Hotelling's T^2(k, m - 1), so
+  F = T^2 (m - k) / (k (m - 1)) is F(k, m - k) (Hotelling 1931), and Paulson's (1942)
+  cube-root approximation gives
   z = ((1 - b) F^(1/3) - (1 - a)) / sqrt(a + b F^(2/3)), a = 2/(9 d1), b = 2/(9 d2),
-  d1 = k, d2 = n - k (within 0.06 of the exact F quantile below z = 4, and under
-  it beyond, by at most 0.13 up to z = 6: never an easier flag). Reading D^2 as
+  d1 = k, d2 = m - k (within 0.05 (k = 4) to 0.12 (k = 1) of the exact F quantile
+  below z = 4, and under it beyond, by at most 0.15 (k = 4) to 0.3 (k = 1) up to
+  z = 6: never an easier flag). Both S's unbiasing and F use the actual m: reading a
+  51-bar window as 63 bars crossed z >= 2 at 1.18x and z >= 3 at 1.33x the normal
+  tail (m = 51..53; exact, 1.9x at z >= 4 for m = 51). Reading D^2 as
   chi-square(k) instead, as this module first did, ignores that the covariance is
   estimated from 63 bars: independent normal scores crossed z >= 3 at 4.0e-3 and
   z >= 4 at 2.4e-4 (nominal 1.35e-3, 3.2e-5);
@@ -48,7 +59,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from emp_core.sensory.base import RET, Context, lag, log, ratio, robust_scale, trailing
+from emp_core.sensory.base import RET, Context, lag, log, pos, ratio, robust_scale, trailing
 
 WINDOW = 63
 THRESHOLD = 4.0
@@ -79,27 +90,40 @@ def stages(ctx: Context) -> list[list[pl.Expr]]:
 
 def mahalanobis_stages(columns: tuple[str, ...], window: int = WINDOW, ridge: float = RIDGE) -> list[list[pl.Expr]]:
     """Stages computing ``_d2``, the squared Mahalanobis distance of ``columns`` at bar t from their
-    mean and covariance over the previous ``window`` bars (nulls count as 0).
+    mean and covariance over the m = min(window, bars before t) previous bars, on the coordinates
+    defined at t and on every one of those m bars (``_k`` of them; ``_size`` is m).
 
     Cholesky S = L L' unrolled over the k coordinates, forward substitution L y = d,
-    D^2 = |y|^2; every step is a column over all rows, so nothing loops over bars.
-    A row whose S is not positive definite gets a null distance.
+    D^2 = |y|^2; every step is a column over all rows, so nothing loops over bars. A
+    coordinate that is left out gets deviation 0, variance 1 and no covariance, so it adds
+    nothing to D^2 and the rest is the distance on the kept coordinates. A row whose S is
+    not positive definite gets a null distance.
     """
     k = len(columns)
     pairs = [(i, j) for i in range(k) for j in range(i, k)]
     # Values and cross products as plain columns first: a window function inside .over()
-    # re-evaluates its input expression group by group.
+    # re-evaluates its input expression group by group. Nulls are filled with 0 only so the
+    # rolling sums run on complete columns: a coordinate with a null in its window is left out.
     values = [pl.col(c).fill_null(0.0).alias(f"_v{i}") for i, c in enumerate(columns)]
+    values += [pl.col(c).is_null().cast(pl.Int32).alias(f"_null{i}") for i, c in enumerate(columns)]
+    values.append(pl.min_horizontal(pos(), pl.lit(window)).cast(pl.Float64).alias("_size"))
     x = [pl.col(f"_v{i}") for i in range(k)]
+    m = pl.col("_size")
     products = [(x[i] * x[j]).alias(f"_vv{i}{j}") for i, j in pairs]
     moments = [trailing(x[i], window, "mean", exclude_current=True).alias(f"_m{i}") for i in range(k)]
     moments += [trailing(pl.col(f"_vv{i}{j}"), window, "mean", exclude_current=True).alias(f"_p{i}{j}")
                 for i, j in pairs]
-    unbias = window / (window - 1)
-    centred = [(x[i] - pl.col(f"_m{i}")).alias(f"_dev{i}") for i in range(k)]
-    centred += [((pl.col(f"_p{i}{j}") - pl.col(f"_m{i}") * pl.col(f"_m{j}")) * unbias + (ridge if i == j else 0.0))
-                .alias(f"_cov{i}{j}") for i, j in pairs]
-    out = [values, products, moments, centred]
+    # a coordinate is kept when it has no null in bars t - window .. t (its window and the bar itself)
+    kept = [(pl.col(f"_null{i}").rolling_sum(window + 1, min_samples=1).over("symbol") == 0).alias(f"_kept{i}")
+            for i in range(k)]
+    use = [pl.col(f"_kept{i}") for i in range(k)]
+    unbias = m / (m - 1)
+    centred = [pl.when(use[i]).then(x[i] - pl.col(f"_m{i}")).otherwise(0.0).alias(f"_dev{i}") for i in range(k)]
+    centred += [pl.when(use[i] & use[j])
+                .then((pl.col(f"_p{i}{j}") - pl.col(f"_m{i}") * pl.col(f"_m{j}")) * unbias + (ridge if i == j else 0.0))
+                .otherwise(1.0 if i == j else 0.0).alias(f"_cov{i}{j}") for i, j in pairs]
+    centred.append(pl.sum_horizontal([u.cast(pl.Int32) for u in use]).alias("_k"))
+    out = [values, products, moments, kept, centred]
 
     def low(i: int, j: int) -> pl.Expr:
         return pl.col(f"_L{i}{j}")
@@ -120,11 +144,12 @@ def mahalanobis_stages(columns: tuple[str, ...], window: int = WINDOW, ridge: fl
     return out
 
 
-def hotelling_z(d2: pl.Expr, k: int, n: int = WINDOW) -> pl.Expr:
-    """Normal z of a squared Mahalanobis distance of a new point from n earlier ones (their mean and
-    covariance): F(k, n - k) by Hotelling, to z by Paulson's approximation (module docstring)."""
-    f = d2 * (n * (n - k) / (k * (n - 1) * (n + 1)))
-    a, b = 2.0 / (9.0 * k), 2.0 / (9.0 * (n - k))
+def hotelling_z(d2: pl.Expr, k: int | pl.Expr, m: int | pl.Expr = WINDOW) -> pl.Expr:
+    """Normal z of a squared Mahalanobis distance of a new point in k coordinates from the m earlier
+    ones (their mean and unbiased covariance): F(k, m - k) by Hotelling, to z by Paulson's
+    approximation (module docstring). k and m may be columns."""
+    f = d2 * m * (m - k) / (k * (m - 1) * (m + 1))
+    a, b = 2.0 / (9.0 * k), 2.0 / (9.0 * (m - k))
     return ((1.0 - b) * f.pow(1.0 / 3.0) - (1.0 - a)) / (a + f.pow(2.0 / 3.0) * b).sqrt()
 
 
@@ -140,10 +165,10 @@ def finishing_stages() -> list[list[pl.Expr]]:
     # sum_horizontal skips nulls, so a row with no defined distance would read as 0: keep it null.
     # With none of the other scores defined there is nothing to compare: null, not "0 is typical".
     valid_d2 = pl.when(pl.col(f"_L{len(OTHERS) - 1}{len(OTHERS) - 1}").is_not_null()
-                       & pl.any_horizontal([pl.col(c).is_not_null() for c in OTHERS])).then(pl.col("_d2"))
+                       & (pl.col("_k") > 0)).then(pl.col("_d2"))
     return [
         *mahalanobis_stages(OTHERS),
-        [hotelling_z(valid_d2, len(OTHERS)).alias("anomaly_mahalanobis")],
+        [hotelling_z(valid_d2, pl.col("_k"), pl.col("_size")).alias("anomaly_mahalanobis")],
         [pl.max_horizontal(z["return"].abs(), z["volume"].abs(), z["gap"].abs(), md).alias("_strength")],
         [(strength >= THRESHOLD).fill_null(False).alias("anomaly_flag")],
         [

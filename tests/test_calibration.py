@@ -9,10 +9,13 @@ import pytest
 from emp_core.evolution.overfitting import effective_bars
 from emp_core.sensory.calibration import (
     ALERT_QUANTILE,
+    MIN_ACTIVE_CURRENT,
+    MIN_ACTIVE_REFERENCE,
     MIN_EFFECTIVE,
     THRESHOLD_FLOOR,
     WARN_QUANTILE,
     calibrate,
+    cross_correlation,
     drift,
     effective_size,
     psi,
@@ -87,9 +90,10 @@ def store(tmp_path):
     return DuckDBStore(tmp_path / "emp.duckdb")
 
 
-def test_no_false_alarm_on_thirty_persistent_values(store):
-    """Same distribution, 30 AR(1) current values (rho 0.9), 200 seeds: at most 5% false alarms, and the
-    untested ones say so. (Before the effective-size rule: 98% of seeds raised an alarm.)"""
+def test_thirty_persistent_values_are_never_tested(store):
+    """Same distribution, 30 AR(1) current values (rho 0.9), 200 seeds: 30 values can never reach
+    MIN_EFFECTIVE, so every window reports insufficient data, none raises an alarm, and the check says
+    NOTHING TESTED and does not pass. (Before the effective-size rule: 98% of seeds raised an alarm.)"""
     reference = ar1(2000, 0.9, np.random.default_rng(12345))
     seeds = 200
     parts = [frame(f"seed{s:03d}", "SYN", reference, ar1(30, 0.9, np.random.default_rng(s)), "what_score")
@@ -98,23 +102,22 @@ def test_no_false_alarm_on_thirty_persistent_values(store):
     outcome = drift(store, "what")
     datasets = outcome.metadata["datasets"]
     assert len(datasets) == seeds
-    alarms = sum(alarm(s) for s in datasets.values())
-    assert alarms <= 0.05 * seeds
-    untested = [s for s in datasets.values() if s.get("insufficient_data")]
-    assert all(s["effective_n"] < MIN_EFFECTIVE and "insufficient data" in s["skipped"] for s in untested)
-    if len(untested) == seeds:  # nothing tested is no pass, and says so
-        assert outcome.metadata["tested"] == 0 and outcome.description.startswith("NOTHING TESTED")
-        assert not outcome.passed
-        assert "insufficient data: effective n = " in outcome.description
+    for stats in datasets.values():
+        assert stats["insufficient_data"] and "psi" not in stats and not alarm(stats)
+        assert stats["effective_n"] < MIN_EFFECTIVE
+        assert stats["skipped"].startswith("insufficient data: effective n = ") and "not tested" in stats["skipped"]
+    assert outcome.metadata["tested"] == 0 and outcome.description.startswith("NOTHING TESTED")
+    assert not outcome.passed
+    assert outcome.description.count("insufficient data: effective n = ") == seeds
 
 
 def test_no_false_alarm_where_the_check_really_runs(store):
     """Same distribution, four symbols with a month (744) of AR(1) values each (rho 0.5), 100 seeds: every
     window is tested, and at most 5% raise an alarm (the 30-value test above never reaches the minimum)."""
     rng = np.random.default_rng(99)
-    reference = ar1(3000, 0.5, rng)
-    parts = [frame(f"seed{s:03d}", sym, reference, ar1(744, 0.5, np.random.default_rng(1000 + s)), "why_score")
-             for s in range(100) for sym in ("A", "B", "C", "D")]
+    references = {sym: ar1(3000, 0.5, rng) for sym in ("A", "B", "C", "D")}  # independent symbols
+    parts = [frame(f"seed{s:03d}", sym, ref, ar1(744, 0.5, np.random.default_rng(1000 + 4 * s + i)), "why_score")
+             for s in range(100) for i, (sym, ref) in enumerate(references.items())]
     store.overwrite_table("sensory.why", pl.concat(parts))
     datasets = drift(store, "why").metadata["datasets"]
     assert all(not s.get("insufficient_data") for s in datasets.values())
@@ -125,10 +128,10 @@ def test_a_step_inside_the_month_is_tested_and_flagged(store):
     """A 4 sd step halfway through each symbol's month: measured on the current window, the step raised the
     autocorrelation and the count fell below the minimum (untested); read from the reference it is tested."""
     rng = np.random.default_rng(8)
-    reference = ar1(3000, 0.9, rng)
-    sd = float(np.std(reference))
     parts = []
-    for sym in ("A", "B", "C", "D"):
+    for sym in ("A", "B", "C", "D"):  # independent symbols
+        reference = ar1(3000, 0.9, rng)
+        sd = float(np.std(reference))
         current = ar1(744, 0.9, rng)
         current[372:] += 4 * sd
         parts.append(frame("stepped", sym, reference, current, "what_score"))
@@ -141,10 +144,9 @@ def test_a_real_shift_on_enough_data_is_flagged(store):
     """Four symbols, a month (744) of persistent hourly values each: shifted by one standard deviation ->
     drift; the same distribution -> no drift."""
     rng = np.random.default_rng(7)
-    reference = ar1(3000, 0.9, rng)
-    symbols = ("A", "B", "C", "D")
-    shifted = [frame("shifted", s, reference, ar1(744, 0.9, rng) + 1.0, "how_score") for s in symbols]
-    same = [frame("same", s, reference, ar1(744, 0.9, rng), "how_score") for s in symbols]
+    references = {s: ar1(3000, 0.9, rng) for s in ("A", "B", "C", "D")}  # independent symbols
+    shifted = [frame("shifted", s, ref, ar1(744, 0.9, rng) + 1.0, "how_score") for s, ref in references.items()]
+    same = [frame("same", s, ref, ar1(744, 0.9, rng), "how_score") for s, ref in references.items()]
     store.overwrite_table("sensory.how", pl.concat(shifted + same))
     outcome = drift(store, "how")
     stats = outcome.metadata["datasets"]
@@ -174,5 +176,119 @@ def test_thresholds_are_quantiles_of_the_active_bars_and_never_zero(store):
     never = cal.filter(pl.col("symbol") == "SIL")
     assert never["n_active"].item() == 0
     assert never["warn"].item() == never["alert"].item() == THRESHOLD_FLOOR
-    stats = drift(store, "anomaly").metadata["datasets"]["bars_1h"]
-    assert stats["alert_rate"] == 0.0  # 100% when a threshold of 0 was reached by every bar (>=)
+    # 20 active reference bars are too few behind a 99% quantile: the row says so, and no threshold of this
+    # dataset is used for the alert rate (a threshold of 0 had counted every bar as an alert, >=)
+    assert not row["sufficient"].item() and not never["sufficient"].item()
+    assert not cal.filter(pl.col("symbol") == "*")["sufficient"].item()
+    outcome = drift(store, "anomaly")
+    stats = outcome.metadata["datasets"]["bars_1h"]
+    assert "alert_rate" not in stats and stats["alert_rate_insufficient_data"] and stats["n_active_current"] == 0
+    assert "alert rate: insufficient data: 0 active current bars" in outcome.description
+
+
+def sparse(n: int, active: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """n scores exactly 0 but for ``active`` signed normal values at random bars (as anomaly_score is)."""
+    x = np.zeros(n)
+    x[rng.choice(n, active, replace=False)] = scale * rng.normal(size=active)
+    return x
+
+
+def test_alert_rate_is_measured_on_active_bars_and_sees_a_doubling(store):
+    """A dimension active on 4% of bars (160 of 4000 reference bars and 30 of a 744-bar month per symbol, four
+    symbols, so 120 active current bars), 50 seeds each: the active values doubled in the current month put
+    about 20% of active bars over the 99% threshold, and the check fires on every seed; the same distribution
+    stays near 1% and fires on at most 5% of seeds. Divided by all bars, the doubled rate was 4% of 20%,
+    under 1%, and the 5% limit could never be reached by a dimension active on 4% of bars."""
+    seeds, symbols = 50, ("A", "B", "C", "D")
+    parts = []
+    for s in range(seeds):
+        rng = np.random.default_rng(500 + s)
+        for sym in symbols:
+            parts.append(frame(f"doubled{s:02d}", sym, sparse(4000, 160, rng), sparse(744, 30, rng, 2.0),
+                               "anomaly_score"))
+            parts.append(frame(f"same{s:02d}", sym, sparse(4000, 160, rng), sparse(744, 30, rng), "anomaly_score"))
+    store.overwrite_table("sensory.anomaly", pl.concat(parts))
+    cal = calibrate(store)
+    datasets = drift(store, "anomaly").metadata["datasets"]
+    doubled = [v for k, v in datasets.items() if k.startswith("doubled")]
+    same = [v for k, v in datasets.items() if k.startswith("same")]
+    assert all(v["alert_rate"] > 0.05 for v in doubled)  # over all bars: 0.9% on average, at most 1.3%
+    assert (cal["n_active"] >= MIN_ACTIVE_REFERENCE).all() and cal["sufficient"].all()
+    assert all(v["n_active_current"] == 120 >= MIN_ACTIVE_CURRENT for v in doubled + same)
+    assert np.mean([v["alert_rate"] for v in doubled]) > 0.15  # P(2|x| > q99) = P(|x| > 1.29) = 0.20
+    assert sum(v["alert_rate"] > 0.05 for v in same) <= 0.05 * seeds
+    # 6000 active bars over the seeds: binomial sd 0.0016 around the ~1.5% a 99% quantile of 160 values
+    # lets through ((n + 1 - 0.99 (n - 1) - 1) / (n + 1) for n = 160)
+    assert 0.005 < np.mean([v["alert_rate"] for v in same]) < 0.025
+
+
+def test_alert_rate_needs_enough_active_bars(store):
+    """Too few active current bars: the alert rate is reported as insufficient data, not as a rate; a symbol
+    with too few active reference bars uses the pooled threshold when that has enough."""
+    rng = np.random.default_rng(21)
+    parts = [frame("few", sym, sparse(4000, 400, rng), sparse(744, 10, rng, 3.0), "anomaly_score")
+             for sym in ("A", "B", "C", "D")]  # 40 active current bars, all of them large
+    parts.append(frame("pooled", "RICH", sparse(4000, 400, rng), sparse(744, 200, rng), "anomaly_score"))
+    parts.append(frame("pooled", "POOR", sparse(4000, 40, rng), sparse(744, 200, rng, 3.0), "anomaly_score"))
+    store.overwrite_table("sensory.anomaly", pl.concat(parts))
+    cal = calibrate(store).filter(pl.col("dataset") == "pooled")
+    assert cal.filter(pl.col("symbol") == "POOR")["sufficient"].to_list() == [False]
+    assert cal.filter(pl.col("symbol") == "*")["sufficient"].to_list() == [True]
+    outcome = drift(store, "anomaly")
+    few = outcome.metadata["datasets"]["few"]
+    assert few["n_active_current"] == 40 < MIN_ACTIVE_CURRENT
+    assert "alert_rate" not in few and few["alert_rate_insufficient_data"]
+    assert "alert rate: insufficient data: 40 active current bars" in outcome.description
+    pooled = outcome.metadata["datasets"]["pooled"]
+    assert pooled["n_active_current"] == 400 and pooled["alert_rate"] > 0.05  # POOR's bars counted, pooled threshold
+
+
+def common_factor(n: int, m: int, rho: float, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """(m, n) scores: one AR(1) series shared by m symbols plus independent noise of sd ``noise``."""
+    return ar1(n, rho, rng)[None, :] + noise * rng.normal(size=(m, n))
+
+
+def test_cross_correlation_of_symbols_on_the_same_date():
+    rng = np.random.default_rng(4)
+    m, n = 8, 2000
+    groups, dates = np.repeat(np.arange(m), n), np.tile(np.arange(n), m)
+    same = np.tile(ar1(n, 0.9, rng), m)
+    assert cross_correlation(same, groups, dates) == pytest.approx(1.0)
+    assert cross_correlation(rng.normal(size=m * n), groups, dates) < 0.02
+    shared = common_factor(n, m, 0.9, 1 / 3, rng).ravel()  # intra-class correlation 1 / (1 + 1/9) = 0.9
+    assert cross_correlation(shared, groups, dates) == pytest.approx(0.9, abs=0.05)
+    assert cross_correlation(same[: 50 * m], np.repeat(np.arange(m), 50), np.arange(50 * m)) is None  # no common dates
+    # the effective size of m symbols moving as one is about that of one of them
+    one = effective_size(same[:n])
+    both = effective_size(same, groups, same, groups, dates, dates)
+    assert both == pytest.approx(one, rel=1e-9)
+    assert effective_size(same, groups, same, groups) == pytest.approx(m * one, rel=1e-9)
+
+
+def test_symbols_moving_as_one_are_one_series(store):
+    """Eight symbols sharing one AR(1) series as persistent as WHY (lag-1 autocorrelation 0.97) plus small
+    noise (cross-sectional correlation rho 0.9), same distribution in reference and current, 100 seeds:
+    summed as independent, their effective n (about 425) counted each symbol as a series of its own, every
+    month was tested and 17% raised a false alarm; divided by the design effect 1 + 7 rho (about 7.3) the
+    effective n is about 58, the months are not tested, and the false-alarm rate is at most 5%. Eight
+    independent symbols (rho_1 0.9) are still tested, their effective n not cut."""
+    m, seeds, symbols = 8, 100, [f"S{i}" for i in range(8)]
+    parts = []
+    for s in range(seeds):
+        rng = np.random.default_rng(7000 + s)
+        shared = common_factor(3000 + 744, m, 0.97, 1 / 3, rng)
+        independent = np.stack([ar1(3000 + 744, 0.9, rng) for _ in range(m)])
+        for i, sym in enumerate(symbols):
+            parts.append(frame(f"shared{s:03d}", sym, shared[i, :3000], shared[i, 3000:], "why_score"))
+            if s < 20:
+                parts.append(frame(f"indep{s:03d}", sym, independent[i, :3000], independent[i, 3000:], "why_score"))
+    store.overwrite_table("sensory.why", pl.concat(parts))
+    datasets = drift(store, "why").metadata["datasets"]
+    shared = [v for k, v in datasets.items() if k.startswith("shared")]
+    assert sum(alarm(v) for v in shared) <= 0.05 * seeds
+    assert all(v["cross_rho"] > 0.8 and v["design_effect"] > 6 for v in shared)
+    independent = [v for k, v in datasets.items() if k.startswith("indep")]
+    assert all(not v.get("insufficient_data") for v in independent)
+    # rho of independent symbols is 0 but for the estimate's noise (clipped at 0): within 0.02 on 3000 hours
+    # of rho-0.9 scores, a cut of at most 1 + 7 * 0.02 = 1.14
+    assert all(v["design_effect"] < 1.15 and v["effective_n"] >= 0.85 * v["effective_n_summed"] for v in independent)

@@ -9,9 +9,13 @@ dataset and symbol, plus a pooled row with symbol ``*``, the ``warn`` and
 ``alert`` thresholds are the 95% and 99% quantiles of |score| over the bars of
 the reference window where the dimension is **active** (|score| > 0): of the
 bars where the dimension says anything, historically 5% and 1% lie strictly
-above them. ``n`` counts the reference bars, ``n_active`` the active ones. A
-dimension never active in the reference gets the stated floor
-``THRESHOLD_FLOOR`` (1e-6) for both, so a threshold is never 0. (Quantiles over
+above them. ``n`` counts the reference bars, ``n_active`` the active ones, and
+``sufficient`` says whether at least ``MIN_ACTIVE_REFERENCE`` (100 =
+1 / (1 - 0.99)) active bars stand behind the quantiles: with fewer, the 99%
+quantile is an interpolation between the largest values, not a quantile, and
+the drift check does not use it (below). A dimension never active in the
+reference gets the stated floor ``THRESHOLD_FLOOR`` (1e-6) for both, so a
+threshold is never 0. (Quantiles over
 all bars gave 0 where a dimension is mostly silent: ``anomaly_score`` is
 exactly 0 on 96% of bars, its 95% quantile over EURUSD's hourly reference was 0,
 and every bar counted as an alert.) A bar counts as over a threshold only
@@ -36,8 +40,22 @@ Drift, per dimension and dataset, latest partition against reference window:
   lambda = (sqrt(n_e) + 0.12 + 0.11 / sqrt(n_e)) D, n_e = n m / (n + m)
   (Stephens 1970). With thousands of bars any shift is "significant", so the
   check gates on D itself, an effect size, not on the p-value.
-- alert rate: share of the latest partition's bars whose |score| is strictly
-  above the symbol's alert threshold (at most 1% of active bars expected).
+- alert rate: share of the latest partition's **active** bars (|score| > 0)
+  whose |score| is strictly above their symbol's alert threshold, so the rate
+  and the threshold count the same bars and about 1% is expected; the limit is
+  5%. (Divided by all bars, a dimension active on 4% of bars, as ANOMALY is,
+  expected 0.04% and could not reach 5% even when every active value doubled:
+  0.9% of all bars against 22% of active bars.) A symbol's own threshold is
+  used when it is ``sufficient``, else the pooled (``*``) one when that is,
+  else the symbol's bars are not counted. Below ``MIN_ACTIVE_CURRENT`` (100)
+  counted active bars the rate is not measured: the row carries
+  ``alert_rate_insufficient_data: True`` and ``alert_rate_skipped`` ("alert
+  rate: insufficient data: k active current bars with a threshold < 100, not
+  tested"), has no ``alert_rate``, and the description says so; the dataset is
+  judged on PSI and KS alone. 100 because, with independent active bars and the
+  nominal 1%, the rate exceeds 5% by chance in at most 0.13% of windows of 100
+  or more (2% at 50, 4% at 30, 10% at 10); alerts that cluster in time raise
+  that.
 
 Minimum sample: PSI and KS assume independent draws, and sensory scores are
 persistent (lag-1 autocorrelation 0.86-0.99 on the shipped data: WHY and WHAT
@@ -52,7 +70,20 @@ on a month of persistent scores (L = 5 lags cannot see a memory of 30-100 bars):
 at rho 0.99 it counted 110 of 744 bars where about 4 are independent, and the
 check raised a false alarm on 75% of such months; the AR(1) count sees the
 memory, the Newey-West count guards against series that are not AR(1).
-Cross-sectional correlation between symbols is not accounted for. Below
+Symbols are not independent of each other (WHY's macro z-scores are the same
+for every symbol on a date), so the sum is divided by Kish's design effect
+1 + (m - 1) rho: m the mean number of symbols per date in the current window,
+rho the intra-class correlation of the score across symbols on the same date,
+read on the reference window over the dates where all m symbols have a score,
+each symbol's scores taken about its own mean there:
+rho = (m var(date means) / var - 1) / (m - 1), var the pooled variance,
+clipped to [0, 1] (about 0 for independent symbols, 1 for identical ones; with
+fewer than ``MIN_REFERENCE`` such dates rho is taken as 0 and reported as
+None). m symbols moving as one then count as one series: eight symbols sharing
+one rho_1-0.97 series (rho 0.9) summed to about 425 and raised a false alarm
+in 17% of seeds; divided by 7.3, about 58, they are not tested. Rows report
+``effective_n`` (after the division), ``effective_n_summed``, ``cross_rho`` and
+``design_effect``. Below
 ``MIN_EFFECTIVE`` (``DriftLimits.min_effective``) the dataset is **not tested**:
 its row says "insufficient data: effective n = X < MIN, not tested", carries
 ``insufficient_data: True``, and does not fail the check (it is not evidence
@@ -93,7 +124,9 @@ BINS = 10
 SHARE_FLOOR = 1e-4
 THRESHOLD_FLOOR = 1e-6  # the warn and alert threshold of a dimension never active in the reference
 MIN_EFFECTIVE = 100.0  # least effective size of the current window that drift is tested on
-MIN_REFERENCE = 100  # least reference scores of a symbol its autocorrelation is read from
+MIN_REFERENCE = 100  # least reference scores of a symbol (or common dates) a correlation is read from
+MIN_ACTIVE_REFERENCE = 100  # least active reference bars behind a symbol's thresholds (1 / (1 - ALERT_QUANTILE))
+MIN_ACTIVE_CURRENT = 100  # least active current bars the alert rate is measured on
 
 
 @dataclass(frozen=True)
@@ -156,17 +189,62 @@ def _split(scores: np.ndarray, groups: np.ndarray) -> dict:
     return {groups[i]: part for i, part in zip(order, np.split(scores, order[1:]), strict=True)}
 
 
+def cross_correlation(scores: np.ndarray, groups: np.ndarray, dates: np.ndarray) -> float | None:
+    """Intra-class correlation of the scores across groups (symbols) on the same date, in [0, 1]:
+    rho = (m var(date means) / var - 1) / (m - 1) over the dates where all m groups have a score, each
+    group's scores taken about its own mean there (var is their pooled variance). Independent groups give
+    about 0, identical ones 1. None when fewer than ``MIN_REFERENCE`` dates hold all groups."""
+    scores, groups, dates = np.asarray(scores, dtype=float), np.asarray(groups), np.asarray(dates)
+    keys, g = np.unique(groups, return_inverse=True)
+    m = keys.size
+    if m < 2:
+        return 0.0
+    _, d, counts = np.unique(dates, return_inverse=True, return_counts=True)
+    full = counts[d] == m
+    if np.unique(d[full]).size < MIN_REFERENCE:
+        return None
+    x, g, d = scores[full], g[full], np.unique(d[full], return_inverse=True)[1]
+    z = x - (np.bincount(g, x, m) / np.bincount(g, minlength=m))[g]
+    var = float(np.mean(z * z))
+    if var == 0:
+        return 0.0
+    means = np.bincount(d, z) / m
+    return float(np.clip((m * float(np.mean(means * means)) / var - 1.0) / (m - 1), 0.0, 1.0))
+
+
+def design_effect(groups: np.ndarray, dates: np.ndarray, reference: np.ndarray, reference_groups: np.ndarray,
+                  reference_dates: np.ndarray) -> tuple[float | None, float]:
+    """(rho, 1 + (m - 1) rho): Kish's design effect of the current window's groups (symbols), m its mean
+    number of groups per date, rho their cross-sectional correlation read on the reference window (taken
+    as 0, and returned as None, when the reference has too few dates common to all of them)."""
+    groups = np.asarray(groups)
+    if groups.size == 0:
+        return 0.0, 1.0
+    m = groups.size / np.unique(np.asarray(dates)).size
+    reference_groups = np.asarray(reference_groups)
+    keep = np.isin(reference_groups, np.unique(groups))
+    rho = cross_correlation(np.asarray(reference, dtype=float)[keep], reference_groups[keep],
+                            np.asarray(reference_dates)[keep])
+    return rho, 1.0 + (m - 1.0) * (rho or 0.0)
+
+
 def effective_size(scores: np.ndarray, groups: np.ndarray | None = None, reference: np.ndarray | None = None,
-                   reference_groups: np.ndarray | None = None) -> float:
+                   reference_groups: np.ndarray | None = None, dates: np.ndarray | None = None,
+                   reference_dates: np.ndarray | None = None) -> float:
     """Sum over groups (symbols) of the autocorrelation-corrected count of each group's scores, in the
     order given (time order): the smaller of the Newey-West count (Bartlett weights) and the AR(1) count.
 
     With a ``reference`` (the same groups' earlier scores), each group's autocorrelation is read there and
     applied to its current count: a shift inside the current window raises the autocorrelation measured
-    on it, and would make the largest shifts the likeliest to go untested."""
+    on it, and would make the largest shifts the likeliest to go untested. With the ``dates`` of both
+    windows as well, the sum is divided by the design effect 1 + (m - 1) rho of the groups' correlation on
+    the same date (``design_effect``): m symbols moving as one are one series, not m."""
     scores = np.asarray(scores, dtype=float)
     if scores.size == 0:
         return 0.0
+    deff = 1.0
+    if groups is not None and reference is not None and dates is not None and reference_dates is not None:
+        deff = design_effect(groups, dates, reference, reference_groups, reference_dates)[1]
     if groups is None:
         groups = np.zeros(scores.size, dtype=int)
         reference_groups = None if reference is None else np.zeros(len(reference), dtype=int)
@@ -179,7 +257,7 @@ def effective_size(scores: np.ndarray, groups: np.ndarray | None = None, referen
             total += part.size * _effective(ref) / ref.size
         else:
             total += _effective(part)
-    return float(total)
+    return float(total / deff)
 
 
 def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
@@ -219,6 +297,7 @@ def calibrate(store: DuckDBStore) -> pl.DataFrame:
         stats = f"""count(*) AS n, count(*) FILTER (WHERE a > 0) AS n_active,
             coalesce(quantile_cont(a, {WARN_QUANTILE}) FILTER (WHERE a > 0), {THRESHOLD_FLOOR}) AS warn,
             coalesce(quantile_cont(a, {ALERT_QUANTILE}) FILTER (WHERE a > 0), {THRESHOLD_FLOOR}) AS alert,
+            count(*) FILTER (WHERE a > 0) >= {MIN_ACTIVE_REFERENCE} AS sufficient,
             any_value(ref_start) AS ref_start, any_value(latest) AS ref_end"""
         parts.append(store.query(f"""{ref}
             SELECT '{name}' AS dimension, dataset, symbol, {stats} FROM ref GROUP BY dataset, symbol
@@ -235,18 +314,19 @@ def drift(store: DuckDBStore, name: str, limits: DriftLimits = DriftLimits()) ->
     """The drift check of one sensory table: PSI, KS and alert rate of the latest partition, per dataset."""
     table, score = TABLES[name], score_column(name)
     description = (f"latest month vs the {REFERENCE_MONTHS} months before: PSI < {limits.psi}, "
-                   f"KS D < {limits.ks}, alert rate <= {limits.alert_rate:.0%}, "
+                   f"KS D < {limits.ks}, alert rate <= {limits.alert_rate:.0%} of active bars "
+                   f"(measured on >= {MIN_ACTIVE_CURRENT}), "
                    f"tested when the effective current size >= {limits.min_effective:g}")
     present = set(store.tables())
     if table not in present:
         return CheckOutcome("drift", True, f"{description}; skipped: {table} is empty", {"skipped": True})
     rows = store.query(f"""WITH w AS ({_windows_sql(table)})
-        SELECT t.dataset, t.symbol, t.{score} AS score, t.ts >= w.latest AS current
+        SELECT t.dataset, t.symbol, t.ts, t.{score} AS score, t.ts >= w.latest AS current
         FROM {table} t JOIN w USING (dataset)
         WHERE t.ts >= w.ref_start AND t.{score} IS NOT NULL
         ORDER BY t.dataset, t.symbol, t.ts""")
     thresholds = store.query(
-        "SELECT dataset, symbol, alert FROM sensory.calibration WHERE dimension = $d", {"d": name}) \
+        "SELECT dataset, symbol, alert, sufficient FROM sensory.calibration WHERE dimension = $d", {"d": name}) \
         if "sensory.calibration" in present else None
     per_dataset: dict[str, dict] = {}
     failed = []
@@ -258,25 +338,37 @@ def drift(store: DuckDBStore, name: str, limits: DriftLimits = DriftLimits()) ->
         if ref.size < 2 * BINS or cur.size == 0:
             per_dataset[dataset] = {"skipped": f"{ref.size} reference and {cur.size} current scores"}
             continue
-        n_eff = effective_size(cur, cur_rows.get_column("symbol").to_numpy(), ref,
-                               ref_rows.get_column("symbol").to_numpy())
+        symbols, ref_symbols = cur_rows.get_column("symbol").to_numpy(), ref_rows.get_column("symbol").to_numpy()
+        summed = effective_size(cur, symbols, ref, ref_symbols)
+        rho, deff = design_effect(symbols, cur_rows.get_column("ts").to_numpy(), ref, ref_symbols,
+                                  ref_rows.get_column("ts").to_numpy())
+        n_eff = summed / deff
+        sizes = {"n_reference": int(ref.size), "n_current": int(cur.size), "effective_n": round(n_eff, 1),
+                 "effective_n_summed": round(summed, 1),
+                 "cross_rho": None if rho is None else round(rho, 4), "design_effect": round(deff, 3)}
         if n_eff < limits.min_effective:
             per_dataset[dataset] = {
-                "insufficient_data": True, "n_reference": int(ref.size), "n_current": int(cur.size),
-                "effective_n": round(n_eff, 1),
+                "insufficient_data": True, **sizes,
                 "skipped": f"insufficient data: effective n = {n_eff:.1f} < {limits.min_effective:g}, not tested"}
             continue
         d, p = ks(ref, cur)
-        stats = {"psi": round(psi(ref, cur), 4), "ks_d": round(d, 4), "ks_p": float(f"{p:.3g}"),
-                 "n_reference": int(ref.size), "n_current": int(cur.size), "effective_n": round(n_eff, 1)}
+        stats = {"psi": round(psi(ref, cur), 4), "ks_d": round(d, 4), "ks_p": float(f"{p:.3g}"), **sizes}
         if thresholds is not None and thresholds.height:
-            stats["alert_rate"] = round(_alert_rate(cur_rows, thresholds.filter(pl.col("dataset") == dataset)), 4)
+            hits, active = _alert_hits(cur_rows, thresholds.filter(pl.col("dataset") == dataset))
+            stats["n_active_current"] = active
+            if active >= MIN_ACTIVE_CURRENT:
+                stats["alert_rate"] = round(hits / active, 4)
+            else:
+                stats["alert_rate_insufficient_data"] = True
+                stats["alert_rate_skipped"] = (f"alert rate: insufficient data: {active} active current bars "
+                                               f"with a threshold < {MIN_ACTIVE_CURRENT}, not tested")
         per_dataset[dataset] = stats
         if (stats["psi"] >= limits.psi or stats["ks_d"] >= limits.ks
                 or stats.get("alert_rate", 0.0) > limits.alert_rate):
             failed.append(dataset)
     measured = [s for s in per_dataset.values() if "psi" in s]
-    metadata: dict = {"datasets": per_dataset, "tested": len(measured)}
+    metadata: dict = {"datasets": per_dataset, "tested": len(measured),
+                      "alert_rate_tested": sum("alert_rate" in s for s in measured)}
     if measured:
         metadata |= {"max_psi": max(s["psi"] for s in measured), "max_ks_d": max(s["ks_d"] for s in measured)}
     summary = "; ".join(f"{k}: {_brief(s)}" for k, s in per_dataset.items())
@@ -289,13 +381,19 @@ def _brief(stats: dict) -> str:
     shown = [f"{m}={stats[m]}" for m in ("psi", "ks_d", "alert_rate") if m in stats]
     if not shown:
         return stats["skipped"] if stats.get("insufficient_data") else f"skipped ({stats.get('skipped', '')})"
-    return ", ".join(shown)
+    return ", ".join(shown + ([stats["alert_rate_skipped"]] if "alert_rate_skipped" in stats else []))
 
 
-def _alert_rate(current: pl.DataFrame, thresholds: pl.DataFrame) -> float:
-    pooled = thresholds.filter(pl.col("symbol") == "*").get_column("alert")
+def _alert_hits(current: pl.DataFrame, thresholds: pl.DataFrame) -> tuple[int, int]:
+    """(bars strictly above their alert threshold, active bars with a threshold) of the current window:
+    each symbol's own threshold where ``MIN_ACTIVE_REFERENCE`` active reference bars stand behind it, else
+    the pooled (``*``) one if that has them, else the symbol's bars are not counted."""
+    pooled = thresholds.filter((pl.col("symbol") == "*") & pl.col("sufficient")).get_column("alert")
     fallback = pooled[0] if pooled.len() else None
-    joined = current.join(thresholds.select("symbol", "alert"), on="symbol", how="left")
-    limit = joined.get_column("alert").fill_null(fallback)
-    hits = (joined.get_column("score").abs() > limit).fill_null(False)  # strictly above
-    return float(hits.mean()) if current.height else 0.0
+    own = thresholds.filter((pl.col("symbol") != "*") & pl.col("sufficient")).select("symbol", "alert")
+    joined = current.join(own, on="symbol", how="left")
+    if fallback is not None:
+        joined = joined.with_columns(pl.col("alert").fill_null(fallback))
+    active = joined.filter((pl.col("score").abs() > 0) & pl.col("alert").is_not_null())
+    hits = int((active.get_column("score").abs() > active.get_column("alert")).sum())  # strictly above
+    return hits, active.height

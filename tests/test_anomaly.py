@@ -103,3 +103,21 @@ def test_a_short_window_is_read_with_its_own_size():
     draws = z[:, 51:].size
     rate = float(np.mean(z[:, 51:] >= 2))
     assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / draws), rate / p
+
+
+def test_no_distance_from_a_window_too_short_for_the_scores_kept():
+    """Three scores defined from a symbol's first bar, the fourth (the last pivot) from its 30th: until 51 bars
+    stand behind the kept scores there is no distance (the left-out score's constant pivot once let a
+    distance of 0, z = -3.4, through at bars 5 to 50)."""
+    rng = np.random.default_rng(5)
+    n = 120
+    x = rng.normal(size=(n, 4)) * 0.2
+    frame = pl.DataFrame({"symbol": ["A"] * n, POS: np.arange(n),
+                          **{c: x[:, j] for j, c in enumerate(OTHERS)}}).with_columns(
+        pl.when(pl.col(POS) >= 30).then(pl.col(OTHERS[-1])).alias(OTHERS[-1]))
+    lf = frame.lazy()
+    for stage in finishing_stages()[:-3]:  # up to the distance's z
+        lf = lf.with_columns(stage)
+    md = lf.collect().get_column("anomaly_mahalanobis")
+    assert md[:51].is_null().all()
+    assert md[51:].is_not_null().all()

@@ -30,7 +30,7 @@ Components (bar t judged against the 63 bars before it, never itself):
   cube-root approximation gives
   z = ((1 - b) F^(1/3) - (1 - a)) / sqrt(a + b F^(2/3)), a = 2/(9 d1), b = 2/(9 d2),
   d1 = k, d2 = m - k (within 0.05 (k = 4) to 0.12 (k = 1) of the exact F quantile
-  below z = 4, and under it beyond, by at most 0.15 (k = 4) to 0.3 (k = 1) up to
+  below z = 4, and under it beyond, by at most 0.15 (k = 4) to 0.37 (k = 1) up to
   z = 6: never an easier flag). Both S's unbiasing and F use the actual m: reading a
   51-bar window as 63 bars crossed z >= 2 at 1.18x and z >= 3 at 1.33x the normal
   tail (m = 51..53; exact, 1.9x at z >= 4 for m = 51). Reading D^2 as
@@ -162,10 +162,11 @@ def finishing_stages() -> list[list[pl.Expr]]:
     gap_leads = (z["gap"].abs() >= z["return"].abs().fill_null(0.0)).fill_null(False)
     direction = pl.when(gap_leads).then(z["gap"].sign()).otherwise(move).fill_null(0.0)
     defined = [c.is_not_null().cast(pl.Float64) for c in (*z.values(), md)]
-    # sum_horizontal skips nulls, so a row with no defined distance would read as 0: keep it null.
-    # With none of the other scores defined there is nothing to compare: null, not "0 is typical".
-    valid_d2 = pl.when(pl.col(f"_L{len(OTHERS) - 1}{len(OTHERS) - 1}").is_not_null()
-                       & (pl.col("_k") > 0)).then(pl.col("_d2"))
+    # sum_horizontal skips nulls, so a row with no defined distance would read as 0: keep it null unless every
+    # pivot is defined (a kept score's is null while its window is short; one left out has the constant 1).
+    # With none of the other scores kept there is nothing to compare: null, not "0 is typical".
+    pivots = [pl.col(f"_L{i}{i}").is_not_null() for i in range(len(OTHERS))]
+    valid_d2 = pl.when(pl.all_horizontal(pivots) & (pl.col("_k") > 0)).then(pl.col("_d2"))
     return [
         *mahalanobis_stages(OTHERS),
         [hotelling_z(valid_d2, pl.col("_k"), pl.col("_size")).alias("anomaly_mahalanobis")],

@@ -71,19 +71,26 @@ at rho 0.99 it counted 110 of 744 bars where about 4 are independent, and the
 check raised a false alarm on 75% of such months; the AR(1) count sees the
 memory, the Newey-West count guards against series that are not AR(1).
 Symbols are not independent of each other (WHY's macro z-scores are the same
-for every symbol on a date), so the sum is divided by Kish's design effect
-1 + (m - 1) rho: m the mean number of symbols per date in the current window,
-rho the intra-class correlation of the score across symbols on the same date,
-read on the reference window over the dates where all m symbols have a score,
-each symbol's scores taken about its own mean there:
-rho = (m var(date means) / var - 1) / (m - 1), var the pooled variance,
-clipped to [0, 1] (about 0 for independent symbols, 1 for identical ones; with
-fewer than ``MIN_REFERENCE`` such dates rho is taken as 0 and reported as
-None). m symbols moving as one then count as one series: eight symbols sharing
-one rho_1-0.97 series (rho 0.9) summed to about 425 and raised a false alarm
-in 17% of seeds; divided by 7.3, about 58, they are not tested. Rows report
-``effective_n`` (after the division), ``effective_n_summed``, ``cross_rho`` and
-``design_effect``. Below
+for every symbol on a date), and a part they share may be more persistent than
+each symbol's own (a common factor on a minority of the variance hardly moves a
+symbol's lag-1 autocorrelation). So the sum is capped by the **pooled size**,
+read on the reference without a model: each symbol's reference scores are
+standardised by their own mean and sd; for every run of b consecutive reference
+dates (b the number of dates in the current window) the grand mean of the scores
+in it is taken; the pooled size is 1 / their variance, with the overlapping
+batch-means factor n / (n - b) (n reference dates). Independent short-memory
+symbols give about the number of scores (the block mean of m b unit-variance
+values has variance 1 / (m b)); symbols moving as one give one series' count; a
+shared persistent part gives what it leaves. A Kish design effect
+1 + (m - 1) rho from the same-date correlation, tried first, missed the last
+case: eight symbols with a common rho_1-0.995 factor on 30% of the variance kept
+an effective size of ~410 where about 10 is right, and raised false alarms in 5
+of 40 seeds (10 of 40 at 50%). The effective size is the smaller of the sum and
+the pooled size; with a reference shorter than ``MIN_BLOCKS`` (8) current
+windows there is no pooled size and it is the largest single symbol's count (the
+symbols taken as one series: no evidence they are independent is no evidence).
+Rows report ``effective_n``, ``effective_n_summed`` and ``effective_n_pooled``.
+Below
 ``MIN_EFFECTIVE`` (``DriftLimits.min_effective``) the dataset is **not tested**:
 its row says "insufficient data: effective n = X < MIN, not tested", carries
 ``insufficient_data: True``, and does not fail the check (it is not evidence
@@ -127,6 +134,7 @@ MIN_EFFECTIVE = 100.0  # least effective size of the current window that drift i
 MIN_REFERENCE = 100  # least reference scores of a symbol (or common dates) a correlation is read from
 MIN_ACTIVE_REFERENCE = 100  # least active reference bars behind a symbol's thresholds (1 / (1 - ALERT_QUANTILE))
 MIN_ACTIVE_CURRENT = 100  # least active current bars the alert rate is measured on
+MIN_BLOCKS = 8  # least reference length, in current windows, the pooled size is read from
 
 
 @dataclass(frozen=True)
@@ -189,75 +197,75 @@ def _split(scores: np.ndarray, groups: np.ndarray) -> dict:
     return {groups[i]: part for i, part in zip(order, np.split(scores, order[1:]), strict=True)}
 
 
-def cross_correlation(scores: np.ndarray, groups: np.ndarray, dates: np.ndarray) -> float | None:
-    """Intra-class correlation of the scores across groups (symbols) on the same date, in [0, 1]:
-    rho = (m var(date means) / var - 1) / (m - 1) over the dates where all m groups have a score, each
-    group's scores taken about its own mean there (var is their pooled variance). Independent groups give
-    about 0, identical ones 1. None when fewer than ``MIN_REFERENCE`` dates hold all groups."""
-    scores, groups, dates = np.asarray(scores, dtype=float), np.asarray(groups), np.asarray(dates)
-    keys, g = np.unique(groups, return_inverse=True)
-    m = keys.size
-    if m < 2:
-        return 0.0
-    _, d, counts = np.unique(dates, return_inverse=True, return_counts=True)
-    full = counts[d] == m
-    if np.unique(d[full]).size < MIN_REFERENCE:
+def pooled_size(groups: np.ndarray, dates: np.ndarray, reference: np.ndarray, reference_groups: np.ndarray,
+                reference_dates: np.ndarray) -> float | None:
+    """Effective size of the current window taken as one pooled sample, read on the reference: 1 / Var of the
+    grand mean of b consecutive dates, b the current window's number of dates (module docstring). None when
+    the reference holds fewer than ``MIN_BLOCKS`` b dates."""
+    dates = np.asarray(dates)
+    b = np.unique(dates).size
+    keep = np.isin(np.asarray(reference_groups), np.unique(np.asarray(groups)))
+    x = np.asarray(reference, dtype=float)[keep]
+    g = np.unique(np.asarray(reference_groups)[keep], return_inverse=True)[1]
+    if b == 0 or x.size == 0:
         return None
-    x, g, d = scores[full], g[full], np.unique(d[full], return_inverse=True)[1]
-    z = x - (np.bincount(g, x, m) / np.bincount(g, minlength=m))[g]
-    var = float(np.mean(z * z))
-    if var == 0:
-        return 0.0
-    means = np.bincount(d, z) / m
-    return float(np.clip((m * float(np.mean(means * means)) / var - 1.0) / (m - 1), 0.0, 1.0))
-
-
-def design_effect(groups: np.ndarray, dates: np.ndarray, reference: np.ndarray, reference_groups: np.ndarray,
-                  reference_dates: np.ndarray) -> tuple[float | None, float]:
-    """(rho, 1 + (m - 1) rho): Kish's design effect of the current window's groups (symbols), m its mean
-    number of groups per date, rho their cross-sectional correlation read on the reference window (taken
-    as 0, and returned as None, when the reference has too few dates common to all of them)."""
-    groups = np.asarray(groups)
-    if groups.size == 0:
-        return 0.0, 1.0
-    m = groups.size / np.unique(np.asarray(dates)).size
-    reference_groups = np.asarray(reference_groups)
-    keep = np.isin(reference_groups, np.unique(groups))
-    rho = cross_correlation(np.asarray(reference, dtype=float)[keep], reference_groups[keep],
-                            np.asarray(reference_dates)[keep])
-    return rho, 1.0 + (m - 1.0) * (rho or 0.0)
+    count = np.bincount(g)
+    mean = np.bincount(g, x) / count
+    sd = np.sqrt(np.bincount(g, (x - mean[g]) ** 2) / count)
+    usable = (count >= MIN_REFERENCE)[g] & (sd > 0)[g]
+    z = ((x - mean[g]) / np.where(sd > 0, sd, 1.0)[g])[usable]
+    day = np.unique(np.asarray(reference_dates)[keep][usable], return_inverse=True)[1]
+    n = int(day.max()) + 1 if day.size else 0
+    if n < MIN_BLOCKS * b:
+        return None
+    sums = np.concatenate([[0.0], np.cumsum(np.bincount(day, z, n))])
+    counts = np.concatenate([[0.0], np.cumsum(np.bincount(day, minlength=n))])
+    blocks = (sums[b:] - sums[:-b]) / (counts[b:] - counts[:-b])
+    var = float(np.mean((blocks - sums[-1] / counts[-1]) ** 2)) * n / (n - b)
+    return 1.0 / var if var > 0 else None
 
 
 def effective_size(scores: np.ndarray, groups: np.ndarray | None = None, reference: np.ndarray | None = None,
-                   reference_groups: np.ndarray | None = None, dates: np.ndarray | None = None,
-                   reference_dates: np.ndarray | None = None) -> float:
+                   reference_groups: np.ndarray | None = None) -> float:
     """Sum over groups (symbols) of the autocorrelation-corrected count of each group's scores, in the
     order given (time order): the smaller of the Newey-West count (Bartlett weights) and the AR(1) count.
 
     With a ``reference`` (the same groups' earlier scores), each group's autocorrelation is read there and
     applied to its current count: a shift inside the current window raises the autocorrelation measured
-    on it, and would make the largest shifts the likeliest to go untested. With the ``dates`` of both
-    windows as well, the sum is divided by the design effect 1 + (m - 1) rho of the groups' correlation on
-    the same date (``design_effect``): m symbols moving as one are one series, not m."""
+    on it, and would make the largest shifts the likeliest to go untested."""
     scores = np.asarray(scores, dtype=float)
     if scores.size == 0:
         return 0.0
-    deff = 1.0
-    if groups is not None and reference is not None and dates is not None and reference_dates is not None:
-        deff = design_effect(groups, dates, reference, reference_groups, reference_dates)[1]
     if groups is None:
         groups = np.zeros(scores.size, dtype=int)
         reference_groups = None if reference is None else np.zeros(len(reference), dtype=int)
     current = _split(scores, np.asarray(groups))
     earlier = {} if reference is None else _split(np.asarray(reference, dtype=float), np.asarray(reference_groups))
-    total = 0.0
+    return float(sum(_counts(current, earlier)))
+
+
+def _counts(current: dict, earlier: dict) -> list[float]:
+    """Each group's autocorrelation-corrected count, its autocorrelation read on its reference when it has one."""
+    out = []
     for g, part in current.items():
         ref = earlier.get(g)
-        if ref is not None and ref.size >= MIN_REFERENCE:
-            total += part.size * _effective(ref) / ref.size
-        else:
-            total += _effective(part)
-    return float(total / deff)
+        out.append(part.size * _effective(ref) / ref.size if ref is not None and ref.size >= MIN_REFERENCE
+                   else _effective(part))
+    return out
+
+
+def window_size(scores: np.ndarray, groups: np.ndarray, dates: np.ndarray, reference: np.ndarray,
+                reference_groups: np.ndarray, reference_dates: np.ndarray) -> dict:
+    """The current window's effective size (module docstring): the smaller of the per-symbol sum and the
+    pooled size, or, when the reference is too short for the pooled size, the largest per-symbol count
+    (the symbols taken as one series)."""
+    counts = _counts(_split(np.asarray(scores, dtype=float), np.asarray(groups)),
+                     _split(np.asarray(reference, dtype=float), np.asarray(reference_groups)))
+    summed = float(sum(counts))
+    pooled = pooled_size(groups, dates, reference, reference_groups, reference_dates)
+    effective = min(summed, pooled) if pooled is not None else max(counts, default=0.0)
+    return {"effective_n": round(effective, 1), "effective_n_summed": round(summed, 1),
+            "effective_n_pooled": None if pooled is None else round(pooled, 1)}
 
 
 def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
@@ -338,14 +346,10 @@ def drift(store: DuckDBStore, name: str, limits: DriftLimits = DriftLimits()) ->
         if ref.size < 2 * BINS or cur.size == 0:
             per_dataset[dataset] = {"skipped": f"{ref.size} reference and {cur.size} current scores"}
             continue
-        symbols, ref_symbols = cur_rows.get_column("symbol").to_numpy(), ref_rows.get_column("symbol").to_numpy()
-        summed = effective_size(cur, symbols, ref, ref_symbols)
-        rho, deff = design_effect(symbols, cur_rows.get_column("ts").to_numpy(), ref, ref_symbols,
-                                  ref_rows.get_column("ts").to_numpy())
-        n_eff = summed / deff
-        sizes = {"n_reference": int(ref.size), "n_current": int(cur.size), "effective_n": round(n_eff, 1),
-                 "effective_n_summed": round(summed, 1),
-                 "cross_rho": None if rho is None else round(rho, 4), "design_effect": round(deff, 3)}
+        sizes = {"n_reference": int(ref.size), "n_current": int(cur.size),
+                 **window_size(cur, cur_rows.get_column("symbol").to_numpy(), cur_rows.get_column("ts").to_numpy(),
+                               ref, ref_rows.get_column("symbol").to_numpy(), ref_rows.get_column("ts").to_numpy())}
+        n_eff = sizes["effective_n"]
         if n_eff < limits.min_effective:
             per_dataset[dataset] = {
                 "insufficient_data": True, **sizes,

@@ -27,7 +27,10 @@ macro series. On the shipped series these follow conservative publication-lag
 rules (:mod:`emp_core.market_data.macro`: period end + 15 or + 30 days), not the
 agencies' announced release days, so there the eve marks the days before those
 dates; given series stamped with the agencies' scheduled dates it marks the real
-eves (an unscheduled delay recorded in ``available_at`` would be known early).
+eves (an unscheduled delay recorded in ``available_at`` would be known early). The
+eve is read from the releases stored: on the latest bar of a live run, a release
+the next day is seen only if the macro table already holds it (the shipped rules
+stamp each value when it is loaded, so a backtest sees eves a live run may not).
 
 For each bucket family f, the calendar *effect* is estimated point in time: over
 the earlier bars s < t of the same symbol, the next-bar returns r_{s+1} (each

@@ -168,8 +168,11 @@ def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np
     return exits
 
 
-def _single(orders, ordered, open_, exits: _Exits, slip, commission, cash, share, fractional):
-    """The unlimited-liquidity rules for one strategy with Python floats: (fills, records, totals)."""
+def _single(orders, ordered, open_, exits: _Exits, terms: _Terms, cash: float, share: float):
+    """``_round``'s rules for one strategy, order by order, with Python floats: (fills, records, totals).
+    ``reduce`` is ``_Book.reduce``; the state stays in local floats and a closure because a class with
+    ``_Book``'s operations (tried) made this path ~6% slower."""
+    commission, slip, fractional = terms.commission, terms.slip, terms.fractional
     units = entry = entry_commission = trade_pnl = traded = 0.0
     trades = wins = 0
     fill_rows, record_rows = [], []
@@ -219,13 +222,25 @@ def _single(orders, ordered, open_, exits: _Exits, slip, commission, cash, share
     return fills, records, (trades, wins, traded)
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """What every fill follows: the commission rate, the slippage (a fraction of the price, against the
+    trade) and whether units may be fractional."""
+
+    commission: float
+    slip: float
+    fractional: bool
+
+
 class _Book:
     """Every strategy's position, entry price, cash and open trade through the rounds, and what the
     rounds write: fills (bar, strategy, signed units, price, kind) and records (bar, strategy, units,
-    entry, cash after a batch of fills, from which ``_states`` rebuilds every bar)."""
+    entry, cash after a batch of fills, from which ``_states`` rebuilds every bar). Each operation acts on
+    the strategies (columns) it is given, all at once."""
 
-    def __init__(self, n: int, cash: float, commission: float, fraction: np.ndarray, fractional: bool):
-        self.commission, self.fraction, self.fractional = commission, fraction, fractional
+    def __init__(self, n: int, cash: float, terms: _Terms, fraction: np.ndarray):
+        self.commission, self.slip, self.fractional = terms.commission, terms.slip, terms.fractional
+        self.fraction = fraction
         self.units = np.zeros(n)
         self.entry = np.zeros(n)
         self.cash = np.full(n, cash)
@@ -251,12 +266,21 @@ class _Book:
         self.trades[done] += 1
         self.wins[done] += (self.trade_pnl[done] - self.entry_commission[done]) > 0
 
+    def close_at_open(self, p: np.ndarray, t: np.ndarray, qty: np.ndarray, opening: np.ndarray) -> None:
+        """Close ``qty`` units of each position by an order filled at the bar's open, slipped against it."""
+        self.reduce(p, t, qty, opening * (1.0 - np.sign(self.units[p]) * self.slip), np.full(p.size, ORDER))
+
+    def order_price(self, opening: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """The fill price of an order to buy (d = +1) or sell short (d = -1) at the bar's open."""
+        return opening * (1.0 + d * self.slip)
+
     def close_out(self, p: np.ndarray, t: np.ndarray, price: np.ndarray, kind: np.ndarray) -> None:
         """Close all of each position (a stop, a take-profit or a liquidation) and record the state."""
         self.reduce(p, t, np.abs(self.units[p]), price, kind)
         self.record(p, t)
 
     def record(self, p: np.ndarray, t: np.ndarray) -> None:
+        """Write each strategy's state after its fills at bar ``t``: it holds until its next record."""
         self.records.append((t, p, self.units[p], self.entry[p], self.cash[p]))
 
     def size_for(self, q: np.ndarray, price: np.ndarray) -> np.ndarray:
@@ -317,7 +341,7 @@ class _Columns:
                         self.fraction[cols], None if self.capacity is None else self.capacity[:, cols], bust)
 
 
-def _round(book: _Book, c: _Columns, k: int, p: np.ndarray, slip: float) -> None:
+def _round(book: _Book, c: _Columns, k: int, p: np.ndarray) -> None:
     """Round k with unlimited liquidity: every order completes at its bar's open (close first, then
     open), and the position opened leaves at its exit (stop, take-profit or liquidation), if any."""
     t = c.at[k, p]
@@ -325,9 +349,8 @@ def _round(book: _Book, c: _Columns, k: int, p: np.ndarray, slip: float) -> None
     closing = book.units[p] != 0.0
     if closing.any():
         pc, tc = p[closing], t[closing]
-        book.reduce(pc, tc, np.abs(book.units[pc]), c.open_[tc, pc] * (1.0 - np.sign(book.units[pc]) * slip),
-                    np.full(pc.size, ORDER))
-    price = c.open_[t, p] * (1.0 + direction * slip)
+        book.close_at_open(pc, tc, np.abs(book.units[pc]), c.open_[tc, pc])
+    price = book.order_price(c.open_[t, p], direction)
     size = book.size_for(p, price)
     opening = (direction != 0.0) & (size > 0)
     book.add(p[opening], t[opening], direction[opening], size[opening], price[opening])
@@ -338,55 +361,91 @@ def _round(book: _Book, c: _Columns, k: int, p: np.ndarray, slip: float) -> None
         book.close_out(out, c.exits.bar[k, out], c.exits.price[k, out], c.exits.kind[k, out])
 
 
-def _capped_round(book: _Book, c: _Columns, k: int, p: np.ndarray, slip: float) -> None:
+class _Working:
+    """Round k's orders under a volume cap while they fill, one per strategy ``p``: the bar each is at,
+    the units left to close and to open (NaN until sized: a new position is sized once its close is
+    complete, from the cash then), the bar of its exit (-1 once taken), the bar it must stop before (the
+    next order's, which cancels what is left, or the one after its bust bar) and whether it still works.
+    Each step acts on the working orders ``i`` (positions in ``p``) at their bars."""
+
+    __slots__ = ("bar", "direction", "exit_bar", "live", "p", "to_close", "to_open", "until")
+
+    def __init__(self, c: _Columns, k: int, p: np.ndarray, held: np.ndarray):
+        n_bars = c.ordered.shape[0]
+        self.p = p
+        self.bar = c.at[k, p]
+        self.direction = c.ordered[self.bar, p]
+        until = c.at[k + 1, p] if k + 1 < c.at.shape[0] else np.full(p.size, -1)
+        self.until = np.minimum(np.where(until < 0, n_bars, until), c.bust[p] + 1)
+        self.exit_bar = c.exits.bar[k, p].copy()
+        self.to_close = held
+        self.to_open = np.full(p.size, np.nan)
+        self.live = np.ones(p.size, dtype=bool)
+
+    def close(self, book: _Book, c: _Columns, i: np.ndarray) -> np.ndarray:
+        """The bar's capacity serves first what is left to close; returns the capacity left to open."""
+        q, b = self.p[i], self.bar[i]
+        room = c.capacity[b, q]
+        cut = np.minimum(self.to_close[i], room)
+        if (cut > 0).any():
+            j = cut > 0
+            book.close_at_open(q[j], b[j], cut[j], c.open_[b[j], q[j]])
+            self.to_close[i] -= cut
+            room -= cut
+        return room
+
+    def open(self, book: _Book, c: _Columns, i: np.ndarray, room: np.ndarray) -> None:
+        """Once the close is complete: size the new position (the first time), then fill what ``room`` allows."""
+        q, b, d = self.p[i], self.bar[i], self.direction[i]
+        price = book.order_price(c.open_[b, q], d)
+        closed = (self.to_close[i] == 0) & (d != 0)
+        unsized = closed & np.isnan(self.to_open[i])
+        if unsized.any():
+            self.to_open[i[unsized]] = book.size_for(q[unsized], price[unsized])
+        o = np.where(closed, np.minimum(np.nan_to_num(self.to_open[i]), room), 0.0)
+        if (o > 0).any():
+            j = o > 0
+            book.add(q[j], b[j], d[j], o[j], price[j])
+            self.to_open[i[j]] -= o[j]
+
+    def exit_if_hit(self, book: _Book, c: _Columns, k: int, i: np.ndarray) -> None:
+        """An exit in this bar closes what is held and cancels what was still to buy."""
+        q, b = self.p[i], self.bar[i]
+        hit = (self.exit_bar[i] == b) & (book.units[q] != 0) & (self.to_close[i] == 0)
+        if hit.any():
+            qh = q[hit]
+            book.close_out(qh, b[hit], c.exits.price[k, qh], c.exits.kind[k, qh])
+            self.to_open[i[hit]] = 0.0
+            self.exit_bar[i[hit]] = -1
+
+    def next_bar(self, i: np.ndarray) -> None:
+        """What is left waits for the next bar's open, unless the order's time is up."""
+        pending = (self.to_close[i] > 0) | (np.nan_to_num(self.to_open[i]) > 0)
+        self.bar[i] += 1
+        self.live[i] = pending & (self.bar[i] < self.until[i])
+
+    def exit_after(self, book: _Book, c: _Columns, k: int) -> None:
+        """An exit at or after the last bar worked closes what the fills left held."""
+        later = (self.exit_bar >= 0) & (book.units[self.p] != 0) & (self.exit_bar >= self.bar - 1)
+        if later.any():
+            ql = self.p[later]
+            book.close_out(ql, self.exit_bar[later], c.exits.price[k, ql], c.exits.kind[k, ql])
+
+
+def _capped_round(book: _Book, c: _Columns, k: int, p: np.ndarray) -> None:
     """Round k with a volume cap: each bar from the order's open on, the bar's capacity serves first
     what is left to close, then what is left to open; the remainder waits for the next bar's open,
     until the strategy's next order (which cancels it) or its bust bar (where the liquidation closes
     what is held, a close in progress included)."""
-    n_bars = c.ordered.shape[0]
-    t = c.at[k, p]
-    direction = c.ordered[t, p]
-    until = c.at[k + 1, p] if k + 1 < c.at.shape[0] else np.full(p.size, -1)
-    until = np.minimum(np.where(until < 0, n_bars, until), c.bust[p] + 1)
-    stop_bar = c.exits.bar[k, p].copy()
-    to_close = np.abs(book.units[p])
-    to_open = np.full(p.size, np.nan)  # sized once the close is done, from the cash then
-    bar = t.copy()
-    live = np.ones(p.size, dtype=bool)
-    while live.any():
-        i = np.nonzero(live)[0]
-        q, b, d = p[i], bar[i], direction[i]
-        room = c.capacity[b, q].copy()
-        cut = np.minimum(to_close[i], room)
-        if (cut > 0).any():
-            j = cut > 0
-            side = np.sign(book.units[q[j]])
-            book.reduce(q[j], b[j], cut[j], c.open_[b[j], q[j]] * (1.0 - side * slip), np.full(j.sum(), ORDER))
-            to_close[i] -= cut
-            room -= cut
-        price = c.open_[b, q] * (1.0 + d * slip)
-        unsized = (to_close[i] == 0) & (d != 0) & np.isnan(to_open[i])
-        if unsized.any():
-            to_open[i[unsized]] = book.size_for(q[unsized], price[unsized])
-        o = np.where((to_close[i] == 0) & (d != 0), np.minimum(np.nan_to_num(to_open[i]), room), 0.0)
-        if (o > 0).any():
-            j = o > 0
-            book.add(q[j], b[j], d[j], o[j], price[j])
-            to_open[i[j]] -= o[j]
-        book.record(q, b)
-        hit = (stop_bar[i] == b) & (book.units[q] != 0) & (to_close[i] == 0)
-        if hit.any():  # an exit closes what is held and cancels what was still to buy
-            qh = q[hit]
-            book.close_out(qh, b[hit], c.exits.price[k, qh], c.exits.kind[k, qh])
-            to_open[i[hit]] = 0.0
-            stop_bar[i[hit]] = -1
-        pending = (to_close[i] > 0) | (np.nan_to_num(to_open[i]) > 0)
-        bar[i] = b + 1
-        live[i] = pending & (b + 1 < until[i])
-    later = (stop_bar >= 0) & (book.units[p] != 0) & (stop_bar >= bar - 1)
-    if later.any():
-        ql = p[later]
-        book.close_out(ql, stop_bar[later], c.exits.price[k, ql], c.exits.kind[k, ql])
+    orders = _Working(c, k, p, np.abs(book.units[p]))
+    while orders.live.any():
+        i = np.nonzero(orders.live)[0]
+        room = orders.close(book, c, i)
+        orders.open(book, c, i, room)
+        book.record(p[i], orders.bar[i])
+        orders.exit_if_hit(book, c, k, i)
+        orders.next_bar(i)
+    orders.exit_after(book, c, k)
 
 
 def _states(records, n_bars: int, n_strats: int, cash: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -450,63 +509,72 @@ def simulate(
         targets = targets[:, None]
     n_bars, n_strats = targets.shape
     open_, close = _prices(open_, n_bars, n_strats, "open"), _prices(close, n_bars, n_strats, "close")
-    fraction = _per_strategy(fraction, n_strats, "fraction")
-    if np.any(fraction > 1):
-        raise ValueError("fraction is the share of equity an entry may use, in (0, 1]")
-    fraction = np.where(np.isfinite(fraction) & (fraction < 1), fraction, FULL_EQUITY)
+    fraction = _entry_share(fraction, n_strats)
     stop_loss = _per_strategy(stop_loss, n_strats, "stop_loss")
     take_profit = _per_strategy(take_profit, n_strats, "take_profit")
     stops = np.isfinite(stop_loss).any() or np.isfinite(take_profit).any()
     if stops and (high is None or low is None):
         raise ValueError("stop-loss and take-profit need the bars' high and low")
-    slip = slippage_bps / 1e4
-    wanted = np.sign(np.nan_to_num(targets, nan=0.0))
-    # The direction ordered for the open of bar t is the target at the close of t-1.
-    ordered = np.zeros_like(wanted)
-    ordered[1:] = wanted[:-1]
-    change = np.zeros_like(wanted, dtype=bool)
-    change[1:] = ordered[1:] != ordered[:-1]
-    bars, strats = np.nonzero(change)
-
-    # at[k, p]: the bar of strategy p's k-th order (-1 past its last).
-    by_strategy = np.lexsort((bars, strats))
-    counts = np.bincount(strats, minlength=n_strats)
-    rank = np.arange(bars.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    at = np.full((counts.max(initial=0), n_strats), -1, dtype=np.int64)
-    at[rank, strats[by_strategy]] = bars[by_strategy]
+    terms = _Terms(commission, slippage_bps / 1e4, fractional)
+    ordered, at = _orders(targets)
     exits = _find_exits(at, ordered, open_, _prices(high, n_bars, n_strats, "high") if stops else open_,
-                        _prices(low, n_bars, n_strats, "low") if stops else open_, slip, stop_loss, take_profit)
-
+                        _prices(low, n_bars, n_strats, "low") if stops else open_, terms.slip, stop_loss, take_profit)
     capacity = None
     if volume is not None:
         vol = _prices(volume, n_bars, n_strats, "volume") * volume_share
         capacity = vol if fractional else np.floor(vol)
     columns = _Columns(open_, close, ordered, at, exits, fraction, capacity, np.full(n_strats, n_bars))
-    result = _run(columns, float(cash), commission, slip, fractional)
+    result = _run(columns, float(cash), terms)
     if not np.fmin.reduce(result.equity, axis=None, initial=np.inf) <= 0:  # one pass, NaN ignored
         return result
     # The run is causal: up to its first close with equity <= 0 a strategy's run is right, and only
     # what follows changes. The bankrupt strategies alone run again with that close as their end.
     ruined = result.equity <= 0
     cols = np.nonzero(ruined.any(axis=0))[0]
-    again = _run(columns.bankrupt(cols, ruined[:, cols].argmax(axis=0)), float(cash), commission, slip, fractional)
+    again = _run(columns.bankrupt(cols, ruined[:, cols].argmax(axis=0)), float(cash), terms)
     return _with_columns(result, cols, again)
 
 
-def _run(c: _Columns, cash: float, commission: float, slip: float, fractional: bool) -> BacktestResult:
+def _entry_share(fraction: float | np.ndarray | None, n: int) -> np.ndarray:
+    """The share of equity each strategy's entry may use: ``fraction``, or all of it (``FULL_EQUITY``)."""
+    share = _per_strategy(fraction, n, "fraction")
+    if np.any(share > 1):
+        raise ValueError("fraction is the share of equity an entry may use, in (0, 1]")
+    return np.where(np.isfinite(share) & (share < 1), share, FULL_EQUITY)
+
+
+def _orders(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ordered, at): the direction ordered for each bar's open (bars x strategies), the target at the
+    previous close, and ``at[k, p]``, the bar of strategy p's k-th order (-1 past its last), an order
+    being a change of the direction ordered."""
+    wanted = np.sign(np.nan_to_num(targets, nan=0.0))
+    ordered = np.zeros_like(wanted)
+    ordered[1:] = wanted[:-1]
+    change = np.zeros_like(wanted, dtype=bool)
+    change[1:] = ordered[1:] != ordered[:-1]
+    bars, strats = np.nonzero(change)
+    by_strategy = np.lexsort((bars, strats))
+    counts = np.bincount(strats, minlength=targets.shape[1])
+    rank = np.arange(bars.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    at = np.full((counts.max(initial=0), targets.shape[1]), -1, dtype=np.int64)
+    at[rank, strats[by_strategy]] = bars[by_strategy]
+    return ordered, at
+
+
+def _run(c: _Columns, cash: float, terms: _Terms) -> BacktestResult:
     """The rounds over every column of ``c`` (or the one-strategy path), and the states they imply."""
     n_bars, n_strats = c.ordered.shape
     if n_strats == 1 and c.capacity is None:
         # One strategy: the same rules with Python floats, order by order (NumPy calls on one-element
         # arrays would cost ~10x more per order). Tests hold it equal to the vectorised rounds.
-        fills, records, totals = _single(c.at[:, 0], c.ordered[:, 0], c.open_[:, 0], c.exits, slip, commission,
-                                         cash, float(c.fraction[0]), fractional)
+        fills, records, totals = _single(c.at[:, 0], c.ordered[:, 0], c.open_[:, 0], c.exits, terms, cash,
+                                         float(c.fraction[0]))
         trades, wins, traded = (np.array([x]) for x in totals)
     else:
-        book = _Book(n_strats, cash, commission, c.fraction, fractional)
+        book = _Book(n_strats, cash, terms, c.fraction)
+        play = _round if c.capacity is None else _capped_round
         for k in range(c.at.shape[0]):
-            p = np.nonzero(c.at[k] >= 0)[0]
-            (_round if c.capacity is None else _capped_round)(book, c, k, p, slip)
+            play(book, c, k, np.nonzero(c.at[k] >= 0)[0])
         fills, records, trades, wins, traded = book.fills, book.records, book.trades, book.wins, book.traded
     table = np.column_stack([np.concatenate(f) for f in zip(*fills, strict=True)]) if fills else np.empty((0, 5))
     units, entry, cash_t = _states(records, n_bars, n_strats, cash)

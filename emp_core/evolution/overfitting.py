@@ -230,6 +230,43 @@ def probability_of_backtest_overfitting(returns: np.ndarray, blocks: int = 16) -
     periods = m.shape[0]
     if periods < 2 * blocks:
         raise ValueError(f"{periods} periods are too few for {blocks} blocks (two per block at least)")
+    sr_in, sr_out, flat_in, flat_out = _split_sharpes(m, blocks)
+
+    trades = ~(flat_in & flat_out)  # constant in both halves: never trades in the split
+    counts = trades.sum(axis=1)
+    used = counts >= 2
+    if not used.any():
+        raise ValueError("PBO is undefined: no split has two configurations with finite returns that trade in it "
+                         "(not constant in both halves)")
+    if not used.all():
+        trades, counts, sr_in, sr_out = trades[used], counts[used], sr_in[used], sr_out[used]
+    sr_in[~trades] = -np.inf
+    sr_out[~trades] = np.nan  # never below, above or tied with anything
+    first = sr_in.argmax(axis=1)
+    best = sr_in[np.arange(len(first)), first][:, None]
+    winners = sr_in >= best - _TIE * np.maximum(1, np.abs(best))
+    logits = _winner_logits(sr_out, first, counts)
+    overfit = (logits <= 0).astype(float)
+    ties = winners.sum(axis=1)
+    tied = np.flatnonzero(ties > 1)
+    if tied.size:  # rare: duplicated (or rescaled) configurations, or several flat in-sample halves at the top
+        order = np.argsort(~winners[tied], axis=1, kind="stable")  # each split's winners first
+        total, below = np.zeros(tied.size), np.zeros(tied.size)
+        for k in range(ties.max()):
+            some = np.flatnonzero(ties[tied] > k)
+            lk = _winner_logits(sr_out[tied[some]], order[some, k], counts[tied[some]])
+            total[some] += lk
+            below[some] += lk <= 0
+        logits[tied], overfit[tied] = total / ties[tied], below / ties[tied]
+    return PBOResult(pbo=float(overfit.mean()), logits=logits, splits=len(counts), skipped=len(used) - len(counts))
+
+
+def _split_sharpes(m: np.ndarray, blocks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(in-sample Sharpe, out-of-sample Sharpe, in-sample half constant, out-of-sample half constant), each
+    (splits x configurations with finite returns), for every split of ``blocks`` blocks into halves
+    (see :func:`probability_of_backtest_overfitting`: sums per block, constant halves exactly, a half whose
+    variance rounds to <= 0 recomputed from its rows); a constant half has Sharpe ratio 0."""
+    periods = m.shape[0]
     chosen = np.array(list(combinations(range(blocks), blocks // 2)))
     mask = np.zeros((len(chosen), blocks), dtype=bool)
     mask[np.arange(len(chosen))[:, None], chosen] = True
@@ -259,33 +296,7 @@ def probability_of_backtest_overfitting(returns: np.ndarray, blocks: int = 16) -
     _recompute_unresolved(sr_in, m, mask, block_of_row)
     _recompute_unresolved(sr_out, m, ~mask, block_of_row)
 
-    trades = ~(flat_in & flat_out)  # constant in both halves: never trades in the split
-    counts = trades.sum(axis=1)
-    used = counts >= 2
-    if not used.any():
-        raise ValueError("PBO is undefined: no split has two configurations with finite returns that trade in it "
-                         "(not constant in both halves)")
-    if not used.all():
-        trades, counts, sr_in, sr_out = trades[used], counts[used], sr_in[used], sr_out[used]
-    sr_in[~trades] = -np.inf
-    sr_out[~trades] = np.nan  # never below, above or tied with anything
-    first = sr_in.argmax(axis=1)
-    best = sr_in[np.arange(len(first)), first][:, None]
-    winners = sr_in >= best - _TIE * np.maximum(1, np.abs(best))
-    logits = _winner_logits(sr_out, first, counts)
-    overfit = (logits <= 0).astype(float)
-    ties = winners.sum(axis=1)
-    tied = np.flatnonzero(ties > 1)
-    if tied.size:  # rare: duplicated (or rescaled) configurations, or several flat in-sample halves at the top
-        order = np.argsort(~winners[tied], axis=1, kind="stable")  # each split's winners first
-        total, below = np.zeros(tied.size), np.zeros(tied.size)
-        for k in range(ties.max()):
-            some = np.flatnonzero(ties[tied] > k)
-            lk = _winner_logits(sr_out[tied[some]], order[some, k], counts[tied[some]])
-            total[some] += lk
-            below[some] += lk <= 0
-        logits[tied], overfit[tied] = total / ties[tied], below / ties[tied]
-    return PBOResult(pbo=float(overfit.mean()), logits=logits, splits=len(counts), skipped=len(used) - len(counts))
+    return sr_in, sr_out, flat_in, flat_out
 
 
 def _recompute_unresolved(sr: np.ndarray, m: np.ndarray, half: np.ndarray, block_of_row: np.ndarray) -> None:

@@ -28,6 +28,9 @@ demo: $(VENV)/.runtime
 # pytest exits 5 when it collected no tests: that is a failure here.
 test: $(VENV)/.dev
 	$(BIN)/ruff check .
+	$(BIN)/dg check defs
+	$(BIN)/dg list defs --json | $(BIN)/python -c "import json, sys; \
+	  print('dg list defs:', ', '.join(f'{len(v)} {k}' for k, v in json.load(sys.stdin).items()))"
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest ran no tests" >&2; exit 1; fi; exit $$rc
 

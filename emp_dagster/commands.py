@@ -45,13 +45,14 @@ def register(sub) -> None:
 
 
 def prepare_instance() -> Path:
-    """Point DAGSTER_HOME at the embedded instance and give it our dagster.yaml."""
+    """Point DAGSTER_HOME at the embedded instance and give it our dagster.yaml (emp owns that copy: it is
+    refreshed when the project's changes)."""
     cfg = settings()
     home = cfg.dagster_home
     home.mkdir(parents=True, exist_ok=True)
-    target = home / "dagster.yaml"
-    if not target.exists():
-        shutil.copyfile(REPO_ROOT / "dagster.yaml", target)
+    target, source = home / "dagster.yaml", REPO_ROOT / "dagster.yaml"
+    if not target.exists() or target.read_bytes() != source.read_bytes():
+        shutil.copyfile(source, target)
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ.setdefault("EMP_HOME", str(cfg.home))
     return home
@@ -72,16 +73,16 @@ def month_keys(start: datetime, end: datetime) -> tuple[str, str]:
 
 def _run(job_name: str, first: str, last: str, run_config: dict | None = None):
     import dagster as dg
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from emp_dagster.definitions import defs
+    from emp_dagster.edge import partition_range_tags
 
     job = defs().resolve_job_def(job_name)
     config = {**QUIET_LOGS, **(run_config or {})}
     with dg.DagsterInstance.get() as instance:
         return job.execute_in_process(
             run_config=config, instance=instance, raise_on_error=False,
-            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last, "emp/trigger": "cli"},
+            tags={**partition_range_tags(first, last), "emp/trigger": "cli"},
         )
 
 

@@ -5,13 +5,13 @@ from datetime import datetime
 import dagster as dg
 import polars as pl
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from emp_core.store import DuckDBStore
 from emp_dagster.definitions import defs
 from emp_dagster.defs.market_data import assets as A
 from emp_dagster.defs.market_data.resources import EmbeddedStoreResource, ShippedDataResource
 from emp_dagster.defs.market_data.schedules import daily_bars_ingest, weekly_trailing_backfill
+from emp_dagster.edge import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
 SENSORY = ("why", "how", "what", "when", "anomaly", "fused")
 EXPECTED_ASSETS = {
@@ -124,8 +124,8 @@ def test_weekly_schedule_backfills_the_trailing_window_in_one_run(emp_home, data
     with dg.instance_for_test() as instance:
         ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
         request = weekly_trailing_backfill(ctx)
-        assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2010-01-01"
-        assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2010-03-01"
+        assert request.tags[PARTITION_RANGE_START_TAG] == "2010-01-01"
+        assert request.tags[PARTITION_RANGE_END_TAG] == "2010-03-01"
         job = defs().resolve_job_def(request.job_name or "market_data_ingest")
         result = job.execute_in_process(instance=instance, tags=request.tags)
     assert result.success

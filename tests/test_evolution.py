@@ -142,3 +142,20 @@ def test_noise_gets_no_champion_and_a_strong_edge_does(sharpe, seed):
         assert result.champion.w_what > 0  # it follows the planted dimension
     assert d.n_trials > 0 and 1 <= d.n_effective <= d.n_trials
     assert d.dsr is not None and d.oos_psr is not None and d.pbo is not None
+
+
+def test_front_mask_is_the_set_of_non_dominated_points():
+    """NSGA-II's first front against the definition, pair by pair: a point is off the front when another is at
+    least as good on every objective (higher Sharpe bound, higher drawdown, lower turnover) and better on one."""
+    from emp_core.evolution.population import front_mask
+
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        n = int(rng.integers(1, 30))
+        s, d, t = np.round(rng.normal(size=(3, n)), 1)  # rounded: ties and duplicates occur
+        expected = []
+        for i in range(n):
+            dominated = any(s[j] >= s[i] and d[j] >= d[i] and t[j] <= t[i]
+                            and (s[j] > s[i] or d[j] > d[i] or t[j] < t[i]) for j in range(n))
+            expected.append(not dominated)
+        assert front_mask(s, d, t).tolist() == expected

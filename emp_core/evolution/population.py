@@ -143,3 +143,17 @@ def _evolve(universe, window, size, generations, seed, log, window_id, cx_prob, 
         best.append(max(i.fitness.values[0] for i in population))
     front = tools.sortNondominated(population, len(population), first_front_only=True)[0]
     return EvolutionResult(population=population, front=front, best_per_generation=best)
+
+
+def front_mask(sharpe_lb: np.ndarray, max_drawdown: np.ndarray, turnover: np.ndarray) -> np.ndarray:
+    """Which points lie on the first Pareto front of the three objectives under ``WEIGHTS`` (higher Sharpe
+    lower bound, higher (less negative) drawdown, lower turnover), by NSGA-II's own non-dominated sort."""
+    points = []
+    for values in zip(sharpe_lb, max_drawdown, turnover, strict=True):
+        ind = creator.EmpIndividual([])
+        ind.fitness.values = tuple(float(v) for v in values)
+        points.append(ind)
+    front = {id(ind) for ind in tools.sortNondominated(points, len(points), first_front_only=True)[0]} \
+        if points else set()
+    return np.array([id(ind) in front for ind in points], dtype=bool)
+

@@ -4,16 +4,18 @@ promotion decision of every run, and the champion when the gates promote one."""
 from typing import Any
 
 import dagster as dg
-import numpy as np
 
 from emp_core.errors import EmpError
 from emp_core.evolution import run as evo
 from emp_core.evolution.fitness import evaluate
 from emp_core.evolution.plots import line_chart, scatter
+from emp_core.evolution.population import front_mask
 from emp_core.evolution.spark import spark_evaluator
+from emp_core.market_data.quality import CheckOutcome
 from emp_dagster.defs.market_data.assets import BAR_KEYS
 from emp_dagster.defs.market_data.resources import EmbeddedStoreResource
 from emp_dagster.defs.sensory.assets import KEYS as SENSORY_KEYS
+from emp_dagster.edge import check_result, config_from, settings_of
 
 GROUP = "evolution"
 NAMES = ("catalogue", "experiment_log", "lineage", "population", "fitness_runs", "trials", "decision", "champion")
@@ -50,18 +52,11 @@ DESCRIPTIONS = {
 }
 
 
-class EvolutionConfig(dg.Config):
-    engine: str = "in_process"  # or "spark": fitness on the pyspark resource's executors, identical results
-    population: int = evo.EvolutionSettings.population
-    generations: int = evo.EvolutionSettings.generations
-    seed: int = evo.EvolutionSettings.seed
-    train_years: int = evo.EvolutionSettings.train_years
-    selection_years: int = evo.EvolutionSettings.selection_years
-    test_years: int = evo.EvolutionSettings.test_years
-    commission: float = evo.EvolutionSettings.commission
-    min_dsr: float = evo.EvolutionSettings.min_dsr
-    min_oos_psr: float = evo.EvolutionSettings.min_oos_psr
-    max_pbo: float = evo.EvolutionSettings.max_pbo
+EvolutionConfig = config_from(
+    evo.EvolutionSettings, "EvolutionConfig",
+    "The walk-forward evolution's settings (emp_core's EvolutionSettings), and the fitness engine: in_process, "
+    "or spark (the pyspark resource's executors, identical results).",
+    engine=(str, "in_process"))
 
 
 def _figures(decision: dict) -> dict:
@@ -82,13 +77,12 @@ def _figures(decision: dict) -> dict:
 )
 def evolution(context: dg.AssetExecutionContext, config: EvolutionConfig, store: EmbeddedStoreResource,
               pyspark: dg.ResourceParam[Any]):
-    settings = config.model_dump()
-    engine = settings.pop("engine")
-    if engine not in ("in_process", "spark"):
-        raise EmpError(f"evolution engine {engine!r}: choose in_process or spark")
-    evaluator = spark_evaluator(pyspark.spark_session) if engine == "spark" else evaluate
+    if config.engine not in ("in_process", "spark"):
+        raise EmpError(f"evolution engine {config.engine!r}: choose in_process or spark")
+    evaluator = spark_evaluator(pyspark.spark_session) if config.engine == "spark" else evaluate
     db = store.store()
-    run = evo.run_evolution(db, evo.EvolutionSettings(**settings), run_id=context.run_id, evaluator=evaluator)
+    run = evo.run_evolution(db, settings_of(config, evo.EvolutionSettings), run_id=context.run_id,
+                            evaluator=evaluator)
     result, d = run.result, run.result.decision
     for name, key in KEYS.items():
         if name == "champion" and result.champion is None:
@@ -115,33 +109,16 @@ def evolution(context: dg.AssetExecutionContext, config: EvolutionConfig, store:
                 "![Pareto front]("
                 + scatter(last["max_drawdown"].to_numpy(), last["sharpe_lb"].to_numpy(),
                           "last window: Sharpe lower bound vs max drawdown",
-                          highlight=_front_mask(last["sharpe_lb"].to_numpy(), last["max_drawdown"].to_numpy(),
-                                                last["turnover"].to_numpy())) + ")")
+                          highlight=front_mask(last["sharpe_lb"].to_numpy(), last["max_drawdown"].to_numpy(),
+                                               last["turnover"].to_numpy())) + ")")
         if name == "decision":
             figures = _figures(d.as_dict())
             metadata |= figures
-            yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=[dg.AssetCheckResult(
-                check_name=PROMOTION_GATE, asset_key=key, passed=d.promoted, description=d.reason,
-                severity=dg.AssetCheckSeverity.WARN, metadata=figures)])
+            gate = CheckOutcome(PROMOTION_GATE, d.promoted, d.reason, figures)
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=[
+                check_result(gate, severity=dg.AssetCheckSeverity.WARN, asset_key=key)])
             continue
         if name == "champion":
             yield dg.MaterializeResult(asset_key=key, metadata=metadata | {"reason": d.reason})
             continue
         yield dg.MaterializeResult(asset_key=key, metadata=metadata)
-
-
-def _front_mask(sharpe: np.ndarray, drawdown: np.ndarray, turnover: np.ndarray) -> np.ndarray:
-    """Non-dominated points: higher Sharpe lower bound, higher (less negative) drawdown, lower turnover."""
-    pts = np.column_stack([sharpe, drawdown, -turnover])
-    better_eq = (pts[None, :, :] >= pts[:, None, :]).all(axis=2)
-    strictly = (pts[None, :, :] > pts[:, None, :]).any(axis=2)
-    dominated = (better_eq & strictly).any(axis=1)
-    return ~dominated
-
-
-evolution_job = dg.define_asset_job("evolution_weekly", selection=dg.AssetSelection.assets(*KEYS.values()),
-                                    description="Walk-forward evolution over the stored history; the decision "
-                                                "every run, a champion when the gates promote one.")
-weekly_evolution = dg.ScheduleDefinition(
-    job=evolution_job, cron_schedule="0 8 * * 0", execution_timezone="America/New_York",
-    description="Sunday morning: evolve on the week's data; the promotion gate decides whether a champion is named.")

@@ -27,3 +27,8 @@ def spark_resource() -> dg.ConfigurableResource:
         return SparkUnavailable()
     python_for_spark_workers(sys.executable)
     return LazyPySparkResource(spark_config=dict(LOCAL_CONFIG))
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources={"pyspark": spark_resource()})

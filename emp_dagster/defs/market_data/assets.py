@@ -5,10 +5,11 @@ from emp_core.clock import utcnow
 from emp_core.market_data.ingest import DATASETS
 from emp_core.market_data.macro import TableLoad, load_macro_series, load_treasury_curve
 from emp_core.market_data.pipeline import ingest_window
-from emp_core.market_data.quality import BAR_CHECKS, CHECK_DESCRIPTIONS, CheckOutcome
+from emp_core.market_data.quality import BAR_CHECKS, CHECK_DESCRIPTIONS
 from emp_core.market_data.universe import build_universe
 from emp_dagster.defs.market_data.partitions import BAR_BACKFILL, BAR_PARTITIONS, partitions_of
 from emp_dagster.defs.market_data.resources import EmbeddedStoreResource, ShippedDataResource
+from emp_dagster.edge import check_result
 
 GROUP = "market_data"
 BAR_KEYS = {name: dg.AssetKey(["duckdb", "market", name]) for name in DATASETS}
@@ -25,12 +26,6 @@ class BarsConfig(dg.Config):
     symbols: list[str] | None = None
     max_gap_ratio: float | None = None
     max_lag_bars: int | None = None
-
-
-def check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
-    meta = {k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v for k, v in outcome.metadata.items()}
-    return dg.AssetCheckResult(check_name=outcome.name, passed=outcome.passed, description=outcome.description,
-                               metadata=meta, severity=dg.AssetCheckSeverity.ERROR)
 
 
 def _bars_asset(name: str) -> dg.AssetsDefinition:

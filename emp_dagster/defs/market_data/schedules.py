@@ -1,10 +1,10 @@
 import datetime as dt
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from emp_dagster.defs.market_data.jobs import ingest_job
 from emp_dagster.defs.market_data.partitions import BAR_PARTITIONS
+from emp_dagster.edge import partition_range_tags
 
 TRAILING_MONTHS = 3
 
@@ -31,6 +31,5 @@ def weekly_trailing_backfill(context: dg.ScheduleEvaluationContext) -> dg.RunReq
     start = keys[max(0, keys.index(end) - (TRAILING_MONTHS - 1))]
     return dg.RunRequest(
         run_key=f"trailing-{when:%Y-%m-%d}",
-        tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end,
-              "emp/trigger": "weekly-backfill"},
+        tags={**partition_range_tags(start, end), "emp/trigger": "weekly-backfill"},
     )

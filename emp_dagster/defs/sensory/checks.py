@@ -8,15 +8,13 @@ from emp_core.sensory.calibration import DriftLimits, drift
 from emp_core.sensory.pipeline import OUTPUTS
 from emp_dagster.defs.market_data.resources import EmbeddedStoreResource
 from emp_dagster.defs.sensory.assets import CALIBRATION_KEY, KEYS
+from emp_dagster.edge import check_result, config_from, settings_of
 
 _DESCRIPTION = ("PSI and Kolmogorov-Smirnov D of the latest month's scores against the 36 months before, "
                 "and the share of bars over the calibrated alert threshold. Warns; does not block.")
 
 
-class DriftConfig(dg.Config):
-    psi: float = DriftLimits.psi
-    ks: float = DriftLimits.ks
-    alert_rate: float = DriftLimits.alert_rate
+DriftConfig = config_from(DriftLimits, "DriftConfig", "Limits of the drift checks (emp_core's DriftLimits).")
 
 
 @dg.multi_asset_check(
@@ -24,13 +22,7 @@ class DriftConfig(dg.Config):
            for name in OUTPUTS],
 )
 def sensory_drift(config: DriftConfig, store: EmbeddedStoreResource) -> Iterator[dg.AssetCheckResult]:
-    limits = DriftLimits(psi=config.psi, ks=config.ks, alert_rate=config.alert_rate)
+    limits = settings_of(config, DriftLimits)
     s = store.store()
     for name in OUTPUTS:
-        outcome = drift(s, name, limits)
-        yield dg.AssetCheckResult(
-            asset_key=KEYS[name], check_name="drift", passed=outcome.passed, severity=dg.AssetCheckSeverity.WARN,
-            description=outcome.description,
-            metadata={k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v
-                      for k, v in outcome.metadata.items()},
-        )
+        yield check_result(drift(s, name, limits), severity=dg.AssetCheckSeverity.WARN, asset_key=KEYS[name])

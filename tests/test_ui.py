@@ -75,6 +75,9 @@ def test_webserver_serves_the_asset_graph_and_checks(demo_home):
         assert {s["name"]: s["cronSchedule"] for s in schedules["data"]["schedulesOrError"]["results"]} == {
             "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6",
             "evolution_weekly_schedule": "0 8 * * 0"}
+        # the instance settings turn Dagster's new-user modal off: the first screen is the graph
+        nux = requests.post(f"{url}/graphql", json={"query": "{ shouldShowNux }"}, timeout=60).json()
+        assert nux["data"]["shouldShowNux"] is False
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

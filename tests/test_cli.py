@@ -84,4 +84,19 @@ def test_demo_decides_with_every_figure_in_a_successful_run(demo_home, monkeypat
     monkeypatch.setenv("DAGSTER_HOME", str(demo_home / "dagster"))
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
+        planned = {r.run_id: instance.get_records_for_run(
+            r.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=100_000).records for r in runs}
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    # Three runs (macro sources, the monthly assets over the range, the rest): an unpartitioned asset is planned
+    # once, not once per month as in a single run over the range (20 assets x 240 months = 4,800 events).
+    assert len(runs) == 3
+    per_asset: dict[str, int] = {}
+    for records in planned.values():
+        for record in records:
+            key = record.event_log_entry.dagster_event.asset_key.to_user_string()
+            per_asset[key] = per_asset.get(key, 0) + 1
+    months = per_asset["duckdb/market/bars_1d"]
+    assert months == 240 and per_asset["duckdb/sensory/fused"] == months
+    assert {k: n for k, n in per_asset.items() if n != months} == {
+        k: 1 for k in per_asset if not k.startswith(("duckdb/market/bars", "duckdb/sensory/"))
+        or k == "duckdb/sensory/calibration"}

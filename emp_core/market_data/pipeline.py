@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ log = logging.getLogger("emp.ingest")
 class WindowResult:
     report: IngestReport
     checks: list[quality.CheckOutcome]
+    check_seconds: float = 0.0  # reading the stored window back and running its checks
 
     @property
     def failed_checks(self) -> list[str]:
@@ -51,6 +53,7 @@ def ingest_window(
         journal_failure(store, run_id=run_id, dataset_name=spec.name, source=source, partitions=partitions,
                         error=f"{type(exc).__name__}: {exc}")
         raise
+    t0 = time.perf_counter()
     start, end = partitions[0].start, partitions[-1].end
     bars = store.read_bars(spec.name, start=start, end=end)
     coverage = report.coverage
@@ -59,7 +62,7 @@ def ingest_window(
         quality.calendar_gaps(bars, spec, start, end, coverage, max_gap_ratio),
         quality.freshness(bars, spec, start, end, coverage, now, max_lag_bars),
     ]
-    result = WindowResult(report=report, checks=checks)
+    result = WindowResult(report=report, checks=checks, check_seconds=time.perf_counter() - t0)
     failed = result.failed_checks
     log.info("%s [%s, %s): checks %d passed, %d failed%s", spec.name, start.date(), end.date(),
              len(checks) - len(failed), len(failed), f" ({', '.join(failed)})" if failed else "")

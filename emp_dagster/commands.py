@@ -185,7 +185,8 @@ def cmd_demo(args) -> int:
     print(f"  data:    {store.path}")
     print(f"  dagster: {home}")
     print("  open the UI:    make ui   (or: emp ui)  ->  http://127.0.0.1:3000")
-    print("  read the data:  notebooks/01_market_data.ipynb, 02_sensory.ipynb, 03_evolution.ipynb")
+    print("  read the data:  make notebooks  (JupyterLab on this store: notebooks/01_market_data.ipynb, "
+          "02_sensory.ipynb, 03_evolution.ipynb)")
     if step_failures or failed or not ok:
         for event in step_failures:
             print(f"  step failed: {event.step_key}: {event.event_specific_data.error.message.strip()}",

@@ -167,12 +167,14 @@ trials"""),
 ]
 
 NOTEBOOKS = {"01_market_data": MARKET_DATA, "02_sensory": SENSORY, "03_evolution": EVOLUTION}
+KERNEL = "emp-predator"
 
 
 def main() -> None:
     for name, cells in NOTEBOOKS.items():
         nb = nbf.v4.new_notebook()
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        # the project's kernel (make notebooks / make test install it into .venv): the tests run under it too
+        nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "EMP Predator (.venv)", "language": "python"}
         nb.cells = [nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
                     for kind, src in cells]
         for i, cell in enumerate(nb.cells):

@@ -17,7 +17,9 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 def test_notebook_runs_on_the_demo_store(demo_home, monkeypatch, name, figures, expected_text):
     monkeypatch.setenv("EMP_HOME", str(demo_home))
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
+    # the notebook's own kernel, the project's (make test and make notebooks install it into .venv)
+    assert nb.metadata.kernelspec.name == "emp-predator"
+    NotebookClient(nb, timeout=300, kernel_name=nb.metadata.kernelspec.name,
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

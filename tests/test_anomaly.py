@@ -8,7 +8,7 @@ from emp_core.sensory import compute_features
 from emp_core.sensory.anomaly import OTHERS, RIDGE, WINDOW, finishing_stages, hotelling_z
 from emp_core.sensory.base import POS, RET
 from emp_core.sensory.fusion import DEFAULT_WEIGHTS, DIMENSIONS, fuse
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
 
 K = len(OTHERS)
 

@@ -49,3 +49,13 @@ def test_the_dagster_edge_uses_public_api_and_loads_its_defs_folder():
     folders = [p for p in root.joinpath("emp_dagster", "defs").iterdir() if p.is_dir() and p.name != "__pycache__"]
     assert {p.name for p in folders} >= {"market_data", "sensory", "evolution"}
     assert {p.name: sorted({f.name for f in p.glob("*.py")} - kinds) for p in folders} == {p.name: [] for p in folders}
+
+
+def test_tests_import_helpers_not_the_conftest():
+    """conftest.py holds fixtures, which pytest injects; shared helpers live in tests/support.py."""
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    offenders = [p.name for p in tests.glob("*.py")
+                 if "from tests.conftest" in p.read_text() and p.name != Path(__file__).name]
+    assert offenders == []

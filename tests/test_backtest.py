@@ -11,7 +11,7 @@ import pytest
 from emp_core.backtest import metrics, simulate
 from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT
 from emp_core.backtest.strategies import sma, sma_cross
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
 
 PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(60, 160, 10)]
 CHECKED = PAIRS[::9]  # 12 of the 100 pairs here; the benchmark compares all 100

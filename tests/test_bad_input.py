@@ -10,7 +10,7 @@ from emp_core.errors import InputFileError
 from emp_core.market_data.ingest import ingest_bars, new_run_id
 from emp_core.market_data.readers import read_bar_file
 from emp_core.market_data.sources import FileSource
-from tests.conftest import write_csv
+from tests.support import write_csv
 
 HEADER = "Date,Open,High,Low,Close,Volume"
 NOW = datetime(2026, 1, 1)

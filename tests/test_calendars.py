@@ -5,7 +5,7 @@ import pytest
 
 from emp_core.calendars import expected_bars, trading_dates
 from emp_core.errors import ConfigError
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
 
 
 def test_xnys_knows_holidays_and_closures():

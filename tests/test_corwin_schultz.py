@@ -15,7 +15,7 @@ import pytest
 from emp_core.sensory import compute_features
 from emp_core.sensory.features import prepare
 from emp_core.sensory.how import LIQ_WINDOW, corwin_schultz
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
 
 
 def paper_spread(h0: float, l0: float, h1: float, l1: float, c0: float | None, *, adjust: bool = True) -> float:

@@ -17,7 +17,7 @@ from emp_core.evolution.registry import MemoryRegistry
 from emp_core.evolution.registry import genome_hash as registry_genome_hash
 from emp_core.evolution.walkforward import walk_forward, windows
 from emp_core.sensory import compute_features
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
 
 
 @pytest.fixture(scope="module")

@@ -134,6 +134,7 @@ def test_the_champion_check_fails_when_the_stored_decision_does_not_back_it(reso
     assert "no decision" in verify_champion(store, LENIENT_FLOOR).description
 
 
+@pytest.mark.spark
 def test_the_spark_engine_stores_the_same_evolution(resources, spark):
     with dg.instance_for_test() as instance:
         in_process = run(resources, LENIENT, instance, floor=LENIENT)

@@ -8,7 +8,7 @@ import pytest
 
 from emp_core.cli import main
 from emp_core.store import DuckDBStore
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
 
 SMALL = ["--population", "6", "--generations", "2", "--no-macro"]
 KEYS = {"promoted", "dsr", "pbo", "n_trials", "n_effective", "reason", "oos_psr", "sr0", "sharpe", "n_bars",

@@ -9,7 +9,7 @@ from emp_core.cli import main
 from emp_core.market_data.validate import validate_bars
 from emp_core.sensory import compute_features
 from emp_core.sensory.cli import shipped_macro
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
 
 
 @pytest.fixture

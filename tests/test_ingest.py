@@ -8,7 +8,7 @@ from emp_core.market_data.ingest import Partition, ingest_bars, new_run_id
 from emp_core.market_data.macro import macro_series
 from emp_core.market_data.pipeline import ingest_window
 from emp_core.market_data.sources import ShippedSource
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
 
 NOW = datetime(2026, 1, 1)
 

@@ -5,7 +5,7 @@ import pytest
 
 from emp_core.market_data.ingest import DATASETS
 from emp_core.market_data.quality import calendar_gaps, expectation_checks, freshness
-from tests.conftest import daily_bars
+from tests.support import daily_bars
 
 SPEC = DATASETS["bars_1d"]
 START, END = datetime(2020, 1, 1), datetime(2020, 3, 1)

@@ -11,8 +11,8 @@ from emp_core.errors import EmpError
 from emp_core.market_data.macro import macro_series, treasury_curve
 from emp_core.sensory import DIMENSIONS, FeatureInputError, MacroInputs, compute_features
 from emp_core.sensory.fusion import check_weights
-from tests.conftest import SHIPPED
 from tests.sensory_reference import reference_features
+from tests.support import SHIPPED
 
 # Floats are compared as |fast - reference| <= TOL * (1 + |reference|): the two differ only in
 # summation order (Polars updates rolling sums incrementally, the reference sums each window).

@@ -10,7 +10,7 @@ from emp_core.calendars import expected_bars
 from emp_core.market_data.sources import ShippedSource, generate_bars, parse_chart_response
 from emp_core.market_data.sources.yahoo import YahooError
 from emp_core.market_data.validate import validate_bars
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

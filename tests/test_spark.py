@@ -2,13 +2,16 @@
 
 import numpy as np
 import polars as pl
+import pytest
 
 from emp_core.evolution.fitness import Universe, evaluate
 from emp_core.evolution.genome import BOUNDS, CATALOGUE, Genome
 from emp_core.evolution.spark import spark_evaluator
 from emp_core.evolution.walkforward import walk_forward, windows
 from emp_core.sensory import compute_features
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
+
+pytestmark = pytest.mark.spark
 
 
 def universe() -> Universe:

@@ -7,7 +7,7 @@ import polars as pl
 
 from emp_core.sensory import compute_features
 from emp_core.sensory.what import HORIZONS, WEIGHTS
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
 
 
 def test_no_component_of_what_cancels_another_on_the_shipped_data():

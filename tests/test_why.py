@@ -7,7 +7,7 @@ import polars as pl
 from emp_core.sensory import compute_features
 from emp_core.sensory.cli import shipped_macro
 from emp_core.sensory.why import COMPONENTS
-from tests.conftest import SHIPPED
+from tests.support import SHIPPED
 
 
 def spx(macro):

@@ -1,9 +1,17 @@
 """The ``emp`` command line.
 
-Domain commands live here (``emp ingest``). Commands that drive Dagster
-(``emp demo``, ``emp ui``, ``emp backfill``) are contributed by ``emp_dagster``
-through the ``emp.commands`` entry point, so this package never imports dagster.
-Errors a user can cause print one line, ``emp: error: ...``, and exit 2.
+One convention for every subcommand: this module holds only parsers and thin ``cmd_*`` functions,
+each calling a typed ``run_*`` function in its domain's ``cli.py`` (``emp_core.market_data.cli``,
+``emp_core.sensory.cli``, ``emp_core.backtest.cli``, ``emp_core.evolution.cli``). Commands that drive
+Dagster (``emp demo``, ``emp ui``, ``emp backfill``) are contributed by ``emp_dagster`` through the
+``emp.commands`` entry point, so this package never imports dagster.
+
+- An input file is ``--data FILE`` (``emp ingest`` still accepts ``--path``, deprecated).
+- ``--start``/``--end`` are inclusive everywhere (:data:`RANGE_HELP`).
+- Errors a user can cause print one line, ``emp COMMAND: error: MESSAGE`` (``emp: error: MESSAGE``
+  before a command is known), and exit 2; messages never carry a prefix of their own.
+- Progress goes to stderr through the ``emp`` logger: ``-q/--quiet`` silences it, and it never
+  reaches stdout, so ``--json`` output is one JSON object.
 """
 
 from __future__ import annotations
@@ -11,8 +19,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -20,19 +30,67 @@ from emp_core.errors import EmpError
 
 EXIT_USAGE = 2
 
+RANGE_HELP = ("--start and --end are both inclusive: a date YYYY-MM-DD includes that day, a month YYYY-MM the "
+              "whole month (as --start its first day, as --end through its last day), so --start 2008-01 "
+              "--end 2008-12 is all of 2008. Commands that work in months take the months containing the dates.")
+
+log = logging.getLogger("emp")
+
+
+class UsageError(EmpError):
+    """A command line the parser refuses; ``prog`` is the (sub)command it belongs to."""
+
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage dump
-        raise EmpError(f"{self.prog}: {message}")
+        raise UsageError(message, self.prog)
 
 
-def parse_date(text: str) -> datetime:
-    for fmt in ("%Y-%m-%d", "%Y-%m", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"):
+@dataclass(frozen=True)
+class Period:
+    """What a ``--start``/``--end`` value names: a day, a month or a minute, from ``first`` up to
+    (not including) ``after``."""
+
+    text: str
+    first: datetime
+    after: datetime
+
+
+def _month_after(t: datetime) -> datetime:
+    return datetime(t.year + t.month // 12, t.month % 12 + 1, 1)
+
+
+def parse_date(text: str) -> Period:
+    """``YYYY-MM-DD`` (a day), ``YYYY-MM`` (a month) or ``YYYY-MM-DDTHH:MM`` (a minute)."""
+    for fmt, after in (("%Y-%m-%d", lambda t: t + timedelta(days=1)), ("%Y-%m", _month_after),
+                       ("%Y-%m-%dT%H:%M", lambda t: t + timedelta(minutes=1)),
+                       ("%Y-%m-%d %H:%M", lambda t: t + timedelta(minutes=1))):
         try:
-            return datetime.strptime(text, fmt)
+            first = datetime.strptime(text, fmt)
         except ValueError:
             continue
+        return Period(text, first, after(first))
     raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD or YYYY-MM)")
+
+
+def check_range(start: Period | None, end: Period | None) -> None:
+    """The one refusal every command makes: an ``--end`` before the ``--start``."""
+    if start and end and end.after <= start.first:
+        raise EmpError(f"--end {end.text} is before --start {start.text}")
+
+
+def add_range(p: argparse.ArgumentParser, *, required: bool = False, start_default: str = "",
+              end_default: str = "") -> None:
+    """``--start``/``--end`` with the one meaning of :data:`RANGE_HELP`, written in the command's help."""
+    p.add_argument("--start", type=parse_date, required=required, metavar="DATE|MONTH",
+                   help=f"first day or month, inclusive{start_default}")
+    p.add_argument("--end", type=parse_date, required=required, metavar="DATE|MONTH",
+                   help=f"last day or month, inclusive{end_default}")
+    p.epilog = textwrap.fill(RANGE_HELP, 100)
 
 
 def symbol_list(text: str) -> list[str]:
@@ -48,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="EMP Predator: market data, features and strategies on Dagster. "
                     "Data lives under $EMP_HOME (default ./.emp).",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary and errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines: only results and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_ingest(sub)
     _add_features(sub)
@@ -56,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evolve(sub)
     for ep in entry_points(group="emp.commands"):
         ep.load()(sub)
+    for p in sub.choices.values():  # -q also after the command name (emp evolve ... -q), every command alike
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress lines: only results and errors")
     return parser
 
 
@@ -66,28 +127,25 @@ def _subcommand(sub, name: str, help_: str, description: str, func) -> argparse.
 
 
 def _add_ingest(sub) -> None:
-    p = sub.add_parser(
-        "ingest", help="ingest bars from a source into the store (validated, quarantined, journaled)",
-        description="Ingest bars through the same path as the Dagster assets: validation, quarantine of bad "
-                    "rows with a reason, idempotent replace, one journal row. Examples:\n"
-                    "  emp ingest --source file --path prices.csv --symbol ACME\n"
-                    "  emp ingest --source shipped --symbols SPX,IXIC --start 2008-01 --end 2009-12\n"
-                    "  emp ingest --source synthetic --n-symbols 50 --start 2015-01-01 --end 2020-01-01",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _subcommand(
+        sub, "ingest", "ingest bars from a source into the store (validated, quarantined, journaled)",
+        "Ingest bars through the same path as the Dagster assets: validation, quarantine of bad "
+        "rows with a reason, idempotent replace, one journal row. Examples:\n"
+        "  emp ingest --source file --data prices.csv --symbol ACME\n"
+        "  emp ingest --source shipped --symbols SPX,IXIC --start 2008-01 --end 2009-12\n"
+        "  emp ingest --source synthetic --n-symbols 50 --start 2015-01-01 --end 2019-12-31", cmd_ingest)
     p.add_argument("--source", required=True, choices=["file", "shipped", "synthetic", "yahoo"])
-    p.add_argument("--path", type=Path, help="CSV or Parquet file (--source file)")
+    p.add_argument("--data", type=Path, metavar="FILE", help="CSV or Parquet file (--source file)")
+    p.add_argument("--path", type=Path, dest="deprecated_path", metavar="FILE", help="(deprecated: use --data)")
     p.add_argument("--symbol", help="instrument of a file without a symbol column (--source file)")
     p.add_argument("--symbols", type=symbol_list, help="comma-separated symbols (shipped, yahoo)")
-    p.add_argument("--start", type=parse_date, help="first date (inclusive)")
-    p.add_argument("--end", type=parse_date, help="last date (exclusive)")
+    add_range(p)
     p.add_argument("--interval", choices=["1d", "1h"], default="1d", help="bar interval (default 1d)")
     p.add_argument("--tz", default="UTC", help="time zone of naive timestamps in the file (default UTC)")
     p.add_argument("--n-symbols", type=int, default=10, help="universe size (--source synthetic)")
     p.add_argument("--seed", type=int, default=0, help="random seed (--source synthetic)")
     p.add_argument("--tier", choices=["embedded", "institutional"], default=None,
                    help="target store (default $EMP_TIER or embedded)")
-    p.set_defaults(func=cmd_ingest)
 
 
 def weight_list(text: str) -> dict[str, float]:
@@ -184,16 +242,20 @@ def _add_evolve(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (the decision and its figures)")
 
 
-def cmd_evolve(args) -> int:
-    from emp_core.evolution.cli import run_evolve
+def cmd_ingest(args) -> int:
+    from emp_core.market_data.cli import run_ingest
 
-    return run_evolve(args)
-
-
-def cmd_backtest(args) -> int:
-    from emp_core.backtest.cli import run_backtest
-
-    return run_backtest(args)
+    data = args.data
+    if args.deprecated_path is not None:
+        if data is not None:
+            raise EmpError("--path is the deprecated name of --data: give --data only")
+        log.warning("emp ingest: warning: --path is deprecated, use --data")
+        data = args.deprecated_path
+    check_range(args.start, args.end)
+    return run_ingest(args.source, data=data, symbol=args.symbol, symbols=args.symbols,
+                      start=args.start.first if args.start else None, end=args.end.after if args.end else None,
+                      interval=args.interval, naive_tz=args.tz, n_symbols=args.n_symbols, seed=args.seed,
+                      tier=args.tier)
 
 
 def cmd_features(args) -> int:
@@ -203,60 +265,22 @@ def cmd_features(args) -> int:
                         use_macro=not args.no_macro, weights=args.weights, calendar=args.calendar)
 
 
-def _source(args):
-    from emp_core.config import settings
-    from emp_core.market_data import sources
+def cmd_backtest(args) -> int:
+    from emp_core.backtest.cli import run_backtest
 
-    if args.source == "file":
-        if args.path is None:
-            raise EmpError("emp ingest: --source file needs --path FILE")
-        return sources.FileSource(args.path, args.symbol)
-    if args.source == "shipped":
-        return sources.ShippedSource(settings().data_dir)
-    if args.source == "synthetic":
-        if args.start is None or args.end is None:
-            raise EmpError("emp ingest: --source synthetic needs --start and --end")
-        if args.n_symbols < 1:
-            raise EmpError("emp ingest: --n-symbols must be at least 1")
-        return sources.SyntheticSource(args.n_symbols, args.start, args.end, args.interval, args.seed)
-    return sources.YahooSource(tuple(args.symbols or ()), args.interval)
+    return run_backtest(args.data, symbol=args.symbol, strategy=args.strategy, genome=args.genome,
+                        fast=args.fast, slow=args.slow, cash=args.cash, commission=args.commission,
+                        long_only=args.long_only, fractional=args.fractional, use_macro=not args.no_macro,
+                        calendar=args.calendar, naive_tz=args.tz, as_json=args.json)
 
 
-def cmd_ingest(args) -> int:
-    from emp_core.config import settings
-    from emp_core.market_data.ingest import Partition, ingest_bars, journal_failure, new_run_id
-    from emp_core.store import DuckDBStore
+def cmd_evolve(args) -> int:
+    from emp_core.evolution.cli import run_evolve
 
-    cfg = settings()
-    tier = args.tier or cfg.tier
-    if tier != "embedded":
-        raise EmpError("emp ingest: the institutional tier (PostgreSQL) is not available in this version; "
-                       "use --tier embedded")
-    if args.start and args.end and args.end <= args.start:
-        raise EmpError(f"emp ingest: --end {args.end:%Y-%m-%d} is not after --start {args.start:%Y-%m-%d}")
-    source = _source(args)
-    dataset = f"bars_{args.interval}"
-    store = DuckDBStore(cfg.duckdb_path)
-    run_id = new_run_id("cli")
-    partitions = None
-    if args.source in ("shipped", "yahoo", "synthetic") and (args.start or args.end):
-        if not (args.start and args.end):
-            raise EmpError("emp ingest: give both --start and --end, or neither")
-        partitions = [Partition(f"{args.start:%Y-%m-%d}..{args.end:%Y-%m-%d}", args.start, args.end)]
-    symbols = args.symbols if args.source in ("shipped", "yahoo") else None
-    try:
-        report = ingest_bars(store, source, dataset, run_id=run_id, partitions=partitions, symbols=symbols,
-                             naive_tz=args.tz)
-    except EmpError as exc:
-        if store.path.exists():
-            journal_failure(store, run_id=run_id, dataset_name=dataset, source=source, partitions=partitions,
-                            error=str(exc))
-        raise
-    print(report.summary())
-    print(f"store: {store.path}  table: market.{dataset}  run: {run_id}")
-    if report.rows_quarantined:
-        print(f"quarantined rows: SELECT * FROM market.quarantine WHERE run_id = '{run_id}'")
-    return 0
+    return run_evolve(args.data, symbol=args.symbol, seed=args.seed, population=args.population,
+                      generations=args.generations, train_years=args.train_years, commission=args.commission,
+                      dataset=args.dataset, use_macro=not args.no_macro, calendar=args.calendar, naive_tz=args.tz,
+                      as_json=args.json)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -273,16 +297,18 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    log = logging.getLogger("emp")
     if not log.handlers:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
-        log.setLevel(logging.INFO)
         log.propagate = False
+    log.setLevel(logging.INFO)
+    prog = "emp"
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if args.command:
+            prog = f"emp {args.command}"
         if args.quiet:
             log.setLevel(logging.WARNING)
         if not getattr(args, "func", None):
@@ -290,10 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         return int(args.func(args) or 0)
     except EmpError as exc:
-        print(f"emp: error: {exc}", file=sys.stderr)
+        print(f"{getattr(exc, 'prog', prog)}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("emp: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 

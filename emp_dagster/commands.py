@@ -7,6 +7,8 @@ Runs execute in this process against the instance in ``$DAGSTER_HOME``
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import shutil
 import signal
@@ -17,31 +19,53 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-from emp_core.cli import parse_date, symbol_list
+from emp_core.cli import add_range, check_range, symbol_list
 from emp_core.config import REPO_ROOT, settings
 from emp_core.errors import EmpError
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+log = logging.getLogger("emp.dagster")
+
+
 def register(sub) -> None:
-    demo = sub.add_parser("demo", help="materialise the whole asset graph on the shipped real data")
-    demo.add_argument("--start", type=parse_date, help="first month (default: first month of the shipped data)")
-    demo.add_argument("--end", type=parse_date, help="last month, inclusive (default: last month of the data)")
+    demo = sub.add_parser(
+        "demo", help="materialise the whole asset graph on the shipped real data",
+        description="Materialise every asset over a range of months of the shipped data, in three Dagster runs "
+                    "(macro sources, the monthly assets, the research assets). Example:\n"
+                    "  emp demo --start 2008-01 --end 2008-12", formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_range(demo, start_default=" (default: the first month of the shipped data)",
+              end_default=" (default: the last month of the shipped data)")
     demo.set_defaults(func=cmd_demo)
 
     backfill = sub.add_parser(
         "backfill", help="re-ingest a range of monthly partitions of the bars assets in one Dagster run",
-        description="Example: emp backfill --start 2008-01 --end 2009-06 --symbols SPX,IXIC",
+        description="Re-ingest the monthly partitions of the bars assets in one Dagster run. Example:\n"
+                    "  emp backfill --start 2008-01 --end 2009-06 --symbols SPX,IXIC",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    backfill.add_argument("--start", type=parse_date, required=True, help="first month (YYYY-MM)")
-    backfill.add_argument("--end", type=parse_date, required=True, help="last month, inclusive (YYYY-MM)")
+    add_range(backfill, required=True)
     backfill.add_argument("--symbols", type=symbol_list, help="only these symbols (default: all)")
     backfill.set_defaults(func=cmd_backfill)
 
     ui = sub.add_parser("ui", help="start the Dagster UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
+
+
+def cmd_demo(args) -> int:
+    check_range(args.start, args.end)
+    return run_demo(args.start.first if args.start else None, args.end.first if args.end else None)
+
+
+def cmd_backfill(args) -> int:
+    check_range(args.start, args.end)
+    return run_backfill(args.start.first, args.end.first, symbols=args.symbols)
+
+
+def cmd_ui(args) -> int:
+    return run_ui(args.port)
 
 
 def prepare_instance() -> Path:
@@ -149,22 +173,25 @@ def _shipped_range() -> tuple[datetime, datetime]:
     return min(s["first_ts"].min() for s in spans), max(s["last_ts"].max() for s in spans)
 
 
-def cmd_demo(args) -> int:
+def run_demo(start: datetime | None = None, end: datetime | None = None) -> int:
+    """Materialise the whole graph for the months containing ``start`` .. ``end`` (inclusive; default: the
+    shipped data's range) and print the summary. Progress, one line per Dagster run, goes to the ``emp`` logger."""
     from emp_core.store import DuckDBStore
 
     t0 = time.perf_counter()
     home = prepare_instance()
     lo, hi = _shipped_range()
-    first, last = month_keys(args.start or lo, args.end or hi)
+    first, last = month_keys(start or lo, end or hi)
     stages = demo_stages()
-    print(f"emp demo: materialising every asset for months {first[:7]} .. {last[:7]} "
-          f"({len(stages)} Dagster runs: {', '.join(name for name, _, _ in stages)})", file=sys.stderr)
+    log.info("demo: materialising every asset for months %s .. %s (%d Dagster runs: %s)", first[:7], last[:7],
+             len(stages), ", ".join(name for name, _, _ in stages))
     results = []
-    for name, selection, partitioned in stages:
+    for i, (name, selection, partitioned) in enumerate(stages, 1):
         t1 = time.perf_counter()
         results.append(_run("emp_demo", first, last, selection=selection, partitioned=partitioned))
-        print(f"emp demo: {name}: {len(selection)} assets, run {results[-1].run_id} "
-              f"{'SUCCESS' if results[-1].success else 'FAILED'} in {time.perf_counter() - t1:.1f}s", file=sys.stderr)
+        log.info("demo: run %d/%d %s: %d assets, run %s %s in %.1fs (%.1fs elapsed)", i, len(stages), name,
+                 len(selection), results[-1].run_id, "SUCCESS" if results[-1].success else "FAILED",
+                 time.perf_counter() - t1, time.perf_counter() - t0)
         if not results[-1].success:
             break
     passed, failed, failed_names, warnings = _check_lines(results)
@@ -195,29 +222,36 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_backfill(args) -> int:
+def run_backfill(start: datetime, end: datetime, *, symbols: list[str] | None = None) -> int:
+    """Re-ingest the bars assets for the months containing ``start`` .. ``end`` (inclusive) in one Dagster run."""
+    t0 = time.perf_counter()
     prepare_instance()
-    first, last = month_keys(args.start, args.end)
+    first, last = month_keys(start, end)
+    months = (int(last[:4]) - int(first[:4])) * 12 + int(last[5:7]) - int(first[5:7]) + 1
     run_config = None
-    if args.symbols:
+    if symbols:
         from emp_dagster.defs.market_data.assets import BAR_KEYS
 
-        ops = {"__".join(key.path): {"config": {"symbols": args.symbols}} for key in BAR_KEYS.values()}
+        ops = {"__".join(key.path): {"config": {"symbols": symbols}} for key in BAR_KEYS.values()}
         run_config = {"ops": ops}
+    log.info("backfill: %d month(s) %s .. %s, %s, in one Dagster run", months, first[:7], last[:7],
+             f"symbols {','.join(symbols)}" if symbols else "all symbols")
     result = _run("market_data_ingest", first, last, run_config)
     passed, failed, failed_names, _ = _check_lines(result)
+    log.info("backfill: %d month(s) done, run %s %s in %.1fs", months, result.run_id,
+             "SUCCESS" if result.success else "FAILED", time.perf_counter() - t0)
     print(f"backfill {first[:7]} .. {last[:7]}: run {result.run_id} {'SUCCESS' if result.success else 'FAILED'}; "
           f"checks {passed} passed, {failed} failed" + (f" ({', '.join(failed_names)})" if failed else ""))
     return 0 if result.success and not failed else 1
 
 
-def cmd_ui(args) -> int:
+def run_ui(port: int = 3000) -> int:
+    """The Dagster UI (``dagster dev``) on 127.0.0.1:``port`` until Ctrl-C."""
     home = prepare_instance()
     exe = Path(sys.executable).with_name("dagster")
     cmd = [str(exe if exe.exists() else "dagster"), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-           "-h", "127.0.0.1", "-p", str(args.port)]
-    print(f"emp ui: Dagster UI on http://127.0.0.1:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops it",
-          file=sys.stderr)
+           "-h", "127.0.0.1", "-p", str(port)]
+    log.info("ui: Dagster UI on http://127.0.0.1:%d (DAGSTER_HOME=%s); Ctrl-C stops it", port, home)
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT)
     try:
         return proc.wait()
@@ -228,6 +262,3 @@ def cmd_ui(args) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             return 1
-
-
-

@@ -62,20 +62,20 @@ def run_cli(capsys, *args):
 def test_unreadable_files_fail_with_one_line_and_write_nothing(tmp_path, store, capsys, name, content, problem):
     path = tmp_path / name
     path.write_bytes(content)
-    code, err = run_cli(capsys, "--path", str(path), "--symbol", "ACME")
+    code, err = run_cli(capsys, "--data", str(path), "--symbol", "ACME")
     assert code == 2
     assert err.count("\n") == 0, err
-    assert err.startswith(f"emp: error: {path}:")
+    assert err.startswith(f"emp ingest: error: {path}:") and "emp: error" not in err
     assert problem in err
     assert "Traceback" not in err
     assert stored(store).height == 0
 
 
 def test_missing_file_and_missing_symbol_are_clear(tmp_path, store, capsys):
-    code, err = run_cli(capsys, "--path", str(tmp_path / "nope.csv"), "--symbol", "X")
+    code, err = run_cli(capsys, "--data", str(tmp_path / "nope.csv"), "--symbol", "X")
     assert code == 2 and "nope.csv: file not found" in err
     path = write_csv(tmp_path / "nosym.csv", HEADER, ["2020-01-02,1,2,1,1.5,10"])
-    code, err = run_cli(capsys, "--path", str(path))
+    code, err = run_cli(capsys, "--data", str(path))
     assert code == 2 and "has no symbol column; pass the instrument with --symbol" in err
 
 
@@ -180,7 +180,7 @@ def test_parquet_with_wrong_column_type_quarantines_rows(tmp_path, store):
 
 def test_cli_reports_quarantine_and_exits_zero(tmp_path, store, capsys):
     path = write_csv(tmp_path / "mixed.csv", HEADER, ["2020-01-02,10,11,9,10.5,100", "2020-01-03,10,9,11,10,100"])
-    code = main(["ingest", "--source", "file", "--path", str(path), "--symbol", "ACME"])
+    code = main(["ingest", "--source", "file", "--data", str(path), "--symbol", "ACME"])
     out = capsys.readouterr().out
     assert code == 0
     assert "2 rows in, 1 stored, 1 quarantined" in out

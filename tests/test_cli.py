@@ -1,10 +1,12 @@
 import subprocess
 import sys
+from datetime import date
 
 import pytest
 
-from emp_core.cli import main
+from emp_core.cli import RANGE_HELP, main
 from emp_core.store import DuckDBStore
+from tests.support import write_csv
 
 
 def test_help_lists_every_command(capsys):
@@ -16,22 +18,82 @@ def test_help_lists_every_command(capsys):
         assert command in out
 
 
-def test_usage_errors_are_one_line(capsys):
+def test_usage_errors_are_one_line_with_one_prefix(capsys):
     assert main(["ingest"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "emp: error: emp ingest: the following arguments are required: --source"
+    assert err == "emp ingest: error: the following arguments are required: --source"
     assert main(["ingest", "--source", "synthetic", "--start", "2020-13-01", "--end", "2021-01-01"]) == 2
-    assert "'2020-13-01' is not a date" in capsys.readouterr().err
-    assert main(["ingest", "--source", "synthetic", "--start", "2021-01-01", "--end", "2020-01-01"]) == 2
-    assert "is not after --start" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("emp ingest: error: argument --start: '2020-13-01' is not a date")
+    assert main(["ingest", "--source", "synthetic", "--start", "2021-01-01", "--end", "2020-12-31"]) == 2
+    assert capsys.readouterr().err.strip() == "emp ingest: error: --end 2020-12-31 is before --start 2021-01-01"
+    # An error raised inside the command (not by its parser) carries the same single prefix.
+    assert main(["ingest", "--source", "file"]) == 2
+    assert capsys.readouterr().err.strip() == "emp ingest: error: --source file needs --data FILE"
+    assert main(["backtest", "--data", "x.csv", "--cash", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "emp backtest: error: --cash must be a positive number"
+    # Before a command is known, the program's name alone.
+    assert main(["frobnicate"]) == 2
+    assert capsys.readouterr().err.startswith("emp: error: argument COMMAND: invalid choice: 'frobnicate'")
 
 
 def test_console_script_reports_errors_without_traceback(tmp_path):
     exe = [sys.executable, "-m", "emp_core.cli"]
-    proc = subprocess.run([*exe, "ingest", "--source", "file", "--path", str(tmp_path / "x.csv"), "--symbol", "A"],
+    proc = subprocess.run([*exe, "ingest", "--source", "file", "--data", str(tmp_path / "x.csv"), "--symbol", "A"],
                           check=False, capture_output=True, text=True, env={"EMP_HOME": str(tmp_path), "PATH": ""})
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"emp: error: {tmp_path / 'x.csv'}: file not found"
+    assert proc.stderr.strip() == f"emp ingest: error: {tmp_path / 'x.csv'}: file not found"
+    assert "emp: error" not in proc.stderr and "error: emp ingest:" not in proc.stderr
+
+
+def test_every_range_command_states_one_inclusive_meaning(capsys):
+    for command in ("ingest", "demo", "backfill"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert RANGE_HELP in out, command
+        assert "last day or month, inclusive" in out and "exclusive" not in out, command
+
+
+def test_path_is_a_deprecated_alias_of_data(emp_home, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["ingest", "--help"])
+    assert "(deprecated: use --data)" in " ".join(capsys.readouterr().out.split())
+    path = write_csv(tmp_path / "acme.csv", "Date,Open,High,Low,Close,Volume",
+                     ["2020-01-02,10,11,9,10.5,100", "2020-01-03,10,11,9,10.5,100"])
+    assert main(["ingest", "--source", "file", "--path", str(path), "--symbol", "ACME"]) == 0
+    captured = capsys.readouterr()
+    assert "2 rows in, 2 stored, 0 quarantined" in captured.out
+    notes = [line for line in captured.err.splitlines() if "deprecated" in line]
+    assert notes == ["emp ingest: warning: --path is deprecated, use --data"]
+    assert main(["ingest", "--source", "file", "--data", str(path), "--symbol", "ACME"]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert main(["ingest", "--source", "file", "--data", str(path), "--path", str(path), "--symbol", "A"]) == 2
+    assert capsys.readouterr().err.startswith("emp ingest: error: --path is the deprecated name of --data")
+
+
+def test_ingest_end_is_inclusive(emp_home, capsys):
+    """--start 2008-01 --end 2008-01 is January 2008, the 31st included, nothing of February."""
+    assert main(["ingest", "--source", "shipped", "--symbols", "SPX", "--start", "2008-01", "--end", "2008-01"]) == 0
+    capsys.readouterr()
+    days = DuckDBStore(emp_home / "emp.duckdb").read_bars("bars_1d").get_column("ts").dt.date()
+    assert days.min() == date(2008, 1, 2) and days.max() == date(2008, 1, 31)
+    assert main(["ingest", "--source", "synthetic", "--n-symbols", "1", "--start", "2019-01-07",
+                 "--end", "2019-01-07"]) == 0  # one day is a valid range: that day's bar
+    assert "1 rows in, 1 stored" in capsys.readouterr().out
+
+
+def test_quiet_removes_progress_lines_only(emp_home, capsys):
+    argv = ["ingest", "--source", "synthetic", "--n-symbols", "2", "--start", "2019-01", "--end", "2019-02"]
+    assert main(argv) == 0
+    loud = capsys.readouterr()
+    assert loud.err.startswith("bars_1d from synthetic: 80 rows in, 80 stored") and loud.err.endswith("s)\n")
+    for quiet in (["-q", *argv], [*argv, "--quiet"]):
+        assert main(quiet) == 0
+        captured = capsys.readouterr()
+        assert captured.err == ""
+        assert captured.out.split(" (")[0] == loud.out.split(" (")[0]  # the result itself is unchanged
+    assert main(argv) == 0  # quiet does not stick to the next command in the same process
+    assert capsys.readouterr().err.startswith("bars_1d from synthetic: ")
 
 
 def test_synthetic_ingest_from_the_cli(emp_home, capsys):
@@ -46,7 +108,11 @@ def test_backfill_from_the_cli_runs_one_dagster_run(emp_home, capsys):
     import dagster as dg
 
     assert main(["backfill", "--start", "2008-09", "--end", "2008-10", "--symbols", "SPX"]) == 0
-    assert "SUCCESS; checks 10 passed, 0 failed" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "SUCCESS; checks 10 passed, 0 failed" in captured.out
+    assert "backfill: 2 month(s) 2008-09 .. 2008-10, symbols SPX, in one Dagster run" in captured.err
+    assert "backfill: 2 month(s) done, run " in captured.err and "SUCCESS in " in captured.err
+    assert "backfill:" not in captured.out
     store = DuckDBStore(emp_home / "emp.duckdb")
     assert store.query("SELECT DISTINCT symbol FROM market.bars_1d")["symbol"].to_list() == ["SPX"]
     with dg.DagsterInstance.get() as instance:

@@ -62,6 +62,22 @@ def test_emp_evolve_prints_a_readable_decision(emp_home, universe_file, capsys):
     assert "window 1/9" in captured.err  # progress, one line per window
 
 
+def test_emp_evolve_json_is_one_object_and_progress_stays_on_stderr(emp_home, universe_file, capsys):
+    """--json: stdout is exactly one JSON object; the per-window progress (counts, elapsed) goes to stderr,
+    and -q/--quiet silences it without changing the result."""
+    argv = ["evolve", "--data", str(universe_file), *SMALL, "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # the whole of stdout, not only its last line
+    assert set(report) >= KEYS and "window 1/" not in captured.out and "elapsed" not in captured.out
+    lines = [line for line in captured.err.splitlines() if line.startswith("window ")]
+    assert len(lines) == report["windows"] and lines[0].startswith(f"window 1/{report['windows']} ")
+    assert "evaluations (" in lines[-1] and " so far)" in lines[-1] and lines[-1].endswith("s elapsed")
+    assert main([*argv, "--quiet"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and json.loads(quiet.out)["dsr"] == report["dsr"]
+
+
 @pytest.mark.parametrize(("rows", "message"), [
     (None, "file not found"),
     ("Date,Open,High,Low,Close,Volume\n", "only a header"),
@@ -75,7 +91,7 @@ def test_emp_evolve_bad_input_is_one_clear_line(emp_home, tmp_path, capsys, rows
         path.write_text(rows)
     assert main(["evolve", "--data", str(path), "--symbol", "ACME", *SMALL]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("emp: error: ") and message in err[-1]
+    assert err[-1].startswith("emp evolve: error: ") and message in err[-1]
 
 
 def test_emp_evolve_refuses_intraday_bars_and_tiny_populations(emp_home, tmp_path, capsys):

@@ -110,7 +110,8 @@ def test_usage_errors_name_the_input(ibm_csv, tmp_path, monkeypatch, capsys, arg
     argv = [a.replace("{csv}", str(ibm_csv)) for a in argv]
     assert main(["features", *argv]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("emp: error:") and message in err and "\n" not in err
+    assert err.startswith("emp features: error: ") and message in err and "\n" not in err
+    assert "emp: error" not in err and ": error: emp " not in err
 
 
 def test_a_file_without_one_valid_bar_is_refused(tmp_path, capsys):

@@ -50,50 +50,59 @@ def load_genome(text: str):
         raise EmpError(f"{path}: not a genome JSON object ({exc})") from None
 
 
-def _targets(args, bars: pl.DataFrame):
+def _targets(bars: pl.DataFrame, *, strategy: str, fast: int, slow: int, long_only: bool, genome: str | None,
+             use_macro: bool, calendar: str | None):
     """(targets, genome or None) of the chosen strategy."""
     close = bars.get_column("close").to_numpy()
-    if args.strategy == "sma-cross":
-        if not (0 < args.fast < args.slow):
-            raise EmpError(f"emp backtest: need 0 < --fast < --slow (got {args.fast} and {args.slow})")
-        return sma_cross(close, [(args.fast, args.slow)], long_only=args.long_only), None
-    if not args.genome:
-        raise EmpError("emp backtest: --strategy genome needs --genome NAME or FILE.json")
+    if strategy == "sma-cross":
+        if not (0 < fast < slow):
+            raise EmpError(f"need 0 < --fast < --slow (got {fast} and {slow})")
+        return sma_cross(close, [(fast, slow)], long_only=long_only), None
+    if strategy != "genome":
+        raise EmpError(f"unknown strategy {strategy!r} (sma-cross or genome)")
+    if not genome:
+        raise EmpError("--strategy genome needs --genome NAME or FILE.json")
     from emp_core.evolution.fitness import FEATURE_COLUMNS
     from emp_core.evolution.genome import targets
     from emp_core.sensory import compute_features
     from emp_core.sensory.cli import shipped_macro
 
-    genome = load_genome(args.genome)
-    if args.long_only and not genome.long_only:
-        genome = type(genome)(**(genome.as_dict() | {"long_only": True}))
-    features = compute_features(bars, None if args.no_macro else shipped_macro(), calendar=args.calendar)
+    chosen = load_genome(genome)
+    if long_only and not chosen.long_only:
+        chosen = type(chosen)(**(chosen.as_dict() | {"long_only": True}))
+    features = compute_features(bars, shipped_macro() if use_macro else None, calendar=calendar)
     feats = {c: features.get_column(c).fill_null(np.nan).to_numpy() for c in FEATURE_COLUMNS}
-    return targets(feats, [genome]), genome
+    return targets(feats, [chosen]), chosen
 
 
-def run_backtest(args) -> int:
-    if not (args.cash > 0 and math.isfinite(args.cash)):
-        raise EmpError("emp backtest: --cash must be a positive number")
-    if not (0 <= args.commission < 0.1):
-        raise EmpError("emp backtest: --commission is a rate per fill in [0, 0.1), e.g. 0.002")
-    bars, quarantined = load_bars(args.data, args.symbol, args.tz)
-    targets, genome = _targets(args, bars)
+def run_backtest(data: Path, *, symbol: str | None = None, strategy: str = "sma-cross", genome: str | None = None,
+                 fast: int = 10, slow: int = 20, cash: float = 10_000.0, commission: float = 0.0,
+                 long_only: bool = False, fractional: bool = False, use_macro: bool = True,
+                 calendar: str | None = None, naive_tz: str = "UTC", as_json: bool = False) -> int:
+    """Backtest one strategy on one instrument of ``data`` and print its metrics (one JSON object with
+    ``as_json``)."""
+    if not (cash > 0 and math.isfinite(cash)):
+        raise EmpError("--cash must be a positive number")
+    if not (0 <= commission < 0.1):
+        raise EmpError("--commission is a rate per fill in [0, 0.1), e.g. 0.002")
+    bars, quarantined = load_bars(data, symbol, naive_tz)
+    targets, chosen = _targets(bars, strategy=strategy, fast=fast, slow=slow, long_only=long_only, genome=genome,
+                               use_macro=use_macro, calendar=calendar)
     px = {c: bars.get_column(c).to_numpy() for c in ("open", "high", "low", "close")}
-    risk = {} if genome is None else {
-        "stop_loss": genome.stop_loss or None, "take_profit": genome.take_profit or None,
-        "fraction": genome.position_size, "high": px["high"], "low": px["low"]}
-    result = simulate(px["open"], px["close"], targets, cash=args.cash, commission=args.commission,
-                      fractional=args.fractional, **risk)
+    risk = {} if chosen is None else {
+        "stop_loss": chosen.stop_loss or None, "take_profit": chosen.take_profit or None,
+        "fraction": chosen.position_size, "high": px["high"], "low": px["low"]}
+    result = simulate(px["open"], px["close"], targets, cash=cash, commission=commission,
+                      fractional=fractional, **risk)
     span = bars.get_column("ts")
     years = (span[-1] - span[0]).total_seconds() / (365.25 * 86400)
     bars_per_year = (len(span) - 1) / years if years > 0 else float("nan")
     m = metrics(result, years=years, bars_per_year=bars_per_year)[0]
-    strategy = {"strategy": "sma-cross", "fast": args.fast, "slow": args.slow} if genome is None else {
-        "strategy": "genome", "genome": genome.name or args.genome}
-    report = {**strategy, "long_only": args.long_only, "cash": args.cash, "commission": args.commission,
+    described = {"strategy": "sma-cross", "fast": fast, "slow": slow} if chosen is None else {
+        "strategy": "genome", "genome": chosen.name or genome}
+    report = {**described, "long_only": long_only, "cash": cash, "commission": commission,
               "bars": bars.height, "quarantined_rows": quarantined, "start": str(span[0]), "end": str(span[-1]), **m}
-    if args.json:
+    if as_json:
         print(json.dumps(report))
     else:
         width = max(len(k) for k in report)

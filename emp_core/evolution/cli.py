@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from functools import partial
@@ -21,6 +22,8 @@ from emp_core.market_data.readers import read_bar_file
 from emp_core.market_data.validate import validate_bars
 from emp_core.sensory.features import compute_features, is_intraday
 from emp_core.store import DuckDBStore
+
+log = logging.getLogger("emp.evolve")
 
 
 def _universe(data: Path, symbol: str | None, naive_tz: str, use_macro: bool,
@@ -50,27 +53,34 @@ def _save_quarantine(data: Path, quarantine: pl.DataFrame) -> Path | None:
     return out
 
 
-def run_evolve(args) -> int:
+def run_evolve(data: Path, *, symbol: str | None = None, seed: int = 0, population: int = 40, generations: int = 5,
+               train_years: int = 3, commission: float = 0.001, dataset: str | None = None, use_macro: bool = True,
+               calendar: str | None = None, naive_tz: str = "UTC", as_json: bool = False) -> int:
+    """The walk-forward evolution on ``data``'s daily bars, its trials in ``$EMP_HOME``'s registry; prints the
+    promotion decision (one JSON object with ``as_json``). Progress (per step and per window) goes to the
+    ``emp`` logger, never to stdout."""
     t0 = time.perf_counter()
-    for name in ("population", "generations"):
-        if getattr(args, name) < 2:
-            raise EmpError(f"emp evolve: --{name} must be at least 2")
-    if not (0 <= args.commission < 0.1):
-        raise EmpError("emp evolve: --commission is a rate per fill in [0, 0.1), e.g. 0.001")
-    data = Path(args.data)
-    universe, checked = _universe(data, args.symbol, args.tz, not args.no_macro, args.calendar)
+    for name, value in (("population", population), ("generations", generations)):
+        if value < 2:
+            raise EmpError(f"--{name} must be at least 2")
+    if not (0 <= commission < 0.1):
+        raise EmpError("--commission is a rate per fill in [0, 0.1), e.g. 0.001")
+    data = Path(data)
+    universe, checked = _universe(data, symbol, naive_tz, use_macro, calendar)
+    log.info("evolve: %s valid bars of %d symbol(s), sensory features computed in %.1fs",
+             f"{checked.valid.height:,}", len(universe.symbols), time.perf_counter() - t0)
     # The dataset a search is counted against: named by the user, or by its symbols, so a renamed, copied or
     # extended file still counts every trial run on those instruments before.
-    dataset = args.dataset or "symbols:" + ",".join(sorted(universe.symbols))
+    dataset = dataset or "symbols:" + ",".join(sorted(universe.symbols))
     span = (min(universe.ts[s][0] for s in universe.symbols), max(universe.ts[s][-1] for s in universe.symbols))
     quarantine_path = _save_quarantine(data, checked.quarantine)
-    if not args.json:
+    if not as_json:
         print(f"{data}: {checked.rows_in:,} rows in, {checked.valid.height:,} valid, {checked.quarantine.height:,} "
               f"quarantined; {len(universe.symbols)} symbol(s), daily bars {str(span[0])[:10]} .. {str(span[1])[:10]}")
         if quarantine_path:
             print(f"  every quarantined row, with its reason: {quarantine_path}")
-    cfg = EvolutionSettings(population=args.population, generations=args.generations, seed=args.seed,
-                            train_years=args.train_years, commission=args.commission)
+    cfg = EvolutionSettings(population=population, generations=generations, seed=seed,
+                            train_years=train_years, commission=commission)
     store = DuckDBStore(settings().duckdb_path)
     run_id = f"cli-{utcnow():%Y%m%dT%H%M%S%f}"
     result = evolve_universe(universe, cfg, run_id=run_id, registry=DuckDBRegistry(store), dataset=dataset)
@@ -79,7 +89,7 @@ def run_evolve(args) -> int:
               "dataset": dataset, "run_id": run_id, "trials_added": result.trials_added,
               "windows": len(result.windows), "quarantined_rows": checked.quarantine.height,
               "seconds": round(time.perf_counter() - t0, 2), **_finite(d.as_dict())}
-    if args.json:
+    if as_json:
         print(json.dumps(report, default=str))
         return 0
     _print_decision(report, store)

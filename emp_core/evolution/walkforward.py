@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,6 +103,7 @@ def walk_forward(universe: Universe, spans: list[Window], *, size: int = 40, gen
     runs on ``dataset``; ``costs`` (commission, slippage_bps, min_trades) go to every evaluation."""
     if not spans:
         raise ValueError("no walk-forward window fits in the data; shorten the windows or add history")
+    t0 = time.perf_counter()
     costs = COST_DEFAULTS | costs  # spelled out, so a default and the same value given are one trial
     log, ids = ExperimentLog(), _Ids()
     chosen, selection_metrics, test_metrics, oos = [], [], [], []
@@ -120,10 +122,11 @@ def walk_forward(universe: Universe, spans: list[Window], *, size: int = 40, gen
                 moments={k: v[0].item() for k, v in moments.items()})
         chosen.append(genome)
         test_metrics.append(test.metrics(0))
-        log_.info("window %d/%d (train %s .. %s): %d evaluations, chosen %s (selection Sharpe LB %.2f), "
-                  "test Sharpe LB %.2f", w.index + 1, len(spans), str(w.train[0])[:10], str(w.train[1])[:10],
-                  sum(1 for r in log.rows if r["window_id"] == w.index), genome.name,
-                  selection_metrics[-1]["sharpe_lb"], test.metrics(0)["sharpe_lb"])
+        log_.info("window %d/%d (train %s .. %s): %d evaluations (%d so far), chosen %s (selection Sharpe LB "
+                  "%.2f), test Sharpe LB %.2f; %.1fs elapsed", w.index + 1, len(spans), str(w.train[0])[:10],
+                  str(w.train[1])[:10], sum(1 for r in log.rows if r["window_id"] == w.index), len(log.rows),
+                  genome.name, selection_metrics[-1]["sharpe_lb"], test.metrics(0)["sharpe_lb"],
+                  time.perf_counter() - t0)
         oos.append(test.returns[1:, 0])
     registry = registry if registry is not None else MemoryRegistry()
     log_.info("recording %d evaluations in the trial registry and deciding on the champion", len(log.rows))

@@ -69,13 +69,18 @@ def cmd_ui(args) -> int:
 
 
 def prepare_instance() -> Path:
-    """Point DAGSTER_HOME at the embedded instance and give it our dagster.yaml (emp owns that copy: it is
-    refreshed when the project's changes)."""
+    """Point DAGSTER_HOME at the embedded instance and give it our dagster.yaml. emp owns that copy: when the
+    project's changes, the copy is refreshed, and a copy that differs is first kept as dagster.yaml.previous
+    (with a note), so an edit made there is never lost silently."""
     cfg = settings()
     home = cfg.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target, source = home / "dagster.yaml", REPO_ROOT / "dagster.yaml"
     if not target.exists() or target.read_bytes() != source.read_bytes():
+        if target.exists():
+            shutil.copyfile(target, home / "dagster.yaml.previous")
+            log.warning("%s: replaced by the project's dagster.yaml; the old one is kept as dagster.yaml.previous "
+                        "(instance settings belong in the project's dagster.yaml)", target)
         shutil.copyfile(source, target)
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ.setdefault("EMP_HOME", str(cfg.home))
@@ -95,8 +100,7 @@ def month_keys(start: datetime, end: datetime) -> tuple[str, str]:
     return first, last
 
 
-def _run(job_name: str, first: str, last: str, run_config: dict | None = None, *,
-         selection: list | None = None, partitioned: bool = True):
+def _run(job_name: str, first: str, last: str, run_config: dict | None = None, *, partitioned: bool = True):
     import dagster as dg
 
     from emp_dagster.definitions import defs
@@ -106,24 +110,7 @@ def _run(job_name: str, first: str, last: str, run_config: dict | None = None, *
     config = {**QUIET_LOGS, **(run_config or {})}
     tags = {**(partition_range_tags(first, last) if partitioned else {}), "emp/trigger": "cli"}
     with dg.DagsterInstance.get() as instance:
-        return job.execute_in_process(run_config=config, instance=instance, raise_on_error=False, tags=tags,
-                                      asset_selection=selection)
-
-
-def demo_stages() -> list[tuple[str, list, bool]]:
-    """The demo's runs, in order: the unpartitioned assets the monthly ones read (macro data), the monthly
-    assets over the range, then the rest (universe, calibration, evolution). In one run over a range Dagster
-    plans every asset once per month, the unpartitioned ones too: 12 of them x 240 months was 2,880 of the
-    run's 4,800 planning events."""
-    from emp_dagster.definitions import defs
-
-    graph = defs().get_repository_def().asset_graph
-    keys = graph.get_all_asset_keys()
-    monthly = {k for k in keys if graph.get(k).is_partitioned}
-    upstream = {a for k in monthly for a in graph.get_ancestor_asset_keys(k)} - monthly
-    rest = keys - monthly - upstream
-    return [(name, sorted(group, key=str), name == "monthly")
-            for name, group in (("sources", upstream), ("monthly", monthly), ("research", rest)) if group]
+        return job.execute_in_process(run_config=config, instance=instance, raise_on_error=False, tags=tags)
 
 
 def _evaluations(results) -> list:
@@ -182,15 +169,17 @@ def run_demo(start: datetime | None = None, end: datetime | None = None) -> int:
     home = prepare_instance()
     lo, hi = _shipped_range()
     first, last = month_keys(start or lo, end or hi)
-    stages = demo_stages()
+    from emp_dagster.defs.demo.jobs import STAGES
+
     log.info("demo: materialising every asset for months %s .. %s (%d Dagster runs: %s)", first[:7], last[:7],
-             len(stages), ", ".join(name for name, _, _ in stages))
+             len(STAGES), ", ".join(STAGES))
     results = []
-    for i, (name, selection, partitioned) in enumerate(stages, 1):
+    for i, (name, (_, partitioned)) in enumerate(STAGES.items(), 1):
         t1 = time.perf_counter()
-        results.append(_run("emp_demo", first, last, selection=selection, partitioned=partitioned))
-        log.info("demo: run %d/%d %s: %d assets, run %s %s in %.1fs (%.1fs elapsed)", i, len(stages), name,
-                 len(selection), results[-1].run_id, "SUCCESS" if results[-1].success else "FAILED",
+        results.append(_run(name, first, last, partitioned=partitioned))
+        steps = sum(e.is_step_success for e in results[-1].all_events)
+        log.info("demo: run %d/%d %s: %d steps, run %s %s in %.1fs (%.1fs elapsed)", i, len(STAGES), name,
+                 steps, results[-1].run_id, "SUCCESS" if results[-1].success else "FAILED",
                  time.perf_counter() - t1, time.perf_counter() - t0)
         if not results[-1].success:
             break
@@ -200,7 +189,7 @@ def run_demo(start: datetime | None = None, end: datetime | None = None) -> int:
     width = max(len(t) for t in counts)
     step_failures = [e for r in results for e in r.all_events if e.is_step_failure]
     print("\nEMP demo summary")
-    ok = len(results) == len(stages) and all(r.success for r in results)
+    ok = len(results) == len(STAGES) and all(r.success for r in results)
     print(f"  runs {', '.join(r.run_id[:8] for r in results)}: {'SUCCESS' if ok else 'FAILED'} in "
           f"{time.perf_counter() - t0:.1f}s")
     for table, n in counts.items():

@@ -46,11 +46,23 @@ def config_from(settings: type, name: str, doc: str, only: tuple[str, ...] | Non
     (those named in ``only``, if given; plus ``extra`` fields as ``name=(type, default)``), so the two cannot
     drift apart."""
     hints = typing.get_type_hints(settings)
-    fields = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(settings)
+    names = {f.name for f in dataclasses.fields(settings)}
+    if only is not None and not set(only) <= names:
+        raise ValueError(f"{settings.__name__} has no field(s) {', '.join(sorted(set(only) - names))}")
+    fields = {f.name: (hints[f.name], _default(f)) for f in dataclasses.fields(settings)
               if only is None or f.name in only}
     config = pydantic.create_model(name, __base__=dg.Config, **extra, **fields)
     config.__doc__ = doc
     return config
+
+
+def _default(f: dataclasses.Field) -> Any:
+    """The pydantic default of a dataclass field: its value, its factory, or required."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return pydantic.Field(default_factory=f.default_factory)
+    return ...
 
 
 def settings_of(config: dg.Config, settings: type) -> Any:

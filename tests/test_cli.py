@@ -152,6 +152,9 @@ def test_demo_decides_with_every_figure_in_a_successful_run(demo_home, monkeypat
         runs = instance.get_runs()
         planned = {r.run_id: instance.get_records_for_run(
             r.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=100_000).records for r in runs}
+        # the drift checks run after the calibration they read, in the same (last) run
+        events = {r.run_id: [e.event_log_entry for e in instance.get_records_for_run(r.run_id, limit=100_000).records]
+                  for r in runs}
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     # Three runs (macro sources, the monthly assets over the range, the rest): an unpartitioned asset is planned
     # once, not once per month as in a single run over the range (20 assets x 240 months = 4,800 events).
@@ -166,3 +169,31 @@ def test_demo_decides_with_every_figure_in_a_successful_run(demo_home, monkeypat
     assert {k: n for k, n in per_asset.items() if n != months} == {
         k: 1 for k in per_asset if not k.startswith(("duckdb/market/bars", "duckdb/sensory/"))
         or k == "duckdb/sensory/calibration"}
+    for entries in events.values():
+        drift = [e.timestamp for e in entries if e.dagster_event and e.dagster_event.event_type
+                 == dg.DagsterEventType.ASSET_CHECK_EVALUATION and e.dagster_event.event_specific_data.check_name
+                 == "drift"]
+        calibrated = [e.timestamp for e in entries if e.dagster_event and e.dagster_event.event_type
+                      == dg.DagsterEventType.ASSET_MATERIALIZATION
+                      and e.dagster_event.asset_key.to_user_string() == "duckdb/sensory/calibration"]
+        assert bool(drift) == bool(calibrated) and (not drift or min(drift) > max(calibrated))
+
+
+def test_the_instance_settings_are_refreshed_and_an_edited_copy_is_kept(emp_home, caplog):
+    import logging
+
+    from emp_dagster.commands import prepare_instance
+
+    home = prepare_instance()
+    shipped = (home / "dagster.yaml").read_text()
+    assert "nux:" in shipped
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # a user's edit
+    emp_log = logging.getLogger("emp")  # emp's logger may not propagate (main() sets it up): listen on it
+    emp_log.addHandler(caplog.handler)
+    try:
+        prepare_instance()
+    finally:
+        emp_log.removeHandler(caplog.handler)
+    assert (home / "dagster.yaml").read_text() == shipped
+    assert (home / "dagster.yaml.previous").read_text() == "telemetry:\n  enabled: false\n"
+    assert "dagster.yaml.previous" in caplog.text

@@ -133,3 +133,60 @@ def test_weekly_schedule_backfills_the_trailing_window_in_one_run(emp_home, data
         "SELECT dataset, list(partition_key ORDER BY partition_key) AS keys FROM market.ingest_journal "
         "GROUP BY dataset ORDER BY dataset")
     assert journal["keys"].to_list() == [["2010-01-01", "2010-02-01", "2010-03-01"]] * 2
+
+
+def test_the_demo_stages_cover_the_graph_once_in_dependency_order():
+    """emp demo's three runs: every asset in exactly one, none reading an asset of a later run, the monthly
+    run the only partitioned one, and the drift checks in the run that builds the calibration they read."""
+    from emp_dagster.defs.demo.jobs import STAGES
+
+    graph = defs().get_repository_def().asset_graph
+    assets = {name: selection.resolve(graph) for name, (selection, _) in STAGES.items()}
+    checks = {name: selection.resolve_checks(graph) for name, (selection, _) in STAGES.items()}
+    order = list(STAGES)
+    seen = [k for keys in assets.values() for k in keys]
+    assert len(seen) == len(set(seen)) and set(seen) == set(graph.get_all_asset_keys())
+    for i, name in enumerate(order):
+        later = {k for n in order[i + 1:] for k in assets[n]}
+        for key in assets[name]:
+            assert not (graph.get(key).parent_keys & later), (name, key)
+        assert all(graph.get(k).is_partitioned == STAGES[name][1] for k in assets[name]), name
+    calibration = dg.AssetKey(["duckdb", "sensory", "calibration"])
+    drift = {k for keys in checks.values() for k in keys if k.name == "drift"}
+    assert len(drift) == 6 and drift <= checks["emp_demo_research"] and calibration in assets["emp_demo_research"]
+    all_checks = [k for keys in checks.values() for k in keys]
+    assert len(all_checks) == len(set(all_checks)) == len(graph.asset_check_keys)
+
+
+def test_config_classes_follow_the_domain_settings_field_for_field():
+    """edge.config_from: every field of the settings with its type and default (a factory stays a factory, a
+    field without a default is required), and the settings come back out unchanged."""
+    import dataclasses
+
+    from emp_core.evolution.run import EvolutionSettings
+    from emp_core.sensory.calibration import DriftLimits
+    from emp_dagster.defs.evolution.assets import EvolutionConfig
+    from emp_dagster.defs.sensory.checks import DriftConfig
+    from emp_dagster.edge import config_from, settings_of
+
+    for config, settings in ((EvolutionConfig, EvolutionSettings), (DriftConfig, DriftLimits)):
+        fields = {f.name: f.default for f in dataclasses.fields(settings)}
+        assert {n: config.model_fields[n].default for n in fields} == fields
+        assert settings_of(config(), settings) == settings()
+    changed = settings_of(EvolutionConfig(seed=7, population=12), EvolutionSettings)
+    assert changed == dataclasses.replace(EvolutionSettings(), seed=7, population=12)
+
+    @dataclasses.dataclass(frozen=True)
+    class Example:
+        needed: int
+        names: list[str] = dataclasses.field(default_factory=list)
+        rate: float = 0.5
+
+    config = config_from(Example, "ExampleConfig", "An example.")
+    with pytest.raises(Exception, match="needed"):
+        config()
+    a, b = config(needed=1), config(needed=2)
+    assert a.names == [] and a.names is not b.names and a.rate == 0.5
+    assert settings_of(a, Example) == Example(needed=1)
+    with pytest.raises(ValueError, match="no field"):
+        config_from(Example, "Bad", "typo", only=("rat",))

@@ -156,4 +156,3 @@ def front_mask(sharpe_lb: np.ndarray, max_drawdown: np.ndarray, turnover: np.nda
     front = {id(ind) for ind in tools.sortNondominated(points, len(points), first_front_only=True)[0]} \
         if points else set()
     return np.array([id(ind) in front for ind in points], dtype=bool)
-

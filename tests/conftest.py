@@ -1,11 +1,16 @@
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from emp_core.store import DuckDBStore
-from tests.support import SHIPPED, service_missing
+from tests.support import ROOT, SHIPPED, WORKSPACE, free_port, service_missing
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +71,41 @@ def demo_home(tmp_path_factory) -> Path:
             else:
                 os.environ[k] = v
     return home
+
+
+@pytest.fixture
+def webserver(demo_home):
+    """`dagster-webserver` on the demo store, on a free loopback port, once its code location has loaded;
+    yields its URL and stops it afterwards."""
+    port = free_port()
+    env = {**os.environ, "EMP_HOME": str(demo_home), "DAGSTER_HOME": str(demo_home / "dagster")}
+    exe = Path(sys.executable).with_name("dagster-webserver")
+    proc = subprocess.Popen(
+        [str(exe), "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                entries = requests.post(f"{url}/graphql", json={"query": WORKSPACE}, timeout=5).json()[
+                    "data"]["workspaceOrError"]["locationEntries"]
+                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                    errors = [e["locationOrLoadError"] for e in entries
+                              if e["locationOrLoadError"]["__typename"] == "PythonError"]
+                    assert not errors, errors
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the code location did not load in 180 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

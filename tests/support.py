@@ -9,6 +9,17 @@ import pytest
 from emp_core.config import REPO_ROOT
 
 SHIPPED = REPO_ROOT / "data"
+ROOT = REPO_ROOT
+WORKSPACE = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def service_missing(what: str) -> None:

@@ -9,7 +9,7 @@ UV_VERSION := 0.13.8
 KERNEL := emp-predator
 EMP_HOME ?= $(CURDIR)/.emp
 
-.PHONY: demo test ui notebooks lint lock data bench clean
+.PHONY: demo test ui notebooks lint lock data bench mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,14 @@ lint: $(VENV)/.dev
 .venv-vectorbt/bin/python: requirements/vectorbt-bench.txt $(BIN)/python
 	$(UV) venv -q --clear -p 3.11 .venv-vectorbt
 	$(UV) pip install --quiet -p .venv-vectorbt/bin/python -r requirements/vectorbt-bench.txt
+
+# Mutation testing of the core modules against their own tests (scripts/mutation.py; long: minutes per module).
+.venv-mutmut/bin/mutmut: requirements/mutation.txt $(BIN)/python
+	$(UV) venv -q --clear -p 3.11 .venv-mutmut
+	$(UV) pip install --quiet -p .venv-mutmut/bin/python -r requirements/mutation.txt
+
+mutation: $(VENV)/.dev .venv-mutmut/bin/mutmut
+	$(BIN)/python scripts/mutation.py $(MODULES)
 
 bench: $(VENV)/.dev .venv-vectorbt/bin/python
 	$(BIN)/python benchmarks/bench_ingest.py

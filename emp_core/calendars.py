@@ -30,29 +30,32 @@ from emp_core.errors import ConfigError
 
 CALENDARS = ("XNYS", "FX24X5", "24/7")
 INTERVALS = {"1d": timedelta(days=1), "1h": timedelta(hours=1)}
-_XNYS_RANGE = ("1990-01-01", "2035-12-31")
+_XNYS_SINCE = date(1990, 1, 1)  # the sessions a data set is checked against (expected_bars)
+_SCHEDULED_XNYS = (date(1970, 1, 1), date(2035, 12, 31))  # the days calendar effects are counted in
 
 
 @lru_cache(maxsize=1)
-def _xnys_sessions() -> pl.Series:
-    import exchange_calendars as xc
-
-    cal = xc.get_calendar("XNYS", start=_XNYS_RANGE[0], end=_XNYS_RANGE[1])
-    return pl.Series("ts", cal.sessions.tz_localize(None).to_numpy()).cast(pl.Datetime("us"))
-
-
-_SCHEDULED_XNYS = (date(1970, 1, 1), date(2035, 12, 31))
-
-
-@lru_cache(maxsize=1)
-def _xnys_scheduled() -> pl.Series:
+def _xnys() -> tuple[pl.Series, pl.Series]:
+    """(sessions, ad hoc closures on weekdays) of the New York Stock Exchange, 1970 to 2035: one
+    exchange_calendars build per process serves both the data checks and the calendar effects."""
     import exchange_calendars as xc
 
     lo, hi = _SCHEDULED_XNYS
     cal = xc.get_calendar("XNYS", start=lo.isoformat(), end=hi.isoformat())
-    sessions = pl.Series(cal.sessions.tz_localize(None).to_numpy()).cast(pl.Date)
-    adhoc = pl.Series([d.date() for d in cal.adhoc_holidays], dtype=pl.Date)
-    adhoc = adhoc.filter(adhoc.is_between(lo, hi) & (adhoc.dt.weekday() <= 5))
+    sessions = pl.Series("date", cal.sessions.tz_localize(None).to_numpy()).cast(pl.Date)
+    adhoc = pl.Series("date", [d.date() for d in cal.adhoc_holidays], dtype=pl.Date)
+    return sessions, adhoc.filter(adhoc.is_between(lo, hi) & (adhoc.dt.weekday() <= 5))
+
+
+@lru_cache(maxsize=1)
+def _xnys_sessions() -> pl.Series:
+    sessions = _xnys()[0]
+    return sessions.filter(sessions >= _XNYS_SINCE).cast(pl.Datetime("us")).alias("ts")
+
+
+@lru_cache(maxsize=1)
+def _xnys_scheduled() -> pl.Series:
+    sessions, adhoc = _xnys()
     return pl.concat([sessions, adhoc]).unique().sort().alias("date")
 
 

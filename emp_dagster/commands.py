@@ -113,8 +113,8 @@ def _run(job_name: str, first: str, last: str, run_config: dict | None = None, *
         return job.execute_in_process(run_config=config, instance=instance, raise_on_error=False, tags=tags)
 
 
-def _evaluations(results) -> list:
-    return [e for r in (results if isinstance(results, list) else [results]) for e in r.get_asset_check_evaluations()]
+def _evaluations(results: list) -> list:
+    return [e for r in results for e in r.get_asset_check_evaluations()]
 
 
 def _check_lines(results) -> tuple[int, int, list[str], list[str]]:
@@ -226,7 +226,7 @@ def run_backfill(start: datetime, end: datetime, *, symbols: list[str] | None = 
     log.info("backfill: %d month(s) %s .. %s, %s, in one Dagster run", months, first[:7], last[:7],
              f"symbols {','.join(symbols)}" if symbols else "all symbols")
     result = _run("market_data_ingest", first, last, run_config)
-    passed, failed, failed_names, _ = _check_lines(result)
+    passed, failed, failed_names, _ = _check_lines([result])
     log.info("backfill: %d month(s) done, run %s %s in %.1fs", months, result.run_id,
              "SUCCESS" if result.success else "FAILED", time.perf_counter() - t0)
     print(f"backfill {first[:7]} .. {last[:7]}: run {result.run_id} {'SUCCESS' if result.success else 'FAILED'}; "

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from emp_core.config import REPO_ROOT
 from emp_core.store import DuckDBStore
-from tests.support import ROOT, SHIPPED, WORKSPACE, free_port, service_missing
+from tests.support import SHIPPED, WORKSPACE, free_port, service_missing
 
 
 @pytest.fixture(scope="session")
@@ -81,8 +82,8 @@ def webserver(demo_home):
     env = {**os.environ, "EMP_HOME": str(demo_home), "DAGSTER_HOME": str(demo_home / "dagster")}
     exe = Path(sys.executable).with_name("dagster-webserver")
     proc = subprocess.Popen(
-        [str(exe), "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [str(exe), "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:

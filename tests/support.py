@@ -9,7 +9,6 @@ import pytest
 from emp_core.config import REPO_ROOT
 
 SHIPPED = REPO_ROOT / "data"
-ROOT = REPO_ROOT
 WORKSPACE = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 

@@ -59,13 +59,13 @@ lint: $(VENV)/.dev
 	$(UV) venv -q --clear -p 3.11 .venv-vectorbt
 	$(UV) pip install --quiet -p .venv-vectorbt/bin/python -r requirements/vectorbt-bench.txt
 
-# Mutation testing of the core modules against their own tests (scripts/mutation.py; long: minutes per module).
+# Mutation testing of the core modules against their own tests (scripts/mutation/run.py; minutes per module).
 .venv-mutmut/bin/mutmut: requirements/mutation.txt $(BIN)/python
 	$(UV) venv -q --clear -p 3.11 .venv-mutmut
 	$(UV) pip install --quiet -p .venv-mutmut/bin/python -r requirements/mutation.txt
 
 mutation: $(VENV)/.dev .venv-mutmut/bin/mutmut
-	$(BIN)/python scripts/mutation.py $(MODULES)
+	$(BIN)/python scripts/mutation/run.py $(MODULES)
 
 bench: $(VENV)/.dev .venv-vectorbt/bin/python
 	$(BIN)/python benchmarks/bench_ingest.py

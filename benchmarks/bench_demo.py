@@ -1,6 +1,6 @@
 """Orchestration overhead of the demo: the work its steps do against the wall time of the whole command.
 
-    .venv/bin/python benchmarks/bench_demo.py [--single-run]
+    .venv/bin/python benchmarks/bench_demo.py [--single-run] [--steps]
 
 Runs ``emp demo`` on the shipped data in a fresh ``EMP_HOME`` (the three runs it makes: macro sources,
 the monthly assets over the range, the rest), and with ``--single-run`` also the whole graph as one
@@ -23,8 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EMP = Path(sys.executable).with_name("emp")
-SINGLE = ("from emp_dagster.commands import prepare_instance, month_keys, _run, _shipped_range\n"
-          "prepare_instance(); lo, hi = _shipped_range(); first, last = month_keys(lo, hi)\n"
+SINGLE = ("from emp_dagster.commands import prepare_instance, _run, _shipped_range\n"
+          "from emp_dagster.defs.market_data.partitions import partition_keys\n"
+          "prepare_instance(); lo, hi = _shipped_range(); first, last = partition_keys(lo, hi)\n"
           "r = _run('emp_demo', first, last); raise SystemExit(0 if r.success else 1)\n")
 
 
@@ -46,29 +47,34 @@ def runs_of(home: Path) -> list[dict]:
             events = [e for e in logs if e.dagster_event is not None]
             planned = sum(e.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
                           for e in events)
-            starts, steps, work = {}, 0.0, {}
+            starts, steps, work, per_step = {}, 0.0, {}, {}
             for e in events:
                 kind = e.dagster_event.event_type
                 if kind == dg.DagsterEventType.STEP_START:
                     starts[e.step_key] = e.timestamp
                 elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-                    steps += e.timestamp - starts.get(e.step_key, e.timestamp)
+                    per_step[e.step_key] = e.timestamp - starts.get(e.step_key, e.timestamp)
+                    steps += per_step[e.step_key]
                 elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
                     meta = e.dagster_event.event_specific_data.materialization.metadata
                     seconds = sum(float(meta[k].value) for k in ("seconds", "check_seconds") if k in meta)
                     key = (e.step_key, e.dagster_event.asset_key.to_user_string())
                     work[key] = max(work.get(key, 0.0), seconds)  # the same figures on every partition's event
             out.append({"run": run.run_id[:8], "wall": logs[-1].timestamp - logs[0].timestamp, "planned": planned,
-                        "steps": steps, "work": sum(work.values())})
+                        "steps": steps, "work": sum(work.values()),
+                        "per_step": {k: (d, sum(w for (step, _), w in work.items() if step == k))
+                                     for k, d in per_step.items()}})
     return out
 
 
-def report(name: str, wall: float, runs: list[dict]) -> None:
+def report(name: str, wall: float, runs: list[dict], steps: bool = False) -> None:
     work = sum(r["work"] for r in runs)
     print(f"{name}: command wall {wall:.1f} s; {len(runs)} run(s)")
     for r in runs:
         print(f"  run {r['run']}: wall {r['wall']:6.1f} s, planning events {r['planned']:5d}, "
               f"steps {r['steps']:6.1f} s, work {r['work']:6.1f} s")
+        for step, (duration, step_work) in r["per_step"].items() if steps else ():
+            print(f"    step {step:<40} {duration:6.1f} s, work {step_work:6.1f} s")
     print(f"  work {work:.1f} s = {work / wall:.0%} of the command's wall time (target >= 75%); steps "
           f"{sum(r['steps'] for r in runs):.1f} s = {sum(r['steps'] for r in runs) / wall:.0%}")
 
@@ -76,6 +82,7 @@ def report(name: str, wall: float, runs: list[dict]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--single-run", action="store_true", help="also the whole graph as one run, for comparison")
+    parser.add_argument("--steps", action="store_true", help="each step's duration and work")
     args = parser.parse_args()
     variants = [("emp demo (three runs)", [str(EMP), "demo"])]
     for name, command in variants + ([("one run over the range", None)] if args.single_run else []):
@@ -87,7 +94,7 @@ def main() -> int:
                 script.write_text(SINGLE)
                 argv = [sys.executable, str(script)]
             wall = measure(home, argv)
-            report(name, wall, runs_of(home))
+            report(name, wall, runs_of(home), args.steps)
     return 0
 
 

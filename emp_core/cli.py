@@ -31,8 +31,9 @@ from emp_core.errors import EmpError
 EXIT_USAGE = 2
 
 RANGE_HELP = ("--start and --end are both inclusive: a date YYYY-MM-DD includes that day, a month YYYY-MM the "
-              "whole month (as --start its first day, as --end through its last day), so --start 2008-01 "
-              "--end 2008-12 is all of 2008. Commands that work in months take the months containing the dates.")
+              "whole month, a year YYYY the whole year (as --start its first day, as --end through its last "
+              "day), so --start 2008-01 --end 2008-12 and --start 2008 --end 2008 are both all of 2008. "
+              "demo and backfill work in yearly partitions: they take the years holding the dates.")
 
 log = logging.getLogger("emp")
 
@@ -52,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 @dataclass(frozen=True)
 class Period:
-    """What a ``--start``/``--end`` value names: a day, a month or a minute, from ``first`` up to
+    """What a ``--start``/``--end`` value names: a minute, a day, a month or a year, from ``first`` up to
     (not including) ``after``."""
 
     text: str
@@ -65,16 +66,17 @@ def _month_after(t: datetime) -> datetime:
 
 
 def parse_date(text: str) -> Period:
-    """``YYYY-MM-DD`` (a day), ``YYYY-MM`` (a month) or ``YYYY-MM-DDTHH:MM`` (a minute)."""
+    """``YYYY-MM-DD`` (a day), ``YYYY-MM`` (a month), ``YYYY`` (a year) or ``YYYY-MM-DDTHH:MM`` (a minute)."""
     for fmt, after in (("%Y-%m-%d", lambda t: t + timedelta(days=1)), ("%Y-%m", _month_after),
                        ("%Y-%m-%dT%H:%M", lambda t: t + timedelta(minutes=1)),
-                       ("%Y-%m-%d %H:%M", lambda t: t + timedelta(minutes=1))):
+                       ("%Y-%m-%d %H:%M", lambda t: t + timedelta(minutes=1)),
+                       ("%Y", lambda t: datetime(t.year + 1, 1, 1))):
         try:
             first = datetime.strptime(text, fmt)
         except ValueError:
             continue
         return Period(text, first, after(first))
-    raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD or YYYY-MM)")
+    raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD, YYYY-MM or YYYY)")
 
 
 def check_range(start: Period | None, end: Period | None) -> None:
@@ -86,10 +88,10 @@ def check_range(start: Period | None, end: Period | None) -> None:
 def add_range(p: argparse.ArgumentParser, *, required: bool = False, start_default: str = "",
               end_default: str = "") -> None:
     """``--start``/``--end`` with the one meaning of :data:`RANGE_HELP`, written in the command's help."""
-    p.add_argument("--start", type=parse_date, required=required, metavar="DATE|MONTH",
-                   help=f"first day or month, inclusive{start_default}")
-    p.add_argument("--end", type=parse_date, required=required, metavar="DATE|MONTH",
-                   help=f"last day or month, inclusive{end_default}")
+    p.add_argument("--start", type=parse_date, required=required, metavar="DATE|MONTH|YEAR",
+                   help=f"first day, month or year, inclusive{start_default}")
+    p.add_argument("--end", type=parse_date, required=required, metavar="DATE|MONTH|YEAR",
+                   help=f"last day, month or year, inclusive{end_default}")
     p.epilog = textwrap.fill(RANGE_HELP, 100)
 
 

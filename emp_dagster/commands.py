@@ -21,7 +21,6 @@ from pathlib import Path
 
 from emp_core.cli import add_range, check_range, symbol_list
 from emp_core.config import REPO_ROOT, settings
-from emp_core.errors import EmpError
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -32,16 +31,18 @@ log = logging.getLogger("emp.dagster")
 def register(sub) -> None:
     demo = sub.add_parser(
         "demo", help="materialise the whole asset graph on the shipped real data",
-        description="Materialise every asset over a range of months of the shipped data, in three Dagster runs "
-                    "(macro sources, the monthly assets, the research assets). Example:\n"
-                    "  emp demo --start 2008-01 --end 2008-12", formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_range(demo, start_default=" (default: the first month of the shipped data)",
-              end_default=" (default: the last month of the shipped data)")
+        description="Materialise every asset over the years of the shipped data (or the years holding --start .. "
+                    "--end), in three Dagster runs (macro sources, the yearly-partitioned bars and features, the "
+                    "research assets). Example:\n"
+                    "  emp demo --start 2005 --end 2010", formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_range(demo, start_default=" (default: the first day of the shipped data)",
+              end_default=" (default: the last day of the shipped data)")
     demo.set_defaults(func=cmd_demo)
 
     backfill = sub.add_parser(
-        "backfill", help="re-ingest a range of monthly partitions of the bars assets in one Dagster run",
-        description="Re-ingest the monthly partitions of the bars assets in one Dagster run. Example:\n"
+        "backfill", help="re-ingest the yearly partitions of the bars assets holding a range, in one Dagster run",
+        description="Re-ingest the yearly partitions of the bars assets that hold --start .. --end, in one Dagster "
+                    "run. Example (re-ingests 2008 and 2009):\n"
                     "  emp backfill --start 2008-01 --end 2009-06 --symbols SPX,IXIC",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -85,19 +86,6 @@ def prepare_instance() -> Path:
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ.setdefault("EMP_HOME", str(cfg.home))
     return home
-
-
-def month_keys(start: datetime, end: datetime) -> tuple[str, str]:
-    from emp_dagster.defs.market_data.partitions import BAR_PARTITIONS
-
-    first, last = start.strftime("%Y-%m-01"), end.strftime("%Y-%m-01")
-    if last < first:
-        raise EmpError(f"--end {last[:7]} is before --start {first[:7]}")
-    valid = BAR_PARTITIONS.get_partition_keys()
-    for key in (first, last):
-        if key not in valid:
-            raise EmpError(f"month {key[:7]} is outside the partitions ({valid[0][:7]} to {valid[-1][:7]})")
-    return first, last
 
 
 def _run(job_name: str, first: str, last: str, run_config: dict | None = None, *, partitioned: bool = True):
@@ -161,17 +149,19 @@ def _shipped_range() -> tuple[datetime, datetime]:
 
 
 def run_demo(start: datetime | None = None, end: datetime | None = None) -> int:
-    """Materialise the whole graph for the months containing ``start`` .. ``end`` (inclusive; default: the
+    """Materialise the whole graph for the years holding ``start`` .. ``end`` (inclusive; default: the
     shipped data's range) and print the summary. Progress, one line per Dagster run, goes to the ``emp`` logger."""
     from emp_core.store import DuckDBStore
 
     t0 = time.perf_counter()
+    from emp_dagster.defs.market_data.partitions import partition_keys
+
     home = prepare_instance()
     lo, hi = _shipped_range()
-    first, last = month_keys(start or lo, end or hi)
+    first, last = partition_keys(start or lo, end or hi)
     from emp_dagster.defs.demo.jobs import STAGES
 
-    log.info("demo: materialising every asset for months %s .. %s (%d Dagster runs: %s)", first[:7], last[:7],
+    log.info("demo: materialising every asset for years %s .. %s (%d Dagster runs: %s)", first, last,
              len(STAGES), ", ".join(STAGES))
     results = []
     for i, (name, (_, partitioned)) in enumerate(STAGES.items(), 1):
@@ -212,24 +202,26 @@ def run_demo(start: datetime | None = None, end: datetime | None = None) -> int:
 
 
 def run_backfill(start: datetime, end: datetime, *, symbols: list[str] | None = None) -> int:
-    """Re-ingest the bars assets for the months containing ``start`` .. ``end`` (inclusive) in one Dagster run."""
+    """Re-ingest the bars assets for the years holding ``start`` .. ``end`` (inclusive) in one Dagster run."""
+    from emp_dagster.defs.market_data.partitions import partition_keys
+
     t0 = time.perf_counter()
     prepare_instance()
-    first, last = month_keys(start, end)
-    months = (int(last[:4]) - int(first[:4])) * 12 + int(last[5:7]) - int(first[5:7]) + 1
+    first, last = partition_keys(start, end)
+    years = int(last) - int(first) + 1
     run_config = None
     if symbols:
         from emp_dagster.defs.market_data.assets import BAR_KEYS
 
         ops = {"__".join(key.path): {"config": {"symbols": symbols}} for key in BAR_KEYS.values()}
         run_config = {"ops": ops}
-    log.info("backfill: %d month(s) %s .. %s, %s, in one Dagster run", months, first[:7], last[:7],
+    log.info("backfill: %d year(s) %s .. %s, %s, in one Dagster run", years, first, last,
              f"symbols {','.join(symbols)}" if symbols else "all symbols")
     result = _run("market_data_ingest", first, last, run_config)
     passed, failed, failed_names, _ = _check_lines([result])
-    log.info("backfill: %d month(s) done, run %s %s in %.1fs", months, result.run_id,
+    log.info("backfill: %d year(s) done, run %s %s in %.1fs", years, result.run_id,
              "SUCCESS" if result.success else "FAILED", time.perf_counter() - t0)
-    print(f"backfill {first[:7]} .. {last[:7]}: run {result.run_id} {'SUCCESS' if result.success else 'FAILED'}; "
+    print(f"backfill {first} .. {last}: run {result.run_id} {'SUCCESS' if result.success else 'FAILED'}; "
           f"checks {passed} passed, {failed} failed" + (f" ({', '.join(failed_names)})" if failed else ""))
     return 0 if result.success and not failed else 1
 

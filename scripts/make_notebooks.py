@@ -44,7 +44,7 @@ ax[0].plot(curve["date"], curve["slope_10y_3m"] * 100, lw=0.7); ax[0].axhline(0,
 ax[0].set_title("10y - 3m Treasury slope (pp)")
 ax[1].step(gdp["available_at"], gdp["value"], where="post"); ax[1].set_title("real GDP as known at each date")
 fig.tight_layout()"""),
-    ("md", "## Data quality\nJournal rows per month (rows in, stored, quarantined, freshness lag) "
+    ("md", "## Data quality\nJournal rows per yearly partition (rows in, stored, quarantined, freshness lag) "
            "and quarantined rows by reason."),
     ("code", """journal = q(\"\"\"
     SELECT dataset, partition_key, rows_in, rows_stored, rows_quarantined, freshness_lag_bars, status
@@ -53,11 +53,11 @@ fig.tight_layout()"""),
     ORDER BY dataset, partition_key\"\"\")
 assert (journal["rows_in"] == journal["rows_stored"] + journal["rows_quarantined"]).all()
 print(journal.group_by("dataset", "status").len().sort("dataset", "status"))
-monthly = journal.filter(pl.col("dataset") == "bars_1d")
+per_year = journal.filter(pl.col("dataset") == "bars_1d")
 fig, ax = plt.subplots(figsize=(13, 3))
-ax.bar(range(monthly.height), monthly["rows_stored"], label="stored")
-ax.bar(range(monthly.height), monthly["rows_quarantined"], bottom=monthly["rows_stored"], label="quarantined")
-ax.set_title("bars_1d rows per monthly partition (latest run)"); ax.legend()
+ax.bar(range(per_year.height), per_year["rows_stored"], label="stored")
+ax.bar(range(per_year.height), per_year["rows_quarantined"], bottom=per_year["rows_stored"], label="quarantined")
+ax.set_title("bars_1d rows per yearly partition (latest run)"); ax.legend()
 q("SELECT dataset, reason, count(*) AS rows FROM market.quarantine GROUP BY ALL ORDER BY rows DESC")"""),
     ("code", "con.close()"),
 ]

@@ -1,6 +1,7 @@
+import argparse
 import subprocess
 import sys
-from datetime import date
+from datetime import date, datetime
 
 import pytest
 
@@ -51,7 +52,17 @@ def test_every_range_command_states_one_inclusive_meaning(capsys):
             main([command, "--help"])
         out = " ".join(capsys.readouterr().out.split())
         assert RANGE_HELP in out, command
-        assert "last day or month, inclusive" in out and "exclusive" not in out, command
+        assert "last day, month or year, inclusive" in out and "exclusive" not in out, command
+
+
+def test_a_year_is_a_period_like_a_month_or_a_day():
+    from emp_core.cli import parse_date
+
+    year, month = parse_date("2008"), parse_date("2008-12")
+    assert (year.first, year.after) == (datetime(2008, 1, 1), datetime(2009, 1, 1))
+    assert (month.first, month.after) == (datetime(2008, 12, 1), datetime(2009, 1, 1))
+    with pytest.raises(argparse.ArgumentTypeError, match="YYYY-MM-DD, YYYY-MM or YYYY"):
+        parse_date("08")
 
 
 def test_path_is_a_deprecated_alias_of_data(emp_home, tmp_path, capsys):
@@ -107,18 +118,23 @@ def test_synthetic_ingest_from_the_cli(emp_home, capsys):
 def test_backfill_from_the_cli_runs_one_dagster_run(emp_home, capsys):
     import dagster as dg
 
-    assert main(["backfill", "--start", "2008-09", "--end", "2008-10", "--symbols", "SPX"]) == 0
+    assert main(["backfill", "--start", "2008-09", "--end", "2009-02", "--symbols", "SPX"]) == 0
     captured = capsys.readouterr()
     assert "SUCCESS; checks 10 passed, 0 failed" in captured.out
-    assert "backfill: 2 month(s) 2008-09 .. 2008-10, symbols SPX, in one Dagster run" in captured.err
-    assert "backfill: 2 month(s) done, run " in captured.err and "SUCCESS in " in captured.err
+    assert "backfill: 2 year(s) 2008 .. 2009, symbols SPX, in one Dagster run" in captured.err
+    assert "backfill: 2 year(s) done, run " in captured.err and "SUCCESS in " in captured.err
     assert "backfill:" not in captured.out
     store = DuckDBStore(emp_home / "emp.duckdb")
     assert store.query("SELECT DISTINCT symbol FROM market.bars_1d")["symbol"].to_list() == ["SPX"]
+    # the whole of both years: from the first session of 2008 to the last of 2009
+    first, last = store.query("SELECT min(ts)::DATE, max(ts)::DATE FROM market.bars_1d").row(0)
+    assert (str(first), str(last)) == ("2008-01-02", "2009-12-31")
     with dg.DagsterInstance.get() as instance:
         assert len(instance.get_runs()) == 1
     assert main(["backfill", "--start", "1980-01", "--end", "1980-02"]) == 2
-    assert "month 1980-01 is outside the partitions" in capsys.readouterr().err
+    assert "year 1980 is outside the partitions (1990 to " in capsys.readouterr().err
+    assert main(["backfill", "--start", "2009", "--end", "2008-06"]) == 2
+    assert capsys.readouterr().err.strip() == "emp backfill: error: --end 2008-06 is before --start 2009"
 
 
 @pytest.mark.slow
@@ -156,17 +172,17 @@ def test_demo_decides_with_every_figure_in_a_successful_run(demo_home, monkeypat
         events = {r.run_id: [e.event_log_entry for e in instance.get_records_for_run(r.run_id, limit=100_000).records]
                   for r in runs}
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    # Three runs (macro sources, the monthly assets over the range, the rest): an unpartitioned asset is planned
-    # once, not once per month as in a single run over the range (20 assets x 240 months = 4,800 events).
+    # Three runs (macro sources, the yearly assets over the range, the rest): an unpartitioned asset is planned
+    # once, not once per partition as in a single run over the range; the shipped data spans 20 years.
     assert len(runs) == 3
     per_asset: dict[str, int] = {}
     for records in planned.values():
         for record in records:
             key = record.event_log_entry.dagster_event.asset_key.to_user_string()
             per_asset[key] = per_asset.get(key, 0) + 1
-    months = per_asset["duckdb/market/bars_1d"]
-    assert months == 240 and per_asset["duckdb/sensory/fused"] == months
-    assert {k: n for k, n in per_asset.items() if n != months} == {
+    years = per_asset["duckdb/market/bars_1d"]
+    assert years == 20 and per_asset["duckdb/sensory/fused"] == years
+    assert {k: n for k, n in per_asset.items() if n != years} == {
         k: 1 for k in per_asset if not k.startswith(("duckdb/market/bars", "duckdb/sensory/"))
         or k == "duckdb/sensory/calibration"}
     for entries in events.values():

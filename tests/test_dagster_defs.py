@@ -64,7 +64,7 @@ def resources(tmp_path, data_dir):
             "market_data": ShippedDataResource(data_dir=str(data_dir))}
 
 
-def materialize(resources, partition_key="2010-01-01", run_config=None):
+def materialize(resources, partition_key="2010", run_config=None):
     with dg.instance_for_test() as instance:
         return dg.materialize([A.bars_1d, A.universe], partition_key=partition_key, resources=resources,
                               instance=instance, raise_on_error=False, run_config=run_config)
@@ -81,7 +81,7 @@ def test_a_partition_materialises_with_every_check_passing(resources):
     mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
     assert set(mats) == {"duckdb/market/bars_1d", "duckdb/market/universe"}
     meta = mats["duckdb/market/bars_1d"].materialization.metadata
-    assert meta["dagster/row_count"].value == 6 * 19  # six symbols x 19 sessions in January 2010
+    assert meta["dagster/row_count"].value == 6 * 252  # six symbols x 252 NYSE sessions in 2010
     store = DuckDBStore(resources["store"].path)
     assert store.query("SELECT count(*) FROM market.universe WHERE dataset = 'bars_1d'").item() == 6
 
@@ -109,30 +109,34 @@ def test_macro_assets_materialise_with_point_in_time_checks(resources):
     assert store.query("SELECT count(*) FROM macro.treasury_curve").item() == 6816
 
 
-def test_daily_schedule_targets_the_month_to_date_partition():
-    when = datetime(2026, 11, 24, 18, 30)
-    with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
-        request = daily_bars_ingest(ctx)
-    assert request.partition_key == "2026-11-01"
-    assert request.run_key == "daily-2026-11-24"
+def test_daily_schedule_targets_the_year_to_date_partition():
+    for when, key in ((datetime(2026, 11, 24, 18, 30), "2026"), (datetime(2027, 1, 4, 18, 30), "2027")):
+        with dg.instance_for_test() as instance:
+            ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+            request = daily_bars_ingest(ctx)
+        assert request.partition_key == key
+        assert request.run_key == f"daily-{when:%Y-%m-%d}"
 
 
 def test_weekly_schedule_backfills_the_trailing_window_in_one_run(emp_home, data_dir, monkeypatch):
     monkeypatch.setenv("EMP_DATA_DIR", str(data_dir))
-    when = datetime(2010, 3, 6, 6, 0)
+    with dg.instance_for_test() as instance:  # in June the last three months are this year's
+        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2010, 6, 5, 6, 0))
+        request = weekly_trailing_backfill(ctx)
+        assert request.tags[PARTITION_RANGE_START_TAG] == request.tags[PARTITION_RANGE_END_TAG] == "2010"
+    when = datetime(2010, 3, 6, 6, 0)  # in early March they reach back into last year
     with dg.instance_for_test() as instance:
         ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
         request = weekly_trailing_backfill(ctx)
-        assert request.tags[PARTITION_RANGE_START_TAG] == "2010-01-01"
-        assert request.tags[PARTITION_RANGE_END_TAG] == "2010-03-01"
+        assert request.tags[PARTITION_RANGE_START_TAG] == "2009"
+        assert request.tags[PARTITION_RANGE_END_TAG] == "2010"
         job = defs().resolve_job_def(request.job_name or "market_data_ingest")
         result = job.execute_in_process(instance=instance, tags=request.tags)
     assert result.success
     journal = DuckDBStore(emp_home / "emp.duckdb").query(
         "SELECT dataset, list(partition_key ORDER BY partition_key) AS keys FROM market.ingest_journal "
         "GROUP BY dataset ORDER BY dataset")
-    assert journal["keys"].to_list() == [["2010-01-01", "2010-02-01", "2010-03-01"]] * 2
+    assert journal["keys"].to_list() == [["2009", "2010"]] * 2
 
 
 def test_the_demo_stages_cover_the_graph_once_in_dependency_order():

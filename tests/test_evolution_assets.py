@@ -38,7 +38,7 @@ def run(resources, config: dict, instance, floor: dict | None = None):
     run_config = {"ops": {"evolution": {"config": SMALL | config}}}
     if floor is not None:  # the champion check's floor (default: the platform's gates)
         run_config["ops"][evolution_checks.promoted_by_gates.op.name] = {"config": floor}
-    tags = {"dagster/asset_partition_range_start": "2000-01-01", "dagster/asset_partition_range_end": "2012-12-01"}
+    tags = {"dagster/asset_partition_range_start": "2000", "dagster/asset_partition_range_end": "2012"}
     return dg.materialize([market.bars_1d, market.macro_series, market.treasury_curve, sensory.sensory_cortex,
                            evolution.evolution, evolution_checks.promoted_by_gates, champion_consumer],
                           resources=resources, instance=instance, tags=tags, run_config=run_config,

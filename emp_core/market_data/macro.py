@@ -17,6 +17,7 @@ Rows that cannot be used are quarantined with a reason, like bars.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -86,6 +87,7 @@ class TableLoad:
     rows_stored: int
     rows_quarantined: int
     checks: list[CheckOutcome]
+    seconds: float  # reading, storing and checking the table
 
 
 def _quarantine(bad: pl.DataFrame, dataset: str, path: Path, key: str, ts: str, run_id: str,
@@ -108,6 +110,7 @@ def _sql_check(store: DuckDBStore, name: str, description: str, sql: str) -> Che
 
 def load_macro_series(store: DuckDBStore, data_dir: Path, run_id: str, now: datetime) -> TableLoad:
     """Replace ``macro.series`` from the shipped file and check it in the store."""
+    t0 = time.perf_counter()
     good, bad = macro_series(data_dir)
     store.replace_table("macro.series", good.with_columns(pl.lit(run_id).alias("run_id")))
     if bad.height:
@@ -121,11 +124,12 @@ def load_macro_series(store: DuckDBStore, data_dir: Path, run_id: str, now: date
         _sql_check(store, "values_finite", "every value is a finite number",
                    "SELECT count(*) FROM macro.series WHERE NOT isfinite(value)"),
     ]
-    return TableLoad("macro.series", good.height, bad.height, checks)
+    return TableLoad("macro.series", good.height, bad.height, checks, time.perf_counter() - t0)
 
 
 def load_treasury_curve(store: DuckDBStore, data_dir: Path, run_id: str, now: datetime) -> TableLoad:
     """Replace ``macro.treasury_curve`` from the shipped file and check it in the store."""
+    t0 = time.perf_counter()
     good, bad = treasury_curve(data_dir)
     store.replace_table("macro.treasury_curve", good.with_columns(pl.lit(run_id).alias("run_id")))
     if bad.height:
@@ -141,4 +145,4 @@ def load_treasury_curve(store: DuckDBStore, data_dir: Path, run_id: str, now: da
         _sql_check(store, "core_tenors_present", "3-month and 10-year yields present on every date",
                    "SELECT count(*) FROM macro.treasury_curve WHERE m3 IS NULL OR y10 IS NULL"),
     ]
-    return TableLoad("macro.treasury_curve", good.height, bad.height, checks)
+    return TableLoad("macro.treasury_curve", good.height, bad.height, checks, time.perf_counter() - t0)

@@ -1,10 +1,10 @@
-"""The whole graph as jobs: ``emp_demo`` (everything, one run over a range of months) and the three stages
-``emp demo`` runs in order, so that Dagster does not plan the unpartitioned assets once per month (in one
-run over 240 months it plans every asset 240 times: 12 unpartitioned ones were 2,880 of its 4,800 planning
-events).
+"""The whole graph as jobs: ``emp_demo`` (everything, one run over a range of years) and the three stages
+``emp demo`` runs in order, so that Dagster does not plan the unpartitioned assets once per partition (in
+one run over a range it plans every asset once per partition of the range: with the monthly partitions of
+before, 12 unpartitioned assets were 2,880 of 4,800 planning events).
 
-1. ``emp_demo_sources``: the unpartitioned tables the monthly assets read (macro series, Treasury curve);
-2. ``emp_demo_monthly``: bars and sensory features over the range, without the drift checks;
+1. ``emp_demo_sources``: the unpartitioned tables the partitioned assets read (macro series, Treasury curve);
+2. ``emp_demo_history``: bars and sensory features over the range of years, without the drift checks;
 3. ``emp_demo_research``: the universe, calibration, evolution, and the drift checks, which read the
    calibration this stage builds.
 """
@@ -17,18 +17,18 @@ from emp_dagster.defs.sensory.assets import KEYS as SENSORY_KEYS
 
 SOURCES = dg.AssetSelection.assets(MACRO_KEY, CURVE_KEY)
 DRIFT = dg.AssetSelection.checks(*(dg.AssetCheckKey(key, "drift") for key in SENSORY_KEYS.values()))
-MONTHLY = dg.AssetSelection.assets(*BAR_KEYS.values(), *SENSORY_KEYS.values())
+PARTITIONED = dg.AssetSelection.assets(*BAR_KEYS.values(), *SENSORY_KEYS.values())
 STAGES = {  # job name -> (selection, partitioned over the range)
     "emp_demo_sources": (SOURCES, False),
-    "emp_demo_monthly": (MONTHLY - DRIFT, True),
-    "emp_demo_research": ((dg.AssetSelection.all() - SOURCES - MONTHLY) | DRIFT, False),
+    "emp_demo_history": (PARTITIONED - DRIFT, True),
+    "emp_demo_research": ((dg.AssetSelection.all() - SOURCES - PARTITIONED) | DRIFT, False),
 }
 
 demo_job = dg.define_asset_job(
     "emp_demo", selection=dg.AssetSelection.all(), partitions_def=BAR_PARTITIONS,
-    description="Materialise the whole graph for a range of months in one run.",
+    description="Materialise the whole graph for a range of years in one run.",
 )
-emp_demo_sources, emp_demo_monthly, emp_demo_research = (
+emp_demo_sources, emp_demo_history, emp_demo_research = (
     dg.define_asset_job(name, selection=selection, partitions_def=BAR_PARTITIONS if partitioned else None,
                         description=f"Stage {i} of emp demo (see emp_dagster/defs/demo/jobs.py).")
     for i, (name, (selection, partitioned)) in enumerate(STAGES.items(), 1))

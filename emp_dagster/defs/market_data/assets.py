@@ -1,3 +1,5 @@
+import time
+
 import dagster as dg
 import polars as pl
 
@@ -36,7 +38,7 @@ def _bars_asset(name: str) -> dg.AssetsDefinition:
         key=key, group_name=GROUP, kinds={"duckdb", "polars"},
         partitions_def=BAR_PARTITIONS, backfill_policy=BAR_BACKFILL,
         description=f"{spec.interval} OHLCV bars on the {spec.calendar} calendar, validated; "
-                    "rejected rows go to market.quarantine, one journal row per month.",
+                    "rejected rows go to market.quarantine, one journal row per year.",
         check_specs=[dg.AssetCheckSpec(c, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[c])
                      for c in BAR_CHECKS],
     )
@@ -76,7 +78,7 @@ bars_1h = _bars_asset("bars_1h")
 def _table_result(load: TableLoad) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={"dagster/row_count": load.rows_stored, "rows_quarantined": load.rows_quarantined,
-                  "table": load.table},
+                  "table": load.table, "seconds": round(load.seconds, 3)},
         check_results=[check_result(c) for c in load.checks],
     )
 
@@ -108,11 +110,12 @@ treasury_curve = _table_asset(
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
 )
 def universe(store: EmbeddedStoreResource) -> dg.MaterializeResult:
+    t0 = time.perf_counter()
     s = store.store()
     frame = build_universe(s)
     s.replace_table("market.universe", frame)
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": frame.height,
+        "dagster/row_count": frame.height, "seconds": round(time.perf_counter() - t0, 3),
         "preview": dg.MetadataValue.md(frame.head(20).to_pandas().to_markdown(index=False)),
     })
 

@@ -7,5 +7,5 @@ ingest_job = dg.define_asset_job(
     "market_data_ingest",
     selection=dg.AssetSelection.assets(*BAR_KEYS.values(), UNIVERSE_KEY),
     partitions_def=BAR_PARTITIONS,
-    description="Ingest bars for a month or a range of months (one run), then refresh the universe.",
+    description="Ingest bars for a year or a range of years (one run), then refresh the universe.",
 )

@@ -1,5 +1,7 @@
 """The sensory cortex as assets: one per dimension plus the fused signal, and the calibration table."""
 
+import time
+
 import dagster as dg
 
 from emp_core.sensory import anomaly, fusion, how, what, when, why
@@ -75,9 +77,10 @@ def sensory_cortex(context: dg.AssetExecutionContext, config: SensoryConfig, sto
     automation_condition=dg.AutomationCondition.eager(),
 )
 def calibration(store: EmbeddedStoreResource) -> dg.MaterializeResult:
+    t0 = time.perf_counter()
     frame = calibrate(store.store())
     pooled = frame.filter(frame["symbol"] == "*") if frame.height else frame
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": frame.height,
+        "dagster/row_count": frame.height, "seconds": round(time.perf_counter() - t0, 3),
         "pooled": dg.MetadataValue.md(pooled.to_pandas().to_markdown(index=False) if pooled.height else "empty"),
     })

@@ -14,8 +14,8 @@ Survivors judged equivalent (no input can tell them from the original) are liste
 reason, in scripts/mutation/equivalent.toml, matched by module, original line and mutated line; the
 rate is killed / (mutants - equivalent). Every other survivor is printed with its line.
 
-The copies are of the tracked files of the working tree (at a commit: the committed tree), under a
-temporary directory, with PYTHONPATH on the copy, so the working tree is never touched.
+The copies are of the working tree's files that git tracks or would track (at a clean commit: the
+committed tree), under a temporary directory, with PYTHONPATH on the copy, so the working tree is never touched.
 
 Why not mutmut's own runner: mutmut 3 forks a child per mutant from a process that has imported
 Polars, whose thread pool hangs in a forked child (every mutant timed out); mutmut 2 runs every test
@@ -45,7 +45,7 @@ EQUIVALENT = HERE / "equivalent.toml"
 # module -> its own test files
 SENSORY = "tests/test_sensory.py"  # every dimension against the bar-by-bar reference
 TARGETS = {
-    "emp_core/market_data/validate.py": ["tests/test_bad_input.py", "tests/test_ingest.py", "tests/test_sources.py"],
+    "emp_core/market_data/validate.py": ["tests/test_validate.py", "tests/test_bad_input.py", "tests/test_ingest.py"],
     "emp_core/evolution/overfitting.py": ["tests/test_overfitting.py", "tests/test_pbo.py"],
     "emp_core/backtest/engine.py": ["tests/test_backtest.py"],
     "emp_core/sensory/calibration.py": ["tests/test_calibration.py"],
@@ -61,7 +61,8 @@ KILLED, SURVIVED, TIMEOUT, UNCOVERED, EQUIV = "killed", "survived", "timeout", "
 
 
 def copy_tree(into: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           check=True, capture_output=True).stdout
     for name in files.decode().split("\0"):
         src = ROOT / name
         if name and src.is_file():
@@ -108,7 +109,7 @@ def mutate(module: str, tests: list[str], strings: bool, workers: int) -> dict:
     for tree in trees:
         copy_tree(tree)
     t0 = time.perf_counter()
-    traced = trace(trees[0], module, tests)
+    traced = trace(trees[0], module, [t for t in tests if (ROOT / t).exists()])
     imported = set(traced.pop("<import>")["lines"])
     by_line: dict[int, list[tuple[float, str]]] = {}
     for nodeid, rec in traced.items():
@@ -143,8 +144,13 @@ def mutate(module: str, tests: list[str], strings: bool, workers: int) -> dict:
             target.write_text(original)
             free.put(tree)
 
+    results = []
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(verdict, mutants))
+        for i, result in enumerate(pool.map(verdict, mutants), 1):
+            results.append(result)
+            if i % 25 == 0 or i == len(mutants):
+                print(f"  {module}: {i}/{len(mutants)} mutants, {results.count(KILLED) + results.count(TIMEOUT)} "
+                      f"killed, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     shutil.rmtree(base, ignore_errors=True)
     counts = {k: results.count(k) for k in (KILLED, TIMEOUT, SURVIVED, UNCOVERED, EQUIV)}
     survivors = [m for m, r in zip(mutants, results, strict=True) if r in (SURVIVED, UNCOVERED)]

@@ -4,6 +4,8 @@ Rules (a row may break several; its reason lists them all, separated by "; "):
 
 - ``missing symbol`` / ``missing timestamp`` / ``missing <col>``: empty field.
 - ``unparseable timestamp``: text that is no date/time format we accept.
+- ``local time does not exist in <naive_tz> (clock moved forward)``: a naive time inside a
+  daylight-saving gap (02:30 on the day New York springs forward).
 - ``timestamp without time zone in a file with zone offsets``: mixing naive and
   zoned timestamps is ambiguous; zoned ones (any offset) are converted to UTC.
 - ``<col> is not a number``, ``<col> is not finite`` (NaN, inf), ``<col> is not positive``.
@@ -158,16 +160,17 @@ def _parse_ts(
         aware = pl.coalesce([
             text.str.to_datetime(f, time_zone="UTC", time_unit="us", strict=False) for f in _AWARE_FORMATS
         ])
-        naive = pl.coalesce([text.str.to_datetime(f, time_unit="us", strict=False) for f in _NAIVE_FORMATS])
+        parsed = pl.coalesce([text.str.to_datetime(f, time_unit="us", strict=False) for f in _NAIVE_FORMATS])
         if daily:
             aware = aware.dt.convert_time_zone(session_tz).dt.replace_time_zone(None).dt.truncate("1d")
-            naive = naive.dt.truncate("1d")
+            naive = parsed.dt.truncate("1d")
         else:
             aware = aware.dt.replace_time_zone(None)
-            naive = _naive_to_utc(naive, naive_tz)
+            naive = _naive_to_utc(parsed, naive_tz)
         ts = pl.when(zoned).then(aware).otherwise(naive)
         problem = (
             pl.when(text.is_null() | (text == "")).then(pl.lit("missing timestamp"))
+            .when(~zoned & parsed.is_not_null() & ts.is_null()).then(pl.lit(_gap(naive_tz)))
             .when(ts.is_null()).then(pl.lit("unparseable timestamp"))
         )
         if any_zoned:
@@ -188,7 +191,11 @@ def _parse_ts(
         ts = col.cast(pl.Datetime("us"))
     else:
         return pl.lit(None, dtype=pl.Datetime("us")), pl.lit(f"unsupported timestamp type {dtype}")
-    return ts, pl.when(ts.is_null()).then(pl.lit("missing timestamp"))
+    return ts, pl.when(col.is_null()).then(pl.lit("missing timestamp")).when(ts.is_null()).then(pl.lit(_gap(naive_tz)))
+
+
+def _gap(tz: str) -> str:
+    return f"local time does not exist in {tz} (clock moved forward)"
 
 
 def _naive_to_utc(expr: pl.Expr, tz: str) -> pl.Expr:
@@ -219,7 +226,7 @@ def _mark_duplicates(checked: pl.DataFrame) -> pl.DataFrame:
         )
     )
     candidates = checked.filter(ok).with_columns(dup_reason.alias("_dup")).select(ROW, "_dup")
-    return checked.join(candidates, on=ROW, how="left").with_columns(
+    return checked.join(candidates, on=ROW, how="left", maintain_order="left").with_columns(
         pl.coalesce("reason", "_dup").alias("reason")
     ).drop("_dup")
 

@@ -25,6 +25,7 @@ file on every mutant, one mutant at a time, about 10 s a mutant here: hours per 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -57,7 +58,8 @@ TARGETS = {
     "emp_core/sensory/fusion.py": [SENSORY],
     "emp_core/sensory/base.py": [SENSORY],
 }
-KILLED, SURVIVED, TIMEOUT, UNCOVERED, EQUIV = "killed", "survived", "timeout", "not covered", "equivalent"
+KILLED, SURVIVED, TIMEOUT, UNCOVERED, EQUIV, ERROR = (
+    "killed", "survived", "timeout", "not covered", "equivalent", "error")
 
 
 def copy_tree(into: Path) -> None:
@@ -96,6 +98,16 @@ def list_mutants(module: str, strings: bool) -> list[dict]:
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
+def function_body_lines(path: Path) -> set[int]:
+    """Lines inside a function's body; everything else (module and class bodies, decorators, signatures with
+    their default values) runs once, when the module is imported, and so counts for every test."""
+    lines: set[int] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            lines.update(range(node.body[0].lineno, (node.end_lineno or node.body[-1].lineno) + 1))
+    return lines
+
+
 def equivalents(module: str) -> dict[tuple[str, str], str]:
     if not EQUIVALENT.exists():
         return {}
@@ -110,7 +122,7 @@ def mutate(module: str, tests: list[str], strings: bool, workers: int) -> dict:
         copy_tree(tree)
     t0 = time.perf_counter()
     traced = trace(trees[0], module, [t for t in tests if (ROOT / t).exists()])
-    imported = set(traced.pop("<import>")["lines"])
+    in_functions = function_body_lines(ROOT / module)
     by_line: dict[int, list[tuple[float, str]]] = {}
     for nodeid, rec in traced.items():
         for line in rec["lines"]:
@@ -125,7 +137,7 @@ def mutate(module: str, tests: list[str], strings: bool, workers: int) -> dict:
     def verdict(m: dict) -> str:
         if (m["original"], m["mutated"]) in known:
             return EQUIV
-        chosen = everything if m["line"] in imported else sorted(by_line.get(m["line"], []))
+        chosen = sorted(by_line.get(m["line"], [])) if m["line"] in in_functions else everything
         if not chosen:
             return UNCOVERED
         tree = free.get()
@@ -139,6 +151,8 @@ def mutate(module: str, tests: list[str], strings: bool, workers: int) -> dict:
                                      cwd=tree, env=environment(tree), capture_output=True, timeout=limit, check=False)
             except subprocess.TimeoutExpired:
                 return TIMEOUT
+            if run.returncode not in (0, 1, 2):  # 2: a collection error (the mutant breaks an import) kills too
+                return ERROR  # pytest itself failed (usage, internal error, no tests): no verdict
             return SURVIVED if run.returncode == 0 else KILLED
         finally:
             target.write_text(original)
@@ -152,15 +166,16 @@ def mutate(module: str, tests: list[str], strings: bool, workers: int) -> dict:
                 print(f"  {module}: {i}/{len(mutants)} mutants, {results.count(KILLED) + results.count(TIMEOUT)} "
                       f"killed, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     shutil.rmtree(base, ignore_errors=True)
-    counts = {k: results.count(k) for k in (KILLED, TIMEOUT, SURVIVED, UNCOVERED, EQUIV)}
+    counts = {k: results.count(k) for k in (KILLED, TIMEOUT, SURVIVED, UNCOVERED, EQUIV, ERROR)}
     survivors = [m for m, r in zip(mutants, results, strict=True) if r in (SURVIVED, UNCOVERED)]
     stale = sorted(set(known) - {(m["original"], m["mutated"]) for m in mutants})
-    return {"counts": counts, "survivors": survivors, "seconds": time.perf_counter() - t0, "stale": stale,
-            "results": results}
+    errors = [m for m, r in zip(mutants, results, strict=True) if r == ERROR]
+    return {"counts": counts, "survivors": survivors, "errors": errors, "stale": stale, "results": results,
+            "seconds": time.perf_counter() - t0}
 
 
 def rate(counts: dict) -> float:
-    judged = sum(counts.values()) - counts[EQUIV]
+    judged = sum(counts.values()) - counts[EQUIV] - counts[ERROR]
     return (counts[KILLED] + counts[TIMEOUT]) / judged if judged else float("nan")
 
 
@@ -185,15 +200,17 @@ def main() -> int:
         rows[module] = row = mutate(module, TARGETS[module], args.strings, args.workers)
         for m in row["survivors"]:
             print(f"  survived  {module}:{m['line']}: {m['original']}\n            -> {m['mutated']}", flush=True)
+        for m in row["errors"]:
+            print(f"  ERROR     {module}:{m['line']}: pytest could not run on this mutant: {m['mutated']}")
         for original, mutated in row["stale"]:
             print(f"  equivalent.toml lists a mutant that no longer exists: {original} -> {mutated}")
         print(f"{module}: {row['counts']}, {rate(row['counts']):.1%} killed, {row['seconds']:.0f} s", flush=True)
     print(f"\n  {'module':<36} {'mutants':>7} {'killed':>7} {'timeout':>7} {'surv.':>6} {'uncov.':>6} "
-          f"{'equiv.':>6}   killed of non-equivalent")
+          f"{'equiv.':>6} {'error':>6}   killed of non-equivalent")
     for module, row in rows.items():
         c = row["counts"]
         print(f"  {module:<36} {sum(c.values()):>7} {c[KILLED]:>7} {c[TIMEOUT]:>7} {c[SURVIVED]:>6} "
-              f"{c[UNCOVERED]:>6} {c[EQUIV]:>6}   {rate(c):.1%}")
+              f"{c[UNCOVERED]:>6} {c[EQUIV]:>6} {c[ERROR]:>6}   {rate(c):.1%}")
     if args.json:
         args.json.write_text(json.dumps({m: {k: v for k, v in r.items() if k != "results"} for m, r in rows.items()},
                                         indent=1))

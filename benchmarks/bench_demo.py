@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_demo.py [--single-run] [--steps]
 
 Runs ``emp demo`` on the shipped data in a fresh ``EMP_HOME`` (the three runs it makes: macro sources,
-the monthly assets over the range, the rest), and with ``--single-run`` also the whole graph as one
+the yearly-partitioned assets over the range, the rest), and with ``--single-run`` also the whole graph as one
 Dagster run over the range, side by side. From each instance's event log it reports per run the wall
 time (first to last event), the planning events, the steps' durations, and the **work**: the seconds the
 domain code itself reports in the materialisation metadata (``seconds`` and ``check_seconds``: ingest,

@@ -73,9 +73,9 @@ def parse_date(text: str) -> Period:
                        ("%Y", lambda t: datetime(t.year + 1, 1, 1))):
         try:
             first = datetime.strptime(text, fmt)
-        except ValueError:
+            return Period(text, first, after(first))
+        except (ValueError, OverflowError):  # OverflowError: the period after 9999
             continue
-        return Period(text, first, after(first))
     raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD, YYYY-MM or YYYY)")
 
 

@@ -61,8 +61,9 @@ def test_a_year_is_a_period_like_a_month_or_a_day():
     year, month = parse_date("2008"), parse_date("2008-12")
     assert (year.first, year.after) == (datetime(2008, 1, 1), datetime(2009, 1, 1))
     assert (month.first, month.after) == (datetime(2008, 12, 1), datetime(2009, 1, 1))
-    with pytest.raises(argparse.ArgumentTypeError, match="YYYY-MM-DD, YYYY-MM or YYYY"):
-        parse_date("08")
+    for text in ("08", "9999"):  # 9999: no year after it to end the period
+        with pytest.raises(argparse.ArgumentTypeError, match="YYYY-MM-DD, YYYY-MM or YYYY"):
+            parse_date(text)
 
 
 def test_path_is_a_deprecated_alias_of_data(emp_home, tmp_path, capsys):
@@ -133,6 +134,8 @@ def test_backfill_from_the_cli_runs_one_dagster_run(emp_home, capsys):
         assert len(instance.get_runs()) == 1
     assert main(["backfill", "--start", "1980-01", "--end", "1980-02"]) == 2
     assert "year 1980 is outside the partitions (1990 to " in capsys.readouterr().err
+    assert main(["demo", "--start", "2090"]) == 2  # a start after the data, no --end: the start is the problem
+    assert "year 2090 is outside the partitions (1990 to " in capsys.readouterr().err
     assert main(["backfill", "--start", "2009", "--end", "2008-06"]) == 2
     assert capsys.readouterr().err.strip() == "emp backfill: error: --end 2008-06 is before --start 2009"
 

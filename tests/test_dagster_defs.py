@@ -140,7 +140,7 @@ def test_weekly_schedule_backfills_the_trailing_window_in_one_run(emp_home, data
 
 
 def test_the_demo_stages_cover_the_graph_once_in_dependency_order():
-    """emp demo's three runs: every asset in exactly one, none reading an asset of a later run, the monthly
+    """emp demo's three runs: every asset in exactly one, none reading an asset of a later run, the history
     run the only partitioned one, and the drift checks in the run that builds the calibration they read."""
     from emp_dagster.defs.demo.jobs import STAGES
 

@@ -52,6 +52,20 @@ def test_a_window_only_touches_its_own_months(store):
     assert runs.height == 1 and runs.item().startswith("b-")
 
 
+def test_a_symbol_selection_only_replaces_those_symbols(store):
+    """Re-ingesting a window for some symbols keeps every other symbol's bars in that window."""
+    src = ShippedSource(SHIPPED)
+    ingest_bars(store, src, "bars_1d", run_id=new_run_id("a"), partitions=months(2008, 1, 12), now=NOW)
+    before = store.read_bars("bars_1d")
+    assert before["symbol"].n_unique() == 6
+    ingest_bars(store, src, "bars_1d", run_id=new_run_id("b"), partitions=months(2008, 1, 12), symbols=["SPX"],
+                now=NOW)
+    assert store.read_bars("bars_1d").equals(before)
+    runs = store.query("SELECT symbol, list(DISTINCT left(run_id, 2)) AS runs FROM market.bars_1d GROUP BY symbol")
+    assert dict(zip(runs["symbol"], runs["runs"].to_list(), strict=True)) == {
+        s: (["b-"] if s == "SPX" else ["a-"]) for s in runs["symbol"]}
+
+
 def test_rows_the_source_no_longer_delivers_are_removed_on_rerun(store, data_dir):
     parts = months(2010, 1, 1)
     ingest_bars(store, ShippedSource(data_dir), "bars_1d", run_id=new_run_id("a"), partitions=parts, now=NOW)

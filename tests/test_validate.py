@@ -265,7 +265,8 @@ def test_daily_bars_take_the_session_date(text, session_tz, expected):
     [
         ("2024-03-05 09:30", datetime(2024, 3, 5, 14, 30)),  # EST, UTC-5
         ("2024-07-01 09:30", datetime(2024, 7, 1, 13, 30)),  # EDT, UTC-4
-        ("2024-11-03 01:30", datetime(2024, 11, 3, 5, 30)),  # ambiguous: the earlier (EDT) instant
+        ("2024-11-03 00:59", datetime(2024, 11, 3, 4, 59)),  # EDT, just before the repeated hour
+        ("2024-11-03 02:00", datetime(2024, 11, 3, 7, 0)),  # EST, just after it
         ("2024-03-10 03:30", datetime(2024, 3, 10, 7, 30)),  # just after the spring-forward gap
     ],
 )
@@ -309,6 +310,17 @@ def test_naive_datetime_column_is_read_in_naive_tz():
     assert valid_ts(raw, naive_tz="America/New_York") == [datetime(2024, 3, 6, 4, 30)]
     assert valid_ts(raw, interval="1d", naive_tz="America/New_York") == [datetime(2024, 3, 5)]
     assert run(raw).valid.schema == BAR_SCHEMA
+
+
+def test_naive_time_in_the_repeated_hour_is_ambiguous():
+    """01:30 on the day New York falls back happens twice (05:30 and 06:30 UTC): which one a naive row means
+    cannot be told, so it is quarantined with that reason, not guessed (two bars would collide on one instant)."""
+    result = run(frame({"ts": "2024-11-03 01:30"}, {"ts": "2024-11-03 01:30", "open": "10.5"}),
+                 naive_tz="America/New_York")
+    ambiguous = "local time is ambiguous in America/New_York (clock moved back: it occurs twice)"
+    assert reasons(result) == {1: ambiguous, 2: ambiguous}
+    raw = frame({}).with_columns(pl.Series("ts", [datetime(2024, 11, 3, 1, 30)], dtype=pl.Datetime("us")))
+    assert reasons(run(raw, naive_tz="America/New_York")) == {1: ambiguous}
 
 
 def test_datetime_column_nulls_are_missing_and_a_dst_gap_says_so():

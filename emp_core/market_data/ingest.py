@@ -36,7 +36,7 @@ class BarDataset:
     name: str
     interval: str
     calendar: str
-    max_gap_ratio: float  # share of expected bars that may be missing inside a symbol's span
+    max_gap_ratio: float  # share of a symbol's expected bars in any calendar month that may be missing
     max_lag_bars: int  # expected bars the latest stored bar may trail the source's coverage by
 
 
@@ -127,7 +127,7 @@ def ingest_bars(
         pl.lit(source.describe()).alias("input"), pl.lit(now).alias("quarantined_at"),
     )
     store.replace_bars(spec.name, checked.valid, source=source.name, run_id=run_id, window=window,
-                       quarantine=quarantine, journal=journal)
+                       quarantine=quarantine, journal=journal, selection=symbols)
     reasons = _reason_counts(checked.quarantine)
     report = IngestReport(
         run_id=run_id, dataset=spec.name, source=source.name, input=source.describe(), window=window,

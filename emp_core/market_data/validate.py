@@ -5,7 +5,8 @@ Rules (a row may break several; its reason lists them all, separated by "; "):
 - ``missing symbol`` / ``missing timestamp`` / ``missing <col>``: empty field.
 - ``unparseable timestamp``: text that is no date/time format we accept.
 - ``local time does not exist in <naive_tz> (clock moved forward)``: a naive time inside a
-  daylight-saving gap (02:30 on the day New York springs forward).
+  daylight-saving gap (02:30 on the day New York springs forward); ``local time is ambiguous
+  in <naive_tz> ...``: one in the hour that occurs twice when the clock moves back.
 - ``timestamp without time zone in a file with zone offsets``: mixing naive and
   zoned timestamps is ambiguous; zoned ones (any offset) are converted to UTC.
 - ``<col> is not a number``, ``<col> is not finite`` (NaN, inf), ``<col> is not positive``.
@@ -170,7 +171,7 @@ def _parse_ts(
         ts = pl.when(zoned).then(aware).otherwise(naive)
         problem = (
             pl.when(text.is_null() | (text == "")).then(pl.lit("missing timestamp"))
-            .when(~zoned & parsed.is_not_null() & ts.is_null()).then(pl.lit(_gap(naive_tz)))
+            .when(~zoned & parsed.is_not_null() & ts.is_null()).then(_clock_change(parsed, naive_tz))
             .when(ts.is_null()).then(pl.lit("unparseable timestamp"))
         )
         if any_zoned:
@@ -178,30 +179,37 @@ def _parse_ts(
                 pl.lit("timestamp without time zone in a file with zone offsets")
             )
         return ts.cast(pl.Datetime("us")), problem
+    missing = pl.when(col.is_null()).then(pl.lit("missing timestamp"))
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is not None:
             ts = (
                 col.dt.convert_time_zone(session_tz).dt.replace_time_zone(None).dt.truncate("1d")
                 if daily else col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
             )
-        else:
-            ts = col.dt.truncate("1d") if daily else _naive_to_utc(col, naive_tz)
-        ts = ts.cast(pl.Datetime("us"))
-    elif dtype == pl.Date:
-        ts = col.cast(pl.Datetime("us"))
-    else:
-        return pl.lit(None, dtype=pl.Datetime("us")), pl.lit(f"unsupported timestamp type {dtype}")
-    return ts, pl.when(col.is_null()).then(pl.lit("missing timestamp")).when(ts.is_null()).then(pl.lit(_gap(naive_tz)))
+        elif daily:
+            ts = col.dt.truncate("1d")
+        else:  # local wall-clock times: null in a DST gap or the repeated hour, with the reason
+            ts = _naive_to_utc(col, naive_tz)
+            return ts.cast(pl.Datetime("us")), missing.when(ts.is_null()).then(_clock_change(col, naive_tz))
+        return ts.cast(pl.Datetime("us")), missing
+    if dtype == pl.Date:
+        return col.cast(pl.Datetime("us")), missing
+    return pl.lit(None, dtype=pl.Datetime("us")), pl.lit(f"unsupported timestamp type {dtype}")
 
 
-def _gap(tz: str) -> str:
-    return f"local time does not exist in {tz} (clock moved forward)"
+def _clock_change(naive: pl.Expr, tz: str) -> pl.Expr:
+    """Why a parsed local time has no UTC instant: it falls in a gap, or in the repeated hour (ambiguous)."""
+    gap = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").is_null()
+    return (pl.when(gap).then(pl.lit(f"local time does not exist in {tz} (clock moved forward)"))
+            .otherwise(pl.lit(f"local time is ambiguous in {tz} (clock moved back: it occurs twice)")))
 
 
 def _naive_to_utc(expr: pl.Expr, tz: str) -> pl.Expr:
+    """Local wall-clock times in ``tz`` as naive UTC; null inside a DST gap and in the repeated hour, which
+    we cannot place (two bars 01:30 EDT and 01:30 EST would otherwise both become 05:30 UTC)."""
     if tz == "UTC":
         return expr
-    return expr.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone(
+    return expr.dt.replace_time_zone(tz, ambiguous="null", non_existent="null").dt.convert_time_zone(
         "UTC"
     ).dt.replace_time_zone(None)
 

@@ -161,17 +161,20 @@ class DuckDBStore:
         window: tuple[datetime, datetime] | None,
         quarantine: pl.DataFrame,
         journal: pl.DataFrame,
+        selection: Sequence[str] | None = None,
     ) -> None:
         """Idempotently store ``bars`` with their quarantine and journal rows, in one transaction.
 
         With a ``window`` [start, end): deletes the window's rows that came from
-        ``source`` or belong to a symbol in ``bars``, then inserts. Without one:
-        deletes, per symbol, the range [first, last] that ``bars`` covers.
-        Re-running the same input therefore leaves exactly one copy.
+        ``source`` or belong to a symbol in ``bars``, then inserts; when the read was
+        limited to the symbols in ``selection``, only those symbols' rows (and those of
+        ``bars``) are deleted, never another symbol's. Without a window: deletes, per
+        symbol, the range [first, last] that ``bars`` covers. Re-running the same input
+        therefore leaves exactly one copy.
         """
         if table not in BAR_TABLES:
             raise EmpError(f"unknown bar table {table!r}; choose one of {', '.join(BAR_TABLES)}")
-        symbols = bars.get_column("symbol").unique().to_list()
+        symbols = sorted(set(bars.get_column("symbol").unique().to_list()) | set(selection or ()))
         arrow = _batched(bars)
         with self.connect() as con, _transaction(con):
             con.register("new_bars", arrow)
@@ -180,8 +183,9 @@ class DuckDBStore:
             if window is not None:
                 con.execute(
                     f"""DELETE FROM market.{table} WHERE ts >= $start AND ts < $end
-                    AND (source = $source OR list_contains($symbols, symbol))""",
-                    {"start": window[0], "end": window[1], "source": source, "symbols": symbols},
+                    AND (($whole AND source = $source) OR list_contains($symbols, symbol))""",
+                    {"start": window[0], "end": window[1], "source": source, "symbols": symbols,
+                     "whole": selection is None},
                 )
             elif bars.height:
                 con.execute(

@@ -11,8 +11,10 @@ killed when a test fails (or the run exceeds its time limit), survives when they
 a line no test executes survives too (no test could notice it).
 
 Survivors judged equivalent (no input can tell them from the original) are listed, each with the
-reason, in scripts/mutation/equivalent.toml, matched by module, original line and mutated line; the
-rate is killed / (mutants - equivalent). Every other survivor is printed with its line.
+reason, in scripts/mutation/equivalent.toml, matched by module, original line and mutated line; they
+are still run, and one that a test kills is reported as a wrong listing and counted as killed. The rate
+is killed / (mutants - equivalent); a timeout counts as killed (shown apart). Every other survivor is
+printed with its line.
 
 The copies are of the working tree's files that git tracks or would track (at a clean commit: the
 committed tree), under a temporary directory, with PYTHONPATH on the copy, so the working tree is never touched.
@@ -121,7 +123,12 @@ def mutate(module: str, tests: list[str], strings: bool, workers: int) -> dict:
     for tree in trees:
         copy_tree(tree)
     t0 = time.perf_counter()
-    traced = trace(trees[0], module, [t for t in tests if (ROOT / t).exists()])
+    missing = [t for t in tests if not (ROOT / t).exists()]
+    if missing:
+        raise SystemExit(f"{module}: test file(s) not found: {', '.join(missing)}")
+    traced = trace(trees[0], module, tests)
+    if not any(rec["lines"] for rec in traced.values()):
+        raise SystemExit(f"{module}: its tests never execute it (trace recorded no line of {module})")
     in_functions = function_body_lines(ROOT / module)
     by_line: dict[int, list[tuple[float, str]]] = {}
     for nodeid, rec in traced.items():
@@ -135,11 +142,10 @@ def mutate(module: str, tests: list[str], strings: bool, workers: int) -> dict:
         free.put(tree)
 
     def verdict(m: dict) -> str:
-        if (m["original"], m["mutated"]) in known:
-            return EQUIV
         chosen = sorted(by_line.get(m["line"], [])) if m["line"] in in_functions else everything
+        listed = (m["original"], m["mutated"]) in known
         if not chosen:
-            return UNCOVERED
+            return EQUIV if listed else UNCOVERED
         tree = free.get()
         target = tree / module
         original = target.read_text()
@@ -151,9 +157,16 @@ def mutate(module: str, tests: list[str], strings: bool, workers: int) -> dict:
                                      cwd=tree, env=environment(tree), capture_output=True, timeout=limit, check=False)
             except subprocess.TimeoutExpired:
                 return TIMEOUT
-            if run.returncode not in (0, 1, 2):  # 2: a collection error (the mutant breaks an import) kills too
-                return ERROR  # pytest itself failed (usage, internal error, no tests): no verdict
-            return SURVIVED if run.returncode == 0 else KILLED
+            # 1: a test failed; 2: a collection error (the mutant breaks an import); < 0: the interpreter
+            # crashed on the mutant. 3-5 (internal or usage error, no tests) are no verdict.
+            if run.returncode in (3, 4, 5):
+                return ERROR
+            if run.returncode == 0:
+                return EQUIV if listed else SURVIVED
+            if listed:  # listed as equivalent, yet a test tells it apart: the listing is wrong
+                print(f"  KILLED    {module}:{m['line']}: listed in equivalent.toml, but a test fails: "
+                      f"{m['mutated']}", flush=True)
+            return KILLED
         finally:
             target.write_text(original)
             free.put(tree)
@@ -194,6 +207,11 @@ def main() -> int:
     if unknown:
         print(f"not a target: {', '.join(unknown)}; choose from {', '.join(TARGETS)}", file=sys.stderr)
         return 2
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal"], cwd=ROOT,
+                           capture_output=True, text=True, check=False).stdout.strip()
+    if dirty:
+        print("note: the working tree differs from the last commit; these figures are of the working tree",
+              file=sys.stderr)
     rows = {}
     for module in modules:
         print(f"{module}: mutating ...", flush=True)

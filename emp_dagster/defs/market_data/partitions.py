@@ -25,12 +25,12 @@ def partition_key(at: dt.datetime | dt.date) -> str:
 def partition_keys(start: dt.datetime | dt.date, end: dt.datetime | dt.date) -> tuple[str, str]:
     """First and last keys of the partitions holding ``start`` .. ``end`` (inclusive); both must exist."""
     first, last = partition_key(start), partition_key(end)
-    if last < first:
-        raise EmpError(f"--end {end:%Y-%m-%d} is before --start {start:%Y-%m-%d}")
     valid = BAR_PARTITIONS.get_partition_keys()
     for key in (first, last):
         if key not in valid:
             raise EmpError(f"year {key} is outside the partitions ({valid[0]} to {valid[-1]})")
+    if last < first:
+        raise EmpError(f"--end {end:%Y-%m-%d} is before --start {start:%Y-%m-%d}")
     return first, last
 
 

@@ -109,6 +109,10 @@ EULER_GAMMA = 0.5772156649015329
 _N = NormalDist()
 
 
+_RELATIVE_ZERO = 1e-12  # a standard deviation below this share of the largest |return| is zero variance
+_CANCELLED = 1e-7  # sums of squares this much larger than the squared deviations leave too few digits
+
+
 def _moments(returns: np.ndarray) -> tuple[float, float, float, int]:
     r = np.asarray(returns, dtype=float)
     r = r[np.isfinite(r)]
@@ -116,7 +120,9 @@ def _moments(returns: np.ndarray) -> tuple[float, float, float, int]:
     if t < 3:
         raise ValueError(f"need at least 3 returns, got {t}")
     mean, std = r.mean(), r.std(ddof=1)
-    if std == 0:
+    # Zero within rounding: a constant 0.003 leaves a standard deviation of ~4e-19 (its mean is not exact),
+    # whose Sharpe ratio of ~1e16 would pass any gate.
+    if std <= _RELATIVE_ZERO * np.abs(r).max():
         raise ValueError("returns have zero variance: the Sharpe ratio is undefined")
     z = (r - mean) / r.std(ddof=0)
     return float(mean / std), float(np.mean(z**3)), float(np.mean(z**4)), t
@@ -219,8 +225,9 @@ def probability_of_backtest_overfitting(returns: np.ndarray, blocks: int = 16) -
     All C(blocks, blocks/2) splits are evaluated at once: per-block sums of (centred)
     returns and squared returns give every split's Sharpe ratios by matrix products,
     and per-block extremes tell which halves are constant. A half that is not constant
-    but whose variance rounds to <= 0 from those sums (rare: nearly riskless, far from
-    the column's mean) is recomputed from its rows.
+    but whose variance from those sums is lost to cancellation (at most a 1e-7 share of its
+    sum of squares, or not positive: nearly riskless, far from the column's mean) is
+    recomputed from its rows.
     """
     m = np.asarray(returns, dtype=float)
     if m.ndim != 2 or m.shape[1] < 2:
@@ -265,7 +272,8 @@ def _split_sharpes(m: np.ndarray, blocks: int) -> tuple[np.ndarray, np.ndarray, 
     """(in-sample Sharpe, out-of-sample Sharpe, in-sample half constant, out-of-sample half constant), each
     (splits x configurations with finite returns), for every split of ``blocks`` blocks into halves
     (see :func:`probability_of_backtest_overfitting`: sums per block, constant halves exactly, a half whose
-    variance rounds to <= 0 recomputed from its rows); a constant half has Sharpe ratio 0."""
+    variance is lost to cancellation in the sums recomputed from its rows); a constant half has Sharpe
+    ratio 0."""
     periods = m.shape[0]
     chosen = np.array(list(combinations(range(blocks), blocks // 2)))
     mask = np.zeros((len(chosen), blocks), dtype=bool)
@@ -301,12 +309,12 @@ def _split_sharpes(m: np.ndarray, blocks: int) -> tuple[np.ndarray, np.ndarray, 
 
 def _recompute_unresolved(sr: np.ndarray, m: np.ndarray, half: np.ndarray, block_of_row: np.ndarray) -> None:
     """Fill in place the NaN Sharpe ratios of (split, configuration) halves that are not constant but whose
-    variance from the sums rounded to <= 0, from the rows of the half (``half``: splits x blocks) by two
-    passes; a half whose variance is still not positive counts as constant (Sharpe ratio 0)."""
+    variance from the sums was lost to cancellation, from the rows of the half (``half``: splits x blocks)
+    by two passes; a half whose variance is still zero within rounding counts as constant (Sharpe ratio 0)."""
     for split, column in np.argwhere(np.isnan(sr)):
         rows = m[half[split, block_of_row], column]
         sd = rows.std(ddof=1)
-        sr[split, column] = rows.mean() / sd if sd > 0 else 0.0
+        sr[split, column] = rows.mean() / sd if sd > _RELATIVE_ZERO * np.abs(rows).max() else 0.0
 
 
 def _winner_logits(oos: np.ndarray, at: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -322,9 +330,11 @@ def _winner_logits(oos: np.ndarray, at: np.ndarray, counts: np.ndarray) -> np.nd
 
 def _sharpe_from_sums(s1: np.ndarray, s2: np.ndarray, n: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """Sharpe ratios of halves of ``n`` rows from the sums of their centred returns and of their squares;
-    NaN where the variance is not positive."""
-    var = (s2 - s1 * s1 / n) / (n - 1)
-    var[var <= 0] = np.nan
+    NaN where the variance is not positive or is lost to cancellation (the sum of squared deviations at
+    most a 1e-7 share of the sum of squares: fewer than about 9 of its digits are right)."""
+    ss = s2 - s1 * s1 / n
+    var = ss / (n - 1)
+    var[ss <= _CANCELLED * s2] = np.nan
     return (s1 / n + centre) / np.sqrt(var)
 
 

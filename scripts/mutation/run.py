@@ -118,6 +118,31 @@ def equivalents(module: str) -> dict[tuple[str, str], str]:
     return {(e["original"].strip(), e["mutated"].strip()): e["why"] for e in table}
 
 
+def run_mutant(tree: Path, module: str, source: str, tests: list[str], limit: float) -> str:
+    """Run ``tests`` (stopping at the first failure) with ``module`` replaced by ``source`` in ``tree``."""
+    target = tree / module
+    original = target.read_text()
+    try:
+        target.write_text(source)
+        try:
+            run = subprocess.run(pytest_command(["-x", *tests]), cwd=tree, env=environment(tree),
+                                 capture_output=True, timeout=limit, check=False)
+        except subprocess.TimeoutExpired:
+            return TIMEOUT
+        # 1: a test failed; 2: a collection error (the mutant breaks an import); < 0: the interpreter crashed
+        # on the mutant. 3-5 (internal or usage error, no tests): killed if the mutated module cannot even be
+        # imported (pytest then reports the test ids as not found), else no verdict.
+        if run.returncode in (3, 4, 5):
+            dotted = module.removesuffix(".py").replace("/", ".")
+            imports = subprocess.run([str(PYTHON), "-c", f"import {dotted}"], cwd=tree, env=environment(tree),
+                                     capture_output=True, check=False)
+            if imports.returncode == 0:
+                return ERROR
+        return SURVIVED if run.returncode == 0 else KILLED
+    finally:
+        target.write_text(original)
+
+
 def mutate(module: str, tests: list[str], strings: bool, workers: int) -> dict:
     base = Path(tempfile.mkdtemp(prefix="emp_mutation_"))
     trees = [base / f"w{i}" for i in range(workers)]
@@ -148,29 +173,17 @@ def mutate(module: str, tests: list[str], strings: bool, workers: int) -> dict:
         if not chosen:
             return EQUIV if listed else UNCOVERED
         tree = free.get()
-        target = tree / module
-        original = target.read_text()
         try:
-            target.write_text(m["source"])
-            limit = 30 + 5 * sum(seconds for seconds, _ in chosen)
-            try:
-                run = subprocess.run(pytest_command(["-x", *(n for _, n in chosen)]),
-                                     cwd=tree, env=environment(tree), capture_output=True, timeout=limit, check=False)
-            except subprocess.TimeoutExpired:
-                return TIMEOUT
-            # 1: a test failed; 2: a collection error (the mutant breaks an import); < 0: the interpreter
-            # crashed on the mutant. 3-5 (internal or usage error, no tests) are no verdict.
-            if run.returncode in (3, 4, 5):
-                return ERROR
-            if run.returncode == 0:
-                return EQUIV if listed else SURVIVED
-            if listed:  # listed as equivalent, yet a test tells it apart: the listing is wrong
-                print(f"  KILLED    {module}:{m['line']}: listed in equivalent.toml, but a test fails: "
-                      f"{m['mutated']}", flush=True)
-            return KILLED
+            outcome = run_mutant(tree, module, m["source"], [n for _, n in chosen],
+                                 limit=30 + 5 * sum(seconds for seconds, _ in chosen))
         finally:
-            target.write_text(original)
             free.put(tree)
+        if outcome == SURVIVED and listed:
+            return EQUIV
+        if outcome == KILLED and listed:  # listed as equivalent, yet a test tells it apart: the listing is wrong
+            print(f"  KILLED    {module}:{m['line']}: listed in equivalent.toml, but a test fails: {m['mutated']}",
+                  flush=True)
+        return outcome
 
     results = []
     with ThreadPoolExecutor(workers) as pool:

@@ -3,7 +3,11 @@
 It restates every formula of ``emp_core.sensory`` from its docstrings with lists,
 loops and ``statistics``, so the tests can compare the vectorised code with it
 column by column, and the benchmark can time it. It shares no code with the
-product beyond the constants (window lengths, weights, thresholds).
+product, and no parameter either: every window length, weight, threshold and
+staleness limit is defined below from the documented specification (the README's
+"sensory cortex" section and the docstrings of ``emp_core/sensory/*.py``), so a
+wrong constant in the product makes the two disagree. Only names are shared
+(component and dimension column names, bucket family names, ``MacroInputs``).
 """
 
 from __future__ import annotations
@@ -17,11 +21,67 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
-from emp_core.sensory import anomaly, how, what, when, why
-from emp_core.sensory.base import MAD_TO_SIGMA, MIN_FRACTION
-from emp_core.sensory.fusion import DEFAULT_WEIGHTS, DIMENSIONS
+# Names only (column and family names, the macro data container): no parameter is read from these modules.
+from emp_core.sensory import anomaly, how, when, why
+from emp_core.sensory.fusion import DIMENSIONS
 
 Value = float | None
+
+
+# -- parameters, from the documented specification ------------------------------
+# Each value is written here, not imported, with where it is documented.
+
+# Windows (base.py docstring): sums, means and stds "are defined once at least 80% of the window holds
+# values"; ANOMALY's docstring: m = 63 "or as many as a symbol has at its start (at least 51)" = ceil(0.8 * 63).
+MIN_FRACTION = 0.8
+# base.robust_scale and anomaly.py docstrings: the robust z is (x - m) / (1.4826 MAD), 1.4826 = 1 / Phi^-1(3/4).
+# Computed here from the normal quantile, rounded to the four decimals the specification states (the product's
+# value is that rounded one; the unrounded 1.482602... differs from it by 1.5e-6 relative, far over the tests'
+# 1e-9 tolerance).
+MAD_TO_SIGMA = round(1.0 / statistics.NormalDist().inv_cdf(0.75), 4)
+
+# HOW (how.py docstring)
+HOW_LIQ_WINDOW = 21  # "Amihud ... mean over 21 bars", Corwin-Schultz "mean over 21 bars of the two-bar estimates"
+HOW_FLOW_WINDOW = 20  # participation "mean(V_{t-20} .. V_{t-1})"; pressure "sum over 20 bars of CLV_t V_t"
+HOW_Z_WINDOW = 252  # "the pressure's 252-bar z-score"; liquidity quality "(z over 252 bars)"
+
+# WHAT (README table "volatility-scaled momentum at 21/63/126 bars", "0.6 trend + 0.4 breakout"; what.py docstring)
+WHAT_HORIZONS = (21, 63, 126)  # README and what.py: ``what_trend_{h}`` for h in 21, 63, 126
+WHAT_VOL_WINDOW = 63  # what.py: "sigma_t the standard deviation of the last 63 log returns"
+WHAT_RANGE_WINDOW = 20  # what.py: "the Donchian channel of the previous 20 bars (t excluded)"
+WHAT_WEIGHTS = {"trend": 0.6, "breakout": 0.4}  # README and what.py: "0.6 mean(trend_h) + 0.4 breakout"
+WHAT_COMPONENTS = (*(f"what_trend_{h}" for h in WHAT_HORIZONS), "what_breakout")  # names carry the horizons
+
+# WHY (why.py docstring; README table "10y-3m slope and its 63-day change", "real 10y rate (less core-CPI
+# inflation)")
+WHY_SLOPE_CHANGE_DAYS = 63  # README "its 63-day change"; why.py "slope minus slope 63 curve days earlier"
+WHY_CURVE_Z = (1260, 252)  # why.py: z-scored on its own timeline, "curve: 1260 days, at least 252"
+WHY_MONTHLY_Z = (60, 24)  # why.py: "inflation: 60 months, at least 24"
+WHY_CURVE_STALE = timedelta(days=10)  # why.py: "staleness limit (curve 10 days, ..."
+WHY_MONTHLY_STALE = timedelta(days=62)  # why.py: "... monthly series 62 days)"
+WHY_VOL_WINDOW = 21  # why.py: "z-score of ln(21-bar return volatility) ..."
+WHY_VOL_Z_WINDOW = 252  # why.py: "... against its last 252 bars, per symbol"
+# why.py: "year-on-year core CPI inflation"; the series id itself is the code's (and the shipped data's) name.
+WHY_INFLATION_SERIES = "core_cpi"
+
+# WHEN (when.py docstring)
+WHEN_MIN_OBS = 20  # "once both samples hold 20 bars"
+WHEN_FULL_OBS = 250  # "confidence = mean over families of min(1, n_b / 250)"
+# "from local hours Tokyo 09-18, London 08-17, New York 08-17 with daylight saving": (zone, opens, closes)
+WHEN_SESSIONS = {"asia": ("Asia/Tokyo", 9, 18), "london": ("Europe/London", 8, 17),
+                 "new_york": ("America/New_York", 8, 17)}
+
+# ANOMALY (anomaly.py docstring; README table "through its 63-bar window")
+ANOMALY_WINDOW = 63  # "bar t judged against the 63 bars before it, never itself"; README "its 63-bar window"
+ANOMALY_THRESHOLD = 4.0  # "flagged (``anomaly_flag``) when strength >= 4"; score "tanh(strength / 4 - 1)"
+ANOMALY_RIDGE = 1e-3  # "A 1e-3 ridge on the diagonal keeps S invertible"
+ANOMALY_GAP_SCALE_FLOOR = 0.25  # gap "scale floored at a quarter of the return scale"
+# Leading bars where each input is undefined: not stated as numbers; they follow from the definitions (the
+# return r_t and the gap ln(O_t / C_{t-1}) read the previous close, ln V_t does not). Same values as the code.
+ANOMALY_WARM = {"return": 1, "volume": 0, "gap": 1}
+
+# Fusion: README "default weights WHY 0.15, HOW 0.20, WHAT 0.35, WHEN 0.10, ANOMALY 0.20"; fusion.py docstring.
+DEFAULT_WEIGHTS = {"why": 0.15, "how": 0.20, "what": 0.35, "when": 0.10, "anomaly": 0.20}
 
 
 # -- windows -------------------------------------------------------------------
@@ -140,17 +200,17 @@ def ref_how(s: dict) -> dict[str, list]:
             clv = 0.0 if H[t] == L[t] else ((C[t] - L[t]) - (H[t] - C[t])) / (H[t] - L[t])
             clv_v.append(clv * V[t])
     out = {c: [] for c in ("how_score", "how_confidence", *how.COMPONENTS)}
-    amihud = [per_symbol_window(illiq, t, how.LIQ_WINDOW, "mean") for t in range(n)]
-    spread = [per_symbol_window(cs, t, how.LIQ_WINDOW, "mean") for t in range(n)]
-    pressure = [div(per_symbol_window(clv_v, t, how.FLOW_WINDOW, "sum"),
-                    per_symbol_window(V, t, how.FLOW_WINDOW, "sum")) for t in range(n)]
+    amihud = [per_symbol_window(illiq, t, HOW_LIQ_WINDOW, "mean") for t in range(n)]
+    spread = [per_symbol_window(cs, t, HOW_LIQ_WINDOW, "mean") for t in range(n)]
+    pressure = [div(per_symbol_window(clv_v, t, HOW_FLOW_WINDOW, "sum"),
+                    per_symbol_window(V, t, HOW_FLOW_WINDOW, "sum")) for t in range(n)]
     log_amihud = [ln(a) for a in amihud]
     for t in range(n):
-        avg = per_symbol_window(V, t, how.FLOW_WINDOW, "mean", exclude=True)
+        avg = per_symbol_window(V, t, HOW_FLOW_WINDOW, "mean", exclude=True)
         part = None if V[t] is None else ln(div(V[t], avg))
-        zp = zscore(pressure, t, how.Z_WINDOW)
-        zi = zscore(log_amihud, t, how.Z_WINDOW)
-        zs = zscore(spread, t, how.Z_WINDOW)
+        zp = zscore(pressure, t, HOW_Z_WINDOW)
+        zi = zscore(log_amihud, t, HOW_Z_WINDOW)
+        zs = zscore(spread, t, HOW_Z_WINDOW)
         gain = 1.0 if part is None else min(max(math.exp(part), 0.5), 2.0)
         q = 1.0
         for z in (zi, zs):
@@ -166,22 +226,22 @@ def ref_how(s: dict) -> dict[str, list]:
 def ref_what(s: dict) -> dict[str, list]:
     n = len(s["ts"])
     H, L, C, r = s["high"], s["low"], s["close"], s["r"]
-    out = {c: [] for c in ("what_score", "what_confidence", *what.COMPONENTS)}
+    out = {c: [] for c in ("what_score", "what_confidence", *WHAT_COMPONENTS)}
     for t in range(n):
-        sigma = per_symbol_window(r, t, what.VOL_WINDOW, "std")
+        sigma = per_symbol_window(r, t, WHAT_VOL_WINDOW, "std")
         trends = []
-        for h in what.HORIZONS:
+        for h in WHAT_HORIZONS:
             ok = t >= h and C[t] is not None and C[t - h] is not None and sigma is not None
             trends.append(div(math.log(C[t]) - math.log(C[t - h]), sigma * math.sqrt(h)) if ok else None)
-        hi = full_window(H, t, what.RANGE_WINDOW, "max", exclude=True)
-        lo = full_window(L, t, what.RANGE_WINDOW, "min", exclude=True)
+        hi = full_window(H, t, WHAT_RANGE_WINDOW, "max", exclude=True)
+        lo = full_window(L, t, WHAT_RANGE_WINDOW, "min", exclude=True)
         b = None
         if hi is not None and lo is not None and C[t] is not None:
             b = div(C[t] - (hi + lo) / 2, (hi - lo) / 2)
             b = None if b is None else min(max(b, -2.0), 2.0)
         known = [x for x in trends if x is not None]
         trend = sum(known) / len(known) if known else None
-        ev, cov = weighted([(what.WEIGHTS["trend"], trend), (what.WEIGHTS["breakout"], b)])
+        ev, cov = weighted([(WHAT_WEIGHTS["trend"], trend), (WHAT_WEIGHTS["breakout"], b)])
         score, conf = score_conf(ev if trend is not None else None, cov)
         for col, v in zip(out, (score, conf, *trends, b), strict=True):
             out[col].append(v)
@@ -212,7 +272,7 @@ def macro_tables(macro: why.MacroInputs | None) -> tuple[list | None, list | Non
     infl = None
     if macro is not None and macro.series is not None:
         rows = sorted((r for r in macro.series.iter_rows(named=True)
-                       if r["series_id"] == why.INFLATION_SERIES and r["value"] is not None
+                       if r["series_id"] == WHY_INFLATION_SERIES and r["value"] is not None
                        and math.isfinite(r["value"]) and r["value"] > 0), key=lambda r: r["period_start"])
         if rows:
             yoy = [None] * len(rows)
@@ -220,7 +280,7 @@ def macro_tables(macro: why.MacroInputs | None) -> tuple[list | None, list | Non
                 yoy[i] = math.log(rows[i]["value"] / rows[i - 12]["value"])
             trend = [None if i < 6 or yoy[i] is None or yoy[i - 6] is None else yoy[i] - yoy[i - 6]
                      for i in range(len(rows))]
-            z = _rolling_z(trend, *why.MONTHLY_Z)
+            z = _rolling_z(trend, *WHY_MONTHLY_Z)
             infl = [{"known_from": _known(r.get("available_at", r["period_start"])), "yoy": yoy[i],
                      "trend": trend[i], "z_trend": z[i]} for i, r in enumerate(rows)]
     curve = None
@@ -231,13 +291,13 @@ def macro_tables(macro: why.MacroInputs | None) -> tuple[list | None, list | Non
         if rows:
             kf = [_known(r.get("available_at", r["date"])) for r in rows]
             slope = [r["y10"] - r["m3"] for r in rows]
-            change = [None if i < why.SLOPE_CHANGE_DAYS else slope[i] - slope[i - why.SLOPE_CHANGE_DAYS]
+            change = [None if i < WHY_SLOPE_CHANGE_DAYS else slope[i] - slope[i - WHY_SLOPE_CHANGE_DAYS]
                       for i in range(len(rows))]
             real = []
             for i, r in enumerate(rows):
-                hit = _asof(infl, kf[i], why.MONTHLY_STALE) if infl else None
+                hit = _asof(infl, kf[i], WHY_MONTHLY_STALE) if infl else None
                 real.append(None if hit is None or hit["yoy"] is None else r["y10"] - hit["yoy"])
-            zs, zc, zr = (_rolling_z(x, *why.CURVE_Z) for x in (slope, change, real))
+            zs, zc, zr = (_rolling_z(x, *WHY_CURVE_Z) for x in (slope, change, real))
             curve = [{"known_from": kf[i], "slope": slope[i], "change": change[i], "real": real[i],
                       "z_slope": zs[i], "z_change": zc[i], "z_real": zr[i]} for i in range(len(rows))]
     return curve, infl
@@ -266,13 +326,13 @@ def _keys(rows: list[dict]) -> list:
 def ref_why(s: dict, tables) -> dict[str, list]:
     curve, infl = tables
     n = len(s["ts"])
-    vol = [per_symbol_window(s["r"], t, why.VOL_WINDOW, "std") for t in range(n)]
+    vol = [per_symbol_window(s["r"], t, WHY_VOL_WINDOW, "std") for t in range(n)]
     log_vol = [ln(v) for v in vol]
     out = {c: [] for c in ("why_score", "why_confidence", *why.COMPONENTS)}
     for t in range(n):
-        c = _asof(curve, s["ts"][t], why.CURVE_STALE) or {}
-        f = _asof(infl, s["ts"][t], why.MONTHLY_STALE) or {}
-        regime = zscore(log_vol, t, why.VOL_Z_WINDOW)
+        c = _asof(curve, s["ts"][t], WHY_CURVE_STALE) or {}
+        f = _asof(infl, s["ts"][t], WHY_MONTHLY_STALE) or {}
+        regime = zscore(log_vol, t, WHY_VOL_Z_WINDOW)
         parts = [(1.0, c.get("z_slope")), (1.0, c.get("z_change")), (-1.0, c.get("z_real")),
                  (-1.0, f.get("z_trend")), (-1.0, regime)]
         has_curve = bool(curve) and s["ts"][t] >= curve[0]["known_from"]
@@ -292,7 +352,7 @@ def ref_why(s: dict, tables) -> dict[str, list]:
 
 def _session(ts: datetime) -> str:
     utc = ts.replace(tzinfo=ZoneInfo("UTC"))
-    open_ = {name: lo <= utc.astimezone(ZoneInfo(tz)).hour < hi for name, (tz, lo, hi) in when.SESSIONS.items()}
+    open_ = {name: lo <= utc.astimezone(ZoneInfo(tz)).hour < hi for name, (tz, lo, hi) in WHEN_SESSIONS.items()}
     if open_["london"] and open_["new_york"]:
         return "overlap"
     for name in ("london", "new_york", "asia"):
@@ -376,7 +436,7 @@ def ref_when(s: dict, releases: list[date], intraday: bool, trades=None) -> dict
                 sums[b[t]] = [cnt + 1, s1 + fwd[t], s2 + fwd[t] * fwd[t]]
                 every = [every[0] + 1, every[1] + fwd[t], every[2] + fwd[t] * fwd[t]]
             tstat = None
-            if cnt >= when.MIN_OBS and no >= when.MIN_OBS:
+            if cnt >= WHEN_MIN_OBS and no >= WHEN_MIN_OBS:
                 var = (s2 - s1 * s1 / cnt) / (cnt - 1)
                 var_o = (s2o - s1o * s1o / no) / (no - 1)
                 if var > 0 and var_o > 0:  # the excess over every earlier bar's mean, in Welch's units
@@ -387,7 +447,7 @@ def ref_when(s: dict, releases: list[date], intraday: bool, trades=None) -> dict
     for t in range(n):
         ts_ = [stats[f][t][0] for f in families if stats[f][t][0] is not None]
         ev = sum(ts_) / len(ts_) / 2 if ts_ else None
-        conf = sum(min(1.0, stats[f][t][1] / when.FULL_OBS) if stats[f][t][0] is not None else 0.0
+        conf = sum(min(1.0, stats[f][t][1] / WHEN_FULL_OBS) if stats[f][t][0] is not None else 0.0
                    for f in families) / len(families)
         score, conf = score_conf(ev, conf)
         vals = (score, conf, buckets["weekday"][t], buckets[second][t], eve[t], days[t],
@@ -401,9 +461,9 @@ def ref_when(s: dict, releases: list[date], intraday: bool, trades=None) -> dict
 
 def _robust(xs: list[Value], warm: int) -> tuple[list[Value], list[Value]]:
     n = len(xs)
-    centre = [full_window(xs, t, anomaly.WINDOW, "median", warm=warm, exclude=True) for t in range(n)]
+    centre = [full_window(xs, t, ANOMALY_WINDOW, "median", warm=warm, exclude=True) for t in range(n)]
     dev = [None if xs[t] is None or centre[t] is None else abs(xs[t] - centre[t]) for t in range(n)]
-    scale = [full_window(dev, t, anomaly.WINDOW, "median", warm=warm + anomaly.WINDOW, exclude=True)
+    scale = [full_window(dev, t, ANOMALY_WINDOW, "median", warm=warm + ANOMALY_WINDOW, exclude=True)
              for t in range(n)]
     return centre, [None if v is None else MAD_TO_SIGMA * v for v in scale]
 
@@ -416,9 +476,9 @@ def _fmt(x: float) -> str:
 def _multivariate_z(scores: dict[str, list], t: int) -> Value:
     """Hotelling's T^2 of bar t against the m <= 63 bars before it (at least 80% of 63), on the scores
     defined at t and on all m bars; as F(k, m - k), to z by Paulson (1942)."""
-    lo = max(0, t - anomaly.WINDOW)
+    lo = max(0, t - ANOMALY_WINDOW)
     m = t - lo
-    if m < math.ceil(MIN_FRACTION * anomaly.WINDOW):
+    if m < math.ceil(MIN_FRACTION * ANOMALY_WINDOW):
         return None
     kept = [c for c in anomaly.OTHERS if all(scores[c][u] is not None for u in range(lo, t + 1))]
     k = len(kept)
@@ -426,7 +486,7 @@ def _multivariate_z(scores: dict[str, list], t: int) -> Value:
         return None
     past = np.array([[scores[c][u] for c in kept] for u in range(lo, t)])
     mu = np.mean(past, axis=0)
-    cov = np.atleast_2d(np.cov(past, rowvar=False, ddof=1)) + anomaly.RIDGE * np.eye(k)
+    cov = np.atleast_2d(np.cov(past, rowvar=False, ddof=1)) + ANOMALY_RIDGE * np.eye(k)
     if not np.all(np.linalg.eigvalsh(cov) > 0):
         return None
     d = np.array([scores[c][t] for c in kept]) - mu
@@ -444,8 +504,9 @@ def ref_anomaly(s: dict, scores: dict[str, list]) -> dict[str, list]:
         "volume": [ln(v) for v in V],
         "gap": [None] + [None if Op[t] is None or C[t - 1] is None else ln(Op[t] / C[t - 1]) for t in range(1, n)],
     }
-    robust = {name: _robust(x, anomaly.WARM[name]) for name, x in xs.items()}
-    scale_gap = [None if a is None and b is None else max(v for v in (a, None if b is None else 0.25 * b)
+    robust = {name: _robust(x, ANOMALY_WARM[name]) for name, x in xs.items()}
+    floor = ANOMALY_GAP_SCALE_FLOOR
+    scale_gap = [None if a is None and b is None else max(v for v in (a, None if b is None else floor * b)
                                                         if v is not None)
                  for a, b in zip(robust["gap"][1], robust["return"][1], strict=True)]
     robust["gap"] = (robust["gap"][0], scale_gap)
@@ -458,7 +519,7 @@ def ref_anomaly(s: dict, scores: dict[str, list]) -> dict[str, list]:
         md = _multivariate_z(scores, t)
         parts = [abs(z[nm][t]) for nm in xs if z[nm][t] is not None] + ([md] if md is not None else [])
         strength = max(parts) if parts else None
-        flagged = strength is not None and strength >= anomaly.THRESHOLD
+        flagged = strength is not None and strength >= ANOMALY_THRESHOLD
         if r[t] is not None and r[t] != 0:
             move = math.copysign(1.0, r[t])
         elif C[t] is not None and Op[t] is not None:
@@ -468,15 +529,15 @@ def ref_anomaly(s: dict, scores: dict[str, list]) -> dict[str, list]:
         zg, zr = z["gap"][t], z["return"][t]
         direction = float(np.sign(zg)) if zg is not None and abs(zg) >= (abs(zr) if zr is not None else 0.0) \
             else move
-        score = None if strength is None else (direction * math.tanh(strength / anomaly.THRESHOLD - 1)
+        score = None if strength is None else (direction * math.tanh(strength / ANOMALY_THRESHOLD - 1)
                                                if flagged else 0.0)
         defined = sum(x is not None for x in (z["return"][t], z["volume"][t], z["gap"][t], md))
         conf = defined / 4 if flagged else 0.0
         text = None
         if flagged:
             bits = [f"{nm} z={_fmt(z[nm][t])}" for nm in xs
-                    if z[nm][t] is not None and abs(z[nm][t]) >= anomaly.THRESHOLD]
-            if md is not None and md >= anomaly.THRESHOLD:
+                    if z[nm][t] is not None and abs(z[nm][t]) >= ANOMALY_THRESHOLD]
+            if md is not None and md >= ANOMALY_THRESHOLD:
                 bits.append(f"multivariate z={_fmt(md)}")
             text = "; ".join(bits)
         vals = (score, conf, z["return"][t], z["volume"][t], z["gap"][t], md, flagged, text)

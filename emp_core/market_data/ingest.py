@@ -36,7 +36,7 @@ class BarDataset:
     name: str
     interval: str
     calendar: str
-    max_gap_ratio: float  # share of a symbol's expected bars in any calendar month that may be missing
+    max_gap_ratio: float  # share of expected bars that may be missing inside a symbol's span
     max_lag_bars: int  # expected bars the latest stored bar may trail the source's coverage by
 
 

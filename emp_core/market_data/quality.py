@@ -4,9 +4,7 @@
   Expectations 1.x suites run on the stored rows of the window (pandas batch).
 - ``calendar_gaps``: bars the trading calendar expects inside each symbol's span
   (the source's coverage clipped to the window) but the store lacks, and stored
-  bars the calendar does not know; fails when the missing share of any symbol's
-  expected bars in any calendar month, or the off-calendar share of the stored
-  bars, is above the dataset's tolerance.
+  bars the calendar does not know; fails above the dataset's tolerance.
 - ``freshness``: per symbol, how many expected bars the latest stored bar trails
   the end of the window (clipped to the source's coverage and the clock); fails
   above ``max_lag_bars``.
@@ -149,15 +147,7 @@ def calendar_gaps(
     missing = expected.join(keyed, on=["symbol", "ts"], how="anti")
     off_calendar = keyed.join(grid, on="ts", how="anti")
     n_expected = expected.height
-    # The tolerance holds for each symbol in each calendar month, so it does not loosen with the window:
-    # five missing sessions in one month fail whether the run covers that month or the whole year.
-    month = pl.col("ts").dt.truncate("1mo")
-    per_month = expected.group_by("symbol", month.alias("month")).len("expected").join(
-        missing.group_by("symbol", month.alias("month")).len("missing"), on=["symbol", "month"], how="left",
-    ).with_columns((pl.col("missing").fill_null(0) / pl.col("expected")).alias("ratio")).sort(
-        "ratio", "symbol", "month", descending=[True, False, False])
-    worst = per_month.row(0, named=True) if per_month.height else None
-    ratio = worst["ratio"] if worst else 0.0
+    ratio = missing.height / n_expected if n_expected else 0.0
     off_ratio = off_calendar.height / bars.height if bars.height else 0.0
     per_symbol = missing.group_by("symbol").len().sort("len", descending=True).head(_EXAMPLES)
     return CheckOutcome(
@@ -167,7 +157,6 @@ def calendar_gaps(
         metadata={
             "calendar": spec.calendar, "expected_bars": n_expected, "missing_bars": missing.height,
             "missing_ratio": round(ratio, 6), "off_calendar_bars": off_calendar.height, "tolerance": tolerance,
-            "worst_month": f"{worst['symbol']} {worst['month']:%Y-%m}" if worst else None,
             "worst_symbols": dict(per_symbol.iter_rows()),
             "missing_examples": [f"{s} {t}" for s, t in missing.sort("ts").head(_EXAMPLES).iter_rows()],
             "off_calendar_examples": [f"{s} {t}" for s, t in off_calendar.head(_EXAMPLES).iter_rows()],

@@ -51,7 +51,7 @@ TARGETS = {
     "emp_core/market_data/validate.py": ["tests/test_validate.py", "tests/test_bad_input.py", "tests/test_ingest.py"],
     "emp_core/evolution/overfitting.py": ["tests/test_overfitting_oracles.py", "tests/test_overfitting.py",
                                           "tests/test_pbo.py"],
-    "emp_core/backtest/engine.py": ["tests/test_backtest.py"],
+    "emp_core/backtest/engine.py": ["tests/test_engine_edges.py", "tests/test_backtest.py"],
     "emp_core/sensory/calibration.py": ["tests/test_calibration.py"],
     "emp_core/sensory/when.py": ["tests/test_when.py", SENSORY],
     "emp_core/sensory/anomaly.py": ["tests/test_anomaly.py", SENSORY],

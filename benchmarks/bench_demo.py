@@ -7,7 +7,8 @@ the yearly-partitioned assets over the range, the rest), and with ``--single-run
 Dagster run over the range, side by side. From each instance's event log it reports per run the wall
 time (first to last event), the planning events, the steps' durations, and the **work**: the seconds the
 domain code itself reports in the materialisation metadata (``seconds`` and ``check_seconds``: ingest,
-its checks, the sensory computation, the evolution), counted once per step. Work share = work / the
+its checks, the sensory computation, the evolution), counted once per step, and in the metadata of the asset
+checks timed in steps of their own (``seconds``: the drift checks). Work share = work / the
 command's wall time (process start to exit).
 """
 
@@ -60,6 +61,11 @@ def runs_of(home: Path) -> list[dict]:
                     seconds = sum(float(meta[k].value) for k in ("seconds", "check_seconds") if k in meta)
                     key = (e.step_key, e.dagster_event.asset_key.to_user_string())
                     work[key] = max(work.get(key, 0.0), seconds)  # the same figures on every partition's event
+                elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                    data = e.dagster_event.event_specific_data  # a check timed on its own (the drift checks)
+                    if "seconds" in data.metadata:
+                        key = (e.step_key, data.asset_check_key.to_user_string())
+                        work[key] = float(data.metadata["seconds"].value)
             out.append({"run": run.run_id[:8], "wall": logs[-1].timestamp - logs[0].timestamp, "planned": planned,
                         "steps": steps, "work": sum(work.values()),
                         "per_step": {k: (d, sum(w for (step, _), w in work.items() if step == k))

@@ -34,10 +34,13 @@ def check_result(
     *,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
     asset_key: dg.AssetKey | None = None,
+    seconds: float | None = None,
 ) -> dg.AssetCheckResult:
-    """The asset check result of a domain check's outcome (name, verdict, description, figures)."""
+    """The asset check result of a domain check's outcome (name, verdict, description, figures), with the
+    seconds the check took when it was timed on its own (a check computed inside an asset is timed there)."""
+    values = outcome.metadata if seconds is None else {**outcome.metadata, "seconds": round(seconds, 3)}
     return dg.AssetCheckResult(check_name=outcome.name, passed=outcome.passed, description=outcome.description,
-                               metadata=metadata(outcome.metadata), severity=severity, asset_key=asset_key)
+                               metadata=metadata(values), severity=severity, asset_key=asset_key)
 
 
 def config_from(settings: type, name: str, doc: str, only: tuple[str, ...] | None = None,

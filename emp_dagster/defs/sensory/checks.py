@@ -1,5 +1,6 @@
 """Drift checks (WARN): each sensory table's latest month against its reference window."""
 
+import time
 from collections.abc import Iterator
 
 import dagster as dg
@@ -25,4 +26,7 @@ def sensory_drift(config: DriftConfig, store: EmbeddedStoreResource) -> Iterator
     limits = settings_of(config, DriftLimits)
     s = store.store()
     for name in OUTPUTS:
-        yield check_result(drift(s, name, limits), severity=dg.AssetCheckSeverity.WARN, asset_key=KEYS[name])
+        t0 = time.perf_counter()
+        outcome = drift(s, name, limits)
+        yield check_result(outcome, severity=dg.AssetCheckSeverity.WARN, asset_key=KEYS[name],
+                           seconds=time.perf_counter() - t0)

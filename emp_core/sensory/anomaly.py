@@ -45,10 +45,11 @@ Components (bar t judged against the 63 bars before it, never itself):
 
 Strength = max(|return z|, |volume z|, |gap z|, Mahalanobis z). A bar is
 flagged (``anomaly_flag``) when strength >= 4; ``anomaly_explanation`` then
-names each component over the threshold with its value, e.g.
-``volume z=+9.3; return z=+4.4``. Score: direction * tanh(strength / 4 - 1) on
-flagged bars, 0 otherwise; direction is the sign of the gap when the gap is the
-strongest signed component, else the sign of r_t (of C_t - O_t if r_t = 0).
+names each component at or over the threshold with its value, in the order
+return, volume, gap, multivariate, e.g. ``return z=+4.4; volume z=+9.3``.
+Score: direction * tanh(strength / 4 - 1) on flagged bars, 0 otherwise; direction
+is the sign of the gap z when |gap z| >= |return z| (the two signed components),
+else the sign of r_t (of C_t - O_t if r_t is 0 or missing).
 Confidence: share of the four components that are defined, on flagged bars;
 0 on the others. ANOMALY has something to say only when it flags: an unflagged
 bar's score of 0 with full confidence used to vote "neutral" in every fusion and
@@ -97,7 +98,9 @@ def mahalanobis_stages(columns: tuple[str, ...], window: int = WINDOW, ridge: fl
     D^2 = |y|^2; every step is a column over all rows, so nothing loops over bars. A
     coordinate that is left out gets deviation 0, variance 1 and no covariance, so it adds
     nothing to D^2 and the rest is the distance on the kept coordinates. A row whose S is
-    not positive definite gets a null distance.
+    not positive definite, or whose window is too short for the moments, has a null pivot
+    ``_L{j}{j}``; its ``_d2`` (a sum that skips nulls) is then no distance, and only rows
+    whose pivots are all defined may read it (``finishing_stages`` does so).
     """
     k = len(columns)
     pairs = [(i, j) for i in range(k) for j in range(i, k)]

@@ -54,10 +54,10 @@ TARGETS = {
     "emp_core/backtest/engine.py": ["tests/test_engine_edges.py", "tests/test_backtest.py"],
     "emp_core/sensory/calibration.py": ["tests/test_calibration.py"],
     "emp_core/sensory/when.py": ["tests/test_when.py", SENSORY],
-    "emp_core/sensory/anomaly.py": ["tests/test_anomaly.py", SENSORY],
+    "emp_core/sensory/anomaly.py": ["tests/test_anomaly.py", "tests/test_anomaly_edges.py", SENSORY],
     "emp_core/sensory/what.py": ["tests/test_what.py", SENSORY],
     "emp_core/sensory/why.py": ["tests/test_why.py", SENSORY],
-    "emp_core/sensory/how.py": ["tests/test_corwin_schultz.py", SENSORY],
+    "emp_core/sensory/how.py": ["tests/test_corwin_schultz.py", "tests/test_how_edges.py", SENSORY],
     "emp_core/sensory/fusion.py": [SENSORY],
     "emp_core/sensory/base.py": [SENSORY],
 }

@@ -19,8 +19,8 @@ later bar is read):
   ``overlap`` = London and New York both open, ``off``; from local hours
   Tokyo 09-18, London 08-17, New York 08-17 with daylight saving) and
   ``when_weekday`` of the bar itself (the next bar is, but for the session's last,
-  in the same session and day), ``when_release_eve`` (a release on the next
-  Monday-to-Friday day; no month phase to separate it from).
+  in the same session and day), ``when_release_eve`` (a release after the bar's date
+  and no later than the next Monday-to-Friday day; no month phase to separate it from).
 
 The release calendar is the ``available_at`` dates of the monthly and quarterly
 macro series. On the shipped series these follow conservative publication-lag

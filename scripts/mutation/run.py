@@ -53,7 +53,7 @@ TARGETS = {
                                           "tests/test_pbo.py"],
     "emp_core/backtest/engine.py": ["tests/test_engine_edges.py", "tests/test_backtest.py"],
     "emp_core/sensory/calibration.py": ["tests/test_calibration.py"],
-    "emp_core/sensory/when.py": ["tests/test_when.py", SENSORY],
+    "emp_core/sensory/when.py": ["tests/test_when.py", "tests/test_when_edges.py", SENSORY],
     "emp_core/sensory/anomaly.py": ["tests/test_anomaly.py", "tests/test_anomaly_edges.py", SENSORY],
     "emp_core/sensory/what.py": ["tests/test_what.py", SENSORY],
     "emp_core/sensory/why.py": ["tests/test_why.py", SENSORY],

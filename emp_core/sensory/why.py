@@ -41,6 +41,7 @@ from datetime import timedelta
 
 import polars as pl
 
+from emp_core.errors import EmpError
 from emp_core.sensory.base import RET, Context, log, score_and_confidence, trailing, weighted_mean, zscore
 
 SLOPE_CHANGE_DAYS = 63
@@ -64,10 +65,6 @@ class MacroInputs:
     curve: pl.DataFrame | None = None
     series: pl.DataFrame | None = None
 
-    @property
-    def empty(self) -> bool:
-        return self.curve is None and self.series is None
-
 
 def _z(x: str, window: tuple[int, int]) -> pl.Expr:
     n, m = window
@@ -88,14 +85,26 @@ def inflation_timeline(series: pl.DataFrame | None) -> pl.DataFrame | None:
     cpi = series.filter((pl.col("series_id") == INFLATION_SERIES) & pl.col("value").is_finite() & (pl.col("value") > 0))
     if cpi.height == 0:
         return None
+    if cpi.get_column("period_start").is_duplicated().any():
+        raise EmpError(f"macro series {INFLATION_SERIES!r}: more than one value for a period "
+                       "(expected one per period_start, as the macro table stores them)")
     cpi = cpi.sort("period_start").with_columns(_known_from(cpi, "period_start"))
-    yoy = (pl.col("value") / pl.col("value").shift(12)).log()
+    # 12 and 6 calendar months back, by the period's date (a missing month is a gap, not a shorter lag)
+    yoy = (pl.col("value") / _months_back(cpi, "value", 12)).log().alias("inflation_yoy")
+    cpi = cpi.with_columns(yoy)
     return (
-        cpi.select("known_from", yoy.alias("inflation_yoy"))
-        .with_columns((pl.col("inflation_yoy") - pl.col("inflation_yoy").shift(6)).alias("why_inflation_trend"))
+        cpi.select("known_from", "inflation_yoy",
+                   (pl.col("inflation_yoy") - _months_back(cpi, "inflation_yoy", 6)).alias("why_inflation_trend"))
         .with_columns(_z("why_inflation_trend", MONTHLY_Z).alias("_z_inflation_trend"))
         .sort("known_from")
     )
+
+
+def _months_back(frame: pl.DataFrame, column: str, months: int) -> pl.Series:
+    """``column`` of the row whose period started ``months`` calendar months before each row's (null if none)."""
+    earlier = frame.select(pl.col("period_start").dt.offset_by(f"{months}mo"), pl.col(column).alias("_earlier"))
+    return frame.select("period_start").join(earlier, on="period_start", how="left", maintain_order="left") \
+        .get_column("_earlier")
 
 
 def curve_timeline(curve: pl.DataFrame | None, inflation: pl.DataFrame | None) -> pl.DataFrame | None:

@@ -56,7 +56,7 @@ TARGETS = {
     "emp_core/sensory/when.py": ["tests/test_when.py", "tests/test_when_edges.py", SENSORY],
     "emp_core/sensory/anomaly.py": ["tests/test_anomaly.py", "tests/test_anomaly_edges.py", SENSORY],
     "emp_core/sensory/what.py": ["tests/test_what.py", SENSORY],
-    "emp_core/sensory/why.py": ["tests/test_why.py", SENSORY],
+    "emp_core/sensory/why.py": ["tests/test_why.py", "tests/test_why_edges.py", SENSORY],
     "emp_core/sensory/how.py": ["tests/test_corwin_schultz.py", "tests/test_how_edges.py", SENSORY],
     "emp_core/sensory/fusion.py": [SENSORY],
     "emp_core/sensory/base.py": [SENSORY],

@@ -275,11 +275,15 @@ def macro_tables(macro: why.MacroInputs | None) -> tuple[list | None, list | Non
                        if r["series_id"] == WHY_INFLATION_SERIES and r["value"] is not None
                        and math.isfinite(r["value"]) and r["value"] > 0), key=lambda r: r["period_start"])
         if rows:
-            yoy = [None] * len(rows)
-            for i in range(12, len(rows)):
-                yoy[i] = math.log(rows[i]["value"] / rows[i - 12]["value"])
-            trend = [None if i < 6 or yoy[i] is None or yoy[i - 6] is None else yoy[i] - yoy[i - 6]
-                     for i in range(len(rows))]
+            # ln(P_m / P_{m-12}) and its change over 6 months, by calendar month (a missing month is a gap)
+            def month(d) -> int:
+                return d.year * 12 + d.month - 1
+            value = {month(r["period_start"]): r["value"] for r in rows}
+            yoy = [math.log(r["value"] / value[month(r["period_start"]) - 12])
+                   if month(r["period_start"]) - 12 in value else None for r in rows]
+            by_month = {month(r["period_start"]): y for r, y in zip(rows, yoy, strict=True)}
+            trend = [None if y is None or by_month.get(month(r["period_start"]) - 6) is None
+                     else y - by_month[month(r["period_start"]) - 6] for r, y in zip(rows, yoy, strict=True)]
             z = _rolling_z(trend, *WHY_MONTHLY_Z)
             infl = [{"known_from": _known(r.get("available_at", r["period_start"])), "yoy": yoy[i],
                      "trend": trend[i], "z_trend": z[i]} for i, r in enumerate(rows)]

@@ -50,7 +50,9 @@ def test_the_distance_on_the_kept_scores_matches_its_definition(scale, ridge):
     distance uses only the scores defined on it and on its window, and k counts them, from the first bar (no
     previous bars: the scores defined at t). Tiny scores without the ridge: D^2 is scale-free, so a score's
     missing bars must leave nothing behind in its statistics once they have left the window (the fill that lets
-    the rolling sums run must add nothing to them)."""
+    the rolling sums run must add nothing to them). Polars' rolling sums add and subtract as the window moves, so a
+    value filled in for a null leaves rounding behind after it has left the window: on tiny scores, a fill other
+    than 0 shows; a Polars that summed each window afresh would hide it (the test would still pass)."""
     window, n = 6, 40
     rng = np.random.default_rng(7)
     x = rng.normal(0.0, 1.0, (2, n, 3)) * scale
@@ -125,6 +127,14 @@ def test_a_component_at_exactly_four_is_named():
     text = explain(frame)["anomaly_explanation"].to_list()
     assert [set(t.split("; ")) if t else t for t in text] == [
         {"return z=+4.0"}, {"volume z=-4.0", "multivariate z=+4.0"}, {"gap z=-4.0"}, None]
+
+
+def test_the_explanation_lists_components_in_a_fixed_order():
+    """Return, volume, gap, multivariate, whichever is strongest (the docstring's example)."""
+    frame = pl.DataFrame({"anomaly_return_z": [4.4], "anomaly_volume_z": [9.3], "anomaly_gap_z": [-5.04],
+                          "anomaly_mahalanobis": [6.0], "anomaly_flag": [True]})
+    assert explain(frame)["anomaly_explanation"].item() == \
+        "return z=+4.4; volume z=+9.3; gap z=-5.0; multivariate z=+6.0"
 
 
 # --- direction -------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def test_a_run_of_flat_bars_has_zero_pressure_not_a_missing_one():
     out = compute_features(_bars(high, low, close, volume), None)
     pressure = out.get_column("how_pressure").to_numpy()
     clv = np.where(flat, 0.0, ((close - low) - (high - close)) / np.where(flat, 1.0, high - low))
-    for t in (25, 34, 39):  # windows with 10, 1 and 0 bars that are not flat
+    for t in (25, 33, 39):  # the 20-bar windows ending there hold 9, 1 and 0 bars that are not flat
         window = slice(t - 19, t + 1)
         assert pressure[t] == pytest.approx((clv[window] * volume[window]).sum() / volume[window].sum(), abs=1e-12)
     assert pressure[39] == 0.0

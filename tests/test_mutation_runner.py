@@ -68,6 +68,14 @@ def test_a_mutant_that_breaks_the_import_is_killed(run, tree):
     assert verdict(run, tree, SOURCE + "\nLIMIT + None\n") == run.KILLED  # fails at import time
 
 
+def test_a_mutant_that_breaks_a_test_files_import_is_killed(run, tree):
+    """The test file computes with the module's constant at import: a mutant making that fail stops pytest from
+    collecting the test ids it was given (exit code 4), which is a kill, not a run that could not be made."""
+    (tree / "tests" / "test_calc.py").write_text("from pkg.calc import LIMIT\nHALF = LIMIT // 2\n" + TEST)
+    assert verdict(run, tree, SOURCE) == run.SURVIVED
+    assert verdict(run, tree, SOURCE.replace("LIMIT = 10", "LIMIT = None")) == run.KILLED
+
+
 def test_a_run_pytest_cannot_make_is_an_error_not_a_kill(run, tree):
     assert verdict(run, tree, SOURCE, tests=["tests/test_calc.py::no_such_test"]) == run.ERROR
 

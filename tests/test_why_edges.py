@@ -3,6 +3,7 @@
 are usable, one-row inputs that have started, a curve without CPI, and the first bar that counts as given.
 Expected values come from numpy / plain Python on the synthetic inputs, not from the code under test."""
 
+import dataclasses
 import math
 from datetime import date, datetime, timedelta
 
@@ -284,3 +285,23 @@ def test_two_values_for_one_cpi_period_are_refused_with_the_series_named():
     cpi = _monthly_cpi()
     with pytest.raises(EmpError, match=r"core_cpi.*more than one value for a period"):
         why.inflation_timeline(pl.concat([cpi, cpi.tail(1)]))
+
+
+def test_periods_stamped_at_month_ends_compare_the_same_months():
+    """The lags are calendar months, whatever day of the month the periods carry (month ends: Sep 30 and Mar 31)."""
+    starts = _monthly_cpi()
+    ends = starts.with_columns(
+        pl.col("period_start").dt.month_end(), pl.col("available_at").dt.offset_by("1mo"))
+    a, b = why.inflation_timeline(starts), why.inflation_timeline(ends)
+    for column in ("inflation_yoy", "why_inflation_trend"):
+        assert a.get_column(column).null_count() == b.get_column(column).null_count() < a.height
+        assert np.allclose(a.get_column(column).drop_nulls(), b.get_column(column).drop_nulls(), rtol=1e-12)
+
+
+def test_macro_inputs_are_an_immutable_value():
+    """MacroInputs is passed around and shared between the dimensions: it cannot be changed after it is made,
+    and it can key a cache."""
+    macro = MacroInputs()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        macro.curve = pl.DataFrame()  # type: ignore[misc]
+    assert hash(macro) == hash(MacroInputs())

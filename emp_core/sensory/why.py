@@ -85,9 +85,9 @@ def inflation_timeline(series: pl.DataFrame | None) -> pl.DataFrame | None:
     cpi = series.filter((pl.col("series_id") == INFLATION_SERIES) & pl.col("value").is_finite() & (pl.col("value") > 0))
     if cpi.height == 0:
         return None
-    if cpi.get_column("period_start").is_duplicated().any():
+    if cpi.select(_month().is_duplicated().any()).item():
         raise EmpError(f"macro series {INFLATION_SERIES!r}: more than one value for a period "
-                       "(expected one per period_start, as the macro table stores them)")
+                       "(expected one per month, as the macro table stores them)")
     cpi = cpi.sort("period_start").with_columns(_known_from(cpi, "period_start"))
     # 12 and 6 calendar months back, by the period's date (a missing month is a gap, not a shorter lag)
     yoy = (pl.col("value") / _months_back(cpi, "value", 12)).log().alias("inflation_yoy")
@@ -101,10 +101,15 @@ def inflation_timeline(series: pl.DataFrame | None) -> pl.DataFrame | None:
 
 
 def _months_back(frame: pl.DataFrame, column: str, months: int) -> pl.Series:
-    """``column`` of the row whose period started ``months`` calendar months before each row's (null if none)."""
-    earlier = frame.select(pl.col("period_start").dt.offset_by(f"{months}mo"), pl.col(column).alias("_earlier"))
-    return frame.select("period_start").join(earlier, on="period_start", how="left", maintain_order="left") \
-        .get_column("_earlier")
+    """``column`` of the row whose period is ``months`` calendar months before each row's (null if none), by
+    year and month (periods stamped at month ends match too: no day-of-month arithmetic)."""
+    earlier = frame.select(_month() + months, pl.col(column).alias("_earlier"))
+    return frame.select(_month()).join(earlier, on="_m", how="left", maintain_order="left").get_column("_earlier")
+
+
+def _month() -> pl.Expr:
+    """The period's calendar month as a count of months (year * 12 + month)."""
+    return (pl.col("period_start").dt.year().cast(pl.Int64) * 12 + pl.col("period_start").dt.month()).alias("_m")
 
 
 def curve_timeline(curve: pl.DataFrame | None, inflation: pl.DataFrame | None) -> pl.DataFrame | None:

@@ -130,11 +130,13 @@ def run_mutant(tree: Path, module: str, source: str, tests: list[str], limit: fl
         except subprocess.TimeoutExpired:
             return TIMEOUT
         # 1: a test failed; 2: a collection error (the mutant breaks an import); < 0: the interpreter crashed
-        # on the mutant. 3-5 (internal or usage error, no tests): killed if the mutated module cannot even be
-        # imported (pytest then reports the test ids as not found), else no verdict.
+        # on the mutant. 3-5 (internal or usage error, no tests): killed if the mutated module or a test file
+        # cannot even be imported (pytest then reports the test ids as not found), else no verdict.
         if run.returncode in (3, 4, 5):
-            dotted = module.removesuffix(".py").replace("/", ".")
-            imports = subprocess.run([str(PYTHON), "-c", f"import {dotted}"], cwd=tree, env=environment(tree),
+            files = sorted({t.split("::")[0] for t in tests})
+            code = "; ".join([f"import {module.removesuffix('.py').replace('/', '.')}", "import runpy",
+                              *(f"runpy.run_path({f!r})" for f in files)])
+            imports = subprocess.run([str(PYTHON), "-c", code], cwd=tree, env=environment(tree),
                                      capture_output=True, check=False)
             if imports.returncode == 0:
                 return ERROR

@@ -119,6 +119,10 @@ def trailing(x: pl.Expr, n: int, how: str, *, warm: int = 0, exclude_current: bo
     ``complete`` (median): ``x`` is null only in those warm-up bars; windows that could
     see them are masked anyway, so nulls may be filled first (the null-aware median
     kernel is several times slower).
+
+    An input expression that reads other bars (a shift) must guard its reads with :func:`lag`:
+    inside a :func:`window_columns` block it is computed on the whole frame, where a bare
+    shift would read the previous symbol's last bar.
     """
     min_samples = max(2, math.ceil(MIN_FRACTION * n)) if how in ("std", "median") else math.ceil(MIN_FRACTION * n)
     shift = 1 if exclude_current else 0

@@ -113,7 +113,7 @@ _RELATIVE_ZERO = 1e-12  # a standard deviation below this share of the largest |
 _CANCELLED = 1e-7  # sums of squares this much larger than the squared deviations leave too few digits
 
 
-def _no_spread(sd: float, values: np.ndarray) -> bool:
+def no_spread(sd: float, values: np.ndarray) -> bool:
     """Zero variance within rounding: a constant 0.003 leaves a standard deviation of ~4e-19 (its mean is not
     exact), whose Sharpe ratio of ~1e16 would pass any gate."""
     return sd <= _RELATIVE_ZERO * np.abs(values).max()
@@ -126,7 +126,7 @@ def _moments(returns: np.ndarray) -> tuple[float, float, float, int]:
     if t < 3:
         raise ValueError(f"need at least 3 returns, got {t}")
     mean, std = r.mean(), r.std(ddof=1)
-    if _no_spread(std, r):
+    if no_spread(std, r):
         raise ValueError("returns have zero variance: the Sharpe ratio is undefined")
     z = (r - mean) / r.std(ddof=0)
     return float(mean / std), float(np.mean(z**3)), float(np.mean(z**4)), t
@@ -153,7 +153,7 @@ def effective_bars(returns: np.ndarray) -> float:
     lags = int(4 * (t / 100) ** (2 / 9))
     z = r - r.mean()
     var = float(z @ z)
-    if var == 0 or lags < 1:
+    if lags < 1 or no_spread(math.sqrt(var / t), r):  # constant within rounding: no autocorrelation to correct
         return float(t)
     rho = np.array([float(z[k:] @ z[:-k]) / var for k in range(1, min(lags, t - 1) + 1)])
     weights = 1.0 - np.arange(1, rho.size + 1) / (lags + 1)
@@ -318,7 +318,7 @@ def _recompute_unresolved(sr: np.ndarray, m: np.ndarray, half: np.ndarray, block
     for split, column in np.argwhere(np.isnan(sr)):
         rows = m[half[split, block_of_row], column]
         sd = rows.std(ddof=1)
-        sr[split, column] = 0.0 if _no_spread(sd, rows) else rows.mean() / sd
+        sr[split, column] = 0.0 if no_spread(sd, rows) else rows.mean() / sd
 
 
 def _winner_logits(oos: np.ndarray, at: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -198,9 +198,9 @@ def _effective(scores: np.ndarray) -> float:
 
 
 def _split(scores: np.ndarray, groups: np.ndarray) -> dict:
+    """Each group's scores, in the order given (the groups' rows need not be contiguous)."""
     _, starts = np.unique(groups, return_index=True)
-    order = np.sort(starts)
-    return {groups[i]: part for i, part in zip(order, np.split(scores, order[1:]), strict=True)}
+    return {groups[i]: scores[groups == groups[i]] for i in np.sort(starts)}
 
 
 def pooled_size(groups: np.ndarray, dates: np.ndarray, reference: np.ndarray, reference_groups: np.ndarray,
@@ -218,6 +218,10 @@ def pooled_size(groups: np.ndarray, dates: np.ndarray, reference: np.ndarray, re
     count = np.bincount(g)
     mean = np.bincount(g, x) / count
     sd = np.sqrt(np.bincount(g, (x - mean[g]) ** 2) / count)
+    scale = np.zeros(count.size)
+    np.maximum.at(scale, g, np.abs(x))
+    spread = np.array([not no_spread(s, np.array([m])) for s, m in zip(sd, scale, strict=True)], dtype=bool)
+    sd = np.where(spread, sd, 0.0)  # a constant symbol (within rounding) has no spread to standardise by
     usable = (count >= MIN_REFERENCE)[g] & (sd > 0)[g]
     z = ((x - mean[g]) / np.where(sd > 0, sd, 1.0)[g])[usable]
     day = np.unique(np.asarray(reference_dates)[keep][usable], return_inverse=True)[1]

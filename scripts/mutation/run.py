@@ -52,14 +52,15 @@ TARGETS = {
     "emp_core/evolution/overfitting.py": ["tests/test_overfitting_oracles.py", "tests/test_overfitting.py",
                                           "tests/test_pbo.py"],
     "emp_core/backtest/engine.py": ["tests/test_engine_edges.py", "tests/test_backtest.py"],
-    "emp_core/sensory/calibration.py": ["tests/test_calibration.py"],
+    "emp_core/sensory/calibration.py": ["tests/test_calibration.py", "tests/test_calibration_edges.py",
+                                        "tests/test_calibration_stats.py"],
     "emp_core/sensory/when.py": ["tests/test_when.py", "tests/test_when_edges.py", SENSORY],
     "emp_core/sensory/anomaly.py": ["tests/test_anomaly.py", "tests/test_anomaly_edges.py", SENSORY],
     "emp_core/sensory/what.py": ["tests/test_what.py", SENSORY],
     "emp_core/sensory/why.py": ["tests/test_why.py", "tests/test_why_edges.py", SENSORY],
     "emp_core/sensory/how.py": ["tests/test_corwin_schultz.py", "tests/test_how_edges.py", SENSORY],
     "emp_core/sensory/fusion.py": [SENSORY],
-    "emp_core/sensory/base.py": [SENSORY],
+    "emp_core/sensory/base.py": ["tests/test_base_edges.py", SENSORY],
 }
 KILLED, SURVIVED, TIMEOUT, UNCOVERED, EQUIV, ERROR = (
     "killed", "survived", "timeout", "not covered", "equivalent", "error")

@@ -222,6 +222,14 @@ def test_effective_bars_is_newey_west(n, rho):
     assert effective_bars(r) == pytest.approx(newey_west_bars(r), rel=1e-10)
 
 
+@pytest.mark.parametrize("value", [0.0, 0.003, 0.1, -250.7])
+@pytest.mark.parametrize("n", [1, 2, 50, 1000])
+def test_a_constant_series_counts_every_bar(value, n):
+    """No variation (within rounding: 0.1's mean is not exact, leaving a residue the lag sums would read as
+    autocorrelation near 1): nothing to discount, every bar counts."""
+    assert effective_bars(np.full(n, value)) == float(n)
+
+
 def test_effective_bars_lag_count_by_hand():
     """L = floor(4 (T/100)^(2/9)): 4 at T = 100, 8 at T = 2,268 (as the module's docstring says), 1 at T = 4."""
     assert math.floor(4 * (100 / 100) ** (2 / 9)) == 4

@@ -476,3 +476,11 @@ def test_groups_need_not_be_contiguous():
     interleaved = effective_size(x, np.tile(["A", "B"], 100))
     grouped = effective_size(np.concatenate([x[0::2], x[1::2]]), np.repeat(["A", "B"], 100))
     assert interleaved == pytest.approx(grouped, rel=1e-12)
+
+
+def test_a_series_constant_within_rounding_counts_every_value():
+    """Relative noise of 1e-15 is rounding, not variation (an sd of 1e-15 per unit of level): every value counts,
+    however many there are (the spread is the standard deviation, not a sum that grows with n)."""
+    x = 1.0 + 1e-15 * np.cumsum(np.random.default_rng(8).standard_normal(5000)) / 70  # a persistent wobble
+    assert np.std(x) < 1e-14
+    assert ar1_bars(x) == 5000.0

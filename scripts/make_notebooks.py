@@ -112,7 +112,7 @@ con.close()  # the store opens its own connection
 store = DuckDBStore(db)
 for name in dims + ["fused"]:
     outcome = drift(store, name)
-    print(f"{name:8s} {'ok     ' if outcome.passed else 'WARNING'} {outcome.description.split('. ', 1)[1]}")"""),
+    print(f"{name:8s} {'ok     ' if outcome.passed else 'WARNING'} {outcome.description.split('. ', 1)[-1]}")"""),
 ]
 
 EVOLUTION = [

@@ -99,7 +99,7 @@ def pooled_oracle(groups, dates, reference, reference_groups, reference_dates) -
         block = [z for t in days[i:i + b] for z in per_date[t]]
         means.append(math.fsum(block) / len(block))
     var = math.fsum((m - overall) ** 2 for m in means) / len(means) * n / (n - b)
-    return 1.0 / var if var > 0 else math.inf  # the pooled mean does not vary: infinite (its docstring)
+    return 1.0 / var if var > 0 else None  # the pooled mean does not vary: nothing to read (its docstring)
 
 
 def ks_oracle(reference, current) -> tuple[float, float]:
@@ -191,24 +191,13 @@ def test_ks_identical_samples_take_the_small_lambda_branch():
     assert ks(x, np.concatenate([x, x])) == (0.0, 1.0)
 
 
-def test_ks_p_is_clipped_to_one():
+def test_ks_p_is_one_where_q_is_one_to_double_precision():
     # D = 1 / n with n = m = 20..60: lambda 0.09-0.17, where Q(lambda) = 1 - sqrt(2 pi) / lambda
-    # exp(-pi^2 / (8 lambda^2)) is 1 to double precision and its alternating sum can round above 1: the
-    # reported p-value is 1, never above
-    above = 0
+    # exp(-pi^2 / (8 lambda^2)) is 1 to double precision: the reported p-value is 1, never above
     for n in range(20, 61):
         reference = np.arange(float(n))
         _, p = ks(reference, reference + 0.5)
-        ne = n / 2
-        d = float(ks_2samp(reference, reference + 0.5, method="asymp").statistic)
-        lam = (math.sqrt(ne) + 0.12 + 0.11 / math.sqrt(ne)) * d
-        k = np.arange(1, 101)
-        raw = float(2.0 * np.sum((-1.0) ** (k - 1) * np.exp(-2.0 * k**2 * lam**2)))
-        assert float(kstwobign.sf(lam)) == pytest.approx(1.0, abs=1e-15)
-        assert p == pytest.approx(1.0, abs=1e-15)
-        assert 0.0 <= p <= 1.0
-        above += raw > 1.0
-    assert above > 0  # the series rounded above 1 on some of these
+        assert p == pytest.approx(1.0, abs=1e-15) and 0.0 <= p <= 1.0
 
 
 # ---------------------------------------------------------------------------------------------- AR(1) count
@@ -354,13 +343,13 @@ def test_pooled_size_none_without_dates_or_reference():
     assert pooled_size(*cur, *empty) is None
 
 
-def test_pooled_size_of_symbols_that_cancel_is_infinite():
+def test_pooled_size_of_symbols_that_cancel_is_none():
     # two symbols that mirror each other: every date's mean standardised score is exactly 0, variance 0
     x = ar1_series(120, 0.5, seed=29)
     mirror = (np.concatenate([x, -x]), np.array(["A"] * 120 + ["B"] * 120), np.tile(np.arange(120), 2))
     cur = current(["A", "B"], 2)
-    assert pooled_oracle(*cur, *mirror) == math.inf
-    assert pooled_size(*cur, *mirror) == math.inf
+    assert pooled_oracle(*cur, *mirror) is None
+    assert pooled_size(*cur, *mirror) is None
 
 
 # ---------------------------------------------------------------------------------------------- effective sizes
@@ -436,15 +425,15 @@ def test_window_size_without_a_pooled_size_takes_the_largest_symbol():
     assert sizes["effective_n_summed"] == pytest.approx(round(sum(counts), 1))
 
 
-def test_window_size_of_symbols_that_cancel_takes_the_sum():
+def test_window_size_of_symbols_that_cancel_takes_the_largest_symbols_count():
     x = ar1_series(120, 0.5, seed=44)
     mirror = (np.concatenate([x, -x]), np.array(["A"] * 120 + ["B"] * 120), np.tile(np.arange(120), 2))
     cur_scores = np.random.default_rng(45).standard_normal(6)
     cur_groups, cur_dates = current(["A", "B"], 3)
-    summed = sum(group_counts(cur_scores, cur_groups, mirror[0], mirror[1]))
+    counts = group_counts(cur_scores, cur_groups, mirror[0], mirror[1])
     sizes = window_size(cur_scores, cur_groups, cur_dates, *mirror)
-    assert sizes == {"effective_n": pytest.approx(round(summed, 1)),
-                     "effective_n_summed": pytest.approx(round(summed, 1)), "effective_n_pooled": None}
+    assert sizes == {"effective_n": pytest.approx(round(max(counts), 1)),
+                     "effective_n_summed": pytest.approx(round(sum(counts), 1)), "effective_n_pooled": None}
 
 
 def test_a_constant_symbol_whose_mean_is_not_exact_is_not_standardised():

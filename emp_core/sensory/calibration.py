@@ -90,8 +90,9 @@ the pooled size; with a reference shorter than ``MIN_BLOCKS`` (8) current
 windows there is no pooled size and it is the largest single symbol's count (the
 symbols taken as one series: no evidence they are independent is no evidence).
 Rows report ``effective_n``, ``effective_n_summed`` and ``effective_n_pooled``
-(None when there is none, or when it is infinite: symbols that cancel exactly
-leave the pooled mean no variance, and the effective size is then the sum).
+(None when there is none: also when symbols cancel exactly, a mirror pair whose
+pooled mean has no variance, which the pooled size cannot read, so the effective
+size is the largest symbol's count, the conservative answer).
 A constant series (zero spread within rounding) counts every value. Verdicts
 are on the figures as reported, so a row never shows a value on the wrong side
 of its limit: effective size to 0.1, PSI, D and the alert rate to 4 decimals.
@@ -199,15 +200,16 @@ def _effective(scores: np.ndarray) -> float:
 
 def _split(scores: np.ndarray, groups: np.ndarray) -> dict:
     """Each group's scores, in the order given (the groups' rows need not be contiguous)."""
-    _, starts = np.unique(groups, return_index=True)
-    return {groups[i]: scores[groups == groups[i]] for i in np.sort(starts)}
+    keys, first, inverse, counts = np.unique(groups, return_index=True, return_inverse=True, return_counts=True)
+    parts = np.split(scores[np.argsort(inverse, kind="stable")], np.cumsum(counts)[:-1])
+    return {keys[i]: parts[i] for i in np.argsort(first)}
 
 
 def pooled_size(groups: np.ndarray, dates: np.ndarray, reference: np.ndarray, reference_groups: np.ndarray,
                 reference_dates: np.ndarray) -> float | None:
     """Effective size of the current window taken as one pooled sample, read on the reference: 1 / Var of the
     grand mean of b consecutive dates, b the current window's number of dates (module docstring). None when
-    the reference holds fewer than ``MIN_BLOCKS`` b dates; infinite when that variance is 0."""
+    the reference holds fewer than ``MIN_BLOCKS`` b dates or when that variance is 0 (symbols that cancel)."""
     dates = np.asarray(dates)
     b = np.unique(dates).size
     keep = np.isin(np.asarray(reference_groups), np.unique(np.asarray(groups)))
@@ -232,7 +234,9 @@ def pooled_size(groups: np.ndarray, dates: np.ndarray, reference: np.ndarray, re
     counts = np.concatenate([[0.0], np.cumsum(np.bincount(day, minlength=n))])
     blocks = (sums[b:] - sums[:-b]) / (counts[b:] - counts[:-b])
     var = float(np.mean((blocks - sums[-1] / counts[-1]) ** 2)) * n / (n - b)
-    return 1.0 / var if var > 0 else math.inf  # the symbols cancel exactly: the pooled mean does not vary
+    # Symbols that cancel exactly (a mirror pair) leave the pooled mean no variance: the pooled size cannot see
+    # their dependence, so there is none, and the effective size falls back to the largest symbol's count.
+    return 1.0 / var if var > 0 else None
 
 
 def effective_size(scores: np.ndarray, groups: np.ndarray | None = None, reference: np.ndarray | None = None,
@@ -274,9 +278,8 @@ def window_size(scores: np.ndarray, groups: np.ndarray, dates: np.ndarray, refer
     summed = float(sum(counts))
     pooled = pooled_size(groups, dates, reference, reference_groups, reference_dates)
     effective = min(summed, pooled) if pooled is not None else max(counts, default=0.0)
-    # an infinite pooled size (symbols that cancel exactly) is reported as None: JSON has no infinity
     return {"effective_n": round(effective, 1), "effective_n_summed": round(summed, 1),
-            "effective_n_pooled": None if pooled is None or math.isinf(pooled) else round(pooled, 1)}
+            "effective_n_pooled": None if pooled is None else round(pooled, 1)}
 
 
 def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:

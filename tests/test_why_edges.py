@@ -305,3 +305,32 @@ def test_macro_inputs_are_an_immutable_value():
     with pytest.raises(dataclasses.FrozenInstanceError):
         macro.curve = pl.DataFrame()  # type: ignore[misc]
     assert hash(macro) == hash(MacroInputs())
+
+
+@pytest.mark.parametrize("late", [None, 12, 20])
+def test_inflation_known_by_a_date_is_what_the_series_published_by_then_gives(late):
+    """Point in time, by truncation: every row of the timeline known by a date is, value for value, the row the
+    values published by then give, also when a month is published (or revised) late, after months that compare
+    with it (month 12 is compared by month 24, month 20 by month 32 and by the trends of months 26 and 38). A
+    month after a late one is held back until the late one is public (its z-score's window reads it), so the
+    series published by a date may give rows the timeline does not show yet, never the other way round."""
+    cpi = _monthly_cpi(months=60)
+    if late is not None:
+        cpi = cpi.with_columns(
+            available_at=pl.when(pl.int_range(pl.len()) == late).then(pl.col("available_at").dt.offset_by("14mo"))
+            .otherwise("available_at"),
+            value=pl.when(pl.int_range(pl.len()) == late).then(pl.col("value") * 1.05).otherwise("value"))
+    full = why.inflation_timeline(cpi)
+    known = full.get_column("known_from")
+    assert known.is_sorted() and known.n_unique() == known.len()
+    for cut in pl.date_range(date(2000, 6, 1), date(2005, 6, 1), "1mo", eager=True):
+        at = datetime.combine(cut, datetime.min.time())
+        public = cpi.filter(pl.col("available_at") < cut)  # known from the next day: before the cut
+        past = why.inflation_timeline(public) if public.height else None
+        seen = full.filter(pl.col("known_from") <= at)
+        if past is None:
+            assert seen.height == 0
+            continue
+        assert set(seen.get_column("known_from")) <= set(past.get_column("known_from"))
+        assert seen.equals(past.filter(pl.col("known_from").is_in(seen.get_column("known_from").implode()))), \
+            f"{late}, {cut}"

@@ -4,7 +4,9 @@ Point in time: a macro value dated D (``available_at``, its publication date)
 reaches bars from D + 1 day on. Release times within the day are not in the
 data, and the Treasury curve is published after the close, so the next day is
 the first bar that could have acted on it. A value older than its staleness
-limit (curve 10 days, monthly series 62 days) is treated as missing.
+limit (curve 10 days, monthly series 62 days) is treated as missing. A month's
+inflation figures read earlier months, so they reach bars only once every earlier
+month is public too (a month published late holds back the months after it).
 
 Components:
 
@@ -88,7 +90,11 @@ def inflation_timeline(series: pl.DataFrame | None) -> pl.DataFrame | None:
     if cpi.select(_month().is_duplicated().any()).item():
         raise EmpError(f"macro series {INFLATION_SERIES!r}: more than one value for a period "
                        "(expected one per month, as the macro table stores them)")
-    cpi = cpi.sort("period_start").with_columns(_known_from(cpi, "period_start"))
+    # A month's figures read earlier months (12 and 18 back, and the z-score's window), so they are usable only once
+    # every earlier month is public too: the latest publication so far, in period order. With publication lags
+    # that grow with the period (the shipped rules) this is each month's own date; a month published late holds
+    # back the months after it instead of letting them read it early.
+    cpi = cpi.sort("period_start").with_columns(_known_from(cpi, "period_start").cum_max())
     # 12 and 6 calendar months back, by the period's date (a missing month is a gap, not a shorter lag)
     yoy = (pl.col("value") / _months_back(cpi, "value", 12)).log().alias("inflation_yoy")
     cpi = cpi.with_columns(yoy)
@@ -96,7 +102,7 @@ def inflation_timeline(series: pl.DataFrame | None) -> pl.DataFrame | None:
         cpi.select("known_from", "inflation_yoy",
                    (pl.col("inflation_yoy") - _months_back(cpi, "inflation_yoy", 6)).alias("why_inflation_trend"))
         .with_columns(_z("why_inflation_trend", MONTHLY_Z).alias("_z_inflation_trend"))
-        .sort("known_from")
+        .unique("known_from", keep="last", maintain_order=True)  # months known on one day: the latest one
     )
 
 

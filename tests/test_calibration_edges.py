@@ -65,13 +65,17 @@ def psi_by_hand(reference, current, bins: int = 10) -> float:
     return total
 
 
+def demeaned(x) -> tuple[int, list[float], float]:
+    """(n, the deviations from the mean, their sum of squares)."""
+    x = [float(v) for v in x]
+    mean = sum(x) / len(x)
+    z = [v - mean for v in x]
+    return len(x), z, sum(v * v for v in z)
+
+
 def ar1_count(x) -> float:
     """n (1 - rho_1) / (1 + rho_1), rho_1 the sample lag-1 autocorrelation, a negative one counted as 0."""
-    x = [float(v) for v in x]
-    n = len(x)
-    mean = sum(x) / n
-    z = [v - mean for v in x]
-    ss = sum(v * v for v in z)
+    n, z, ss = demeaned(x)
     if ss == 0:
         return float(n)
     rho = max(0.0, sum(z[t] * z[t - 1] for t in range(1, n)) / ss)
@@ -80,11 +84,7 @@ def ar1_count(x) -> float:
 
 def newey_west_count(x) -> float:
     """n / (1 + 2 sum_k (1 - k / (L + 1)) rho_k), k = 1..L, L = floor(4 (n / 100)^(2/9)), never above n."""
-    x = [float(v) for v in x]
-    n = len(x)
-    mean = sum(x) / n
-    z = [v - mean for v in x]
-    ss = sum(v * v for v in z)
+    n, z, ss = demeaned(x)
     lags = math.floor(4 * (n / 100) ** (2 / 9))
     if ss == 0 or lags < 1:
         return float(n)

@@ -85,25 +85,16 @@ def test_a_take_profit_level_touched_exactly_is_hit(direction):
 
 
 @pytest.mark.parametrize("direction", [1, -1])
-def test_an_open_exactly_at_the_take_level_fills_there_even_if_the_bar_then_reaches_the_stop(direction):
-    # bar 2 opens exactly at the take-profit (10 long, 6 short) and its range also reaches the stop (6 / 10):
-    # the open is the bar's first trade, and it has reached the take-profit level
-    runs = levels_run(direction, high2=10.5, low2=5.5, open2=10.0 if direction > 0 else 6.0,
-                      stop_loss=0.25, take_profit=0.25)
-    take = 10.0 if direction > 0 else 6.0
+@pytest.mark.parametrize(("at", "kind", "equity"), [("take", TAKE_PROFIT, 124), ("stop", STOP_LOSS, 76)])
+def test_an_open_exactly_at_a_level_fills_there_even_if_the_bar_then_reaches_the_other(direction, at, kind, equity):
+    # bar 2 opens exactly at the take-profit (10 long, 6 short) or the stop (6 long, 10 short), and its range also
+    # reaches the other level: the open is the bar's first trade, and it has reached that level
+    take, stop = (10.0, 6.0) if direction > 0 else (6.0, 10.0)
+    level = take if at == "take" else stop
+    runs = levels_run(direction, high2=10.5, low2=5.5, open2=level, stop_loss=0.25, take_profit=0.25)
     for r, p in runs:
-        assert fills_of(r, p) == [[1, 12 * direction, 8.0, ORDER], [2, -12 * direction, take, TAKE_PROFIT]]
-        assert r.equity[-1, p] == 124
-
-
-@pytest.mark.parametrize("direction", [1, -1])
-def test_an_open_exactly_at_the_stop_level_fills_there(direction):
-    runs = levels_run(direction, high2=10.5, low2=5.5, open2=6.0 if direction > 0 else 10.0,
-                      stop_loss=0.25, take_profit=0.25)
-    stop = 6.0 if direction > 0 else 10.0
-    for r, p in runs:
-        assert fills_of(r, p) == [[1, 12 * direction, 8.0, ORDER], [2, -12 * direction, stop, STOP_LOSS]]
-        assert r.equity[-1, p] == 76
+        assert fills_of(r, p) == [[1, 12 * direction, 8.0, ORDER], [2, -12 * direction, level, kind]]
+        assert r.equity[-1, p] == equity
 
 
 def test_a_stop_of_the_next_position_is_not_booked_for_the_one_before():
@@ -351,20 +342,24 @@ def test_a_middle_order_works_over_several_bars_until_the_next():
     assert r.trades[0] == 1
 
 
+def capped_stop(stop_bar: int, volume: list[int], cash: float):
+    """Five bars open at 10 with a range of 9.5-10.5, a long target throughout and a 10% stop (9), whose low
+    reaches 8.5 (the stop) on ``stop_bar`` only; ``volume`` caps the fills (volume_share of the capped runs)."""
+    low = np.full(5, 9.5)
+    low[stop_bar] = 8.5
+    return capped(np.full(5, 10.0), np.ones(5), volume, cash=cash, high=np.full(5, 10.5), low=low, stop_loss=0.1)
+
+
 def test_a_capped_stop_while_still_buying_cancels_the_rest():
     # 3 units wanted (35 // 10), 1 a bar; stop 9 reached on bar 2 after its unit: both sold at 9
-    open_ = np.full(5, 10.0)
-    low = np.array([9.5, 9.5, 8.5, 9.5, 9.5])
-    r = capped(open_, np.ones(5), [5, 1, 1, 1, 5], cash=35.0, high=np.full(5, 10.5), low=low, stop_loss=0.1)
+    r = capped_stop(stop_bar=2, volume=[5, 1, 1, 1, 5], cash=35.0)
     assert fills_of(r, 0) == [[1, 1, 10, ORDER], [2, 1, 10, ORDER], [2, -2, 9, STOP_LOSS]]
     assert r.units[:, 0].tolist() == [0, 1, 0, 0, 0]
     assert r.equity[-1, 0] == 33
 
 
 def test_a_capped_stop_on_the_entry_bar_with_one_unit_held():
-    open_ = np.full(5, 10.0)
-    low = np.array([9.5, 8.5, 9.5, 9.5, 9.5])
-    r = capped(open_, np.ones(5), [5, 1, 1, 1, 5], cash=35.0, high=np.full(5, 10.5), low=low, stop_loss=0.1)
+    r = capped_stop(stop_bar=1, volume=[5, 1, 1, 1, 5], cash=35.0)
     assert fills_of(r, 0) == [[1, 1, 10, ORDER], [1, -1, 9, STOP_LOSS]]
     assert r.units[:, 0].tolist() == [0, 0, 0, 0, 0]
     assert r.equity[-1, 0] == 34
@@ -372,18 +367,14 @@ def test_a_capped_stop_on_the_entry_bar_with_one_unit_held():
 
 def test_a_capped_one_unit_position_takes_its_later_stop():
     # 15 // 10 = 1 unit, filled on bar 1; the stop 9 is reached on bar 3
-    open_ = np.full(5, 10.0)
-    low = np.array([9.5, 9.5, 9.5, 8.5, 9.5])
-    r = capped(open_, np.ones(5), [5, 5, 5, 5, 5], cash=15.0, high=np.full(5, 10.5), low=low, stop_loss=0.1)
+    r = capped_stop(stop_bar=3, volume=[5, 5, 5, 5, 5], cash=15.0)
     assert fills_of(r, 0) == [[1, 1, 10, ORDER], [3, -1, 9, STOP_LOSS]]
     assert r.units[:, 0].tolist() == [0, 1, 1, 0, 0]
     assert (r.trades[0], r.wins[0]) == (1, 0)
 
 
 def test_a_capped_order_too_small_for_a_unit_ignores_its_stop():
-    open_ = np.full(5, 10.0)
-    low = np.array([9.5, 9.5, 8.5, 9.5, 9.5])
-    r = capped(open_, np.ones(5), [5, 5, 5, 5, 5], cash=5.0, high=np.full(5, 10.5), low=low, stop_loss=0.1)
+    r = capped_stop(stop_bar=2, volume=[5, 5, 5, 5, 5], cash=5.0)
     assert r.fills.shape == (0, 5)
     assert r.trades[0] == 0 and (r.equity[:, 0] == 5).all()
 

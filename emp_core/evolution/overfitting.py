@@ -113,10 +113,11 @@ _RELATIVE_ZERO = 1e-12  # a standard deviation below this share of the largest |
 _CANCELLED = 1e-7  # sums of squares this much larger than the squared deviations leave too few digits
 
 
-def no_spread(sd: float, values: np.ndarray) -> bool:
-    """Zero variance within rounding: a constant 0.003 leaves a standard deviation of ~4e-19 (its mean is not
+def no_spread(sd, largest):
+    """Zero variance within rounding: a standard deviation at most 1e-12 of the largest |value| (either may be an
+    array, one entry per series). A constant 0.003 leaves a standard deviation of ~4e-19 (its mean is not
     exact), whose Sharpe ratio of ~1e16 would pass any gate."""
-    return sd <= _RELATIVE_ZERO * np.abs(values).max()
+    return sd <= _RELATIVE_ZERO * largest
 
 
 def _moments(returns: np.ndarray) -> tuple[float, float, float, int]:
@@ -126,7 +127,7 @@ def _moments(returns: np.ndarray) -> tuple[float, float, float, int]:
     if t < 3:
         raise ValueError(f"need at least 3 returns, got {t}")
     mean, std = r.mean(), r.std(ddof=1)
-    if no_spread(std, r):
+    if no_spread(std, np.abs(r).max()):
         raise ValueError("returns have zero variance: the Sharpe ratio is undefined")
     z = (r - mean) / r.std(ddof=0)
     return float(mean / std), float(np.mean(z**3)), float(np.mean(z**4)), t
@@ -153,7 +154,7 @@ def effective_bars(returns: np.ndarray) -> float:
     lags = int(4 * (t / 100) ** (2 / 9))
     z = r - r.mean()
     var = float(z @ z)
-    if lags < 1 or no_spread(math.sqrt(var / t), r):  # constant within rounding: no autocorrelation to correct
+    if lags < 1 or no_spread(math.sqrt(var / t), np.abs(r).max()):  # constant within rounding: nothing to correct
         return float(t)
     rho = np.array([float(z[k:] @ z[:-k]) / var for k in range(1, min(lags, t - 1) + 1)])
     weights = 1.0 - np.arange(1, rho.size + 1) / (lags + 1)
@@ -318,7 +319,7 @@ def _recompute_unresolved(sr: np.ndarray, m: np.ndarray, half: np.ndarray, block
     for split, column in np.argwhere(np.isnan(sr)):
         rows = m[half[split, block_of_row], column]
         sd = rows.std(ddof=1)
-        sr[split, column] = 0.0 if no_spread(sd, rows) else rows.mean() / sd
+        sr[split, column] = 0.0 if no_spread(sd, np.abs(rows).max()) else rows.mean() / sd
 
 
 def _winner_logits(oos: np.ndarray, at: np.ndarray, counts: np.ndarray) -> np.ndarray:

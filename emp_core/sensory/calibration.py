@@ -188,7 +188,7 @@ def ar1_bars(scores: np.ndarray) -> float:
     x = x[np.isfinite(x)]
     z = x - x.mean() if x.size else x
     var = float(z @ z)
-    if x.size < 3 or no_spread(math.sqrt(var / x.size), x):  # constant (within rounding): nothing to correlate
+    if x.size < 3 or no_spread(math.sqrt(var / x.size), np.abs(x).max()):  # constant within rounding: nothing to relate
         return float(x.size)
     rho = max(0.0, float(z[1:] @ z[:-1]) / var)
     return x.size * (1.0 - rho) / (1.0 + rho)
@@ -222,10 +222,9 @@ def pooled_size(groups: np.ndarray, dates: np.ndarray, reference: np.ndarray, re
     sd = np.sqrt(np.bincount(g, (x - mean[g]) ** 2) / count)
     scale = np.zeros(count.size)
     np.maximum.at(scale, g, np.abs(x))
-    spread = np.array([not no_spread(s, np.array([m])) for s, m in zip(sd, scale, strict=True)], dtype=bool)
-    sd = np.where(spread, sd, 0.0)  # a constant symbol (within rounding) has no spread to standardise by
-    usable = (count >= MIN_REFERENCE)[g] & (sd > 0)[g]
-    z = ((x - mean[g]) / np.where(sd > 0, sd, 1.0)[g])[usable]
+    spread = ~no_spread(sd, scale)  # a constant symbol (within rounding) has no spread to standardise by
+    usable = (count >= MIN_REFERENCE)[g] & spread[g]
+    z = ((x - mean[g]) / np.where(spread, sd, 1.0)[g])[usable]
     day = np.unique(np.asarray(reference_dates)[keep][usable], return_inverse=True)[1]
     n = int(day.max()) + 1 if day.size else 0
     if n < MIN_BLOCKS * b:

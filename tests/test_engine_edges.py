@@ -394,6 +394,81 @@ def test_a_stop_reached_while_a_capped_reversal_still_closes_is_not_booked_befor
     assert r.units[5, 0] == -99
 
 
+
+TWO_TOUCHES = np.array([9.5, 8.5, 9.5, 8.5, 9.5])  # lows: the stop 9 is reached on bars 1 and 3
+
+
+@pytest.mark.parametrize("volume", [[5, 0, 5, 5, 5], [5, 0, 0, 5, 5]])
+def test_a_capped_stop_reached_before_any_fill_still_guards_the_position_built_later(volume):
+    # the order (bar 1) finds no volume on bar 1, whose low reaches the stop 9 while nothing is held; 1 unit
+    # (15 // 10) fills on bar 2 (or at bar 3's open, the bar of the second touch): the stop sells it on bar 3 at 9
+    r = capped(np.full(5, 10.0), np.ones(5), volume, cash=15.0, high=np.full(5, 10.5), low=TWO_TOUCHES,
+               stop_loss=0.1)
+    entry = 2 if volume[2] else 3
+    assert fills_of(r, 0) == [[entry, 1, 10, ORDER], [3, -1, 9, STOP_LOSS]]
+    assert r.units[:, 0].tolist() == [0, 0, 0, 0, 0][:entry] + [1] * (3 - entry) + [0, 0]
+    assert (r.trades[0], r.wins[0]) == (1, 0) and r.equity[-1, 0] == 14
+
+
+def test_a_capped_stop_passed_over_rearms_at_the_next_gap_through_its_level():
+    # as above, but bar 3 opens at 8.8, below the stop 9: the exit fills at that open
+    open_ = np.array([10.0, 10.0, 10.0, 8.8, 9.0])
+    r = capped(open_, np.ones(5), [5, 0, 5, 5, 5], cash=15.0, high=np.full(5, 10.5), low=TWO_TOUCHES,
+               stop_loss=0.1)
+    assert fills_of(r, 0) == [[2, 1, 10, ORDER], [3, -1, 8.8, STOP_LOSS]]
+
+
+def test_a_capped_take_profit_reached_before_any_fill_still_takes_the_later_one():
+    high = np.array([10.5, 11.5, 10.5, 11.5, 10.5])  # the take-profit 11 is reached on bars 1 and 3
+    r = capped(np.full(5, 10.0), np.ones(5), [5, 0, 5, 5, 5], cash=15.0, high=high, low=np.full(5, 9.5),
+               take_profit=0.1)
+    assert fills_of(r, 0) == [[2, 1, 10, ORDER], [3, -1, 11, TAKE_PROFIT]]
+    assert (r.trades[0], r.wins[0]) == (1, 1)
+
+
+def test_a_capped_stop_passed_over_is_not_carried_past_the_next_order():
+    # the stop is passed over on bar 1 and reached again on bar 3, but the target goes flat at bar 2's close:
+    # the order of bar 3 (sell) ends the first one's window, so no stop fill, and the sale is an order
+    r = capped(np.full(5, 10.0), [1, 1, 0, 0, 0], [5, 0, 5, 5, 5], cash=15.0, high=np.full(5, 10.5),
+               low=TWO_TOUCHES, stop_loss=0.1)
+    assert fills_of(r, 0) == [[2, 1, 10, ORDER], [3, -1, 10, ORDER]]
+
+
+def test_a_stop_reached_while_a_capped_reversal_closes_guards_the_short_once_it_exists():
+    # the reversal's short stop 11 is reached on bar 4 while the long still closes (passed over), and again on
+    # bar 6, when the short of 99 (opened on bar 5) exists: the stop buys it back there at 11
+    open_ = np.full(8, 10.0)
+    high = np.array([10.5, 10.5, 10.5, 10.5, 11.5, 10.5, 11.5, 10.5])
+    r = capped(open_, [1, 1, -1, -1, -1, -1, -1, -1], [1000, 1000, 1000, 50, 30, 1000, 1000, 1000],
+               cash=1000.0, high=high, low=np.full(8, 9.5), stop_loss=0.1)
+    assert fills_of(r, 0)[-2:] == [[5, -99, 10, ORDER], [6, 99, 11, STOP_LOSS]]
+    assert r.units[:, 0].tolist() == [0, 99, 99, 49, 19, -99, 0, 0]
+
+
+def test_vectorised_capped_columns_rearm_their_stops_independently():
+    # column 0 meets the passed-over stop above; column 1 has volume on bar 1, fills there and stops out on bar 1
+    open_ = np.full(5, 10.0)
+    volume = np.array([[5, 5], [0, 5], [5, 5], [5, 5], [5, 5]], dtype=float)
+    r = simulate(open_, open_, np.ones((5, 2)), volume=volume, volume_share=1.0, cash=15.0,
+                 high=np.full(5, 10.5), low=TWO_TOUCHES, stop_loss=0.1)
+    assert fills_of(r, 0) == [[2, 1, 10, ORDER], [3, -1, 9, STOP_LOSS]]
+    assert fills_of(r, 1) == [[1, 1, 10, ORDER], [1, -1, 9, STOP_LOSS]]
+
+
+
+def test_a_capped_stop_rearmed_into_the_bust_bar_fills_before_the_liquidation():
+    # short 1 unit at 10 (cash 15) on bar 2, its stop 11 passed over on bar 1 (no volume); bar 3 opens at 30,
+    # through the stop: bought back at that open, cash 15 - 20 = -5 at bar 3's close, bankrupt there. The stop
+    # inside the bar comes first: no liquidation at the close (32), and nothing is held or owed from bar 3 on
+    open_ = np.array([10.0, 10.0, 10.0, 30.0, 30.0])
+    close = np.array([10.0, 10.0, 10.0, 32.0, 32.0])
+    r = simulate(open_, close, -np.ones(5), volume=np.array([5.0, 0, 5, 5, 5]), volume_share=1.0, cash=15.0,
+                 high=np.array([10.5, 11.5, 10.5, 33.0, 33.0]), low=np.array([9.5, 9.5, 9.5, 29.0, 29.0]),
+                 stop_loss=0.1)
+    assert fills_of(r, 0) == [[2, -1, 10, ORDER], [3, 1, 30, STOP_LOSS]]
+    assert r.equity[:, 0].tolist() == [15, 15, 15, 0, 0] and r.trades[0] == 1
+
+
 # ---------------------------------------------------------------- validation
 
 

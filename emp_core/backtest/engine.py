@@ -45,7 +45,9 @@ Additions (off by default, so the cross-check above holds):
   first what is left to close, then what is left to open; a new position is sized
   once its close is complete, from the cash then, and its entry price is the
   average of its fills. Stops are measured from the first possible fill (the
-  order bar's open) and cancel what is still to buy.
+  order bar's open) and cancel what is still to buy. A level reached while the
+  order holds nothing of its own yet (no volume, or the previous position still
+  closing) is passed over: the next bar that reaches a level is its exit.
 
 Vectorised over strategies and over bars: orders are processed in rounds, round k
 taking every strategy's k-th order in one set of NumPy operations (a strategy's
@@ -113,17 +115,53 @@ def _per_strategy(value: float | np.ndarray | None, n: int, name: str) -> np.nda
 
 
 @dataclass(frozen=True)
+class _Levels:
+    """Every bar's stop-loss and take-profit levels under the order in force there (bars x strategies), whether
+    the bar's range reaches a level, and the first such bar at or after each bar. The volume cap's path keeps
+    them: its order can reach a level while it holds nothing yet (no volume, or a reversal still closing),
+    and the position it then builds must still exit at the next bar that reaches one."""
+
+    open_: np.ndarray
+    long_: np.ndarray
+    stop: np.ndarray
+    take: np.ndarray
+    stop_hit: np.ndarray
+    take_hit: np.ndarray
+    next_hit: np.ndarray
+    slip: float
+
+    def resolve(self, h: np.ndarray, p: np.ndarray, gapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(price, kind) of the exits at bars ``h`` of strategies ``p``. The open is the bar's first trade: a level
+        it is already through (``gapped``: not the entry bar, whose open is the entry fill) fills there, before the
+        bar's range; inside the range the stop is assumed first."""
+        opened_long = self.long_[h, p]
+        opening, stop_at, take_at = self.open_[h, p], self.stop[h, p], self.take[h, p]
+        stop_gap = gapped & np.where(opened_long, opening <= stop_at, opening >= stop_at)
+        take_gap = gapped & np.where(opened_long, opening >= take_at, opening <= take_at)
+        is_stop = stop_gap | (~take_gap & self.stop_hit[h, p])
+        price = np.where(stop_gap | take_gap, opening, np.where(is_stop, stop_at, take_at))
+        exit_side = np.where(opened_long, -1.0, 1.0)
+        return price * (1.0 + exit_side * self.slip), np.where(is_stop, STOP_LOSS, TAKE_PROFIT).astype(np.int8)
+
+    def columns(self, cols: np.ndarray) -> _Levels:
+        return _Levels(*(getattr(self, f)[:, cols] for f in ("open_", "long_", "stop", "take", "stop_hit",
+                                                              "take_hit", "next_hit")), self.slip)
+
+
+@dataclass(frozen=True)
 class _Exits:
     """For every order (round k, strategy p): the bar, price and kind of its exit (stop-loss, take-profit,
-    or the liquidation of a bankrupt strategy), or bar -1."""
+    or the liquidation of a bankrupt strategy), or bar -1; and, for the volume cap's path, the levels
+    behind them (None without stops or without a cap)."""
 
     bar: np.ndarray
     price: np.ndarray
     kind: np.ndarray
+    levels: _Levels | None = None
 
 
 def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray,
-                slip: float, stop_loss: np.ndarray, take_profit: np.ndarray) -> _Exits:
+                slip: float, stop_loss: np.ndarray, take_profit: np.ndarray, *, keep_levels: bool = False) -> _Exits:
     rounds, n_strats = at.shape
     n_bars = open_.shape[0]
     exits = _Exits(np.full(at.shape, -1), np.full(at.shape, np.nan), np.zeros(at.shape, dtype=np.int8))
@@ -148,24 +186,15 @@ def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np
     # First hit at or after each bar, per column (reverse running minimum of hit bar indices).
     rows = np.where(hit, np.arange(n_bars)[:, None], n_bars)
     next_hit = np.minimum.accumulate(rows[::-1], axis=0)[::-1]
+    levels = _Levels(open_, long_, stop_level, take_level, stop_hit, take_hit, next_hit, slip)
     first = next_hit[at[ks, ps], ps]
     segment_end = np.where(ks + 1 < rounds, at[np.minimum(ks + 1, rounds - 1), ps], -1)
     segment_end = np.where(segment_end < 0, n_bars, segment_end)  # the next order's bar (exclusive)
     ok = (first < segment_end) & (ordered[at[ks, ps], ps] != 0)
     h, p, k = first[ok], ps[ok], ks[ok]
-    gapped = h != at[k, p]  # on the entry bar the open is the entry itself, inside both levels
-    opened_long = long_[h, p]
-    opening, stop_at, take_at = open_[h, p], stop_level[h, p], take_level[h, p]
-    # The open is the bar's first trade: a level it is already through fills there, before the bar's range.
-    stop_gap = gapped & np.where(opened_long, opening <= stop_at, opening >= stop_at)
-    take_gap = gapped & np.where(opened_long, opening >= take_at, opening <= take_at)
-    is_stop = stop_gap | (~take_gap & stop_hit[h, p])
-    price = np.where(stop_gap | take_gap, opening, np.where(is_stop, stop_at, take_at))
-    exit_side = np.where(opened_long, -1.0, 1.0)
     exits.bar[k, p] = h
-    exits.price[k, p] = price * (1.0 + exit_side * slip)
-    exits.kind[k, p] = np.where(is_stop, STOP_LOSS, TAKE_PROFIT)
-    return exits
+    exits.price[k, p], exits.kind[k, p] = levels.resolve(h, p, h != at[k, p])
+    return replace(exits, levels=levels) if keep_levels else exits
 
 
 def _single(orders, ordered, open_, exits: _Exits, terms: _Terms, cash: float, share: float):
@@ -326,7 +355,8 @@ class _Columns:
         it are removed, and the exit of the round in force becomes a liquidation at that close, unless a
         stop closed the position inside that bar. An exit at an earlier bar cannot have closed it (flat
         from there with the same cash, the strategy would have been at equity <= 0 since): the volume
-        cap's path can have skipped it, so it is replaced too."""
+        cap's path can have passed it over, so it is replaced too, by the level reached in the bust bar if
+        there is one (the stop comes before the close), else by the liquidation."""
         at = self.at[:, cols]
         k = ((at >= 0) & (at <= bust)).sum(axis=0) - 1  # the round in force at the bust bar; -1: none yet
         at = np.where(np.arange(at.shape[0])[:, None] > k, -1, at)
@@ -337,7 +367,11 @@ class _Columns:
         bar[k[q], q] = bust[q]
         price[k[q], q] = close[bust[q], q]
         kind[k[q], q] = BANKRUPT
-        return _Columns(self.open_[:, cols], close, self.ordered[:, cols], at, _Exits(bar, price, kind),
+        levels = None if self.exits.levels is None else self.exits.levels.columns(cols)
+        if levels is not None:  # the volume cap's path: a level reached in the bust bar exits there, first
+            q = q[levels.next_hit[bust[q], q] == bust[q]]
+            price[k[q], q], kind[k[q], q] = levels.resolve(bust[q], q, bust[q] != at[k[q], q])
+        return _Columns(self.open_[:, cols], close, self.ordered[:, cols], at, _Exits(bar, price, kind, levels),
                         self.fraction[cols], None if self.capacity is None else self.capacity[:, cols], bust)
 
 
@@ -368,7 +402,8 @@ class _Working:
     next order's, which cancels what is left, or the one after its bust bar) and whether it still works.
     Each step acts on the working orders ``i`` (positions in ``p``) at their bars."""
 
-    __slots__ = ("bar", "direction", "exit_bar", "live", "p", "to_close", "to_open", "until")
+    __slots__ = ("bar", "direction", "exit_bar", "exit_kind", "exit_price", "live", "p", "to_close", "to_open",
+                 "until")
 
     def __init__(self, c: _Columns, k: int, p: np.ndarray, held: np.ndarray):
         n_bars = c.ordered.shape[0]
@@ -378,6 +413,8 @@ class _Working:
         until = c.at[k + 1, p] if k + 1 < c.at.shape[0] else np.full(p.size, -1)
         self.until = np.minimum(np.where(until < 0, n_bars, until), c.bust[p] + 1)
         self.exit_bar = c.exits.bar[k, p].copy()
+        self.exit_price = c.exits.price[k, p].copy()
+        self.exit_kind = c.exits.kind[k, p].copy()
         self.to_close = held
         self.to_open = np.full(p.size, np.nan)
         self.live = np.ones(p.size, dtype=bool)
@@ -408,15 +445,39 @@ class _Working:
             book.add(q[j], b[j], d[j], o[j], price[j])
             self.to_open[i[j]] -= o[j]
 
-    def exit_if_hit(self, book: _Book, c: _Columns, k: int, i: np.ndarray) -> None:
-        """An exit in this bar closes what is held and cancels what was still to buy."""
+    def exit_if_hit(self, book: _Book, c: _Columns, i: np.ndarray) -> None:
+        """An exit in this bar closes what is held and cancels what was still to buy. A level reached while
+        the order holds nothing of its own yet (no fill, or the previous position still closing) is passed
+        over: the order's exit becomes the next bar that reaches a level, before the order's time is up."""
         q, b = self.p[i], self.bar[i]
-        hit = (self.exit_bar[i] == b) & (book.units[q] != 0) & (self.to_close[i] == 0)
+        due = self.exit_bar[i] == b
+        hit = due & (book.units[q] != 0) & (self.to_close[i] == 0)
         if hit.any():
             qh = q[hit]
-            book.close_out(qh, b[hit], c.exits.price[k, qh], c.exits.kind[k, qh])
+            book.close_out(qh, b[hit], self.exit_price[i[hit]], self.exit_kind[i[hit]])
             self.to_open[i[hit]] = 0.0
             self.exit_bar[i[hit]] = -1
+        passed = due & ~hit & (self.exit_kind[i] != BANKRUPT)  # a liquidation waits for exit_after
+        if passed.any():
+            self.rearm(c, i[passed])
+
+    def rearm(self, c: _Columns, j: np.ndarray) -> None:
+        """The exits of orders ``j`` move to the next bar after this one that reaches a level, if the order is
+        still in force then; else, in the round in force at the strategy's bust bar, to its liquidation."""
+        levels, q, b = c.exits.levels, self.p[j], self.bar[j]
+        n_bars = levels.next_hit.shape[0]
+        after = np.full(j.size, n_bars)
+        within = b + 1 < n_bars
+        after[within] = levels.next_hit[b[within] + 1, q[within]]
+        rearm = after < self.until[j]
+        bust = ~rearm & (self.until[j] == c.bust[q] + 1)
+        self.exit_bar[j] = np.where(rearm, after, np.where(bust, c.bust[q], -1))
+        if rearm.any():
+            jr, hr = j[rearm], after[rearm]
+            self.exit_price[jr], self.exit_kind[jr] = levels.resolve(hr, q[rearm], np.ones(hr.size, dtype=bool))
+        if bust.any():
+            jb, qb = j[bust], q[bust]
+            self.exit_price[jb], self.exit_kind[jb] = c.close[c.bust[qb], qb], BANKRUPT
 
     def next_bar(self, i: np.ndarray) -> None:
         """What is left waits for the next bar's open, unless the order's time is up."""
@@ -424,12 +485,12 @@ class _Working:
         self.bar[i] += 1
         self.live[i] = pending & (self.bar[i] < self.until[i])
 
-    def exit_after(self, book: _Book, c: _Columns, k: int) -> None:
+    def exit_after(self, book: _Book) -> None:
         """An exit at or after the last bar worked closes what the fills left held."""
         later = (self.exit_bar >= 0) & (book.units[self.p] != 0) & (self.exit_bar >= self.bar - 1)
         if later.any():
             ql = self.p[later]
-            book.close_out(ql, self.exit_bar[later], c.exits.price[k, ql], c.exits.kind[k, ql])
+            book.close_out(ql, self.exit_bar[later], self.exit_price[later], self.exit_kind[later])
 
 
 def _capped_round(book: _Book, c: _Columns, k: int, p: np.ndarray) -> None:
@@ -443,9 +504,9 @@ def _capped_round(book: _Book, c: _Columns, k: int, p: np.ndarray) -> None:
         room = orders.close(book, c, i)
         orders.open(book, c, i, room)
         book.record(p[i], orders.bar[i])
-        orders.exit_if_hit(book, c, k, i)
+        orders.exit_if_hit(book, c, i)
         orders.next_bar(i)
-    orders.exit_after(book, c, k)
+    orders.exit_after(book)
 
 
 def _states(records, n_bars: int, n_strats: int, cash: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -518,7 +579,8 @@ def simulate(
     terms = _Terms(commission, slippage_bps / 1e4, fractional)
     ordered, at = _orders(targets)
     exits = _find_exits(at, ordered, open_, _prices(high, n_bars, n_strats, "high") if stops else open_,
-                        _prices(low, n_bars, n_strats, "low") if stops else open_, terms.slip, stop_loss, take_profit)
+                        _prices(low, n_bars, n_strats, "low") if stops else open_, terms.slip, stop_loss, take_profit,
+                        keep_levels=volume is not None)
     capacity = None
     if volume is not None:
         vol = _prices(volume, n_bars, n_strats, "volume") * volume_share

@@ -5,7 +5,7 @@ import pytest
 
 from emp_core.errors import EmpError
 from emp_core.market_data.ingest import Partition, ingest_bars, new_run_id
-from emp_core.market_data.macro import macro_series
+from emp_core.market_data.macro import load_macro_series, macro_series, macro_series_checks
 from emp_core.market_data.pipeline import ingest_window
 from emp_core.market_data.sources import ShippedSource
 from tests.support import SHIPPED
@@ -105,6 +105,33 @@ def test_macro_availability_is_point_in_time(data_dir):
     assert gdp["period_end"].item() == datetime(2008, 9, 30).date()
     assert gdp["available_at"].item() == datetime(2008, 10, 30).date()
     assert full.select((pl.col("available_at") >= pl.col("period_end")).all()).item()
+
+
+
+@pytest.mark.parametrize(("month", "released"), [
+    # BLS release dates, from its schedule and notices (not from this code): January 2014's CPI on 20 February
+    # 2014; September 2013's, delayed by the federal shutdown, on 30 October 2013
+    (datetime(2014, 1, 1), datetime(2014, 2, 20)),
+    (datetime(2013, 9, 1), datetime(2013, 10, 30)),
+])
+def test_core_cpi_is_never_public_before_its_release(month, released):
+    full, _ = macro_series(SHIPPED)
+    row = full.filter((pl.col("series_id") == "core_cpi") & (pl.col("period_start") == month.date()))
+    assert row.height == 1 and row["available_at"].item() >= released.date()
+
+
+def test_the_point_in_time_check_fails_on_a_row_stamped_before_its_series_lag(store):
+    load = load_macro_series(store, SHIPPED, run_id="r-macro", now=NOW)
+    assert {c.name: c.passed for c in load.checks}["point_in_time"]
+    with store.connect() as con:  # another writer stamps one core CPI month as public 15 days after its end
+        con.execute("UPDATE macro.series SET available_at = period_end + INTERVAL 15 DAY "
+                    "WHERE series_id = 'core_cpi' AND period_start = DATE '2014-01-01'")
+    failed = {c.name: c for c in macro_series_checks(store)}["point_in_time"]
+    assert not failed.passed and failed.metadata["violations"] == 1
+    with store.connect() as con:  # a series the lag table does not list is held to the default lag
+        con.execute("UPDATE macro.series SET series_id = 'unlisted', available_at = period_end + INTERVAL 29 DAY "
+                    "WHERE series_id = 'aaa_yield' AND period_start = DATE '2000-01-01'")
+    assert {c.name: c for c in macro_series_checks(store)}["point_in_time"].metadata["violations"] == 2
 
 
 def test_a_failing_source_is_journaled_and_writes_no_bars(store):

@@ -1,16 +1,31 @@
 """Macro series and the Treasury yield curve, stamped with the date each value became public.
 
 Point in time: a value may reach a bar only from ``available_at`` on. The lags
-below are conservative approximations of the US release calendar:
+below are conservative bounds on the US release calendar: each is at least the
+latest release we know of in the shipped period, so a value is never stamped
+before it was published (it may be stamped a little after):
 
 | series | period | ``available_at`` |
 |---|---|---|
 | realgdp, realcons, realinv, realgovt, realdpi (BEA NIPA) | quarter | period end + 30 days (advance estimate) |
-| cpi, infl, realint, m1, pop, unemp, tbilrate (quarterly aggregates) | quarter | period end + 15 days |
-| core_cpi (BLS CPI-U less food and energy) | month | period end + 15 days |
+| cpi, infl, realint (CPI-based quarterly aggregates) | quarter | period end + 35 days |
+| m1, pop, unemp, tbilrate (quarterly aggregates) | quarter | period end + 15 days |
+| core_cpi (BLS CPI-U less food and energy) | month | period end + 35 days |
 | aaa_yield, baa_yield (Moody's monthly averages) | month | period end + 1 day |
 | vix, wti | day | same day (published at the close) |
 | Treasury par yield curve | day | same day (published after the close) |
+
+CPI: BLS publishes a month's CPI in the next month, usually between the 10th and the 20th, but not always
+(January 2014's on 20 February 2014; September 2013's, delayed by the federal shutdown, on 30 October 2013:
+30 days after the month's end). 35 days covers those with a margin; 15, the lag used before, let a bar see
+January 2014's figure on 16 February, four days before its release.
+
+What these dates do not cover: **revisions**. The shipped values are one vintage, the one current when the
+files were made (FRED's CPILFESL is seasonally adjusted, and its seasonal factors are revised every February
+for five years back; GDP is revised for years). A backtest therefore reads revised figures from their first
+release date. For core CPI's year-on-year rate the revisions are small (seasonal factors largely cancel over
+twelve months); for GDP they are not, and no feature reads GDP. First-release values (ALFRED vintages) would
+remove it; they are not in the packages the data is extracted from, and this machine has no other source.
 
 Rows that cannot be used are quarantined with a reason, like bars.
 """
@@ -30,8 +45,9 @@ from emp_core.store import DuckDBStore
 
 PUBLICATION_LAG_DAYS = {
     **dict.fromkeys(["realgdp", "realcons", "realinv", "realgovt", "realdpi"], 30),
-    **dict.fromkeys(["cpi", "infl", "realint", "m1", "pop", "unemp", "tbilrate"], 15),
-    "core_cpi": 15, "aaa_yield": 1, "baa_yield": 1, "vix": 0, "wti": 0,
+    **dict.fromkeys(["cpi", "infl", "realint", "core_cpi"], 35),
+    **dict.fromkeys(["m1", "pop", "unemp", "tbilrate"], 15),
+    "aaa_yield": 1, "baa_yield": 1, "vix": 0, "wti": 0,
 }
 DEFAULT_LAG_DAYS = 30
 TENORS = ("m1", "m3", "m6", "y1", "y2", "y3", "y5", "y7", "y10", "y20", "y30")
@@ -116,15 +132,24 @@ def load_macro_series(store: DuckDBStore, data_dir: Path, run_id: str, now: date
     if bad.height:
         store.append("market.quarantine", _quarantine(bad, "macro.series", Path(data_dir) / "macro_series.parquet",
                                                       "series_id", "period_start", run_id, now))
-    checks = [
+    return TableLoad("macro.series", good.height, bad.height, macro_series_checks(store), time.perf_counter() - t0)
+
+
+def macro_series_checks(store: DuckDBStore) -> list[CheckOutcome]:
+    """The checks of the stored ``macro.series``, whoever wrote it: ``point_in_time`` holds each row to its
+    series' publication lag (the default lag for a series not listed), not just to its period's end."""
+    lags = ", ".join(f"('{series}', {days})" for series, days in PUBLICATION_LAG_DAYS.items())
+    return [
         _sql_check(store, "unique_series_period", "one value per (series_id, period_start)",
                    "SELECT count(*) - count(DISTINCT (series_id, period_start)) FROM macro.series"),
-        _sql_check(store, "point_in_time", "no value is public before its period ends (available_at >= period_end)",
-                   "SELECT count(*) FROM macro.series WHERE available_at < period_end"),
+        _sql_check(store, "point_in_time",
+                   "no value is public before its period's end plus its series' publication lag",
+                   f"SELECT count(*) FROM macro.series s LEFT JOIN (VALUES {lags}) AS l(series_id, lag) "
+                   f"USING (series_id) WHERE s.available_at IS NULL OR s.period_end IS NULL OR "
+                   f"s.available_at < s.period_end + coalesce(l.lag, {DEFAULT_LAG_DAYS}) * INTERVAL 1 DAY"),
         _sql_check(store, "values_finite", "every value is a finite number",
                    "SELECT count(*) FROM macro.series WHERE NOT isfinite(value)"),
     ]
-    return TableLoad("macro.series", good.height, bad.height, checks, time.perf_counter() - t0)
 
 
 def load_treasury_curve(store: DuckDBStore, data_dir: Path, run_id: str, now: datetime) -> TableLoad:

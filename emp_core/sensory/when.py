@@ -24,7 +24,7 @@ later bar is read):
 
 The release calendar is the ``available_at`` dates of the monthly and quarterly
 macro series. On the shipped series these follow conservative publication-lag
-rules (:mod:`emp_core.market_data.macro`: period end + 15 or + 30 days), not the
+rules (:mod:`emp_core.market_data.macro`: period end + 1 to 35 days), not the
 agencies' announced release days, so there the eve marks the days before those
 dates; given series stamped with the agencies' scheduled dates it marks the real
 eves (an unscheduled delay recorded in ``available_at`` would be known early). The

@@ -21,6 +21,7 @@ to Friday. FX24X5 and data without a calendar: Monday to Friday. 24/7: every day
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 
@@ -57,6 +58,15 @@ def _xnys_sessions() -> pl.Series:
 def _xnys_scheduled() -> pl.Series:
     sessions, adhoc = _xnys()
     return pl.concat([sessions, adhoc]).unique().sort().alias("date")
+
+
+def prepare(calendar: str | None) -> float:
+    """Build ``calendar``'s session tables now (XNYS: exchange_calendars' import and one build per process;
+    later calls are free); the seconds it took, so a caller can report library setup apart from its work."""
+    t0 = time.perf_counter()
+    if calendar == "XNYS":
+        _xnys_sessions(), _xnys_scheduled()
+    return time.perf_counter() - t0
 
 
 def trading_dates(calendar: str | None, first: date, last: date) -> pl.Series:

@@ -56,7 +56,7 @@ def _bars_asset(name: str) -> dg.AssetsDefinition:
                 "window": f"[{partitions[0].start:%Y-%m-%d}, {partitions[-1].end:%Y-%m-%d})",
                 "partitions": len(partitions), "seconds": round(r.seconds, 3),
                 "check_seconds": round(result.check_seconds, 3),
-                "check_setup_seconds": round(result.setup_seconds, 3),
+                "setup_seconds": round(result.setup_seconds, 3),
                 "journal": dg.MetadataValue.md(_journal_preview(r.journal)),
             },
             check_results=[check_result(c) for c in result.checks],

@@ -1,5 +1,6 @@
 """Helpers the tests share (conftest.py holds only fixtures and is never imported by a test)."""
 
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -46,3 +47,12 @@ def daily_bars(symbol: str, start: datetime, days: int) -> pl.DataFrame:
         "symbol": [symbol] * n, "ts": ts, "open": close - 0.5, "high": close + 1.0, "low": close - 1.0,
         "close": close, "volume": [1000.0] * n,
     })
+
+
+def q_kolmogorov(lam: float) -> float:
+    """Q(lambda) = 2 sum_k (-1)^(k-1) exp(-2 k^2 lambda^2), written here: for small lambda through its Jacobi
+    theta form 1 - sqrt(2 pi) / lambda sum_k exp(-(2k - 1)^2 pi^2 / (8 lambda^2)), where it converges fast."""
+    if lam < 1.0:
+        return 1.0 - math.sqrt(2 * math.pi) / lam * sum(
+            math.exp(-((2 * k - 1) ** 2) * math.pi**2 / (8 * lam**2)) for k in range(1, 50))
+    return 2.0 * sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 200))

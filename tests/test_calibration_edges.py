@@ -33,6 +33,7 @@ from emp_core.sensory.calibration import (
     psi_bins,
     window_size,
 )
+from tests.support import q_kolmogorov
 
 LATEST = datetime(2017, 1, 1)  # the latest partition (month) begins here
 REF_START = datetime(2014, 1, 1)  # 36 months before it
@@ -379,15 +380,6 @@ def test_ks_p_value_is_stephens_q_at_every_lambda(lam):
     ne = n * n / (2 * n)
     assert p == pytest.approx(q_kolmogorov((math.sqrt(ne) + 0.12 + 0.11 / math.sqrt(ne)) * got_d), abs=1e-12)
     assert got_d == pytest.approx(ks_2samp(reference, current).statistic, abs=1e-12)
-
-
-def q_kolmogorov(lam: float) -> float:
-    """Q(lambda) = 2 sum_k (-1)^(k-1) exp(-2 k^2 lambda^2), written here: for small lambda through its Jacobi
-    theta form 1 - sqrt(2 pi) / lambda sum_k exp(-(2k - 1)^2 pi^2 / (8 lambda^2)), where it converges fast."""
-    if lam < 1.0:
-        return 1.0 - math.sqrt(2 * math.pi) / lam * sum(
-            math.exp(-((2 * k - 1) ** 2) * math.pi**2 / (8 * lam**2)) for k in range(1, 50))
-    return 2.0 * sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 200))
 
 
 def window_case(seed: int, mix: float, n_ref: int):

@@ -14,9 +14,11 @@ from scipy import stats
 
 from emp_core.evolution.overfitting import (
     PBOResult,
+    _sharpe_from_sums,
     deflated_sharpe,
     effective_bars,
     expected_max_sharpe,
+    no_spread,
     probabilistic_sharpe,
     probability_of_backtest_overfitting,
 )
@@ -228,6 +230,16 @@ def test_a_constant_series_counts_every_bar(value, n):
     """No variation (within rounding: 0.1's mean is not exact, leaving a residue the lag sums would read as
     autocorrelation near 1): nothing to discount, every bar counts."""
     assert effective_bars(np.full(n, value)) == float(n)
+
+
+def test_a_persistent_wobble_within_rounding_still_counts_every_bar():
+    """The rule is on the standard deviation (sqrt of the mean squared deviation), 1e-12 of the largest |return|:
+    1.0 with a slow wobble of 1e-14 (sd about 7e-15, far below 1e-12) is constant, so all 1,000 bars count, though
+    the wobble's autocorrelation is near 1 (read as a signal it would leave a handful of effective bars)."""
+    k = np.arange(1000)
+    r = 1.0 + 1e-14 * np.sin(2 * np.pi * k / 200)
+    assert np.std(r) < 1e-13 and newey_west_bars(r - 1.0) < 300  # the same shape, scaled up, is persistent
+    assert effective_bars(r) == 1000.0
 
 
 def test_effective_bars_lag_count_by_hand():
@@ -725,3 +737,26 @@ def test_constant_returns_whose_mean_is_inexact_have_zero_variance(value):
         probabilistic_sharpe(returns)
     with pytest.raises(ValueError, match="zero variance"):
         deflated_sharpe(returns, np.linspace(-0.1, 0.1, 1000))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the two tolerances at their documented edges
+
+
+@pytest.mark.parametrize("largest", [1e-3, 1.0, 250.0])
+def test_no_spread_is_a_standard_deviation_at_most_1e_12_of_the_largest_value(largest):
+    assert no_spread(1e-12 * largest, largest) and no_spread(0.0, largest)
+    assert not no_spread(1.5e-12 * largest, largest)
+    assert no_spread(np.array([0.9e-12, 1.5e-12]) * largest, largest).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("s2", [1e-4, 1.0, 1e4])  # sums of squares far from 1: the share is relative to them
+def test_cscv_sharpe_is_nan_when_the_deviations_are_at_most_1e_7_of_the_sum_of_squares(s2):
+    """Two halves of n = 50 rows each whose sum of squared deviations, ss = s2 - s1^2 / n, is 0.9e-7 (lost to
+    cancellation: NaN) and 1.5e-7 (kept: a finite Sharpe ratio from the sums) of the sum of squares s2."""
+    n = np.array([50.0, 50.0])
+    share = np.array([0.9e-7, 1.5e-7])
+    s1 = np.sqrt(n * s2 * (1.0 - share))
+    sr = _sharpe_from_sums(s1, np.full(2, s2), n, np.zeros(2))
+    assert math.isnan(sr[0])
+    assert sr[1] == pytest.approx((s1[1] / 50) / math.sqrt(s2 * 1.5e-7 / 49), rel=1e-6)

@@ -469,6 +469,31 @@ def test_a_capped_stop_rearmed_into_the_bust_bar_fills_before_the_liquidation():
     assert r.equity[:, 0].tolist() == [15, 15, 15, 0, 0] and r.trades[0] == 1
 
 
+
+def test_a_capped_stop_passed_over_on_the_next_to_last_bar_rearms_onto_the_last():
+    # no volume on bars 1-3, whose bar 3 reaches the stop 9 with nothing held; 1 unit fills on bar 4, the last,
+    # which reaches the stop again: sold there at 9
+    low = np.array([9.5, 9.5, 9.5, 8.5, 8.5])
+    r = capped(np.full(5, 10.0), np.ones(5), [5, 0, 0, 0, 5], cash=15.0, high=np.full(5, 10.5), low=low,
+               stop_loss=0.1)
+    assert fills_of(r, 0) == [[4, 1, 10, ORDER], [4, -1, 9, STOP_LOSS]]
+
+
+def test_bankrupt_while_a_capped_reversal_still_closes_liquidates_the_rest_at_the_close():
+    # short 99 at 10 (cash 1000); reversed to long at bar 3: the buy-back takes 50 at 10 (bar 3), then 30 at the
+    # open of bar 4, which jumps to 40 (loss 900, cash 100); 19 short remain: marked at 40 the equity is
+    # 100 - 19 * 30 = -470, bankrupt at bar 4's close. The long's take-profit 11 is reached in bar 4 while the
+    # short still closes (passed over, the bar is the last the order may work): the 19 are liquidated at the
+    # close, 40, and nothing is held or owed from bar 4 on
+    open_ = np.array([10.0, 10.0, 10.0, 10.0, 40.0, 40.0])
+    r = simulate(open_, open_, np.array([-1, -1, 1, 1, 1, 1.0]), volume=np.array([1000, 1000, 1000, 50, 30, 1000.0]),
+                 volume_share=1.0, cash=1000.0, high=np.array([10.5, 10.5, 10.5, 10.5, 41.0, 41.0]),
+                 low=np.array([9.5, 9.5, 9.5, 9.5, 39.0, 39.0]), take_profit=0.1)
+    assert fills_of(r, 0) == [[1, -99, 10, ORDER], [3, 50, 10, ORDER], [4, 30, 40, ORDER], [4, 19, 40, BANKRUPT]]
+    assert r.units[:, 0].tolist() == [0, -99, -99, -49, 0, 0]
+    assert r.equity[:, 0].tolist() == [1000, 1000, 1000, 1000, 0, 0] and r.trades[0] == 1
+
+
 # ---------------------------------------------------------------- validation
 
 

@@ -161,7 +161,7 @@ class _Exits:
 
 
 def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray,
-                slip: float, stop_loss: np.ndarray, take_profit: np.ndarray, *, keep_levels: bool = False) -> _Exits:
+                slip: float, stop_loss: np.ndarray, take_profit: np.ndarray, *, keep_levels: bool) -> _Exits:
     rounds, n_strats = at.shape
     n_bars = open_.shape[0]
     exits = _Exits(np.full(at.shape, -1), np.full(at.shape, np.nan), np.zeros(at.shape, dtype=np.int8))
@@ -486,8 +486,10 @@ class _Working:
         self.live[i] = pending & (self.bar[i] < self.until[i])
 
     def exit_after(self, book: _Book) -> None:
-        """An exit at or after the last bar worked closes what the fills left held."""
-        later = (self.exit_bar >= 0) & (book.units[self.p] != 0) & (self.exit_bar >= self.bar - 1)
+        """An exit still pending when the order stops working closes what the fills left held. It lies at or
+        after the last bar worked: an exit met on a worked bar was taken (-1) or moved past it (``rearm``),
+        except a liquidation, which waits here and is the last bar worked (the bust bar)."""
+        later = (self.exit_bar >= 0) & (book.units[self.p] != 0)
         if later.any():
             ql = self.p[later]
             book.close_out(ql, self.exit_bar[later], self.exit_price[later], self.exit_kind[later])

@@ -50,8 +50,8 @@ def ingest_window(
     """
     spec = dataset(dataset_name)
     now = now or utcnow()
-    setup = calendars.prepare(spec.calendar)
     try:
+        setup = calendars.prepare(spec.calendar)
         report = ingest_bars(store, source, spec.name, run_id=run_id, partitions=partitions, symbols=symbols,
                              now=now)
     except Exception as exc:

@@ -1,31 +1,45 @@
 """Macro series and the Treasury yield curve, stamped with the date each value became public.
 
 Point in time: a value may reach a bar only from ``available_at`` on. The lags
-below are conservative bounds on the US release calendar: each is at least the
-latest release we know of in the shipped period, so a value is never stamped
-before it was published (it may be stamped a little after):
+below are conservative bounds on the US release calendar, each set above the
+latest releases we know of in the shipped period (listed below, as we know them:
+not checked against every release, nor against an archive from this machine),
+so that a value is stamped on or after its publication:
 
 | series | period | ``available_at`` |
 |---|---|---|
-| realgdp, realcons, realinv, realgovt, realdpi (BEA NIPA) | quarter | period end + 30 days (advance estimate) |
+| realgdp, realcons, realinv, realgovt, realdpi (BEA NIPA) | quarter | period end + 55 days |
 | cpi, infl, realint (CPI-based quarterly aggregates) | quarter | period end + 35 days |
-| m1, pop, unemp, tbilrate (quarterly aggregates) | quarter | period end + 15 days |
+| unemp | quarter | period end + 25 days |
+| m1 | quarter | period end + 20 days |
+| pop, and any series not listed | quarter | period end + 30 days |
+| tbilrate (average of daily market rates) | quarter | period end + 15 days |
 | core_cpi (BLS CPI-U less food and energy) | month | period end + 35 days |
 | aaa_yield, baa_yield (Moody's monthly averages) | month | period end + 1 day |
 | vix, wti | day | same day (published at the close) |
 | Treasury par yield curve | day | same day (published after the close) |
 
-CPI: BLS publishes a month's CPI in the next month, usually between the 10th and the 20th, but not always
-(January 2014's on 20 February 2014; September 2013's, delayed by the federal shutdown, on 30 October 2013:
-30 days after the month's end). 35 days covers those with a margin; 15, the lag used before, let a bar see
-January 2014's figure on 16 February, four days before its release.
+The late releases these cover:
+- CPI: BLS publishes a month's CPI in the next month, usually between the 10th and the 20th. January 2014's came
+  on 20 February 2014. September 2013's was delayed by the federal shutdown to 30 October 2013, 30 days after the
+  month's end. The lag used before, 15 days, let a bar see January 2014's figure four days before its release.
+- GDP: BEA's advance estimate usually comes about 30 days after the quarter: Q2 2008 and Q2 2009 came on 31 July,
+  31 days. Q4 1995's was delayed by the shutdown of that winter into late February 1996.
+- Unemployment: the jobs report for December 1995 was delayed to 19 January 1996.
 
-What these dates do not cover: **revisions**. The shipped values are one vintage, the one current when the
-files were made (FRED's CPILFESL is seasonally adjusted, and its seasonal factors are revised every February
-for five years back; GDP is revised for years). A backtest therefore reads revised figures from their first
-release date. For core CPI's year-on-year rate the revisions are small (seasonal factors largely cancel over
-twelve months); for GDP they are not, and no feature reads GDP. First-release values (ALFRED vintages) would
-remove it; they are not in the packages the data is extracted from, and this machine has no other source.
+What these dates do not cover:
+- **Revisions.** The shipped values are one vintage, the one current when the files were made. FRED's CPILFESL is
+  seasonally adjusted, and its seasonal factors are revised every February for five years back; GDP is revised
+  for years. A backtest therefore reads revised figures from their first release date. For core CPI's
+  year-on-year rate the revisions are small, because seasonal factors largely cancel over twelve months. For GDP
+  they are not, and no feature reads GDP.
+- **Values computed after the fact.** Core CPI's early values were never published at the time (the
+  "less food and energy" aggregate and CPI-U itself came later), so their dates are not release dates.
+- **Why no bar is affected by the early values.** WHY reads inflation at most 78 months back (a 60-month z-score
+  of 18-month changes), and the shipped bars begin in 1999.
+
+First-release values (ALFRED vintages) would remove both problems. They are not in the packages the data is
+extracted from, and this machine has no other source.
 
 Rows that cannot be used are quarantined with a reason, like bars.
 """
@@ -44,9 +58,9 @@ from emp_core.market_data.quality import CheckOutcome
 from emp_core.store import DuckDBStore
 
 PUBLICATION_LAG_DAYS = {
-    **dict.fromkeys(["realgdp", "realcons", "realinv", "realgovt", "realdpi"], 30),
+    **dict.fromkeys(["realgdp", "realcons", "realinv", "realgovt", "realdpi"], 55),
     **dict.fromkeys(["cpi", "infl", "realint", "core_cpi"], 35),
-    **dict.fromkeys(["m1", "pop", "unemp", "tbilrate"], 15),
+    "unemp": 25, "m1": 20, "pop": 30, "tbilrate": 15,
     "aaa_yield": 1, "baa_yield": 1, "vix": 0, "wti": 0,
 }
 DEFAULT_LAG_DAYS = 30
@@ -137,7 +151,9 @@ def load_macro_series(store: DuckDBStore, data_dir: Path, run_id: str, now: date
 
 def macro_series_checks(store: DuckDBStore) -> list[CheckOutcome]:
     """The checks of the stored ``macro.series``, whoever wrote it: ``point_in_time`` holds each row to its
-    series' publication lag (the default lag for a series not listed), not just to its period's end."""
+    series' publication lag (the default lag for a series not listed), not just to its period's end. It reads
+    the same lag table as the loader, so it guards the table against other writers and the loader against a
+    change of rule, not the table of lags itself (the tests pin that against known release dates)."""
     lags = ", ".join(f"('{series}', {days})" for series, days in PUBLICATION_LAG_DAYS.items())
     return [
         _sql_check(store, "unique_series_period", "one value per (series_id, period_start)",
@@ -145,8 +161,8 @@ def macro_series_checks(store: DuckDBStore) -> list[CheckOutcome]:
         _sql_check(store, "point_in_time",
                    "no value is public before its period's end plus its series' publication lag",
                    f"SELECT count(*) FROM macro.series s LEFT JOIN (VALUES {lags}) AS l(series_id, lag) "
-                   f"USING (series_id) WHERE s.available_at IS NULL OR s.period_end IS NULL OR "
-                   f"s.available_at < s.period_end + coalesce(l.lag, {DEFAULT_LAG_DAYS}) * INTERVAL 1 DAY"),
+                   f"USING (series_id) "
+                   f"WHERE s.available_at < s.period_end + coalesce(l.lag, {DEFAULT_LAG_DAYS}) * INTERVAL 1 DAY"),
         _sql_check(store, "values_finite", "every value is a finite number",
                    "SELECT count(*) FROM macro.series WHERE NOT isfinite(value)"),
     ]

@@ -126,7 +126,6 @@ class _Levels:
     stop: np.ndarray
     take: np.ndarray
     stop_hit: np.ndarray
-    take_hit: np.ndarray
     next_hit: np.ndarray
     slip: float
 
@@ -145,7 +144,7 @@ class _Levels:
 
     def columns(self, cols: np.ndarray) -> _Levels:
         return _Levels(*(getattr(self, f)[:, cols] for f in ("open_", "long_", "stop", "take", "stop_hit",
-                                                              "take_hit", "next_hit")), self.slip)
+                                                              "next_hit")), self.slip)
 
 
 @dataclass(frozen=True)
@@ -184,9 +183,9 @@ def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np
         take_hit = (direction != 0) & np.where(long_, high >= take_level, low <= take_level)
     hit = stop_hit | take_hit
     # First hit at or after each bar, per column (reverse running minimum of hit bar indices).
-    rows = np.where(hit, np.arange(n_bars)[:, None], n_bars)
+    rows = np.where(hit, np.arange(n_bars, dtype=np.int32 if n_bars < 2**31 else np.int64)[:, None], n_bars)
     next_hit = np.minimum.accumulate(rows[::-1], axis=0)[::-1]
-    levels = _Levels(open_, long_, stop_level, take_level, stop_hit, take_hit, next_hit, slip)
+    levels = _Levels(open_, long_, stop_level, take_level, stop_hit, next_hit, slip)
     first = next_hit[at[ks, ps], ps]
     segment_end = np.where(ks + 1 < rounds, at[np.minimum(ks + 1, rounds - 1), ps], -1)
     segment_end = np.where(segment_end < 0, n_bars, segment_end)  # the next order's bar (exclusive)

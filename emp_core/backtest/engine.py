@@ -183,7 +183,7 @@ def _find_exits(at: np.ndarray, ordered: np.ndarray, open_: np.ndarray, high: np
         take_hit = (direction != 0) & np.where(long_, high >= take_level, low <= take_level)
     hit = stop_hit | take_hit
     # First hit at or after each bar, per column (reverse running minimum of hit bar indices).
-    rows = np.where(hit, np.arange(n_bars, dtype=np.int32 if n_bars < 2**31 else np.int64)[:, None], n_bars)
+    rows = np.where(hit, np.arange(n_bars)[:, None], n_bars)
     next_hit = np.minimum.accumulate(rows[::-1], axis=0)[::-1]
     levels = _Levels(open_, long_, stop_level, take_level, stop_hit, next_hit, slip)
     first = next_hit[at[ks, ps], ps]

@@ -34,7 +34,7 @@ def test_emp_evolve_reports_the_decision_and_counts_trials_across_runs(emp_home,
     assert set(first) >= KEYS
     assert isinstance(first["promoted"], bool) and first["reason"].startswith(("promoted", "no champion"))
     assert first["promoted"] == (first["champion"] is not None)
-    assert 1 <= first["n_effective"] <= first["n_trials"] and first["trials_added"] > 0
+    assert first["n_effective"] >= 1 and first["n_trials"] > 0 and first["trials_added"] > 0  # N_eff may exceed N
     registry = DuckDBStore(emp_home / "emp.duckdb").query(
         "SELECT count(DISTINCT genome_hash) AS n, count(*) AS rows FROM evolution.trials")
     assert registry["n"].item() == first["n_trials"] and registry["rows"].item() == first["trials_added"]

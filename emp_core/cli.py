@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_features(sub)
     _add_backtest(sub)
     _add_evolve(sub)
+    _add_db(sub)
     for ep in entry_points(group="emp.commands"):
         ep.load()(sub)
     for p in sub.choices.values():  # -q also after the command name (emp evolve ... -q), every command alike
@@ -244,6 +245,28 @@ def _add_evolve(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (the decision and its figures)")
 
 
+def _add_db(sub) -> None:
+    db = sub.add_parser("db", help="the institutional store (PostgreSQL): schema migrations",
+                        description="The institutional store's schema, versioned in sql/postgres/.")
+    actions = db.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
+    p = _subcommand(
+        actions, "migrate", "apply the versioned DDL of sql/postgres/ (idempotent; records applied versions)",
+        "Apply every migration in sql/postgres/ that the database has not recorded yet, in version order,\n"
+        "each in its own transaction; create the database first if the server lacks it. Examples:\n"
+        "  emp db migrate\n"
+        "  emp db migrate --url postgresql://127.0.0.1:5432/emp --json", cmd_db_migrate)
+    p.add_argument("--url", help="PostgreSQL connection string (default $EMP_PG_URL, postgresql://127.0.0.1:5432/emp)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (versions applied and already applied)")
+    p.set_defaults(prog="emp db migrate")
+    db.set_defaults(func=lambda _args: db.print_help() or EXIT_USAGE)  # `emp db` alone: its actions
+
+
+def cmd_db_migrate(args) -> int:
+    from emp_core.store.cli import run_db_migrate
+
+    return run_db_migrate(args.url, as_json=args.json)
+
+
 def cmd_ingest(args) -> int:
     from emp_core.market_data.cli import run_ingest
 
@@ -310,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.command:
-            prog = f"emp {args.command}"
+            prog = getattr(args, "prog", None) or f"emp {args.command}"  # a nested command names itself
         if args.quiet:
             log.setLevel(logging.WARNING)
         if not getattr(args, "func", None):

@@ -6,6 +6,7 @@
 | ``EMP_TIER`` | ``embedded`` | ``embedded`` or ``institutional`` |
 | ``EMP_DATA_DIR`` | ``<repo>/data`` | the shipped real data (Parquet) |
 | ``DAGSTER_HOME`` | ``$EMP_HOME/dagster`` | Dagster instance directory |
+| ``EMP_PG_URL`` | ``postgresql://127.0.0.1:5432/emp`` | the institutional store (PostgreSQL) |
 | ``EMP_REQUIRE_SERVICES`` | unset | ``1``: tests that need PostgreSQL, Redis or Java fail instead of skipping |
 
 Set here for child processes: ``PYSPARK_PYTHON`` (Spark's Python workers run this interpreter, so
@@ -22,6 +23,7 @@ from emp_core.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIERS = ("embedded", "institutional")
+DEFAULT_PG_URL = "postgresql://127.0.0.1:5432/emp"
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Settings:
     data_dir: Path
     dagster_home: Path
     require_services: bool = False
+    pg_url: str = DEFAULT_PG_URL
 
     @property
     def duckdb_path(self) -> Path:
@@ -47,7 +50,9 @@ def settings(env: dict[str, str] | None = None) -> Settings:
     data_dir = Path(env.get("EMP_DATA_DIR") or REPO_ROOT / "data").expanduser().resolve()
     dagster_home = Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().resolve()
     require = env.get("EMP_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
-    return Settings(home=home, tier=tier, data_dir=data_dir, dagster_home=dagster_home, require_services=require)
+    pg_url = env.get("EMP_PG_URL", "").strip() or DEFAULT_PG_URL
+    return Settings(home=home, tier=tier, data_dir=data_dir, dagster_home=dagster_home, require_services=require,
+                    pg_url=pg_url)
 
 
 def python_for_spark_workers(executable: str) -> None:

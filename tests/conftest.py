@@ -110,3 +110,28 @@ def webserver(demo_home):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+PG_SERVER = "postgresql://127.0.0.1:5432"
+
+
+@pytest.fixture
+def pg_url():
+    """A private, empty database on the loopback PostgreSQL server, dropped after the test (its URL)."""
+    import uuid
+
+    try:
+        import psycopg
+    except ImportError:
+        service_missing("psycopg (the dev set's PostgreSQL driver)")
+    name = f"emp_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError:
+        service_missing(f"PostgreSQL on {PG_SERVER}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{PG_SERVER}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,4 +1,5 @@
-"""Stores: the embedded DuckDB store (institutional PostgreSQL arrives with its own issue)."""
+"""Stores: the embedded DuckDB store; the institutional PostgreSQL store is being built (issue 11): its
+versioned schema is applied by :mod:`emp_core.store.migrations` (`emp db migrate`)."""
 
 from emp_core.store.duckdb_store import BAR_TABLES, DuckDBStore, StoreLockedError
 

@@ -115,3 +115,29 @@ def test_emp_db_migrate_json(pg_url, capsys):
     assert main(["db", "migrate", "--url", pg_url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["applied"] == []
 
+
+
+# DuckDB type -> the PostgreSQL type the institutional DDL uses for it
+PG_TYPE = {"VARCHAR": "text", "TIMESTAMP": "timestamp without time zone", "DOUBLE": "double precision",
+           "BIGINT": "bigint", "DATE": "date"}
+# deliberate differences: the quarantined row's raw values are JSON text in DuckDB, jsonb in PostgreSQL
+DIFFERENT = {("market.quarantine", "raw"): ("VARCHAR", "jsonb")}
+
+
+def test_the_two_stores_declare_the_same_market_and_macro_tables(pg_url, tmp_path):
+    """Column for column (name, order, nullability, type): a table or column added to one store's schema and
+    not the other's fails here."""
+    from emp_core.store import DuckDBStore
+
+    duck = DuckDBStore(tmp_path / "emp.duckdb")
+    layout = ("SELECT table_schema || '.' || table_name, column_name, data_type, is_nullable "
+              "FROM information_schema.columns WHERE table_schema IN ('market', 'macro') "
+              "ORDER BY 1, ordinal_position")
+    embedded = duck.query(layout).rows()
+    migrate(pg_url)
+    with psycopg.connect(pg_url) as con:
+        institutional = con.execute(layout).fetchall()
+    assert len(embedded) > 40
+    want = [(table, column, DIFFERENT.get((table, column), (kind, PG_TYPE[kind]))[1], nullable)
+            for table, column, kind, nullable in embedded]
+    assert institutional == want

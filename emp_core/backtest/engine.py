@@ -64,7 +64,7 @@ by the liquidation.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -129,7 +129,7 @@ class _Levels:
     next_hit: np.ndarray
     slip: float
 
-    def resolve(self, h: np.ndarray, p: np.ndarray, gapped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def resolve(self, h: np.ndarray, p: np.ndarray, gapped: np.ndarray | bool) -> tuple[np.ndarray, np.ndarray]:
         """(price, kind) of the exits at bars ``h`` of strategies ``p``. The open is the bar's first trade: a level
         it is already through (``gapped``: not the entry bar, whose open is the entry fill) fills there, before the
         bar's range; inside the range the stop is assumed first."""
@@ -143,8 +143,8 @@ class _Levels:
         return price * (1.0 + exit_side * self.slip), np.where(is_stop, STOP_LOSS, TAKE_PROFIT).astype(np.int8)
 
     def columns(self, cols: np.ndarray) -> _Levels:
-        return _Levels(*(getattr(self, f)[:, cols] for f in ("open_", "long_", "stop", "take", "stop_hit",
-                                                              "next_hit")), self.slip)
+        """The levels of strategies ``cols`` alone (every per-bar field, by column)."""
+        return replace(self, **{f.name: getattr(self, f.name)[:, cols] for f in fields(self) if f.name != "slip"})
 
 
 @dataclass(frozen=True)
@@ -473,7 +473,7 @@ class _Working:
         self.exit_bar[j] = np.where(rearm, after, np.where(bust, c.bust[q], -1))
         if rearm.any():
             jr, hr = j[rearm], after[rearm]
-            self.exit_price[jr], self.exit_kind[jr] = levels.resolve(hr, q[rearm], np.ones(hr.size, dtype=bool))
+            self.exit_price[jr], self.exit_kind[jr] = levels.resolve(hr, q[rearm], True)  # after the order bar
         if bust.any():
             jb, qb = j[bust], q[bust]
             self.exit_price[jb], self.exit_kind[jb] = c.close[c.bust[qb], qb], BANKRUPT

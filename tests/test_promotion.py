@@ -7,7 +7,7 @@ import pytest
 from emp_core.errors import EmpError
 from emp_core.evolution.genome import GENE_NAMES
 from emp_core.evolution.overfitting import expected_max_sharpe
-from emp_core.evolution.registry import SCHEMA, DuckDBRegistry, MemoryRegistry
+from emp_core.evolution.registry import SCHEMA, MemoryRegistry, StoreRegistry
 from emp_core.evolution.snooping import effective_trials, null_maximum, stationary_bootstrap_indices
 from emp_core.store import DuckDBStore
 
@@ -85,7 +85,7 @@ def rows(keys: list[str], dataset: str = "d", config: str = "c") -> pl.DataFrame
 
 @pytest.mark.parametrize("kind", ["memory", "duckdb"])
 def test_the_registry_is_idempotent_and_persistent(kind, tmp_path):
-    make = MemoryRegistry if kind == "memory" else (lambda: DuckDBRegistry(DuckDBStore(tmp_path / "emp.duckdb")))
+    make = MemoryRegistry if kind == "memory" else (lambda: StoreRegistry(DuckDBStore(tmp_path / "emp.duckdb")))
     registry = make()
     assert registry.record(rows(["a", "b", "b"])) == 2  # a duplicate key in one batch is one row
     assert registry.record(rows(["a", "b"])) == 0

@@ -16,12 +16,12 @@ from emp_core.config import settings
 from emp_core.errors import EmpError
 from emp_core.evolution.fitness import Universe
 from emp_core.evolution.promotion import figure
-from emp_core.evolution.registry import DuckDBRegistry
+from emp_core.evolution.registry import StoreRegistry
 from emp_core.evolution.run import EvolutionSettings, evolve_universe
 from emp_core.market_data.readers import read_bar_file
 from emp_core.market_data.validate import validate_bars
 from emp_core.sensory.features import compute_features, is_intraday
-from emp_core.store import DuckDBStore
+from emp_core.store import open_store
 
 log = logging.getLogger("emp.evolve")
 
@@ -81,9 +81,9 @@ def run_evolve(data: Path, *, symbol: str | None = None, seed: int = 0, populati
             print(f"  every quarantined row, with its reason: {quarantine_path}")
     cfg = EvolutionSettings(population=population, generations=generations, seed=seed,
                             train_years=train_years, commission=commission)
-    store = DuckDBStore(settings().duckdb_path)
+    store = open_store()
     run_id = f"cli-{utcnow():%Y%m%dT%H%M%S%f}"
-    result = evolve_universe(universe, cfg, run_id=run_id, registry=DuckDBRegistry(store), dataset=dataset)
+    result = evolve_universe(universe, cfg, run_id=run_id, registry=StoreRegistry(store), dataset=dataset)
     d = result.decision
     report = {"promoted": d.promoted, "reason": d.reason, "champion": result.champion.as_dict() if d.promoted else None,
               "dataset": dataset, "run_id": run_id, "trials_added": result.trials_added,
@@ -101,7 +101,7 @@ def _finite(values: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
 
 
-def _print_decision(r: dict, store: DuckDBStore) -> None:
+def _print_decision(r: dict, store) -> None:
     num = partial(figure, r)
 
     print(f"decision: {'champion ' + r['champion']['name'] + ' promoted' if r['promoted'] else 'no champion'}")
@@ -115,4 +115,4 @@ def _print_decision(r: dict, store: DuckDBStore) -> None:
           f"{num('oos_sharpe', '.4f')} per bar)")
     print(f"  PBO                  {num('pbo')}  ({r['pbo_configs']} configurations, {r['pbo_splits']} splits)")
     print(f"  reason: {r['reason']}")
-    print(f"registry: {store.path} evolution.trials, dataset {r['dataset']} ({r['seconds']:.1f} s)")
+    print(f"registry: {store.location} evolution.trials, dataset {r['dataset']} ({r['seconds']:.1f} s)")

@@ -18,7 +18,7 @@ return moments (bars, mean, standard deviation, skewness, kurtosis, Sharpe ratio
   over the dataset's history does not start again when a bar is added.
 
 ``MemoryRegistry`` keeps the rows in memory (benchmarks, tests, a one-off walk-forward);
-``DuckDBRegistry`` keeps them in the embedded store's ``evolution.trials`` table.
+``StoreRegistry`` keeps them in the store's ``evolution.trials`` table (either tier).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import polars as pl
 
 from emp_core.clock import utcnow
 from emp_core.evolution.genome import GENE_NAMES, Genome
-from emp_core.store.duckdb_store import add_missing_columns
 
 KEY = ("dataset", "dataset_version", "config_hash", "window_id", "phase", "genome_hash")
 MOMENTS = ("n_bars", "ret_mean", "ret_std", "ret_skew", "ret_kurtosis", "sharpe_per_bar")
@@ -128,44 +127,22 @@ class MemoryRegistry:
         return self._rows.filter(pl.col("dataset") == dataset)
 
 
-class DuckDBRegistry:
-    """``evolution.trials`` in the embedded store: appended to, never replaced."""
+class StoreRegistry:
+    """``evolution.trials`` in the tier's store (embedded or institutional): appended to, never replaced."""
 
     def __init__(self, store) -> None:
         self.store = store
 
-    def _ensure(self, con) -> None:
-        """The table, with every column of ``SCHEMA`` (one an earlier version lacked is added, empty)."""
-        cols = ", ".join(f"{c} {_sql_type(t)}" for c, t in SCHEMA.items())
-        con.execute("CREATE SCHEMA IF NOT EXISTS evolution")
-        con.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols}, PRIMARY KEY ({', '.join(KEY)}))")
-        con.register("trial_schema", pl.DataFrame(schema=SCHEMA).to_arrow())
-        add_missing_columns(con, TABLE, "trial_schema")
-        con.unregister("trial_schema")
-
     def record(self, rows: pl.DataFrame) -> int:
         new = _conform(rows)
-        with self.store.connect() as con:
-            self._ensure(con)
-            before = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
-            con.register("new_trials", new.to_arrow())
-            con.execute(f"INSERT OR IGNORE INTO {TABLE} BY NAME SELECT * FROM new_trials")
-            con.unregister("new_trials")
-            return con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] - before
+        self.store.ensure_table(TABLE, SCHEMA, KEY)
+        return self.store.insert_new(TABLE, new, KEY)
 
     def trials(self, dataset: str) -> pl.DataFrame:
-        with self.store.connect() as con:
-            self._ensure(con)
-            return con.execute(f"SELECT * FROM {TABLE} WHERE dataset = $d "
-                               "ORDER BY recorded_at, run_id, window_id, phase, genome_hash", {"d": dataset}).pl()
-
-
-def _sql_type(dtype: pl.DataType) -> str:
-    for polars_type, sql in ((pl.String, "VARCHAR"), (pl.Int64, "BIGINT"), (pl.Float64, "DOUBLE"),
-                             (pl.Boolean, "BOOLEAN"), (pl.Datetime, "TIMESTAMP")):
-        if dtype == polars_type:
-            return sql
-    raise TypeError(f"no SQL type for {dtype}")
+        self.store.ensure_table(TABLE, SCHEMA, KEY)
+        frame = self.store.query(f"SELECT * FROM {TABLE} WHERE dataset = $d "
+                                 "ORDER BY recorded_at, run_id, window_id, phase, genome_hash", {"d": dataset})
+        return frame.select([pl.col(c).cast(t) for c, t in SCHEMA.items()])
 
 
 def distinct_trials(frame: pl.DataFrame) -> pl.DataFrame:

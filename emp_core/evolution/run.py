@@ -34,7 +34,7 @@ from emp_core.errors import EmpError
 from emp_core.evolution.fitness import FEATURE_COLUMNS, Universe, evaluate
 from emp_core.evolution.genome import CATALOGUE, Genome
 from emp_core.evolution.promotion import DEFAULT_GATES, Gates, decision_schema
-from emp_core.evolution.registry import DuckDBRegistry, genome_hash
+from emp_core.evolution.registry import StoreRegistry, genome_hash
 from emp_core.evolution.walkforward import WalkForwardResult, walk_forward, windows
 from emp_core.market_data.quality import CheckOutcome
 from emp_core.store import DuckDBStore
@@ -66,7 +66,7 @@ class EvolutionRun:
 def load_universe(store: DuckDBStore, dataset: str = "bars_1d") -> Universe:
     counts = store.table_counts()
     if not counts.get(f"market.{dataset}") or not counts.get("sensory.fused"):
-        raise EmpError(f"{store.path}: evolution needs market.{dataset} and sensory.fused; materialise them first")
+        raise EmpError(f"{store.location}: evolution needs market.{dataset} and sensory.fused; materialise them first")
     bars = store.read_bars(dataset)
     features = store.query(f"SELECT symbol, ts, {', '.join(FEATURE_COLUMNS)} FROM sensory.fused "
                            "WHERE dataset = $d ORDER BY symbol, ts", {"d": dataset})
@@ -83,7 +83,7 @@ def run_evolution(store: DuckDBStore, settings: EvolutionSettings, *, run_id: st
     t0 = time.perf_counter()
     universe = load_universe(store, dataset)
     result = evolve_universe(universe, settings, run_id=run_id, evaluator=evaluator,
-                             registry=DuckDBRegistry(store), dataset=dataset)
+                             registry=StoreRegistry(store), dataset=dataset)
     tables = result_tables(result, run_id, dataset)
     for name in ("evolution.lineage", "evolution.catalogue", "evolution.experiment_log", "evolution.population",
                  "evolution.fitness_runs"):

@@ -12,7 +12,7 @@ from emp_core.errors import EmpError
 from emp_core.market_data import sources
 from emp_core.market_data.ingest import Partition, ingest_bars, journal_failure, new_run_id
 from emp_core.market_data.sources import BarSource
-from emp_core.store import DuckDBStore
+from emp_core.store import open_store
 
 SOURCES = ("file", "shipped", "synthetic", "yahoo")
 
@@ -48,14 +48,12 @@ def run_ingest(source: str, *, data: Path | None = None, symbol: str | None = No
     ``start``/``end`` are the half-open window ``[start, end)`` (the command line's inclusive
     ``--end`` is converted by its parser); the whole source when both are ``None``."""
     cfg = settings()
-    if (tier or cfg.tier) != "embedded":
-        raise EmpError("the institutional tier (PostgreSQL) is not available in this version; use --tier embedded")
     if start and end and end <= start:
         raise EmpError(f"the window {start:%Y-%m-%d} .. {end:%Y-%m-%d} is empty")
     bar_source = make_source(source, data=data, symbol=symbol, symbols=symbols, start=start, end=end,
                              interval=interval, n_symbols=n_symbols, seed=seed)
     dataset = f"bars_{interval}"
-    store = DuckDBStore(cfg.duckdb_path)
+    store = open_store(cfg, tier=tier)
     run_id = new_run_id("cli")
     partitions = None
     if source in ("shipped", "yahoo", "synthetic") and (start or end):
@@ -67,12 +65,12 @@ def run_ingest(source: str, *, data: Path | None = None, symbol: str | None = No
         report = ingest_bars(store, bar_source, dataset, run_id=run_id, partitions=partitions, symbols=chosen,
                              naive_tz=naive_tz)
     except EmpError as exc:
-        if store.path.exists():
+        if store.exists():
             journal_failure(store, run_id=run_id, dataset_name=dataset, source=bar_source, partitions=partitions,
                             error=str(exc))
         raise
     print(report.summary())
-    print(f"store: {store.path}  table: market.{dataset}  run: {run_id}")
+    print(f"store: {store.location}  table: market.{dataset}  run: {run_id}")
     if report.rows_quarantined:
         print(f"quarantined rows: SELECT * FROM market.quarantine WHERE run_id = '{run_id}'")
     return 0

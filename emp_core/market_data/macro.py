@@ -162,9 +162,9 @@ def macro_series_checks(store: DuckDBStore) -> list[CheckOutcome]:
                    "no value is public before its period's end plus its series' publication lag",
                    f"SELECT count(*) FROM macro.series s LEFT JOIN (VALUES {lags}) AS l(series_id, lag) "
                    f"USING (series_id) "
-                   f"WHERE s.available_at < s.period_end + coalesce(l.lag, {DEFAULT_LAG_DAYS}) * INTERVAL 1 DAY"),
+                   f"WHERE s.available_at < s.period_end + coalesce(l.lag, {DEFAULT_LAG_DAYS}) * INTERVAL '1 day'"),
         _sql_check(store, "values_finite", "every value is a finite number",
-                   "SELECT count(*) FROM macro.series WHERE NOT isfinite(value)"),
+                   "SELECT count(*) FROM macro.series WHERE NOT (abs(value) <= 1.7976931348623157e308)"),
     ]
 
 

@@ -297,7 +297,7 @@ def ks(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
 def _windows_sql(table: str) -> str:
     return f"""WITH bounds AS (
         SELECT dataset, date_trunc('month', max(ts)) AS latest FROM {table} GROUP BY dataset)
-    SELECT b.dataset, b.latest, b.latest - INTERVAL {REFERENCE_MONTHS} MONTH AS ref_start FROM bounds b"""
+    SELECT b.dataset, b.latest, b.latest - INTERVAL '{REFERENCE_MONTHS} months' AS ref_start FROM bounds b"""
 
 
 def calibrate(store: DuckDBStore) -> pl.DataFrame:
@@ -314,10 +314,12 @@ def calibrate(store: DuckDBStore) -> pl.DataFrame:
                     FROM {table} t JOIN w USING (dataset)
                     WHERE t.ts >= w.ref_start AND t.ts < w.latest AND t.{score} IS NOT NULL)"""
         stats = f"""count(*) AS n, count(*) FILTER (WHERE a > 0) AS n_active,
-            coalesce(quantile_cont(a, {WARN_QUANTILE}) FILTER (WHERE a > 0), {THRESHOLD_FLOOR}) AS warn,
-            coalesce(quantile_cont(a, {ALERT_QUANTILE}) FILTER (WHERE a > 0), {THRESHOLD_FLOOR}) AS alert,
+            coalesce(percentile_cont({WARN_QUANTILE}) WITHIN GROUP (ORDER BY a) FILTER (WHERE a > 0),
+                     {THRESHOLD_FLOOR}) AS warn,
+            coalesce(percentile_cont({ALERT_QUANTILE}) WITHIN GROUP (ORDER BY a) FILTER (WHERE a > 0),
+                     {THRESHOLD_FLOOR}) AS alert,
             count(*) FILTER (WHERE a > 0) >= {MIN_ACTIVE_REFERENCE} AS sufficient,
-            any_value(ref_start) AS ref_start, any_value(latest) AS ref_end"""
+            min(ref_start) AS ref_start, min(latest) AS ref_end"""
         parts.append(store.query(f"""{ref}
             SELECT '{name}' AS dimension, dataset, symbol, {stats} FROM ref GROUP BY dataset, symbol
             UNION ALL

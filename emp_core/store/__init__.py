@@ -1,6 +1,24 @@
-"""Stores: the embedded DuckDB store; the institutional PostgreSQL store is being built (issue 11): its
-versioned schema is applied by :mod:`emp_core.store.migrations` (`emp db migrate`)."""
+"""Stores, one repository interface on both tiers: the embedded DuckDB store and the institutional PostgreSQL
+store (:mod:`emp_core.store.postgres_store`, schema applied by :mod:`emp_core.store.migrations`, also
+`emp db migrate`). :func:`open_store` picks the tier's store from the settings (``EMP_TIER``), the one place
+the tier is decided."""
+
+from __future__ import annotations
 
 from emp_core.store.duckdb_store import BAR_TABLES, DuckDBStore, StoreLockedError
 
-__all__ = ["BAR_TABLES", "DuckDBStore", "StoreLockedError"]
+
+def open_store(cfg=None, *, tier: str | None = None, path=None, url: str | None = None):
+    """The store of ``tier`` (default: the configured ``EMP_TIER``): DuckDB at ``path`` (default
+    ``$EMP_HOME/emp.duckdb``), or PostgreSQL at ``url`` (default ``EMP_PG_URL``)."""
+    from emp_core.config import settings
+
+    cfg = cfg or settings()
+    if (tier or cfg.tier) == "institutional":
+        from emp_core.store.postgres_store import PostgresStore
+
+        return PostgresStore(url or cfg.pg_url)
+    return DuckDBStore(path or cfg.duckdb_path)
+
+
+__all__ = ["BAR_TABLES", "DuckDBStore", "StoreLockedError", "open_store"]

@@ -114,8 +114,21 @@ class DuckDBStore:
         self.lock_timeout = lock_timeout
         self._schema_ready = False
 
+    dialect = "duckdb"
+
     def __repr__(self) -> str:
         return f"DuckDBStore({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def exists(self) -> bool:
+        """Whether the store has been created (a read-only command on a fresh home has nothing to read)."""
+        return self.path.exists()
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -202,6 +215,26 @@ class DuckDBStore:
                 con.execute("INSERT INTO market.quarantine BY NAME SELECT * FROM new_quarantine")
             con.execute("INSERT INTO market.ingest_journal BY NAME SELECT * FROM new_journal")
 
+    def upsert_bars(self, table: str, bars: pl.DataFrame, *, source: str, run_id: str) -> int:
+        """Store ``bars`` keyed by (symbol, ts): a bar already held at the same key is replaced, every other
+        bar is left alone. Applying the same rows twice leaves one copy (a stream consumer's redelivery).
+        Returns the number of rows written."""
+        if table not in BAR_TABLES:
+            raise EmpError(f"unknown bar table {table!r}; choose one of {', '.join(BAR_TABLES)}")
+        if not bars.height:
+            return 0
+        new = bars.unique(subset=["symbol", "ts"], keep="last", maintain_order=True)
+        with self.connect() as con, _transaction(con):
+            con.register("new_bars", _batched(new))
+            con.execute(f"DELETE FROM market.{table} AS t USING new_bars AS n WHERE t.symbol = n.symbol "
+                        "AND t.ts = n.ts")
+            con.execute(
+                f"""INSERT INTO market.{table}
+                SELECT symbol, ts, open, high, low, close, volume, $source, $run_id FROM new_bars""",
+                {"source": source, "run_id": run_id},
+            )
+        return new.height
+
     def read_bars(
         self,
         table: str,
@@ -234,7 +267,7 @@ class DuckDBStore:
             return con.execute(sql, params or {}).pl()
 
     def append(self, table: str, frame: pl.DataFrame) -> int:
-        self._check_ident(table)
+        check_ident(table)
         with self.connect() as con:
             con.register("new_rows", frame.to_arrow())
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
@@ -242,7 +275,7 @@ class DuckDBStore:
 
     def replace_table(self, table: str, frame: pl.DataFrame) -> int:
         """Replace every row of ``table`` (a small, unpartitioned table) in one transaction."""
-        self._check_ident(table)
+        check_ident(table)
         with self.connect() as con, _transaction(con):
             con.register("new_rows", frame.to_arrow())
             con.execute(f"DELETE FROM {table}")
@@ -258,7 +291,7 @@ class DuckDBStore:
         the frame is inserted by column name, so running the same window twice leaves one copy.
         """
         for table in tables:
-            self._check_ident(table)
+            check_ident(table)
         with self.connect() as con, _transaction(con):
             for table, frame in tables.items():
                 schema = table.split(".", maxsplit=1)[0]
@@ -274,7 +307,7 @@ class DuckDBStore:
         """Append ``frame`` to ``table`` by column name, creating it from the frame's schema the first time
         (a history kept across runs, such as the promotion decisions); a column the table lacks (it was
         written by an earlier version) is added first, empty for the old rows."""
-        self._check_ident(table)
+        check_ident(table)
         with self.connect() as con, _transaction(con):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.', maxsplit=1)[0]}")
             con.register("new_rows", frame.to_arrow())
@@ -285,7 +318,7 @@ class DuckDBStore:
 
     def overwrite_table(self, table: str, frame: pl.DataFrame) -> int:
         """Create or replace ``table`` with exactly ``frame`` (a small derived table such as calibration)."""
-        self._check_ident(table)
+        check_ident(table)
         with self.connect() as con, _transaction(con):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.', maxsplit=1)[0]}")
             con.register("new_rows", frame.to_arrow())
@@ -302,7 +335,39 @@ class DuckDBStore:
             names = [n for (n,) in con.execute(_TABLES_SQL).fetchall()]
             return {n: con.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in names}
 
-    @staticmethod
-    def _check_ident(table: str) -> None:
-        if not _IDENT.match(table):
-            raise EmpError(f"not a table name: {table!r}")
+    def ensure_table(self, table: str, schema: dict[str, pl.DataType], key: Sequence[str]) -> None:
+        """``table`` with every column of ``schema`` and primary key ``key`` (a column it lacks is added)."""
+        check_ident(table)
+        cols = ", ".join(f"\"{c}\" {_duckdb_type(table, c, t)}" for c, t in schema.items())
+        with self.connect() as con:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.', maxsplit=1)[0]}")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({', '.join(key)}))")
+            con.register("table_schema", pl.DataFrame(schema=schema).to_arrow())
+            add_missing_columns(con, table, "table_schema")
+            con.unregister("table_schema")
+
+    def insert_new(self, table: str, frame: pl.DataFrame, key: Sequence[str]) -> int:
+        """Insert the rows of ``frame`` whose ``key`` is not in ``table`` yet; return how many were inserted."""
+        check_ident(table)
+        if not frame.height:
+            return 0
+        with self.connect() as con, _transaction(con):
+            before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            con.register("new_rows", frame.to_arrow())
+            con.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM new_rows")
+            con.unregister("new_rows")
+            return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
+
+
+def _duckdb_type(table: str, name: str, dtype: pl.DataType) -> str:
+    for polars_type, sql in ((pl.String, "VARCHAR"), (pl.Int64, "BIGINT"), (pl.Float64, "DOUBLE"),
+                             (pl.Boolean, "BOOLEAN"), (pl.Datetime("us"), "TIMESTAMP"), (pl.Date, "DATE")):
+        if dtype == polars_type:
+            return sql
+    raise EmpError(f"{table}.{name}: no column type for {dtype}")
+
+
+def check_ident(table: str) -> None:
+    """Refuse anything but ``schema.name`` in lower-case words (table names are put into SQL text)."""
+    if not _IDENT.match(table):
+        raise EmpError(f"not a table name: {table!r}")

@@ -13,7 +13,7 @@ from emp_core.evolution.population import front_mask
 from emp_core.evolution.spark import spark_evaluator
 from emp_core.market_data.quality import CheckOutcome
 from emp_dagster.defs.market_data.assets import BAR_KEYS
-from emp_dagster.defs.market_data.resources import EmbeddedStoreResource
+from emp_dagster.defs.market_data.resources import StoreResource
 from emp_dagster.defs.sensory.assets import KEYS as SENSORY_KEYS
 from emp_dagster.edge import check_result, config_from, settings_of
 
@@ -75,7 +75,7 @@ def _figures(decision: dict) -> dict:
                                       "A refusal is a warning with its reason, not a failed run."),
     ],
 )
-def evolution(context: dg.AssetExecutionContext, config: EvolutionConfig, store: EmbeddedStoreResource,
+def evolution(context: dg.AssetExecutionContext, config: EvolutionConfig, store: StoreResource,
               pyspark: dg.ResourceParam[Any]):
     if config.engine not in ("in_process", "spark"):
         raise EmpError(f"evolution engine {config.engine!r}: choose in_process or spark")

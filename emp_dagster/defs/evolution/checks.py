@@ -7,7 +7,7 @@ import dagster as dg
 from emp_core.evolution.promotion import DEFAULT_GATES, Gates
 from emp_core.evolution.run import verify_champion
 from emp_dagster.defs.evolution.assets import KEYS, PROMOTED_BY_GATES
-from emp_dagster.defs.market_data.resources import EmbeddedStoreResource
+from emp_dagster.defs.market_data.resources import StoreResource
 from emp_dagster.edge import check_result, config_from, settings_of
 
 ChampionFloor = config_from(Gates, "ChampionFloor", "The platform's floor for a tradable champion (the default "
@@ -19,7 +19,7 @@ ChampionFloor = config_from(Gates, "ChampionFloor", "The platform's floor for a 
                 description="The stored champion is named by a stored decision that promoted it, its figures meet "
                             "the platform's gates (even when the run's own were loosened), and no later decision "
                             "on the dataset refused: what trades a champion may rely on it.")
-def promoted_by_gates(config: ChampionFloor, store: EmbeddedStoreResource) -> dg.AssetCheckResult:
+def promoted_by_gates(config: ChampionFloor, store: StoreResource) -> dg.AssetCheckResult:
     floor = settings_of(config, Gates)
     outcome = verify_champion(store.store(), floor)
     lowered = (floor.min_dsr < DEFAULT_GATES.min_dsr or floor.min_oos_psr < DEFAULT_GATES.min_oos_psr

@@ -10,7 +10,7 @@ from emp_core.market_data.pipeline import ingest_window
 from emp_core.market_data.quality import BAR_CHECKS, CHECK_DESCRIPTIONS
 from emp_core.market_data.universe import build_universe
 from emp_dagster.defs.market_data.partitions import BAR_BACKFILL, BAR_PARTITIONS, partitions_of
-from emp_dagster.defs.market_data.resources import EmbeddedStoreResource, ShippedDataResource
+from emp_dagster.defs.market_data.resources import ShippedDataResource, StoreResource
 from emp_dagster.edge import check_result
 
 GROUP = "market_data"
@@ -42,7 +42,7 @@ def _bars_asset(name: str) -> dg.AssetsDefinition:
         check_specs=[dg.AssetCheckSpec(c, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[c])
                      for c in BAR_CHECKS],
     )
-    def bars(context: dg.AssetExecutionContext, config: BarsConfig, store: EmbeddedStoreResource,
+    def bars(context: dg.AssetExecutionContext, config: BarsConfig, store: StoreResource,
              market_data: ShippedDataResource) -> dg.MaterializeResult:
         partitions = partitions_of(context.partition_keys)
         result = ingest_window(store.store(), market_data.source(), name, partitions, run_id=context.run_id,
@@ -91,7 +91,7 @@ def _table_asset(key: dg.AssetKey, loader, description: str) -> dg.AssetsDefinit
         key=key, group_name=GROUP, kinds={"duckdb", "polars"}, description=description,
         check_specs=[dg.AssetCheckSpec(c, asset=key, blocking=True) for c in MACRO_CHECKS[key]],
     )
-    def table(context: dg.AssetExecutionContext, store: EmbeddedStoreResource,
+    def table(context: dg.AssetExecutionContext, store: StoreResource,
               market_data: ShippedDataResource) -> dg.MaterializeResult:
         return _table_result(loader(store.store(), market_data.directory(), context.run_id, utcnow()))
 
@@ -110,7 +110,7 @@ treasury_curve = _table_asset(
     description="One row per (dataset, symbol): span, bar count, quarantined rows, last run.",
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
 )
-def universe(store: EmbeddedStoreResource) -> dg.MaterializeResult:
+def universe(store: StoreResource) -> dg.MaterializeResult:
     t0 = time.perf_counter()
     s = store.store()
     frame = build_universe(s)

@@ -4,16 +4,20 @@ import dagster as dg
 
 from emp_core.config import settings
 from emp_core.market_data.sources import ShippedSource
-from emp_core.store import DuckDBStore
+from emp_core.store import open_store
 
 
-class EmbeddedStoreResource(dg.ConfigurableResource):
-    """The embedded DuckDB store; ``path`` defaults to ``$EMP_HOME/emp.duckdb``."""
+class StoreResource(dg.ConfigurableResource):
+    """The tier's store, the one place the tier is decided: ``EMP_TIER`` (or ``tier``) ``embedded`` gives the DuckDB
+    file (``path``, default ``$EMP_HOME/emp.duckdb``), ``institutional`` the PostgreSQL database (``url``, default
+    ``EMP_PG_URL``). Every asset reads and writes through the same interface on either."""
 
+    tier: str = ""
     path: str = ""
+    url: str = ""
 
-    def store(self) -> DuckDBStore:
-        return DuckDBStore(self.path or settings().duckdb_path)
+    def store(self):
+        return open_store(tier=self.tier or None, path=self.path or None, url=self.url or None)
 
 
 class ShippedDataResource(dg.ConfigurableResource):
@@ -30,4 +34,4 @@ class ShippedDataResource(dg.ConfigurableResource):
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"store": EmbeddedStoreResource(), "market_data": ShippedDataResource()})
+    return dg.Definitions(resources={"store": StoreResource(), "market_data": ShippedDataResource()})

@@ -9,7 +9,7 @@ from emp_core.sensory.calibration import calibrate
 from emp_core.sensory.pipeline import OUTPUTS, materialise_window
 from emp_dagster.defs.market_data.assets import BAR_KEYS, CURVE_KEY, MACRO_KEY
 from emp_dagster.defs.market_data.partitions import BAR_BACKFILL, BAR_PARTITIONS, partitions_of
-from emp_dagster.defs.market_data.resources import EmbeddedStoreResource
+from emp_dagster.defs.market_data.resources import StoreResource
 
 GROUP = "sensory"
 KEYS = {name: dg.AssetKey(["duckdb", "sensory", name]) for name in OUTPUTS}
@@ -48,7 +48,7 @@ class SensoryConfig(dg.Config):
            for name in OUTPUTS],
     partitions_def=BAR_PARTITIONS, backfill_policy=BAR_BACKFILL,
 )
-def sensory_cortex(context: dg.AssetExecutionContext, config: SensoryConfig, store: EmbeddedStoreResource):
+def sensory_cortex(context: dg.AssetExecutionContext, config: SensoryConfig, store: StoreResource):
     partitions = partitions_of(context.partition_keys)
     windows = materialise_window(store.store(), partitions[0].start, partitions[-1].end, run_id=context.run_id,
                                  weights=config.weights)
@@ -76,7 +76,7 @@ def sensory_cortex(context: dg.AssetExecutionContext, config: SensoryConfig, sto
                 "read them.",
     automation_condition=dg.AutomationCondition.eager(),
 )
-def calibration(store: EmbeddedStoreResource) -> dg.MaterializeResult:
+def calibration(store: StoreResource) -> dg.MaterializeResult:
     t0 = time.perf_counter()
     frame = calibrate(store.store())
     pooled = frame.filter(frame["symbol"] == "*") if frame.height else frame

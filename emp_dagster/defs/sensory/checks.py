@@ -7,7 +7,7 @@ import dagster as dg
 
 from emp_core.sensory.calibration import DriftLimits, drift
 from emp_core.sensory.pipeline import OUTPUTS
-from emp_dagster.defs.market_data.resources import EmbeddedStoreResource
+from emp_dagster.defs.market_data.resources import StoreResource
 from emp_dagster.defs.sensory.assets import CALIBRATION_KEY, KEYS
 from emp_dagster.edge import check_result, config_from, settings_of
 
@@ -22,7 +22,7 @@ DriftConfig = config_from(DriftLimits, "DriftConfig", "Limits of the drift check
     specs=[dg.AssetCheckSpec("drift", asset=KEYS[name], additional_deps=[CALIBRATION_KEY], description=_DESCRIPTION)
            for name in OUTPUTS],
 )
-def sensory_drift(config: DriftConfig, store: EmbeddedStoreResource) -> Iterator[dg.AssetCheckResult]:
+def sensory_drift(config: DriftConfig, store: StoreResource) -> Iterator[dg.AssetCheckResult]:
     limits = settings_of(config, DriftLimits)
     s = store.store()
     for name in OUTPUTS:

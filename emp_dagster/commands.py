@@ -69,19 +69,61 @@ def cmd_ui(args) -> int:
     return run_ui(args.port)
 
 
+DAGSTER_PG_ENV = "EMP_DAGSTER_PG_URL"  # dagster.institutional.yaml reads Dagster's storage URL from it at load time
+PROFILES = {"embedded": "dagster.yaml", "institutional": "dagster.institutional.yaml"}
+
+
+def _dagster_pg_url(pg_url: str) -> str:
+    """Dagster's storage URL for the institutional tier: the database ``<name>_dagster`` on the server of
+    ``pg_url`` (EMP_PG_URL), created when the server lacks it. A database of its own, not a schema in ours: dagster-
+    postgres has no schema setting and creates its tables (and its alembic_version) in ``public``; apart, they never
+    mix with market/macro/sensory/evolution/ops, and each side is migrated, backed up or wiped on its own. The URL
+    names the psycopg2 driver, which Dagster's event log needs (STACK.md). It holds any password: it goes into the
+    environment only, never into a file."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from sqlalchemy.engine import URL
+
+    from emp_core.errors import ConfigError, EmpError
+    from emp_core.store.migrations import ensure_database
+
+    try:
+        parts = conninfo_to_dict(pg_url)
+    except Exception as exc:
+        raise ConfigError(f"EMP_PG_URL is not a PostgreSQL connection string: {exc}") from None
+    if not parts.get("dbname"):
+        raise ConfigError("EMP_PG_URL names no database (Dagster's is '<that name>_dagster')")
+    name = f"{parts.pop('dbname')}_dagster"
+    try:
+        ensure_database(make_conninfo(pg_url, dbname=name))
+    except EmpError as exc:
+        raise EmpError(f"Dagster's instance storage (EMP_TIER=institutional): {' '.join(str(exc).split())}") from None
+    user, password = parts.pop("user", None), parts.pop("password", None)
+    host, port = None, None
+    if parts.get("host") and "/" not in parts["host"] and "," not in parts["host"]:  # else (a socket directory,
+        host, port = parts.pop("host"), parts.pop("port", None)  # several hosts) they stay in the query string
+    url = URL.create("postgresql+psycopg2", username=user, password=password, host=host,
+                     port=int(port) if port else None, database=name, query=parts)
+    return url.render_as_string(hide_password=False)
+
+
 def prepare_instance() -> Path:
-    """Point DAGSTER_HOME at the embedded instance and give it our dagster.yaml. emp owns that copy: when the
-    project's changes, the copy is refreshed, and a copy that differs is first kept as dagster.yaml.previous
-    (with a note), so an edit made there is never lost silently."""
+    """Point DAGSTER_HOME at the instance and give it the tier's profile as dagster.yaml: the project's dagster.yaml
+    (embedded: SQLite under DAGSTER_HOME) or dagster.institutional.yaml (EMP_TIER=institutional: run, event-log and
+    schedule storage in PostgreSQL, see :func:`_dagster_pg_url`; the URL is set in EMP_DAGSTER_PG_URL here, which
+    child processes such as ``dagster dev`` inherit). emp owns that copy: when the profile changes, the copy is
+    refreshed, and a copy that differs from every profile is first kept as dagster.yaml.previous (with a note), so
+    an edit made there is never lost silently."""
     cfg = settings()
     home = cfg.dagster_home
+    if cfg.tier == "institutional":
+        os.environ[DAGSTER_PG_ENV] = _dagster_pg_url(cfg.pg_url)
     home.mkdir(parents=True, exist_ok=True)
-    target, source = home / "dagster.yaml", REPO_ROOT / "dagster.yaml"
+    target, source = home / "dagster.yaml", REPO_ROOT / PROFILES[cfg.tier]
     if not target.exists() or target.read_bytes() != source.read_bytes():
-        if target.exists():
+        if target.exists() and target.read_bytes() not in {(REPO_ROOT / p).read_bytes() for p in PROFILES.values()}:
             shutil.copyfile(target, home / "dagster.yaml.previous")
-            log.warning("%s: replaced by the project's dagster.yaml; the old one is kept as dagster.yaml.previous "
-                        "(instance settings belong in the project's dagster.yaml)", target)
+            log.warning("%s: replaced by the project's %s; the old one is kept as dagster.yaml.previous "
+                        "(instance settings belong in the project's %s)", target, source.name, source.name)
         shutil.copyfile(source, target)
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ.setdefault("EMP_HOME", str(cfg.home))
@@ -151,7 +193,7 @@ def _shipped_range() -> tuple[datetime, datetime]:
 def run_demo(start: datetime | None = None, end: datetime | None = None) -> int:
     """Materialise the whole graph for the years holding ``start`` .. ``end`` (inclusive; default: the
     shipped data's range) and print the summary. Progress, one line per Dagster run, goes to the ``emp`` logger."""
-    from emp_core.store import DuckDBStore
+    from emp_core.store import open_store
 
     t0 = time.perf_counter()
     from emp_dagster.defs.market_data.partitions import partition_keys
@@ -174,7 +216,7 @@ def run_demo(start: datetime | None = None, end: datetime | None = None) -> int:
         if not results[-1].success:
             break
     passed, failed, failed_names, warnings = _check_lines(results)
-    store = DuckDBStore(settings().duckdb_path)
+    store = open_store()
     counts = store.table_counts()
     width = max(len(t) for t in counts)
     step_failures = [e for r in results for e in r.all_events if e.is_step_failure]
@@ -188,7 +230,7 @@ def run_demo(start: datetime | None = None, end: datetime | None = None) -> int:
           + (f", {len(warnings)} warnings ({', '.join(warnings)})" if warnings else ""))
     for line in _champion_lines(results):
         print(f"  {line}")
-    print(f"  data:    {store.path}")
+    print(f"  data:    {store.location}")
     print(f"  dagster: {home}")
     print("  open the UI:    make ui   (or: emp ui)  ->  http://127.0.0.1:3000")
     print("  read the data:  make notebooks  (JupyterLab on this store: notebooks/01_market_data.ipynb, "

@@ -135,3 +135,19 @@ def pg_url():
             yield f"{PG_SERVER}/{name}"
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def institutional(emp_home, pg_url, monkeypatch):
+    """EMP_TIER=institutional on a private database; yields the URL of Dagster's database (dropped afterwards)."""
+    import psycopg
+
+    monkeypatch.setenv("EMP_TIER", "institutional")
+    monkeypatch.setenv("EMP_PG_URL", pg_url)
+    monkeypatch.delenv("EMP_DAGSTER_PG_URL", raising=False)  # prepare_instance sets it; restored after
+    server, name = pg_url.rsplit("/", 1)
+    try:
+        yield f"{server}/{name}_dagster"
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}_dagster" WITH (FORCE)')

@@ -18,22 +18,6 @@ def tiny():
     return dg.MaterializeResult(metadata={"rows": 3})
 
 
-@pytest.fixture
-def institutional(emp_home, pg_url, monkeypatch):
-    """EMP_TIER=institutional on a private database; yields the URL of Dagster's database (dropped afterwards)."""
-    import psycopg
-
-    monkeypatch.setenv("EMP_TIER", "institutional")
-    monkeypatch.setenv("EMP_PG_URL", pg_url)
-    monkeypatch.delenv("EMP_DAGSTER_PG_URL", raising=False)  # prepare_instance sets it; restored after
-    server, name = pg_url.rsplit("/", 1)
-    try:
-        yield f"{server}/{name}_dagster"
-    finally:
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}_dagster" WITH (FORCE)')
-
-
 def test_a_materialisation_is_stored_in_postgres_and_read_back(institutional, pg_url, emp_home, monkeypatch, caplog):
     import psycopg
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage

@@ -207,10 +207,13 @@ def test_doubles_strings_and_nulls_round_trip_exactly(store):
     assert got["close"].to_numpy().view(np.int64).tolist() == values.view(np.int64).tolist()
     assert got.equals(frame.sort("symbol", "ts"))
     texts = pl.DataFrame({"dataset": "d", "ts": [T0, T0 + timedelta(days=1), T0 + timedelta(days=2)],
-                          "s": ["", None, 'a,"b"\nc'], "x": [float("nan"), float("inf"), None]})
+                          "s": ["", None, 'a,"b"\nc'], "x": [float("nan"), float("inf"), None],
+                          "ids": [[1, 2], [None, 3], None], "names": [['a"b', "c\\d", "NULL"], [], None]})
     store.replace_windows({"sensory.texts": texts}, dataset="d", start=T0, end=T0 + timedelta(days=3))
-    back = store.query("SELECT dataset, ts, s, x FROM sensory.texts ORDER BY ts")
+    back = store.query("SELECT dataset, ts, s, x, ids, names FROM sensory.texts ORDER BY ts")
     assert back["s"].to_list() == ["", None, 'a,"b"\nc']
+    assert back["ids"].to_list() == [[1, 2], [None, 3], None] and back.schema["ids"] == pl.List(pl.Int64)
+    assert back["names"].to_list() == [['a"b', "c\\d", "NULL"], [], None]
     assert np.isnan(back["x"][0]) and back["x"][1] == float("inf") and back["x"][2] is None
 
 

@@ -53,6 +53,8 @@ _OID_TYPES: dict[int, pl.DataType] = {
     25: pl.String(), 114: pl.String(), 700: pl.Float32(), 701: pl.Float64(), 1042: pl.String(),
     1043: pl.String(), 1082: pl.Date(), 1114: pl.Datetime("us"), 1184: pl.Datetime("us", "UTC"),
     1186: pl.Duration("us"), 1700: pl.Float64(), 3802: pl.String(),
+    1000: pl.List(pl.Boolean()), 1005: pl.List(pl.Int16()), 1007: pl.List(pl.Int32()), 1016: pl.List(pl.Int64()),
+    1009: pl.List(pl.String()), 1021: pl.List(pl.Float32()), 1022: pl.List(pl.Float64()),
 }
 
 
@@ -83,6 +85,8 @@ def sa_type(table: str, name: str, dtype: pl.DataType):
         return simple[base]
     if base == pl.Datetime:
         return postgresql.TIMESTAMP(timezone=dtype.time_zone is not None)
+    if base == pl.List and not dtype.inner.is_nested():
+        return postgresql.ARRAY(sa_type(table, name, dtype.inner))
     raise EmpError(f"{table}.{name}: no PostgreSQL column type for {dtype}; store it as text or numbers")
 
 
@@ -93,13 +97,28 @@ def _quoted(names: Sequence[str]) -> str:
 def _csv(frame: pl.DataFrame) -> bytes:
     """The frame as headerless CSV for ``COPY ... (FORMAT csv)``: nulls unquoted and empty, so an empty string
     (always quoted) stays an empty string."""
+    arrays = []
     for name, dtype in frame.schema.items():
-        if dtype.is_nested() or dtype == pl.Object:
-            raise EmpError(f"column {name!r} is {dtype}: the institutional store keeps flat columns only")
+        if dtype.base_type() == pl.List and not dtype.inner.is_nested():
+            arrays.append(_array_text(name, dtype.inner))
+        elif dtype.is_nested() or dtype == pl.Object:
+            raise EmpError(f"column {name!r} is {dtype}: the institutional store keeps flat columns and lists")
+    if arrays:
+        frame = frame.with_columns(arrays)
     buf = io.BytesIO()
     frame.write_csv(buf, include_header=False, null_value="", quote_style="non_numeric",
                     datetime_format="%Y-%m-%d %H:%M:%S%.6f", date_format="%Y-%m-%d")
     return buf.getvalue()
+
+
+def _array_text(name: str, inner: pl.DataType) -> pl.Expr:
+    """A list column as PostgreSQL's array literal (``{1,2,NULL}``; strings quoted and escaped)."""
+    element = pl.element().cast(pl.String)
+    if inner in (pl.String, pl.Categorical):
+        element = '"' + element.str.replace_all("\\", "\\\\", literal=True).str.replace_all(
+            '"', '\\"', literal=True) + '"'
+    joined = pl.col(name).list.eval(element.fill_null("NULL")).list.join(",")
+    return pl.when(pl.col(name).is_null()).then(None).otherwise("{" + joined + "}").alias(name)
 
 
 def _value(v):

@@ -1,0 +1,51 @@
+"""The institutional tier runs the same asset graph as the embedded one: `emp demo` with EMP_TIER=institutional
+(PostgreSQL store, Dagster on PostgreSQL) leaves every table the embedded demo leaves, with the same rows.
+
+What may differ, and only that: ids and clocks of the runs (run ids, *_at stamps, seconds), an integer column's
+width (PostgreSQL has no 1-byte integer), and the last bits of the calibration quantiles (each database
+interpolates its own percentile_cont)."""
+
+import os
+
+import numpy as np
+import polars as pl
+import pytest
+
+from emp_core.store import DuckDBStore
+from emp_core.store.postgres_store import PostgresStore
+
+VOLATILE = ("run_id", "last_run_id", "seconds")
+
+
+def _comparable(frame: pl.DataFrame) -> pl.DataFrame:
+    keep = [c for c in frame.columns if c not in VOLATILE and not c.endswith("_at")]
+    out = frame.select(keep).with_columns(pl.col(pl.Int8, pl.Int16, pl.Int32).cast(pl.Int64))
+    return out.sort(pl.all(), nulls_last=True)
+
+
+@pytest.fixture
+def institutional_demo(institutional, pg_url, emp_home):
+    from emp_core.cli import main
+
+    assert main(["demo"]) == 0
+    store = PostgresStore(pg_url)
+    yield store
+    store.dispose()
+
+
+def test_the_demo_graph_leaves_the_same_tables_on_both_tiers(institutional_demo, demo_home):
+    embedded = DuckDBStore(demo_home / "emp.duckdb")
+    tables = embedded.tables()
+    assert institutional_demo.tables() == tables
+    assert institutional_demo.table_counts() == embedded.table_counts()
+    for table in tables:
+        duck = _comparable(embedded.query(f"SELECT * FROM {table}"))
+        pg = _comparable(institutional_demo.query(f"SELECT * FROM {table}"))
+        assert pg.columns == duck.columns, table
+        if table == "sensory.calibration":
+            floats = [c for c, t in duck.schema.items() if t == pl.Float64]
+            for c in floats:
+                np.testing.assert_allclose(pg[c].to_numpy(), duck[c].to_numpy(), rtol=1e-12, err_msg=c)
+            pg, duck = pg.drop(floats), duck.drop(floats)
+        assert pg.equals(duck), f"{table}: the tiers differ"
+    assert os.environ["EMP_TIER"] == "institutional"

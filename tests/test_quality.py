@@ -62,3 +62,22 @@ def test_freshness_fails_when_the_latest_bar_trails_the_coverage(clean):
     assert result.metadata["stale_examples"] == {"BBB": 6}
     # the clock caps what can be expected: before those bars existed nothing was stale
     assert freshness(stale, SPEC, START, END, cov, now=datetime(2020, 2, 21)).passed
+
+
+def test_an_empty_live_window_fails_freshness_whatever_the_source_covers(clean):
+    """The scheduled run for the current year against a source that ended years ago stores nothing: the source
+    claims no coverage there, so no symbol trails anything, and before this rule the check passed."""
+    nothing = clean.head(0)
+    no_coverage = pl.DataFrame(schema={"symbol": pl.String, "first_ts": pl.Datetime("us"),
+                                       "last_ts": pl.Datetime("us")})
+    live = freshness(nothing, SPEC, START, END, no_coverage, now=datetime(2020, 2, 10))
+    assert not live.passed and live.metadata["live_window"] and "holds no bars" in live.description
+    # just past the window's end the window is still live (within the allowed lag) ...
+    assert not freshness(nothing, SPEC, START, END, no_coverage, now=datetime(2020, 3, 3)).passed
+    # ... a window long past is history: a source with nothing there has nothing to be late with
+    past = freshness(nothing, SPEC, START, END, no_coverage, now=datetime(2026, 1, 1))
+    assert past.passed and not past.metadata["live_window"]
+    # the first sessions of a new window: not yet more bars expected than the lag allows
+    assert freshness(nothing, SPEC, START, END, no_coverage, now=datetime(2020, 1, 3)).passed
+    # data in the live window, up to date: passes
+    assert freshness(clean, SPEC, START, END, no_coverage, now=datetime(2020, 2, 27)).passed

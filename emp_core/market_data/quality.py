@@ -7,7 +7,11 @@
   bars the calendar does not know; fails above the dataset's tolerance.
 - ``freshness``: per symbol, how many expected bars the latest stored bar trails
   the end of the window (clipped to the source's coverage and the clock); fails
-  above ``max_lag_bars``.
+  above ``max_lag_bars``. The live window (one that reaches within ``max_lag_bars``
+  expected bars of the clock) should hold data whatever the source claims to cover:
+  it fails when it holds none while the calendar expects more than ``max_lag_bars``
+  bars in it up to now (a source that stopped updating is not fresh because it
+  says it has nothing).
 """
 
 from __future__ import annotations
@@ -192,11 +196,20 @@ def freshness(
     )
     stale = lags.filter(pl.col("lag_bars") > limit).sort("lag_bars", descending=True)
     latest = bars.get_column("ts").max() if bars.height else None
+    # the live window: the clock is inside it or at most `limit` expected bars past its end
+    after_end = expected_bars(spec.calendar, spec.interval, end, now).len() if now > end else 0
+    live = start <= now and after_end <= limit
+    empty_live = live and not bars.height and grid.height > limit
+    description = CHECK_DESCRIPTIONS["freshness"]
+    if empty_live:
+        description = (f"the live window [{start:%Y-%m-%d}, {end:%Y-%m-%d}) holds no bars though the calendar expects "
+                       f"{grid.height} up to now: the source stopped updating")
     return CheckOutcome(
         name="freshness",
-        passed=stale.height == 0,
-        description=CHECK_DESCRIPTIONS["freshness"],
+        passed=stale.height == 0 and not empty_live,
+        description=description,
         metadata={
+            "live_window": live, "expected_bars_to_now": grid.height,
             "latest_bar": str(latest) if latest else None, "max_lag_bars_allowed": limit,
             "symbols": lags.height, "stale_symbols": stale.height,
             "worst_lag_bars": int(lags.get_column("lag_bars").max() or 0) if lags.height else 0,

@@ -10,7 +10,7 @@ from emp_core.market_data.macro import macro_series_checks
 from emp_core.store import DuckDBStore
 from emp_dagster.definitions import defs
 from emp_dagster.defs.market_data import assets as A
-from emp_dagster.defs.market_data.resources import ShippedDataResource, StoreResource
+from emp_dagster.defs.market_data.resources import MarketDataResource, StoreResource
 from emp_dagster.defs.market_data.schedules import daily_bars_ingest, weekly_trailing_backfill
 from emp_dagster.edge import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
@@ -62,7 +62,7 @@ def test_graph_snapshot():
 @pytest.fixture
 def resources(tmp_path, data_dir):
     return {"store": StoreResource(path=str(tmp_path / "emp.duckdb")),
-            "market_data": ShippedDataResource(data_dir=str(data_dir))}
+            "market_data": MarketDataResource(data_dir=str(data_dir))}
 
 
 def materialize(resources, partition_key="2010", run_config=None):

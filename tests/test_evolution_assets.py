@@ -13,7 +13,7 @@ from emp_dagster.defs.evolution import assets as evolution
 from emp_dagster.defs.evolution import checks as evolution_checks
 from emp_dagster.defs.evolution.resources import spark_resource
 from emp_dagster.defs.market_data import assets as market
-from emp_dagster.defs.market_data.resources import ShippedDataResource, StoreResource
+from emp_dagster.defs.market_data.resources import MarketDataResource, StoreResource
 from emp_dagster.defs.sensory import assets as sensory
 
 SMALL = {"population": 8, "generations": 1, "train_years": 3}
@@ -31,7 +31,7 @@ def champion_consumer() -> None:
 @pytest.fixture
 def resources(tmp_path, data_dir):
     return {"store": StoreResource(path=str(tmp_path / "emp.duckdb")),
-            "market_data": ShippedDataResource(data_dir=str(data_dir)), "pyspark": spark_resource()}
+            "market_data": MarketDataResource(data_dir=str(data_dir)), "pyspark": spark_resource()}
 
 
 def run(resources, config: dict, instance, floor: dict | None = None):

@@ -13,7 +13,7 @@ from emp_core.sensory.calibration import MIN_EFFECTIVE, calibrate, drift, ks, ps
 from emp_core.sensory.pipeline import load_macro
 from emp_core.store import DuckDBStore
 from emp_dagster.defs.market_data import assets as market
-from emp_dagster.defs.market_data.resources import ShippedDataResource, StoreResource
+from emp_dagster.defs.market_data.resources import MarketDataResource, StoreResource
 from emp_dagster.defs.sensory import assets as sensory
 from emp_dagster.defs.sensory import checks as sensory_checks
 
@@ -24,7 +24,7 @@ ALL = [market.bars_1d, market.bars_1h, market.macro_series, market.treasury_curv
 @pytest.fixture
 def resources(tmp_path, data_dir):
     return {"store": StoreResource(path=str(tmp_path / "emp.duckdb")),
-            "market_data": ShippedDataResource(data_dir=str(data_dir))}
+            "market_data": MarketDataResource(data_dir=str(data_dir))}
 
 
 def run(resources, first: str, last: str, instance, run_config=None):

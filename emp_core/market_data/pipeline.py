@@ -43,17 +43,20 @@ def ingest_window(
     now: datetime | None = None,
     max_gap_ratio: float | None = None,
     max_lag_bars: int | None = None,
+    span_only: bool = False,
 ) -> WindowResult:
     """Ingest ``partitions`` (consecutive) from ``source``, then check the stored window.
 
+    With ``span_only`` (a file of updates: the landing folder) the input replaces, per symbol, only the span it
+    covers instead of the whole window; the checks still cover the window.
     A failure before the store commits is journaled as ``failed`` and re-raised.
     """
     spec = dataset(dataset_name)
     now = now or utcnow()
     try:
         setup = calendars.prepare(spec.calendar)
-        report = ingest_bars(store, source, spec.name, run_id=run_id, partitions=partitions, symbols=symbols,
-                             now=now)
+        report = ingest_bars(store, source, spec.name, run_id=run_id, partitions=None if span_only else partitions,
+                             symbols=symbols, now=now)
     except Exception as exc:
         journal_failure(store, run_id=run_id, dataset_name=spec.name, source=source, partitions=partitions,
                         error=f"{type(exc).__name__}: {exc}")

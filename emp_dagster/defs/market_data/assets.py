@@ -1,16 +1,18 @@
 import time
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from emp_core.clock import utcnow
 from emp_core.market_data.ingest import DATASETS
+from emp_core.market_data.landing import ingest_landing_file
 from emp_core.market_data.macro import TableLoad, load_macro_series, load_treasury_curve
 from emp_core.market_data.pipeline import ingest_window
 from emp_core.market_data.quality import BAR_CHECKS, CHECK_DESCRIPTIONS
 from emp_core.market_data.universe import build_universe
 from emp_dagster.defs.market_data.partitions import BAR_BACKFILL, BAR_PARTITIONS, partitions_of
-from emp_dagster.defs.market_data.resources import ShippedDataResource, StoreResource
+from emp_dagster.defs.market_data.resources import MarketDataResource, StoreResource
 from emp_dagster.edge import check_result
 
 GROUP = "market_data"
@@ -28,6 +30,7 @@ class BarsConfig(dg.Config):
     symbols: list[str] | None = None
     max_gap_ratio: float | None = None
     max_lag_bars: int | None = None
+    landing_file: str | None = None  # set by the landing sensor: ingest this file (its span) instead of the source
 
 
 def _bars_asset(name: str) -> dg.AssetsDefinition:
@@ -43,11 +46,15 @@ def _bars_asset(name: str) -> dg.AssetsDefinition:
                      for c in BAR_CHECKS],
     )
     def bars(context: dg.AssetExecutionContext, config: BarsConfig, store: StoreResource,
-             market_data: ShippedDataResource) -> dg.MaterializeResult:
+             market_data: MarketDataResource) -> dg.MaterializeResult:
         partitions = partitions_of(context.partition_keys)
-        result = ingest_window(store.store(), market_data.source(), name, partitions, run_id=context.run_id,
-                               symbols=config.symbols, max_gap_ratio=config.max_gap_ratio,
-                               max_lag_bars=config.max_lag_bars)
+        limits = {"max_gap_ratio": config.max_gap_ratio, "max_lag_bars": config.max_lag_bars}
+        if config.landing_file:
+            result = ingest_landing_file(store.store(), Path(config.landing_file), name, partitions,
+                                         run_id=context.run_id, **limits)
+        else:
+            result = ingest_window(store.store(), market_data.source(name), name, partitions, run_id=context.run_id,
+                                   symbols=config.symbols, **limits)
         r = result.report
         return dg.MaterializeResult(
             metadata={
@@ -92,7 +99,7 @@ def _table_asset(key: dg.AssetKey, loader, description: str) -> dg.AssetsDefinit
         check_specs=[dg.AssetCheckSpec(c, asset=key, blocking=True) for c in MACRO_CHECKS[key]],
     )
     def table(context: dg.AssetExecutionContext, store: StoreResource,
-              market_data: ShippedDataResource) -> dg.MaterializeResult:
+              market_data: MarketDataResource) -> dg.MaterializeResult:
         return _table_result(loader(store.store(), market_data.directory(), context.run_id, utcnow()))
 
     return table

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import shutil
 import signal
@@ -151,3 +152,57 @@ def institutional(emp_home, pg_url, monkeypatch):
     finally:
         with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}_dagster" WITH (FORCE)')
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of one test's own (initdb in a temporary directory, loopback, a free port), so a test
+    can stop and restart it without touching the shared server."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        import glob
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not bins or shutil.which("runuser") is None:
+            service_missing("PostgreSQL server binaries (pg_ctl, initdb) and runuser")
+        self.bin = Path(bins[-1]).parent
+        self.root, self.port = root, port
+        self.data = root / "data"
+        self.url = f"postgresql://root@127.0.0.1:{port}/emp"
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.chown(root, "postgres", "postgres")
+        self._as_postgres([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "root",
+                           "--no-sync", "-E", "UTF8"])
+        (self.data / "postgresql.auto.conf").write_text(
+            f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{root}'\nfsync = off\n")
+        self.start()
+
+    def _as_postgres(self, cmd: list[str]) -> None:
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        self._as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w",
+                           "start"])
+
+    def stop(self, mode: str = "immediate") -> None:
+        self._as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+
+
+@pytest.fixture
+def private_pg():
+    """A private PostgreSQL server (see PrivatePostgres), stopped and deleted afterwards. Its directory is
+    directly under the system temporary directory: the server runs as the postgres user, which cannot enter
+    pytest's private temporary directories."""
+    import tempfile
+
+    from tests.support import free_port
+
+    root = Path(tempfile.mkdtemp(prefix="emp-pg-"))
+    try:
+        server = PrivatePostgres(root, free_port())
+        yield server
+        with contextlib.suppress(subprocess.CalledProcessError):  # the test left it stopped
+            server.stop("fast")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

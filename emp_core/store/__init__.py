@@ -8,16 +8,19 @@ from __future__ import annotations
 from emp_core.store.duckdb_store import BAR_TABLES, DuckDBStore, StoreLockedError
 
 
-def open_store(cfg=None, *, tier: str | None = None, path=None, url: str | None = None):
+def open_store(cfg=None, *, tier: str | None = None, path=None, url: str | None = None, failover: bool = True):
     """The store of ``tier`` (default: the configured ``EMP_TIER``): DuckDB at ``path`` (default
-    ``$EMP_HOME/emp.duckdb``), or PostgreSQL at ``url`` (default ``EMP_PG_URL``)."""
+    ``$EMP_HOME/emp.duckdb``), or PostgreSQL at ``url`` (default ``EMP_PG_URL``), which fails over to
+    ``$EMP_HOME/failover.duckdb`` while the server is unreachable (:mod:`emp_core.store.failover`)."""
     from emp_core.config import settings
 
     cfg = cfg or settings()
     if (tier or cfg.tier) == "institutional":
+        from emp_core.store.failover import FailoverStore
         from emp_core.store.postgres_store import PostgresStore
 
-        return PostgresStore(url or cfg.pg_url)
+        primary = PostgresStore(url or cfg.pg_url)
+        return FailoverStore(primary, DuckDBStore(cfg.home / "failover.duckdb")) if failover else primary
     return DuckDBStore(path or cfg.duckdb_path)
 
 

@@ -139,7 +139,8 @@ class PostgresStore:
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._engine = None
-        self._partitions: set[str] = set()
+        self._partitions: set[str] = set()  # partitions known to exist (created in a committed transaction)
+        self._created: set[str] = set()  # created in the open transaction: known only once it commits
 
     def __repr__(self) -> str:
         return f"PostgresStore({_safe(self.url)!r})"
@@ -203,7 +204,13 @@ class PostgresStore:
                 raise StoreUnavailableError(f"{self}: lost the connection to PostgreSQL: {exc}") from exc
             raise
         else:
-            ctx.__exit__(None, None, None)
+            try:
+                ctx.__exit__(None, None, None)
+            except sa.exc.OperationalError as exc:  # lost at COMMIT: the outcome is unknown, replays are idempotent
+                raise StoreUnavailableError(f"{self}: lost the connection to PostgreSQL at commit: {exc}") from exc
+            self._partitions |= self._created
+        finally:
+            self._created = set()
 
     @contextmanager
     def cursor(self) -> Iterator:
@@ -230,7 +237,7 @@ class PostgresStore:
         for y in years:
             cur.execute(f"CREATE TABLE IF NOT EXISTS market.{table}_y{y} PARTITION OF market.{table} "
                         f"FOR VALUES FROM ('{y}-01-01') TO ('{y + 1}-01-01')")
-            self._partitions.add(f"{table}_y{y}")
+            self._created.add(f"{table}_y{y}")  # a rolled-back transaction takes its partitions with it
 
     def _copy_in(self, cur, table: str, frame: pl.DataFrame) -> None:
         if not frame.height:

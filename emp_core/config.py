@@ -55,6 +55,11 @@ def settings(env: dict[str, str] | None = None) -> Settings:
                     pg_url=pg_url)
 
 
+def child_environment() -> dict[str, str]:
+    """A copy of this process's environment for a child process (pg_dump, psql) to extend."""
+    return dict(os.environ)
+
+
 def python_for_spark_workers(executable: str) -> None:
     """Point Spark's Python workers at ``executable`` unless the user already chose one."""
     os.environ.setdefault("PYSPARK_PYTHON", executable)

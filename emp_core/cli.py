@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backtest(sub)
     _add_evolve(sub)
     _add_db(sub)
+    _add_status(sub)
     for ep in entry_points(group="emp.commands"):
         ep.load()(sub)
     for p in sub.choices.values():  # -q also after the command name (emp evolve ... -q), every command alike
@@ -258,7 +259,38 @@ def _add_db(sub) -> None:
     p.add_argument("--url", help="PostgreSQL connection string (default $EMP_PG_URL, postgresql://127.0.0.1:5432/emp)")
     p.add_argument("--json", action="store_true", help="print one JSON object (versions applied and already applied)")
     p.set_defaults(prog="emp db migrate")
+    p = _subcommand(
+        actions, "catch-up", "copy what was written to the embedded fallback during an outage back to PostgreSQL",
+        "Replay every write the institutional tier made to $EMP_HOME/failover.duckdb while PostgreSQL was\n"
+        "unreachable, then check parity (row counts and checksums per run) on both stores. Exit 1 when parity\n"
+        "fails. Example:\n"
+        "  EMP_TIER=institutional emp db catch-up --json", cmd_db_catch_up)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(prog="emp db catch-up")
     db.set_defaults(func=lambda _args: db.print_help() or EXIT_USAGE)  # `emp db` alone: its actions
+
+
+def _add_status(sub) -> None:
+    p = _subcommand(
+        sub, "status", "the platform's health, measured now: freshness, rows, symbols, cache, stream, backups",
+        "Measure every health item of the tier from the store, Redis and the backup folder (not from what runs\n"
+        "reported) and print them as a table; exit 0 when every item is ok, 1 otherwise (an item that cannot be\n"
+        "measured, such as an empty table, is not ok). Examples:\n"
+        "  emp status\n"
+        "  EMP_TIER=institutional emp status --json", cmd_status)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_status(args) -> int:
+    from emp_core.store.cli import run_status
+
+    return run_status(as_json=args.json)
+
+
+def cmd_db_catch_up(args) -> int:
+    from emp_core.store.cli import run_catch_up
+
+    return run_catch_up(as_json=args.json)
 
 
 def cmd_db_migrate(args) -> int:

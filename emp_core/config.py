@@ -7,6 +7,8 @@
 | ``EMP_DATA_DIR`` | ``<repo>/data`` | the shipped real data (Parquet) |
 | ``DAGSTER_HOME`` | ``$EMP_HOME/dagster`` | Dagster instance directory |
 | ``EMP_PG_URL`` | ``postgresql://127.0.0.1:5432/emp`` | the institutional store (PostgreSQL) |
+| ``EMP_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | the institutional tier's hot cache and streams; ``off``: no cache |
+| ``EMP_SPARK_MASTER`` | ``local[2]`` | the Spark master URL for the Spark paths (evolution fitness, sensory) |
 | ``EMP_REQUIRE_SERVICES`` | unset | ``1``: tests that need PostgreSQL, Redis or Java fail instead of skipping |
 
 Set here for child processes: ``PYSPARK_PYTHON`` (Spark's Python workers run this interpreter, so
@@ -24,6 +26,7 @@ from emp_core.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIERS = ("embedded", "institutional")
 DEFAULT_PG_URL = "postgresql://127.0.0.1:5432/emp"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class Settings:
     dagster_home: Path
     require_services: bool = False
     pg_url: str = DEFAULT_PG_URL
+    redis_url: str | None = DEFAULT_REDIS_URL  # None: no cache
+    spark_master: str = "local[2]"
 
     @property
     def duckdb_path(self) -> Path:
@@ -51,8 +56,11 @@ def settings(env: dict[str, str] | None = None) -> Settings:
     dagster_home = Path(env.get("DAGSTER_HOME") or home / "dagster").expanduser().resolve()
     require = env.get("EMP_REQUIRE_SERVICES", "").strip().lower() in ("1", "true", "yes")
     pg_url = env.get("EMP_PG_URL", "").strip() or DEFAULT_PG_URL
+    redis_url = env.get("EMP_REDIS_URL", "").strip() or DEFAULT_REDIS_URL
+    spark_master = env.get("EMP_SPARK_MASTER", "").strip() or "local[2]"
     return Settings(home=home, tier=tier, data_dir=data_dir, dagster_home=dagster_home, require_services=require,
-                    pg_url=pg_url)
+                    pg_url=pg_url, redis_url=None if redis_url.lower() == "off" else redis_url,
+                    spark_master=spark_master)
 
 
 def child_environment() -> dict[str, str]:

@@ -73,3 +73,16 @@ def settings_of(config: dg.Config, settings: type) -> Any:
     its default)."""
     values = config.model_dump()
     return settings(**{f.name: values[f.name] for f in dataclasses.fields(settings) if f.name in values})
+
+
+def store_metadata(store) -> dict[str, Any]:
+    """What a materialisation should say about the store it used: the tier's store, the hot cache's counts
+    (hits, misses, evictions, bypasses) when there is one, and the failover decision when it was taken."""
+    out: dict[str, Any] = {"store": store.location}
+    cache = getattr(store, "cache", None)
+    if cache is not None:
+        out["cache"] = dg.MetadataValue.json(cache.stats())
+    reason = getattr(store, "reason", None)
+    if reason:
+        out["failover"] = reason
+    return out

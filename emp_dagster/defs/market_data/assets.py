@@ -13,7 +13,7 @@ from emp_core.market_data.quality import BAR_CHECKS, CHECK_DESCRIPTIONS
 from emp_core.market_data.universe import build_universe
 from emp_dagster.defs.market_data.partitions import BAR_BACKFILL, BAR_PARTITIONS, partitions_of
 from emp_dagster.defs.market_data.resources import MarketDataResource, StoreResource
-from emp_dagster.edge import check_result
+from emp_dagster.edge import check_result, store_metadata
 
 GROUP = "market_data"
 BAR_KEYS = {name: dg.AssetKey(["duckdb", "market", name]) for name in DATASETS}
@@ -49,11 +49,12 @@ def _bars_asset(name: str) -> dg.AssetsDefinition:
              market_data: MarketDataResource) -> dg.MaterializeResult:
         partitions = partitions_of(context.partition_keys)
         limits = {"max_gap_ratio": config.max_gap_ratio, "max_lag_bars": config.max_lag_bars}
+        db = store.store()
         if config.landing_file:
-            result = ingest_landing_file(store.store(), Path(config.landing_file), name, partitions,
-                                         run_id=context.run_id, **limits)
+            result = ingest_landing_file(db, Path(config.landing_file), name, partitions, run_id=context.run_id,
+                                         **limits)
         else:
-            result = ingest_window(store.store(), market_data.source(name), name, partitions, run_id=context.run_id,
+            result = ingest_window(db, market_data.source(name), name, partitions, run_id=context.run_id,
                                    symbols=config.symbols, **limits)
         r = result.report
         return dg.MaterializeResult(
@@ -65,6 +66,7 @@ def _bars_asset(name: str) -> dg.AssetsDefinition:
                 "check_seconds": round(result.check_seconds, 3),
                 "setup_seconds": round(result.setup_seconds, 3),
                 "journal": dg.MetadataValue.md(_journal_preview(r.journal)),
+                **store_metadata(db),
             },
             check_results=[check_result(c) for c in result.checks],
         )

@@ -10,6 +10,7 @@ from emp_core.sensory.pipeline import OUTPUTS, materialise_window
 from emp_dagster.defs.market_data.assets import BAR_KEYS, CURVE_KEY, MACRO_KEY
 from emp_dagster.defs.market_data.partitions import BAR_BACKFILL, BAR_PARTITIONS, partitions_of
 from emp_dagster.defs.market_data.resources import StoreResource
+from emp_dagster.edge import store_metadata
 
 GROUP = "sensory"
 KEYS = {name: dg.AssetKey(["duckdb", "sensory", name]) for name in OUTPUTS}
@@ -50,7 +51,8 @@ class SensoryConfig(dg.Config):
 )
 def sensory_cortex(context: dg.AssetExecutionContext, config: SensoryConfig, store: StoreResource):
     partitions = partitions_of(context.partition_keys)
-    windows = materialise_window(store.store(), partitions[0].start, partitions[-1].end, run_id=context.run_id,
+    db = store.store()
+    windows = materialise_window(db, partitions[0].start, partitions[-1].end, run_id=context.run_id,
                                  weights=config.weights)
     for name in OUTPUTS:
         per_dataset = {w.dataset: w.summaries[name] for w in windows}
@@ -66,6 +68,7 @@ def sensory_cortex(context: dg.AssetExecutionContext, config: SensoryConfig, sto
         if name == "fused":
             metadata["weights"] = dg.MetadataValue.json(fusion.check_weights(config.weights))
             metadata["seconds"] = round(sum(w.seconds for w in windows), 3)
+            metadata.update(store_metadata(db))
         yield dg.MaterializeResult(asset_key=KEYS[name], metadata=metadata)
 
 

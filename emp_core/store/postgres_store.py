@@ -166,8 +166,7 @@ class PostgresStore:
     def _make_engine(self):
         import sqlalchemy as sa
 
-        url = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg://", self.url)
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=self._pool_size, max_overflow=4,
+        return sa.create_engine(sqlalchemy_url(self.url), pool_pre_ping=True, pool_size=self._pool_size, max_overflow=4,
                                 connect_args={"connect_timeout": self._connect_timeout})
 
     def _ensure_schema(self) -> None:
@@ -478,6 +477,22 @@ class PostgresStore:
             elif dtype != pl.Null and old.compile(con.dialect) != new and not (isinstance(old, sa.Float)
                                                                                and dtype.is_integer()):
                 raise EmpError(f"{table}.{col} is {old} but new rows bring {dtype}; migrate the table first")
+
+
+def sqlalchemy_url(conninfo: str):
+    """A SQLAlchemy URL (psycopg 3 driver) for a libpq connection string, in URL or ``key=value`` form."""
+    import sqlalchemy as sa
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
+    host, port = parts.pop("host", None), parts.pop("port", None)
+    if host and ("/" in host or "," in host):  # a socket directory or several hosts: libpq reads them from the query
+        parts["host"], host = host, None
+        if port:
+            parts["port"], port = port, None
+    return sa.engine.URL.create("postgresql+psycopg", username=parts.pop("user", None),
+                                password=parts.pop("password", None), host=host, port=int(port) if port else None,
+                                database=parts.pop("dbname", None), query=parts)
 
 
 def _check_bar_table(table: str) -> None:

@@ -1,0 +1,131 @@
+"""The platform domain in Dagster (emp_dagster/defs/platform): the backup asset and its restore drill, the failover
+catch-up and its parity check, the failover drill job, health checks, and the recovery sensors; against the
+loopback PostgreSQL server."""
+
+from datetime import datetime
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from emp_core.market_data.ingest import Partition
+from emp_core.market_data.pipeline import ingest_window
+from emp_core.market_data.sources import SyntheticSource
+from emp_core.store import DuckDBStore
+from emp_core.store.failover import FailoverStore, pending
+from emp_core.store.postgres_store import PostgresStore
+from emp_dagster.defs.market_data import assets as market
+from emp_dagster.defs.market_data.jobs import ingest_job
+from emp_dagster.defs.market_data.resources import MarketDataResource, StoreResource
+from emp_dagster.defs.platform import assets as platform
+from emp_dagster.defs.platform.jobs import failover_drill
+from emp_dagster.defs.platform.sensors import failover_recovery, ingest_retry
+from emp_dagster.edge import partition_range_tags
+from tests.support import daily_bars, free_port
+
+
+def checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture
+def institutional_store(institutional, pg_url, emp_home):
+    store = PostgresStore(pg_url)
+    store.upsert_bars("bars_1d", daily_bars("AAA", datetime(2015, 1, 2), 600), source="t", run_id="r")
+    yield store
+    store.dispose()
+
+
+def test_the_backup_asset_restores_its_dump_and_checks_retention(institutional_store, emp_home):
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([platform.backup], resources={"store": StoreResource()}, instance=instance)
+    got = checks(result)
+    assert got["restore_parity"].passed
+    retention = got["retention"]  # 600 days of 2015-2017 bars cannot cover ten years, and bars_1h is empty
+    assert not retention.passed and "market.bars_1h" in retention.description
+    assert len(list((emp_home / "backups").glob("*.dump"))) == 1
+
+
+def test_the_backup_asset_refuses_the_embedded_tier_clearly(emp_home):
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([platform.backup], resources={"store": StoreResource()}, instance=instance,
+                                raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "institutional tier" in failure.event_specific_data.error.to_string()
+
+
+def test_catch_up_after_an_outage_and_its_parity_check(institutional, pg_url, emp_home):
+    fallback = DuckDBStore(emp_home / "failover.duckdb")
+    down = FailoverStore(PostgresStore(f"postgresql://127.0.0.1:{free_port()}/emp"), fallback)
+    source = SyntheticSource(3, datetime(2020, 1, 1), datetime(2021, 1, 1), seed=1)
+    ingest_window(down, source, "bars_1d", [Partition("2020", datetime(2020, 1, 1), datetime(2021, 1, 1))],
+                  run_id="outage-1", max_gap_ratio=1.0)
+    assert pending(fallback).height == 1
+    with dg.instance_for_test() as instance:
+        # PostgreSQL answers and writes wait: the recovery sensor asks for the catch-up
+        request = failover_recovery(dg.build_sensor_context(instance=instance))
+        assert isinstance(request, dg.RunRequest)
+        result = dg.materialize([platform.failover_catch_up], instance=instance)
+    parity = checks(result)["parity"]
+    assert parity.passed and "1 of 1 run(s) agree" in parity.description
+    primary = PostgresStore(pg_url)
+    assert primary.read_bars("bars_1d").height == fallback.read_bars("bars_1d").height == 3 * 253
+    # tampering on the primary is seen by the next check
+    primary.query("UPDATE market.bars_1d SET close = close * 2 WHERE ts = (SELECT max(ts) FROM market.bars_1d)")
+    primary.dispose()
+    with dg.instance_for_test() as instance:
+        assert isinstance(failover_recovery(dg.build_sensor_context(instance=instance)), dg.SkipReason)
+        again = dg.materialize([platform.failover_catch_up], instance=instance, raise_on_error=False)
+    assert not checks(again)["parity"].passed
+
+
+def test_the_recovery_sensor_waits_while_postgres_is_down(institutional, emp_home, monkeypatch):
+    fallback = DuckDBStore(emp_home / "failover.duckdb")
+    down_url = f"postgresql://127.0.0.1:{free_port()}/emp"
+    FailoverStore(PostgresStore(down_url), fallback).replace_table(
+        "macro.series", pl.DataFrame(schema={"series_id": pl.String}))
+    monkeypatch.setenv("EMP_PG_URL", down_url)
+    with dg.instance_for_test() as instance:
+        skip = failover_recovery(dg.build_sensor_context(instance=instance))
+    assert isinstance(skip, dg.SkipReason) and "still unreachable" in skip.skip_message
+
+
+def test_the_failover_drill_job(institutional):
+    with dg.instance_for_test() as instance:
+        result = failover_drill.execute_in_process(instance=instance)
+        assert result.success
+        drill = result.output_for_node("failover_drill_op")
+    assert drill["failed_over"] and drill["parity"] and drill["replayed"] == 1 and drill["rows_stored"] > 0
+
+
+def test_a_failed_ingest_run_is_retried_with_a_longer_look_back(emp_home, tmp_path):
+    resources = {"store": StoreResource(path=str(tmp_path / "emp.duckdb")),
+                 "market_data": MarketDataResource(data_dir=str(tmp_path / "no-such-dir"))}
+    defs = dg.Definitions(assets=[market.bars_1d, market.bars_1h, market.universe], jobs=[ingest_job],
+                          resources=resources)
+    with dg.instance_for_test() as instance:
+        job = defs.resolve_job_def(ingest_job.name)
+        failed = job.execute_in_process(instance=instance, partition_key="2010", raise_on_error=False)
+        assert not failed.success
+        run = instance.get_run_by_id(failed.run_id)
+        event = next(e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+        context = dg.build_run_status_sensor_context(sensor_name=ingest_retry.name, dagster_instance=instance,
+                                                     dagster_run=run, dagster_event=event).for_run_failure()
+        request = ingest_retry(context)
+    assert isinstance(request, dg.RunRequest)
+    assert partition_range_tags("2009", "2010").items() <= request.tags.items()
+    assert request.tags["emp/retry"] == "1" and request.tags["emp/retry_of"] == failed.run_id
+
+
+def test_health_checks_fail_on_what_they_cannot_measure(emp_home, tmp_path):
+    store = DuckDBStore(tmp_path / "emp.duckdb")
+    store.upsert_bars("bars_1d", daily_bars("AAA", datetime(2020, 1, 2), 5), source="t", run_id="r")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([platform.health], resources={"store": StoreResource(path=str(store.path))},
+                                instance=instance)
+    got = checks(result)
+    assert set(got) == set(platform.HEALTH_ITEMS)
+    assert not got["freshness_bars_1d"].passed  # 2020's bars, measured today
+    assert not got["freshness_bars_1h"].passed and got["freshness_bars_1h"].metadata["state"].value == "unknown"
+    assert all(e.severity == dg.AssetCheckSeverity.WARN for e in got.values())

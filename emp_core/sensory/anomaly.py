@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from emp_core.sensory.base import RET, Context, lag, log, pos, ratio, robust_scale, trailing
+from emp_core.sensory.base import RET, Context, lag, log, ordered_sum, pos, ratio, robust_scale, trailing
 
 WINDOW = 63
 THRESHOLD = 4.0
@@ -132,18 +132,18 @@ def mahalanobis_stages(columns: tuple[str, ...], window: int = WINDOW, ridge: fl
         return pl.col(f"_L{i}{j}")
 
     for j in range(k):
-        diag = pl.col(f"_cov{j}{j}") - pl.sum_horizontal([low(j, c) ** 2 for c in range(j)] or [pl.lit(0.0)])
+        diag = pl.col(f"_cov{j}{j}") - ordered_sum([low(j, c) ** 2 for c in range(j)])
         out.append([pl.when(diag > 0).then(diag.sqrt()).alias(f"_L{j}{j}")])
         if j + 1 < k:
             out.append([
-                ((pl.col(f"_cov{j}{i}") - pl.sum_horizontal([low(i, c) * low(j, c) for c in range(j)] or [pl.lit(0.0)]))
+                ((pl.col(f"_cov{j}{i}") - ordered_sum([low(i, c) * low(j, c) for c in range(j)]))
                  / low(j, j)).alias(f"_L{i}{j}")
                 for i in range(j + 1, k)
             ])
     for i in range(k):
-        known = pl.sum_horizontal([low(i, c) * pl.col(f"_y{c}") for c in range(i)] or [pl.lit(0.0)])
+        known = ordered_sum([low(i, c) * pl.col(f"_y{c}") for c in range(i)])
         out.append([((pl.col(f"_dev{i}") - known) / low(i, i)).alias(f"_y{i}")])
-    out.append([pl.sum_horizontal([pl.col(f"_y{i}") ** 2 for i in range(k)]).alias("_d2")])
+    out.append([ordered_sum([pl.col(f"_y{i}") ** 2 for i in range(k)]).alias("_d2")])
     return out
 
 
@@ -165,7 +165,7 @@ def finishing_stages() -> list[list[pl.Expr]]:
     gap_leads = (z["gap"].abs() >= z["return"].abs().fill_null(0.0)).fill_null(False)
     direction = pl.when(gap_leads).then(z["gap"].sign()).otherwise(move).fill_null(0.0)
     defined = [c.is_not_null().cast(pl.Float64) for c in (*z.values(), md)]
-    # sum_horizontal skips nulls, so a row with no defined distance would read as 0: keep it null unless every
+    # ordered_sum skips nulls, so a row with no defined distance would read as 0: keep it null unless every
     # pivot is defined (a kept score's is null while its window is short; one left out has the constant 1).
     # With none of the other scores kept there is nothing to compare: null, not "0 is typical".
     pivots = [pl.col(f"_L{i}{i}").is_not_null() for i in range(len(OTHERS))]
@@ -178,7 +178,7 @@ def finishing_stages() -> list[list[pl.Expr]]:
         [
             pl.when(strength.is_null()).then(None).when(pl.col("anomaly_flag"))
             .then(direction * (strength / THRESHOLD - 1.0).tanh()).otherwise(0.0).alias("anomaly_score"),
-            pl.when(pl.col("anomaly_flag")).then(pl.sum_horizontal(defined) / len(defined)).otherwise(0.0)
+            pl.when(pl.col("anomaly_flag")).then(ordered_sum(defined) / len(defined)).otherwise(0.0)
             .alias("anomaly_confidence"),
         ],
     ]

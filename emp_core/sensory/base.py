@@ -30,9 +30,11 @@ Conventions every dimension follows:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-from collections.abc import Iterator
+import operator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -158,6 +160,21 @@ def squash(x: pl.Expr) -> pl.Expr:
     return x.tanh()
 
 
+def ordered_sum(exprs: Sequence[pl.Expr]) -> pl.Expr:
+    """``sum_horizontal``'s meaning (a null counts as 0; no terms is 0), added left to right in the given order.
+    Polars adds three or more columns with a parallel reduce whose grouping follows its thread pool, so the last
+    bits of such a sum depended on the machine's cores (a 1-thread pool against 2 differed in five columns)."""
+    terms = [e.fill_null(0) for e in exprs]
+    return functools.reduce(operator.add, terms) if terms else pl.lit(0.0)
+
+
+def ordered_mean(exprs: Sequence[pl.Expr]) -> pl.Expr:
+    """``mean_horizontal``'s meaning (the mean of the non-null terms; null when none is), in a fixed order."""
+    exprs = list(exprs)
+    count = functools.reduce(operator.add, [e.is_not_null().cast(pl.Int64) for e in exprs])
+    return pl.when(count > 0).then(ordered_sum(exprs) / count)
+
+
 def weighted_mean(parts: list[tuple[float, pl.Expr]]) -> tuple[pl.Expr, pl.Expr]:
     """(sum a_k x_k / sum |a_k| over the non-null x_k, share of |a| that was present).
 
@@ -165,8 +182,8 @@ def weighted_mean(parts: list[tuple[float, pl.Expr]]) -> tuple[pl.Expr, pl.Expr]
     known and the coverage says how much was known.
     """
     total = sum(abs(a) for a, _ in parts)
-    num = pl.sum_horizontal([(x * a) for a, x in parts])
-    den = pl.sum_horizontal([pl.when(x.is_not_null()).then(abs(a)).otherwise(0.0) for a, x in parts])
+    num = ordered_sum([(x * a) for a, x in parts])
+    den = ordered_sum([pl.when(x.is_not_null()).then(abs(a)).otherwise(0.0) for a, x in parts])
     mean = pl.when(den > 0).then(num / den)
     return mean, den / total
 

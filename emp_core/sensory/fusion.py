@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import polars as pl
 
 from emp_core.errors import EmpError
+from emp_core.sensory.base import ordered_sum
 
 DIMENSIONS = ("why", "how", "what", "when", "anomaly")
 DEFAULT_WEIGHTS: Mapping[str, float] = {"why": 0.15, "how": 0.20, "what": 0.35, "when": 0.10, "anomaly": 0.20}
@@ -49,8 +50,8 @@ def fuse(weights: Mapping[str, float] | None = None) -> list[pl.Expr]:
     total = sum(abs(v) for v in w.values())
     used = [d for d in DIMENSIONS if w[d] != 0.0]
     present = {d: pl.col(f"{d}_score").is_not_null() for d in used}
-    num = pl.sum_horizontal([pl.col(f"{d}_score") * pl.col(f"{d}_confidence") * w[d] for d in used])
-    den = pl.sum_horizontal([pl.when(present[d]).then(pl.col(f"{d}_confidence") * abs(w[d])).otherwise(0.0)
+    num = ordered_sum([pl.col(f"{d}_score") * pl.col(f"{d}_confidence") * w[d] for d in used])
+    den = ordered_sum([pl.when(present[d]).then(pl.col(f"{d}_confidence") * abs(w[d])).otherwise(0.0)
                              for d in used])
     return [
         pl.when(den > 0).then(num / den).alias("signal"),

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from emp_core.sensory.base import RET, Context, lag, ratio, score_and_confidence, trailing, weighted_mean
+from emp_core.sensory.base import RET, Context, lag, ordered_mean, ratio, score_and_confidence, trailing, weighted_mean
 
 HORIZONS = (21, 63, 126)
 VOL_WINDOW = 63
@@ -53,7 +53,7 @@ def stages(ctx: Context) -> list[list[pl.Expr]]:
           for h in HORIZONS],
         ratio(close - (hi + lo) / 2.0, (hi - lo) / 2.0).clip(-2.0, 2.0).alias("what_breakout"),
     ]
-    trend = pl.mean_horizontal([pl.col(f"what_trend_{h}") for h in HORIZONS])
+    trend = ordered_mean([pl.col(f"what_trend_{h}") for h in HORIZONS])
     evidence, coverage = weighted_mean([
         (WEIGHTS["trend"], trend),
         (WEIGHTS["breakout"], pl.col("what_breakout")),

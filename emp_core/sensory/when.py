@@ -58,7 +58,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from emp_core.calendars import trading_dates
-from emp_core.sensory.base import POS, RET, Context, score_and_confidence
+from emp_core.sensory.base import POS, RET, Context, ordered_mean, score_and_confidence
 from emp_core.sensory.why import MacroInputs
 
 FWD = "_fwd"  # r_{t+1}: only ever summed over earlier bars s < t, whose r_{s+1} is known at t
@@ -182,8 +182,8 @@ def stages(ctx: Context) -> list[list[pl.Expr]]:
                     (eve & ~turn).alias("when_release_eve")]
     sums = [e for f in (None, *families) for e in _running_sums(f)]
     tstats = [_t_stat(f) for f in families]
-    evidence = pl.mean_horizontal([pl.col(f"when_t_{f}") for f in families]) / 2.0
-    confidence = pl.mean_horizontal([
+    evidence = ordered_mean([pl.col(f"when_t_{f}") for f in families]) / 2.0
+    confidence = ordered_mean([
         pl.when(pl.col(f"when_t_{f}").is_not_null()).then((pl.col(f"_n_{f}") / FULL_OBS).clip(upper_bound=1.0))
         .otherwise(0.0)
         for f in families

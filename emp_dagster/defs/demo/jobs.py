@@ -7,6 +7,9 @@ before, 12 unpartitioned assets were 2,880 of 4,800 planning events).
 2. ``emp_demo_history``: bars and sensory features over the range of years, without the drift checks;
 3. ``emp_demo_research``: the universe, calibration, evolution, and the drift checks, which read the
    calibration this stage builds.
+
+The platform group (backup, failover catch-up, health) is operations, not the research graph: it runs on its
+own jobs and schedules (emp_dagster/defs/platform), never in the demo.
 """
 
 import dagster as dg
@@ -16,16 +19,17 @@ from emp_dagster.defs.market_data.partitions import BAR_PARTITIONS
 from emp_dagster.defs.sensory.assets import KEYS as SENSORY_KEYS
 
 SOURCES = dg.AssetSelection.assets(MACRO_KEY, CURVE_KEY)
+GRAPH = dg.AssetSelection.all() - dg.AssetSelection.groups("platform")
 DRIFT = dg.AssetSelection.checks(*(dg.AssetCheckKey(key, "drift") for key in SENSORY_KEYS.values()))
 PARTITIONED = dg.AssetSelection.assets(*BAR_KEYS.values(), *SENSORY_KEYS.values())
 STAGES = {  # job name -> (selection, partitioned over the range)
     "emp_demo_sources": (SOURCES, False),
     "emp_demo_history": (PARTITIONED - DRIFT, True),
-    "emp_demo_research": ((dg.AssetSelection.all() - SOURCES - PARTITIONED) | DRIFT, False),
+    "emp_demo_research": ((GRAPH - SOURCES - PARTITIONED) | DRIFT, False),
 }
 
 demo_job = dg.define_asset_job(
-    "emp_demo", selection=dg.AssetSelection.all(), partitions_def=BAR_PARTITIONS,
+    "emp_demo", selection=GRAPH, partitions_def=BAR_PARTITIONS,
     description="Materialise the whole graph for a range of years in one run.",
 )
 emp_demo_sources, emp_demo_history, emp_demo_research = (

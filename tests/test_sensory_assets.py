@@ -12,6 +12,7 @@ from emp_core.sensory import compute_features
 from emp_core.sensory.calibration import MIN_EFFECTIVE, calibrate, drift, ks, psi
 from emp_core.sensory.pipeline import load_macro
 from emp_core.store import DuckDBStore
+from emp_dagster.defs.evolution.resources import spark_resource
 from emp_dagster.defs.market_data import assets as market
 from emp_dagster.defs.market_data.resources import MarketDataResource, StoreResource
 from emp_dagster.defs.sensory import assets as sensory
@@ -24,7 +25,7 @@ ALL = [market.bars_1d, market.bars_1h, market.macro_series, market.treasury_curv
 @pytest.fixture
 def resources(tmp_path, data_dir):
     return {"store": StoreResource(path=str(tmp_path / "emp.duckdb")),
-            "market_data": MarketDataResource(data_dir=str(data_dir))}
+            "market_data": MarketDataResource(data_dir=str(data_dir)), "pyspark": spark_resource()}
 
 
 def run(resources, first: str, last: str, instance, run_config=None):
@@ -51,6 +52,22 @@ def test_partitions_write_exactly_the_full_history_result(resources):
     assert mats["duckdb/sensory/anomaly"]["dagster/row_count"].value == store.query(
         "SELECT count(*) FROM sensory.anomaly WHERE ts >= '2010-01-01'").item()
     assert "flagged_bars" in mats["duckdb/sensory/anomaly"]
+
+
+@pytest.mark.spark
+def test_the_spark_compute_stores_what_in_process_stores(resources, tmp_path, data_dir, spark):
+    """The asset's spark path (symbol groups on the pyspark resource's executors) writes every sensory table
+    exactly as the in-process path does."""
+    spark_store = tmp_path / "spark.duckdb"
+    on_spark = {**resources, "store": StoreResource(path=str(spark_store))}
+    config = {"ops": {"sensory_cortex": {"config": {"compute": "spark"}}}}
+    with dg.instance_for_test() as instance:
+        assert run(resources, "2009", "2010", instance).success
+        assert run(on_spark, "2009", "2010", instance, run_config=config).success
+    local, distributed = DuckDBStore(resources["store"].path), DuckDBStore(spark_store)
+    for name in ("why", "how", "what", "when", "anomaly", "fused"):
+        sql = f"SELECT * EXCLUDE (run_id) FROM sensory.{name} ORDER BY dataset, symbol, ts"
+        assert distributed.query(sql).equals(local.query(sql)), name
 
 
 def test_drift_checks_warn_with_their_numbers_and_never_block(resources):

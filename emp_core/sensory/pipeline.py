@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -100,15 +100,17 @@ def materialise_window(
     run_id: str,
     weights: Mapping[str, float] | None = None,
     datasets: Sequence[str] = tuple(DATASETS),
+    compute: Callable[..., pl.DataFrame] | None = None,
 ) -> list[FeatureWindow]:
-    """Compute and store the features of [start, end) for each dataset; one summary per dataset."""
+    """Compute and store the features of [start, end) for each dataset; one summary per dataset.
+    ``compute``: a drop-in for ``compute_features`` (default), e.g. ``emp_core.sensory.spark.spark_compute``."""
     macro = load_macro(store)
     results = []
     for name in datasets:
         t0 = time.perf_counter()
         spec = DATASETS[name]
         history = store.read_bars(name, end=end)
-        features = compute_features(history, macro, weights=weights, intraday=spec.interval != "1d",
+        features = (compute or compute_features)(history, macro, weights=weights, intraday=spec.interval != "1d",
                                     calendar=spec.calendar, name=f"market.{name}")
         window = features.filter(pl.col("ts").is_between(start, end, closed="left"))
         tables = {TABLES[o]: _table(o, window, name, run_id) for o in OUTPUTS}

@@ -4,7 +4,7 @@ import sys
 
 import dagster as dg
 
-from emp_core.config import python_for_spark_workers
+from emp_core.config import python_for_spark_workers, settings
 from emp_core.errors import EmpError
 from emp_core.evolution.spark import LOCAL_CONFIG
 
@@ -19,14 +19,14 @@ class SparkUnavailable(dg.ConfigurableResource):
 
 
 def spark_resource() -> dg.ConfigurableResource:
-    """LazyPySparkResource on ``local[2]`` (a cluster's master URL goes in ``spark.master``); the
-    session starts only when a run asks for the spark engine."""
+    """LazyPySparkResource on ``EMP_SPARK_MASTER`` (default ``local[2]``; a cluster's master URL); the session
+    starts only when a run asks for a Spark path (evolution's spark engine, the sensory cortex's spark compute)."""
     try:
         from dagster_pyspark import LazyPySparkResource
     except ImportError:
         return SparkUnavailable()
     python_for_spark_workers(sys.executable)
-    return LazyPySparkResource(spark_config=dict(LOCAL_CONFIG))
+    return LazyPySparkResource(spark_config={**LOCAL_CONFIG, "spark.master": settings().spark_master})
 
 
 @dg.definitions

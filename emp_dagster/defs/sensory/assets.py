@@ -1,12 +1,15 @@
 """The sensory cortex as assets: one per dimension plus the fused signal, and the calibration table."""
 
 import time
+from typing import Any
 
 import dagster as dg
 
+from emp_core.errors import EmpError
 from emp_core.sensory import anomaly, fusion, how, what, when, why
 from emp_core.sensory.calibration import calibrate
 from emp_core.sensory.pipeline import OUTPUTS, materialise_window
+from emp_core.sensory.spark import spark_compute
 from emp_dagster.defs.market_data.assets import BAR_KEYS, CURVE_KEY, MACRO_KEY
 from emp_dagster.defs.market_data.partitions import BAR_BACKFILL, BAR_PARTITIONS, partitions_of
 from emp_dagster.defs.market_data.resources import StoreResource
@@ -38,6 +41,7 @@ class SensoryConfig(dg.Config):
     (emp_core.sensory.DEFAULT_WEIGHTS)."""
 
     weights: dict[str, float] | None = None
+    compute: str = "in_process"  # or "spark": symbol groups on the pyspark resource's executors, identical results
 
 
 @dg.multi_asset(
@@ -49,11 +53,15 @@ class SensoryConfig(dg.Config):
            for name in OUTPUTS],
     partitions_def=BAR_PARTITIONS, backfill_policy=BAR_BACKFILL,
 )
-def sensory_cortex(context: dg.AssetExecutionContext, config: SensoryConfig, store: StoreResource):
+def sensory_cortex(context: dg.AssetExecutionContext, config: SensoryConfig, store: StoreResource,
+                   pyspark: dg.ResourceParam[Any]):
+    if config.compute not in ("in_process", "spark"):
+        raise EmpError(f"sensory compute {config.compute!r}: choose in_process or spark")
     partitions = partitions_of(context.partition_keys)
     db = store.store()
+    compute = spark_compute(pyspark.spark_session) if config.compute == "spark" else None
     windows = materialise_window(db, partitions[0].start, partitions[-1].end, run_id=context.run_id,
-                                 weights=config.weights)
+                                 weights=config.weights, compute=compute)
     for name in OUTPUTS:
         per_dataset = {w.dataset: w.summaries[name] for w in windows}
         metadata = {

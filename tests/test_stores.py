@@ -274,3 +274,24 @@ def test_an_unreachable_server_is_named_without_its_password():
         store.read_bars("bars_1d")
     assert "127.0.0.1" in str(err.value) and "s3cret" not in str(err.value)
     assert not store.exists()
+
+
+def test_two_threads_upserting_the_same_bar_leave_one_row(duck):
+    """DuckDB's optimistic transactions let two threads' delete-then-insert of one key both commit; the store's
+    per-file lock makes them take turns (found by the stream consumers' tests)."""
+    import threading
+
+    duck.tables()
+    start = threading.Barrier(8)
+
+    def write(i: int) -> None:
+        start.wait()
+        duck.upsert_bars("bars_1d", bars("A", 20, price=100.0 + i), source="t", run_id=f"w{i}")
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert duck.query("SELECT count(*) FROM market.bars_1d").item() == 20
+    assert duck.query("SELECT count(DISTINCT run_id) FROM market.bars_1d").item() == 1  # one writer's rows, whole

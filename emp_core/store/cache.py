@@ -129,13 +129,10 @@ class HotCache:
         max_years: int = 50,
         compression: str = "zstd",
     ) -> None:
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError:  # pragma: no cover - the institutional extra is not installed
-            raise EmpError("the Redis hot cache needs the `redis` package (pip install 'emp-predator[institutional]')"
-                           ) from None
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         if not _NAMESPACE.match(namespace):
             raise EmpError(f"cache namespace {namespace!r}: use letters, digits, '_', '.', '-'")
         if ttl_seconds <= 0:

@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evolve(sub)
     _add_db(sub)
     _add_status(sub)
+    _add_stream(sub)
     for ep in entry_points(group="emp.commands"):
         ep.load()(sub)
     for p in sub.choices.values():  # -q also after the command name (emp evolve ... -q), every command alike
@@ -268,6 +269,12 @@ def _add_db(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(prog="emp db catch-up")
     db.set_defaults(func=lambda _args: db.print_help() or EXIT_USAGE)  # `emp db` alone: its actions
+
+
+def _add_stream(sub) -> None:
+    from emp_core.store.streams import add_stream_parser
+
+    add_stream_parser(sub)
 
 
 def _add_status(sub) -> None:

@@ -150,7 +150,7 @@ def cache_hit_rate(redis_url: str | None, limits: Limits) -> Health:
                                                             "evicted_keys": int(info.get("evicted_keys", 0))})
 
 
-def stream_lag(redis_url: str | None, limits: Limits, stream: str | None = None, group: str = "store") -> Health:
+def stream_lag(redis_url: str | None, limits: Limits, stream: str | None = None, group: str | None = None) -> Health:
     limit = f"<= {limits.max_stream_entries} entries and <= {limits.max_stream_age_seconds:.0f} s"
     if not redis_url:
         return Health("stream_lag", UNKNOWN, "no Redis", limit, "no Redis configured (embedded tier)")
@@ -158,7 +158,7 @@ def stream_lag(redis_url: str | None, limits: Limits, stream: str | None = None,
         from emp_core.store import streams
 
         client = streams.connect(redis_url, timeout=1.0)
-        info = streams.lag(client, stream or streams.stream_name(), group)
+        info = streams.lag(client, stream or streams.stream_name(), group or streams.DEFAULT_GROUP)
         passed, description, metadata = streams.lag_check(info, limits.max_stream_entries,
                                                           limits.max_stream_age_seconds)
     except Exception as exc:

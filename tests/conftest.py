@@ -206,3 +206,29 @@ def private_pg():
             server.stop("fast")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server():
+    """A private redis-server on a free loopback port (its URL), killed afterwards."""
+    import redis
+
+    from tests.support import free_port
+
+    if shutil.which("redis-server") is None:
+        service_missing("redis-server")
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield url
+    proc.kill()
+    proc.wait()

@@ -5,7 +5,6 @@ import json
 from datetime import datetime, timedelta
 
 import polars as pl
-import pytest
 
 from emp_core.config import settings
 from emp_core.health import (
@@ -109,33 +108,3 @@ def test_emp_status_on_the_demo_store(demo_home, monkeypatch, capsys):
     assert items["freshness_bars_1d"].state == OK, items["freshness_bars_1d"]
     assert main(["status"]) == 1
     assert "freshness_bars_1d" in capsys.readouterr().out
-
-
-@pytest.fixture
-def redis_server():
-    """A private redis-server on a free loopback port (its URL), killed afterwards."""
-    import shutil
-    import subprocess
-    import time
-
-    import redis
-
-    from tests.support import free_port, service_missing
-
-    if shutil.which("redis-server") is None:
-        service_missing("redis-server")
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-    yield url
-    proc.kill()
-    proc.wait()

@@ -129,3 +129,26 @@ def test_health_checks_fail_on_what_they_cannot_measure(emp_home, tmp_path):
     assert not got["freshness_bars_1d"].passed  # 2020's bars, measured today
     assert not got["freshness_bars_1h"].passed and got["freshness_bars_1h"].metadata["state"].value == "unknown"
     assert all(e.severity == dg.AssetCheckSeverity.WARN for e in got.values())
+
+
+def test_an_institutional_intraday_ingest_is_mirrored_to_its_stream_and_a_consumer_rebuilds_it(
+        institutional, pg_url, emp_home, data_dir, redis_server, monkeypatch, tmp_path):
+    """publish -> consume -> store: the bars asset's run publishes the EURUSD hours it stored; a consumer group
+    applies the stream to an empty store, which then holds the same bars as PostgreSQL."""
+    from emp_core.store.streams import BarConsumer, connect, stream_name
+
+    monkeypatch.setenv("EMP_REDIS_URL", redis_server)
+    resources = {"store": StoreResource(), "market_data": MarketDataResource(data_dir=str(data_dir))}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([market.bars_1h], partition_key="2017", resources=resources, instance=instance)
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    stored = meta["dagster/row_count"].value
+    assert stored > 6000 and meta["stream_published"].value == stored
+    client = connect(redis_server)
+    assert client.xlen(stream_name("bars_1h")) == stored
+    replica = DuckDBStore(tmp_path / "replica.duckdb")
+    consumer = BarConsumer(client, stream_name("bars_1h"), "replica", "c1", replica, "bars_1h")
+    consumer.run(idle_stop=0.5)
+    primary = PostgresStore(pg_url)
+    assert replica.read_bars("bars_1h").equals(primary.read_bars("bars_1h"))
+    primary.dispose()

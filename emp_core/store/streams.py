@@ -612,6 +612,19 @@ def replay(store, client: redis.Redis, stream: str, table: str = DEFAULT_TABLE, 
     return BarStream(client, stream, maxlen).publish(bars, source or f"replay:{table}")
 
 
+def mirror_run(store, client: redis.Redis, table: str, run_id: str, *, stream: str | None = None) -> int:
+    """Publish the bars one ingest run stored in ``table`` (the publisher of new intraday bars: the bars
+    asset calls it after an institutional-tier ingest), in time order. Returns the number of entries added."""
+    if table not in BAR_TABLES:
+        raise EmpError(f"unknown bar table {table!r}; choose one of {', '.join(BAR_TABLES)}")
+    bars = store.query(f"SELECT symbol, ts, open, high, low, close, volume, source FROM market.{table} "
+                       "WHERE run_id = $r ORDER BY ts, symbol", {"r": run_id})
+    if not bars.height:
+        return 0
+    source = bars["source"][0]
+    return BarStream(client, stream or stream_name(table)).publish(bars.drop("source"), source)
+
+
 # -- command line -----------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ import dagster as dg
 import polars as pl
 
 from emp_core.clock import utcnow
+from emp_core.config import settings
 from emp_core.market_data.ingest import DATASETS
 from emp_core.market_data.landing import ingest_landing_file
 from emp_core.market_data.macro import TableLoad, load_macro_series, load_treasury_curve
@@ -57,6 +58,7 @@ def _bars_asset(name: str) -> dg.AssetsDefinition:
             result = ingest_window(db, market_data.source(name), name, partitions, run_id=context.run_id,
                                    symbols=config.symbols, **limits)
         r = result.report
+        mirrored = _mirror(db, name, context.run_id) if DATASETS[name].interval != "1d" else {}
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": r.rows_stored, "rows_in": r.rows_in, "rows_quarantined": r.rows_quarantined,
@@ -66,12 +68,28 @@ def _bars_asset(name: str) -> dg.AssetsDefinition:
                 "check_seconds": round(result.check_seconds, 3),
                 "setup_seconds": round(result.setup_seconds, 3),
                 "journal": dg.MetadataValue.md(_journal_preview(r.journal)),
-                **store_metadata(db),
+                **store_metadata(db), **mirrored,
             },
             check_results=[check_result(c) for c in result.checks],
         )
 
     return bars
+
+
+def _mirror(db, name: str, run_id: str) -> dict:
+    """In the institutional tier, publish the intraday bars this run stored to their Redis stream (consumers
+    elsewhere apply them). Redis down does not fail the ingest: the bars are stored, and `emp stream replay`
+    publishes them later; the metadata says which happened."""
+    cfg = settings()
+    if cfg.tier != "institutional" or not cfg.redis_url:
+        return {}
+    from emp_core.store.streams import connect, mirror_run, stream_name
+
+    try:
+        published = mirror_run(db, connect(cfg.redis_url, timeout=2.0), name, run_id)
+    except Exception as exc:  # any Redis failure: reported, never fatal to a stored ingest
+        return {"stream": f"not mirrored ({type(exc).__name__}: {exc}); run `emp stream replay` later"}
+    return {"stream": stream_name(name), "stream_published": published}
 
 
 def _journal_preview(journal: pl.DataFrame, rows: int = 12) -> str:

@@ -232,3 +232,20 @@ def redis_server():
     yield url
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture(scope="session")
+def macro():
+    """The shipped macro inputs (Treasury curve and macro series), as the sensory cortex reads them."""
+    from emp_core.market_data.macro import macro_series, treasury_curve
+    from emp_core.sensory import MacroInputs
+
+    return MacroInputs(curve=treasury_curve(SHIPPED)[0], series=macro_series(SHIPPED)[0])
+
+
+@pytest.fixture(scope="session")
+def daily():
+    """The shipped daily bars."""
+    import polars as pl
+
+    return pl.read_parquet(SHIPPED / "bars_daily.parquet")

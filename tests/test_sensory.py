@@ -8,7 +8,6 @@ import polars.selectors as cs
 import pytest
 
 from emp_core.errors import EmpError
-from emp_core.market_data.macro import macro_series, treasury_curve
 from emp_core.sensory import DIMENSIONS, FeatureInputError, MacroInputs, compute_features
 from emp_core.sensory.fusion import check_weights
 from tests.sensory_reference import reference_features
@@ -17,16 +16,6 @@ from tests.support import SHIPPED
 # Floats are compared as |fast - reference| <= TOL * (1 + |reference|): the two differ only in
 # summation order (Polars updates rolling sums incrementally, the reference sums each window).
 TOL = 1e-9
-
-
-@pytest.fixture(scope="module")
-def macro() -> MacroInputs:
-    return MacroInputs(curve=treasury_curve(SHIPPED)[0], series=macro_series(SHIPPED)[0])
-
-
-@pytest.fixture(scope="module")
-def daily() -> pl.DataFrame:
-    return pl.read_parquet(SHIPPED / "bars_daily.parquet")
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 
 from emp_core.errors import EmpError
 from emp_core.market_data.ingest import ingest_bars, new_run_id
-from emp_core.market_data.macro import load_macro_series, load_treasury_curve, macro_series, treasury_curve
+from emp_core.market_data.macro import load_macro_series, load_treasury_curve
 from emp_core.market_data.sources import ShippedSource, generate_bars
-from emp_core.sensory import FeatureInputError, MacroInputs, compute_features
+from emp_core.sensory import FeatureInputError, compute_features
 from emp_core.sensory.features import _complete, prepare
 from emp_core.sensory.pipeline import TABLES, materialise_window
 from emp_core.sensory.spark import (
@@ -24,16 +24,6 @@ from emp_core.sensory.spark import (
 from tests.support import SHIPPED
 
 NOW = datetime(2026, 1, 1)
-
-
-@pytest.fixture(scope="module")
-def macro() -> MacroInputs:
-    return MacroInputs(curve=treasury_curve(SHIPPED)[0], series=macro_series(SHIPPED)[0])
-
-
-@pytest.fixture(scope="module")
-def daily() -> pl.DataFrame:
-    return pl.read_parquet(SHIPPED / "bars_daily.parquet")
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from emp_core.errors import EmpError
-from emp_core.store.duckdb_store import BAR_TABLES
+from emp_core.store.duckdb_store import BAR_TABLES, time_window
 
 FEATURE_TABLES = ("sensory.why", "sensory.how", "sensory.what", "sensory.when", "sensory.anomaly",
                   "sensory.fused")
@@ -486,13 +486,8 @@ def read_features(store, table: str, dataset: str, *, symbols: Sequence[str] | N
     both stores run), concatenated in symbol order; without a symbol list one SELECT of every symbol."""
     if not _TABLE.match(table):
         raise EmpError(f"not a table name: {table!r}")
-    clauses, params = ["dataset = $dataset"], {"dataset": dataset}
-    if start is not None:
-        clauses.append("ts >= $start")
-        params["start"] = start
-    if end is not None:
-        clauses.append("ts < $end")
-        params["end"] = end
+    clauses, params = time_window(start, end)
+    clauses, params = ["dataset = $dataset", *clauses], {"dataset": dataset, **params}
     if symbols is None:
         return store.query(f"SELECT * FROM {table} WHERE {' AND '.join(clauses)} ORDER BY symbol, ts", params)
     sql = f"SELECT * FROM {table} WHERE {' AND '.join(clauses)} AND symbol = $symbol ORDER BY ts"

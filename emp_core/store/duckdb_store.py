@@ -260,16 +260,10 @@ class DuckDBStore:
         end: datetime | None = None,
     ) -> pl.DataFrame:
         """Bars of ``table`` in [start, end), sorted by (symbol, ts)."""
-        clauses, params = [], {}
+        clauses, params = time_window(start, end)
         if symbols is not None:
             clauses.append("list_contains($symbols, symbol)")
             params["symbols"] = list(symbols)
-        if start is not None:
-            clauses.append("ts >= $start")
-            params["start"] = start
-        if end is not None:
-            clauses.append("ts < $end")
-            params["end"] = end
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         return self.query(
             f"SELECT symbol, ts, open, high, low, close, volume FROM market.{table} {where} ORDER BY symbol, ts",
@@ -381,6 +375,20 @@ def _duckdb_type(table: str, name: str, dtype: pl.DataType) -> str:
         if dtype == polars_type:
             return sql
     raise EmpError(f"{table}.{name}: no column type for {dtype}")
+
+
+def time_window(start: datetime | None, end: datetime | None, mark=lambda name: f"${name}"
+                ) -> tuple[list[str], dict]:
+    """The SQL conditions (and parameters) of ``ts`` in [start, end), either bound open; ``mark`` writes a
+    parameter placeholder in the caller's style (DuckDB's ``$name`` by default, psycopg's ``%(name)s``)."""
+    clauses, params = [], {}
+    if start is not None:
+        clauses.append(f"ts >= {mark('start')}")
+        params["start"] = start
+    if end is not None:
+        clauses.append(f"ts < {mark('end')}")
+        params["end"] = end
+    return clauses, params
 
 
 def check_ident(table: str) -> None:

@@ -36,7 +36,7 @@ from decimal import Decimal
 import polars as pl
 
 from emp_core.errors import EmpError
-from emp_core.store.duckdb_store import BAR_TABLES, check_ident
+from emp_core.store.duckdb_store import BAR_TABLES, check_ident, time_window
 from emp_core.store.migrations import _safe, migrate
 
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
@@ -308,16 +308,10 @@ class PostgresStore:
     ) -> pl.DataFrame:
         """Bars of ``table`` in [start, end), sorted by (symbol, ts), streamed out with COPY."""
         _check_bar_table(table)
-        clauses, params = [], {}
+        clauses, params = time_window(start, end, mark=lambda name: f"%({name})s")
         if symbols is not None:
             clauses.append("symbol = ANY(%(symbols)s)")
             params["symbols"] = list(symbols)
-        if start is not None:
-            clauses.append("ts >= %(start)s")
-            params["start"] = start
-        if end is not None:
-            clauses.append("ts < %(end)s")
-            params["end"] = end
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT {', '.join(BAR_COLUMNS)} FROM market.{table} {where} ORDER BY symbol, ts"
         return self.copy_out(sql, params, BAR_SCHEMA)

@@ -11,7 +11,7 @@ import pytest
 
 from emp_core.market_data.ingest import Partition
 from emp_core.market_data.pipeline import ingest_window
-from emp_core.market_data.sources import FileSource, ShippedSource, generate_bars
+from emp_core.market_data.sources import FileSource, ShippedSource, SyntheticSource, generate_bars
 from emp_core.store import DuckDBStore
 from emp_core.store.failover import LOG_TABLE, FailoverStore, bar_parity, catch_up, pending
 from emp_core.store.postgres_store import PostgresStore, StoreUnavailableError
@@ -108,3 +108,124 @@ def test_the_decision_is_recorded_once_per_outage_with_every_write(private_pg, s
     store.replace_table("macro.series", pl.DataFrame(schema={"series_id": pl.String}))
     rows = fallback.query(f"SELECT operation, target, decided_at FROM {LOG_TABLE}")
     assert rows["operation"].to_list() == ["replace_table"] * 2 and rows["decided_at"].n_unique() == 1
+
+
+# -- catch-up semantics, outages simulated by an unreachable address (the review's cases) ---------------------
+
+
+@pytest.fixture
+def outage(pg_url, tmp_path):
+    """(primary on the loopback server, a FailoverStore whose primary is down, the fallback)."""
+    from tests.support import free_port
+
+    primary = PostgresStore(pg_url)
+    fallback = DuckDBStore(tmp_path / "failover.duckdb")
+    down = lambda: FailoverStore(PostgresStore(f"postgresql://127.0.0.1:{free_port()}/emp"), fallback)  # noqa: E731
+    yield primary, down, fallback
+    primary.dispose()
+
+
+def synthetic(symbols: int, seed: int, price: float | None = None):
+    source = SyntheticSource(symbols, datetime(2020, 1, 1), datetime(2021, 1, 1), seed=seed)
+    if price is not None:
+        frame = source._frame.with_columns(pl.lit(price).alias("open"), pl.lit(price).alias("close"),
+                                           pl.lit(price + 1).alias("high"), pl.lit(price - 1).alias("low"))
+        source = FileSourceOf(frame)
+    return source
+
+
+class FileSourceOf:
+    """A source over a frame (the bench's kind), named like the synthetic one."""
+
+    name = "synthetic"
+
+    def __init__(self, frame):
+        self.frame = frame
+
+    def read(self, dataset, start, end, symbols):
+        return self.frame if symbols is None else self.frame.filter(pl.col("symbol").is_in(list(symbols)))
+
+    def coverage(self, dataset, symbols):
+        return pl.DataFrame(schema={"symbol": pl.String, "first_ts": pl.Datetime("us"), "last_ts": pl.Datetime("us")})
+
+    def describe(self):
+        return "frame"
+
+
+YEAR = [Partition("2020", datetime(2020, 1, 1), datetime(2021, 1, 1))]
+
+
+def test_a_run_limited_to_some_symbols_replays_only_those(outage):
+    """The review's C1: the log must keep the run's symbol selection, or the replay deletes the window's other
+    symbols of the same source on the primary."""
+    primary, down, fallback = outage
+    ingest_window(primary, synthetic(3, 1), "bars_1d", YEAR, run_id="before", now=NOW, max_gap_ratio=1.0)
+    others = primary.read_bars("bars_1d", symbols=["SYN0001", "SYN0002"])
+    ingest_window(down(), synthetic(3, 1, price=50.0), "bars_1d", YEAR, run_id="outage", symbols=["SYN0000"],
+                  now=NOW, max_gap_ratio=1.0)
+    report = catch_up(primary, fallback)
+    assert report.parity and report.replayed[0]["outside_unchanged"]
+    assert primary.read_bars("bars_1d", symbols=["SYN0001", "SYN0002"]).equals(others)
+    assert (primary.read_bars("bars_1d", symbols=["SYN0000"])["close"] == 50.0).all()
+
+
+def test_writes_replay_in_the_order_they_were_made(outage):
+    """The review's C2: two processes failed over at different times; the later write must win, whatever
+    order the failovers were decided in."""
+    primary, down, fallback = outage
+    first_to_fail, second_to_fail = down(), down()
+    first_to_fail.append("market.ingest_journal", pl.DataFrame(  # P1 fails over first, on another write
+        [{"run_id": "P1", "dataset": "bars_1h", "source": "t", "input": "-", "rows_in": 0, "rows_stored": 0,
+          "rows_quarantined": 0, "status": "failed", "started_at": NOW, "finished_at": NOW}]))
+    ingest_window(second_to_fail, synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="A", now=NOW,
+                  max_gap_ratio=1.0)
+    ingest_window(first_to_fail, synthetic(2, 1, price=20.0), "bars_1d", YEAR, run_id="B", now=NOW,
+                  max_gap_ratio=1.0)
+    assert first_to_fail.decided_at < second_to_fail.decided_at
+    report = catch_up(primary, fallback)
+    assert [r["run_id"] for r in report.replayed] == ["P1", "A", "B"] and report.parity
+    assert primary.read_bars("bars_1d").equals(fallback.read_bars("bars_1d"))
+    assert (primary.read_bars("bars_1d")["close"] == 20.0).all()
+
+
+def test_newer_rows_on_the_primary_are_a_conflict_not_overwritten(outage):
+    """The review's C4: a window written on the recovered primary after the outage's write is not replaced by
+    the stale outage rows; the catch-up reports the conflict and leaves the write pending."""
+    primary, down, fallback = outage
+    ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="stale", now=NOW, max_gap_ratio=1.0)
+    ingest_window(primary, synthetic(2, 1, price=30.0), "bars_1d", YEAR, run_id="newer", now=NOW, max_gap_ratio=1.0)
+    report = catch_up(primary, fallback)
+    assert not report.parity and "CONFLICT" in report.replayed[0]["note"] and "newer" in report.replayed[0]["note"]
+    assert (primary.read_bars("bars_1d")["close"] == 30.0).all()
+    assert pending(fallback).height == 1  # waits for a decision
+
+
+def test_only_replayed_writes_are_marked_and_a_read_never_fails_over(outage):
+    primary, down, fallback = outage
+    store = down()
+    with pytest.raises(StoreUnavailableError):
+        store.read_bars("bars_1d")  # a derived asset's read: it waits for the primary, not the fallback
+    assert store.reason is None
+    ingest_window(store, synthetic(2, 1), "bars_1d", YEAR, run_id="r1", now=NOW, max_gap_ratio=1.0)
+    store.replace_table("market.universe", pl.DataFrame({"dataset": ["bars_1d"], "symbol": ["X"]}))
+    rows = pending(fallback)
+    assert rows["operation"].to_list() == ["replace_bars", "replace_table"]
+    fallback.append_table(LOG_TABLE, rows.head(1).with_columns(  # a write that arrives with nothing to identify
+        pl.lit("append").alias("operation"), pl.lit(None, pl.String).alias("run_id"),
+        pl.lit(datetime(2099, 1, 1)).alias("written_at")))
+    report = catch_up(primary, fallback)
+    assert [r["parity"] for r in report.replayed] == [True, True, False]
+    assert pending(fallback)["operation"].to_list() == ["append"]  # only what was replayed with parity is marked
+    assert primary.query("SELECT symbol FROM market.universe").rows() == [("X",)]
+
+
+def test_the_checksum_sees_what_a_joined_string_hides():
+    from emp_core.store.failover import checksum
+
+    joined = pl.DataFrame({"a": ["a\x1fb"], "b": ["c"]}), pl.DataFrame({"a": ["a"], "b": ["b\x1fc"]})
+    assert checksum(joined[0]) != checksum(joined[1])
+    assert checksum(pl.DataFrame({"a": [None]}, schema={"a": pl.String})) != checksum(pl.DataFrame({"a": ["\x00"]}))
+    assert checksum(pl.DataFrame({"x": [1.0], "y": [2.0]})) != checksum(pl.DataFrame({"y": [1.0], "x": [2.0]}))
+    assert checksum(pl.DataFrame({"x": [1]})) != checksum(pl.DataFrame({"x": ["1"]}))
+    a = pl.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+    assert checksum(a) == checksum(a.reverse())  # order-independent

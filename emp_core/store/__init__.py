@@ -27,12 +27,12 @@ def open_store(cfg=None, *, tier: str | None = None, path=None, url: str | None 
         if cache and cfg.redis_url:
             from emp_core.store.cache import CachedStore, HotCache
 
-            store = CachedStore(store, HotCache(cfg.redis_url, namespace=_namespace(primary.url)))
+            store = CachedStore(store, HotCache(cfg.redis_url, namespace=cache_namespace(primary.url)))
         return store
     return DuckDBStore(path or cfg.duckdb_path)
 
 
-def _namespace(url: str) -> str:
+def cache_namespace(url: str) -> str:
     """One cache namespace per database: ``emp.<host>.<port>.<dbname>`` (letters, digits, '.', '_', '-')."""
     import re
 
@@ -43,4 +43,4 @@ def _namespace(url: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
 
 
-__all__ = ["BAR_TABLES", "DuckDBStore", "StoreLockedError", "open_store"]
+__all__ = ["BAR_TABLES", "DuckDBStore", "StoreLockedError", "cache_namespace", "open_store"]

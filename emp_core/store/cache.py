@@ -417,7 +417,7 @@ class CachedStore:
     def _read(self, scope: str, direct, symbols, start, end) -> pl.DataFrame:
         years = _years(start, end, self.cache.max_years)
         hot = [] if symbols is None else sorted({s for s in symbols if self.cache.is_hot(s)})
-        if years is None or not hot:
+        if years is None or not hot or getattr(self.store, "reason", None):  # failed over: not the primary's rows
             self.cache._add("passthroughs")
             return direct(symbols, start, end)
         self.cache._add("reads")

@@ -50,7 +50,7 @@ def run_status(*, as_json: bool = False) -> int:
 def run_catch_up(*, as_json: bool = False) -> int:
     """Replay the failover log onto PostgreSQL and check parity (:func:`emp_core.store.failover.catch_up`)."""
     from emp_core.store import DuckDBStore
-    from emp_core.store.failover import catch_up
+    from emp_core.store.failover import catch_up, invalidate_cache
     from emp_core.store.postgres_store import PostgresStore
 
     cfg = settings()
@@ -59,7 +59,9 @@ def run_catch_up(*, as_json: bool = False) -> int:
         print(json.dumps({"pending_before": 0, "replayed": [], "parity": True}) if as_json
               else f"{fallback}: no failover has happened here; nothing to catch up")
         return 0
-    report = catch_up(PostgresStore(cfg.pg_url), DuckDBStore(fallback))
+    primary = PostgresStore(cfg.pg_url)
+    report = catch_up(primary, DuckDBStore(fallback))
+    invalidate_cache(primary)
     if as_json:
         print(json.dumps(report.as_dict(), default=str))
     else:

@@ -12,7 +12,7 @@ from emp_core.errors import EmpError
 from emp_core.health import evaluate
 from emp_core.store import DuckDBStore
 from emp_core.store.backup import restore_drill, retention_check
-from emp_core.store.failover import bar_parity, catch_up, pending
+from emp_core.store.failover import catch_up, invalidate_cache, pending
 from emp_core.store.postgres_store import PostgresStore
 from emp_dagster.defs.market_data.resources import StoreResource
 
@@ -79,13 +79,15 @@ def failover_catch_up() -> dg.MaterializeResult:
     primary, fallback = PostgresStore(url), DuckDBStore(path)
     todo = pending(fallback).height
     report = catch_up(primary, fallback)
-    # parity over every bar run the log has ever held, not only today's: nothing compared is no pass
-    runs = fallback.query("SELECT DISTINCT target, run_id FROM ops.failover_log WHERE operation = 'replace_bars'")
-    checks = {f"{t}:{r}": bar_parity(primary, fallback, t, r) for t, r in runs.iter_rows()}
-    passed = bool(checks) and all(c["parity"] for c in checks.values()) and report.parity
-    description = (f"{sum(c['parity'] for c in checks.values())} of {len(checks)} run(s) agree on both stores"
-                   if checks else "NOTHING TESTED: the failover log holds no bar run")
+    invalidate_cache(primary)
     primary.dispose()
+    agree = [r for r in report.replayed if r["parity"]]
+    passed = bool(report.replayed) and report.parity  # nothing compared is no pass
+    description = (f"{len(agree)} of {len(report.replayed)} replayed write(s) agree on both stores"
+                   + "".join(f"; {r['target']} run {r['run_id']}: {r.get('note', 'parity FAILED')}"
+                             for r in report.replayed if not r["parity"])
+                   if report.replayed else "NOTHING TESTED: the failover log holds no pending write")
+    checks = {f"{r['operation']} {r['target']} {r['run_id']}": r for r in report.replayed}
     return dg.MaterializeResult(
         metadata={"pending_before": todo, "replayed": len(report.replayed),
                   "report": dg.MetadataValue.json(report.as_dict())},

@@ -23,19 +23,27 @@ EXPECTED_ASSETS = {
       for n in ("catalogue", "experiment_log", "lineage", "population", "fitness_runs", "trials", "decision",
                 "champion")),
 }
+PLATFORM = {"platform/backup", "platform/failover_catch_up", "platform/health"}
 BAR_CHECKS = {"schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"}
 
 
 def test_graph_snapshot():
     d = defs()
     repo = d.get_repository_def()
-    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == EXPECTED_ASSETS
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == EXPECTED_ASSETS | PLATFORM
     checks = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
     assert {n for a, n in checks if a == "duckdb/market/bars_1d"} == BAR_CHECKS
     assert {n for a, n in checks if a == "duckdb/macro/series"} == {
         "unique_series_period", "point_in_time", "values_finite"}
     # A refusal to promote is an outcome (a warning on the decision), not a gate that fails the run.
-    gates = {k for k in repo.asset_graph.asset_check_keys if k.name not in ("drift", "promotion_gate")}
+    gates = {k for k in repo.asset_graph.asset_check_keys if k.name not in ("drift", "promotion_gate")
+             and k.asset_key.path[0] != "platform"}
+    platform = {(k.asset_key.to_user_string(), k.name): repo.asset_graph.get_check_spec(k).blocking
+                for k in repo.asset_graph.asset_check_keys if k.asset_key.path[0] == "platform"}
+    # the platform's gates block; health and retention inform (WARN): a stale feed must not stop a backup
+    assert {c for c, blocking in platform.items() if blocking} == {
+        ("platform/backup", "restore_parity"), ("platform/failover_catch_up", "parity")}
+    assert len(platform) == 11
     assert ("duckdb/evolution/decision", "promotion_gate") in checks
     assert ("duckdb/evolution/champion", "promoted_by_gates") in checks
     assert all(repo.asset_graph.get_check_spec(k).blocking for k in gates)
@@ -54,7 +62,9 @@ def test_graph_snapshot():
     assert {j.name for j in d.resolve_all_job_defs()} >= {"emp_demo", "market_data_ingest", "evolution_weekly"}
     assert {s.name: s.cron_schedule for s in repo.schedule_defs} == {
         "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6",
-        "evolution_weekly_schedule": "0 8 * * 0"}
+        "evolution_weekly_schedule": "0 8 * * 0", "nightly_backup": "30 2 * * *",
+        "health_every_15_minutes": "*/15 * * * *"}
+    assert {s.name for s in repo.sensor_defs} >= {"landing_files", "ingest_retry", "failover_recovery"}
     universe = repo.asset_graph.get(dg.AssetKey(["duckdb", "market", "universe"]))
     assert {k.to_user_string() for k in universe.parent_keys} == {"duckdb/market/bars_1d", "duckdb/market/bars_1h"}
 
@@ -150,7 +160,8 @@ def test_the_demo_stages_cover_the_graph_once_in_dependency_order():
     checks = {name: selection.resolve_checks(graph) for name, (selection, _) in STAGES.items()}
     order = list(STAGES)
     seen = [k for keys in assets.values() for k in keys]
-    assert len(seen) == len(set(seen)) and set(seen) == set(graph.get_all_asset_keys())
+    platform = {k for k in graph.get_all_asset_keys() if k.path[0] == "platform"}  # operations, not the demo
+    assert len(seen) == len(set(seen)) and set(seen) == set(graph.get_all_asset_keys()) - platform
     for i, name in enumerate(order):
         later = {k for n in order[i + 1:] for k in assets[n]}
         for key in assets[name]:
@@ -160,7 +171,8 @@ def test_the_demo_stages_cover_the_graph_once_in_dependency_order():
     drift = {k for keys in checks.values() for k in keys if k.name == "drift"}
     assert len(drift) == 6 and drift <= checks["emp_demo_research"] and calibration in assets["emp_demo_research"]
     all_checks = [k for keys in checks.values() for k in keys]
-    assert len(all_checks) == len(set(all_checks)) == len(graph.asset_check_keys)
+    research_checks = {k for k in graph.asset_check_keys if k.asset_key.path[0] != "platform"}
+    assert len(all_checks) == len(set(all_checks)) and set(all_checks) == research_checks
 
 
 def test_config_classes_follow_the_domain_settings_field_for_field():

@@ -56,10 +56,17 @@ def test_bad_rows_are_quarantined_and_a_bad_file_is_rejected_with_its_reason(sto
     assert store.query("SELECT count(*) FROM market.quarantine WHERE run_id = 'land-2'").item() == 1
     assert (folder / "processed").is_dir() and not path.exists()
 
+    junk = rows.with_columns(pl.lit("n/a").alias("close"))
+    all_bad = drop(folder, "all-bad.csv", junk)
+    result = ingest_landing_file(store, all_bad, "bars_1d", run_id="land-2b")
+    assert (result.report.rows_stored, result.report.rows_quarantined) == (0, 4)
+    [reason] = list((folder / "rejected").glob("*all-bad.csv.reason.txt"))
+    assert "every one of its 4 rows was quarantined" in reason.read_text()
+
     broken = drop(folder, "no-close.csv", daily_bars("AAA", datetime(2019, 3, 1), 4).drop("close"))
     with pytest.raises(InputFileError, match="close"):
         ingest_landing_file(store, broken, "bars_1d", run_id="land-3")
-    [moved] = [p for p in (folder / "rejected").iterdir() if p.suffix == ".csv"]
+    [moved] = [p for p in (folder / "rejected").iterdir() if p.name.endswith("no-close.csv")]
     reason = moved.with_name(moved.name + ".reason.txt").read_text()
     assert "no-close.csv" in reason and "close" in reason and not broken.exists()
 

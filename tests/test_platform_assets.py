@@ -150,3 +150,8 @@ def test_an_institutional_intraday_ingest_is_mirrored_to_its_stream_and_a_consum
     primary = PostgresStore(pg_url)
     assert replica.read_bars("bars_1h").equals(primary.read_bars("bars_1h"))
     primary.dispose()
+    # the documented way to publish later works on this tier's store (the review found it broken)
+    from emp_core.cli import main
+
+    assert main(["stream", "replay", "--redis-url", redis_server, "--stream", "again", "--table", "bars_1h"]) == 0
+    assert client.xlen("again") == stored

@@ -81,3 +81,14 @@ def test_an_empty_live_window_fails_freshness_whatever_the_source_covers(clean):
     assert freshness(nothing, SPEC, START, END, no_coverage, now=datetime(2020, 1, 3)).passed
     # data in the live window, up to date: passes
     assert freshness(clean, SPEC, START, END, no_coverage, now=datetime(2020, 2, 27)).passed
+
+
+def test_an_empty_window_after_the_dataset_began_fails_freshness(clean):
+    """Not only the live window: a year in the past with no bars, after the dataset's first bars, is a source
+    that stopped (the review's case: an empty 2025 passed in 2026). Before the dataset began, empty is fine."""
+    nothing = clean.head(0)
+    no_coverage = pl.DataFrame(schema={"symbol": pl.String, "first_ts": pl.Datetime("us"),
+                                       "last_ts": pl.Datetime("us")})
+    late = freshness(nothing, SPEC, START, END, no_coverage, now=datetime(2026, 1, 1), started=True)
+    assert not late.passed and "after the dataset's first bars" in late.description
+    assert freshness(nothing, SPEC, START, END, no_coverage, now=datetime(2026, 1, 1), started=False).passed

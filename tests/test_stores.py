@@ -295,3 +295,14 @@ def test_two_threads_upserting_the_same_bar_leave_one_row(duck):
         t.join()
     assert duck.query("SELECT count(*) FROM market.bars_1d").item() == 20
     assert duck.query("SELECT count(DISTINCT run_id) FROM market.bars_1d").item() == 1  # one writer's rows, whole
+
+
+def test_zoned_timestamps_keep_their_instant(store):
+    """A zoned column is an instant: written to PostgreSQL it must not be read as a local wall-clock time
+    (the review found 12:00-05:00 stored as 12:00 UTC)."""
+    at = datetime(2020, 1, 2, 12, 0)
+    frame = pl.DataFrame({"dataset": ["d"], "ts": [at], "seen": [at]}).with_columns(
+        pl.col("seen").dt.replace_time_zone("America/New_York"))
+    store.replace_windows({"sensory.zoned": frame}, dataset="d", start=at, end=at + timedelta(days=1))
+    back = store.query("SELECT seen FROM sensory.zoned")["seen"]
+    assert back.dt.convert_time_zone("UTC").dt.replace_time_zone(None).to_list() == [datetime(2020, 1, 2, 17, 0)]

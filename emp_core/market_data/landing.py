@@ -8,7 +8,8 @@ run, exactly as `emp ingest` of a file does. Then the file is moved, never delet
 
 - ``processed/<UTC stamp>-<name>`` when it was stored (some rows may be quarantined: nothing is lost);
 - ``rejected/<UTC stamp>-<name>`` with ``<that>.reason.txt`` when the file itself is unusable (not a bar file,
-  missing columns, no rows): the reason names the file and the problem.
+  missing columns, no rows) or none of its rows is (each is in ``market.quarantine`` with its reasons): the
+  reason names the file and the problem.
 
 A failure of the store (the server down) leaves the file where it is, so a later run takes it again.
 """
@@ -134,5 +135,10 @@ def ingest_landing_file(store, path: Path, dataset_name: str, partitions: Sequen
         raise
     result = ingest_window(store, source(path), dataset_name, partitions, run_id=run_id, now=now, span_only=True,
                            **limits)
-    settle(path, "processed", now=now)
+    r = result.report
+    if r.rows_in and not r.rows_stored:  # nothing usable: every row is in the quarantine with its reasons
+        settle(path, "rejected", f"{path}: every one of its {r.rows_in} rows was quarantined "
+                                 f"(SELECT * FROM market.quarantine WHERE run_id = '{run_id}')", now=now)
+    else:
+        settle(path, "processed", now=now)
     return result

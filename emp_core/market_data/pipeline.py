@@ -65,11 +65,13 @@ def ingest_window(
     t0 = time.perf_counter()
     start, end = partitions[0].start, partitions[-1].end
     bars = store.read_bars(spec.name, start=start, end=end)
+    started = store.query(f"SELECT count(*) AS n FROM (SELECT 1 FROM market.{spec.name} WHERE ts < $s LIMIT 1) q",
+                          {"s": start}).item() > 0  # the dataset has bars before this window
     coverage = report.coverage
     checks = [
         *quality.expectation_checks(bars),
         quality.calendar_gaps(bars, spec, start, end, coverage, max_gap_ratio),
-        quality.freshness(bars, spec, start, end, coverage, now, max_lag_bars),
+        quality.freshness(bars, spec, start, end, coverage, now, max_lag_bars, started=started),
     ]
     result = WindowResult(report=report, checks=checks, check_seconds=time.perf_counter() - t0,
                           setup_seconds=setup)

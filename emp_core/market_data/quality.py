@@ -8,10 +8,11 @@
 - ``freshness``: per symbol, how many expected bars the latest stored bar trails
   the end of the window (clipped to the source's coverage and the clock); fails
   above ``max_lag_bars``. The live window (one that reaches within ``max_lag_bars``
-  expected bars of the clock) should hold data whatever the source claims to cover:
-  it fails when it holds none while the calendar expects more than ``max_lag_bars``
-  bars in it up to now (a source that stopped updating is not fresh because it
-  says it has nothing).
+  expected bars of the clock) should hold data whatever the source claims to cover,
+  and so should any window after the dataset's first stored bar (``started``): such
+  a window fails when it holds none while the calendar expects more than
+  ``max_lag_bars`` bars in it up to now (a source that stopped updating is not fresh
+  because it says it has nothing). A window before the dataset began may be empty.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def calendar_gaps(
 
 def freshness(
     bars: pl.DataFrame, spec: BarDataset, start: datetime, end: datetime, coverage: pl.DataFrame, now: datetime,
-    max_lag_bars: int | None = None,
+    max_lag_bars: int | None = None, *, started: bool = False,
 ) -> CheckOutcome:
     limit = spec.max_lag_bars if max_lag_bars is None else max_lag_bars
     grid = expected_bars(spec.calendar, spec.interval, start, min(end, now)).to_frame("ts")
@@ -199,10 +200,11 @@ def freshness(
     # the live window: the clock is inside it or at most `limit` expected bars past its end
     after_end = expected_bars(spec.calendar, spec.interval, end, now).len() if now > end else 0
     live = start <= now and after_end <= limit
-    empty_live = live and not bars.height and grid.height > limit
+    empty_live = (live or started) and not bars.height and grid.height > limit
     description = CHECK_DESCRIPTIONS["freshness"]
     if empty_live:
-        description = (f"the live window [{start:%Y-%m-%d}, {end:%Y-%m-%d}) holds no bars though the calendar expects "
+        why = "the live window" if live else "a window after the dataset's first bars"
+        description = (f"{why} [{start:%Y-%m-%d}, {end:%Y-%m-%d}) holds no bars though the calendar expects "
                        f"{grid.height} up to now: the source stopped updating")
     return CheckOutcome(
         name="freshness",

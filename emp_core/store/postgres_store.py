@@ -37,7 +37,7 @@ import polars as pl
 
 from emp_core.errors import EmpError
 from emp_core.store.duckdb_store import BAR_TABLES, check_ident, time_window
-from emp_core.store.migrations import _safe, migrate
+from emp_core.store.migrations import _safe, applied_versions, discover, migrate
 
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 BAR_SCHEMA = {"symbol": pl.String, "ts": pl.Datetime("us"), **dict.fromkeys(BAR_COLUMNS[2:], pl.Float64)}
@@ -79,8 +79,7 @@ def sa_type(table: str, name: str, dtype: pl.DataType):
     simple = {pl.String: sa.Text(), pl.Null: sa.Text(), pl.Int64: sa.BigInteger(), pl.UInt32: sa.BigInteger(),
               pl.Int32: sa.Integer(), pl.Int16: sa.SmallInteger(), pl.Int8: sa.SmallInteger(),
               pl.UInt8: sa.SmallInteger(), pl.UInt16: sa.Integer(), pl.Float64: postgresql.DOUBLE_PRECISION(),
-              pl.Float32: postgresql.REAL(), pl.Boolean: sa.Boolean(), pl.Date: sa.Date(),
-              pl.Duration: sa.Interval()}
+              pl.Float32: postgresql.REAL(), pl.Boolean: sa.Boolean(), pl.Date: sa.Date()}
     if base in simple:
         return simple[base]
     if base == pl.Datetime:
@@ -103,8 +102,10 @@ def _csv(frame: pl.DataFrame) -> bytes:
             arrays.append(_array_text(name, dtype.inner))
         elif dtype.is_nested() or dtype == pl.Object:
             raise EmpError(f"column {name!r} is {dtype}: the institutional store keeps flat columns and lists")
-    if arrays:
-        frame = frame.with_columns(arrays)
+    zoned = [pl.col(n).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%d %H:%M:%S%.6f+00:00").alias(n)
+             for n, t in frame.schema.items() if isinstance(t, pl.Datetime) and t.time_zone is not None]
+    if arrays or zoned:  # a zoned instant is written with its offset (UTC), never as a local wall-clock time
+        frame = frame.with_columns(arrays + zoned)
     buf = io.BytesIO()
     frame.write_csv(buf, include_header=False, null_value="", quote_style="non_numeric",
                     datetime_format="%Y-%m-%d %H:%M:%S%.6f", date_format="%Y-%m-%d")
@@ -170,11 +171,20 @@ class PostgresStore:
                                 connect_args={"connect_timeout": self._connect_timeout})
 
     def _ensure_schema(self) -> None:
+        """Apply the migrations once per process, and only when the database lacks some: a process on an
+        up-to-date database reads the record and never touches the server's maintenance database."""
         with _MIGRATE_LOCK:
             if self.url in _MIGRATED:
                 return
             try:
-                migrate(self.url)
+                try:
+                    current = applied_versions(self.url)
+                except EmpError as exc:
+                    if "does not exist" not in str(exc):  # only a missing database is created (by migrate)
+                        raise
+                    current = None
+                if current != [m.version for m in discover()]:
+                    migrate(self.url)
             except EmpError as exc:
                 if "cannot connect" in str(exc):
                     raise StoreUnavailableError(str(exc)) from exc
@@ -465,9 +475,9 @@ class PostgresStore:
             old = have.get(col)
             new = sa_type(table, col, dtype).compile(con.dialect)
             if old is None:
-                con.exec_driver_sql(f'ALTER TABLE {table} ADD COLUMN "{col}" {new}')
+                con.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {_quoted([col])} {new}")
             elif isinstance(old, sa.Integer) and dtype.is_float():
-                con.exec_driver_sql(f'ALTER TABLE {table} ALTER COLUMN "{col}" TYPE {new}')
+                con.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {_quoted([col])} TYPE {new}")
             elif dtype != pl.Null and old.compile(con.dialect) != new and not (isinstance(old, sa.Float)
                                                                                and dtype.is_integer()):
                 raise EmpError(f"{table}.{col} is {old} but new rows bring {dtype}; migrate the table first")

@@ -639,11 +639,12 @@ def _redacted(url: str) -> str:
     return f"{head.split('//')[0]}//***@{tail}" if at else url
 
 
-def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
-    """A client for ``url`` that answered a PING, or a one-line :class:`EmpError`."""
+def connect(url: str, *, timeout: float = 5.0, read_timeout: float | None = None) -> redis.Redis:
+    """A client for ``url`` that answered a PING, or a one-line :class:`EmpError`. Replies may take
+    ``read_timeout`` (default ``timeout`` + 30 s: a consumer's blocking read waits up to its block time)."""
     try:
         client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=timeout,
-                                      socket_timeout=timeout + 30)
+                                      socket_timeout=timeout + 30 if read_timeout is None else read_timeout)
         client.ping()
     except (redis.ConnectionError, redis.TimeoutError, ValueError) as exc:
         raise EmpError(f"cannot reach Redis at {_redacted(url)} ({exc}); start it with "
@@ -736,8 +737,8 @@ def _cmd_replay(args, client: redis.Redis, stream: str) -> int:
 
     check_range(args.start, args.end)
     store = _store(args.store)
-    if not store.path.exists():
-        raise EmpError(f"{store.path}: no store yet; run `emp demo` or `emp ingest` first")
+    if not store.exists():
+        raise EmpError(f"{store.location}: no store yet (or unreachable); run `emp demo` or `emp ingest` first")
     t = time.perf_counter()
     n = replay(store, client, stream, args.table, symbols=args.symbols, start=args.start.first if args.start else None,
                end=args.end.after if args.end else None, maxlen=args.maxlen)
@@ -745,7 +746,7 @@ def _cmd_replay(args, client: redis.Redis, stream: str) -> int:
     if args.json:
         print(json.dumps({"stream": stream, "table": args.table, "bars": n, "seconds": round(seconds, 3)}))
     else:
-        print(f"replayed {n:,} bars of market.{args.table} from {store.path} into {stream} in {seconds:.2f}s")
+        print(f"replayed {n:,} bars of market.{args.table} from {store.location} into {stream} in {seconds:.2f}s")
     return 0
 
 
@@ -757,8 +758,9 @@ def _cmd_consume(args, client: redis.Redis, stream: str) -> int:
     if args.json:
         print(json.dumps({"stream": stream, "group": args.group, "consumer": consumer.consumer, **report.as_dict()}))
     else:
-        print(f"{stream} -> market.{args.table} ({store.path}): {report.read:,} entries read, {report.applied:,} bars "
-              f"applied, {report.superseded:,} superseded, {report.dead:,} dead-lettered in {report.seconds:.1f}s")
+        print(f"{stream} -> market.{args.table} ({store.location}): {report.read:,} entries read, "
+              f"{report.applied:,} bars applied, {report.superseded:,} superseded, {report.dead:,} dead-lettered "
+              f"in {report.seconds:.1f}s")
         if report.dead:
             print(f"dead letters: XRANGE {consumer.dead_letters} - +")
     return 0

@@ -86,7 +86,7 @@ def _mirror(db, name: str, run_id: str) -> dict:
     from emp_core.store.streams import connect, mirror_run, stream_name
 
     try:
-        published = mirror_run(db, connect(cfg.redis_url, timeout=2.0), name, run_id)
+        published = mirror_run(db, connect(cfg.redis_url, timeout=2.0, read_timeout=5.0), name, run_id)
     except Exception as exc:  # any Redis failure: reported, never fatal to a stored ingest
         return {"stream": f"not mirrored ({type(exc).__name__}: {exc}); run `emp stream replay` later"}
     return {"stream": stream_name(name), "stream_published": published}

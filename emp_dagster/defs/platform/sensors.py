@@ -5,6 +5,7 @@ from emp_core.store import DuckDBStore
 from emp_core.store.failover import pending
 from emp_core.store.postgres_store import PostgresStore
 from emp_dagster.defs.market_data.jobs import ingest_job
+from emp_dagster.defs.market_data.partitions import BAR_PARTITIONS
 from emp_dagster.defs.platform.jobs import catch_up_job
 from emp_dagster.edge import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, partition_range_tags
 
@@ -24,7 +25,8 @@ def ingest_retry(context: dg.RunFailureSensorContext):
     last = run.tags.get(PARTITION_RANGE_END_TAG) or first
     if not first:
         return dg.SkipReason(f"run {run.run_id} names no partition")
-    earlier = f"{int(first) - 1:04d}"
+    keys = BAR_PARTITIONS.get_partition_keys()
+    earlier = keys[max(keys.index(first) - 1, 0)] if first in keys else first  # not before the first partition
     return dg.RunRequest(run_key=f"retry-{run.run_id}", run_config=run.run_config,
                          tags={**partition_range_tags(earlier, last), "emp/retry": str(attempt),
                                "emp/retry_of": run.run_id, "emp/trigger": "retry"})

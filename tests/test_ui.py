@@ -23,7 +23,8 @@ def test_webserver_serves_the_asset_graph_and_checks(webserver):
                                                              "calibration")),
                           *(f"duckdb/evolution/{n}" for n in ("catalogue", "experiment_log", "lineage",
                                                                "population", "fitness_runs", "trials",
-                                                               "decision", "champion"))}
+                                                               "decision", "champion")),
+                          "platform/backup", "platform/failover_catch_up", "platform/health"}
     assert nodes["duckdb/sensory/fused"]["isPartitioned"]
     drift = {c["name"]: c["blocking"] for c in nodes["duckdb/sensory/what"]["assetChecksOrError"]["checks"]}
     assert drift == {"drift": False}
@@ -34,7 +35,8 @@ def test_webserver_serves_the_asset_graph_and_checks(webserver):
     schedules = requests.post(f"{url}/graphql", json={"query": SCHEDULES}, timeout=60).json()
     assert {s["name"]: s["cronSchedule"] for s in schedules["data"]["schedulesOrError"]["results"]} == {
         "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6",
-        "evolution_weekly_schedule": "0 8 * * 0"}
+        "evolution_weekly_schedule": "0 8 * * 0", "nightly_backup": "30 2 * * *",
+        "health_every_15_minutes": "*/15 * * * *"}
     # the instance settings turn Dagster's new-user modal off: the first screen is the graph
     nux = requests.post(f"{url}/graphql", json={"query": "{ shouldShowNux }"}, timeout=60).json()
     assert nux["data"]["shouldShowNux"] is False

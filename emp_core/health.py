@@ -12,7 +12,8 @@ and the report says why it could not be measured.
 - ``row_counts``: every platform table of the tier holds rows (``market.quarantine`` may be empty).
 - ``missing_symbols``: per bar dataset, symbols whose latest bar trails the dataset's latest bar by more than
   the dataset's allowed lag (the universe is what the store has held).
-- ``cache_hit_rate``: the Redis server's keyspace hit rate (institutional tier), from at least 100 reads.
+- ``cache_hit_rate``: the hot cache's own entry hit rate (institutional tier; counters kept in Redis per
+  namespace by every process's cache), from at least 100 entry reads.
 - ``stream_lag``: the intraday stream consumer group's undelivered and pending entries and their age.
 - ``backup_age``: the newest complete backup in ``$EMP_HOME/backups`` is at most 26 hours old.
 """
@@ -25,6 +26,7 @@ from datetime import datetime, timedelta
 from emp_core.calendars import expected_bars
 from emp_core.clock import utcnow
 from emp_core.market_data.ingest import DATASETS
+from emp_core.store import cache_namespace
 
 OK, FAIL, UNKNOWN = "ok", "fail", "unknown"
 
@@ -129,25 +131,23 @@ def missing_symbols(store) -> Health:
                   {"behind": behind})
 
 
-def cache_hit_rate(redis_url: str | None, limits: Limits) -> Health:
-    limit = f">= {limits.min_hit_rate:.0%} over >= {limits.min_cache_reads} reads"
+def cache_hit_rate(redis_url: str | None, limits: Limits, namespace: str = "emp") -> Health:
+    limit = f">= {limits.min_hit_rate:.0%} over >= {limits.min_cache_reads} entry reads"
     if not redis_url:
         return Health("cache_hit_rate", UNKNOWN, "no cache", limit, "no Redis configured (embedded tier)")
-    try:
-        import redis
+    from emp_core.store.cache import namespace_reads
 
-        info = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0).info("stats")
+    try:
+        hits, misses = namespace_reads(redis_url, namespace)
     except Exception as exc:
         return Health("cache_hit_rate", FAIL, "Redis unreachable", limit, f"{type(exc).__name__}: {exc}")
-    hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
     reads = hits + misses
     if reads < limits.min_cache_reads:
         return Health("cache_hit_rate", UNKNOWN, f"{reads} reads", limit, "too few reads to measure a rate",
                       {"hits": hits, "misses": misses})
     rate = hits / reads
     return Health("cache_hit_rate", OK if rate >= limits.min_hit_rate else FAIL, f"{rate:.1%} of {reads:,}", limit,
-                  "the Redis server's keyspace hit rate", {"hits": hits, "misses": misses,
-                                                            "evicted_keys": int(info.get("evicted_keys", 0))})
+                  f"the hot cache's own entry hit rate (namespace {namespace})", {"hits": hits, "misses": misses})
 
 
 def stream_lag(redis_url: str | None, limits: Limits, stream: str | None = None, group: str | None = None) -> Health:
@@ -186,7 +186,7 @@ def evaluate(store, cfg, *, now: datetime | None = None, limits: Limits = Limits
     redis_url = cfg.redis_url if institutional else None
     items = [bar_freshness(store, name, now, limits.max_age[name]) for name in DATASETS]
     items += [macro_freshness(store, now, limits.max_age["macro"]), row_counts(store), missing_symbols(store),
-              cache_hit_rate(redis_url, limits), stream_lag(redis_url, limits),
+              cache_hit_rate(redis_url, limits, cache_namespace(cfg.pg_url)), stream_lag(redis_url, limits),
               backup_age(cfg.home / "backups", now, limits)]
     return items
 

@@ -46,24 +46,33 @@ def test_missing_symbols_names_the_symbol_that_fell_behind(store):
     assert behind.state == FAIL and behind.metadata["behind"] == {"bars_1d:BBB": 3}
 
 
-def test_cache_hit_rate_needs_reads_and_a_reachable_server(redis_server):
+def test_cache_hit_rate_is_the_caches_own_and_needs_reads_and_a_reachable_server(redis_server, store):
+    """Measured from the counters every CachedStore of the namespace keeps in Redis, not the server's keyspace
+    (whose tokens, locks and streams the review found counted as hits)."""
     import redis
 
+    from emp_core.store.cache import CachedStore, HotCache
+
     url = redis_server
-    client = redis.Redis.from_url(url)
     limits = Limits(min_hit_rate=0.5, min_cache_reads=100)
     assert cache_hit_rate(None, limits).state == UNKNOWN
-    assert cache_hit_rate(url, limits).state == UNKNOWN  # no reads yet
-    client.set("k", "v")
+    assert cache_hit_rate(url, limits, "ns").state == UNKNOWN  # no reads yet
+    store.upsert_bars("bars_1d", daily_bars("AAA", datetime(2020, 1, 2), 20), source="t", run_id="r")
+    cached = CachedStore(store, HotCache(url, namespace="ns"))
+    for _ in range(60):  # one entry (AAA, 2020) per read: a miss, then hits
+        cached.read_bars("bars_1d", symbols=["AAA"], start=datetime(2020, 1, 1), end=datetime(2021, 1, 1))
     for _ in range(60):
-        client.get("k")
+        redis.Redis.from_url(url).get("unrelated")  # server keyspace misses: not the cache's
+    good = cache_hit_rate(url, limits, "ns")
+    assert good.state == UNKNOWN and good.metadata == {"hits": 59, "misses": 1}  # 60 entry reads < 100
     for _ in range(40):
-        client.get("absent")
-    assert cache_hit_rate(url, limits).state == OK  # 60%
-    for _ in range(30):
-        client.get("absent")
-    low = cache_hit_rate(url, limits)
-    assert low.state == FAIL and low.metadata == {"hits": 60, "misses": 70, "evicted_keys": 0}
+        cached.read_bars("bars_1d", symbols=["AAA"], start=datetime(2020, 1, 1), end=datetime(2021, 1, 1))
+    assert cache_hit_rate(url, limits, "ns").state == OK
+    for _ in range(150):  # the entry retired before every read: every read misses
+        cached.cache.invalidate_all()
+        cached.read_bars("bars_1d", symbols=["AAA"], start=datetime(2020, 1, 1), end=datetime(2021, 1, 1))
+    low = cache_hit_rate(url, limits, "ns")
+    assert low.state == FAIL and low.metadata["misses"] > low.metadata["hits"]
     from tests.support import free_port
 
     assert cache_hit_rate(f"redis://127.0.0.1:{free_port()}/0", limits).state == FAIL  # unreachable is no pass

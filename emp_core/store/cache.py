@@ -341,6 +341,17 @@ class HotCache:
 
     # -- report ---------------------------------------------------------------
 
+    def record_reads(self, hits: int, misses: int) -> None:
+        """Add a read's entry hits and misses to the namespace's counters in Redis (``{namespace}:stats``), so a
+        health check in another process measures this cache's own hit rate, not the server's keyspace."""
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hincrby(f"{self.namespace}:stats", "hits", hits)
+            pipe.hincrby(f"{self.namespace}:stats", "misses", misses)
+            pipe.execute()
+        except self._failure as exc:
+            self._trip(exc)
+
     def stats(self) -> dict[str, int | float]:
         """Counters since this cache was made, for materialisation metadata (see the module docstring)."""
         if self._server is not None and time.monotonic() >= self._open_until:
@@ -426,6 +437,7 @@ class CachedStore:
             return direct(symbols, start, end)
         hits, tags = got
         missing = [k for k in tags if k not in hits]
+        self.cache.record_reads(len(hits), len(missing))
         fetched: dict[Entry, pl.DataFrame] = {}
         if missing:
             lo, hi = min(y for _, y in missing), max(y for _, y in missing)
@@ -580,3 +592,13 @@ def _replaced_windows(tables: dict[str, pl.DataFrame], dataset: str, start: date
             for (name,), part in frame.partition_by("dataset", as_dict=True).items():
                 targets += _row_targets(f"features:{table}:{name}", part)
     return targets
+
+
+def namespace_reads(url: str, namespace: str) -> tuple[int, int]:
+    """(hits, misses) of entries read through every cache of ``namespace`` (the counters :meth:`HotCache.
+    record_reads` keeps in Redis)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    counts = client.hgetall(f"{namespace}:stats")
+    return int(counts.get(b"hits", 0)), int(counts.get(b"misses", 0))

@@ -126,8 +126,9 @@ def features(symbols, start: datetime, days: int, value: float, dataset: str = "
 
 
 def entry_keys(server: RedisServer, ns: str) -> list[str]:
-    """The entry keys (not the version tokens) of namespace ``ns`` held by the server."""
-    return sorted(k.decode() for k in server.client().scan_iter(f"{ns}:*") if not k.startswith(f"{ns}:v".encode()))
+    """The entry keys (not the version tokens, nor the read counters) of namespace ``ns`` held by the server."""
+    return sorted(k.decode() for k in server.client().scan_iter(f"{ns}:*")
+                  if not k.startswith(f"{ns}:v".encode()) and k != f"{ns}:stats".encode())
 
 
 def test_a_cached_read_equals_the_store_and_the_second_read_hits(store, redis_server):

@@ -7,6 +7,7 @@
 | ``EMP_DATA_DIR`` | ``<repo>/data`` | the shipped real data (Parquet) |
 | ``DAGSTER_HOME`` | ``$EMP_HOME/dagster`` | Dagster instance directory |
 | ``EMP_PG_URL`` | ``postgresql://127.0.0.1:5432/emp`` | the institutional store (PostgreSQL) |
+| ``EMP_DAGSTER_PG_URL`` | ``<EMP_PG_URL's db>_dagster`` | Dagster's storage (institutional; SQLAlchemy URL) |
 | ``EMP_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | the institutional tier's hot cache and streams; ``off``: no cache |
 | ``EMP_SPARK_MASTER`` | ``local[2]`` | the Spark master URL for the Spark paths (evolution fitness, sensory) |
 | ``EMP_REQUIRE_SERVICES`` | unset | ``1``: tests that need PostgreSQL, Redis or Java fail instead of skipping |
@@ -38,6 +39,7 @@ class Settings:
     require_services: bool = False
     pg_url: str = DEFAULT_PG_URL
     redis_url: str | None = DEFAULT_REDIS_URL  # None: no cache
+    dagster_pg_url: str | None = None  # None: derived from pg_url
     spark_master: str = "local[2]"
 
     @property
@@ -60,7 +62,7 @@ def settings(env: dict[str, str] | None = None) -> Settings:
     spark_master = env.get("EMP_SPARK_MASTER", "").strip() or "local[2]"
     return Settings(home=home, tier=tier, data_dir=data_dir, dagster_home=dagster_home, require_services=require,
                     pg_url=pg_url, redis_url=None if redis_url.lower() == "off" else redis_url,
-                    spark_master=spark_master)
+                    spark_master=spark_master, dagster_pg_url=env.get("EMP_DAGSTER_PG_URL", "").strip() or None)
 
 
 def child_environment() -> dict[str, str]:

@@ -116,7 +116,9 @@ def prepare_instance() -> Path:
     cfg = settings()
     home = cfg.dagster_home
     if cfg.tier == "institutional":
-        os.environ[DAGSTER_PG_ENV] = _dagster_pg_url(cfg.pg_url)
+        # Dagster's own storage on another server (EMP_DAGSTER_PG_URL set by the user) survives an outage of the
+        # store's server, so runs can record their failover; by default it is a database beside the store's
+        os.environ[DAGSTER_PG_ENV] = cfg.dagster_pg_url or _dagster_pg_url(cfg.pg_url)
     home.mkdir(parents=True, exist_ok=True)
     target, source = home / "dagster.yaml", REPO_ROOT / PROFILES[cfg.tier]
     if not target.exists() or target.read_bytes() != source.read_bytes():

@@ -229,3 +229,45 @@ def test_the_checksum_sees_what_a_joined_string_hides():
     assert checksum(pl.DataFrame({"x": [1]})) != checksum(pl.DataFrame({"x": ["1"]}))
     a = pl.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
     assert checksum(a) == checksum(a.reverse())  # order-independent
+
+
+def test_a_server_that_is_up_but_refuses_is_an_error_not_an_outage(outage, pg_url):
+    """The re-review: a lock timeout (or a refused login) made a healthy primary fail over, so other writers
+    went on there while this run wrote to the fallback."""
+    import psycopg
+
+    from emp_core.store.postgres_store import is_outage
+
+    primary, _, fallback = outage
+    primary.tables()
+    holder = psycopg.connect(pg_url)
+    holder.execute("LOCK TABLE market.bars_1d IN ACCESS EXCLUSIVE MODE")
+    try:
+        store = FailoverStore(PostgresStore(f"{pg_url}?options=-c%20lock_timeout%3D200"), fallback)
+        with pytest.raises(Exception, match="lock timeout"):
+            ingest_window(store, synthetic(1, 1), "bars_1d", YEAR, run_id="locked", now=NOW, max_gap_ratio=1.0)
+        assert store.reason is None and pending(fallback).height == 0
+    finally:
+        holder.close()
+    refused = FailoverStore(PostgresStore(pg_url.replace("127.0.0.1", "nosuchrole@127.0.0.1")), fallback)
+    with pytest.raises(Exception, match="nosuchrole"):
+        refused.upsert_bars("bars_1d", synthetic(1, 1)._frame, source="t", run_id="r")
+    assert refused.reason is None
+    assert is_outage(psycopg.OperationalError("connection refused"))
+
+
+def test_a_narrow_then_a_whole_run_in_one_outage_catch_up_cleanly_and_again_after_a_crash(outage):
+    """The re-review: the outside-unchanged check ran after every replay, and the outage's own replayed runs
+    counted as newer primary runs, so this ordinary sequence stuck as a conflict for good."""
+    primary, down, fallback = outage
+    store = down()
+    ingest_window(store, synthetic(3, 1, price=5.0), "bars_1d", YEAR, run_id="narrow", symbols=["SYN0000"],
+                  now=NOW, max_gap_ratio=1.0)
+    ingest_window(store, synthetic(3, 1, price=6.0), "bars_1d", YEAR, run_id="whole", now=NOW, max_gap_ratio=1.0)
+    report = catch_up(primary, fallback)
+    assert report.parity, report.replayed
+    assert pending(fallback).height == 0
+    fallback.query(f"UPDATE {LOG_TABLE} SET caught_up_at = NULL")  # as if it died before marking
+    again = catch_up(primary, fallback)
+    assert again.parity and pending(fallback).height == 0, again.replayed
+    assert primary.read_bars("bars_1d").equals(fallback.read_bars("bars_1d"))

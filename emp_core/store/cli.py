@@ -60,8 +60,10 @@ def run_catch_up(*, as_json: bool = False) -> int:
               else f"{fallback}: no failover has happened here; nothing to catch up")
         return 0
     primary = PostgresStore(cfg.pg_url)
-    report = catch_up(primary, DuckDBStore(fallback))
-    invalidate_cache(primary)
+    try:
+        report = catch_up(primary, DuckDBStore(fallback))
+    finally:  # whatever was replayed before a failure also went behind the cache's back
+        invalidate_cache(primary)
     if as_json:
         print(json.dumps(report.as_dict(), default=str))
     else:

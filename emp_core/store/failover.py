@@ -6,8 +6,9 @@
   then on this store object sends every call to the fallback, a DuckDB file of its own
   (``$EMP_HOME/failover.duckdb``) that holds nothing but what was written during outages, so the run's reads
   see its own writes (an ingest reads its window back for its checks). The store object is the step's
-  (``StoreResource.store()`` makes one per call), and after ``retry_after`` seconds a write tries the primary
-  again (a long-lived consumer comes back);
+  (``StoreResource.store()`` makes one per call). It never goes back to the primary on its own: its writes
+  there would be overwritten by the replay of its earlier outage writes (restart a long-lived consumer after
+  the catch-up);
 - **anything else** (a read, a derived table's write) raises :class:`StoreUnavailableError`: a derived asset
   computed from the fallback would see only the outage's rows, so it waits for the primary instead.
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -56,13 +56,11 @@ LOG_SCHEMA = {"written_at": pl.Datetime("us"), "decided_at": pl.Datetime("us"), 
 class FailoverStore:
     """The primary store, or the fallback for an ingest while the primary is unreachable (module docstring)."""
 
-    def __init__(self, primary, fallback, *, retry_after: float = 60.0) -> None:
+    def __init__(self, primary, fallback) -> None:
         self.primary = primary
         self.fallback = fallback
-        self.retry_after = retry_after
         self.reason: str | None = None  # why this store failed over (None: on the primary)
         self.decided_at: datetime | None = None
-        self._since = 0.0
 
     @property
     def active(self):
@@ -89,8 +87,6 @@ class FailoverStore:
             return getattr(self.active, name)
 
         def call(*args, **kwargs):
-            if self.reason and name in FAILS_OVER and time.monotonic() - self._since >= self.retry_after:
-                self.reason = None  # a write after a while: try the primary again
             if not self.reason:
                 try:
                     return target(*args, **kwargs)
@@ -108,7 +104,6 @@ class FailoverStore:
     def _fail_over(self, exc: Exception) -> None:
         self.reason = " ".join(str(exc).split())
         self.decided_at = utcnow()
-        self._since = time.monotonic()
         log.warning("failover: %s is unreachable; writing to %s (%s)", self.primary.location,
                     self.fallback.location, self.reason)
 
@@ -238,14 +233,15 @@ def bar_parity(primary, fallback, table: str, run_id: str) -> dict:
             "primary_checksum": theirs[1]}
 
 
-def _conflict(primary, row: dict) -> str | None:
-    """A run on the primary that wrote this write's window after it (its rows are newer), or None."""
+def _conflict(primary, row: dict, outage_runs: set[str]) -> str | None:
+    """A run on the primary that stored bars in this write's window after it (its rows are newer), or None. The
+    outage's own runs (replayed with their journal) are not such runs, nor is a run that stored nothing."""
     if row["operation"] != "replace_bars":
         return None
     later = primary.query(
         "SELECT run_id, finished_at, window_start, window_end FROM market.ingest_journal WHERE dataset = $d "
-        "AND finished_at > $w AND run_id <> $r ORDER BY finished_at", {"d": row["target"], "w": row["written_at"],
-                                                                        "r": row["run_id"] or ""})
+        "AND finished_at > $w AND rows_stored > 0 ORDER BY finished_at", {"d": row["target"], "w": row["written_at"]})
+    later = later.filter(~pl.col("run_id").is_in(list(outage_runs)))
     ws, we = row["window_start"], row["window_end"]
     for run, finished, a, b in later.iter_rows():
         if ws is None or a is None or (a < we and ws < b):
@@ -259,15 +255,22 @@ def catch_up(primary, fallback) -> CatchUpReport:
     todo = pending(fallback)
     report = CatchUpReport(pending_before=todo.height)
     primary.tables()  # fails fast, before anything is replayed, while the primary is down
+    outage_runs = set(fallback.query(f"SELECT DISTINCT run_id FROM {LOG_TABLE} WHERE run_id IS NOT NULL")["run_id"])
     checks = []
     for row in todo.iter_rows(named=True):
         entry = {"operation": row["operation"], "target": row["target"], "run_id": row["run_id"],
                  "window": [str(row["window_start"]), str(row["window_end"])], "written_at": str(row["written_at"])}
-        conflict = _conflict(primary, row)
+        conflict = _conflict(primary, row, outage_runs)
+        bar_write = row["operation"] in ("replace_bars", "upsert_bars")
         if conflict:
             entry.update(parity=False, note=f"CONFLICT, not replayed: {conflict}; re-run that window's ingest or "
                                             "decide which rows stand")
-        elif row["operation"] in ("replace_bars", "upsert_bars"):
+        elif bar_write and row["rows"] and not _rows(fallback, row["target"], "run_id = $r",
+                                                     {"r": row["run_id"]}).height:
+            # every row it wrote was replaced by a later outage write, which governs: replaying it now would be a
+            # delete of the window with nothing to put back
+            entry.update(parity=True, note="superseded by a later outage write; not replayed")
+        elif bar_write:
             where, params = _scope(row, fallback)
             outside = f"NOT {where} AND ts >= $olo AND ts <= $ohi"
             span = _rows(fallback, row["target"], where, params)
@@ -276,7 +279,8 @@ def catch_up(primary, fallback) -> CatchUpReport:
             bounds = {**params, "olo": lo or datetime(1900, 1, 1), "ohi": hi or datetime(2100, 1, 1)}
             before = checksum(_rows(primary, row["target"], outside, bounds))
             _replay(primary, fallback, row)
-            checks.append((entry, row, where, params, outside, bounds, before))
+            unchanged = checksum(_rows(primary, row["target"], outside, bounds)) == before  # right after it
+            checks.append((entry, row, where, params, unchanged))
             entry.update(parity=None)
         elif row["operation"] in ("replace_table", "overwrite_table"):
             frame = fallback.query(f"SELECT * FROM {row['target']}")
@@ -290,11 +294,10 @@ def catch_up(primary, fallback) -> CatchUpReport:
         else:
             entry.update(parity=False, note="nothing identifies this write's rows (no single run id): replay by hand")
         report.replayed.append(entry)
-    for entry, row, where, params, outside, bounds, before in checks:  # after every replay: the final state
+    for entry, row, where, params, unchanged in checks:  # after every replay: the final state
         ours, theirs = (checksum(_rows(s, row["target"], where, params)) for s in (fallback, primary))
-        after = checksum(_rows(primary, row["target"], outside, bounds))
-        entry.update(parity=ours == theirs and after == before, rows=ours[0], primary_rows=theirs[0],
-                     outside_unchanged=after == before)
+        entry.update(parity=ours == theirs and unchanged, rows=ours[0], primary_rows=theirs[0],
+                     outside_unchanged=unchanged)
     done = [e for e in report.replayed if e["parity"]]
     stamp = utcnow()
     for e in done:

@@ -180,13 +180,13 @@ class PostgresStore:
                 try:
                     current = applied_versions(self.url)
                 except EmpError as exc:
-                    if "does not exist" not in str(exc):  # only a missing database is created (by migrate)
+                    if not re.search(r'database "[^"]*" does not exist', str(exc)):  # only that is created, by migrate
                         raise
                     current = None
                 if current != [m.version for m in discover()]:
                     migrate(self.url)
             except EmpError as exc:
-                if "cannot connect" in str(exc):
+                if "cannot connect" in str(exc) and is_outage(exc.__cause__ or exc):
                     raise StoreUnavailableError(str(exc)) from exc
                 raise
             _MIGRATED.add(self.url)
@@ -203,19 +203,23 @@ class PostgresStore:
             ctx = self._engine.begin()
             con = ctx.__enter__()
         except sa.exc.OperationalError as exc:
+            if not is_outage(exc):
+                raise EmpError(f"{self}: PostgreSQL refused the connection: {str(exc.orig).strip()}") from None
             raise StoreUnavailableError(f"{self}: cannot connect to PostgreSQL: {str(exc.orig).strip()}") from None
         try:
             yield con
         except BaseException as exc:
             with suppress(sa.exc.OperationalError):  # the server went away mid-transaction: nothing was committed
                 ctx.__exit__(type(exc), exc, exc.__traceback__)
-            if isinstance(exc, sa.exc.OperationalError | _psycopg_operational()):
+            if isinstance(exc, sa.exc.OperationalError | _psycopg_operational()) and is_outage(exc):
                 raise StoreUnavailableError(f"{self}: lost the connection to PostgreSQL: {exc}") from exc
             raise
         else:
             try:
                 ctx.__exit__(None, None, None)
             except sa.exc.OperationalError as exc:  # lost at COMMIT: the outcome is unknown, replays are idempotent
+                if not is_outage(exc):
+                    raise
                 raise StoreUnavailableError(f"{self}: lost the connection to PostgreSQL at commit: {exc}") from exc
             self._partitions |= self._created
         finally:
@@ -502,6 +506,20 @@ def sqlalchemy_url(conninfo: str):
 def _check_bar_table(table: str) -> None:
     if table not in BAR_TABLES:
         raise EmpError(f"unknown bar table {table!r}; choose one of {', '.join(BAR_TABLES)}")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means the server cannot be reached (connection refused or lost, the server shutting
+    down): what failover is for. A lock timeout, a cancelled statement, a deadlock, a full disk or a refused login
+    come from a server that is up; they are errors of the run, not outages (SQLSTATE classes 08 and 57P0x are
+    outages; a failure without a SQLSTATE is the client's connection failing)."""
+    orig = getattr(exc, "orig", None) or exc
+    state = getattr(orig, "sqlstate", None)
+    if state is None:
+        text = str(orig).lower()
+        return not any(w in text for w in ("password authentication failed", "role ", "does not exist",
+                                             "permission denied", "no pg_hba.conf entry"))
+    return state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
 def _psycopg_operational() -> type:

@@ -78,9 +78,11 @@ def failover_catch_up() -> dg.MaterializeResult:
         raise EmpError(f"{path}: no failover has happened here; nothing to catch up")
     primary, fallback = PostgresStore(url), DuckDBStore(path)
     todo = pending(fallback).height
-    report = catch_up(primary, fallback)
-    invalidate_cache(primary)
-    primary.dispose()
+    try:
+        report = catch_up(primary, fallback)
+    finally:  # whatever was replayed before a failure also went behind the cache's back
+        invalidate_cache(primary)
+        primary.dispose()
     agree = [r for r in report.replayed if r["parity"]]
     passed = bool(report.replayed) and report.parity  # nothing compared is no pass
     description = (f"{len(agree)} of {len(report.replayed)} replayed write(s) agree on both stores"

@@ -271,3 +271,17 @@ def test_a_narrow_then_a_whole_run_in_one_outage_catch_up_cleanly_and_again_afte
     again = catch_up(primary, fallback)
     assert again.parity and pending(fallback).height == 0, again.replayed
     assert primary.read_bars("bars_1d").equals(fallback.read_bars("bars_1d"))
+
+
+def test_a_run_that_commits_between_the_check_and_the_replay_is_still_a_conflict(outage, monkeypatch):
+    """The re-review's race: the first conflict test runs, a scheduled run commits newer rows, then the replay
+    would overwrite them. The replay re-checks under the table's write lock, in its own transaction."""
+    from emp_core.store import failover
+
+    primary, down, fallback = outage
+    ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="stale", now=NOW, max_gap_ratio=1.0)
+    ingest_window(primary, synthetic(2, 1, price=30.0), "bars_1d", YEAR, run_id="newer", now=NOW, max_gap_ratio=1.0)
+    monkeypatch.setattr(failover, "_conflict", lambda *a: None)  # as if "newer" committed just after this check
+    report = catch_up(primary, fallback)
+    assert not report.parity and "CONFLICT" in report.replayed[0]["note"]
+    assert (primary.read_bars("bars_1d")["close"] == 30.0).all() and pending(fallback).height == 1

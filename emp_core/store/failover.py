@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -233,20 +233,46 @@ def bar_parity(primary, fallback, table: str, run_id: str) -> dict:
             "primary_checksum": theirs[1]}
 
 
-def _conflict(primary, row: dict, outage_runs: set[str]) -> str | None:
-    """A run on the primary that stored bars in this write's window after it (its rows are newer), or None. The
-    outage's own runs (replayed with their journal) are not such runs, nor is a run that stored nothing."""
-    if row["operation"] != "replace_bars":
-        return None
-    later = primary.query(
-        "SELECT run_id, finished_at, window_start, window_end FROM market.ingest_journal WHERE dataset = $d "
-        "AND finished_at > $w AND rows_stored > 0 ORDER BY finished_at", {"d": row["target"], "w": row["written_at"]})
-    later = later.filter(~pl.col("run_id").is_in(list(outage_runs)))
+# Runs stamp the journal with their own clocks, so hosts must keep them in step (NTP): a run is later when its
+# stamp is. A margin toward "conflict" was tried: even 1 s turned the last run before an outage into a false
+# conflict. Ordering by the server's clock (a sequence) is the sound fix, not done yet.
+CLOCK_SKEW = timedelta(0)
+_LATER_SQL = ("SELECT run_id, finished_at, window_start, window_end FROM market.ingest_journal WHERE dataset = {d} "
+              "AND finished_at > {w} AND rows_stored > 0 ORDER BY finished_at")
+
+
+class ConflictError(Exception):
+    """A newer run on the primary wrote the window a replay would replace."""
+
+
+def _later(rows, row: dict, outage_runs: set[str]) -> str | None:
     ws, we = row["window_start"], row["window_end"]
-    for run, finished, a, b in later.iter_rows():
-        if ws is None or a is None or (a < we and ws < b):
+    for run, finished, a, b in rows:
+        if run not in outage_runs and (ws is None or a is None or (a < we and ws < b)):
             return f"run {run} wrote this window on the primary at {finished} (after this outage write)"
     return None
+
+
+def _conflict(primary, row: dict, outage_runs: set[str]) -> str | None:
+    """A run on the primary that stored bars in this write's window after it (its rows are newer; a run within
+    the clock skew of the write counts as later), or None. The outage's own runs (replayed with their journal) are
+    not such runs, nor is a run that stored nothing."""
+    if row["operation"] != "replace_bars":
+        return None
+    later = primary.query(_LATER_SQL.format(d="$d", w="$w"), {"d": row["target"], "w": row["written_at"] - CLOCK_SKEW})
+    return _later(later.iter_rows(), row, outage_runs)
+
+
+def _guard(row: dict, outage_runs: set[str]):
+    """The same test inside the replay's transaction, under the table's write lock: a run that committed between
+    the first test and the replay is seen, and the replay is refused."""
+    def check(cur) -> None:
+        cur.execute(_LATER_SQL.format(d="%s", w="%s"), (row["target"], row["written_at"] - CLOCK_SKEW))
+        found = _later(cur.fetchall(), row, outage_runs)
+        if found:
+            raise ConflictError(found)
+
+    return check
 
 
 def catch_up(primary, fallback) -> CatchUpReport:
@@ -278,7 +304,13 @@ def catch_up(primary, fallback) -> CatchUpReport:
                                                                                 row["window_end"])
             bounds = {**params, "olo": lo or datetime(1900, 1, 1), "ohi": hi or datetime(2100, 1, 1)}
             before = checksum(_rows(primary, row["target"], outside, bounds))
-            _replay(primary, fallback, row)
+            try:
+                _replay(primary, fallback, row, _guard(row, outage_runs))
+            except ConflictError as exc:
+                entry.update(parity=False, note=f"CONFLICT, not replayed: {exc}; re-run that window's ingest or "
+                                                "decide which rows stand")
+                report.replayed.append(entry)
+                continue
             unchanged = checksum(_rows(primary, row["target"], outside, bounds)) == before  # right after it
             checks.append((entry, row, where, params, unchanged))
             entry.update(parity=None)
@@ -326,7 +358,7 @@ def invalidate_cache(primary) -> None:
         log.warning("failover catch-up: could not retire the cache namespace (%s)", exc)
 
 
-def _replay(primary, fallback, row: dict) -> None:
+def _replay(primary, fallback, row: dict, guard=None) -> None:
     table, run = row["target"], row["run_id"]
     bars = fallback.query(f"SELECT {', '.join(_BAR_COLUMNS)} FROM market.{table} WHERE run_id = $r", {"r": run})
     if row["operation"] == "upsert_bars":
@@ -342,7 +374,7 @@ def _replay(primary, fallback, row: dict) -> None:
     source = bars["source"][0] if bars.height else _journal_source(fallback, run)
     selection = row["selection"].split(",") if row["selection"] is not None else None
     primary.replace_bars(table, bars.drop("source", "run_id"), source=source, run_id=run, window=window,
-                         quarantine=quarantine, journal=journal, selection=selection)
+                         quarantine=quarantine, journal=journal, selection=selection, guard=guard)
 
 
 def _replay_windows(primary, fallback, row: dict) -> dict:

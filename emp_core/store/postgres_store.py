@@ -272,12 +272,18 @@ class PostgresStore:
         quarantine: pl.DataFrame,
         journal: pl.DataFrame,
         selection: Sequence[str] | None = None,
+        guard=None,
     ) -> None:
         """As :meth:`DuckDBStore.replace_bars`: the window's (or the bars' per-symbol range's) rows replaced,
-        quarantine and journal rows appended, in one transaction."""
+        quarantine and journal rows appended, in one transaction. Writers of one table take turns (an advisory
+        lock), and ``guard(cursor)``, called under that lock before anything is written, may refuse the write by
+        raising (the failover catch-up checks there that no newer run has written the window meanwhile)."""
         _check_bar_table(table)
         symbols = sorted(set(bars.get_column("symbol").unique().to_list()) | set(selection or ()))
         with self.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"emp-bars:{table}",))
+            if guard is not None:
+                guard(cur)
             if window is not None:
                 cur.execute(
                     f"""DELETE FROM market.{table} WHERE ts >= %(start)s AND ts < %(end)s
@@ -304,6 +310,7 @@ class PostgresStore:
             return 0
         new = bars.unique(subset=["symbol", "ts"], keep="last", maintain_order=True)
         with self.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"emp-bars:{table}",))
             self._ensure_partitions(cur, table, new["ts"].min(), new["ts"].max())
             cur.execute(f"CREATE TEMP TABLE new_bars (LIKE market.{table}) ON COMMIT DROP")
             self._copy_in(cur, "new_bars", self._bar_frame(new, source, run_id))

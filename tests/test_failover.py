@@ -285,3 +285,33 @@ def test_a_run_that_commits_between_the_check_and_the_replay_is_still_a_conflict
     report = catch_up(primary, fallback)
     assert not report.parity and "CONFLICT" in report.replayed[0]["note"]
     assert (primary.read_bars("bars_1d")["close"] == 30.0).all() and pending(fallback).height == 1
+
+
+def test_a_failed_over_store_caches_nothing(outage, redis_server):
+    """Reads through the cache while failed over come from the fallback: they must not fill the primary's
+    namespace (the review found another process then served the fallback's partial rows)."""
+    from emp_core.store.cache import CachedStore, HotCache
+
+    _, down, _ = outage
+    cached = CachedStore(down(), HotCache(redis_server, namespace="fo"))
+    ingest_window(cached, synthetic(2, 1), "bars_1d", YEAR, run_id="r", now=NOW, max_gap_ratio=1.0)
+    got = cached.read_bars("bars_1d", symbols=["SYN0000"], start=datetime(2020, 1, 1), end=datetime(2021, 1, 1))
+    assert got.height > 0
+    import redis
+
+    assert [k for k in redis.Redis.from_url(redis_server).scan_iter("fo:bars:*")] == []
+
+
+def test_upserts_and_feature_windows_written_during_an_outage_are_replayed(outage):
+    primary, down, fallback = outage
+    store = down()
+    bars = synthetic(2, 1)._frame
+    store.upsert_bars("bars_1h", bars, source="stream", run_id="s1")  # a stream consumer's batch
+    window = pl.DataFrame({"dataset": "bars_1d", "symbol": "SYN0000", "ts": [datetime(2020, 1, 2)], "x": [1.5],
+                           "run_id": "f1"})
+    store.replace_windows({"sensory.extra": window}, dataset="bars_1d", start=datetime(2020, 1, 1),
+                          end=datetime(2021, 1, 1))
+    report = catch_up(primary, fallback)
+    assert report.parity and [r["operation"] for r in report.replayed] == ["upsert_bars", "replace_windows"]
+    assert primary.read_bars("bars_1h").equals(fallback.read_bars("bars_1h"))
+    assert primary.query("SELECT symbol, x FROM sensory.extra").rows() == [("SYN0000", 1.5)]

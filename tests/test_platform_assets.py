@@ -155,3 +155,27 @@ def test_an_institutional_intraday_ingest_is_mirrored_to_its_stream_and_a_consum
 
     assert main(["stream", "replay", "--redis-url", redis_server, "--stream", "again", "--table", "bars_1h"]) == 0
     assert client.xlen("again") == stored
+
+
+def test_the_catch_up_retires_what_the_cache_held_of_the_primary(institutional, pg_url, emp_home, redis_server,
+                                                                  monkeypatch):
+    """A read before the catch-up cached the primary's (empty) year; the catch-up writes behind the cache's back,
+    so it must retire the namespace, or the next read serves the empty year until the TTL."""
+    from emp_core.store import cache_namespace
+    from emp_core.store.cache import CachedStore, HotCache
+
+    monkeypatch.setenv("EMP_REDIS_URL", redis_server)
+    fallback = DuckDBStore(emp_home / "failover.duckdb")
+    down = FailoverStore(PostgresStore(f"postgresql://127.0.0.1:{free_port()}/emp"), fallback)
+    source = SyntheticSource(3, datetime(2020, 1, 1), datetime(2021, 1, 1), seed=1)
+    ingest_window(down, source, "bars_1d", [Partition("2020", datetime(2020, 1, 1), datetime(2021, 1, 1))],
+                  run_id="outage-2", max_gap_ratio=1.0)
+    primary = PostgresStore(pg_url)
+    cached = CachedStore(primary, HotCache(redis_server, namespace=cache_namespace(pg_url)))
+    read = lambda: cached.read_bars("bars_1d", symbols=["SYN0000"], start=datetime(2020, 1, 1),  # noqa: E731
+                                    end=datetime(2021, 1, 1))
+    assert read().height == 0 and read().height == 0  # cached, empty
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([platform.failover_catch_up], instance=instance).success
+    assert read().height == 253
+    primary.dispose()

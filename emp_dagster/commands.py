@@ -81,10 +81,10 @@ def _dagster_pg_url(pg_url: str) -> str:
     names the psycopg2 driver, which Dagster's event log needs (STACK.md). It holds any password: it goes into the
     environment only, never into a file."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
-    from sqlalchemy.engine import URL
 
     from emp_core.errors import ConfigError, EmpError
     from emp_core.store.migrations import ensure_database
+    from emp_core.store.postgres_store import sqlalchemy_url
 
     try:
         parts = conninfo_to_dict(pg_url)
@@ -97,12 +97,7 @@ def _dagster_pg_url(pg_url: str) -> str:
         ensure_database(make_conninfo(pg_url, dbname=name))
     except EmpError as exc:
         raise EmpError(f"Dagster's instance storage (EMP_TIER=institutional): {' '.join(str(exc).split())}") from None
-    user, password = parts.pop("user", None), parts.pop("password", None)
-    host, port = None, None
-    if parts.get("host") and "/" not in parts["host"] and "," not in parts["host"]:  # else (a socket directory,
-        host, port = parts.pop("host"), parts.pop("port", None)  # several hosts) they stay in the query string
-    url = URL.create("postgresql+psycopg2", username=user, password=password, host=host,
-                     port=int(port) if port else None, database=name, query=parts)
+    url = sqlalchemy_url(make_conninfo(pg_url, dbname=name), driver="psycopg2")
     return url.render_as_string(hide_password=False)
 
 

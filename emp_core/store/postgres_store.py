@@ -494,8 +494,9 @@ class PostgresStore:
                 raise EmpError(f"{table}.{col} is {old} but new rows bring {dtype}; migrate the table first")
 
 
-def sqlalchemy_url(conninfo: str):
-    """A SQLAlchemy URL (psycopg 3 driver) for a libpq connection string, in URL or ``key=value`` form."""
+def sqlalchemy_url(conninfo: str, driver: str = "psycopg"):
+    """A SQLAlchemy URL (``postgresql+<driver>``, psycopg 3 by default) for a libpq connection string, in URL or
+    ``key=value`` form."""
     import sqlalchemy as sa
     from psycopg.conninfo import conninfo_to_dict
 
@@ -505,7 +506,7 @@ def sqlalchemy_url(conninfo: str):
         parts["host"], host = host, None
         if port:
             parts["port"], port = port, None
-    return sa.engine.URL.create("postgresql+psycopg", username=parts.pop("user", None),
+    return sa.engine.URL.create(f"postgresql+{driver}", username=parts.pop("user", None),
                                 password=parts.pop("password", None), host=host, port=int(port) if port else None,
                                 database=parts.pop("dbname", None), query=parts)
 

@@ -263,10 +263,17 @@ def _add_db(sub) -> None:
     p = _subcommand(
         actions, "catch-up", "copy what was written to the embedded fallback during an outage back to PostgreSQL",
         "Replay every write the institutional tier made to $EMP_HOME/failover.duckdb while PostgreSQL was\n"
-        "unreachable, then check parity (row counts and checksums per run) on both stores. Exit 1 when parity\n"
-        "fails. Example:\n"
-        "  EMP_TIER=institutional emp db catch-up --json", cmd_db_catch_up)
+        "unreachable, in the order they were made, then check parity (row counts and checksums of every row each\n"
+        "write governs) on both stores. A write the primary has a later write over is a CONFLICT, not replayed:\n"
+        "decide it by its number (#N in the report) with --keep-primary N or --replay N. Exit 1 while any\n"
+        "write is left pending. Examples:\n"
+        "  EMP_TIER=institutional emp db catch-up --json\n"
+        "  EMP_TIER=institutional emp db catch-up --keep-primary 7", cmd_db_catch_up)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--keep-primary", type=int, action="append", default=[], metavar="N",
+                   help="drop conflicting write #N: the primary's later rows stand (repeatable)")
+    p.add_argument("--replay", type=int, action="append", default=[], metavar="N",
+                   help="replay conflicting write #N over the primary's later rows (repeatable)")
     p.set_defaults(prog="emp db catch-up")
     db.set_defaults(func=lambda _args: db.print_help() or EXIT_USAGE)  # `emp db` alone: its actions
 
@@ -297,7 +304,7 @@ def cmd_status(args) -> int:
 def cmd_db_catch_up(args) -> int:
     from emp_core.store.cli import run_catch_up
 
-    return run_catch_up(as_json=args.json)
+    return run_catch_up(as_json=args.json, keep_primary=args.keep_primary, force=args.replay)
 
 
 def cmd_db_migrate(args) -> int:

@@ -4,11 +4,12 @@ catch-up after the restart restores parity."""
 
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 import pytest
 
+from emp_core.clock import utcnow
 from emp_core.market_data.ingest import Partition
 from emp_core.market_data.pipeline import ingest_window
 from emp_core.market_data.sources import FileSource, ShippedSource, SyntheticSource, generate_bars
@@ -211,7 +212,7 @@ def test_only_replayed_writes_are_marked_and_a_read_never_fails_over(outage):
     rows = pending(fallback)
     assert rows["operation"].to_list() == ["replace_bars", "replace_table"]
     fallback.append_table(LOG_TABLE, rows.head(1).with_columns(  # a write that arrives with nothing to identify
-        pl.lit("append").alias("operation"), pl.lit(None, pl.String).alias("run_id"),
+        pl.lit("append").alias("operation"), pl.lit(None, pl.String).alias("run_id"), pl.lit(99, pl.Int64).alias("seq"),
         pl.lit(datetime(2099, 1, 1)).alias("written_at")))
     report = catch_up(primary, fallback)
     assert [r["parity"] for r in report.replayed] == [True, True, False]
@@ -256,35 +257,56 @@ def test_a_server_that_is_up_but_refuses_is_an_error_not_an_outage(outage, pg_ur
     assert is_outage(psycopg.OperationalError("connection refused"))
 
 
-def test_a_narrow_then_a_whole_run_in_one_outage_catch_up_cleanly_and_again_after_a_crash(outage):
+def test_a_narrow_then_a_whole_run_in_one_outage_catch_up_cleanly_and_again_after_a_crash(outage, monkeypatch):
     """The re-review: the outside-unchanged check ran after every replay, and the outage's own replayed runs
-    counted as newer primary runs, so this ordinary sequence stuck as a conflict for good."""
+    counted as newer primary runs, so this ordinary sequence stuck as a conflict for good. A catch-up that died
+    before marking leaves the replays of its later writes on the primary: the next one applies them again in
+    order, not as conflicts."""
+    from emp_core.store import failover
+
     primary, down, fallback = outage
     store = down()
     ingest_window(store, synthetic(3, 1, price=5.0), "bars_1d", YEAR, run_id="narrow", symbols=["SYN0000"],
                   now=NOW, max_gap_ratio=1.0)
     ingest_window(store, synthetic(3, 1, price=6.0), "bars_1d", YEAR, run_id="whole", now=NOW, max_gap_ratio=1.0)
-    report = catch_up(primary, fallback)
+    with monkeypatch.context() as m:
+        m.setattr(failover, "_mark_done", lambda *a, **k: None)  # as if it died before marking
+        report = catch_up(primary, fallback)
     assert report.parity, report.replayed
-    assert pending(fallback).height == 0
-    fallback.query(f"UPDATE {LOG_TABLE} SET caught_up_at = NULL")  # as if it died before marking
+    assert pending(fallback).height == 2
     again = catch_up(primary, fallback)
     assert again.parity and pending(fallback).height == 0, again.replayed
     assert primary.read_bars("bars_1d").equals(fallback.read_bars("bars_1d"))
 
 
-def test_a_run_that_commits_between_the_check_and_the_replay_is_still_a_conflict(outage, monkeypatch):
-    """The re-review's race: the first conflict test runs, a scheduled run commits newer rows, then the replay
-    would overwrite them. The replay re-checks under the table's write lock, in its own transaction."""
-    from emp_core.store import failover
+def test_a_write_that_holds_the_table_while_the_catch_up_waits_is_a_conflict(outage, pg_url):
+    """The re-review's race: the conflict test must run under the table's write lock, in the replay's own
+    transaction. A writer holds the lock (its stamp not yet committed) when the catch-up reaches the table; the
+    replay waits, then sees the writer's stamp and refuses. A test run before taking the lock would miss it."""
+    import threading
+    import time
+
+    import psycopg
 
     primary, down, fallback = outage
     ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="stale", now=NOW, max_gap_ratio=1.0)
-    ingest_window(primary, synthetic(2, 1, price=30.0), "bars_1d", YEAR, run_id="newer", now=NOW, max_gap_ratio=1.0)
-    monkeypatch.setattr(failover, "_conflict", lambda *a: None)  # as if "newer" committed just after this check
-    report = catch_up(primary, fallback)
-    assert not report.parity and "CONFLICT" in report.replayed[0]["note"]
-    assert (primary.read_bars("bars_1d")["close"] == 30.0).all() and pending(fallback).height == 1
+    primary.tables()
+    holder = psycopg.connect(pg_url)
+    holder.execute("SELECT pg_advisory_xact_lock(hashtext('emp-write:market.bars_1d'))")
+    holder.execute("INSERT INTO ops.write_log (operation, target, run_id) VALUES ('replace_bars', 'market.bars_1d', "
+                   "'newer')")
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(catch_up(primary, fallback)))
+    worker.start()
+    time.sleep(1.5)
+    waited = worker.is_alive()
+    holder.commit()
+    holder.close()
+    worker.join(60)
+    assert waited, "the replay did not wait for the table's write lock"
+    report = reports[0]
+    assert not report.parity and "CONFLICT" in report.replayed[0]["note"] and "newer" in report.replayed[0]["note"]
+    assert primary.read_bars("bars_1d").height == 0 and pending(fallback).height == 1
 
 
 def test_a_failed_over_store_caches_nothing(outage, redis_server):
@@ -315,3 +337,153 @@ def test_upserts_and_feature_windows_written_during_an_outage_are_replayed(outag
     assert report.parity and [r["operation"] for r in report.replayed] == ["upsert_bars", "replace_windows"]
     assert primary.read_bars("bars_1h").equals(fallback.read_bars("bars_1h"))
     assert primary.query("SELECT symbol, x FROM sensory.extra").rows() == [("SYN0000", 1.5)]
+
+
+# -- the log and the write commit together; each write replays only itself; conflicts on the server's clock -----
+
+
+_CRASH = """
+import os, sys
+from datetime import datetime, timedelta
+import polars as pl
+from emp_core.store import DuckDBStore
+from emp_core.store.failover import FailoverStore
+from emp_core.store.postgres_store import PostgresStore
+
+store = FailoverStore(PostgresStore(sys.argv[2], connect_timeout=2), DuckDBStore(sys.argv[1]))
+real = FailoverStore._recorder
+
+def dying(self, *args):
+    record = real(self, *args)
+    def then_die(con):
+        record(con)
+        os._exit(9)  # the process dies after the write and its record, before the transaction commits
+    return then_die
+
+FailoverStore._recorder = dying
+bars = pl.DataFrame({"symbol": ["X"] * 3, "ts": [datetime(2020, 1, d) for d in (2, 3, 6)], "open": 1.0,
+                     "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0})
+store.upsert_bars("bars_1h", bars, source="stream", run_id="c1")
+"""
+
+
+def test_a_crash_between_a_fallback_write_and_its_record_leaves_neither(tmp_path):
+    """The review: the fallback's write committed, then its log row was appended in a second transaction, so a
+    crash between them left rows no catch-up would ever replay. Both now commit in one transaction."""
+    import subprocess
+    import sys
+
+    from emp_core.config import REPO_ROOT as REPO
+    from tests.support import free_port
+
+    script = tmp_path / "crash.py"
+    script.write_text(_CRASH)
+    path = tmp_path / "failover.duckdb"
+    done = subprocess.run([sys.executable, str(script), str(path), f"postgresql://127.0.0.1:{free_port()}/emp"],
+                          check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 9, done.stderr
+    fallback = DuckDBStore(path)
+    assert fallback.query("SELECT count(*) AS n FROM market.bars_1h").item() == 0
+    assert pending(fallback).height == 0
+
+
+def hourly(symbol: str, hours, price: float) -> pl.DataFrame:
+    return pl.DataFrame({"symbol": symbol, "ts": [datetime(2020, 3, 2, h) for h in hours], "open": price,
+                         "high": price + 1, "low": price - 1, "close": price, "volume": 100.0})
+
+
+def test_each_upsert_batch_replays_only_its_own_bars_and_parity_is_on_its_keys(outage, monkeypatch):
+    """The review: a stream consumer keeps one run id, so replaying "the run's rows" for each logged batch sent
+    every batch's rows again (quadratic), and parity over each symbol's [first, last] span counted the
+    primary's own bars between sparse keys as a mismatch."""
+    primary, down, fallback = outage
+    primary.upsert_bars("bars_1h", hourly("X", range(9, 15), 1.0), source="stream", run_id="c1")  # before it
+    store = down()
+    batches = [hourly("X", [10, 12], 2.0), hourly("X", [12], 3.0), hourly("Y", [9, 10, 11], 4.0)]
+    for batch in batches:
+        store.upsert_bars("bars_1h", batch, source="stream", run_id="c1")
+    sent = []
+    real = PostgresStore.upsert_bars
+    monkeypatch.setattr(PostgresStore, "upsert_bars",
+                        lambda self, table, bars, **kw: sent.append(bars.height) or real(self, table, bars, **kw))
+    report = catch_up(primary, fallback)
+    assert sent == [2, 1, 3]
+    assert report.parity, report.replayed
+    x = dict(primary.read_bars("bars_1h", symbols=["X"]).select("ts", "close").iter_rows())
+    assert [x[datetime(2020, 3, 2, h)] for h in range(9, 15)] == [1.0, 2.0, 1.0, 3.0, 1.0, 1.0]
+    assert pending(fallback).height == 0
+    assert fallback.query("SELECT count(*) AS n FROM ops.failover_rows").item() == 0  # dropped once caught up
+
+
+def test_a_stream_write_on_the_primary_after_the_outage_is_a_conflict(outage):
+    """The review: only the ingest journal was consulted, so a newer bar from the stream consumer (which writes
+    no journal) was overwritten by the outage's stale window. Every write is stamped now; a write elsewhere in
+    time is not a conflict."""
+    primary, down, fallback = outage
+    ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="stale", now=NOW, max_gap_ratio=1.0)
+    fresh = hourly("SYN0000", [0], 99.0).with_columns(pl.lit(datetime(2020, 6, 1)).alias("ts"))
+    later_year = fresh.with_columns(pl.lit(datetime(2021, 6, 1)).alias("ts"))
+    primary.upsert_bars("bars_1d", later_year, source="stream", run_id="c1")  # outside the window: no conflict
+    primary.upsert_bars("bars_1d", fresh, source="stream", run_id="c2")
+    report = catch_up(primary, fallback)
+    assert not report.parity and "CONFLICT" in report.replayed[0]["note"] and "c2" in report.replayed[0]["note"]
+    assert primary.read_bars("bars_1d")["close"].to_list() == [99.0, 99.0]
+
+
+def test_a_newer_universe_on_the_primary_is_a_conflict_and_the_operator_decides(outage, monkeypatch, tmp_path):
+    """A whole-table replace (the universe) written on the primary after the outage's is a conflict too; the
+    operator keeps the primary's (``emp db catch-up --keep-primary N``) or replays the outage's (``--replay``)."""
+    from emp_core.cli import main
+
+    primary, down, fallback = outage
+    store = down()
+    store.replace_table("market.universe", pl.DataFrame({"dataset": ["bars_1d"], "symbol": ["OLD"]}))
+    store.replace_table("market.universe", pl.DataFrame({"dataset": ["bars_1d"], "symbol": ["OUTAGE"]}))
+    primary.replace_table("market.universe", pl.DataFrame({"dataset": ["bars_1d"], "symbol": ["NEWER"]}))
+    report = catch_up(primary, fallback)
+    assert [r.get("note", "")[:10] for r in report.replayed] == ["superseded", "CONFLICT, "]
+    assert primary.query("SELECT symbol FROM market.universe").rows() == [("NEWER",)]
+    seq = report.replayed[1]["seq"]
+    with pytest.raises(Exception, match="no pending failover write with seq 99"):
+        catch_up(primary, fallback, keep_primary=[99])
+    forced = catch_up(primary, fallback, force=[seq])
+    assert forced.parity and forced.replayed[0]["forced"]
+    assert primary.query("SELECT symbol FROM market.universe").rows() == [("OUTAGE",)]
+    # the other decision, through the command line
+    store.replace_table("market.universe", pl.DataFrame({"dataset": ["bars_1d"], "symbol": ["OUTAGE2"]}))
+    primary.replace_table("market.universe", pl.DataFrame({"dataset": ["bars_1d"], "symbol": ["NEWER2"]}))
+    monkeypatch.setenv("EMP_HOME", str(fallback.path.parent))
+    monkeypatch.setenv("EMP_PG_URL", primary.url)
+    assert main(["db", "catch-up"]) == 1  # the conflict: left pending
+    left = pending(fallback)["seq"].to_list()
+    assert len(left) == 1
+    assert main(["db", "catch-up", "--keep-primary", str(left[0])]) == 0
+    assert pending(fallback).height == 0
+    assert primary.query("SELECT symbol FROM market.universe").rows() == [("NEWER2",)]
+
+
+@pytest.mark.parametrize("skew_hours", [1, -1])
+def test_conflicts_are_decided_on_the_servers_clock_whatever_the_hosts_clock_says(outage, monkeypatch, skew_hours):
+    """The fallback's writes are stamped by this host's clock, the primary's by the server's. A host an hour
+    ahead made a stale outage write look newer than a later write on the primary (it overwrote it); a host an
+    hour behind made a write before the outage look newer (a false conflict). The catch-up measures the host's
+    offset to the server and compares on the server's clock."""
+    from emp_core.store import failover
+
+    primary, down, fallback = outage
+    skewed = lambda: utcnow() + timedelta(hours=skew_hours)  # noqa: E731
+    monkeypatch.setattr(failover, "utcnow", skewed)
+    if skew_hours < 0:  # a run on the primary just before the outage: the outage's write is newer
+        ingest_window(primary, synthetic(2, 1, price=30.0), "bars_1d", YEAR, run_id="before", now=NOW,
+                      max_gap_ratio=1.0)
+    ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="outage", now=NOW, max_gap_ratio=1.0)
+    if skew_hours > 0:  # a run on the primary just after the outage's write: it is newer
+        ingest_window(primary, synthetic(2, 1, price=30.0), "bars_1d", YEAR, run_id="after", now=NOW,
+                      max_gap_ratio=1.0)
+    report = catch_up(primary, fallback)
+    assert abs(report.clock["offset_seconds"] + 3600 * skew_hours) < 5
+    closes = primary.read_bars("bars_1d")["close"].unique().to_list()
+    if skew_hours > 0:
+        assert not report.parity and "CONFLICT" in report.replayed[0]["note"] and closes == [30.0]
+    else:
+        assert report.parity and closes == [10.0], report.replayed

@@ -47,7 +47,7 @@ def run_status(*, as_json: bool = False) -> int:
     return 0 if ok else 1
 
 
-def run_catch_up(*, as_json: bool = False) -> int:
+def run_catch_up(*, as_json: bool = False, keep_primary=(), force=()) -> int:
     """Replay the failover log onto PostgreSQL and check parity (:func:`emp_core.store.failover.catch_up`)."""
     from emp_core.store import DuckDBStore
     from emp_core.store.failover import catch_up, invalidate_cache
@@ -61,7 +61,7 @@ def run_catch_up(*, as_json: bool = False) -> int:
         return 0
     primary = PostgresStore(cfg.pg_url)
     try:
-        report = catch_up(primary, DuckDBStore(fallback))
+        report = catch_up(primary, DuckDBStore(fallback), keep_primary=keep_primary, force=force)
     finally:  # whatever was replayed before a failure also went behind the cache's back
         invalidate_cache(primary)
     if as_json:
@@ -69,5 +69,6 @@ def run_catch_up(*, as_json: bool = False) -> int:
     else:
         print(f"catch-up: {len(report.replayed)} write(s) replayed; parity {'holds' if report.parity else 'FAILED'}")
         for r in report.replayed:
-            print(f"  {r['operation']} {r['target']} run {r['run_id']}: parity {r['parity']}")
+            print(f"  #{r['seq']} {r['operation']} {r['target']} run {r['run_id']}: parity {r['parity']}"
+                  + (f" ({r['note']})" if r.get("note") else ""))
     return 0 if report.parity else 1

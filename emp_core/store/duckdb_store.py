@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -112,6 +112,11 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
+def _also(con: duckdb.DuckDBPyConnection, also) -> None:
+    if also is not None:
+        also(con)
+
+
 def _batched(frame: pl.DataFrame) -> pa.Table:
     """The frame as Arrow in 256k-row batches: DuckDB scans an Arrow table in parallel by
     record batch, and one 1M-row chunk would scan on one core."""
@@ -191,6 +196,7 @@ class DuckDBStore:
         quarantine: pl.DataFrame,
         journal: pl.DataFrame,
         selection: Sequence[str] | None = None,
+        also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> None:
         """Idempotently store ``bars`` with their quarantine and journal rows, in one transaction.
 
@@ -200,6 +206,9 @@ class DuckDBStore:
         ``bars``) are deleted, never another symbol's. Without a window: deletes, per
         symbol, the range [first, last] that ``bars`` covers. Re-running the same input
         therefore leaves exactly one copy.
+
+        ``also(con)``, when given, runs inside the same transaction after the write (every write method takes
+        it: the failover path records the write in its log, so the write and its record commit together).
         """
         if table not in BAR_TABLES:
             raise EmpError(f"unknown bar table {table!r}; choose one of {', '.join(BAR_TABLES)}")
@@ -230,8 +239,9 @@ class DuckDBStore:
             if quarantine.height:
                 con.execute("INSERT INTO market.quarantine BY NAME SELECT * FROM new_quarantine")
             con.execute("INSERT INTO market.ingest_journal BY NAME SELECT * FROM new_journal")
+            _also(con, also)
 
-    def upsert_bars(self, table: str, bars: pl.DataFrame, *, source: str, run_id: str) -> int:
+    def upsert_bars(self, table: str, bars: pl.DataFrame, *, source: str, run_id: str, also=None) -> int:
         """Store ``bars`` keyed by (symbol, ts): a bar already held at the same key is replaced, every other
         bar is left alone. Applying the same rows twice leaves one copy (a stream consumer's redelivery).
         Returns the number of rows written."""
@@ -249,6 +259,7 @@ class DuckDBStore:
                 SELECT symbol, ts, open, high, low, close, volume, $source, $run_id FROM new_bars""",
                 {"source": source, "run_id": run_id},
             )
+            _also(con, also)
         return new.height
 
     def read_bars(
@@ -276,24 +287,26 @@ class DuckDBStore:
         with self.connect() as con:
             return con.execute(sql, params or {}).pl()
 
-    def append(self, table: str, frame: pl.DataFrame) -> int:
+    def append(self, table: str, frame: pl.DataFrame, also=None) -> int:
         check_ident(table)
-        with self.connect() as con:
+        with self.connect() as con, _transaction(con):
             con.register("new_rows", frame.to_arrow())
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
+            _also(con, also)
         return frame.height
 
-    def replace_table(self, table: str, frame: pl.DataFrame) -> int:
+    def replace_table(self, table: str, frame: pl.DataFrame, also=None) -> int:
         """Replace every row of ``table`` (a small, unpartitioned table) in one transaction."""
         check_ident(table)
         with self.connect() as con, _transaction(con):
             con.register("new_rows", frame.to_arrow())
             con.execute(f"DELETE FROM {table}")
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
+            _also(con, also)
         return frame.height
 
     def replace_windows(self, tables: dict[str, pl.DataFrame], *, dataset: str, start: datetime,
-                        end: datetime) -> None:
+                        end: datetime, also=None) -> None:
         """Idempotently store the [start, end) window of ``dataset`` in each table, in one transaction.
 
         Each frame has ``dataset`` and ``ts`` columns; a table that does not exist yet is
@@ -312,8 +325,9 @@ class DuckDBStore:
                             {"dataset": dataset, "start": start, "end": end})
                 con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
                 con.unregister("new_rows")
+            _also(con, also)
 
-    def append_table(self, table: str, frame: pl.DataFrame) -> int:
+    def append_table(self, table: str, frame: pl.DataFrame, also=None) -> int:
         """Append ``frame`` to ``table`` by column name, creating it from the frame's schema the first time
         (a history kept across runs, such as the promotion decisions); a column the table lacks (it was
         written by an earlier version) is added first, empty for the old rows."""
@@ -324,15 +338,17 @@ class DuckDBStore:
             con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM new_rows LIMIT 0")
             add_missing_columns(con, table, "new_rows")
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM new_rows")
+            _also(con, also)
         return frame.height
 
-    def overwrite_table(self, table: str, frame: pl.DataFrame) -> int:
+    def overwrite_table(self, table: str, frame: pl.DataFrame, also=None) -> int:
         """Create or replace ``table`` with exactly ``frame`` (a small derived table such as calibration)."""
         check_ident(table)
         with self.connect() as con, _transaction(con):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {table.split('.', maxsplit=1)[0]}")
             con.register("new_rows", frame.to_arrow())
             con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM new_rows")
+            _also(con, also)
         return frame.height
 
     def tables(self) -> list[str]:
@@ -356,7 +372,7 @@ class DuckDBStore:
             add_missing_columns(con, table, "table_schema")
             con.unregister("table_schema")
 
-    def insert_new(self, table: str, frame: pl.DataFrame, key: Sequence[str]) -> int:
+    def insert_new(self, table: str, frame: pl.DataFrame, key: Sequence[str], also=None) -> int:
         """Insert the rows of ``frame`` whose ``key`` is not in ``table`` yet; return how many were inserted."""
         check_ident(table)
         if not frame.height:
@@ -366,6 +382,7 @@ class DuckDBStore:
             con.register("new_rows", frame.to_arrow())
             con.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM new_rows")
             con.unregister("new_rows")
+            _also(con, also)
             return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
 
 

@@ -12,45 +12,72 @@
 - **anything else** (a read, a derived table's write) raises :class:`StoreUnavailableError`: a derived asset
   computed from the fallback would see only the outage's rows, so it waits for the primary instead.
 
-The decision and every write done on the fallback are recorded in the fallback's ``ops.failover_log``
-(``written_at``, operation, table, window, run, symbol selection, key). A write the primary was doing when it
-went away was not committed (its transaction died with the connection), so doing it again on the fallback
-loses nothing and doubles nothing.
+Every write done on the fallback is recorded in the fallback's ``ops.failover_log`` **in the write's own
+transaction** (a crash leaves both or neither): a sequence number, the host's time, the decision (why, when),
+operation, table, window, run, symbol selection, and for a bar write the bars it wrote (``ops.failover_rows``,
+by sequence number), so a replay applies exactly that write, not whatever the fallback holds by then. A write
+the primary was doing when it went away was not committed (its transaction died with the connection), so
+doing it again on the fallback loses nothing and doubles nothing.
 
-:func:`catch_up` replays the log onto the primary once it answers, in the order the writes were made
-(``written_at``), with the same operation and arguments the run used (the ingest's idempotent replace with its
-window and selection, so nothing outside the run's scope is touched). Before replaying a bar write it looks for
-a run on the primary that wrote the same window after it: such a window is a **conflict**, not replayed
-(stale outage rows must not overwrite newer data), and reported for a decision. After all replays, parity is
-checked per replayed bar write on its whole scope (every row the run's replace governs, on both stores: count
-and a checksum of the rows as JSON, column names and types included), and the primary's rows outside that
-scope must be unchanged by the replay. Only the log rows replayed with parity are marked caught up; anything
-written meanwhile stays pending.
+:func:`catch_up` replays the log onto the primary once it answers, in sequence order, with the same operation
+and arguments the write had (the ingest's idempotent replace with its window and selection, so nothing outside
+its scope is touched). **Conflicts** are found on the server's clock: the primary stamps every write to a table
+in ``ops.write_log`` with its own clock (:mod:`emp_core.store.postgres_store`), from whatever host. The
+catch-up runs on the host that wrote the fallback (the file is local to it), measures that host's clock offset
+to the server (the sample with the shortest round trip; half of it bounds the error), and so places each
+outage write on the server's clock. A replay finds, under the table's write lock in its own transaction, any
+write stamped after its outage write (minus the error bound) whose scope (table, time span, symbols) overlaps
+its own: that is a **conflict**, not replayed (stale outage rows must not overwrite newer data), and reported
+for a decision (:func:`catch_up`'s ``keep_primary`` and ``force``; ``emp db catch-up --keep-primary N
+--replay N``). A replace of a whole table (or window of features) that a later outage write of the same
+target supersedes is not replayed: the later one carries the table's final rows.
+
+After all replays, parity is checked per replayed bar write on its whole scope (every row the write governs, on
+both stores: count and a checksum of the rows as JSON, column names and types included), and the primary's rows
+outside that scope must be unchanged by the replay. Only the log rows replayed with parity are marked caught up
+(their bars dropped from the log); anything written meanwhile stays pending.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
 from emp_core.clock import utcnow
-from emp_core.store.postgres_store import StoreUnavailableError
+from emp_core.errors import EmpError
+from emp_core.store.duckdb_store import _duckdb_type, _transaction, add_missing_columns
+from emp_core.store.postgres_store import REPLAY, StoreUnavailableError
 
 log = logging.getLogger("emp.store")
 
 LOG_TABLE = "ops.failover_log"
+ROWS_TABLE = "ops.failover_rows"  # the bars of each logged bar write, by its seq
+META_TABLE = "ops.failover_meta"  # this fallback's id: its replays are stamped '<id>:<seq>' on the primary
 FAILS_OVER = {"replace_bars", "upsert_bars", "append", "replace_table"}  # the ingests' writes (bars, macro)
 _LOGGED = {"replace_bars", "upsert_bars", "replace_table", "replace_windows", "append", "append_table",
            "overwrite_table", "insert_new"}
-LOG_SCHEMA = {"written_at": pl.Datetime("us"), "decided_at": pl.Datetime("us"), "primary": pl.String,
-              "reason": pl.String, "operation": pl.String, "target": pl.String, "dataset": pl.String,
-              "window_start": pl.Datetime("us"), "window_end": pl.Datetime("us"), "run_id": pl.String,
-              "selection": pl.String, "key": pl.String, "rows": pl.Int64, "caught_up_at": pl.Datetime("us"),
-              "note": pl.String}
+_BAR_WRITES = ("replace_bars", "upsert_bars")
+_WHOLE_TABLE = ("replace_table", "overwrite_table")
+LOG_SCHEMA = {"seq": pl.Int64, "written_at": pl.Datetime("us"), "decided_at": pl.Datetime("us"),
+              "primary": pl.String, "reason": pl.String, "operation": pl.String, "target": pl.String,
+              "dataset": pl.String, "window_start": pl.Datetime("us"), "window_end": pl.Datetime("us"),
+              "run_id": pl.String, "source": pl.String, "selection": pl.String, "key": pl.String, "rows": pl.Int64,
+              "caught_up_at": pl.Datetime("us"), "note": pl.String}
+_BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume", "source", "run_id")
+_LOG_DDL = [
+    "CREATE SCHEMA IF NOT EXISTS ops",
+    "CREATE SEQUENCE IF NOT EXISTS ops.failover_seq",
+    f"CREATE TABLE IF NOT EXISTS {META_TABLE} (id VARCHAR NOT NULL)",
+    f"CREATE TABLE IF NOT EXISTS {LOG_TABLE} ("
+    + ", ".join(f'"{c}" {_duckdb_type(LOG_TABLE, c, t)}' for c, t in LOG_SCHEMA.items()) + ")",
+    f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} (seq BIGINT NOT NULL, symbol VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, "
+    "open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL, volume DOUBLE NOT NULL)",
+]
 
 
 class FailoverStore:
@@ -94,10 +121,9 @@ class FailoverStore:
                     if name not in FAILS_OVER:
                         raise
                     self._fail_over(exc)
-            result = getattr(self.fallback, name)(*args, **kwargs)
             if name in _LOGGED:
-                self._record(name, args, kwargs)
-            return result
+                kwargs = {**kwargs, "also": self._recorder(name, args, kwargs)}
+            return getattr(self.fallback, name)(*args, **kwargs)
 
         return call
 
@@ -107,11 +133,32 @@ class FailoverStore:
         log.warning("failover: %s is unreachable; writing to %s (%s)", self.primary.location,
                     self.fallback.location, self.reason)
 
-    def _record(self, operation: str, args: tuple, kwargs: dict) -> None:
-        self.fallback.append_table(LOG_TABLE, pl.DataFrame([{
-            "written_at": utcnow(), "decided_at": self.decided_at, "primary": self.primary.location,
-            "reason": self.reason, "operation": operation, "caught_up_at": None, "note": None,
-            **_describe(operation, args, kwargs)}], schema=LOG_SCHEMA))
+    def _recorder(self, operation: str, args: tuple, kwargs: dict):
+        """What records this write in the fallback's log, inside the write's transaction (module docstring)."""
+        described = _describe(operation, args, kwargs)
+        bars = _arg(args, kwargs, 1, "bars") if operation in _BAR_WRITES else None
+        decided_at, primary, reason = self.decided_at, self.primary.location, self.reason
+
+        def record(con) -> None:
+            for stmt in _LOG_DDL:
+                con.execute(stmt)
+            if not con.execute(f"SELECT count(*) FROM {META_TABLE}").fetchone()[0]:
+                con.execute(f"INSERT INTO {META_TABLE} VALUES ($id)", {"id": uuid.uuid4().hex})
+            seq = con.execute("SELECT nextval('ops.failover_seq')").fetchone()[0]
+            row = pl.DataFrame([{"seq": seq, "written_at": utcnow(), "decided_at": decided_at, "primary": primary,
+                                 "reason": reason, "operation": operation, "caught_up_at": None, "note": None,
+                                 **described}], schema=LOG_SCHEMA)
+            con.register("log_row", row.to_arrow())
+            add_missing_columns(con, LOG_TABLE, "log_row")  # a log kept by an earlier version
+            con.execute(f"INSERT INTO {LOG_TABLE} BY NAME SELECT * FROM log_row")
+            con.unregister("log_row")
+            if bars is not None and bars.height:
+                con.register("log_bars", bars.select(_BAR_COLUMNS[:7]).to_arrow())
+                con.execute(f"INSERT INTO {ROWS_TABLE} SELECT $seq, {', '.join(_BAR_COLUMNS[:7])} FROM log_bars",
+                            {"seq": seq})
+                con.unregister("log_bars")
+
+        return record
 
 
 def _arg(args: tuple, kwargs: dict, i: int, name: str):
@@ -126,9 +173,9 @@ def _single_run(frame) -> str | None:
 
 
 def _describe(operation: str, args: tuple, kwargs: dict) -> dict:
-    """What a replay needs of one write: its target, window, run, selection and key."""
+    """What a replay needs of one write: its target, window, run, source, selection and key."""
     out = {"target": None, "dataset": None, "window_start": None, "window_end": None, "run_id": None,
-           "selection": None, "key": None, "rows": None}
+           "source": kwargs.get("source"), "selection": None, "key": None, "rows": None}
     if operation == "replace_windows":
         tables = _arg(args, kwargs, 0, "tables")
         frames = list(tables.values())
@@ -136,7 +183,7 @@ def _describe(operation: str, args: tuple, kwargs: dict) -> dict:
                    window_end=kwargs.get("end"), run_id=_single_run(frames[0]) if frames else None,
                    rows=sum(f.height for f in frames))
         return out
-    frame = _arg(args, kwargs, 1, "bars" if operation in ("replace_bars", "upsert_bars") else "frame")
+    frame = _arg(args, kwargs, 1, "bars" if operation in _BAR_WRITES else "frame")
     out.update(target=_arg(args, kwargs, 0, "table"), rows=frame.height if isinstance(frame, pl.DataFrame) else None,
                run_id=kwargs.get("run_id") or _single_run(frame))
     if operation == "replace_bars":
@@ -149,15 +196,25 @@ def _describe(operation: str, args: tuple, kwargs: dict) -> dict:
     return out
 
 
+def _has_log(fallback) -> bool:
+    return bool(fallback.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'ops' "
+                               "AND table_name = 'failover_log'").item())
+
+
 def pending(fallback) -> pl.DataFrame:
     """The fallback's log rows not caught up yet, in the order they were written."""
-    present = fallback.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'ops' "
-                             "AND table_name = 'failover_log'").item()
-    if not present:  # ops.* are not among the platform's tables() (they are the platform's own records)
+    if not _has_log(fallback):  # ops.* are not among the platform's tables() (they are the platform's own records)
         return pl.DataFrame(schema=LOG_SCHEMA)
     rows = fallback.query(f"SELECT * FROM {LOG_TABLE} WHERE caught_up_at IS NULL")
     return rows.select([pl.col(c) if c in rows.columns else pl.lit(None, t).alias(c) for c, t in LOG_SCHEMA.items()]
-                       ).sort("written_at", maintain_order=True)
+                       ).sort("seq", "written_at", nulls_last=False, maintain_order=True)
+
+
+def fallback_id(fallback) -> str | None:
+    present = fallback.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'ops' "
+                             "AND table_name = 'failover_meta'").item()
+    ids = fallback.query(f"SELECT id FROM {META_TABLE}")["id"] if present else []
+    return ids[0] if len(ids) else None
 
 
 def checksum(frame: pl.DataFrame) -> tuple[int, str]:
@@ -176,168 +233,234 @@ def checksum(frame: pl.DataFrame) -> tuple[int, str]:
 
 @dataclass
 class CatchUpReport:
-    replayed: list[dict] = field(default_factory=list)  # one per log row: operation, target, window, parity
+    replayed: list[dict] = field(default_factory=list)  # one per log row: seq, operation, target, window, parity
     pending_before: int = 0
+    clock: dict = field(default_factory=dict)  # this host's offset to the server's clock, and its error bound
 
     @property
     def parity(self) -> bool:
         return all(r["parity"] for r in self.replayed)
 
     def as_dict(self) -> dict:
-        return {"pending_before": self.pending_before, "replayed": self.replayed, "parity": self.parity}
+        return {"pending_before": self.pending_before, "replayed": self.replayed, "parity": self.parity,
+                "clock": self.clock}
 
 
-_BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume", "source", "run_id")
+@dataclass(frozen=True)
+class ServerClock:
+    """This host's clock against the server's: server time = host time + ``offset``, within ``error``."""
+
+    offset: timedelta
+    error: timedelta
+
+    def on_server(self, host_time: datetime) -> datetime:
+        return (host_time + self.offset).replace(tzinfo=UTC)
 
 
-def _scope(row: dict, fallback) -> tuple[str, dict]:
-    """The SQL condition (``$`` parameters) of every bar a replayed ``replace_bars``/``upsert_bars`` governs:
-    the rows its replace deletes and writes. With a window: the window's rows of its source (a whole-window
-    read) or of its symbols; without one: each symbol's [first, last] range of the run's bars."""
-    run = row["run_id"]
-    mine = fallback.query(f"SELECT symbol, min(ts) AS lo, max(ts) AS hi, min(source) AS source FROM "
-                          f"market.{row['target']} WHERE run_id = $r GROUP BY symbol ORDER BY symbol", {"r": run})
-    symbols = set(mine["symbol"].to_list()) | set((row["selection"] or "").split(",")) - {""}
-    params: dict = {}
+MARGIN = timedelta(milliseconds=1)  # added to the measured bound: the clocks' reading and scheduling jitter
+
+
+def server_clock(primary, samples: int = 7) -> ServerClock:
+    """Measure this host's clock offset to the primary's server, as NTP does: of ``samples`` round trips the
+    shortest, whose half bounds the error of reading the server's clock at its midpoint."""
+    best = None
+    with primary.cursor() as cur:
+        for _ in range(samples):
+            t0 = utcnow()
+            cur.execute("SELECT clock_timestamp()")
+            server = cur.fetchone()[0].astimezone(UTC).replace(tzinfo=None)
+            rtt = utcnow() - t0
+            if best is None or rtt < best[1]:
+                best = (server - (t0 + rtt / 2), rtt)
+    return ServerClock(offset=best[0], error=best[1] / 2 + MARGIN)
+
+
+_MICRO = timedelta(microseconds=1)
+
+
+def _payload(fallback, seq: int) -> pl.DataFrame:
+    return fallback.query(f"SELECT {', '.join(_BAR_COLUMNS[:7])} FROM {ROWS_TABLE} WHERE seq = $s", {"s": seq})
+
+
+def _region(row: dict, payload: pl.DataFrame):
+    """The rows a bar write governs (what its replace deleted and wrote): ``(lo, hi, inside)`` where [lo, hi]
+    bounds their time and ``inside(frame)`` keeps a frame's rows in the region. A window: the window's rows of
+    its symbols and selection, and of its source when the read was whole; no window: each symbol's [first,
+    last] range of its bars; an upsert: exactly the keys it wrote."""
     if row["operation"] == "replace_bars" and row["window_start"] is not None:
-        params.update(ws=row["window_start"], we=row["window_end"])
-        parts = ["ts >= $ws AND ts < $we"]
-        alts = [f"symbol = $s{i}" for i in range(len(symbols))]
-        params.update({f"s{i}": s for i, s in enumerate(sorted(symbols))})
-        if row["selection"] is None:
-            source = mine["source"][0] if mine.height else _journal_source(fallback, run)
-            alts.append("source = $src")
-            params["src"] = source
-        return f"({parts[0]} AND ({' OR '.join(alts) or 'FALSE'}))", params
-    spans = []
-    for i, (symbol, lo, hi, _) in enumerate(mine.iter_rows()):
-        spans.append(f"(symbol = $s{i} AND ts >= $lo{i} AND ts <= $hi{i})")
-        params.update({f"s{i}": symbol, f"lo{i}": lo, f"hi{i}": hi})
-    return f"({' OR '.join(spans) or 'FALSE'})", params
+        ws, we = row["window_start"], row["window_end"]
+        symbols = sorted(set(payload["symbol"].to_list()) | set((row["selection"] or "").split(",")) - {""})
+        whole = row["selection"] is None
+
+        def in_window(frame: pl.DataFrame) -> pl.DataFrame:
+            mine = pl.col("symbol").is_in(symbols) | (pl.lit(whole) & (pl.col("source") == row["source"]))
+            return frame.filter(pl.col("ts").is_between(ws, we, closed="left") & mine)
+
+        return ws, we - _MICRO, in_window
+    if not payload.height:
+        return None, None, lambda frame: frame.head(0)
+    lo, hi = payload["ts"].min(), payload["ts"].max()
+    if row["operation"] == "upsert_bars":
+        keys = payload.select("symbol", "ts").unique()
+        return lo, hi, lambda frame: frame.join(keys, on=["symbol", "ts"], how="semi")
+    spans = payload.group_by("symbol").agg(pl.col("ts").min().alias("_lo"), pl.col("ts").max().alias("_hi"))
+
+    def in_spans(frame: pl.DataFrame) -> pl.DataFrame:
+        joined = frame.join(spans, on="symbol", how="inner")
+        return joined.filter(pl.col("ts").is_between(pl.col("_lo"), pl.col("_hi"))).drop("_lo", "_hi")
+
+    return lo, hi, in_spans
 
 
-def _journal_source(store, run: str) -> str:
-    journal = store.query("SELECT source FROM market.ingest_journal WHERE run_id = $r", {"r": run})
-    return journal["source"][0] if journal.height else "failover"
+def _box(store, table: str, lo, hi) -> pl.DataFrame:
+    """Every bar of ``market.<table>`` with ts in [lo, hi] (all symbols)."""
+    if lo is None:
+        return pl.DataFrame(schema={c: pl.String for c in _BAR_COLUMNS}).head(0)
+    return store.query(f"SELECT {', '.join(_BAR_COLUMNS)} FROM market.{table} WHERE ts >= $lo AND ts <= $hi",
+                       {"lo": lo, "hi": hi})
 
 
-def _rows(store, table: str, where: str, params: dict) -> pl.DataFrame:
-    return store.query(f"SELECT {', '.join(_BAR_COLUMNS)} FROM market.{table} WHERE {where}", params)
+def _outside(frame: pl.DataFrame, inside) -> pl.DataFrame:
+    return frame.join(inside(frame).select("symbol", "ts"), on=["symbol", "ts"], how="anti")
 
 
 def bar_parity(primary, fallback, table: str, run_id: str) -> dict:
     """Whether both stores hold the same bars of ``run_id`` in ``market.<table>`` (count and checksum)."""
-    where, params = "run_id = $r", {"r": run_id}
-    ours, theirs = (checksum(_rows(s, table, where, params)) for s in (fallback, primary))
+    query = f"SELECT {', '.join(_BAR_COLUMNS)} FROM market.{table} WHERE run_id = $r"
+    ours, theirs = (checksum(s.query(query, {"r": run_id})) for s in (fallback, primary))
     return {"parity": ours == theirs, "rows": ours[0], "primary_rows": theirs[0], "checksum": ours[1],
             "primary_checksum": theirs[1]}
 
 
-# Runs stamp the journal with their own clocks, so hosts must keep them in step (NTP): a run is later when its
-# stamp is. A margin toward "conflict" was tried: even 1 s turned the last run before an outage into a false
-# conflict. Ordering by the server's clock (a sequence) is the sound fix, not done yet.
-CLOCK_SKEW = timedelta(0)
-_LATER_SQL = ("SELECT run_id, finished_at, window_start, window_end FROM market.ingest_journal WHERE dataset = {d} "
-              "AND finished_at > {w} AND rows_stored > 0 ORDER BY finished_at")
-
-
 class ConflictError(Exception):
-    """A newer run on the primary wrote the window a replay would replace."""
+    """A write on the primary, later than the outage write a replay would apply, touched the same rows."""
 
 
-def _later(rows, row: dict, outage_runs: set[str]) -> str | None:
-    ws, we = row["window_start"], row["window_end"]
-    for run, finished, a, b in rows:
-        if run not in outage_runs and (ws is None or a is None or (a < we and ws < b)):
-            return f"run {run} wrote this window on the primary at {finished} (after this outage write)"
-    return None
+_LATER_SQL = """SELECT seq, operation, run_id, coalesce(original_at, committed_at) AS at, replay_of
+FROM ops.write_log WHERE target = %(target)s AND coalesce(original_at, committed_at) > %(after)s
+AND (replay_of IS NULL OR NOT replay_of = ANY(%(ours)s))
+AND (ts_lo IS NULL OR %(end)s::timestamp IS NULL OR ts_lo < %(end)s::timestamp)
+AND (ts_end IS NULL OR %(lo)s::timestamp IS NULL OR %(lo)s::timestamp < ts_end)
+AND (symbols IS NULL OR %(symbols)s::text[] IS NULL OR symbols && %(symbols)s::text[])
+ORDER BY seq LIMIT 1"""
 
 
-def _conflict(primary, row: dict, outage_runs: set[str]) -> str | None:
-    """A run on the primary that stored bars in this write's window after it (its rows are newer; a run within
-    the clock skew of the write counts as later), or None. The outage's own runs (replayed with their journal) are
-    not such runs, nor is a run that stored nothing."""
-    if row["operation"] != "replace_bars":
-        return None
-    later = primary.query(_LATER_SQL.format(d="$d", w="$w"), {"d": row["target"], "w": row["written_at"] - CLOCK_SKEW})
-    return _later(later.iter_rows(), row, outage_runs)
-
-
-def _guard(row: dict, outage_runs: set[str]):
-    """The same test inside the replay's transaction, under the table's write lock: a run that committed between
-    the first test and the replay is seen, and the replay is refused."""
-    def check(cur) -> None:
-        cur.execute(_LATER_SQL.format(d="%s", w="%s"), (row["target"], row["written_at"] - CLOCK_SKEW))
-        found = _later(cur.fetchall(), row, outage_runs)
+def _guard(after: datetime, ours: list[str]):
+    """The conflict test a replay runs inside its transaction, under its table's write lock, on the scope the
+    store is about to write: a write stamped after ``after`` (the outage write's time on the server's clock,
+    minus the error bound) that overlaps it, other than replays of this log's pending writes (they are applied
+    again, in order, by this catch-up)."""
+    def check(cur, scope: dict) -> None:
+        cur.execute(_LATER_SQL, {**scope, "after": after, "ours": ours})
+        found = cur.fetchone()
         if found:
-            raise ConflictError(found)
+            seq, operation, run, at, replay_of = found
+            by = f"a replay of {replay_of}" if replay_of else f"run {run}"
+            raise ConflictError(f"{operation} #{seq} by {by} wrote {scope['target']} on the primary at {at} "
+                                "(after this outage write)")
 
     return check
 
 
-def catch_up(primary, fallback) -> CatchUpReport:
+def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
     """Replay the fallback's pending writes onto ``primary`` in write order and check parity (module
-    docstring). Raises :class:`StoreUnavailableError` when the primary is still down (nothing is changed)."""
+    docstring). ``keep_primary``: seqs of conflicting writes to drop (the primary's rows stand; marked caught up
+    with that note); ``force``: seqs to replay even over a later write on the primary. Raises
+    :class:`StoreUnavailableError` when the primary is still down (nothing is changed)."""
     todo = pending(fallback)
     report = CatchUpReport(pending_before=todo.height)
     primary.tables()  # fails fast, before anything is replayed, while the primary is down
-    outage_runs = set(fallback.query(f"SELECT DISTINCT run_id FROM {LOG_TABLE} WHERE run_id IS NOT NULL")["run_id"])
+    clock = server_clock(primary)
+    report.clock = {"offset_seconds": clock.offset.total_seconds(), "error_seconds": clock.error.total_seconds()}
+    me = fallback_id(fallback)
+    unknown = (set(keep_primary) | set(force)) - set(todo["seq"].drop_nulls().to_list())
+    if unknown:
+        raise EmpError(f"no pending failover write with seq {', '.join(map(str, sorted(unknown)))}; "
+                       "`emp db catch-up --json` lists them")
+    _mark_done(fallback, keep_primary, note="resolved: the primary's rows kept, this write dropped")
+    todo = todo.filter(~pl.col("seq").is_in(list(keep_primary)))
+    ours = [f"{me}:{s}" for s in todo["seq"].drop_nulls().to_list()]
+    rows = list(todo.iter_rows(named=True))
     checks = []
-    for row in todo.iter_rows(named=True):
-        entry = {"operation": row["operation"], "target": row["target"], "run_id": row["run_id"],
+    for i, row in enumerate(rows):
+        entry = {"seq": row["seq"], "operation": row["operation"], "target": row["target"], "run_id": row["run_id"],
                  "window": [str(row["window_start"]), str(row["window_end"])], "written_at": str(row["written_at"])}
-        conflict = _conflict(primary, row, outage_runs)
-        bar_write = row["operation"] in ("replace_bars", "upsert_bars")
-        if conflict:
-            entry.update(parity=False, note=f"CONFLICT, not replayed: {conflict}; re-run that window's ingest or "
-                                            "decide which rows stand")
-        elif bar_write and row["rows"] and not _rows(fallback, row["target"], "run_id = $r",
-                                                     {"r": row["run_id"]}).height:
-            # every row it wrote was replaced by a later outage write, which governs: replaying it now would be a
-            # delete of the window with nothing to put back
-            entry.update(parity=True, note="superseded by a later outage write; not replayed")
-        elif bar_write:
-            where, params = _scope(row, fallback)
-            outside = f"NOT {where} AND ts >= $olo AND ts <= $ohi"
-            span = _rows(fallback, row["target"], where, params)
-            lo, hi = (span["ts"].min(), span["ts"].max()) if span.height else (row["window_start"],
-                                                                                row["window_end"])
-            bounds = {**params, "olo": lo or datetime(1900, 1, 1), "ohi": hi or datetime(2100, 1, 1)}
-            before = checksum(_rows(primary, row["target"], outside, bounds))
-            try:
-                _replay(primary, fallback, row, _guard(row, outage_runs))
-            except ConflictError as exc:
-                entry.update(parity=False, note=f"CONFLICT, not replayed: {exc}; re-run that window's ingest or "
-                                                "decide which rows stand")
-                report.replayed.append(entry)
-                continue
-            unchanged = checksum(_rows(primary, row["target"], outside, bounds)) == before  # right after it
-            checks.append((entry, row, where, params, unchanged))
-            entry.update(parity=None)
-        elif row["operation"] in ("replace_table", "overwrite_table"):
-            frame = fallback.query(f"SELECT * FROM {row['target']}")
-            getattr(primary, row["operation"])(row["target"], frame)
-            theirs = primary.query(f"SELECT * FROM {row['target']}")
-            entry.update(parity=checksum(frame) == checksum(theirs.select(frame.columns)), rows=frame.height)
-        elif row["operation"] == "replace_windows":
-            entry.update(_replay_windows(primary, fallback, row))
-        elif row["run_id"] is not None and row["operation"] in ("append", "append_table", "insert_new"):
-            entry.update(_replay_rows(primary, fallback, row))
-        else:
-            entry.update(parity=False, note="nothing identifies this write's rows (no single run id): replay by hand")
         report.replayed.append(entry)
-    for entry, row, where, params, unchanged in checks:  # after every replay: the final state
-        ours, theirs = (checksum(_rows(s, row["target"], where, params)) for s in (fallback, primary))
-        entry.update(parity=ours == theirs and unchanged, rows=ours[0], primary_rows=theirs[0],
+        if row["seq"] is None or me is None:
+            entry.update(parity=False, note="logged by an earlier version (no sequence number): replay by hand")
+            continue
+        if _superseded(row, rows[i + 1:]):
+            entry.update(parity=True, note="superseded by a later outage write of the same target; not replayed")
+            continue
+        original_at = clock.on_server(row["written_at"])
+        replay = {"replay_of": f"{me}:{row['seq']}", "original_at": original_at,
+                  "guard": None if row["seq"] in force else _guard(original_at - clock.error, ours)}
+        token = REPLAY.set(replay)
+        try:
+            check = _replay_one(primary, fallback, row, entry)
+            if check is not None:
+                checks.append(check)
+        except ConflictError as exc:
+            entry.update(parity=False, note=f"CONFLICT, not replayed: {exc}; decide with `emp db catch-up "
+                                            f"--keep-primary {row['seq']}` or `--replay {row['seq']}`")
+        finally:
+            REPLAY.reset(token)
+        if row["seq"] in force:
+            entry["forced"] = True
+    for entry, row, lo, hi, inside, unchanged in checks:  # after every replay: the final state
+        ours_, theirs = (checksum(inside(_box(s, row["target"], lo, hi))) for s in (fallback, primary))
+        entry.update(parity=ours_ == theirs and unchanged, rows=ours_[0], primary_rows=theirs[0],
                      outside_unchanged=unchanged)
-    done = [e for e in report.replayed if e["parity"]]
-    stamp = utcnow()
-    for e in done:
-        fallback.query(f"UPDATE {LOG_TABLE} SET caught_up_at = $t WHERE written_at = $w AND operation = $o",
-                       {"t": stamp, "w": datetime.fromisoformat(e["written_at"]), "o": e["operation"]})
+    done = [e["seq"] for e in report.replayed if e["parity"]]
+    _mark_done(fallback, done)
     log.info("failover catch-up: %d write(s) replayed, %d with parity, %d pending", len(report.replayed), len(done),
              len(report.replayed) - len(done))
     return report
+
+
+def _mark_done(fallback, seqs, note: str | None = None) -> None:
+    """Mark log rows caught up and drop their bars, in one transaction of the fallback."""
+    if not seqs:
+        return
+    with fallback.connect() as con, _transaction(con):
+        params = {"t": utcnow(), "s": list(seqs), "n": note}
+        con.execute(f"UPDATE {LOG_TABLE} SET caught_up_at = $t, note = coalesce($n, note) "
+                    "WHERE list_contains($s, seq)", params)
+        con.execute(f"DELETE FROM {ROWS_TABLE} WHERE list_contains($s, seq)", {"s": params["s"]})
+
+
+def _replay_one(primary, fallback, row: dict, entry: dict):
+    """Replay one logged write (inside the caller's :data:`REPLAY` context) and fill ``entry``; a bar write's
+    parity is checked after every replay, so it returns what that check needs instead."""
+    if row["operation"] in _BAR_WRITES:
+        payload = _payload(fallback, row["seq"])
+        lo, hi, inside = _region(row, payload)
+        before = checksum(_outside(_box(primary, row["target"], lo, hi), inside))
+        _replay(primary, fallback, row, payload)
+        unchanged = checksum(_outside(_box(primary, row["target"], lo, hi), inside)) == before  # right after it
+        entry.update(parity=None)
+        return entry, row, lo, hi, inside, unchanged
+    if row["operation"] in _WHOLE_TABLE:
+        frame = fallback.query(f"SELECT * FROM {row['target']}")
+        getattr(primary, row["operation"])(row["target"], frame)
+        theirs = primary.query(f"SELECT * FROM {row['target']}")
+        entry.update(parity=checksum(frame) == checksum(theirs.select(frame.columns)), rows=frame.height)
+    elif row["operation"] == "replace_windows":
+        entry.update(_replay_windows(primary, fallback, row))
+    elif row["run_id"] is not None and row["operation"] in ("append", "append_table", "insert_new"):
+        entry.update(_replay_rows(primary, fallback, row))
+    else:
+        entry.update(parity=False, note="nothing identifies this write's rows (no single run id): replay by hand")
+    return None
+
+
+def _superseded(row: dict, later: list[dict]) -> bool:
+    """Whether a later outage write replaces all of what ``row`` wrote: a whole table's (or a feature window's)
+    replace followed by another of the same target (the fallback holds only the last one's rows)."""
+    same = ("target", "dataset", "window_start", "window_end") if row["operation"] == "replace_windows" else \
+        ("target",) if row["operation"] in _WHOLE_TABLE else None
+    return same is not None and any(r["operation"] == row["operation"] and all(r[k] == row[k] for k in same)
+                                    for r in later)
 
 
 def invalidate_cache(primary) -> None:
@@ -358,23 +481,23 @@ def invalidate_cache(primary) -> None:
         log.warning("failover catch-up: could not retire the cache namespace (%s)", exc)
 
 
-def _replay(primary, fallback, row: dict, guard=None) -> None:
+def _replay(primary, fallback, row: dict, payload: pl.DataFrame) -> None:
+    """Apply one logged bar write to the primary: its own bars, with its run, source, window and selection."""
     table, run = row["target"], row["run_id"]
-    bars = fallback.query(f"SELECT {', '.join(_BAR_COLUMNS)} FROM market.{table} WHERE run_id = $r", {"r": run})
     if row["operation"] == "upsert_bars":
-        if bars.height:
-            primary.upsert_bars(table, bars.drop("source", "run_id"), source=bars["source"][0], run_id=run)
+        if payload.height:
+            primary.upsert_bars(table, payload, source=row["source"], run_id=run)
         return
     quarantine = fallback.query("SELECT * FROM market.quarantine WHERE run_id = $r", {"r": run})
     journal = fallback.query("SELECT * FROM market.ingest_journal WHERE run_id = $r", {"r": run})
     if primary.query("SELECT count(*) AS n FROM market.ingest_journal WHERE run_id = $r", {"r": run}).item():
-        # the primary committed this run's write just before it went away: its journal and quarantine are there
+        # the primary holds this run's journal (committed just before it went away, or replayed with an earlier
+        # window of the run)
         quarantine, journal = quarantine.head(0), journal.head(0)
     window = (row["window_start"], row["window_end"]) if row["window_start"] is not None else None
-    source = bars["source"][0] if bars.height else _journal_source(fallback, run)
     selection = row["selection"].split(",") if row["selection"] is not None else None
-    primary.replace_bars(table, bars.drop("source", "run_id"), source=source, run_id=run, window=window,
-                         quarantine=quarantine, journal=journal, selection=selection, guard=guard)
+    primary.replace_bars(table, payload, source=row["source"], run_id=run, window=window, quarantine=quarantine,
+                         journal=journal, selection=selection)
 
 
 def _replay_windows(primary, fallback, row: dict) -> dict:

@@ -18,6 +18,10 @@ semantics, so the assets, the CLI and the notebooks run on either tier; ``EMP_TI
 - **Queries** are written once for both stores: DuckDB-style ``$name`` parameters, SQL in the dialect the
   two share (the domain code keeps to it; the tests run it on both). A query's frame takes its column types
   from the result's PostgreSQL types.
+- **Writes are stamped**: each write to a table a failover catch-up may replay into takes that table's write
+  lock (an advisory lock) and records itself in ``ops.write_log`` (target, run, symbols, time span) with the
+  server's clock, in its own transaction. The catch-up orders its outage writes against these stamps
+  (:mod:`emp_core.store.failover`), and a replay's conflict test (:data:`REPLAY`) runs under the same lock.
 - **Connections** come from a SQLAlchemy pool (``pool_pre_ping``). A server that cannot be reached raises
   :class:`StoreUnavailableError` naming it (password masked): the failover path catches exactly that.
 """
@@ -30,7 +34,8 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from contextvars import ContextVar
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import polars as pl
@@ -57,6 +62,12 @@ _OID_TYPES: dict[int, pl.DataType] = {
     1009: pl.List(pl.String()), 1021: pl.List(pl.Float32()), 1022: pl.List(pl.Float64()),
 }
 
+
+# Set by the failover catch-up around a replay: {"replay_of": "<fallback id>:<seq>", "original_at": aware datetime,
+# "guard": callable(cursor, scope)}. The write is stamped as that replay, and ``guard`` (the conflict test) runs
+# under the target's write lock before anything is written; it refuses the write by raising.
+REPLAY: ContextVar[dict | None] = ContextVar("emp_replay", default=None)
+_MICRO = timedelta(microseconds=1)
 
 _CONVERTED = {114, 1700, 3802}  # json, numeric, jsonb: values psycopg gives as dict/list or Decimal
 
@@ -261,6 +272,20 @@ class PostgresStore:
     def _bar_frame(self, bars: pl.DataFrame, source: str, run_id: str) -> pl.DataFrame:
         return bars.select(*BAR_COLUMNS).with_columns(pl.lit(source).alias("source"), pl.lit(run_id).alias("run_id"))
 
+    def _stamp(self, cur, operation: str, target: str, run_id: str | None = None, symbols=None, lo=None,
+               end=None) -> None:
+        """Take ``target``'s write lock, let a replay's guard refuse, and record the write in ``ops.write_log``
+        (module docstring): ``symbols`` None is every symbol, ``lo``/``end`` None an unbounded span."""
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"emp-write:{target}",))
+        replay = REPLAY.get() or {}
+        scope = {"target": target, "symbols": None if symbols is None else sorted(symbols), "lo": lo, "end": end}
+        if replay.get("guard") is not None:
+            replay["guard"](cur, scope)
+        cur.execute("INSERT INTO ops.write_log (operation, target, run_id, symbols, ts_lo, ts_end, replay_of, "
+                    "original_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (operation, target, run_id, scope["symbols"], lo, end, replay.get("replay_of"),
+                     replay.get("original_at")))
+
     def replace_bars(
         self,
         table: str,
@@ -272,18 +297,19 @@ class PostgresStore:
         quarantine: pl.DataFrame,
         journal: pl.DataFrame,
         selection: Sequence[str] | None = None,
-        guard=None,
     ) -> None:
         """As :meth:`DuckDBStore.replace_bars`: the window's (or the bars' per-symbol range's) rows replaced,
-        quarantine and journal rows appended, in one transaction. Writers of one table take turns (an advisory
-        lock), and ``guard(cursor)``, called under that lock before anything is written, may refuse the write by
-        raising (the failover catch-up checks there that no newer run has written the window meanwhile)."""
+        quarantine and journal rows appended, in one transaction, stamped (module docstring)."""
         _check_bar_table(table)
         symbols = sorted(set(bars.get_column("symbol").unique().to_list()) | set(selection or ()))
         with self.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"emp-bars:{table}",))
-            if guard is not None:
-                guard(cur)
+            if window is not None:
+                self._stamp(cur, "replace_bars", f"market.{table}", run_id, None if selection is None else symbols,
+                            window[0], window[1])
+            else:
+                self._stamp(cur, "replace_bars", f"market.{table}", run_id, symbols,
+                            bars["ts"].min() if bars.height else None,
+                            bars["ts"].max() + _MICRO if bars.height else None)
             if window is not None:
                 cur.execute(
                     f"""DELETE FROM market.{table} WHERE ts >= %(start)s AND ts < %(end)s
@@ -310,7 +336,8 @@ class PostgresStore:
             return 0
         new = bars.unique(subset=["symbol", "ts"], keep="last", maintain_order=True)
         with self.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"emp-bars:{table}",))
+            self._stamp(cur, "upsert_bars", f"market.{table}", run_id, new["symbol"].unique().to_list(),
+                        new["ts"].min(), new["ts"].max() + _MICRO)
             self._ensure_partitions(cur, table, new["ts"].min(), new["ts"].max())
             cur.execute(f"CREATE TEMP TABLE new_bars (LIKE market.{table}) ON COMMIT DROP")
             self._copy_in(cur, "new_bars", self._bar_frame(new, source, run_id))
@@ -384,6 +411,7 @@ class PostgresStore:
         """Replace every row of ``table`` (a small, unpartitioned table) in one transaction."""
         check_ident(table)
         with self.cursor() as cur:
+            self._stamp(cur, "replace_table", table)
             cur.execute(f"DELETE FROM {table}")
             self._copy_in(cur, table, frame)
         return frame.height
@@ -397,6 +425,8 @@ class PostgresStore:
         with self.begin() as con:
             raw = con.connection.driver_connection
             with raw.cursor() as cur:
+                for table in sorted(tables):  # locks in one order: two writers never wait on each other
+                    self._stamp(cur, "replace_windows", table, None, None, start, end)
                 for table, frame in tables.items():
                     self._create_from(con, table, frame)
                     cur.execute(f"DELETE FROM {table} WHERE dataset = %(d)s AND ts >= %(s)s AND ts < %(e)s",
@@ -418,6 +448,8 @@ class PostgresStore:
         """Create or replace ``table`` with exactly ``frame``, in one transaction (readers see old or new)."""
         check_ident(table)
         with self.begin() as con:
+            with con.connection.driver_connection.cursor() as cur:
+                self._stamp(cur, "overwrite_table", table)
             con.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
             self._create_from(con, table, frame)
             with con.connection.driver_connection.cursor() as cur:

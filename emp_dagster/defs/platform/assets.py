@@ -86,10 +86,10 @@ def failover_catch_up() -> dg.MaterializeResult:
     agree = [r for r in report.replayed if r["parity"]]
     passed = bool(report.replayed) and report.parity  # nothing compared is no pass
     description = (f"{len(agree)} of {len(report.replayed)} replayed write(s) agree on both stores"
-                   + "".join(f"; {r['target']} run {r['run_id']}: {r.get('note', 'parity FAILED')}"
+                   + "".join(f"; #{r['seq']} {r['target']} run {r['run_id']}: {r.get('note', 'parity FAILED')}"
                              for r in report.replayed if not r["parity"])
                    if report.replayed else "NOTHING TESTED: the failover log holds no pending write")
-    checks = {f"{r['operation']} {r['target']} {r['run_id']}": r for r in report.replayed}
+    checks = {f"#{r['seq']} {r['operation']} {r['target']} {r['run_id']}": r for r in report.replayed}
     return dg.MaterializeResult(
         metadata={"pending_before": todo, "replayed": len(report.replayed),
                   "report": dg.MetadataValue.json(report.as_dict())},

@@ -487,3 +487,22 @@ def test_conflicts_are_decided_on_the_servers_clock_whatever_the_hosts_clock_say
         assert not report.parity and "CONFLICT" in report.replayed[0]["note"] and closes == [30.0]
     else:
         assert report.parity and closes == [10.0], report.replayed
+
+
+def test_a_command_that_fails_during_an_outage_journals_its_failure_on_the_fallback(tmp_path, monkeypatch):
+    """The review: the command line journals a failed ingest only when the store exists, and a failover store
+    whose primary was down said it did not, so the failure left no record anywhere."""
+    from emp_core.cli import main
+    from tests.support import free_port
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("when,price\n2020-01-02,1.0\n")
+    monkeypatch.setenv("EMP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EMP_TIER", "institutional")
+    monkeypatch.setenv("EMP_PG_URL", f"postgresql://127.0.0.1:{free_port()}/emp")
+    monkeypatch.setenv("EMP_REDIS_URL", "off")
+    assert main(["ingest", "--source", "file", "--data", str(bad), "--symbol", "ACME"]) != 0
+    fallback = DuckDBStore(tmp_path / "home" / "failover.duckdb")
+    journal = fallback.query("SELECT status, message FROM market.ingest_journal")
+    assert journal["status"].to_list() == ["failed"] and "bad.csv" in journal["message"][0]
+    assert pending(fallback)["operation"].to_list() == ["append"]

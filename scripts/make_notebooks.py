@@ -65,7 +65,7 @@ q("SELECT dataset, reason, count(*) AS rows FROM market.quarantine GROUP BY ALL 
 
 SENSORY = [
     ("md", "# 02 · Sensory cortex\n\nThe five signed dimensions (WHY macro, HOW liquidity, WHAT pattern, "
-           "WHEN timing, ANOMALY) and the fused signal, as the `duckdb/sensory/*` assets stored them. "
+           "WHEN timing, ANOMALY) and the fused signal, as the `sensory/*` assets stored them. "
            "Every value at bar t was computed from data up to t. Run `make demo` first."),
     ("code", CONNECT),
     ("md", "## One symbol through 2008\nThe fused signal with each dimension's score, under the S&P 500 close."),
@@ -116,7 +116,7 @@ for name in dims + ["fused"]:
 ]
 
 EVOLUTION = [
-    ("md", "# 03 · Evolution\n\nThe walk-forward evolution as the `duckdb/evolution/*` assets stored it: every "
+    ("md", "# 03 · Evolution\n\nThe walk-forward evolution as the `evolution/*` assets stored it: every "
            "evaluation in the experiment log, the genome chosen in each window and how it did out of sample, "
            "the last window's population, and the promotion decision. Run `make demo` first."),
     ("code", CONNECT),

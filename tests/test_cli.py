@@ -187,18 +187,18 @@ def test_demo_decides_with_every_figure_in_a_successful_run(demo_home, monkeypat
         for record in records:
             key = record.event_log_entry.dagster_event.asset_key.to_user_string()
             per_asset[key] = per_asset.get(key, 0) + 1
-    years = per_asset["duckdb/market/bars_1d"]
-    assert years == 20 and per_asset["duckdb/sensory/fused"] == years
+    years = per_asset["market/bars_1d"]
+    assert years == 20 and per_asset["sensory/fused"] == years
     assert {k: n for k, n in per_asset.items() if n != years} == {
-        k: 1 for k in per_asset if not k.startswith(("duckdb/market/bars", "duckdb/sensory/"))
-        or k == "duckdb/sensory/calibration"}
+        k: 1 for k in per_asset if not k.startswith(("market/bars", "sensory/"))
+        or k == "sensory/calibration"}
     for entries in events.values():
         drift = [e.timestamp for e in entries if e.dagster_event and e.dagster_event.event_type
                  == dg.DagsterEventType.ASSET_CHECK_EVALUATION and e.dagster_event.event_specific_data.check_name
                  == "drift"]
         calibrated = [e.timestamp for e in entries if e.dagster_event and e.dagster_event.event_type
                       == dg.DagsterEventType.ASSET_MATERIALIZATION
-                      and e.dagster_event.asset_key.to_user_string() == "duckdb/sensory/calibration"]
+                      and e.dagster_event.asset_key.to_user_string() == "sensory/calibration"]
         assert bool(drift) == bool(calibrated) and (not drift or min(drift) > max(calibrated))
 
 

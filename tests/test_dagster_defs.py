@@ -16,10 +16,10 @@ from emp_dagster.edge import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 
 SENSORY = ("why", "how", "what", "when", "anomaly", "fused")
 EXPECTED_ASSETS = {
-    "duckdb/market/bars_1d", "duckdb/market/bars_1h", "duckdb/market/universe",
-    "duckdb/macro/series", "duckdb/macro/treasury_curve",
-    *(f"duckdb/sensory/{n}" for n in SENSORY), "duckdb/sensory/calibration",
-    *(f"duckdb/evolution/{n}"
+    "market/bars_1d", "market/bars_1h", "market/universe",
+    "macro/series", "macro/treasury_curve",
+    *(f"sensory/{n}" for n in SENSORY), "sensory/calibration",
+    *(f"evolution/{n}"
       for n in ("catalogue", "experiment_log", "lineage", "population", "fitness_runs", "trials", "decision",
                 "champion")),
 }
@@ -32,8 +32,8 @@ def test_graph_snapshot():
     repo = d.get_repository_def()
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == EXPECTED_ASSETS | PLATFORM
     checks = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
-    assert {n for a, n in checks if a == "duckdb/market/bars_1d"} == BAR_CHECKS
-    assert {n for a, n in checks if a == "duckdb/macro/series"} == {
+    assert {n for a, n in checks if a == "market/bars_1d"} == BAR_CHECKS
+    assert {n for a, n in checks if a == "macro/series"} == {
         "unique_series_period", "point_in_time", "values_finite"}
     # A refusal to promote is an outcome (a warning on the decision), not a gate that fails the run.
     gates = {k for k in repo.asset_graph.asset_check_keys if k.name not in ("drift", "promotion_gate")
@@ -44,29 +44,29 @@ def test_graph_snapshot():
     assert {c for c, blocking in platform.items() if blocking} == {
         ("platform/backup", "restore_parity"), ("platform/failover_catch_up", "parity")}
     assert len(platform) == 11
-    assert ("duckdb/evolution/decision", "promotion_gate") in checks
-    assert ("duckdb/evolution/champion", "promoted_by_gates") in checks
+    assert ("evolution/decision", "promotion_gate") in checks
+    assert ("evolution/champion", "promoted_by_gates") in checks
     assert all(repo.asset_graph.get_check_spec(k).blocking for k in gates)
     drift = {k.asset_key.to_user_string() for k in repo.asset_graph.asset_check_keys if k.name == "drift"}
-    assert drift == {f"duckdb/sensory/{n}" for n in SENSORY}
+    assert drift == {f"sensory/{n}" for n in SENSORY}
     assert not repo.asset_graph.get_check_spec(
-        dg.AssetCheckKey(dg.AssetKey(["duckdb", "evolution", "decision"]), "promotion_gate")).blocking
+        dg.AssetCheckKey(dg.AssetKey(["evolution", "decision"]), "promotion_gate")).blocking
     assert not any(repo.asset_graph.get_check_spec(k).blocking for k in repo.asset_graph.asset_check_keys
                    if k.name == "drift")
-    parents = {n: {k.to_user_string() for k in repo.asset_graph.get(dg.AssetKey(["duckdb", "sensory", n])).parent_keys}
+    parents = {n: {k.to_user_string() for k in repo.asset_graph.get(dg.AssetKey(["sensory", n])).parent_keys}
                for n in SENSORY}
-    assert parents["why"] == {"duckdb/market/bars_1d", "duckdb/market/bars_1h", "duckdb/macro/series",
-                              "duckdb/macro/treasury_curve"}
-    assert parents["anomaly"] >= {f"duckdb/sensory/{n}" for n in ("why", "how", "what", "when")}
-    assert parents["fused"] == {f"duckdb/sensory/{n}" for n in SENSORY[:-1]}
+    assert parents["why"] == {"market/bars_1d", "market/bars_1h", "macro/series",
+                              "macro/treasury_curve"}
+    assert parents["anomaly"] >= {f"sensory/{n}" for n in ("why", "how", "what", "when")}
+    assert parents["fused"] == {f"sensory/{n}" for n in SENSORY[:-1]}
     assert {j.name for j in d.resolve_all_job_defs()} >= {"emp_demo", "market_data_ingest", "evolution_weekly"}
     assert {s.name: s.cron_schedule for s in repo.schedule_defs} == {
         "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6",
         "evolution_weekly_schedule": "0 8 * * 0", "nightly_backup": "30 2 * * *",
         "health_every_15_minutes": "*/15 * * * *"}
     assert {s.name for s in repo.sensor_defs} >= {"landing_files", "ingest_retry", "failover_recovery"}
-    universe = repo.asset_graph.get(dg.AssetKey(["duckdb", "market", "universe"]))
-    assert {k.to_user_string() for k in universe.parent_keys} == {"duckdb/market/bars_1d", "duckdb/market/bars_1h"}
+    universe = repo.asset_graph.get(dg.AssetKey(["market", "universe"]))
+    assert {k.to_user_string() for k in universe.parent_keys} == {"market/bars_1d", "market/bars_1h"}
 
 
 @pytest.fixture
@@ -90,8 +90,8 @@ def test_a_partition_materialises_with_every_check_passing(resources):
     assert result.success
     assert set(evaluations(result)) == BAR_CHECKS and all(e.passed for e in evaluations(result).values())
     mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
-    assert set(mats) == {"duckdb/market/bars_1d", "duckdb/market/universe"}
-    meta = mats["duckdb/market/bars_1d"].materialization.metadata
+    assert set(mats) == {"market/bars_1d", "market/universe"}
+    meta = mats["market/bars_1d"].materialization.metadata
     assert meta["dagster/row_count"].value == 6 * 252  # six symbols x 252 NYSE sessions in 2010
     store = DuckDBStore(resources["store"].path)
     assert store.query("SELECT count(*) FROM market.universe WHERE dataset = 'bars_1d'").item() == 6
@@ -101,12 +101,12 @@ def test_a_failed_blocking_check_stops_the_downstream_asset(resources, data_dir)
     path = data_dir / "bars_daily.parquet"
     pl.read_parquet(path).filter(~((pl.col("symbol") == "IBM") & (pl.col("ts") == datetime(2010, 1, 12)))) \
         .write_parquet(path)
-    result = materialize(resources, run_config={"ops": {"duckdb__market__bars_1d": {"config": {"max_gap_ratio": 0}}}})
+    result = materialize(resources, run_config={"ops": {"market__bars_1d": {"config": {"max_gap_ratio": 0}}}})
     gaps = evaluations(result)["calendar_gaps"]
     assert not gaps.passed and gaps.severity == dg.AssetCheckSeverity.ERROR
     assert gaps.metadata["missing_bars"].value == 1
     materialised = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
-    assert "duckdb/market/universe" not in materialised
+    assert "market/universe" not in materialised
     assert DuckDBStore(resources["store"].path).query("SELECT count(*) FROM market.universe").item() == 0
 
 
@@ -167,7 +167,7 @@ def test_the_demo_stages_cover_the_graph_once_in_dependency_order():
         for key in assets[name]:
             assert not (graph.get(key).parent_keys & later), (name, key)
         assert all(graph.get(k).is_partitioned == STAGES[name][1] for k in assets[name]), name
-    calibration = dg.AssetKey(["duckdb", "sensory", "calibration"])
+    calibration = dg.AssetKey(["sensory", "calibration"])
     drift = {k for keys in checks.values() for k in keys if k.name == "drift"}
     assert len(drift) == 6 and drift <= checks["emp_demo_research"] and calibration in assets["emp_demo_research"]
     all_checks = [k for keys in checks.values() for k in keys]

@@ -63,8 +63,8 @@ def test_a_refusal_is_a_successful_run_and_a_champion_is_stored_only_when_promot
         assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
         assert gate.description.startswith("no champion:")
         assert gate.metadata["n_trials"].value > 0 and gate.metadata["n_effective"].value >= 1
-        assert "duckdb/evolution/decision" in materialised(strict)
-        assert "duckdb/evolution/champion" not in materialised(strict)
+        assert "evolution/decision" in materialised(strict)
+        assert "evolution/champion" not in materialised(strict)
         assert evolution.PROMOTED_BY_GATES not in checks(strict) and not CONSUMED  # the consumer was skipped
         assert "evolution.champion" not in store.tables()
         decision = store.query("SELECT * FROM evolution.decisions")
@@ -76,7 +76,7 @@ def test_a_refusal_is_a_successful_run_and_a_champion_is_stored_only_when_promot
         loose = run(resources, LENIENT, instance)
         gate = checks(loose)[evolution.PROMOTION_GATE]
         assert gate.passed and gate.description.startswith("promoted")
-        assert "duckdb/evolution/champion" in materialised(loose)
+        assert "evolution/champion" in materialised(loose)
         held = checks(loose)[evolution.PROMOTED_BY_GATES]
         assert not held.passed and "falls short of the platform's gates" in held.description and not CONSUMED
 
@@ -88,15 +88,15 @@ def test_a_refusal_is_a_successful_run_and_a_champion_is_stored_only_when_promot
         assert champion.height == 1 and champion["n_trials"].item() == gate.metadata["n_trials"].value
         mats = {m.asset_key.to_user_string(): m.materialization.metadata
                 for m in lenient.get_asset_materialization_events()}
-        assert mats["duckdb/evolution/fitness_runs"]["oos_equity"].value.startswith("![walk-forward")
-        assert "data:image/svg+xml;base64," in mats["duckdb/evolution/population"]["pareto_front"].value
+        assert mats["evolution/fitness_runs"]["oos_equity"].value.startswith("![walk-forward")
+        assert "data:image/svg+xml;base64," in mats["evolution/population"]["pareto_front"].value
         # Same seed and settings (only the gates differ): the registry takes no new trial.
-        assert mats["duckdb/evolution/trials"]["trials_added"].value == 0
+        assert mats["evolution/trials"]["trials_added"].value == 0
 
         reseeded = run(resources, {"seed": 7}, instance)
         mats = {m.asset_key.to_user_string(): m.materialization.metadata
                 for m in reseeded.get_asset_materialization_events()}
-        assert mats["duckdb/evolution/trials"]["trials_added"].value > 0
+        assert mats["evolution/trials"]["trials_added"].value > 0
         n = store.query("SELECT n_trials FROM evolution.decisions ORDER BY decided_at")["n_trials"].to_list()
         assert n[0] == n[1] == n[2] < n[3]  # N counts across runs, once per distinct trial
         distinct = store.query("SELECT count(DISTINCT genome_hash) FROM evolution.trials").item()

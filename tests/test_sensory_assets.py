@@ -49,9 +49,9 @@ def test_partitions_write_exactly_the_full_history_result(resources):
     expected = compute_features(bars, load_macro(store)).select(stored.columns)
     assert stored.equals(expected)
     mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in first.get_asset_materialization_events()}
-    assert mats["duckdb/sensory/anomaly"]["dagster/row_count"].value == store.query(
+    assert mats["sensory/anomaly"]["dagster/row_count"].value == store.query(
         "SELECT count(*) FROM sensory.anomaly WHERE ts >= '2010-01-01'").item()
-    assert "flagged_bars" in mats["duckdb/sensory/anomaly"]
+    assert "flagged_bars" in mats["sensory/anomaly"]
 
 
 @pytest.mark.spark
@@ -76,7 +76,7 @@ def test_drift_checks_warn_with_their_numbers_and_never_block(resources):
     assert result.success
     evaluations = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()
                    if e.check_name == "drift"}
-    assert set(evaluations) == {f"duckdb/sensory/{n}" for n in ("why", "how", "what", "when", "anomaly", "fused")}
+    assert set(evaluations) == {f"sensory/{n}" for n in ("why", "how", "what", "when", "anomaly", "fused")}
     assert all(e.severity == dg.AssetCheckSeverity.WARN for e in evaluations.values())
     for e in evaluations.values():
         numbers = e.metadata["datasets"].value["bars_1d"]
@@ -102,13 +102,13 @@ def test_drift_checks_warn_with_their_numbers_and_never_block(resources):
     # bars, sums 123.6 effective observations as if its six symbols were independent; they co-move (pooled
     # size 68), so its month is not tested either. WHEN's calendar buckets are tested.
     numbers = {n: e.metadata["datasets"].value["bars_1d"] for n, e in evaluations.items()}
-    assert numbers["duckdb/sensory/what"]["insufficient_data"] and numbers["duckdb/sensory/why"]["insufficient_data"]
-    anomaly = numbers["duckdb/sensory/anomaly"]
+    assert numbers["sensory/what"]["insufficient_data"] and numbers["sensory/why"]["insufficient_data"]
+    anomaly = numbers["sensory/anomaly"]
     assert anomaly["insufficient_data"]
     assert anomaly["effective_n_pooled"] < MIN_EFFECTIVE <= anomaly["effective_n_summed"]
-    assert not numbers["duckdb/sensory/when"].get("insufficient_data")
+    assert not numbers["sensory/when"].get("insufficient_data")
     assert {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()} >= {
-        "duckdb/sensory/fused", "duckdb/sensory/calibration"}
+        "sensory/fused", "sensory/calibration"}
 
 
 def test_calibration_thresholds_are_reference_quantiles(resources):

@@ -17,19 +17,19 @@ def test_webserver_serves_the_asset_graph_and_checks(webserver):
     reply = requests.post(f"{url}/graphql", json={"query": QUERY}, timeout=60)
     reply.raise_for_status()
     nodes = {"/".join(n["assetKey"]["path"]): n for n in reply.json()["data"]["assetNodes"]}
-    assert set(nodes) == {"duckdb/market/bars_1d", "duckdb/market/bars_1h", "duckdb/market/universe",
-                          "duckdb/macro/series", "duckdb/macro/treasury_curve",
-                          *(f"duckdb/sensory/{n}" for n in ("why", "how", "what", "when", "anomaly", "fused",
+    assert set(nodes) == {"market/bars_1d", "market/bars_1h", "market/universe",
+                          "macro/series", "macro/treasury_curve",
+                          *(f"sensory/{n}" for n in ("why", "how", "what", "when", "anomaly", "fused",
                                                              "calibration")),
-                          *(f"duckdb/evolution/{n}" for n in ("catalogue", "experiment_log", "lineage",
+                          *(f"evolution/{n}" for n in ("catalogue", "experiment_log", "lineage",
                                                                "population", "fitness_runs", "trials",
                                                                "decision", "champion")),
                           "platform/backup", "platform/failover_catch_up", "platform/health"}
-    assert nodes["duckdb/sensory/fused"]["isPartitioned"]
-    drift = {c["name"]: c["blocking"] for c in nodes["duckdb/sensory/what"]["assetChecksOrError"]["checks"]}
+    assert nodes["sensory/fused"]["isPartitioned"]
+    drift = {c["name"]: c["blocking"] for c in nodes["sensory/what"]["assetChecksOrError"]["checks"]}
     assert drift == {"drift": False}
-    assert nodes["duckdb/market/bars_1d"]["isPartitioned"]
-    checks = {c["name"]: c["blocking"] for c in nodes["duckdb/market/bars_1d"]["assetChecksOrError"]["checks"]}
+    assert nodes["market/bars_1d"]["isPartitioned"]
+    checks = {c["name"]: c["blocking"] for c in nodes["market/bars_1d"]["assetChecksOrError"]["checks"]}
     assert checks == dict.fromkeys(
         ["schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"], True)
     schedules = requests.post(f"{url}/graphql", json={"query": SCHEDULES}, timeout=60).json()

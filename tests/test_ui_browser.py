@@ -89,7 +89,7 @@ def test_asset_graph_checks_and_automation_render(webserver, page, tmp_path):
           ["duckdb / market / bars_1d", "duckdb / macro / series", "duckdb / sensory / fused",
            "duckdb / evolution / champion"], graphql)
     # one asset's checks
-    visit(page, f"{webserver}/assets/duckdb/market/bars_1d?view=checks", tmp_path / "4_bars_1d_checks.png",
+    visit(page, f"{webserver}/assets/market/bars_1d?view=checks", tmp_path / "4_bars_1d_checks.png",
           ["Checks (5)", *CHECKS, "Passed"], graphql)
     # the Automation page: the three schedules
     visit(page, f"{webserver}/automation", tmp_path / "5_automation.png", SCHEDULES, graphql)

@@ -13,13 +13,13 @@ from emp_core.evolution.population import front_mask
 from emp_core.evolution.spark import spark_evaluator
 from emp_core.market_data.quality import CheckOutcome
 from emp_dagster.defs.market_data.assets import BAR_KEYS
-from emp_dagster.defs.market_data.resources import StoreResource
+from emp_dagster.defs.market_data.resources import StoreResource, store_kind
 from emp_dagster.defs.sensory.assets import KEYS as SENSORY_KEYS
 from emp_dagster.edge import check_result, config_from, settings_of
 
 GROUP = "evolution"
 NAMES = ("catalogue", "experiment_log", "lineage", "population", "fitness_runs", "trials", "decision", "champion")
-KEYS = {name: dg.AssetKey(["duckdb", "evolution", name]) for name in NAMES}
+KEYS = {name: dg.AssetKey(["evolution", name]) for name in NAMES}
 PROMOTION_GATE = "promotion_gate"
 PROMOTED_BY_GATES = "promoted_by_gates"
 _INPUTS = [BAR_KEYS["bars_1d"], SENSORY_KEYS["fused"]]
@@ -66,7 +66,7 @@ def _figures(decision: dict) -> dict:
 
 @dg.multi_asset(
     name="evolution",
-    specs=[dg.AssetSpec(key, deps=DEPS[name], group_name=GROUP, kinds={"duckdb", "deap"},
+    specs=[dg.AssetSpec(key, deps=DEPS[name], group_name=GROUP, kinds={store_kind(), "deap"},
                         description=DESCRIPTIONS[name], skippable=name == "champion") for name, key in KEYS.items()],
     check_specs=[
         dg.AssetCheckSpec(PROMOTION_GATE, asset=KEYS["decision"], blocking=False,

@@ -13,14 +13,14 @@ from emp_core.market_data.pipeline import ingest_window
 from emp_core.market_data.quality import BAR_CHECKS, CHECK_DESCRIPTIONS
 from emp_core.market_data.universe import build_universe
 from emp_dagster.defs.market_data.partitions import BAR_BACKFILL, BAR_PARTITIONS, partitions_of
-from emp_dagster.defs.market_data.resources import MarketDataResource, StoreResource
+from emp_dagster.defs.market_data.resources import MarketDataResource, StoreResource, store_kind
 from emp_dagster.edge import check_result, store_metadata
 
 GROUP = "market_data"
-BAR_KEYS = {name: dg.AssetKey(["duckdb", "market", name]) for name in DATASETS}
-UNIVERSE_KEY = dg.AssetKey(["duckdb", "market", "universe"])
-MACRO_KEY = dg.AssetKey(["duckdb", "macro", "series"])
-CURVE_KEY = dg.AssetKey(["duckdb", "macro", "treasury_curve"])
+BAR_KEYS = {name: dg.AssetKey(["market", name]) for name in DATASETS}
+UNIVERSE_KEY = dg.AssetKey(["market", "universe"])
+MACRO_KEY = dg.AssetKey(["macro", "series"])
+CURVE_KEY = dg.AssetKey(["macro", "treasury_curve"])
 MACRO_CHECKS = {
     MACRO_KEY: ("unique_series_period", "point_in_time", "values_finite"),
     CURVE_KEY: ("unique_dates", "yields_in_range", "core_tenors_present"),
@@ -39,7 +39,7 @@ def _bars_asset(name: str) -> dg.AssetsDefinition:
     key = BAR_KEYS[name]
 
     @dg.asset(
-        key=key, group_name=GROUP, kinds={"duckdb", "polars"},
+        key=key, group_name=GROUP, kinds={store_kind(), "polars"},
         partitions_def=BAR_PARTITIONS, backfill_policy=BAR_BACKFILL,
         description=f"{spec.interval} OHLCV bars on the {spec.calendar} calendar, validated; "
                     "rejected rows go to market.quarantine, one journal row per year.",
@@ -115,7 +115,7 @@ def _table_asset(key: dg.AssetKey, loader, description: str) -> dg.AssetsDefinit
     """An unpartitioned table loaded from the shipped data by an emp_core loader, checked in the same step."""
 
     @dg.asset(
-        key=key, group_name=GROUP, kinds={"duckdb", "polars"}, description=description,
+        key=key, group_name=GROUP, kinds={store_kind(), "polars"}, description=description,
         check_specs=[dg.AssetCheckSpec(c, asset=key, blocking=True) for c in MACRO_CHECKS[key]],
     )
     def table(context: dg.AssetExecutionContext, store: StoreResource,
@@ -133,7 +133,7 @@ treasury_curve = _table_asset(
 
 
 @dg.asset(
-    key=UNIVERSE_KEY, group_name=GROUP, kinds={"duckdb"}, deps=list(BAR_KEYS.values()),
+    key=UNIVERSE_KEY, group_name=GROUP, kinds={store_kind()}, deps=list(BAR_KEYS.values()),
     description="One row per (dataset, symbol): span, bar count, quarantined rows, last run.",
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
 )

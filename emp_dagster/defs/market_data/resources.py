@@ -8,6 +8,11 @@ from emp_core.market_data.sources import ShippedSource, YahooSource
 from emp_core.store import open_store
 
 
+def store_kind() -> str:
+    """The UI's kind tag of the tier's store (the asset keys name the tables, not the database they live in)."""
+    return "postgres" if settings().tier == "institutional" else "duckdb"
+
+
 class StoreResource(dg.ConfigurableResource):
     """The tier's store, the one place the tier is decided: ``EMP_TIER`` (or ``tier``) ``embedded`` gives the DuckDB
     file (``path``, default ``$EMP_HOME/emp.duckdb``), ``institutional`` the PostgreSQL database (``url``, default

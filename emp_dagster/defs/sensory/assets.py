@@ -12,12 +12,12 @@ from emp_core.sensory.pipeline import OUTPUTS, materialise_window
 from emp_core.sensory.spark import spark_compute
 from emp_dagster.defs.market_data.assets import BAR_KEYS, CURVE_KEY, MACRO_KEY
 from emp_dagster.defs.market_data.partitions import BAR_BACKFILL, BAR_PARTITIONS, partitions_of
-from emp_dagster.defs.market_data.resources import StoreResource
+from emp_dagster.defs.market_data.resources import StoreResource, store_kind
 from emp_dagster.edge import store_metadata
 
 GROUP = "sensory"
-KEYS = {name: dg.AssetKey(["duckdb", "sensory", name]) for name in OUTPUTS}
-CALIBRATION_KEY = dg.AssetKey(["duckdb", "sensory", "calibration"])
+KEYS = {name: dg.AssetKey(["sensory", name]) for name in OUTPUTS}
+CALIBRATION_KEY = dg.AssetKey(["sensory", "calibration"])
 _BARS = list(BAR_KEYS.values())
 DEPS = {
     "why": [*_BARS, MACRO_KEY, CURVE_KEY],
@@ -46,7 +46,7 @@ class SensoryConfig(dg.Config):
 
 @dg.multi_asset(
     name="sensory_cortex",
-    specs=[dg.AssetSpec(KEYS[name], deps=DEPS[name], group_name=GROUP, kinds={"duckdb", "polars"},
+    specs=[dg.AssetSpec(KEYS[name], deps=DEPS[name], group_name=GROUP, kinds={store_kind(), "polars"},
                         description=_description(name),
                         automation_condition=dg.AutomationCondition.eager()
                         & dg.AutomationCondition.all_deps_blocking_checks_passed())
@@ -81,7 +81,7 @@ def sensory_cortex(context: dg.AssetExecutionContext, config: SensoryConfig, sto
 
 
 @dg.asset(
-    key=CALIBRATION_KEY, group_name=GROUP, kinds={"duckdb"}, deps=list(KEYS.values()),
+    key=CALIBRATION_KEY, group_name=GROUP, kinds={store_kind()}, deps=list(KEYS.values()),
     description="Warn / alert thresholds per dimension, dataset and symbol (and pooled, symbol '*'): the 95% "
                 "and 99% quantiles of |score| over the 36 months before the latest month. The drift checks "
                 "read them.",

@@ -249,3 +249,19 @@ def daily():
     import polars as pl
 
     return pl.read_parquet(SHIPPED / "bars_daily.parquet")
+
+
+@pytest.fixture
+def outage(pg_url, tmp_path):
+    """A failover setting: (the primary, a private database on the loopback server; a factory of FailoverStores
+    whose primary is an address nothing listens on, i.e. down; their fallback, a DuckDB file)."""
+    from emp_core.store import DuckDBStore
+    from emp_core.store.failover import FailoverStore
+    from emp_core.store.postgres_store import PostgresStore
+    from tests.support import free_port
+
+    primary = PostgresStore(pg_url)
+    fallback = DuckDBStore(tmp_path / "failover.duckdb")
+    down = lambda: FailoverStore(PostgresStore(f"postgresql://127.0.0.1:{free_port()}/emp"), fallback)  # noqa: E731
+    yield primary, down, fallback
+    primary.dispose()

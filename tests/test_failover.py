@@ -114,18 +114,6 @@ def test_the_decision_is_recorded_once_per_outage_with_every_write(private_pg, s
 # -- catch-up semantics, outages simulated by an unreachable address (the review's cases) ---------------------
 
 
-@pytest.fixture
-def outage(pg_url, tmp_path):
-    """(primary on the loopback server, a FailoverStore whose primary is down, the fallback)."""
-    from tests.support import free_port
-
-    primary = PostgresStore(pg_url)
-    fallback = DuckDBStore(tmp_path / "failover.duckdb")
-    down = lambda: FailoverStore(PostgresStore(f"postgresql://127.0.0.1:{free_port()}/emp"), fallback)  # noqa: E731
-    yield primary, down, fallback
-    primary.dispose()
-
-
 def synthetic(symbols: int, seed: int, price: float | None = None):
     source = SyntheticSource(symbols, datetime(2020, 1, 1), datetime(2021, 1, 1), seed=seed)
     if price is not None:
@@ -165,7 +153,7 @@ def test_a_run_limited_to_some_symbols_replays_only_those(outage):
     ingest_window(down(), synthetic(3, 1, price=50.0), "bars_1d", YEAR, run_id="outage", symbols=["SYN0000"],
                   now=NOW, max_gap_ratio=1.0)
     report = catch_up(primary, fallback)
-    assert report.parity and report.replayed[0]["outside_unchanged"]
+    assert report.parity, report.replayed
     assert primary.read_bars("bars_1d", symbols=["SYN0001", "SYN0002"]).equals(others)
     assert (primary.read_bars("bars_1d", symbols=["SYN0000"])["close"] == 50.0).all()
 
@@ -462,17 +450,20 @@ def test_a_newer_universe_on_the_primary_is_a_conflict_and_the_operator_decides(
     assert primary.query("SELECT symbol FROM market.universe").rows() == [("NEWER2",)]
 
 
-@pytest.mark.parametrize("skew_hours", [1, -1])
-def test_conflicts_are_decided_on_the_servers_clock_whatever_the_hosts_clock_says(outage, monkeypatch, skew_hours):
-    """The fallback's writes are stamped by this host's clock, the primary's by the server's. A host an hour
-    ahead made a stale outage write look newer than a later write on the primary (it overwrote it); a host an
-    hour behind made a write before the outage look newer (a false conflict). The catch-up measures the host's
-    offset to the server and compares on the server's clock."""
+@pytest.mark.parametrize(("skew_hours", "rebooted"), [(1, False), (-1, False), (1, True), (-1, True)])
+def test_conflicts_are_decided_on_the_servers_clock_whatever_the_hosts_clock_says(outage, monkeypatch, skew_hours,
+                                                                                   rebooted):
+    """The fallback's writes are stamped by this host, the primary's by the server. A host an hour ahead made a
+    stale outage write look newer than a later write on the primary (it overwrote it); a host an hour behind made
+    a write before the outage look newer (a false conflict). Within a boot the catch-up places a write by the
+    monotonic clock (the wall clock's error does not matter); across a reboot by the wall clock, with the
+    offset it measures."""
     from emp_core.store import failover
 
     primary, down, fallback = outage
-    skewed = lambda: utcnow() + timedelta(hours=skew_hours)  # noqa: E731
-    monkeypatch.setattr(failover, "utcnow", skewed)
+    monkeypatch.setattr(failover, "utcnow", lambda: utcnow() + timedelta(hours=skew_hours))
+    if rebooted:
+        monkeypatch.setattr(failover, "_boot_id", lambda: "the boot of the outage")
     if skew_hours < 0:  # a run on the primary just before the outage: the outage's write is newer
         ingest_window(primary, synthetic(2, 1, price=30.0), "bars_1d", YEAR, run_id="before", now=NOW,
                       max_gap_ratio=1.0)
@@ -480,13 +471,32 @@ def test_conflicts_are_decided_on_the_servers_clock_whatever_the_hosts_clock_say
     if skew_hours > 0:  # a run on the primary just after the outage's write: it is newer
         ingest_window(primary, synthetic(2, 1, price=30.0), "bars_1d", YEAR, run_id="after", now=NOW,
                       max_gap_ratio=1.0)
+    if rebooted:
+        monkeypatch.setattr(failover, "_boot_id", lambda: "a later boot")
     report = catch_up(primary, fallback)
-    assert abs(report.clock["offset_seconds"] + 3600 * skew_hours) < 5
+    assert abs(report.clock["wall_offset_seconds"] + 3600 * skew_hours) < 5
     closes = primary.read_bars("bars_1d")["close"].unique().to_list()
     if skew_hours > 0:
         assert not report.parity and "CONFLICT" in report.replayed[0]["note"] and closes == [30.0]
     else:
         assert report.parity and closes == [10.0], report.replayed
+
+
+def test_a_wall_clock_corrected_after_the_outage_does_not_reorder_writes(outage, monkeypatch):
+    """The review's F3: the offset measured at catch-up time was applied to writes made when the host's wall
+    clock ran 5 s fast (NTP unreachable in the same partition, corrected since): a write on the primary 0.5 s
+    after the outage's looked older, and the stale rows overwrote it. The monotonic clock is not stepped."""
+    from emp_core.store import failover
+
+    primary, down, fallback = outage
+    monkeypatch.setattr(failover, "utcnow", lambda: utcnow() + timedelta(seconds=5))
+    ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="stale", now=NOW, max_gap_ratio=1.0)
+    monkeypatch.setattr(failover, "utcnow", utcnow)  # NTP corrected the host's clock
+    time.sleep(0.5)
+    ingest_window(primary, synthetic(2, 1, price=30.0), "bars_1d", YEAR, run_id="newer", now=NOW, max_gap_ratio=1.0)
+    report = catch_up(primary, fallback)
+    assert "CONFLICT" in report.replayed[0]["note"]
+    assert (primary.read_bars("bars_1d")["close"] == 30.0).all()
 
 
 def test_a_command_that_fails_during_an_outage_journals_its_failure_on_the_fallback(tmp_path, monkeypatch):
@@ -506,3 +516,61 @@ def test_a_command_that_fails_during_an_outage_journals_its_failure_on_the_fallb
     journal = fallback.query("SELECT status, message FROM market.ingest_journal")
     assert journal["status"].to_list() == ["failed"] and "bad.csv" in journal["message"][0]
     assert pending(fallback)["operation"].to_list() == ["append"]
+
+
+def test_a_replay_whose_result_differs_from_the_write_is_rolled_back_and_left_pending(outage):
+    """Each replay checks, before it commits, that the rows it governs on the primary are exactly the rows the
+    write wrote. A trigger on the primary that alters inserted bars (someone's rounding rule) makes them differ:
+    the replay is rolled back, reported and left pending, not marked caught up."""
+    import psycopg
+
+    primary, down, fallback = outage
+    ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="outage", now=NOW, max_gap_ratio=1.0)
+    primary.tables()
+    with psycopg.connect(primary.url, autocommit=True) as con:
+        con.execute("CREATE TABLE market.bars_1d_y2020 PARTITION OF market.bars_1d "
+                    "FOR VALUES FROM ('2020-01-01') TO ('2021-01-01')")
+        con.execute("CREATE FUNCTION market.bump() RETURNS trigger AS $$ BEGIN NEW.close := NEW.close + 1; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql")
+        con.execute("CREATE TRIGGER bump BEFORE INSERT ON market.bars_1d_y2020 FOR EACH ROW "
+                    "EXECUTE FUNCTION market.bump()")
+    report = catch_up(primary, fallback)
+    assert not report.parity and report.replayed[0]["note"].startswith("NOT VERIFIED"), report.replayed
+    assert primary.read_bars("bars_1d").height == 0  # rolled back
+    assert primary.query("SELECT count(*) AS n FROM market.ingest_journal").item() == 0
+    assert pending(fallback).height == 1
+
+
+def test_appends_replayed_by_a_catch_up_that_died_before_marking_are_not_doubled(outage, monkeypatch):
+    """An append has no key to make it idempotent: the replay's own stamp on the primary (committed with it) is
+    what tells the next catch-up it was applied."""
+    from emp_core.market_data.ingest import journal_failure
+    from emp_core.store import failover
+
+    primary, down, fallback = outage
+    store = down()
+    journal_failure(store, run_id="R", dataset_name="bars_1d", source="synthetic", partitions=YEAR, error="boom")
+    store.append_table("evolution.decisions", pl.DataFrame({"run_id": ["E"], "decision": ["keep"]}))
+    with monkeypatch.context() as m:
+        m.setattr(failover, "_mark_done", lambda *a, **k: None)  # dies before marking
+        first = catch_up(primary, fallback)
+    again = catch_up(primary, fallback)
+    assert first.parity and again.parity and pending(fallback).height == 0
+    assert [e["note"] for e in again.replayed] == ["already applied by an earlier catch-up"] * 2
+    assert primary.query("SELECT count(*) AS n FROM market.ingest_journal WHERE run_id = 'R'").item() == 1
+    assert primary.query("SELECT count(*) AS n FROM evolution.decisions").item() == 1
+
+
+def test_a_write_is_placed_on_the_servers_clock_by_its_boots_monotonic_clock_with_drift_allowed():
+    """Placement, computed by hand: server time = monotonic time + the measured offset in the same boot, with
+    100 ppm of the time since added to the bound (10 h: 3.6 s); from another boot, wall time + its offset."""
+    from emp_core.store.failover import ServerClock
+
+    hour = 3_600_000_000_000
+    clock = ServerClock(wall_offset=timedelta(seconds=-2), mono_offset_ns=1_700_000_000_000_000_000,
+                        mono_now_ns=20 * hour, boot_id="b1", error=timedelta(milliseconds=1.5))
+    at, error = clock.place({"boot_id": "b1", "mono_ns": 10 * hour, "written_at": datetime(2000, 1, 1)})
+    assert at.replace(tzinfo=None) == datetime(2023, 11, 15, 8, 13, 20) and at.utcoffset() == timedelta(0)
+    assert error == timedelta(seconds=3.6015)
+    at, error = clock.place({"boot_id": "b0", "mono_ns": 10 * hour, "written_at": datetime(2026, 1, 1, 12)})
+    assert at.replace(tzinfo=None) == datetime(2026, 1, 1, 11, 59, 58) and error == timedelta(milliseconds=1.5)

@@ -9,39 +9,52 @@
   (``StoreResource.store()`` makes one per call). It never goes back to the primary on its own: its writes
   there would be overwritten by the replay of its earlier outage writes (restart a long-lived consumer after
   the catch-up);
-- **anything else** (a read, a derived table's write) raises :class:`StoreUnavailableError`: a derived asset
-  computed from the fallback would see only the outage's rows, so it waits for the primary instead.
+- **anything else, before the store object has failed over** (a read, a derived table's write) raises
+  :class:`StoreUnavailableError`: a derived asset computed from the fallback would see only the outage's rows,
+  so it waits for the primary instead. (After it has failed over, the same step's later calls go to the
+  fallback, logged like the rest.)
 
-Every write done on the fallback is recorded in the fallback's ``ops.failover_log`` **in the write's own
-transaction** (a crash leaves both or neither): a sequence number, the host's time, the decision (why, when),
-operation, table, window, run, symbol selection, and for a bar write the bars it wrote (``ops.failover_rows``,
-by sequence number), so a replay applies exactly that write, not whatever the fallback holds by then. A write
-the primary was doing when it went away was not committed (its transaction died with the connection), so
-doing it again on the fallback loses nothing and doubles nothing.
+**The log.** Every write done on the fallback is recorded in the fallback's ``ops.failover_log`` **in the
+write's own transaction** (a crash leaves both or neither), with a sequence number, the decision (why, when),
+operation, table, window, run, symbol selection, the host's wall clock *and* its monotonic clock with the boot
+it belongs to, and **what the write wrote**: a bar write's bars (``ops.failover_rows``), every other frame
+(journal and quarantine rows, appended rows, a replaced table, feature windows) as a table of its own listed in
+``ops.failover_parts``. A replay applies exactly that, never whatever the fallback holds by then. A write the
+primary was doing when it went away was not committed (its transaction died with the connection), so doing it
+again on the fallback loses nothing and doubles nothing.
 
-:func:`catch_up` replays the log onto the primary once it answers, in sequence order, with the same operation
-and arguments the write had (the ingest's idempotent replace with its window and selection, so nothing outside
-its scope is touched). **Conflicts** are found on the server's clock: the primary stamps every write to a table
-in ``ops.write_log`` with its own clock (:mod:`emp_core.store.postgres_store`), from whatever host. The
-catch-up runs on the host that wrote the fallback (the file is local to it), measures that host's clock offset
-to the server (the sample with the shortest round trip; half of it bounds the error), and so places each
-outage write on the server's clock. A replay finds, under the table's write lock in its own transaction, any
-write stamped after its outage write (minus the error bound) whose scope (table, time span, symbols) overlaps
-its own: that is a **conflict**, not replayed (stale outage rows must not overwrite newer data), and reported
-for a decision (:func:`catch_up`'s ``keep_primary`` and ``force``; ``emp db catch-up --keep-primary N
---replay N``). A replace of a whole table (or window of features) that a later outage write of the same
-target supersedes is not replayed: the later one carries the table's final rows.
+**The catch-up** (:func:`catch_up`) replays the log onto the primary once it answers, in sequence order (two
+catch-ups at once are safe: see step 1), each write with the same operation and
+arguments it had (the ingest's idempotent replace with its window and selection, so nothing outside its scope
+is touched). Each replay is one transaction on the primary which, under the table's write lock
+(:mod:`emp_core.store.postgres_store` stamps every write in ``ops.write_log`` with the server's clock):
 
-After all replays, parity is checked per replayed bar write on its whole scope (every row the write governs, on
-both stores: count and a checksum of the rows as JSON, column names and types included), and the primary's rows
-outside that scope must be unchanged by the replay. Only the log rows replayed with parity are marked caught up
-(their bars dropped from the log); anything written meanwhile stays pending.
+1. finds whether this write was already applied (a committed stamp of its own): then it is not applied again,
+   so an append is never doubled and a crash of the catch-up at any point is followed by one that converges;
+2. finds any **later** write stamped over the same scope (table, time span, symbols): a later replace, or a
+   later upsert whose rows in this write's scope differ from this write's rows, is a **CONFLICT**: not
+   replayed (stale outage rows must not overwrite newer data) and reported for a decision (``keep_primary``
+   / ``force``; ``emp db catch-up --keep-primary N --replay N``). A later upsert of the same rows (the
+   stream mirroring the outage's own bars) is not a conflict;
+3. writes, then **verifies** before committing: every row the write governs on the primary equals what it
+   wrote (count and a checksum of the rows as JSON, names and types included); a mismatch rolls it back.
+
+"Later" is on the server's clock. The catch-up runs on the host that wrote the fallback (the file is local to
+it) and measures, as NTP does, the offset of the server's clock to this host's monotonic clock; a write made
+in the same boot is placed on the server's clock by its monotonic time (which a corrected wall clock does not
+move), with an error bound of half the shortest round trip, a millisecond, and a drift allowance of 100 ppm
+of the time since; a write from an earlier boot is placed by its wall clock. A stamp within the bound counts
+as later (a conflict is the safe mistake). A replace of a whole table (or feature window) that a later outage
+write of the same target supersedes is not replayed. Only writes applied and verified (or found applied) are
+marked caught up, and their logged rows dropped; anything else stays pending.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,18 +70,22 @@ log = logging.getLogger("emp.store")
 
 LOG_TABLE = "ops.failover_log"
 ROWS_TABLE = "ops.failover_rows"  # the bars of each logged bar write, by its seq
+PARTS_TABLE = "ops.failover_parts"  # every other frame a logged write wrote: seq, part (its table), name, nulls
 META_TABLE = "ops.failover_meta"  # this fallback's id: its replays are stamped '<id>:<seq>' on the primary
 FAILS_OVER = {"replace_bars", "upsert_bars", "append", "replace_table"}  # the ingests' writes (bars, macro)
 _LOGGED = {"replace_bars", "upsert_bars", "replace_table", "replace_windows", "append", "append_table",
            "overwrite_table", "insert_new"}
 _BAR_WRITES = ("replace_bars", "upsert_bars")
 _WHOLE_TABLE = ("replace_table", "overwrite_table")
-LOG_SCHEMA = {"seq": pl.Int64, "written_at": pl.Datetime("us"), "decided_at": pl.Datetime("us"),
-              "primary": pl.String, "reason": pl.String, "operation": pl.String, "target": pl.String,
-              "dataset": pl.String, "window_start": pl.Datetime("us"), "window_end": pl.Datetime("us"),
-              "run_id": pl.String, "source": pl.String, "selection": pl.String, "key": pl.String, "rows": pl.Int64,
-              "caught_up_at": pl.Datetime("us"), "note": pl.String}
+LOG_SCHEMA = {"seq": pl.Int64, "written_at": pl.Datetime("us"), "mono_ns": pl.Int64, "boot_id": pl.String,
+              "decided_at": pl.Datetime("us"), "primary": pl.String, "reason": pl.String, "operation": pl.String,
+              "target": pl.String, "dataset": pl.String, "window_start": pl.Datetime("us"),
+              "window_end": pl.Datetime("us"), "run_id": pl.String, "source": pl.String, "selection": pl.String,
+              "key": pl.String, "rows": pl.Int64, "caught_up_at": pl.Datetime("us"), "note": pl.String}
 _BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume", "source", "run_id")
+_OHLCV = _BAR_COLUMNS[:7]
+_BAR_SCHEMA = {"symbol": pl.String, "ts": pl.Datetime("us"), **dict.fromkeys(_OHLCV[2:], pl.Float64),
+               "source": pl.String, "run_id": pl.String}
 _LOG_DDL = [
     "CREATE SCHEMA IF NOT EXISTS ops",
     "CREATE SEQUENCE IF NOT EXISTS ops.failover_seq",
@@ -77,7 +94,19 @@ _LOG_DDL = [
     + ", ".join(f'"{c}" {_duckdb_type(LOG_TABLE, c, t)}' for c, t in LOG_SCHEMA.items()) + ")",
     f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} (seq BIGINT NOT NULL, symbol VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, "
     "open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL, volume DOUBLE NOT NULL)",
+    f"CREATE TABLE IF NOT EXISTS {PARTS_TABLE} (seq BIGINT NOT NULL, part VARCHAR NOT NULL, name VARCHAR NOT NULL, "
+    "nulls VARCHAR NOT NULL)",
 ]
+_monotonic_ns = time.monotonic_ns  # the clock a write is placed by within one boot (module docstring)
+
+
+def _boot_id() -> str | None:
+    """This boot of the machine (the monotonic clock's epoch), or None where the system does not say."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
 
 
 class FailoverStore:
@@ -139,6 +168,9 @@ class FailoverStore:
         """What records this write in the fallback's log, inside the write's transaction (module docstring)."""
         described = _describe(operation, args, kwargs)
         bars = _arg(args, kwargs, 1, "bars") if operation in _BAR_WRITES else None
+        if operation == "upsert_bars" and bars is not None:  # as the stores apply it: the last row of a key wins
+            bars = bars.unique(subset=["symbol", "ts"], keep="last", maintain_order=True)
+        parts = _parts(operation, args, kwargs)
         decided_at, primary, reason = self.decided_at, self.primary.location, self.reason
 
         def record(con) -> None:
@@ -147,24 +179,43 @@ class FailoverStore:
             if not con.execute(f"SELECT count(*) FROM {META_TABLE}").fetchone()[0]:
                 con.execute(f"INSERT INTO {META_TABLE} VALUES ($id)", {"id": uuid.uuid4().hex})
             seq = con.execute("SELECT nextval('ops.failover_seq')").fetchone()[0]
-            row = pl.DataFrame([{"seq": seq, "written_at": utcnow(), "decided_at": decided_at, "primary": primary,
-                                 "reason": reason, "operation": operation, "caught_up_at": None, "note": None,
-                                 **described}], schema=LOG_SCHEMA)
+            row = pl.DataFrame([{"seq": seq, "written_at": utcnow(), "mono_ns": _monotonic_ns(), "boot_id": _boot_id(),
+                                 "decided_at": decided_at, "primary": primary, "reason": reason,
+                                 "operation": operation, "caught_up_at": None, "note": None, **described}],
+                               schema=LOG_SCHEMA)
             con.register("log_row", row.to_arrow())
             add_missing_columns(con, LOG_TABLE, "log_row")  # a log kept by an earlier version
             con.execute(f"INSERT INTO {LOG_TABLE} BY NAME SELECT * FROM log_row")
             con.unregister("log_row")
             if bars is not None and bars.height:
-                con.register("log_bars", bars.select(_BAR_COLUMNS[:7]).to_arrow())
-                con.execute(f"INSERT INTO {ROWS_TABLE} SELECT $seq, {', '.join(_BAR_COLUMNS[:7])} FROM log_bars",
-                            {"seq": seq})
+                con.register("log_bars", bars.select(_OHLCV).to_arrow())
+                con.execute(f"INSERT INTO {ROWS_TABLE} SELECT $seq, {', '.join(_OHLCV)} FROM log_bars", {"seq": seq})
                 con.unregister("log_bars")
+            for i, (name, frame) in enumerate(parts.items()):
+                part = f"ops.failover_p{seq}_{i}"
+                nulls = [c for c, t in frame.schema.items() if t == pl.Null]  # DuckDB would type them INTEGER
+                con.register("log_part", frame.to_arrow())
+                con.execute(f"CREATE TABLE {part} AS SELECT * FROM log_part")
+                con.unregister("log_part")
+                con.execute(f"INSERT INTO {PARTS_TABLE} VALUES ($s, $p, $n, $u)",
+                            {"s": seq, "p": part, "n": name, "u": json.dumps(nulls)})
 
         return record
 
 
 def _arg(args: tuple, kwargs: dict, i: int, name: str):
     return args[i] if len(args) > i else kwargs.get(name)
+
+
+def _parts(operation: str, args: tuple, kwargs: dict) -> dict[str, pl.DataFrame]:
+    """The frames a write wrote besides bars, by name (what its replay applies)."""
+    if operation == "replace_bars":
+        return {"journal": kwargs["journal"], "quarantine": kwargs["quarantine"]}
+    if operation == "replace_windows":
+        return dict(_arg(args, kwargs, 0, "tables"))
+    if operation in ("append", "append_table", "insert_new", "replace_table", "overwrite_table"):
+        return {"frame": _arg(args, kwargs, 1, "frame")}
+    return {}
 
 
 def _single_run(frame) -> str | None:
@@ -175,7 +226,7 @@ def _single_run(frame) -> str | None:
 
 
 def _describe(operation: str, args: tuple, kwargs: dict) -> dict:
-    """What a replay needs of one write: its target, window, run, source, selection and key."""
+    """What a replay needs of one write besides its rows: its target, window, run, source, selection and key."""
     out = {"target": None, "dataset": None, "window_start": None, "window_end": None, "run_id": None,
            "source": kwargs.get("source"), "selection": None, "key": None, "rows": None}
     if operation == "replace_windows":
@@ -192,20 +243,21 @@ def _describe(operation: str, args: tuple, kwargs: dict) -> dict:
         window = kwargs.get("window")
         selection = kwargs.get("selection")
         out.update(window_start=window[0] if window else None, window_end=window[1] if window else None,
-                   selection=",".join(sorted(selection)) if selection is not None else None)
+                   selection=json.dumps(sorted(selection)) if selection is not None else None)
     if operation == "insert_new":
         out["key"] = ",".join(_arg(args, kwargs, 2, "key"))
     return out
 
 
-def _has_log(fallback) -> bool:
-    return bool(fallback.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'ops' "
-                               "AND table_name = 'failover_log'").item())
+def _has(fallback, table: str) -> bool:
+    schema, name = table.split(".")
+    return bool(fallback.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = $s "
+                               "AND table_name = $t", {"s": schema, "t": name}).item())
 
 
 def pending(fallback) -> pl.DataFrame:
     """The fallback's log rows not caught up yet, in the order they were written."""
-    if not _has_log(fallback):  # ops.* are not among the platform's tables() (they are the platform's own records)
+    if not _has(fallback, LOG_TABLE):  # ops.* are not among the platform's tables() (the platform's own records)
         return pl.DataFrame(schema=LOG_SCHEMA)
     rows = fallback.query(f"SELECT * FROM {LOG_TABLE} WHERE caught_up_at IS NULL")
     return rows.select([pl.col(c) if c in rows.columns else pl.lit(None, t).alias(c) for c, t in LOG_SCHEMA.items()]
@@ -213,9 +265,7 @@ def pending(fallback) -> pl.DataFrame:
 
 
 def fallback_id(fallback) -> str | None:
-    present = fallback.query("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'ops' "
-                             "AND table_name = 'failover_meta'").item()
-    ids = fallback.query(f"SELECT id FROM {META_TABLE}")["id"] if present else []
+    ids = fallback.query(f"SELECT id FROM {META_TABLE}")["id"] if _has(fallback, META_TABLE) else []
     return ids[0] if len(ids) else None
 
 
@@ -237,7 +287,7 @@ def checksum(frame: pl.DataFrame) -> tuple[int, str]:
 class CatchUpReport:
     replayed: list[dict] = field(default_factory=list)  # one per log row: seq, operation, target, window, parity
     pending_before: int = 0
-    clock: dict = field(default_factory=dict)  # this host's offset to the server's clock, and its error bound
+    clock: dict = field(default_factory=dict)  # this host's clocks against the server's, and the error bound
 
     @property
     def parity(self) -> bool:
@@ -248,82 +298,309 @@ class CatchUpReport:
                 "clock": self.clock}
 
 
+_EPOCH = datetime(1970, 1, 1)
+_US = timedelta(microseconds=1)
+MARGIN = timedelta(milliseconds=1)  # added to the measured bound: clock reading and scheduling jitter
+DRIFT = 100e-6  # a free-running clock's rate error bound (100 ppm), applied to the time since the write
+
+
 @dataclass(frozen=True)
 class ServerClock:
-    """This host's clock against the server's: server time = host time + ``offset``, within ``error``."""
+    """This host's clocks against the server's (module docstring): server time = host wall time +
+    ``wall_offset`` = monotonic ns + ``mono_offset_ns``, within ``error`` (plus drift since the write)."""
 
-    offset: timedelta
+    wall_offset: timedelta
+    mono_offset_ns: int
+    mono_now_ns: int
+    boot_id: str | None
     error: timedelta
 
-    def on_server(self, host_time: datetime) -> datetime:
-        return (host_time + self.offset).replace(tzinfo=UTC)
+    def place(self, row: dict) -> tuple[datetime, timedelta]:
+        """The server's time of a logged write (aware, UTC) and its error bound."""
+        if row.get("boot_id") and row["boot_id"] == self.boot_id and row.get("mono_ns") is not None:
+            elapsed_s = max(0, self.mono_now_ns - row["mono_ns"]) / 1e9
+            at = _EPOCH + (row["mono_ns"] + self.mono_offset_ns) // 1000 * _US
+            return at.replace(tzinfo=UTC), self.error + timedelta(seconds=elapsed_s * DRIFT)
+        return (row["written_at"] + self.wall_offset).replace(tzinfo=UTC), self.error
 
-
-MARGIN = timedelta(milliseconds=1)  # added to the measured bound: the clocks' reading and scheduling jitter
+    def as_dict(self) -> dict:
+        return {"wall_offset_seconds": self.wall_offset.total_seconds(), "error_seconds": self.error.total_seconds(),
+                "boot_id": self.boot_id}
 
 
 def server_clock(primary, samples: int = 7) -> ServerClock:
-    """Measure this host's clock offset to the primary's server, as NTP does: of ``samples`` round trips the
+    """Measure this host's clocks against the primary's server, as NTP does: of ``samples`` round trips the
     shortest, whose half bounds the error of reading the server's clock at its midpoint."""
     best = None
     with primary.cursor() as cur:
         for _ in range(samples):
-            t0 = utcnow()
+            w0, m0 = utcnow(), _monotonic_ns()
             cur.execute("SELECT clock_timestamp()")
             server = cur.fetchone()[0].astimezone(UTC).replace(tzinfo=None)
-            rtt = utcnow() - t0
-            if best is None or rtt < best[1]:
-                best = (server - (t0 + rtt / 2), rtt)
-    return ServerClock(offset=best[0], error=best[1] / 2 + MARGIN)
+            w1, m1 = utcnow(), _monotonic_ns()
+            rtt = m1 - m0
+            if best is None or rtt < best[0]:
+                server_ns = (server - _EPOCH) // _US * 1000
+                best = (rtt, server - (w0 + (w1 - w0) / 2), server_ns - (m0 + rtt // 2), m1)
+    rtt, wall_offset, mono_offset, now = best
+    return ServerClock(wall_offset=wall_offset, mono_offset_ns=mono_offset, mono_now_ns=now, boot_id=_boot_id(),
+                       error=timedelta(microseconds=rtt / 2000) + MARGIN)
 
 
-_MICRO = timedelta(microseconds=1)
+class ConflictError(Exception):
+    """A write on the primary, later than the outage write a replay would apply, touched the same rows."""
 
 
-def _payload(fallback, seq: int) -> pl.DataFrame:
-    return fallback.query(f"SELECT {', '.join(_BAR_COLUMNS[:7])} FROM {ROWS_TABLE} WHERE seq = $s", {"s": seq})
+class AlreadyApplied(Exception):
+    """This outage write's replay is already committed on the primary (an earlier catch-up applied it)."""
 
 
-def _region(row: dict, payload: pl.DataFrame):
-    """The rows a bar write governs (what its replace deleted and wrote): ``(lo, hi, inside)`` where [lo, hi]
-    bounds their time and ``inside(frame)`` keeps a frame's rows in the region. A window: the window's rows of
-    its symbols and selection, and of its source when the read was whole; no window: each symbol's [first,
-    last] range of its bars; an upsert: exactly the keys it wrote."""
+class ParityError(Exception):
+    """A replay did not leave the primary's rows equal to what the write wrote (it was rolled back)."""
+
+
+_LATER_SQL = """SELECT seq, operation, run_id, coalesce(original_at, committed_at) AS at, replay_of
+FROM ops.write_log WHERE target = %(target)s AND coalesce(original_at, committed_at) > %(after)s
+AND replay_of IS DISTINCT FROM %(me)s
+AND (ts_lo IS NULL OR %(end)s::timestamp IS NULL OR ts_lo < %(end)s::timestamp)
+AND (ts_end IS NULL OR %(lo)s::timestamp IS NULL OR %(lo)s::timestamp < ts_end)
+AND (symbols IS NULL OR %(symbols)s::text[] IS NULL OR symbols && %(symbols)s::text[])
+ORDER BY seq"""
+
+
+def _guard(me: str, after: datetime, force: bool, agree=None):
+    """The test a replay runs inside its transaction, under its table's write lock, on the scope the store is
+    about to write (module docstring, steps 1 and 2). ``agree(cur, runs)``: for a bar write, whether the rows
+    in its scope written by those runs equal its own (a later upsert of the same rows is no conflict)."""
+    state = {"first": True}
+
+    def check(cur, scope: dict) -> None:
+        if state["first"]:  # a replace of several tables stamps each; its own first stamp is not "applied before"
+            state["first"] = False
+            cur.execute("SELECT seq FROM ops.write_log WHERE replay_of = %s LIMIT 1", (me,))
+            if cur.fetchone():
+                raise AlreadyApplied(me)
+        if force:
+            return
+        cur.execute(_LATER_SQL, {**scope, "after": after, "me": me})
+        later = cur.fetchall()
+        if not later:
+            return
+        upserts = all(op == "upsert_bars" and run is not None for _, op, run, _, _ in later)
+        if upserts and agree is not None and agree(cur, sorted({run for _, _, run, _, _ in later})):
+            return
+        seq, operation, run, at, replay_of = later[0]
+        by = f"the replay {replay_of}" if replay_of else f"run {run}"
+        raise ConflictError(f"{operation} by {by} (write_log entry {seq}) wrote {scope['target']} on the primary "
+                            f"at {at}, after this outage write")
+
+    return check
+
+
+def _selection(row: dict) -> list[str] | None:
+    text = row["selection"]
+    if text is None:
+        return None
+    return json.loads(text) if text.startswith("[") else [s for s in text.split(",") if s]
+
+
+def _region_sql(row: dict, payload: pl.DataFrame) -> tuple[str, dict]:
+    """The condition (psycopg parameters, table alias ``t``) of every bar a bar write governs: what its replace
+    deletes and writes. A window: the window's rows of its symbols and selection, and of its source when the
+    read was whole; no window: each symbol's [first, last] range of its bars; an upsert: exactly its keys."""
     if row["operation"] == "replace_bars" and row["window_start"] is not None:
-        ws, we = row["window_start"], row["window_end"]
-        symbols = sorted(set(payload["symbol"].to_list()) | set((row["selection"] or "").split(",")) - {""})
-        whole = row["selection"] is None
-
-        def in_window(frame: pl.DataFrame) -> pl.DataFrame:
-            mine = pl.col("symbol").is_in(symbols) | (pl.lit(whole) & (pl.col("source") == row["source"]))
-            return frame.filter(pl.col("ts").is_between(ws, we, closed="left") & mine)
-
-        return ws, we - _MICRO, in_window
-    if not payload.height:
-        return None, None, lambda frame: frame.head(0)
-    lo, hi = payload["ts"].min(), payload["ts"].max()
+        selection = _selection(row)
+        symbols = sorted(set(payload["symbol"].to_list()) | set(selection or ()))
+        return ("t.ts >= %(ws)s AND t.ts < %(we)s AND (t.symbol = ANY(%(syms)s) OR (%(whole)s AND t.source = "
+                "%(src)s))", {"ws": row["window_start"], "we": row["window_end"], "syms": symbols,
+                              "whole": selection is None, "src": row["source"]})
     if row["operation"] == "upsert_bars":
-        keys = payload.select("symbol", "ts").unique()
-        return lo, hi, lambda frame: frame.join(keys, on=["symbol", "ts"], how="semi")
-    spans = payload.group_by("symbol").agg(pl.col("ts").min().alias("_lo"), pl.col("ts").max().alias("_hi"))
-
-    def in_spans(frame: pl.DataFrame) -> pl.DataFrame:
-        joined = frame.join(spans, on="symbol", how="inner")
-        return joined.filter(pl.col("ts").is_between(pl.col("_lo"), pl.col("_hi"))).drop("_lo", "_hi")
-
-    return lo, hi, in_spans
+        return ("(t.symbol, t.ts) IN (SELECT * FROM unnest(%(ks)s::text[], %(kt)s::timestamp[]))",
+                {"ks": payload["symbol"].to_list(), "kt": payload["ts"].to_list()})
+    spans = payload.group_by("symbol").agg(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"))
+    return ("EXISTS (SELECT 1 FROM unnest(%(s)s::text[], %(lo)s::timestamp[], %(hi)s::timestamp[]) "
+            "AS r(symbol, lo, hi) WHERE r.symbol = t.symbol AND t.ts BETWEEN r.lo AND r.hi)",
+            {"s": spans["symbol"].to_list(), "lo": spans["lo"].to_list(), "hi": spans["hi"].to_list()})
 
 
-def _box(store, table: str, lo, hi) -> pl.DataFrame:
-    """Every bar of ``market.<table>`` with ts in [lo, hi] (all symbols)."""
-    if lo is None:
-        return pl.DataFrame(schema={c: pl.String for c in _BAR_COLUMNS}).head(0)
-    return store.query(f"SELECT {', '.join(_BAR_COLUMNS)} FROM market.{table} WHERE ts >= $lo AND ts <= $hi",
-                       {"lo": lo, "hi": hi})
+def _fetch(cur, sql: str, params: dict, schema: dict) -> pl.DataFrame:
+    cur.execute(sql, params)
+    rows = cur.fetchall()
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
 
-def _outside(frame: pl.DataFrame, inside) -> pl.DataFrame:
-    return frame.join(inside(frame).select("symbol", "ts"), on=["symbol", "ts"], how="anti")
+def _bar_checks(row: dict, payload: pl.DataFrame):
+    """(agree, verify) of a bar write: the rows-level conflict refinement and the in-transaction parity."""
+    where, params = _region_sql(row, payload)
+    select = f"SELECT {', '.join(f't.{c}' for c in _BAR_COLUMNS)} FROM market.{row['target']} AS t WHERE {where}"
+    mine = payload.with_columns(pl.lit(row["source"]).alias("source"), pl.lit(row["run_id"]).alias("run_id"))
+
+    def agree(cur, runs: list[str]) -> bool:
+        theirs = _fetch(cur, select + " AND t.run_id = ANY(%(runs)s)", {**params, "runs": runs}, _BAR_SCHEMA)
+        same = theirs.select(_OHLCV).join(payload, on=list(_OHLCV), how="anti")
+        return same.height == 0
+
+    def verify(cur) -> None:
+        got = checksum(_fetch(cur, select, params, _BAR_SCHEMA))
+        want = checksum(mine.select(_BAR_COLUMNS))
+        if got != want:
+            raise ParityError(f"after the replay the primary holds {got[0]} row(s) in this write's scope, "
+                              f"{want[0]} expected (checksums {got[1]} vs {want[1]})")
+
+    return agree, verify
+
+
+def _frame_verify(checks: list[tuple[str, str, dict, pl.DataFrame]]):
+    """The in-transaction parity of a table write: each ``(table, where, params, expected)`` holds exactly
+    ``expected``'s rows."""
+    def verify(cur) -> None:
+        for table, where, params, expected in checks:
+            cols = ", ".join('"' + c.replace('"', '""') + '"' for c in expected.columns)
+            got = _fetch(cur, f"SELECT {cols} FROM {table} WHERE {where}", params, dict(expected.schema))
+            if checksum(got) != checksum(expected):
+                raise ParityError(f"after the replay {table} holds {got.height} row(s) where this write wrote "
+                                  f"{expected.height}")
+
+    return verify
+
+
+def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
+    """Replay the fallback's pending writes onto ``primary`` in write order, each verified in its transaction
+    (module docstring). ``keep_primary``: seqs of conflicting writes to drop (the primary's rows stand; marked
+    caught up with that note); ``force``: seqs to replay even over a later write on the primary. Raises
+    :class:`StoreUnavailableError` when the primary is down (nothing is changed)."""
+    primary.tables()  # fails fast, before anything is replayed, while the primary is down
+    me = fallback_id(fallback)
+    # two catch-ups at once are safe: each replay finds, under its table's write lock, a write already applied
+    todo = pending(fallback)
+    report = CatchUpReport(pending_before=todo.height)
+    unknown = (set(keep_primary) | set(force)) - set(todo["seq"].drop_nulls().to_list())
+    if unknown:
+        raise EmpError(f"no pending failover write with seq {', '.join(map(str, sorted(unknown)))}; "
+                       "`emp db catch-up --json` lists them")
+    clock = server_clock(primary)
+    report.clock = clock.as_dict()
+    _mark_done(fallback, keep_primary, note="resolved: the primary's rows kept, this write dropped")
+    rows = list(todo.filter(~pl.col("seq").is_in(list(keep_primary))).iter_rows(named=True))
+    for i, row in enumerate(rows):
+        report.replayed.append(_catch_up_one(primary, fallback, row, rows[i + 1:], me, clock, row["seq"] in force))
+    done = [e["seq"] for e in report.replayed if e["parity"]]
+    _mark_done(fallback, done)
+    log.info("failover catch-up: %d write(s) considered, %d applied or found applied, %d pending",
+             len(report.replayed), len(done), len(report.replayed) - len(done))
+    return report
+
+
+def _catch_up_one(primary, fallback, row: dict, later: list[dict], me: str | None, clock: ServerClock,  # noqa: PLR0911
+                  forced: bool) -> dict:
+    entry = {"seq": row["seq"], "operation": row["operation"], "target": row["target"], "run_id": row["run_id"],
+             "window": [str(row["window_start"]), str(row["window_end"])], "written_at": str(row["written_at"])}
+    if forced:
+        entry["forced"] = True
+    if row["seq"] is None or me is None:
+        return {**entry, "parity": False, "note": "logged by an earlier version (no sequence number): replay by hand"}
+    if _superseded(row, later):
+        return {**entry, "parity": True, "note": "superseded by a later outage write of the same target; not replayed"}
+    at, error = clock.place(row)
+    tag = f"{me}:{row['seq']}"
+    try:
+        _replay_one(primary, fallback, row, tag, at, error, forced)
+    except AlreadyApplied:
+        return {**entry, "parity": True, "note": "already applied by an earlier catch-up"}
+    except ConflictError as exc:
+        return {**entry, "parity": False, "note": f"CONFLICT, not replayed: {exc}; decide with `emp db catch-up "
+                                                  f"--keep-primary {row['seq']}` or `--replay {row['seq']}`"}
+    except ParityError as exc:
+        return {**entry, "parity": False, "note": f"NOT VERIFIED, rolled back: {exc}"}
+    except StoreUnavailableError:
+        raise  # the primary went away again: stop; what was applied stays applied, the rest pending
+    except Exception as exc:  # one write's failure is reported with its number; the others go on
+        log.exception("failover catch-up: write %s failed", row["seq"])
+        return {**entry, "parity": False, "note": f"FAILED: {type(exc).__name__}: {' '.join(str(exc).split())}"}
+    return {**entry, "parity": True, "rows": row["rows"]}
+
+
+def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: timedelta, forced: bool) -> None:
+    """Apply one logged write to the primary in one transaction, guarded and verified (module docstring)."""
+    op, target = row["operation"], row["target"]
+    replay = {"replay_of": tag, "original_at": at}
+    if op in _BAR_WRITES:
+        payload = fallback.query(f"SELECT {', '.join(_OHLCV)} FROM {ROWS_TABLE} WHERE seq = $s ORDER BY symbol, ts",
+                                 {"s": row["seq"]})
+        agree, verify = _bar_checks(row, payload)
+        replay.update(guard=_guard(tag, at - error, forced, agree), verify=verify)
+        token = REPLAY.set(replay)
+        try:
+            if op == "upsert_bars":
+                primary.upsert_bars(target, payload, source=row["source"], run_id=row["run_id"])
+            else:
+                window = (row["window_start"], row["window_end"]) if row["window_start"] is not None else None
+                primary.replace_bars(target, payload, source=row["source"], run_id=row["run_id"], window=window,
+                                     quarantine=_part(fallback, row["seq"], "quarantine"),
+                                     journal=_part(fallback, row["seq"], "journal"), selection=_selection(row))
+        finally:
+            REPLAY.reset(token)
+        return
+    parts = _parts_of(fallback, row["seq"])
+    replay["guard"] = _guard(tag, at - error, forced)
+    if op in _WHOLE_TABLE:
+        replay["verify"] = _frame_verify([(target, "TRUE", {}, parts["frame"])])
+    elif op == "replace_windows":
+        where = "dataset = %(d)s AND ts >= %(s)s AND ts < %(e)s"
+        params = {"d": row["dataset"], "s": row["window_start"], "e": row["window_end"]}
+        replay["verify"] = _frame_verify([(t, where, params, f) for t, f in parts.items()])
+    token = REPLAY.set(replay)
+    try:
+        if op in _WHOLE_TABLE or op in ("append", "append_table"):
+            getattr(primary, op)(target, parts["frame"])
+        elif op == "replace_windows":
+            primary.replace_windows(parts, dataset=row["dataset"], start=row["window_start"], end=row["window_end"])
+        elif op == "insert_new":
+            key = row["key"].split(",")
+            primary.ensure_table(target, dict(parts["frame"].schema), key)
+            primary.insert_new(target, parts["frame"], key)
+        else:
+            raise EmpError(f"no replay for the operation {op!r}")
+    finally:
+        REPLAY.reset(token)
+
+
+def _parts_of(fallback, seq: int) -> dict[str, pl.DataFrame]:
+    listed = fallback.query(f"SELECT part, name, nulls FROM {PARTS_TABLE} WHERE seq = $s", {"s": seq})
+    out = {}
+    for part, name, nulls in listed.iter_rows():
+        frame = fallback.query(f"SELECT * FROM {part}")
+        out[name] = frame.with_columns([pl.lit(None, pl.Null).alias(c) for c in json.loads(nulls)])
+    return out
+
+
+def _part(fallback, seq: int, name: str) -> pl.DataFrame:
+    return _parts_of(fallback, seq)[name]
+
+
+def _mark_done(fallback, seqs, note: str | None = None) -> None:
+    """Mark log rows caught up and drop what they logged, in one transaction of the fallback."""
+    seqs = list(seqs)
+    if not seqs:
+        return
+    with fallback.connect() as con, _transaction(con):
+        parts = [p for (p,) in con.execute(f"SELECT part FROM {PARTS_TABLE} WHERE list_contains($s, seq)",
+                                           {"s": seqs}).fetchall()]
+        for part in parts:
+            con.execute(f"DROP TABLE IF EXISTS {part}")
+        con.execute(f"DELETE FROM {PARTS_TABLE} WHERE list_contains($s, seq)", {"s": seqs})
+        con.execute(f"DELETE FROM {ROWS_TABLE} WHERE list_contains($s, seq)", {"s": seqs})
+        con.execute(f"UPDATE {LOG_TABLE} SET caught_up_at = $t, note = coalesce($n, note) WHERE list_contains($s, seq)",
+                    {"t": utcnow(), "s": seqs, "n": note})
+
+
+def _superseded(row: dict, later: list[dict]) -> bool:
+    """Whether a later outage write replaces all of what ``row`` wrote: a whole table's (or a feature window's)
+    replace followed by another of the same target."""
+    same = ("target", "dataset", "window_start", "window_end") if row["operation"] == "replace_windows" else \
+        ("target",) if row["operation"] in _WHOLE_TABLE else None
+    return same is not None and any(r["operation"] == row["operation"] and all(r[k] == row[k] for k in same)
+                                    for r in later)
 
 
 def bar_parity(primary, fallback, table: str, run_id: str) -> dict:
@@ -332,137 +609,6 @@ def bar_parity(primary, fallback, table: str, run_id: str) -> dict:
     ours, theirs = (checksum(s.query(query, {"r": run_id})) for s in (fallback, primary))
     return {"parity": ours == theirs, "rows": ours[0], "primary_rows": theirs[0], "checksum": ours[1],
             "primary_checksum": theirs[1]}
-
-
-class ConflictError(Exception):
-    """A write on the primary, later than the outage write a replay would apply, touched the same rows."""
-
-
-_LATER_SQL = """SELECT seq, operation, run_id, coalesce(original_at, committed_at) AS at, replay_of
-FROM ops.write_log WHERE target = %(target)s AND coalesce(original_at, committed_at) > %(after)s
-AND (replay_of IS NULL OR NOT replay_of = ANY(%(ours)s))
-AND (ts_lo IS NULL OR %(end)s::timestamp IS NULL OR ts_lo < %(end)s::timestamp)
-AND (ts_end IS NULL OR %(lo)s::timestamp IS NULL OR %(lo)s::timestamp < ts_end)
-AND (symbols IS NULL OR %(symbols)s::text[] IS NULL OR symbols && %(symbols)s::text[])
-ORDER BY seq LIMIT 1"""
-
-
-def _guard(after: datetime, ours: list[str]):
-    """The conflict test a replay runs inside its transaction, under its table's write lock, on the scope the
-    store is about to write: a write stamped after ``after`` (the outage write's time on the server's clock,
-    minus the error bound) that overlaps it, other than replays of this log's pending writes (they are applied
-    again, in order, by this catch-up)."""
-    def check(cur, scope: dict) -> None:
-        cur.execute(_LATER_SQL, {**scope, "after": after, "ours": ours})
-        found = cur.fetchone()
-        if found:
-            seq, operation, run, at, replay_of = found
-            by = f"a replay of {replay_of}" if replay_of else f"run {run}"
-            raise ConflictError(f"{operation} #{seq} by {by} wrote {scope['target']} on the primary at {at} "
-                                "(after this outage write)")
-
-    return check
-
-
-def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
-    """Replay the fallback's pending writes onto ``primary`` in write order and check parity (module
-    docstring). ``keep_primary``: seqs of conflicting writes to drop (the primary's rows stand; marked caught up
-    with that note); ``force``: seqs to replay even over a later write on the primary. Raises
-    :class:`StoreUnavailableError` when the primary is still down (nothing is changed)."""
-    todo = pending(fallback)
-    report = CatchUpReport(pending_before=todo.height)
-    primary.tables()  # fails fast, before anything is replayed, while the primary is down
-    clock = server_clock(primary)
-    report.clock = {"offset_seconds": clock.offset.total_seconds(), "error_seconds": clock.error.total_seconds()}
-    me = fallback_id(fallback)
-    unknown = (set(keep_primary) | set(force)) - set(todo["seq"].drop_nulls().to_list())
-    if unknown:
-        raise EmpError(f"no pending failover write with seq {', '.join(map(str, sorted(unknown)))}; "
-                       "`emp db catch-up --json` lists them")
-    _mark_done(fallback, keep_primary, note="resolved: the primary's rows kept, this write dropped")
-    todo = todo.filter(~pl.col("seq").is_in(list(keep_primary)))
-    ours = [f"{me}:{s}" for s in todo["seq"].drop_nulls().to_list()]
-    rows = list(todo.iter_rows(named=True))
-    checks = []
-    for i, row in enumerate(rows):
-        entry = {"seq": row["seq"], "operation": row["operation"], "target": row["target"], "run_id": row["run_id"],
-                 "window": [str(row["window_start"]), str(row["window_end"])], "written_at": str(row["written_at"])}
-        report.replayed.append(entry)
-        if row["seq"] is None or me is None:
-            entry.update(parity=False, note="logged by an earlier version (no sequence number): replay by hand")
-            continue
-        if _superseded(row, rows[i + 1:]):
-            entry.update(parity=True, note="superseded by a later outage write of the same target; not replayed")
-            continue
-        original_at = clock.on_server(row["written_at"])
-        replay = {"replay_of": f"{me}:{row['seq']}", "original_at": original_at,
-                  "guard": None if row["seq"] in force else _guard(original_at - clock.error, ours)}
-        token = REPLAY.set(replay)
-        try:
-            check = _replay_one(primary, fallback, row, entry)
-            if check is not None:
-                checks.append(check)
-        except ConflictError as exc:
-            entry.update(parity=False, note=f"CONFLICT, not replayed: {exc}; decide with `emp db catch-up "
-                                            f"--keep-primary {row['seq']}` or `--replay {row['seq']}`")
-        finally:
-            REPLAY.reset(token)
-        if row["seq"] in force:
-            entry["forced"] = True
-    for entry, row, lo, hi, inside, unchanged in checks:  # after every replay: the final state
-        ours_, theirs = (checksum(inside(_box(s, row["target"], lo, hi))) for s in (fallback, primary))
-        entry.update(parity=ours_ == theirs and unchanged, rows=ours_[0], primary_rows=theirs[0],
-                     outside_unchanged=unchanged)
-    done = [e["seq"] for e in report.replayed if e["parity"]]
-    _mark_done(fallback, done)
-    log.info("failover catch-up: %d write(s) replayed, %d with parity, %d pending", len(report.replayed), len(done),
-             len(report.replayed) - len(done))
-    return report
-
-
-def _mark_done(fallback, seqs, note: str | None = None) -> None:
-    """Mark log rows caught up and drop their bars, in one transaction of the fallback."""
-    if not seqs:
-        return
-    with fallback.connect() as con, _transaction(con):
-        params = {"t": utcnow(), "s": list(seqs), "n": note}
-        con.execute(f"UPDATE {LOG_TABLE} SET caught_up_at = $t, note = coalesce($n, note) "
-                    "WHERE list_contains($s, seq)", params)
-        con.execute(f"DELETE FROM {ROWS_TABLE} WHERE list_contains($s, seq)", {"s": params["s"]})
-
-
-def _replay_one(primary, fallback, row: dict, entry: dict):
-    """Replay one logged write (inside the caller's :data:`REPLAY` context) and fill ``entry``; a bar write's
-    parity is checked after every replay, so it returns what that check needs instead."""
-    if row["operation"] in _BAR_WRITES:
-        payload = _payload(fallback, row["seq"])
-        lo, hi, inside = _region(row, payload)
-        before = checksum(_outside(_box(primary, row["target"], lo, hi), inside))
-        _replay(primary, fallback, row, payload)
-        unchanged = checksum(_outside(_box(primary, row["target"], lo, hi), inside)) == before  # right after it
-        entry.update(parity=None)
-        return entry, row, lo, hi, inside, unchanged
-    if row["operation"] in _WHOLE_TABLE:
-        frame = fallback.query(f"SELECT * FROM {row['target']}")
-        getattr(primary, row["operation"])(row["target"], frame)
-        theirs = primary.query(f"SELECT * FROM {row['target']}")
-        entry.update(parity=checksum(frame) == checksum(theirs.select(frame.columns)), rows=frame.height)
-    elif row["operation"] == "replace_windows":
-        entry.update(_replay_windows(primary, fallback, row))
-    elif row["run_id"] is not None and row["operation"] in ("append", "append_table", "insert_new"):
-        entry.update(_replay_rows(primary, fallback, row))
-    else:
-        entry.update(parity=False, note="nothing identifies this write's rows (no single run id): replay by hand")
-    return None
-
-
-def _superseded(row: dict, later: list[dict]) -> bool:
-    """Whether a later outage write replaces all of what ``row`` wrote: a whole table's (or a feature window's)
-    replace followed by another of the same target (the fallback holds only the last one's rows)."""
-    same = ("target", "dataset", "window_start", "window_end") if row["operation"] == "replace_windows" else \
-        ("target",) if row["operation"] in _WHOLE_TABLE else None
-    return same is not None and any(r["operation"] == row["operation"] and all(r[k] == row[k] for k in same)
-                                    for r in later)
 
 
 def invalidate_cache(primary) -> None:
@@ -481,48 +627,6 @@ def invalidate_cache(primary) -> None:
         HotCache(cfg.redis_url, namespace=cache_namespace(primary.url)).invalidate_all()
     except Exception as exc:  # reported: the TTL bounds how long a stale entry could be served
         log.warning("failover catch-up: could not retire the cache namespace (%s)", exc)
-
-
-def _replay(primary, fallback, row: dict, payload: pl.DataFrame) -> None:
-    """Apply one logged bar write to the primary: its own bars, with its run, source, window and selection."""
-    table, run = row["target"], row["run_id"]
-    if row["operation"] == "upsert_bars":
-        if payload.height:
-            primary.upsert_bars(table, payload, source=row["source"], run_id=run)
-        return
-    quarantine = fallback.query("SELECT * FROM market.quarantine WHERE run_id = $r", {"r": run})
-    journal = fallback.query("SELECT * FROM market.ingest_journal WHERE run_id = $r", {"r": run})
-    if primary.query("SELECT count(*) AS n FROM market.ingest_journal WHERE run_id = $r", {"r": run}).item():
-        # the primary holds this run's journal (committed just before it went away, or replayed with an earlier
-        # window of the run)
-        quarantine, journal = quarantine.head(0), journal.head(0)
-    window = (row["window_start"], row["window_end"]) if row["window_start"] is not None else None
-    selection = row["selection"].split(",") if row["selection"] is not None else None
-    primary.replace_bars(table, payload, source=row["source"], run_id=run, window=window, quarantine=quarantine,
-                         journal=journal, selection=selection)
-
-
-def _replay_windows(primary, fallback, row: dict) -> dict:
-    tables = row["target"].split(",")
-    params = {"d": row["dataset"], "s": row["window_start"], "e": row["window_end"]}
-    where = "dataset = $d AND ts >= $s AND ts < $e"
-    frames = {t: fallback.query(f"SELECT * FROM {t} WHERE {where}", params) for t in tables}
-    primary.replace_windows(frames, dataset=row["dataset"], start=row["window_start"], end=row["window_end"])
-    ok = all(checksum(f) == checksum(primary.query(f"SELECT * FROM {t} WHERE {where}", params).select(f.columns))
-             for t, f in frames.items())
-    return {"parity": ok, "rows": sum(f.height for f in frames.values())}
-
-
-def _replay_rows(primary, fallback, row: dict) -> dict:
-    table, run = row["target"], row["run_id"]
-    frame = fallback.query(f"SELECT * FROM {table} WHERE run_id = $r", {"r": run})
-    if row["operation"] == "insert_new":
-        primary.ensure_table(table, dict(frame.schema), row["key"].split(","))
-        primary.insert_new(table, frame, row["key"].split(","))
-    elif not primary.query(f"SELECT count(*) AS n FROM {table} WHERE run_id = $r", {"r": run}).item():
-        getattr(primary, row["operation"])(table, frame)  # appended once: a second catch-up adds nothing
-    theirs = primary.query(f"SELECT * FROM {table} WHERE run_id = $r", {"r": run}).select(frame.columns)
-    return {"parity": checksum(frame) == checksum(theirs), "rows": frame.height}
 
 
 def drill(pg_url: str, workdir, *, symbols: int = 5, year: int = 2020) -> dict:

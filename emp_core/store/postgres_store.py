@@ -64,8 +64,9 @@ _OID_TYPES: dict[int, pl.DataType] = {
 
 
 # Set by the failover catch-up around a replay: {"replay_of": "<fallback id>:<seq>", "original_at": aware datetime,
-# "guard": callable(cursor, scope)}. The write is stamped as that replay, and ``guard`` (the conflict test) runs
-# under the target's write lock before anything is written; it refuses the write by raising.
+# "guard": callable(cursor, scope), "verify": callable(cursor)}. The write is stamped as that replay; ``guard``
+# (already applied? a conflict?) runs under the target's write lock before anything is written, ``verify`` after
+# the write, before the commit; either refuses the write by raising (the transaction rolls back).
 REPLAY: ContextVar[dict | None] = ContextVar("emp_replay", default=None)
 _MICRO = timedelta(microseconds=1)
 
@@ -286,6 +287,13 @@ class PostgresStore:
                     (operation, target, run_id, scope["symbols"], lo, end, replay.get("replay_of"),
                      replay.get("original_at")))
 
+    @staticmethod
+    def _verify(cur) -> None:
+        """A replay's check of what it wrote, before the commit (:data:`REPLAY`)."""
+        replay = REPLAY.get() or {}
+        if replay.get("verify") is not None:
+            replay["verify"](cur)
+
     def replace_bars(
         self,
         table: str,
@@ -328,6 +336,7 @@ class PostgresStore:
                 self._copy_in(cur, f"market.{table}", self._bar_frame(bars, source, run_id))
             self._copy_in(cur, "market.quarantine", quarantine)
             self._copy_in(cur, "market.ingest_journal", journal)
+            self._verify(cur)
 
     def upsert_bars(self, table: str, bars: pl.DataFrame, *, source: str, run_id: str) -> int:
         """As :meth:`DuckDBStore.upsert_bars`: keyed by (symbol, ts), later rows replace earlier ones."""
@@ -344,6 +353,7 @@ class PostgresStore:
             sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*BAR_COLUMNS[2:], "source", "run_id"))
             cur.execute(f"INSERT INTO market.{table} SELECT * FROM new_bars ON CONFLICT (symbol, ts) DO UPDATE "
                         f"SET {sets}")
+            self._verify(cur)
         return new.height
 
     def read_bars(
@@ -404,7 +414,9 @@ class PostgresStore:
     def append(self, table: str, frame: pl.DataFrame) -> int:
         check_ident(table)
         with self.cursor() as cur:
+            self._stamp(cur, "append", table, _single_run(frame))
             self._copy_in(cur, table, frame)
+            self._verify(cur)
         return frame.height
 
     def replace_table(self, table: str, frame: pl.DataFrame) -> int:
@@ -414,6 +426,7 @@ class PostgresStore:
             self._stamp(cur, "replace_table", table)
             cur.execute(f"DELETE FROM {table}")
             self._copy_in(cur, table, frame)
+            self._verify(cur)
         return frame.height
 
     def replace_windows(self, tables: dict[str, pl.DataFrame], *, dataset: str, start: datetime,
@@ -432,16 +445,20 @@ class PostgresStore:
                     cur.execute(f"DELETE FROM {table} WHERE dataset = %(d)s AND ts >= %(s)s AND ts < %(e)s",
                                 {"d": dataset, "s": start, "e": end})
                     self._copy_in(cur, table, frame)
+                self._verify(cur)
 
     def append_table(self, table: str, frame: pl.DataFrame) -> int:
         """As :meth:`DuckDBStore.append_table`: created from the frame the first time, a column the table lacks
         added (empty for older rows), a whole-number column widened to the frame's real type."""
         check_ident(table)
         with self.begin() as con:
+            with con.connection.driver_connection.cursor() as cur:
+                self._stamp(cur, "append_table", table, _single_run(frame))
             if not self._create_from(con, table, frame):
                 self._add_missing_columns(con, table, frame)
             with con.connection.driver_connection.cursor() as cur:
                 self._copy_in(cur, table, frame)
+                self._verify(cur)
         return frame.height
 
     def overwrite_table(self, table: str, frame: pl.DataFrame) -> int:
@@ -454,6 +471,7 @@ class PostgresStore:
             self._create_from(con, table, frame)
             with con.connection.driver_connection.cursor() as cur:
                 self._copy_in(cur, table, frame)
+                self._verify(cur)
         return frame.height
 
     def ensure_table(self, table: str, schema: dict[str, pl.DataType], key: Sequence[str]) -> None:
@@ -470,12 +488,15 @@ class PostgresStore:
         if not frame.height:
             return 0
         with self.cursor() as cur:
+            self._stamp(cur, "insert_new", table, _single_run(frame))
             cur.execute(f"CREATE TEMP TABLE new_rows (LIKE {table}) ON COMMIT DROP")
             self._copy_in(cur, "new_rows", frame)
             cols = _quoted(frame.columns)
             cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM new_rows "
                         f"ON CONFLICT ({_quoted(key)}) DO NOTHING")
-            return cur.rowcount
+            inserted = cur.rowcount
+            self._verify(cur)
+            return inserted
 
     def tables(self) -> list[str]:
         """The platform's tables (schema.name) that exist; yearly partitions are parts of their table."""
@@ -541,6 +562,14 @@ def sqlalchemy_url(conninfo: str, driver: str = "psycopg"):
     return sa.engine.URL.create(f"postgresql+{driver}", username=parts.pop("user", None),
                                 password=parts.pop("password", None), host=host, port=int(port) if port else None,
                                 database=parts.pop("dbname", None), query=parts)
+
+
+def _single_run(frame: pl.DataFrame) -> str | None:
+    """The run id of a frame whose rows all carry the same one (what a write's stamp names), else None."""
+    if "run_id" not in frame.columns or not frame.height:
+        return None
+    runs = frame.get_column("run_id").unique()
+    return runs[0] if runs.len() == 1 else None
 
 
 def _check_bar_table(table: str) -> None:

@@ -65,11 +65,13 @@ def backup(config: BackupConfig, store: StoreResource) -> dg.MaterializeResult:
 
 
 @dg.asset(key=CATCH_UP_KEY, group_name=GROUP, kinds={"postgres", "duckdb"},
-          description="Replays onto PostgreSQL what was written to $EMP_HOME/failover.duckdb while it was "
-                      "unreachable (the failover log), then checks parity of every run the log holds.",
+          description="Replays onto PostgreSQL, in order, each write made to $EMP_HOME/failover.duckdb while it "
+                      "was unreachable (the failover log), each verified in its own transaction; a later write on "
+                      "PostgreSQL over the same rows is a conflict left for the operator.",
           check_specs=[dg.AssetCheckSpec("parity", asset=CATCH_UP_KEY, blocking=True,
-                                         description="every run written during an outage is on PostgreSQL, "
-                                                     "row for row (count and checksum on both stores)")])
+                                         description="every write made during an outage is on PostgreSQL "
+                                                     "exactly as written (rows it governs: count and checksum), "
+                                                     "or was applied by an earlier catch-up")])
 def failover_catch_up() -> dg.MaterializeResult:
     url = _institutional("the failover catch-up")
     cfg = settings()

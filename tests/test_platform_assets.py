@@ -2,6 +2,7 @@
 catch-up and its parity check, the failover drill job, health checks, and the recovery sensors; against the
 loopback PostgreSQL server."""
 
+import os
 from datetime import datetime
 
 import dagster as dg
@@ -87,6 +88,32 @@ def test_the_recovery_sensor_waits_while_postgres_is_down(institutional, emp_hom
     with dg.instance_for_test() as instance:
         skip = failover_recovery(dg.build_sensor_context(instance=instance))
     assert isinstance(skip, dg.SkipReason) and "still unreachable" in skip.skip_message
+
+
+def test_a_catch_up_run_that_failed_is_run_again_and_one_that_ran_is_not(institutional, emp_home, monkeypatch):
+    """The review: the sensor's run key named the pending writes only, so a catch-up run that failed because
+    PostgreSQL went away again was never requested again."""
+    from emp_dagster.defs.platform.sensors import catch_up_key
+
+    fallback = DuckDBStore(emp_home / "failover.duckdb")
+    up_url = os.environ["EMP_PG_URL"]
+    FailoverStore(PostgresStore(f"postgresql://127.0.0.1:{free_port()}/emp"), fallback).replace_table(
+        "market.universe", pl.DataFrame({"dataset": ["bars_1d"], "symbol": ["X"]}))
+    key = catch_up_key(pending(fallback))
+    with dg.instance_for_test() as instance:
+        first = failover_recovery(dg.build_sensor_context(instance=instance))
+        assert isinstance(first, dg.RunRequest) and first.run_key == key
+        monkeypatch.setenv("EMP_PG_URL", f"postgresql://127.0.0.1:{free_port()}/emp")  # gone again mid-run
+        failed = dg.materialize([platform.failover_catch_up], instance=instance, tags={"dagster/run_key": key},
+                                raise_on_error=False)
+        assert not failed.success
+        monkeypatch.setenv("EMP_PG_URL", up_url)
+        retry = failover_recovery(dg.build_sensor_context(instance=instance))
+        assert isinstance(retry, dg.RunRequest) and retry.run_key == f"{key}-retry1"
+        done = dg.materialize([platform.failover_catch_up], instance=instance,
+                              tags={"dagster/run_key": retry.run_key})
+        assert done.success
+        assert isinstance(failover_recovery(dg.build_sensor_context(instance=instance)), dg.SkipReason)
 
 
 def test_the_failover_drill_job(institutional):

@@ -32,9 +32,19 @@ def ingest_retry(context: dg.RunFailureSensorContext):
                                "emp/retry_of": run.run_id, "emp/trigger": "retry"})
 
 
+CATCH_UP_ATTEMPTS = 5
+
+
+def catch_up_key(todo) -> str:
+    """The run key of a catch-up of these pending writes (the same writes: the same key)."""
+    seqs = [str(s) for s in todo["seq"].to_list()]
+    return f"catch-up-{todo['decided_at'].max():%Y%m%dT%H%M%S%f}-{len(seqs)}-{seqs[0] if seqs else ''}-{seqs[-1]}"
+
+
 @dg.sensor(job=catch_up_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
            description="After an outage: once PostgreSQL answers and the failover log holds writes not caught up, "
-                       "run the catch-up (and its parity check).")
+                       f"run the catch-up (and its parity check); a catch-up run that failed (PostgreSQL went away "
+                       f"again) is run again, at most {CATCH_UP_ATTEMPTS} times. A conflict waits for the operator.")
 def failover_recovery(context: dg.SensorEvaluationContext):
     cfg = settings()
     path = cfg.home / "failover.duckdb"
@@ -48,4 +58,14 @@ def failover_recovery(context: dg.SensorEvaluationContext):
     primary.dispose()
     if not up:
         return dg.SkipReason(f"{todo.height} write(s) wait; PostgreSQL is still unreachable")
-    return dg.RunRequest(run_key=f"catch-up-{todo['decided_at'].max():%Y%m%dT%H%M%S%f}-{todo.height}")
+    base = catch_up_key(todo)
+    for attempt in range(CATCH_UP_ATTEMPTS):
+        key = base if attempt == 0 else f"{base}-retry{attempt}"
+        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
+        if not runs:
+            return dg.RunRequest(run_key=key)
+        if runs[0].status != dg.DagsterRunStatus.FAILURE:  # queued, running, or done (its check says the rest)
+            return dg.SkipReason(f"the catch-up of these {todo.height} write(s) ran ({runs[0].run_id}, "
+                                 f"{runs[0].status.value}); what it left pending waits for a decision")
+    return dg.SkipReason(f"the catch-up of these {todo.height} write(s) failed {CATCH_UP_ATTEMPTS} times; "
+                         "see those runs, then run `emp db catch-up`")

@@ -38,8 +38,14 @@ def institutional_store(institutional, pg_url, emp_home):
 
 
 def test_the_backup_asset_restores_its_dump_and_checks_retention(institutional_store, emp_home):
+    with institutional_store.cursor() as cur:  # a stamp from 100 days ago is pruned, today's are kept
+        cur.execute("INSERT INTO ops.write_log (committed_at, operation, target) VALUES "
+                    "(clock_timestamp() - interval '100 days', 'upsert_bars', 'market.bars_1d')")
+    before = institutional_store.query("SELECT count(*) AS n FROM ops.write_log").item()
     with dg.instance_for_test() as instance:
         result = dg.materialize([platform.backup], resources={"store": StoreResource()}, instance=instance)
+    assert result.asset_materializations_for_node("platform__backup")[0].metadata["write_log_pruned"].value == 1
+    assert institutional_store.query("SELECT count(*) AS n FROM ops.write_log").item() == before - 1
     got = checks(result)
     assert got["restore_parity"].passed
     retention = got["retention"]  # 600 days of 2015-2017 bars cannot cover ten years, and bars_1h is empty

@@ -287,6 +287,14 @@ class PostgresStore:
                     (operation, target, run_id, scope["symbols"], lo, end, replay.get("replay_of"),
                      replay.get("original_at")))
 
+    def prune_write_log(self, keep_days: int) -> int:
+        """Delete the write stamps older than ``keep_days`` (a catch-up compares an outage write only with stamps
+        after it: keep them longer than any outage's writes can wait for their catch-up). Returns how many."""
+        with self.cursor() as cur:
+            cur.execute("DELETE FROM ops.write_log WHERE coalesce(original_at, committed_at) < "
+                        "clock_timestamp() - make_interval(days => %s)", (keep_days,))
+            return cur.rowcount
+
     @staticmethod
     def _verify(cur) -> None:
         """A replay's check of what it wrote, before the commit (:data:`REPLAY`)."""

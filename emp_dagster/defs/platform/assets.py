@@ -28,6 +28,7 @@ class BackupConfig(dg.Config):
     keep: int = 7  # complete backups kept in $EMP_HOME/backups
     retention_days: dict[str, int] = pydantic.Field(
         default_factory=lambda: {"market.bars_1d": 3650, "market.bars_1h": 730})  # history each table must cover
+    write_log_days: int = 90  # write stamps kept for the failover catch-up's conflict test (ops.write_log)
 
 
 def _institutional(what: str) -> str:
@@ -52,8 +53,14 @@ def backup(config: BackupConfig, store: StoreResource) -> dg.MaterializeResult:
     t0 = time.perf_counter()
     report = restore_drill(url, cfg.home / "backups", keep=config.keep)
     retention = retention_check(store.store(), config.retention_days, utcnow())
+    primary = PostgresStore(url)
+    try:
+        pruned = primary.prune_write_log(config.write_log_days)
+    finally:
+        primary.dispose()
     return dg.MaterializeResult(
         metadata={"seconds": round(time.perf_counter() - t0, 3), "directory": str(cfg.home / "backups"),
+                  "write_log_pruned": pruned,
                   "parity": dg.MetadataValue.json(report.as_dict())},
         check_results=[
             dg.AssetCheckResult(check_name="restore_parity", passed=report.ok, description=report.describe()),

@@ -482,23 +482,6 @@ def test_conflicts_are_decided_on_the_servers_clock_whatever_the_hosts_clock_say
         assert report.parity and closes == [10.0], report.replayed
 
 
-def test_a_wall_clock_corrected_after_the_outage_does_not_reorder_writes(outage, monkeypatch):
-    """The review's F3: the offset measured at catch-up time was applied to writes made when the host's wall
-    clock ran 5 s fast (NTP unreachable in the same partition, corrected since): a write on the primary 0.5 s
-    after the outage's looked older, and the stale rows overwrote it. The monotonic clock is not stepped."""
-    from emp_core.store import failover
-
-    primary, down, fallback = outage
-    monkeypatch.setattr(failover, "utcnow", lambda: utcnow() + timedelta(seconds=5))
-    ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="stale", now=NOW, max_gap_ratio=1.0)
-    monkeypatch.setattr(failover, "utcnow", utcnow)  # NTP corrected the host's clock
-    time.sleep(0.5)
-    ingest_window(primary, synthetic(2, 1, price=30.0), "bars_1d", YEAR, run_id="newer", now=NOW, max_gap_ratio=1.0)
-    report = catch_up(primary, fallback)
-    assert "CONFLICT" in report.replayed[0]["note"]
-    assert (primary.read_bars("bars_1d")["close"] == 30.0).all()
-
-
 def test_a_command_that_fails_during_an_outage_journals_its_failure_on_the_fallback(tmp_path, monkeypatch):
     """The review: the command line journals a failed ingest only when the store exists, and a failover store
     whose primary was down said it did not, so the failure left no record anywhere."""

@@ -65,7 +65,8 @@ def test_F3_host_clock_corrected_after_outage_lets_stale_write_overwrite(outage,
     monkeypatch.setattr(failover, "utcnow", utcnow)  # NTP fixed the host's clock
     time.sleep(0.5)
     ingest_window(primary, synthetic(2, 1, price=30.0), "bars_1d", YEAR, run_id="newer", now=NOW, max_gap_ratio=1.0)
-    catch_up(primary, fallback)
+    report = catch_up(primary, fallback)
+    assert "CONFLICT" in report.replayed[0]["note"]
     assert (primary.read_bars("bars_1d")["close"] == 30.0).all()
 
 

@@ -14,7 +14,7 @@ from emp_core.market_data.pipeline import ingest_window
 from emp_core.market_data.sources import SyntheticSource
 from emp_core.store.failover import catch_up, pending
 from emp_core.store.postgres_store import PostgresStore
-from tests.test_failover import YEAR, hourly, synthetic
+from tests.test_failover import YEAR, hourly, settle, synthetic
 
 NOW = datetime(2026, 1, 1)
 Y2019 = [Partition("2019", datetime(2019, 1, 1), datetime(2020, 1, 1))]
@@ -138,11 +138,12 @@ def test_F5_crash_then_new_primary_write_lets_earlier_replay_clobber_a_later_rep
     assert at() == 77.0, r.replayed
 
 
-def test_F6_outside_unchanged_is_checked_outside_the_lock_so_a_live_stream_defeats_it(outage):
+def test_F6_outside_unchanged_is_checked_outside_the_lock_so_a_live_stream_defeats_it(outage, monkeypatch):
     """The outside-unchanged check reads the primary before and after the replay in separate transactions; a
     stream consumer upserting another symbol in the same time box in between makes parity fail, every time."""
     primary, down, fallback = outage
     ingest_window(primary, synthetic(2, 1, price=5.0), "bars_1d", YEAR, run_id="base", now=NOW, max_gap_ratio=1.0)
+    settle(monkeypatch)
     ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="narrow", symbols=["SYN0000"],
                   now=NOW, max_gap_ratio=1.0)
     stop = threading.Event()

@@ -14,39 +14,46 @@
   so it waits for the primary instead. (After it has failed over, the same step's later calls go to the
   fallback, logged like the rest.)
 
-**The log.** Every write done on the fallback is recorded in the fallback's ``ops.failover_log`` **in the
-write's own transaction** (a crash leaves both or neither), with a sequence number, the decision (why, when),
-operation, table, window, run, symbol selection, the host's wall clock *and* its monotonic clock with the boot
-it belongs to, and **what the write wrote**: a bar write's bars (``ops.failover_rows``), every other frame
+**The log.** Every write through this store gets an id before its first attempt (the primary stamps it with
+the write; see below). Every write done on the fallback is recorded in the fallback's ``ops.failover_log``
+**in the write's own transaction** (a crash leaves both or neither), with that id, a sequence number, the
+decision (why, when), operation, table, window, run, symbol selection, the host's wall clock *and* its boot
+clock (``CLOCK_BOOTTIME``: it counts a suspend, and a corrected wall clock does not move it) with the boot it
+belongs to, and **what the write wrote**: a bar write's bars (``ops.failover_rows``), every other frame
 (journal and quarantine rows, appended rows, a replaced table, feature windows) as a table of its own listed in
-``ops.failover_parts``. A replay applies exactly that, never whatever the fallback holds by then. A write the
-primary was doing when it went away was not committed (its transaction died with the connection), so doing it
-again on the fallback loses nothing and doubles nothing.
+``ops.failover_parts``. A replay applies exactly that, never whatever the fallback holds by then.
 
-**The catch-up** (:func:`catch_up`) replays the log onto the primary once it answers, in sequence order (two
-catch-ups at once are safe: see step 1), each write with the same operation and
-arguments it had (the ingest's idempotent replace with its window and selection, so nothing outside its scope
-is touched). Each replay is one transaction on the primary which, under the table's write lock
-(:mod:`emp_core.store.postgres_store` stamps every write in ``ops.write_log`` with the server's clock):
+**The catch-up** (:func:`catch_up`) replays the log onto the primary once it answers, in sequence order, each
+write with the same operation and arguments it had (the ingest's idempotent replace with its window and
+selection, so nothing outside its scope is touched). A write left pending (a conflict, a failure) holds back
+the later writes to its table until it is decided. Each replay is one transaction on the primary which, under
+the table's write lock (:mod:`emp_core.store.postgres_store` stamps every write in ``ops.write_log`` with the
+server's clock and its id):
 
-1. finds whether this write was already applied (a committed stamp of its own): then it is not applied again,
-   so an append is never doubled and a crash of the catch-up at any point is followed by one that converges;
-2. finds any **later** write stamped over the same scope (table, time span, symbols): a later replace, or a
-   later upsert whose rows in this write's scope differ from this write's rows, is a **CONFLICT**: not
-   replayed (stale outage rows must not overwrite newer data) and reported for a decision (``keep_primary``
-   / ``force``; ``emp db catch-up --keep-primary N --replay N``). A later upsert of the same rows (the
-   stream mirroring the outage's own bars) is not a conflict;
-3. writes, then **verifies** before committing: every row the write governs on the primary equals what it
-   wrote (count and a checksum of the rows as JSON, names and types included); a mismatch rolls it back.
+1. finds whether this write is already on the primary (a committed stamp with its id: an earlier catch-up's
+   replay, or the primary's own commit whose acknowledgement was lost when the connection died): then it is
+   not applied again, so an append is never doubled, and a crashed catch-up, or two at once, converge;
+2. finds any **later** write stamped over the same scope (table, time span, symbols, dataset). This log's own
+   replays are ordered by their sequence numbers; any other stamp is later when it is after the outage write's
+   time on the server's clock minus the error bound. A later replace, or a later upsert whose rows in this
+   write's scope differ from this write's rows, is a **CONFLICT** unless the rows this write governs already
+   are exactly its rows: not replayed (stale outage rows must not overwrite newer data) and reported for a
+   decision (``keep_primary`` / ``force``; ``emp db catch-up --keep-primary N --replay N``; forcing overrides
+   other writers, never this log's own later writes). Appends (and ``insert_new``, by its key) commute with
+   everything: they are never a conflict;
+3. writes, then **verifies** before committing that every row a replace or upsert governs on the primary
+   equals what it wrote (count and a checksum of the rows as JSON, names and types included); a mismatch rolls
+   it back. Appends are applied exactly once (step 1) but not read back (nothing identifies their rows).
 
 "Later" is on the server's clock. The catch-up runs on the host that wrote the fallback (the file is local to
-it) and measures, as NTP does, the offset of the server's clock to this host's monotonic clock; a write made
-in the same boot is placed on the server's clock by its monotonic time (which a corrected wall clock does not
-move), with an error bound of half the shortest round trip, a millisecond, and a drift allowance of 100 ppm
-of the time since; a write from an earlier boot is placed by its wall clock. A stamp within the bound counts
-as later (a conflict is the safe mistake). A replace of a whole table (or feature window) that a later outage
-write of the same target supersedes is not replayed. Only writes applied and verified (or found applied) are
-marked caught up, and their logged rows dropped; anything else stays pending.
+it) and measures, as NTP does, the offset of the server's clock to this host's boot clock; a write made in the
+same boot is placed on the server's clock by its boot-clock time, one from an earlier boot by its wall clock.
+The error bound is half the shortest round trip plus :data:`MARGIN` (60 s: clocks slewed by NTP, a paused VM)
+plus 100 ppm of the time since the write; a write on the primary within the bound counts as later (a conflict
+is the safe mistake, and a write whose rows agree is none). Stamps are kept 90 days (the nightly backup prunes
+older ones by commit time), so an outage write older than that is not replayed on its own. A replace of a whole
+table (or feature window) that a later outage write of the same target supersedes is not replayed. Only writes
+applied and verified (or found applied) are marked caught up, and their logged rows dropped.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ import polars as pl
 from emp_core.clock import utcnow
 from emp_core.errors import EmpError
 from emp_core.store.duckdb_store import _duckdb_type, _transaction, add_missing_columns
-from emp_core.store.postgres_store import REPLAY, StoreUnavailableError
+from emp_core.store.postgres_store import REPLAY, WRITE_LOG_DAYS, StoreUnavailableError
 
 log = logging.getLogger("emp.store")
 
@@ -77,7 +84,8 @@ _LOGGED = {"replace_bars", "upsert_bars", "replace_table", "replace_windows", "a
            "overwrite_table", "insert_new"}
 _BAR_WRITES = ("replace_bars", "upsert_bars")
 _WHOLE_TABLE = ("replace_table", "overwrite_table")
-LOG_SCHEMA = {"seq": pl.Int64, "written_at": pl.Datetime("us"), "mono_ns": pl.Int64, "boot_id": pl.String,
+LOG_SCHEMA = {"seq": pl.Int64, "write_id": pl.String, "written_at": pl.Datetime("us"), "mono_ns": pl.Int64,
+              "boot_id": pl.String,
               "decided_at": pl.Datetime("us"), "primary": pl.String, "reason": pl.String, "operation": pl.String,
               "target": pl.String, "dataset": pl.String, "window_start": pl.Datetime("us"),
               "window_end": pl.Datetime("us"), "run_id": pl.String, "source": pl.String, "selection": pl.String,
@@ -97,7 +105,12 @@ _LOG_DDL = [
     f"CREATE TABLE IF NOT EXISTS {PARTS_TABLE} (seq BIGINT NOT NULL, part VARCHAR NOT NULL, name VARCHAR NOT NULL, "
     "nulls VARCHAR NOT NULL)",
 ]
-_monotonic_ns = time.monotonic_ns  # the clock a write is placed by within one boot (module docstring)
+def _boot_clock_ns() -> int:
+    """Nanoseconds since boot, counting suspended time (CLOCK_BOOTTIME; the monotonic clock elsewhere)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic_ns()
+
+
+_monotonic_ns = _boot_clock_ns  # the clock a write is placed by within one boot (module docstring)
 
 
 def _boot_id() -> str | None:
@@ -145,15 +158,19 @@ class FailoverStore:
             return getattr(self.active, name)
 
         def call(*args, **kwargs):
+            write_id = uuid.uuid4().hex if name in _LOGGED else None  # the primary's commit and any replay share it
             if not self.reason:
+                token = REPLAY.set({"write_id": write_id} if write_id else None)
                 try:
                     return target(*args, **kwargs)
                 except StoreUnavailableError as exc:
                     if name not in FAILS_OVER:
                         raise
                     self._fail_over(exc)
+                finally:
+                    REPLAY.reset(token)
             if name in _LOGGED:
-                kwargs = {**kwargs, "also": self._recorder(name, args, kwargs)}
+                kwargs = {**kwargs, "also": self._recorder(name, args, kwargs, write_id)}
             return getattr(self.fallback, name)(*args, **kwargs)
 
         return call
@@ -164,7 +181,7 @@ class FailoverStore:
         log.warning("failover: %s is unreachable; writing to %s (%s)", self.primary.location,
                     self.fallback.location, self.reason)
 
-    def _recorder(self, operation: str, args: tuple, kwargs: dict):
+    def _recorder(self, operation: str, args: tuple, kwargs: dict, write_id: str):
         """What records this write in the fallback's log, inside the write's transaction (module docstring)."""
         described = _describe(operation, args, kwargs)
         bars = _arg(args, kwargs, 1, "bars") if operation in _BAR_WRITES else None
@@ -179,7 +196,8 @@ class FailoverStore:
             if not con.execute(f"SELECT count(*) FROM {META_TABLE}").fetchone()[0]:
                 con.execute(f"INSERT INTO {META_TABLE} VALUES ($id)", {"id": uuid.uuid4().hex})
             seq = con.execute("SELECT nextval('ops.failover_seq')").fetchone()[0]
-            row = pl.DataFrame([{"seq": seq, "written_at": utcnow(), "mono_ns": _monotonic_ns(), "boot_id": _boot_id(),
+            row = pl.DataFrame([{"seq": seq, "write_id": write_id, "written_at": utcnow(), "mono_ns": _monotonic_ns(),
+                                 "boot_id": _boot_id(),
                                  "decided_at": decided_at, "primary": primary, "reason": reason,
                                  "operation": operation, "caught_up_at": None, "note": None, **described}],
                                schema=LOG_SCHEMA)
@@ -300,7 +318,9 @@ class CatchUpReport:
 
 _EPOCH = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)
-MARGIN = timedelta(milliseconds=1)  # added to the measured bound: clock reading and scheduling jitter
+# Added to the measured bound: a host's clocks can be off by more than a round trip says (slewed by NTP, a VM
+# paused); a write on the primary this close to an outage write is taken as later unless its rows agree.
+MARGIN = timedelta(seconds=60)
 DRIFT = 100e-6  # a free-running clock's rate error bound (100 ppm), applied to the time since the write
 
 
@@ -360,39 +380,49 @@ class ParityError(Exception):
 
 
 _LATER_SQL = """SELECT seq, operation, run_id, coalesce(original_at, committed_at) AS at, replay_of
-FROM ops.write_log WHERE target = %(target)s AND coalesce(original_at, committed_at) > %(after)s
-AND replay_of IS DISTINCT FROM %(me)s
+FROM ops.write_log WHERE target = %(target)s
+AND (coalesce(original_at, committed_at) > %(after)s OR replay_of LIKE %(own)s)
+AND write_id IS DISTINCT FROM %(write_id)s
 AND (ts_lo IS NULL OR %(end)s::timestamp IS NULL OR ts_lo < %(end)s::timestamp)
 AND (ts_end IS NULL OR %(lo)s::timestamp IS NULL OR %(lo)s::timestamp < ts_end)
 AND (symbols IS NULL OR %(symbols)s::text[] IS NULL OR symbols && %(symbols)s::text[])
+AND (dataset IS NULL OR %(dataset)s::text IS NULL OR dataset = %(dataset)s::text)
 ORDER BY seq"""
+_COMMUTE = ("append", "append_table", "insert_new")  # appends (insert_new by its key) never undo another write
 
 
-def _guard(me: str, after: datetime, force: bool, agree=None):
+def _guard(row: dict, me: str, after: datetime, force: bool, agree=None):
     """The test a replay runs inside its transaction, under its table's write lock, on the scope the store is
-    about to write (module docstring, steps 1 and 2). ``agree(cur, runs)``: for a bar write, whether the rows
-    in its scope written by those runs equal its own (a later upsert of the same rows is no conflict)."""
+    about to write (module docstring, steps 1 and 2). A stamp of this fallback's own log is ordered by its
+    sequence number, whatever the clocks say (an earlier one is before, a later one after, even when forced);
+    any other stamp by time. ``agree(cur, later)``: for a bar write, whether the rows it governs show that the
+    later writes did not change what it writes."""
     state = {"first": True}
+    write_id, seq = row["write_id"], row["seq"]
 
     def check(cur, scope: dict) -> None:
         if state["first"]:  # a replace of several tables stamps each; its own first stamp is not "applied before"
             state["first"] = False
-            cur.execute("SELECT seq FROM ops.write_log WHERE replay_of = %s LIMIT 1", (me,))
-            if cur.fetchone():
-                raise AlreadyApplied(me)
-        if force:
+            cur.execute("SELECT seq FROM ops.write_log WHERE write_id = %s LIMIT 1", (write_id,))
+            if write_id is not None and cur.fetchone():
+                raise AlreadyApplied(write_id)
+        if row["operation"] in _COMMUTE:
             return
-        cur.execute(_LATER_SQL, {**scope, "after": after, "me": me})
-        later = cur.fetchall()
-        if not later:
+        cur.execute(_LATER_SQL, {**scope, "after": after, "own": f"{me}:%", "write_id": write_id})
+        later = []
+        for stamp in cur.fetchall():
+            replay_of = stamp[4] or ""
+            if replay_of.startswith(f"{me}:"):
+                if int(replay_of.rsplit(":", 1)[1]) > seq:
+                    later.append(stamp)  # a later write of this log, on the primary: later by construction
+            elif not force:
+                later.append(stamp)
+        if not later or (agree is not None and agree(cur, later)):
             return
-        upserts = all(op == "upsert_bars" and run is not None for _, op, run, _, _ in later)
-        if upserts and agree is not None and agree(cur, sorted({run for _, _, run, _, _ in later})):
-            return
-        seq, operation, run, at, replay_of = later[0]
-        by = f"the replay {replay_of}" if replay_of else f"run {run}"
-        raise ConflictError(f"{operation} by {by} (write_log entry {seq}) wrote {scope['target']} on the primary "
-                            f"at {at}, after this outage write")
+        at_seq, operation, run, at, replay_of = later[0]
+        by = f"the replay of {replay_of}" if replay_of else (f"run {run}" if run else "a write")
+        raise ConflictError(f"{operation} by {by} (write_log entry {at_seq}) wrote {scope['target']} on the "
+                            f"primary at {at}, after this outage write or within its clock error")
 
     return check
 
@@ -435,10 +465,16 @@ def _bar_checks(row: dict, payload: pl.DataFrame):
     select = f"SELECT {', '.join(f't.{c}' for c in _BAR_COLUMNS)} FROM market.{row['target']} AS t WHERE {where}"
     mine = payload.with_columns(pl.lit(row["source"]).alias("source"), pl.lit(row["run_id"]).alias("run_id"))
 
-    def agree(cur, runs: list[str]) -> bool:
-        theirs = _fetch(cur, select + " AND t.run_id = ANY(%(runs)s)", {**params, "runs": runs}, _BAR_SCHEMA)
-        same = theirs.select(_OHLCV).join(payload, on=list(_OHLCV), how="anti")
-        return same.height == 0
+    def agree(cur, later: list) -> bool:
+        """Later upserts: their rows in this write's scope equal its own. Anything else: the rows this write
+        governs already are exactly its rows (a commit whose acknowledgement was lost; the stream mirroring
+        the outage's own bars): replaying it changes no value."""
+        if all(op == "upsert_bars" and run is not None for _, op, run, _, _ in later):
+            runs = sorted({run for _, _, run, _, _ in later})
+            theirs = _fetch(cur, select + " AND t.run_id = ANY(%(runs)s)", {**params, "runs": runs}, _BAR_SCHEMA)
+            return theirs.select(_OHLCV).join(payload, on=list(_OHLCV), how="anti").height == 0
+        held = _fetch(cur, select, params, _BAR_SCHEMA).select(_OHLCV)
+        return checksum(held) == checksum(payload.select(_OHLCV))
 
     def verify(cur) -> None:
         got = checksum(_fetch(cur, select, params, _BAR_SCHEMA))
@@ -467,8 +503,10 @@ def _frame_verify(checks: list[tuple[str, str, dict, pl.DataFrame]]):
 def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
     """Replay the fallback's pending writes onto ``primary`` in write order, each verified in its transaction
     (module docstring). ``keep_primary``: seqs of conflicting writes to drop (the primary's rows stand; marked
-    caught up with that note); ``force``: seqs to replay even over a later write on the primary. Raises
-    :class:`StoreUnavailableError` when the primary is down (nothing is changed)."""
+    caught up with that note); ``force``: seqs to replay even over a later write by another writer (never over a
+    later write of this log). A write that is left pending holds back the later writes to its table (they wait
+    for it: applying them first would put it out of order). Raises :class:`StoreUnavailableError` when the
+    primary is down (nothing is changed)."""
     primary.tables()  # fails fast, before anything is replayed, while the primary is down
     me = fallback_id(fallback)
     # two catch-ups at once are safe: each replay finds, under its table's write lock, a write already applied
@@ -482,8 +520,17 @@ def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
     report.clock = clock.as_dict()
     _mark_done(fallback, keep_primary, note="resolved: the primary's rows kept, this write dropped")
     rows = list(todo.filter(~pl.col("seq").is_in(list(keep_primary))).iter_rows(named=True))
+    held: dict[str, int] = {}  # table -> the pending write that holds its later writes back
     for i, row in enumerate(rows):
-        report.replayed.append(_catch_up_one(primary, fallback, row, rows[i + 1:], me, clock, row["seq"] in force))
+        tables = (row["target"] or "").split(",")
+        waits = next((held[t] for t in tables if t in held), None)
+        if waits is not None:
+            entry = {**_entry(row), "parity": False, "note": f"waits for write {waits} of the same table"}
+        else:
+            entry = _catch_up_one(primary, fallback, row, rows[i + 1:], me, clock, row["seq"] in force)
+        report.replayed.append(entry)
+        if not entry["parity"]:
+            held.update(dict.fromkeys(tables, row["seq"]))
     done = [e["seq"] for e in report.replayed if e["parity"]]
     _mark_done(fallback, done)
     log.info("failover catch-up: %d write(s) considered, %d applied or found applied, %d pending",
@@ -491,22 +538,31 @@ def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
     return report
 
 
+def _entry(row: dict) -> dict:
+    return {"seq": row["seq"], "operation": row["operation"], "target": row["target"], "run_id": row["run_id"],
+            "window": [str(row["window_start"]), str(row["window_end"])], "written_at": str(row["written_at"])}
+
+
 def _catch_up_one(primary, fallback, row: dict, later: list[dict], me: str | None, clock: ServerClock,  # noqa: PLR0911
                   forced: bool) -> dict:
-    entry = {"seq": row["seq"], "operation": row["operation"], "target": row["target"], "run_id": row["run_id"],
-             "window": [str(row["window_start"]), str(row["window_end"])], "written_at": str(row["written_at"])}
+    entry = _entry(row)
     if forced:
         entry["forced"] = True
-    if row["seq"] is None or me is None:
-        return {**entry, "parity": False, "note": "logged by an earlier version (no sequence number): replay by hand"}
+    if row["seq"] is None or row["write_id"] is None or me is None:
+        return {**entry, "parity": False, "note": "logged by an earlier version of the platform (no write id): "
+                                                  "apply it by hand from ops.failover_log, then --keep-primary it"}
     if _superseded(row, later):
         return {**entry, "parity": True, "note": "superseded by a later outage write of the same target; not replayed"}
     at, error = clock.place(row)
-    tag = f"{me}:{row['seq']}"
+    if not forced and at < utcnow().replace(tzinfo=UTC) + clock.wall_offset - timedelta(days=WRITE_LOG_DAYS - 1):
+        return {**entry, "parity": False, "note": f"CONFLICT, not replayed: older than the write log's retention "
+                                                  f"({WRITE_LOG_DAYS} days), so later writes may no longer show; "
+                                                  f"decide with --keep-primary {row['seq']} or --replay {row['seq']}"}
     try:
-        _replay_one(primary, fallback, row, tag, at, error, forced)
+        _replay_one(primary, fallback, row, f"{me}:{row['seq']}", at, error, forced)
     except AlreadyApplied:
-        return {**entry, "parity": True, "note": "already applied by an earlier catch-up"}
+        return {**entry, "parity": True, "note": "already applied (by an earlier catch-up, or committed on the "
+                                                 "primary before it went away)"}
     except ConflictError as exc:
         return {**entry, "parity": False, "note": f"CONFLICT, not replayed: {exc}; decide with `emp db catch-up "
                                                   f"--keep-primary {row['seq']}` or `--replay {row['seq']}`"}
@@ -515,34 +571,44 @@ def _catch_up_one(primary, fallback, row: dict, later: list[dict], me: str | Non
     except StoreUnavailableError:
         raise  # the primary went away again: stop; what was applied stays applied, the rest pending
     except Exception as exc:  # one write's failure is reported with its number; the others go on
+        if _caught_up(fallback, row["seq"]):  # a concurrent catch-up applied and marked it meanwhile
+            return {**entry, "parity": True, "note": "caught up by a concurrent catch-up"}
         log.exception("failover catch-up: write %s failed", row["seq"])
         return {**entry, "parity": False, "note": f"FAILED: {type(exc).__name__}: {' '.join(str(exc).split())}"}
     return {**entry, "parity": True, "rows": row["rows"]}
 
 
+def _caught_up(fallback, seq: int) -> bool:
+    return fallback.query(f"SELECT count(*) AS n FROM {LOG_TABLE} WHERE seq = $s AND caught_up_at IS NOT NULL",
+                          {"s": seq}).item() > 0
+
+
 def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: timedelta, forced: bool) -> None:
     """Apply one logged write to the primary in one transaction, guarded and verified (module docstring)."""
     op, target = row["operation"], row["target"]
-    replay = {"replay_of": tag, "original_at": at}
+    replay = {"write_id": row["write_id"], "replay_of": tag, "original_at": at}
+    me = tag.rsplit(":", 1)[0]
     if op in _BAR_WRITES:
         payload = fallback.query(f"SELECT {', '.join(_OHLCV)} FROM {ROWS_TABLE} WHERE seq = $s ORDER BY symbol, ts",
                                  {"s": row["seq"]})
         agree, verify = _bar_checks(row, payload)
-        replay.update(guard=_guard(tag, at - error, forced, agree), verify=verify)
+        replay.update(guard=_guard(row, me, at - error, forced, agree), verify=verify)
         token = REPLAY.set(replay)
         try:
             if op == "upsert_bars":
                 primary.upsert_bars(target, payload, source=row["source"], run_id=row["run_id"])
             else:
+                parts = _parts_of(fallback, row["seq"], ("journal", "quarantine"))
                 window = (row["window_start"], row["window_end"]) if row["window_start"] is not None else None
                 primary.replace_bars(target, payload, source=row["source"], run_id=row["run_id"], window=window,
-                                     quarantine=_part(fallback, row["seq"], "quarantine"),
-                                     journal=_part(fallback, row["seq"], "journal"), selection=_selection(row))
+                                     quarantine=parts["quarantine"], journal=parts["journal"],
+                                     selection=_selection(row))
         finally:
             REPLAY.reset(token)
         return
-    parts = _parts_of(fallback, row["seq"])
-    replay["guard"] = _guard(tag, at - error, forced)
+    names = ("frame",) if op != "replace_windows" else tuple(row["target"].split(","))
+    parts = _parts_of(fallback, row["seq"], names)
+    replay["guard"] = _guard(row, me, at - error, forced)
     if op in _WHOLE_TABLE:
         replay["verify"] = _frame_verify([(target, "TRUE", {}, parts["frame"])])
     elif op == "replace_windows":
@@ -565,17 +631,20 @@ def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: tim
         REPLAY.reset(token)
 
 
-def _parts_of(fallback, seq: int) -> dict[str, pl.DataFrame]:
-    listed = fallback.query(f"SELECT part, name, nulls FROM {PARTS_TABLE} WHERE seq = $s", {"s": seq})
+def _parts_of(fallback, seq: int, names: tuple[str, ...]) -> dict[str, pl.DataFrame]:
+    """The frames write ``seq`` logged, by name (each of ``names`` must be there)."""
+    listed = fallback.query(f"SELECT part, name, nulls FROM {PARTS_TABLE} WHERE seq = $s", {"s": seq}) \
+        if _has(fallback, PARTS_TABLE) else pl.DataFrame(schema={"part": pl.String, "name": pl.String,
+                                                                  "nulls": pl.String})
     out = {}
     for part, name, nulls in listed.iter_rows():
         frame = fallback.query(f"SELECT * FROM {part}")
         out[name] = frame.with_columns([pl.lit(None, pl.Null).alias(c) for c in json.loads(nulls)])
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise EmpError(f"write {seq}: the log holds no {', '.join(missing)} rows for it (logged by an earlier "
+                       "version, or dropped)")
     return out
-
-
-def _part(fallback, seq: int, name: str) -> pl.DataFrame:
-    return _parts_of(fallback, seq)[name]
 
 
 def _mark_done(fallback, seqs, note: str | None = None) -> None:

@@ -63,12 +63,14 @@ _OID_TYPES: dict[int, pl.DataType] = {
 }
 
 
-# Set by the failover catch-up around a replay: {"replay_of": "<fallback id>:<seq>", "original_at": aware datetime,
-# "guard": callable(cursor, scope), "verify": callable(cursor)}. The write is stamped as that replay; ``guard``
+# Set by the failover store around a write: {"write_id": its id}; and by the catch-up around a replay: {"write_id",
+# "replay_of": "<fallback id>:<seq>", "original_at": aware datetime, "guard": callable(cursor, scope), "verify":
+# callable(cursor)}. The write is stamped with them; ``guard``
 # (already applied? a conflict?) runs under the target's write lock before anything is written, ``verify`` after
 # the write, before the commit; either refuses the write by raising (the transaction rolls back).
 REPLAY: ContextVar[dict | None] = ContextVar("emp_replay", default=None)
 _MICRO = timedelta(microseconds=1)
+WRITE_LOG_DAYS = 90  # how long write stamps are kept (the nightly backup prunes older ones)
 
 _CONVERTED = {114, 1700, 3802}  # json, numeric, jsonb: values psycopg gives as dict/list or Decimal
 
@@ -274,25 +276,27 @@ class PostgresStore:
         return bars.select(*BAR_COLUMNS).with_columns(pl.lit(source).alias("source"), pl.lit(run_id).alias("run_id"))
 
     def _stamp(self, cur, operation: str, target: str, run_id: str | None = None, symbols=None, lo=None,
-               end=None) -> None:
+               end=None, dataset: str | None = None) -> None:
         """Take ``target``'s write lock, let a replay's guard refuse, and record the write in ``ops.write_log``
-        (module docstring): ``symbols`` None is every symbol, ``lo``/``end`` None an unbounded span."""
+        (module docstring): ``symbols`` None is every symbol, ``lo``/``end`` None an unbounded span, ``dataset``
+        None every dataset; the write's id when the failover store gave it one (:data:`REPLAY`)."""
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"emp-write:{target}",))
         replay = REPLAY.get() or {}
-        scope = {"target": target, "symbols": None if symbols is None else sorted(symbols), "lo": lo, "end": end}
+        scope = {"target": target, "operation": operation, "symbols": None if symbols is None else sorted(symbols),
+                 "lo": lo, "end": end, "dataset": dataset}
         if replay.get("guard") is not None:
             replay["guard"](cur, scope)
         cur.execute("INSERT INTO ops.write_log (operation, target, run_id, symbols, ts_lo, ts_end, replay_of, "
-                    "original_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    "original_at, write_id, dataset) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (operation, target, run_id, scope["symbols"], lo, end, replay.get("replay_of"),
-                     replay.get("original_at")))
+                     replay.get("original_at"), replay.get("write_id"), dataset))
 
     def prune_write_log(self, keep_days: int) -> int:
         """Delete the write stamps older than ``keep_days`` (a catch-up compares an outage write only with stamps
         after it: keep them longer than any outage's writes can wait for their catch-up). Returns how many."""
         with self.cursor() as cur:
-            cur.execute("DELETE FROM ops.write_log WHERE coalesce(original_at, committed_at) < "
-                        "clock_timestamp() - make_interval(days => %s)", (keep_days,))
+            cur.execute("DELETE FROM ops.write_log WHERE committed_at < clock_timestamp() - make_interval(days => %s)",
+                        (keep_days,))
             return cur.rowcount
 
     @staticmethod
@@ -447,7 +451,7 @@ class PostgresStore:
             raw = con.connection.driver_connection
             with raw.cursor() as cur:
                 for table in sorted(tables):  # locks in one order: two writers never wait on each other
-                    self._stamp(cur, "replace_windows", table, None, None, start, end)
+                    self._stamp(cur, "replace_windows", table, None, None, start, end, dataset)
                 for table, frame in tables.items():
                     self._create_from(con, table, frame)
                     cur.execute(f"DELETE FROM {table} WHERE dataset = %(d)s AND ts >= %(s)s AND ts < %(e)s",

@@ -13,7 +13,7 @@ from emp_core.health import evaluate
 from emp_core.store import DuckDBStore
 from emp_core.store.backup import restore_drill, retention_check
 from emp_core.store.failover import catch_up, invalidate_cache, pending
-from emp_core.store.postgres_store import PostgresStore
+from emp_core.store.postgres_store import WRITE_LOG_DAYS, PostgresStore
 from emp_dagster.defs.market_data.resources import StoreResource
 
 GROUP = "platform"
@@ -28,7 +28,7 @@ class BackupConfig(dg.Config):
     keep: int = 7  # complete backups kept in $EMP_HOME/backups
     retention_days: dict[str, int] = pydantic.Field(
         default_factory=lambda: {"market.bars_1d": 3650, "market.bars_1h": 730})  # history each table must cover
-    write_log_days: int = 90  # write stamps kept for the failover catch-up's conflict test (ops.write_log)
+    write_log_days: int = WRITE_LOG_DAYS  # write stamps kept for the failover catch-up's conflict test
 
 
 def _institutional(what: str) -> str:

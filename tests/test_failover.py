@@ -514,14 +514,19 @@ def test_a_command_that_fails_during_an_outage_journals_its_failure_on_the_fallb
     assert pending(fallback)["operation"].to_list() == ["append"]
 
 
-def test_a_replay_whose_result_differs_from_the_write_is_rolled_back_and_left_pending(outage):
+@pytest.mark.parametrize("write", ["ingest", "upsert"])
+def test_a_replay_whose_result_differs_from_the_write_is_rolled_back_and_left_pending(outage, write):
     """Each replay checks, before it commits, that the rows it governs on the primary are exactly the rows the
     write wrote. A trigger on the primary that alters inserted bars (someone's rounding rule) makes them differ:
     the replay is rolled back, reported and left pending, not marked caught up."""
     import psycopg
 
     primary, down, fallback = outage
-    ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="outage", now=NOW, max_gap_ratio=1.0)
+    if write == "ingest":
+        ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="outage", now=NOW,
+                      max_gap_ratio=1.0)
+    else:
+        down().upsert_bars("bars_1d", synthetic(2, 1)._frame, source="stream", run_id="c1")
     primary.tables()
     with psycopg.connect(primary.url, autocommit=True) as con:
         con.execute("CREATE TABLE market.bars_1d_y2020 PARTITION OF market.bars_1d "
@@ -570,3 +575,22 @@ def test_a_write_is_placed_on_the_servers_clock_by_its_boots_monotonic_clock_wit
     assert error == timedelta(seconds=3.6015)
     at, error = clock.place({"boot_id": "b0", "mono_ns": 10 * hour, "written_at": datetime(2026, 1, 1, 12)})
     assert at.replace(tzinfo=None) == datetime(2026, 1, 1, 11, 59, 58) and error == timedelta(milliseconds=1.5)
+
+
+def test_a_replace_that_leaves_a_row_of_its_scope_behind_is_rolled_back(outage, monkeypatch):
+    """The other half of the check: a replace must leave nothing in its scope but its own rows. A trigger that
+    keeps one old bar from being deleted (a Saturday bar the outage's window no longer holds) is caught."""
+    import psycopg
+
+    primary, down, fallback = outage
+    saturday = hourly("SYN0000", [0], 5.0).with_columns(pl.lit(datetime(2020, 7, 4)).alias("ts"))
+    primary.upsert_bars("bars_1d", saturday, source="synthetic", run_id="old")
+    with psycopg.connect(primary.url, autocommit=True) as con:
+        con.execute("CREATE FUNCTION market.keep() RETURNS trigger AS $$ BEGIN RETURN NULL; END $$ LANGUAGE plpgsql")
+        con.execute("CREATE TRIGGER keep BEFORE DELETE ON market.bars_1d_y2020 FOR EACH ROW "
+                    "WHEN (OLD.ts = '2020-07-04') EXECUTE FUNCTION market.keep()")
+    settle(monkeypatch)
+    ingest_window(down(), synthetic(2, 1, price=10.0), "bars_1d", YEAR, run_id="outage", now=NOW, max_gap_ratio=1.0)
+    report = catch_up(primary, fallback)
+    assert report.replayed[0]["note"].startswith("NOT VERIFIED") and "1 row(s)" in report.replayed[0]["note"]
+    assert primary.read_bars("bars_1d")["close"].to_list() == [5.0]  # rolled back: the old bar alone

@@ -71,7 +71,7 @@ import polars as pl
 from emp_core.clock import utcnow
 from emp_core.errors import EmpError
 from emp_core.store.duckdb_store import _duckdb_type, _transaction, add_missing_columns
-from emp_core.store.postgres_store import REPLAY, WRITE_LOG_DAYS, StoreUnavailableError
+from emp_core.store.postgres_store import REPLAY, WRITE_LOG_DAYS, StoreUnavailableError, _csv, _quoted
 
 log = logging.getLogger("emp.store")
 
@@ -92,8 +92,6 @@ LOG_SCHEMA = {"seq": pl.Int64, "write_id": pl.String, "written_at": pl.Datetime(
               "key": pl.String, "rows": pl.Int64, "caught_up_at": pl.Datetime("us"), "note": pl.String}
 _BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume", "source", "run_id")
 _OHLCV = _BAR_COLUMNS[:7]
-_BAR_SCHEMA = {"symbol": pl.String, "ts": pl.Datetime("us"), **dict.fromkeys(_OHLCV[2:], pl.Float64),
-               "source": pl.String, "run_id": pl.String}
 _LOG_DDL = [
     "CREATE SCHEMA IF NOT EXISTS ops",
     "CREATE SEQUENCE IF NOT EXISTS ops.failover_seq",
@@ -444,58 +442,95 @@ def _region_sql(row: dict, payload: pl.DataFrame) -> tuple[str, dict]:
         return ("t.ts >= %(ws)s AND t.ts < %(we)s AND (t.symbol = ANY(%(syms)s) OR (%(whole)s AND t.source = "
                 "%(src)s))", {"ws": row["window_start"], "we": row["window_end"], "syms": symbols,
                               "whole": selection is None, "src": row["source"]})
-    if row["operation"] == "upsert_bars":
-        return ("(t.symbol, t.ts) IN (SELECT * FROM unnest(%(ks)s::text[], %(kt)s::timestamp[]))",
-                {"ks": payload["symbol"].to_list(), "kt": payload["ts"].to_list()})
+    if row["operation"] == "upsert_bars":  # its keys: the write's rows, loaded into emp_expected (_expect)
+        return "(t.symbol, t.ts) IN (SELECT symbol, ts FROM emp_expected)", {}
     spans = payload.group_by("symbol").agg(pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi"))
     return ("EXISTS (SELECT 1 FROM unnest(%(s)s::text[], %(lo)s::timestamp[], %(hi)s::timestamp[]) "
             "AS r(symbol, lo, hi) WHERE r.symbol = t.symbol AND t.ts BETWEEN r.lo AND r.hi)",
             {"s": spans["symbol"].to_list(), "lo": spans["lo"].to_list(), "hi": spans["hi"].to_list()})
 
 
-def _fetch(cur, sql: str, params: dict, schema: dict) -> pl.DataFrame:
-    cur.execute(sql, params)
-    rows = cur.fetchall()
-    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+def _expect(cur, table: str, frame: pl.DataFrame) -> str:
+    """Load ``frame`` into ``emp_expected``, a temporary table of its columns typed as in ``table`` (dropped at
+    commit), with COPY; returns the quoted column list."""
+    cols = _quoted(frame.columns)
+    cur.execute("DROP TABLE IF EXISTS emp_expected")
+    cur.execute(f"CREATE TEMP TABLE emp_expected ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA")
+    if frame.height:
+        with cur.copy(f"COPY emp_expected ({cols}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(_csv(frame))
+    cur.execute("ANALYZE emp_expected")  # the planner's row counts for the joins that follow
+    return cols
+
+
+def _excess(cur, left: str, right: str, params: dict) -> int:
+    """How many rows of ``left`` are not in ``right`` (as multisets: EXCEPT ALL), on the server."""
+    cur.execute(f"SELECT count(*) FROM ({left} EXCEPT ALL {right}) AS d", params)
+    return cur.fetchone()[0]
 
 
 def _bar_checks(row: dict, payload: pl.DataFrame):
-    """(agree, verify) of a bar write: the rows-level conflict refinement and the in-transaction parity."""
+    """(agree, verify) of a bar write: the rows-level conflict refinement and the in-transaction parity, both
+    computed by the server against the write's rows loaded into a temporary table, joined on the bar key
+    (symbol, ts), which is unique in both."""
+    table = f"market.{row['target']}"
     where, params = _region_sql(row, payload)
-    select = f"SELECT {', '.join(f't.{c}' for c in _BAR_COLUMNS)} FROM market.{row['target']} AS t WHERE {where}"
     mine = payload.with_columns(pl.lit(row["source"]).alias("source"), pl.lit(row["run_id"]).alias("run_id"))
 
+    upsert = row["operation"] == "upsert_bars"
+
+    def differing(cur, columns) -> tuple[int, int]:
+        """(rows the write governs on the primary that are not its rows, its rows that are not there), comparing
+        ``columns`` (one hash join on the key; an upsert governs exactly its keys, a replace its region)."""
+        same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM t.{c}" for c in columns)
+        cur.execute(f"SELECT count(*) FILTER (WHERE t.symbol IS NULL), count(*) FILTER (WHERE t.symbol IS NOT NULL "
+                    f"AND NOT ({same})) FROM emp_expected AS e LEFT JOIN {table} AS t "
+                    "ON t.symbol = e.symbol AND t.ts = e.ts")
+        missing, differ = cur.fetchone()
+        if upsert:
+            return differ, missing + differ
+        cur.execute(f"SELECT count(*) FROM {table} AS t WHERE {where}", params)
+        held = cur.fetchone()[0]
+        return held - (mine.height - missing) + differ, missing + differ
+
+    def later_rows_differ(cur, runs: list[str]) -> int:
+        same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM t.{c}" for c in _OHLCV[2:])
+        cur.execute(f"SELECT count(*) FROM {table} AS t LEFT JOIN emp_expected AS e ON e.symbol = t.symbol "
+                    f"AND e.ts = t.ts WHERE {where} AND t.run_id = ANY(%(runs)s) AND (e.symbol IS NULL OR NOT "
+                    f"({same}))", {**params, "runs": runs})
+        return cur.fetchone()[0]
+
     def agree(cur, later: list) -> bool:
-        """Later upserts: their rows in this write's scope equal its own. Anything else: the rows this write
+        """Later upserts: their rows in this write's scope are among its own. Anything else: the rows this write
         governs already are exactly its rows (a commit whose acknowledgement was lost; the stream mirroring
         the outage's own bars): replaying it changes no value."""
+        _expect(cur, table, mine)
         if all(op == "upsert_bars" and run is not None for _, op, run, _, _ in later):
             runs = sorted({run for _, _, run, _, _ in later})
-            theirs = _fetch(cur, select + " AND t.run_id = ANY(%(runs)s)", {**params, "runs": runs}, _BAR_SCHEMA)
-            return theirs.select(_OHLCV).join(payload, on=list(_OHLCV), how="anti").height == 0
-        held = _fetch(cur, select, params, _BAR_SCHEMA).select(_OHLCV)
-        return checksum(held) == checksum(payload.select(_OHLCV))
+            return later_rows_differ(cur, runs) == 0
+        return differing(cur, _OHLCV[2:]) == (0, 0)
 
     def verify(cur) -> None:
-        got = checksum(_fetch(cur, select, params, _BAR_SCHEMA))
-        want = checksum(mine.select(_BAR_COLUMNS))
-        if got != want:
-            raise ParityError(f"after the replay the primary holds {got[0]} row(s) in this write's scope, "
-                              f"{want[0]} expected (checksums {got[1]} vs {want[1]})")
+        _expect(cur, table, mine.select(_BAR_COLUMNS))
+        extra, missing = differing(cur, _BAR_COLUMNS[2:])
+        if extra or missing:
+            raise ParityError(f"after the replay {extra} row(s) in this write's scope on the primary are not among "
+                              f"its {mine.height} rows, and {missing} of its rows are not there")
 
     return agree, verify
 
 
 def _frame_verify(checks: list[tuple[str, str, dict, pl.DataFrame]]):
     """The in-transaction parity of a table write: each ``(table, where, params, expected)`` holds exactly
-    ``expected``'s rows."""
+    ``expected``'s rows where ``where`` holds (compared on the server)."""
     def verify(cur) -> None:
         for table, where, params, expected in checks:
-            cols = ", ".join('"' + c.replace('"', '""') + '"' for c in expected.columns)
-            got = _fetch(cur, f"SELECT {cols} FROM {table} WHERE {where}", params, dict(expected.schema))
-            if checksum(got) != checksum(expected):
-                raise ParityError(f"after the replay {table} holds {got.height} row(s) where this write wrote "
-                                  f"{expected.height}")
+            cols = _expect(cur, table, expected)
+            theirs, ours = f"SELECT {cols} FROM {table} WHERE {where}", f"SELECT {cols} FROM emp_expected"
+            extra, missing = _excess(cur, theirs, ours, params), _excess(cur, ours, theirs, params)
+            if extra or missing:
+                raise ParityError(f"after the replay {extra} row(s) of {table} in this write's scope are not "
+                                  f"among its {expected.height} rows, and {missing} of its rows are not there")
 
     return verify
 

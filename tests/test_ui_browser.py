@@ -86,8 +86,8 @@ def test_asset_graph_checks_and_automation_render(webserver, page, tmp_path):
     assert page.get_by_text("5 / 5 Passed").count() == 2  # the check summaries of bars_1d and bars_1h
     # the catalogue: the asset keys of every group
     visit(page, f"{webserver}/assets?view=flat", tmp_path / "3_catalog.png",
-          ["duckdb / market / bars_1d", "duckdb / macro / series", "duckdb / sensory / fused",
-           "duckdb / evolution / champion"], graphql)
+          ["market / bars_1d", "macro / series", "sensory / fused",
+           "evolution / champion"], graphql)
     # one asset's checks
     visit(page, f"{webserver}/assets/market/bars_1d?view=checks", tmp_path / "4_bars_1d_checks.png",
           ["Checks (5)", *CHECKS, "Passed"], graphql)

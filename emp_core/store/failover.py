@@ -40,9 +40,9 @@ server's clock and its id):
    are exactly its rows: not replayed (stale outage rows must not overwrite newer data) and reported for a
    decision (``keep_primary`` / ``force``; ``emp db catch-up --keep-primary N --replay N``; forcing overrides
    other writers, never this log's own later writes). Appends (and ``insert_new``, by its key) commute with
-   everything: they are never a conflict;
+   other appends and upserts, not with a later replace of their table;
 3. writes, then **verifies** before committing that every row a replace or upsert governs on the primary
-   equals what it wrote (count and a checksum of the rows as JSON, names and types included); a mismatch rolls
+   equals what it wrote (on the server: its rows in a temporary table, joined on the key); a mismatch rolls
    it back. Appends are applied exactly once (step 1) but not read back (nothing identifies their rows).
 
 "Later" is on the server's clock. The catch-up runs on the host that wrote the fallback (the file is local to
@@ -332,6 +332,7 @@ class ServerClock:
     mono_now_ns: int
     boot_id: str | None
     error: timedelta
+    wall_now: datetime = datetime(1970, 1, 1)
 
     def place(self, row: dict) -> tuple[datetime, timedelta]:
         """The server's time of a logged write (aware, UTC) and its error bound."""
@@ -339,7 +340,9 @@ class ServerClock:
             elapsed_s = max(0, self.mono_now_ns - row["mono_ns"]) / 1e9
             at = _EPOCH + (row["mono_ns"] + self.mono_offset_ns) // 1000 * _US
             return at.replace(tzinfo=UTC), self.error + timedelta(seconds=elapsed_s * DRIFT)
-        return (row["written_at"] + self.wall_offset).replace(tzinfo=UTC), self.error
+        elapsed_s = max(0.0, (self.wall_now - row["written_at"]).total_seconds())  # on this host's wall clock
+        return (row["written_at"] + self.wall_offset).replace(tzinfo=UTC), \
+            self.error + timedelta(seconds=elapsed_s * DRIFT)
 
     def as_dict(self) -> dict:
         return {"wall_offset_seconds": self.wall_offset.total_seconds(), "error_seconds": self.error.total_seconds(),
@@ -362,7 +365,7 @@ def server_clock(primary, samples: int = 7) -> ServerClock:
                 best = (rtt, server - (w0 + (w1 - w0) / 2), server_ns - (m0 + rtt // 2), m1)
     rtt, wall_offset, mono_offset, now = best
     return ServerClock(wall_offset=wall_offset, mono_offset_ns=mono_offset, mono_now_ns=now, boot_id=_boot_id(),
-                       error=timedelta(microseconds=rtt / 2000) + MARGIN)
+                       error=timedelta(microseconds=rtt / 2000) + MARGIN, wall_now=utcnow())
 
 
 class ConflictError(Exception):
@@ -404,8 +407,6 @@ def _guard(row: dict, me: str, after: datetime, force: bool, agree=None):
             cur.execute("SELECT seq FROM ops.write_log WHERE write_id = %s LIMIT 1", (write_id,))
             if write_id is not None and cur.fetchone():
                 raise AlreadyApplied(write_id)
-        if row["operation"] in _COMMUTE:
-            return
         cur.execute(_LATER_SQL, {**scope, "after": after, "own": f"{me}:%", "write_id": write_id})
         later = []
         for stamp in cur.fetchall():
@@ -415,6 +416,8 @@ def _guard(row: dict, me: str, after: datetime, force: bool, agree=None):
                     later.append(stamp)  # a later write of this log, on the primary: later by construction
             elif not force:
                 later.append(stamp)
+        if row["operation"] in _COMMUTE:  # commutes with other appends and upserts, not with a later replace
+            later = [st for st in later if st[1] not in (*_COMMUTE, "upsert_bars")]
         if not later or (agree is not None and agree(cur, later)):
             return
         at_seq, operation, run, at, replay_of = later[0]
@@ -487,11 +490,11 @@ def _bar_checks(row: dict, payload: pl.DataFrame):
                     f"AND NOT ({same})) FROM emp_expected AS e LEFT JOIN {table} AS t "
                     "ON t.symbol = e.symbol AND t.ts = e.ts")
         missing, differ = cur.fetchone()
-        if upsert:
+        if upsert:  # its scope is its keys: a row there is either its own or differs
             return differ, missing + differ
-        cur.execute(f"SELECT count(*) FROM {table} AS t WHERE {where}", params)
-        held = cur.fetchone()[0]
-        return held - (mine.height - missing) + differ, missing + differ
+        cur.execute(f"SELECT count(*) FROM {table} AS t WHERE {where} AND NOT EXISTS (SELECT 1 FROM emp_expected "
+                    f"AS e WHERE e.symbol = t.symbol AND e.ts = t.ts AND {same})", params)
+        return cur.fetchone()[0], missing + differ
 
     def later_rows_differ(cur, runs: list[str]) -> int:
         same = " AND ".join(f"e.{c} IS NOT DISTINCT FROM t.{c}" for c in _OHLCV[2:])

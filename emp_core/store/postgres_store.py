@@ -294,6 +294,9 @@ class PostgresStore:
     def prune_write_log(self, keep_days: int) -> int:
         """Delete the write stamps older than ``keep_days`` (a catch-up compares an outage write only with stamps
         after it: keep them longer than any outage's writes can wait for their catch-up). Returns how many."""
+        if keep_days < WRITE_LOG_DAYS:  # the catch-up trusts stamps younger than that to be there
+            raise EmpError(f"write stamps are kept at least {WRITE_LOG_DAYS} days (asked: {keep_days}); the "
+                           "failover catch-up compares outage writes with them")
         with self.cursor() as cur:
             cur.execute("DELETE FROM ops.write_log WHERE committed_at < clock_timestamp() - make_interval(days => %s)",
                         (keep_days,))

@@ -66,7 +66,8 @@ def failover_recovery(context: dg.SensorEvaluationContext):
             return dg.RunRequest(run_key=key)
         ran = runs[0].status == dg.DagsterRunStatus.FAILURE and context.instance.all_logs(
             runs[0].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)  # failed its check, not its step
-        if runs[0].status != dg.DagsterRunStatus.FAILURE or ran:  # queued, running, or done: its check says the rest
+        ended = runs[0].status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+        if not ended or ran:  # queued, running, or done: its check says the rest
             return dg.SkipReason(f"the catch-up of these {todo.height} write(s) ran ({runs[0].run_id}, "
                                  f"{runs[0].status.value}); what it left pending waits for a decision")
     return dg.SkipReason(f"the catch-up of these {todo.height} write(s) failed {CATCH_UP_ATTEMPTS} times; "

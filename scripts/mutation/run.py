@@ -62,6 +62,9 @@ TARGETS = {
     "emp_core/sensory/how.py": ["tests/test_corwin_schultz.py", "tests/test_how_edges.py", SENSORY],
     "emp_core/sensory/fusion.py": [SENSORY],
     "emp_core/sensory/base.py": ["tests/test_base_edges.py", SENSORY],
+    "emp_core/store/failover.py": ["tests/test_failover.py", "tests/test_failover_mutants.py"],
+    "emp_core/store/postgres_store.py": ["tests/test_stores.py", "tests/test_failover.py", "tests/test_streams.py",
+                                         "tests/test_postgres_store_mutants.py"],
 }
 KILLED, SURVIVED, TIMEOUT, UNCOVERED, EQUIV, ERROR = (
     "killed", "survived", "timeout", "not covered", "equivalent", "error")

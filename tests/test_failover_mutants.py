@@ -24,31 +24,9 @@ from emp_core.store.failover import (
     checksum,
     pending,
 )
+from tests.test_postgres_store_mutants import NO_QUARANTINE, WINDOW, T, bars, closes, journal, put
 
 NOW = datetime(2026, 1, 1)
-T = datetime(2020, 3, 2)
-WINDOW = (T, T + timedelta(days=10))
-NO_QUARANTINE = pl.DataFrame(schema={"run_id": pl.String})
-
-
-def bars(symbol: str, days: int, price: float, start: datetime = T) -> pl.DataFrame:
-    return pl.DataFrame({"symbol": symbol, "ts": [start + timedelta(days=i) for i in range(days)], "open": price,
-                         "high": price + 1, "low": price - 1, "close": price, "volume": 100.0})
-
-
-def journal(run_id: str) -> pl.DataFrame:
-    return pl.DataFrame([{"run_id": run_id, "dataset": "bars_1d", "source": "feed", "input": "memory", "rows_in": 0,
-                          "rows_stored": 0, "rows_quarantined": 0, "status": "ok", "started_at": NOW,
-                          "finished_at": NOW}])
-
-
-def put(store, frame: pl.DataFrame, run_id: str, *, source: str = "feed", window=WINDOW, selection=None) -> None:
-    store.replace_bars("bars_1d", frame, source=source, run_id=run_id, window=window, quarantine=NO_QUARANTINE,
-                       journal=journal(run_id), selection=selection)
-
-
-def closes(store, symbol: str) -> list[float]:
-    return store.read_bars("bars_1d", symbols=[symbol])["close"].to_list()
 
 
 def universe(symbol: str) -> pl.DataFrame:

@@ -74,6 +74,82 @@ def test_a_later_upsert_of_the_outage_writes_own_rows_is_no_conflict(outage):
     assert primary.query("SELECT DISTINCT run_id FROM market.bars_1d").rows() == [("outage",)]
 
 
+def test_a_stream_bar_added_inside_a_windowless_replaces_span_is_a_conflict(outage):
+    """A replace without a window governs each symbol's [first, last] bars: its replay would delete a bar the
+    stream added on the primary between them, even when the stream also mirrored the replace's own bars."""
+    primary, down, fallback = outage
+    sparse = pl.concat([bars("A", 1, 2.0, start=T + timedelta(days=d)) for d in (0, 2, 4)])
+    put(down(), sparse, "outage", window=None)
+    primary.upsert_bars("bars_1d", sparse, source="feed", run_id="stream:mirror")
+    primary.upsert_bars("bars_1d", bars("A", 1, 9.0, start=T + timedelta(days=3)), source="stream", run_id="stream:new")
+    report = catch_up(primary, fallback)
+    assert "CONFLICT" in notes(report)[0], report.replayed
+    assert closes(primary, "A") == [2.0, 2.0, 9.0, 2.0]
+
+
+def test_a_stream_bar_between_an_outage_upserts_keys_is_no_conflict(outage):
+    """An upsert governs exactly its keys: a bar written on the primary between them is outside its scope."""
+    primary, down, fallback = outage
+    down().upsert_bars("bars_1d", pl.concat([bars("A", 1, 1.0), bars("A", 1, 1.0, start=T + timedelta(days=4))]),
+                       source="stream", run_id="s1")
+    primary.upsert_bars("bars_1d", bars("A", 1, 9.0, start=T + timedelta(days=2)), source="stream", run_id="s2")
+    report = catch_up(primary, fallback)
+    assert report.parity, report.replayed
+    assert closes(primary, "A") == [1.0, 9.0, 1.0]
+
+
+def test_a_later_write_that_left_exactly_the_outage_rows_is_no_conflict_and_any_difference_is(outage):
+    """A later replace on the primary whose rows in the write's scope are exactly the write's (the same run done
+    again) changes nothing the replay would undo: no conflict. One more bar there, or one value (the open)
+    different, is a conflict."""
+    primary, down, fallback = outage
+    extra_day = bars("A", 1, 2.0, start=T + timedelta(days=11)).with_columns(pl.lit(WINDOW[1] - timedelta(hours=1))
+                                                                            .alias("ts"))
+    cases = {"same": bars("A", 10, 2.0), "one more": pl.concat([bars("A", 10, 2.0), extra_day]),
+             "other open": bars("A", 10, 2.0).with_columns(pl.lit(7.0).alias("open"))}
+    for name, later in cases.items():
+        put(down(), bars("A", 10, 2.0), "outage")
+        put(primary, later, "again")
+        report = catch_up(primary, fallback)
+        if name == "same":
+            assert report.parity, report.replayed
+        else:
+            assert "CONFLICT" in notes(report)[0], (name, report.replayed)
+            catch_up(primary, fallback, keep_primary=[report.replayed[0]["seq"]])
+
+
+def test_a_later_stream_bar_differing_only_in_its_open_is_a_conflict(outage):
+    primary, down, fallback = outage
+    put(down(), bars("A", 10, 2.0), "outage")
+    primary.upsert_bars("bars_1d", bars("A", 1, 2.0).with_columns(pl.lit(7.0).alias("open")), source="stream",
+                        run_id="stream:later")
+    report = catch_up(primary, fallback)
+    assert "CONFLICT" in notes(report)[0], report.replayed
+
+
+def _stamp_at(primary, run_id: str, at: datetime) -> None:
+    primary.query("UPDATE ops.write_log SET committed_at = $t WHERE run_id = $r",
+                  {"t": at.replace(tzinfo=UTC), "r": run_id})
+
+
+def test_a_primary_write_within_a_minute_before_the_outage_write_counts_as_later(outage):
+    """The clock's error bound includes a margin of 60 s (clocks slewed by NTP, a paused VM): a write on the
+    primary 59.5 s before an outage write may be after it (a conflict); one 60.5 s before is not."""
+    primary, down, fallback = outage
+    put(primary, bars("A", 10, 1.0), "a-before", selection=["A"])
+    put(primary, bars("B", 10, 1.0), "b-before", selection=["B"])
+    store = down()
+    put(store, bars("A", 10, 2.0), "a-outage", selection=["A"])
+    put(store, bars("B", 10, 2.0), "b-outage", selection=["B"])
+    written = dict(pending(fallback).select("run_id", "written_at").iter_rows())
+    _stamp_at(primary, "a-before", written["a-outage"] - timedelta(seconds=60.5))
+    _stamp_at(primary, "b-before", written["b-outage"] - timedelta(seconds=59.5))
+    report = catch_up(primary, fallback)
+    assert [r["parity"] for r in report.replayed] == [True, False] and "CONFLICT" in notes(report)[1], \
+        report.replayed
+    assert closes(primary, "A") == [2.0] * 10 and closes(primary, "B") == [1.0] * 10
+
+
 def test_a_write_the_clock_cannot_order_against_the_outage_write_is_a_conflict(outage, monkeypatch):
     """A write on the primary shortly before the outage's, but within the clock's error bound of it, may as well
     be after it: a conflict (the safe mistake), for a bar write as for a table's replace."""
@@ -209,6 +285,84 @@ def test_without_the_fallbacks_id_nothing_is_replayed_automatically(outage):
     assert primary.query("SELECT count(*) AS n FROM market.ingest_journal").item() == 0
 
 
+def test_a_logged_write_without_a_write_id_is_left_for_a_human(outage):
+    """A numbered log row without a write id (an earlier version's log) cannot be told from a replay already
+    applied: it is reported for a replay by hand and stays pending, applied to nothing."""
+    primary, down, fallback = outage
+    down().append("market.ingest_journal", journal("j1"))
+    fallback.query(f"UPDATE {LOG_TABLE} SET write_id = NULL")
+    report = catch_up(primary, fallback)
+    assert not report.parity and "earlier version" in notes(report)[0], report.replayed
+    assert pending(fallback).height == 1
+    assert primary.query("SELECT count(*) AS n FROM market.ingest_journal").item() == 0
+
+
+def test_a_pending_write_holds_back_the_later_writes_to_its_table(outage):
+    """A conflict left pending is decided later; a later outage write to the same table applied before it would
+    be out of order: it waits too, and says for which write."""
+    primary, down, fallback = outage
+    store = down()
+    store.upsert_bars("bars_1d", bars("A", 1, 1.0), source="stream", run_id="s1")
+    store.upsert_bars("bars_1d", bars("B", 1, 1.0, start=T + timedelta(days=5)), source="stream", run_id="s2")
+    store.append("market.ingest_journal", journal("j1"))  # another table: not held back
+    primary.upsert_bars("bars_1d", bars("A", 1, 9.0), source="stream", run_id="newer")
+    report = catch_up(primary, fallback)
+    first = report.replayed[0]["seq"]
+    assert [r["parity"] for r in report.replayed] == [False, False, True], report.replayed
+    assert "CONFLICT" in notes(report)[0] and notes(report)[1] == f"waits for write {first} of the same table"
+    assert closes(primary, "B") == [] and pending(fallback).height == 2
+
+
+def test_an_outage_write_older_than_the_write_logs_retention_waits_for_a_decision(outage, monkeypatch):
+    """Stamps are kept WRITE_LOG_DAYS days: a write older than that less a day, on the server's clock, may have
+    lost the later writes it would conflict with; it is not replayed unless the operator forces it. At exactly
+    that age, and younger, it is replayed. (The host's clock is fixed here, years from the server's: the ages
+    are on the server's clock all the same.)"""
+    from emp_core.store.postgres_store import WRITE_LOG_DAYS
+
+    primary, down, fallback = outage
+    host_now = datetime(2031, 1, 1, 12)
+    monkeypatch.setattr(fo, "utcnow", lambda: host_now)
+    store = down()
+    limit = timedelta(days=WRITE_LOG_DAYS - 1)
+    ages = {"younger": limit - timedelta(hours=1), "exactly": limit, "older": limit + timedelta(hours=1)}
+    for run in ages:
+        store.append("market.ingest_journal", journal(run))
+    for run, age in ages.items():  # written on a boot before this one: placed by the wall clock
+        fallback.query(f"UPDATE {LOG_TABLE} SET written_at = $t, boot_id = 'an earlier boot' WHERE run_id = $r",
+                       {"t": host_now - age, "r": run})
+    report = catch_up(primary, fallback)
+    assert [r["parity"] for r in report.replayed] == [True, True, False], report.replayed
+    assert "older than the write log's retention" in notes(report)[2]
+    older = report.replayed[2]["seq"]
+    assert catch_up(primary, fallback, force=[older]).parity
+    assert primary.query("SELECT count(*) AS n FROM market.ingest_journal").item() == 3
+
+
+def test_a_write_a_concurrent_catch_up_applied_meanwhile_is_reported_caught_up(outage, monkeypatch):
+    """Two catch-ups at once: when this one's replay fails because the other applied and marked the write
+    meanwhile, the write is reported caught up, not failed."""
+    primary, down, fallback = outage
+    down().append("market.ingest_journal", journal("j1"))
+
+    def raced(primary, fallback, row, *args):
+        fo._mark_done(fallback, [row["seq"]])  # the other catch-up, done first
+        raise RuntimeError("lost the race")
+
+    monkeypatch.setattr(fo, "_replay_one", raced)
+    report = catch_up(primary, fallback)
+    assert report.parity and notes(report) == ["caught up by a concurrent catch-up"], report.replayed
+
+
+def test_a_write_whose_logged_rows_are_gone_says_so(outage):
+    primary, down, fallback = outage
+    down().replace_table("market.universe", universe("U"))
+    fallback.query("DELETE FROM ops.failover_parts")
+    report = catch_up(primary, fallback)
+    assert not report.parity and "the log holds no frame rows" in notes(report)[0], report.replayed
+    assert pending(fallback).height == 1
+
+
 def test_a_write_that_fails_on_the_primary_is_reported_and_the_others_go_on(outage):
     """A table the fallback has and the primary lacks: that replace fails (reported with its number, left
     pending); the writes before and after it are applied."""
@@ -287,26 +441,42 @@ def _bump_on_insert(url: str, table: str, column: str, partition: str | None = N
         if partition:
             con.execute(f"CREATE TABLE {partition} PARTITION OF {table} "
                         "FOR VALUES FROM ('2020-01-01') TO ('2021-01-01')")
-        con.execute(f"CREATE FUNCTION {table}_bump() RETURNS trigger AS $$ BEGIN NEW.{column} := NEW.{column} || "
-                    "'!'; RETURN NEW; END $$ LANGUAGE plpgsql" if column == "symbol" else
-                    f"CREATE FUNCTION {table}_bump() RETURNS trigger AS $$ BEGIN NEW.{column} := NEW.{column} + 1; "
+        con.execute(f"CREATE FUNCTION {table}_bump() RETURNS trigger AS $$ BEGIN NEW.{column} := NEW.{column} + 1; "
                     "RETURN NEW; END $$ LANGUAGE plpgsql")
         con.execute(f"CREATE TRIGGER bump BEFORE INSERT ON {partition or table} FOR EACH ROW EXECUTE FUNCTION "
                     f"{table}_bump()")
 
 
-def test_a_bar_replay_that_does_not_verify_is_rolled_back_and_says_so(outage):
+@pytest.mark.parametrize("upsert", [False, True])
+def test_a_bar_replay_that_does_not_verify_is_rolled_back_and_says_so(outage, upsert):
+    """A trigger on the primary changes every inserted bar's open: none of the write's rows is there as written,
+    and the replay (a replace or an upsert) is rolled back, saying how many."""
     primary, down, fallback = outage
-    put(down(), bars("A", 10, 2.0), "outage")
+    if upsert:
+        down().upsert_bars("bars_1d", bars("A", 10, 2.0), source="stream", run_id="outage")
+    else:
+        put(down(), bars("A", 10, 2.0), "outage")
     primary.tables()
-    _bump_on_insert(primary.url, "market.bars_1d", "close", "market.bars_1d_y2020")
+    _bump_on_insert(primary.url, "market.bars_1d", "open", "market.bars_1d_y2020")
     report = catch_up(primary, fallback)
     note = notes(report)[0]
     assert note.startswith("NOT VERIFIED, rolled back: ") and "10 row(s)" in note, note
+    assert note.endswith("and 10 of its rows are not there"), note
     assert primary.read_bars("bars_1d").height == 0 and pending(fallback).height == 1
 
 
+def _extra_row_on_insert(url: str) -> None:
+    """A trigger on the primary's universe that adds a row of its own to every insert."""
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("CREATE FUNCTION market.universe_extra() RETURNS trigger AS $$ BEGIN IF NEW.symbol <> 'EXTRA' "
+                    "THEN INSERT INTO market.universe (dataset, symbol) VALUES (NEW.dataset, 'EXTRA'); END IF; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql")
+        con.execute("CREATE TRIGGER extra AFTER INSERT ON market.universe FOR EACH ROW EXECUTE FUNCTION "
+                    "market.universe_extra()")
+
+
 def test_table_and_feature_replays_that_do_not_verify_are_rolled_back(outage):
+    """A row the write did not write (added by a trigger), or a value it did not write: either rolls back."""
     primary, down, fallback = outage
     store = down()
     store.replace_table("market.universe", universe("U"))
@@ -314,7 +484,7 @@ def test_table_and_feature_replays_that_do_not_verify_are_rolled_back(outage):
     primary.replace_table("market.universe", universe("OLD"))
     primary.replace_windows({"sensory.extra": feature(0.0).head(0)}, dataset="other", start=WINDOW[0],
                             end=WINDOW[1])
-    _bump_on_insert(primary.url, "market.universe", "symbol")
+    _extra_row_on_insert(primary.url)
     _bump_on_insert(primary.url, "sensory.extra", "x")
     report = catch_up(primary, fallback, force=pending(fallback)["seq"].to_list())
     assert [n[:12] for n in notes(report)] == ["NOT VERIFIED"] * 2, report.replayed
@@ -471,10 +641,18 @@ def _databases(pg_url: str) -> set[str]:
 def test_the_drill_fails_over_catches_up_and_reports_each_phase(pg_url, tmp_path, monkeypatch):
     """A synthetic year (5 symbols, 2020: 253 NYSE sessions) ingested through a failover store whose primary is
     down, then caught up into a scratch database that is dropped afterwards, as is the work directory (made in
-    a directory that need not exist yet). Durations come from the drill's own clock readings, in seconds to
-    the millisecond."""
+    a directory that need not exist yet). It runs as an ordinary user. Durations come from the drill's own
+    clock readings, in seconds to the millisecond."""
+    import socket
     import time
 
+    class Unprivileged(socket.socket):  # as the platform runs: binding a port below 1024 needs privileges
+        def bind(self, address):
+            if isinstance(address, tuple) and 0 < address[1] < 1024:
+                raise PermissionError(13, "Permission denied")
+            return super().bind(address)
+
+    monkeypatch.setattr(socket, "socket", Unprivileged)
     readings = iter([10.0, 10.5, 11.73456, 12.0, 12.54321, 14.98765])  # t0, t1, after ingest, t2, after, end
     real = time.perf_counter
     drill_code = fo.drill.__code__
@@ -484,7 +662,8 @@ def test_the_drill_fails_over_catches_up_and_reports_each_phase(pg_url, tmp_path
     got = fo.drill(pg_url, workdir)
     assert got["passed"] and got["failed_over"] and got["parity"], got
     assert got["rows_stored"] == 5 * 253 and got["writes_logged"] == 1 and got["replayed"] == 1
-    assert pg_url.rsplit("/", 1)[1] in got["reason"]  # the outage is this database's URL on a dead port
+    assert pg_url.rsplit("/", 1)[1] in got["reason"]  # the outage is this database's URL on a dead port:
+    assert "Connection refused" in got["reason"]  # refused there, not a malformed address
     assert got["scratch_database"].startswith("emp_drill_") and len(got["scratch_database"]) == len("emp_drill_") + 10
     assert (got["outage_ingest_seconds"], got["catch_up_seconds"], got["seconds"]) == (1.235, 0.543, 4.988)
     assert got["scratch_database"] not in _databases(pg_url)

@@ -32,15 +32,21 @@ server's clock and its id):
 
 1. finds whether this write is already on the primary (a committed stamp with its id: an earlier catch-up's
    replay, or the primary's own commit whose acknowledgement was lost when the connection died): then it is
-   not applied again, so an append is never doubled, and a crashed catch-up, or two at once, converge;
+   not applied again, so an append is never doubled, and a crashed catch-up, or two at once, converge. (A
+   replace or upsert that an earlier write of this log was since replayed over is applied again, in write
+   order: the earlier write's replay came after its lost-acknowledgement commit);
 2. finds any **later** write stamped over the same scope (table, time span, symbols, dataset). This log's own
-   replays are ordered by their sequence numbers; any other stamp is later when it is after the outage write's
-   time on the server's clock minus the error bound. A later replace, or a later upsert whose rows in this
-   write's scope differ from this write's rows, is a **CONFLICT** unless the rows this write governs already
-   are exactly its rows: not replayed (stale outage rows must not overwrite newer data) and reported for a
-   decision (``keep_primary`` / ``force``; ``emp db catch-up --keep-primary N --replay N``; forcing overrides
-   other writers, never this log's own later writes). Appends (and ``insert_new``, by its key) commute with
-   other appends and upserts, not with a later replace of their table;
+   writes (its replays, and its writes committed on the primary whose acknowledgement was lost) are ordered by
+   their sequence numbers: an earlier one is before, a later one still pending is applied again after this
+   one (an append, which cannot be, is a conflict), a later one already caught up is after; any other stamp
+   is later when it is after the outage write's time on the server's clock minus the error bound. A later
+   replace, or a later upsert whose rows in this write's scope differ from this write's rows, is a
+   **CONFLICT** unless the rows this write governs already are exactly its rows: not replayed (stale outage
+   rows must not overwrite newer data) and reported for a decision (``keep_primary`` / ``force``; ``emp db
+   catch-up --keep-primary N --replay N``; forcing overrides other writers, never this log's own later
+   writes). Appends commute with other appends and upserts, not with a later replace of their table;
+   ``insert_new`` (the first insert of a key wins) also not with a later insert of one of its keys holding
+   another row;
 3. writes, then **verifies** before committing that every row a replace or upsert governs on the primary
    equals what it wrote (on the server: its rows in a temporary table, joined on the key); a mismatch rolls
    it back. Appends are applied exactly once (step 1) but not read back (nothing identifies their rows).
@@ -54,11 +60,17 @@ is the safe mistake, and a write whose rows agree is none). Stamps are kept 90 d
 older ones by commit time), so an outage write older than that is not replayed on its own. A replace of a whole
 table (or feature window) that a later outage write of the same target supersedes is not replayed. Only writes
 applied and verified (or found applied) are marked caught up, and their logged rows dropped.
+
+A replay whose logged rows are not all there (the log records each part's row count) is refused, so a damaged
+or partly restored fallback file never deletes rows on the primary. A row logged by an earlier version (no
+sequence number or write id) is reported for a replay by hand and holds back its table. A fallback file held
+by another process past its lock timeout (a failed-over step still writing) stops the catch-up with that
+error, marking nothing, so its run fails and the recovery sensor retries it. Two processes failing over at
+once take turns on the file (DuckDB admits one writing process; the log's order is the order they wrote in).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -70,7 +82,7 @@ import polars as pl
 
 from emp_core.clock import utcnow
 from emp_core.errors import EmpError
-from emp_core.store.duckdb_store import _duckdb_type, _transaction, add_missing_columns
+from emp_core.store.duckdb_store import StoreLockedError, _duckdb_type, _transaction, add_missing_columns
 from emp_core.store.postgres_store import REPLAY, WRITE_LOG_DAYS, StoreUnavailableError, _csv, _quoted
 
 log = logging.getLogger("emp.store")
@@ -89,7 +101,8 @@ LOG_SCHEMA = {"seq": pl.Int64, "write_id": pl.String, "written_at": pl.Datetime(
               "decided_at": pl.Datetime("us"), "primary": pl.String, "reason": pl.String, "operation": pl.String,
               "target": pl.String, "dataset": pl.String, "window_start": pl.Datetime("us"),
               "window_end": pl.Datetime("us"), "run_id": pl.String, "source": pl.String, "selection": pl.String,
-              "key": pl.String, "rows": pl.Int64, "caught_up_at": pl.Datetime("us"), "note": pl.String}
+              "key": pl.String, "rows": pl.Int64, "logged_rows": pl.Int64, "caught_up_at": pl.Datetime("us"),
+              "note": pl.String}
 _BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume", "source", "run_id")
 _OHLCV = _BAR_COLUMNS[:7]
 _LOG_DDL = [
@@ -102,6 +115,7 @@ _LOG_DDL = [
     "open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL, volume DOUBLE NOT NULL)",
     f"CREATE TABLE IF NOT EXISTS {PARTS_TABLE} (seq BIGINT NOT NULL, part VARCHAR NOT NULL, name VARCHAR NOT NULL, "
     "nulls VARCHAR NOT NULL)",
+    f"ALTER TABLE {PARTS_TABLE} ADD COLUMN IF NOT EXISTS rows BIGINT",  # each part's row count (checked at replay)
 ]
 def _boot_clock_ns() -> int:
     """Nanoseconds since boot, counting suspended time (CLOCK_BOOTTIME; the monotonic clock elsewhere)."""
@@ -197,7 +211,8 @@ class FailoverStore:
             row = pl.DataFrame([{"seq": seq, "write_id": write_id, "written_at": utcnow(), "mono_ns": _monotonic_ns(),
                                  "boot_id": _boot_id(),
                                  "decided_at": decided_at, "primary": primary, "reason": reason,
-                                 "operation": operation, "caught_up_at": None, "note": None, **described}],
+                                 "operation": operation, "caught_up_at": None, "note": None, **described,
+                                 "logged_rows": bars.height if bars is not None else None}],
                                schema=LOG_SCHEMA)
             con.register("log_row", row.to_arrow())
             add_missing_columns(con, LOG_TABLE, "log_row")  # a log kept by an earlier version
@@ -213,8 +228,8 @@ class FailoverStore:
                 con.register("log_part", frame.to_arrow())
                 con.execute(f"CREATE TABLE {part} AS SELECT * FROM log_part")
                 con.unregister("log_part")
-                con.execute(f"INSERT INTO {PARTS_TABLE} VALUES ($s, $p, $n, $u)",
-                            {"s": seq, "p": part, "n": name, "u": json.dumps(nulls)})
+                con.execute(f"INSERT INTO {PARTS_TABLE} (seq, part, name, nulls, rows) VALUES ($s, $p, $n, $u, $r)",
+                            {"s": seq, "p": part, "n": name, "u": json.dumps(nulls), "r": frame.height})
 
         return record
 
@@ -285,20 +300,6 @@ def fallback_id(fallback) -> str | None:
     return ids[0] if len(ids) else None
 
 
-def checksum(frame: pl.DataFrame) -> tuple[int, str]:
-    """Row count and an order-independent checksum of ``frame``'s rows: the sum, modulo 2^64, of a 64-bit hash
-    of each row as a JSON object (column names, types and nulls are part of what is hashed: {"x": 1} is not
-    {"x": "1"}, null is not "", and no separator inside a value can make two rows alike)."""
-    if not frame.height:
-        return 0, "0" * 16
-    cols = sorted(frame.columns)
-    text = frame.select(pl.struct(cols).struct.json_encode().alias("row"))["row"]
-    total = 0
-    for value in text:
-        total = (total + int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big")) % (1 << 64)
-    return frame.height, f"{total:016x}"
-
-
 @dataclass
 class CatchUpReport:
     replayed: list[dict] = field(default_factory=list)  # one per log row: seq, operation, target, window, parity
@@ -332,7 +333,7 @@ class ServerClock:
     mono_now_ns: int
     boot_id: str | None
     error: timedelta
-    wall_now: datetime = datetime(1970, 1, 1)
+    wall_now: datetime  # this host's wall clock when measured (the drift of a write from an earlier boot)
 
     def place(self, row: dict) -> tuple[datetime, timedelta]:
         """The server's time of a logged write (aware, UTC) and its error bound."""
@@ -380,52 +381,86 @@ class ParityError(Exception):
     """A replay did not leave the primary's rows equal to what the write wrote (it was rolled back)."""
 
 
-_LATER_SQL = """SELECT seq, operation, run_id, coalesce(original_at, committed_at) AS at, replay_of
-FROM ops.write_log WHERE target = %(target)s
-AND (coalesce(original_at, committed_at) > %(after)s OR replay_of LIKE %(own)s)
-AND write_id IS DISTINCT FROM %(write_id)s
-AND (ts_lo IS NULL OR %(end)s::timestamp IS NULL OR ts_lo < %(end)s::timestamp)
+_OVERLAP = """(ts_lo IS NULL OR %(end)s::timestamp IS NULL OR ts_lo < %(end)s::timestamp)
 AND (ts_end IS NULL OR %(lo)s::timestamp IS NULL OR %(lo)s::timestamp < ts_end)
 AND (symbols IS NULL OR %(symbols)s::text[] IS NULL OR symbols && %(symbols)s::text[])
-AND (dataset IS NULL OR %(dataset)s::text IS NULL OR dataset = %(dataset)s::text)
+AND (dataset IS NULL OR %(dataset)s::text IS NULL OR dataset = %(dataset)s::text)"""
+# stamps over the scope that may be later than the outage write: after its time (less the error bound) on the
+# server's clock, or this log's own (ordered by their sequence numbers instead: _guard)
+_LATER_SQL = f"""SELECT seq, operation, run_id, coalesce(original_at, committed_at) AS at, replay_of, write_id
+FROM ops.write_log WHERE target = %(target)s
+AND (coalesce(original_at, committed_at) > %(after)s OR replay_of LIKE %(own)s OR write_id = ANY(%(own_ids)s::text[]))
+AND write_id IS DISTINCT FROM %(write_id)s AND {_OVERLAP}
 ORDER BY seq"""
+# this log's own writes stamped over the scope after the write's own stamp (the primary applied them after it)
+_AFTER_MINE_SQL = f"""SELECT replay_of, write_id FROM ops.write_log WHERE target = ANY(%(targets)s)
+AND seq > (SELECT max(seq) FROM ops.write_log WHERE write_id = %(write_id)s)
+AND (replay_of LIKE %(own)s OR write_id = ANY(%(own_ids)s::text[])) AND write_id IS DISTINCT FROM %(write_id)s
+AND {_OVERLAP}"""
 _COMMUTE = ("append", "append_table", "insert_new")  # appends (insert_new by its key) never undo another write
+_COMMUTES_WITH = {"append": (*_COMMUTE, "upsert_bars"), "append_table": (*_COMMUTE, "upsert_bars"),
+                  "insert_new": ("append", "append_table", "upsert_bars")}
 
 
-def _guard(row: dict, me: str, after: datetime, force: bool, agree=None):
+def _guard(row: dict, me: str, after: datetime, force: bool, own: dict[str, tuple[int, bool]], agree=None):
     """The test a replay runs inside its transaction, under its table's write lock, on the scope the store is
-    about to write (module docstring, steps 1 and 2). A stamp of this fallback's own log is ordered by its
-    sequence number, whatever the clocks say (an earlier one is before, a later one after, even when forced);
-    any other stamp by time. ``agree(cur, later)``: for a bar write, whether the rows it governs show that the
-    later writes did not change what it writes."""
+    about to write (module docstring, steps 1 and 2). ``own``: every write id of this log -> (its seq, whether
+    it is still pending). A stamp of this log's own writes (a replay, tagged, or the primary's own commit of a
+    write whose acknowledgement was lost, by its id) is ordered by sequence number, whatever the clocks say:
+    an earlier one is before; a later one already caught up is after, even when forced; a later one still
+    pending is replayed again after this one, in order (unless it is an append, which a replay could not redo
+    without doubling it: a conflict). Any other stamp is ordered by time. ``agree(cur, later)``: for a bar
+    write, whether the rows it governs show that the later writes did not change what it writes."""
     state = {"first": True}
     write_id, seq = row["write_id"], row["seq"]
+    params = {"own": f"{me}:%", "own_ids": sorted(own), "write_id": write_id}
+
+    def own_seq(replay_of: str | None, stamp_id: str | None) -> int | None:
+        if replay_of and replay_of.startswith(f"{me}:"):
+            return int(replay_of.rsplit(":", 1)[1])
+        return own[stamp_id][0] if stamp_id in own else None
 
     def check(cur, scope: dict) -> None:
         if state["first"]:  # a replace of several tables stamps each; its own first stamp is not "applied before"
             state["first"] = False
             cur.execute("SELECT seq FROM ops.write_log WHERE write_id = %s LIMIT 1", (write_id,))
             if write_id is not None and cur.fetchone():
-                raise AlreadyApplied(write_id)
-        cur.execute(_LATER_SQL, {**scope, "after": after, "own": f"{me}:%", "write_id": write_id})
+                if row["operation"] in _COMMUTE:
+                    raise AlreadyApplied(write_id)  # never applied twice: nothing identifies its rows
+                cur.execute(_AFTER_MINE_SQL, {**scope, **params, "targets": _targets(row)})
+                if all(own_seq(*st) > seq for st in cur.fetchall()):
+                    raise AlreadyApplied(write_id)
+                # an earlier write of this log was applied over it since (its replay came after this write's
+                # commit, whose acknowledgement was lost): applied again, in write order, guarded as any replay
+        cur.execute(_LATER_SQL, {**scope, **params, "after": after})
         later = []
         for stamp in cur.fetchall():
-            replay_of = stamp[4] or ""
-            if replay_of.startswith(f"{me}:"):
-                if int(replay_of.rsplit(":", 1)[1]) > seq:
-                    later.append(stamp)  # a later write of this log, on the primary: later by construction
-            elif not force:
-                later.append(stamp)
-        if row["operation"] in _COMMUTE:  # commutes with other appends and upserts, not with a later replace
-            later = [st for st in later if st[1] not in (*_COMMUTE, "upsert_bars")]
+            k = own_seq(stamp[4], stamp[5])
+            if k is None:
+                if not force:
+                    later.append(stamp)
+            elif k > seq and not (own.get(stamp[5], (k, False))[1] and stamp[1] not in _COMMUTE
+                                  and not stamp[4]):
+                later.append(stamp)  # a later write of this log, on the primary: later by construction
+        if row["operation"] in _COMMUTE:  # commutes with other appends and upserts, not with a later replace;
+            # insert_new (the first insert of a key wins) not with a later insert_new of one of its keys either
+            later = [st for st in later if st[1] not in _COMMUTES_WITH[row["operation"]]]
         if not later or (agree is not None and agree(cur, later)):
             return
-        at_seq, operation, run, at, replay_of = later[0]
-        by = f"the replay of {replay_of}" if replay_of else (f"run {run}" if run else "a write")
+        at_seq, operation, run, at, replay_of, stamp_id = later[0]
+        k = own_seq(replay_of, stamp_id)
+        by = f"this log's write {k}" if k is not None else (f"run {run}" if run else "a write")
         raise ConflictError(f"{operation} by {by} (write_log entry {at_seq}) wrote {scope['target']} on the "
                             f"primary at {at}, after this outage write or within its clock error")
 
     return check
+
+
+def _targets(row: dict) -> list[str]:
+    """The tables a logged write stamps on the primary."""
+    if row["operation"] in _BAR_WRITES:
+        return [f"market.{row['target']}"]
+    return (row["target"] or "").split(",")
 
 
 def _selection(row: dict) -> list[str] | None:
@@ -508,8 +543,8 @@ def _bar_checks(row: dict, payload: pl.DataFrame):
         governs already are exactly its rows (a commit whose acknowledgement was lost; the stream mirroring
         the outage's own bars): replaying it changes no value."""
         _expect(cur, table, mine)
-        if all(op == "upsert_bars" and run is not None for _, op, run, _, _ in later):
-            runs = sorted({run for _, _, run, _, _ in later})
+        if all(op == "upsert_bars" and run is not None for _, op, run, *_ in later):
+            runs = sorted({run for _, _, run, *_ in later})
             return later_rows_differ(cur, runs) == 0
         return differing(cur, _OHLCV[2:]) == (0, 0)
 
@@ -521,6 +556,24 @@ def _bar_checks(row: dict, payload: pl.DataFrame):
                               f"its {mine.height} rows, and {missing} of its rows are not there")
 
     return agree, verify
+
+
+def _keys_agree(table: str, key: str, frame: pl.DataFrame):
+    """``agree(cur, later)`` of an ``insert_new``: later writes that are all ``insert_new`` left every key of the
+    write either absent or holding exactly its row (so the first insert of each key is the same in either
+    order); any other later write (a replace) disagrees."""
+    names = key.split(",")
+    first = frame.unique(subset=names, keep="first", maintain_order=True)
+    keys = _quoted(names)
+
+    def agree(cur, later: list) -> bool:
+        if any(op != "insert_new" for _, op, *_ in later):
+            return False
+        cols = _expect(cur, table, first)
+        return _excess(cur, f"SELECT {cols} FROM {table} WHERE ({keys}) IN (SELECT {keys} FROM emp_expected)",
+                       f"SELECT {cols} FROM emp_expected", {}) == 0
+
+    return agree
 
 
 def _frame_verify(checks: list[tuple[str, str, dict, pl.DataFrame]]):
@@ -557,15 +610,17 @@ def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
     clock = server_clock(primary)
     report.clock = clock.as_dict()
     _mark_done(fallback, keep_primary, note="resolved: the primary's rows kept, this write dropped")
-    rows = list(todo.filter(~pl.col("seq").is_in(list(keep_primary))).iter_rows(named=True))
-    held: dict[str, int] = {}  # table -> the pending write that holds its later writes back
+    own = _own_writes(fallback)
+    # a row without a seq (an earlier version's log) is kept and reported: is_in gives null for it
+    rows = list(todo.filter(~pl.col("seq").is_in(list(keep_primary)).fill_null(False)).iter_rows(named=True))
+    held: dict[str, int | None] = {}  # table -> the pending write that holds its later writes back
     for i, row in enumerate(rows):
         tables = (row["target"] or "").split(",")
-        waits = next((held[t] for t in tables if t in held), None)
-        if waits is not None:
-            entry = {**_entry(row), "parity": False, "note": f"waits for write {waits} of the same table"}
+        waiting = [t for t in tables if t in held]
+        if waiting:
+            entry = {**_entry(row), "parity": False, "note": f"waits for write {held[waiting[0]]} of the same table"}
         else:
-            entry = _catch_up_one(primary, fallback, row, rows[i + 1:], me, clock, row["seq"] in force)
+            entry = _catch_up_one(primary, fallback, row, rows[i + 1:], me, clock, row["seq"] in force, own)
         report.replayed.append(entry)
         if not entry["parity"]:
             held.update(dict.fromkeys(tables, row["seq"]))
@@ -576,28 +631,42 @@ def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
     return report
 
 
+def _own_writes(fallback) -> dict[str, tuple[int, bool]]:
+    """Every write id of the fallback's log -> (its seq, whether it is still pending)."""
+    if not _has(fallback, LOG_TABLE):
+        return {}
+    rows = fallback.query(f"SELECT write_id, seq, caught_up_at IS NULL AS pending FROM {LOG_TABLE} "
+                          "WHERE write_id IS NOT NULL AND seq IS NOT NULL")
+    return {w: (s, p) for w, s, p in rows.iter_rows()}
+
+
 def _entry(row: dict) -> dict:
     return {"seq": row["seq"], "operation": row["operation"], "target": row["target"], "run_id": row["run_id"],
             "window": [str(row["window_start"]), str(row["window_end"])], "written_at": str(row["written_at"])}
 
 
 def _catch_up_one(primary, fallback, row: dict, later: list[dict], me: str | None, clock: ServerClock,  # noqa: PLR0911
-                  forced: bool) -> dict:
+                  forced: bool, own: dict[str, tuple[int, bool]]) -> dict:
     entry = _entry(row)
     if forced:
         entry["forced"] = True
     if row["seq"] is None or row["write_id"] is None or me is None:
+        then = f"--keep-primary {row['seq']}" if row["seq"] is not None else \
+            f"set its caught_up_at in {LOG_TABLE} (it has no seq)"
         return {**entry, "parity": False, "note": "logged by an earlier version of the platform (no write id): "
-                                                  "apply it by hand from ops.failover_log, then --keep-primary it"}
+                                                  f"apply it by hand from {LOG_TABLE}, then {then}"}
     if _superseded(row, later):
         return {**entry, "parity": True, "note": "superseded by a later outage write of the same target; not replayed"}
     at, error = clock.place(row)
     if not forced and at < utcnow().replace(tzinfo=UTC) + clock.wall_offset - timedelta(days=WRITE_LOG_DAYS - 1):
         return {**entry, "parity": False, "note": f"CONFLICT, not replayed: older than the write log's retention "
-                                                  f"({WRITE_LOG_DAYS} days), so later writes may no longer show; "
-                                                  f"decide with --keep-primary {row['seq']} or --replay {row['seq']}"}
+                                                  f"({WRITE_LOG_DAYS} days), so later writes, and an earlier "
+                                                  "replay of this one, may no longer show: look at the primary's "
+                                                  "rows, then decide with "
+                                                  f"--keep-primary {row['seq']} or --replay {row['seq']} (a "
+                                                  "replay applied before is applied again: an append doubled)"}
     try:
-        _replay_one(primary, fallback, row, f"{me}:{row['seq']}", at, error, forced)
+        _replay_one(primary, fallback, row, f"{me}:{row['seq']}", at, error, forced, own)
     except AlreadyApplied:
         return {**entry, "parity": True, "note": "already applied (by an earlier catch-up, or committed on the "
                                                  "primary before it went away)"}
@@ -606,8 +675,9 @@ def _catch_up_one(primary, fallback, row: dict, later: list[dict], me: str | Non
                                                   f"--keep-primary {row['seq']}` or `--replay {row['seq']}`"}
     except ParityError as exc:
         return {**entry, "parity": False, "note": f"NOT VERIFIED, rolled back: {exc}"}
-    except StoreUnavailableError:
-        raise  # the primary went away again: stop; what was applied stays applied, the rest pending
+    except (StoreUnavailableError, StoreLockedError):
+        raise  # the primary went away again, or the fallback is busy (a failed-over step still writing): stop;
+        # what was applied stays applied, the rest pending, and the run fails for the sensor to retry
     except Exception as exc:  # one write's failure is reported with its number; the others go on
         if _caught_up(fallback, row["seq"]):  # a concurrent catch-up applied and marked it meanwhile
             return {**entry, "parity": True, "note": "caught up by a concurrent catch-up"}
@@ -621,7 +691,8 @@ def _caught_up(fallback, seq: int) -> bool:
                           {"s": seq}).item() > 0
 
 
-def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: timedelta, forced: bool) -> None:
+def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: timedelta, forced: bool,
+                own: dict[str, tuple[int, bool]]) -> None:
     """Apply one logged write to the primary in one transaction, guarded and verified (module docstring)."""
     op, target = row["operation"], row["target"]
     replay = {"write_id": row["write_id"], "replay_of": tag, "original_at": at}
@@ -629,8 +700,9 @@ def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: tim
     if op in _BAR_WRITES:
         payload = fallback.query(f"SELECT {', '.join(_OHLCV)} FROM {ROWS_TABLE} WHERE seq = $s ORDER BY symbol, ts",
                                  {"s": row["seq"]})
+        _check_count(row["seq"], "bars", payload.height, row["logged_rows"])
         agree, verify = _bar_checks(row, payload)
-        replay.update(guard=_guard(row, me, at - error, forced, agree), verify=verify)
+        replay.update(guard=_guard(row, me, at - error, forced, own, agree), verify=verify)
         token = REPLAY.set(replay)
         try:
             if op == "upsert_bars":
@@ -646,13 +718,15 @@ def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: tim
         return
     names = ("frame",) if op != "replace_windows" else tuple(row["target"].split(","))
     parts = _parts_of(fallback, row["seq"], names)
-    replay["guard"] = _guard(row, me, at - error, forced)
+    replay["guard"] = _guard(row, me, at - error, forced, own)
     if op in _WHOLE_TABLE:
         replay["verify"] = _frame_verify([(target, "TRUE", {}, parts["frame"])])
     elif op == "replace_windows":
         where = "dataset = %(d)s AND ts >= %(s)s AND ts < %(e)s"
         params = {"d": row["dataset"], "s": row["window_start"], "e": row["window_end"]}
         replay["verify"] = _frame_verify([(t, where, params, f) for t, f in parts.items()])
+    elif op == "insert_new":
+        replay["guard"] = _guard(row, me, at - error, forced, own, _keys_agree(target, row["key"], parts["frame"]))
     token = REPLAY.set(replay)
     try:
         if op in _WHOLE_TABLE or op in ("append", "append_table"):
@@ -671,18 +745,27 @@ def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: tim
 
 def _parts_of(fallback, seq: int, names: tuple[str, ...]) -> dict[str, pl.DataFrame]:
     """The frames write ``seq`` logged, by name (each of ``names`` must be there)."""
-    listed = fallback.query(f"SELECT part, name, nulls FROM {PARTS_TABLE} WHERE seq = $s", {"s": seq}) \
+    listed = fallback.query(f"SELECT part, name, nulls, rows FROM {PARTS_TABLE} WHERE seq = $s", {"s": seq}) \
         if _has(fallback, PARTS_TABLE) else pl.DataFrame(schema={"part": pl.String, "name": pl.String,
-                                                                  "nulls": pl.String})
+                                                                  "nulls": pl.String, "rows": pl.Int64})
     out = {}
-    for part, name, nulls in listed.iter_rows():
+    for part, name, nulls, rows in listed.iter_rows():
         frame = fallback.query(f"SELECT * FROM {part}")
+        _check_count(seq, f"{name} rows", frame.height, rows)
         out[name] = frame.with_columns([pl.lit(None, pl.Null).alias(c) for c in json.loads(nulls)])
     missing = [n for n in names if n not in out]
     if missing:
         raise EmpError(f"write {seq}: the log holds no {', '.join(missing)} rows for it (logged by an earlier "
                        "version, or dropped)")
     return out
+
+
+def _check_count(seq: int, what: str, found: int, logged: int | None) -> None:
+    """Refuse a replay whose logged rows are not all there (the fallback file altered or partly restored): a
+    replace of fewer rows would delete the rest on the primary. (``logged`` None: logged by an earlier version.)"""
+    if logged is not None and found != logged:
+        raise EmpError(f"write {seq}: the log holds {found} {what} of the {logged} it logged (the fallback file "
+                       "was altered); not replayed")
 
 
 def _mark_done(fallback, seqs, note: str | None = None) -> None:
@@ -708,14 +791,6 @@ def _superseded(row: dict, later: list[dict]) -> bool:
         ("target",) if row["operation"] in _WHOLE_TABLE else None
     return same is not None and any(r["operation"] == row["operation"] and all(r[k] == row[k] for k in same)
                                     for r in later)
-
-
-def bar_parity(primary, fallback, table: str, run_id: str) -> dict:
-    """Whether both stores hold the same bars of ``run_id`` in ``market.<table>`` (count and checksum)."""
-    query = f"SELECT {', '.join(_BAR_COLUMNS)} FROM market.{table} WHERE run_id = $r"
-    ours, theirs = (checksum(s.query(query, {"r": run_id})) for s in (fallback, primary))
-    return {"parity": ours == theirs, "rows": ours[0], "primary_rows": theirs[0], "checksum": ours[1],
-            "primary_checksum": theirs[1]}
 
 
 def invalidate_cache(primary) -> None:

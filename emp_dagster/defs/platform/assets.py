@@ -77,7 +77,8 @@ def backup(config: BackupConfig, store: StoreResource) -> dg.MaterializeResult:
                       "PostgreSQL over the same rows is a conflict left for the operator.",
           check_specs=[dg.AssetCheckSpec("parity", asset=CATCH_UP_KEY, blocking=True,
                                          description="every write made during an outage is on PostgreSQL "
-                                                     "exactly as written (rows it governs: count and checksum), "
+                                                     "exactly as written (the rows it governs compared with its "
+                                                     "rows on the server, before the commit), "
                                                      "or was applied by an earlier catch-up")])
 def failover_catch_up() -> dg.MaterializeResult:
     url = _institutional("the failover catch-up")

@@ -45,21 +45,82 @@ def universe(*symbols: str) -> pl.DataFrame:
 
 # -- this log's own writes on the primary, by their acknowledgement lost -----------------------------------------
 
-def test_an_own_later_write_already_on_the_primary_is_applied_again_after_the_earlier_one(outage):
-    """Step 1 wrote the window on the fallback (seq 1); step 2 wrote it on the primary, lost the
-    acknowledgement and wrote it on the fallback too (seq 2). Write order is 1 then 2: the catch-up applies 1,
-    then 2 again over it, with no conflict (both are this log's), so the primary ends as the fallback did."""
+def _ab(price: float) -> pl.DataFrame:
+    return pl.concat([bars("A", 5, price), bars("B", 5, price)])
+
+
+def _journal_rows(store, run_id: str) -> int:
+    return store.query("SELECT count(*) AS n FROM market.ingest_journal WHERE run_id = $r", {"r": run_id}).item()
+
+
+def test_an_own_later_write_already_on_the_primary_is_a_conflict_forcing_cannot_override(outage):
+    """Step 1 wrote the window on the fallback (seq 1); step 2 then wrote it on the primary, lost the
+    acknowledgement and wrote it on the fallback too (seq 2). Write order is 1 then 2, and the primary holds 2
+    already: replaying 1 would put its older rows over 2's. It is a conflict that names write 2, forcing
+    does not override it, and keeping the primary's rows leaves exactly write 2 there, once."""
     primary, down, fallback = outage
     put(down(), bars("A", 5, 1.0), "step1", selection=["A"])
     step2 = FailoverStore(LostAck(primary, "replace_bars"), fallback)
     put(step2, bars("A", 5, 2.0), "step2", selection=["A"])
     assert step2.reason and pending(fallback)["run_id"].to_list() == ["step1", "step2"]
-    assert closes(primary, "A") == [2.0] * 5  # step 2's commit, before the catch-up
-    report = catch_up(primary, fallback)
-    assert report.parity, report.replayed
-    assert "note" not in report.replayed[1], report.replayed  # applied again, not "already applied"
+    for force in ([], [1]):
+        report = catch_up(primary, fallback, force=force)
+        assert "CONFLICT" in notes(report)[0] and "this log's write 2, committed" in notes(report)[0], \
+            report.replayed
+        assert notes(report)[0].endswith("--keep-primary 1` (the primary holds this log's later write)")
+        assert notes(report)[1] == "waits for write 1 of the same table"
+        assert closes(primary, "A") == [2.0] * 5
+    report = catch_up(primary, fallback, keep_primary=[1])
+    assert report.parity and notes(report)[0].startswith("already applied"), report.replayed
     assert closes(primary, "A") == closes(fallback, "A") == [2.0] * 5
-    assert catch_up(primary, fallback).replayed == []
+    assert _journal_rows(primary, "step2") == 1 and pending(fallback).height == 0
+
+
+def test_a_stream_write_after_an_own_lost_acknowledgement_commit_is_never_reverted(outage):
+    """Write order: seq 1 (A), then write 2 (A and B, on the primary, acknowledgement lost), then the stream's
+    bar of B. The primary already holds that order's state; the catch-up must not put seq 1's older A back."""
+    primary, down, fallback = outage
+    put(down(), bars("A", 5, 1.0), "step1", selection=["A"])
+    put(FailoverStore(LostAck(primary, "replace_bars"), fallback), _ab(2.0), "step2", selection=["A", "B"])
+    primary.upsert_bars("bars_1d", bars("B", 1, 9.0, start=T + timedelta(days=2)), source="stream", run_id="z")
+    report = catch_up(primary, fallback)
+    assert "CONFLICT" in notes(report)[0], report.replayed
+    assert catch_up(primary, fallback, keep_primary=[1]).parity
+    assert closes(primary, "A") == [2.0] * 5 and closes(primary, "B") == [2.0, 2.0, 9.0, 2.0, 2.0]
+
+
+def _shift_log(fallback, run_id: str, seconds: float) -> None:
+    """Move a logged write's clocks back, as if it was written ``seconds`` earlier."""
+    fallback.query(f"UPDATE {LOG_TABLE} SET written_at = written_at - to_seconds($s), mono_ns = mono_ns - $n "
+                   "WHERE run_id = $r", {"s": seconds, "n": int(seconds * 1e9), "r": run_id})
+
+
+def _shift_stamps(primary, run_id: str, seconds: float) -> None:
+    primary.query("UPDATE ops.write_log SET committed_at = committed_at - make_interval(secs => $s) "
+                  "WHERE run_id = $r", {"s": seconds, "r": run_id})
+
+
+@pytest.mark.parametrize("committed", [600, 800])
+def test_an_own_lost_acknowledgement_commit_is_ordered_by_its_commit_time(outage, committed):
+    """Seq 1 (A) logged 700 s ago; write 2 (A and B) committed on the primary ``committed`` s ago, its
+    acknowledgement lost until now (so logged after seq 1); another writer replaced B's window 590 s ago,
+    after write 2's commit. Committed after seq 1 (600 s ago), write 2 is later: a conflict, and the primary
+    keeps 2's A and the other writer's B. Committed before it (800 s ago, beyond the error bound), seq 1 came
+    after: it is applied over write 2's A, and B stays the other writer's."""
+    primary, down, fallback = outage
+    put(down(), bars("A", 5, 1.0), "step1", selection=["A"])
+    _shift_log(fallback, "step1", 700)
+    put(FailoverStore(LostAck(primary, "replace_bars"), fallback), _ab(2.0), "step2", selection=["A", "B"])
+    put(primary, bars("B", 5, 9.0), "z", selection=["B"])
+    _shift_stamps(primary, "step2", committed)
+    _shift_stamps(primary, "z", 590)
+    report = catch_up(primary, fallback)
+    if committed == 600:
+        assert "CONFLICT" in notes(report)[0] and closes(primary, "A") == [2.0] * 5, report.replayed
+    else:
+        assert report.parity and notes(report)[1].startswith("already applied"), report.replayed
+        assert closes(primary, "A") == [1.0] * 5
+    assert closes(primary, "B") == [9.0] * 5
 
 
 def test_an_own_earlier_write_already_on_the_primary_is_not_a_later_conflict(outage):
@@ -84,17 +145,23 @@ def test_an_own_later_append_on_the_primary_is_a_conflict_for_an_earlier_replace
     assert primary.query("SELECT symbol FROM market.universe").rows() == [("ADDED",)]
 
 
-def test_forcing_never_overrides_an_own_later_write_already_caught_up(outage):
+def test_forcing_never_overrides_an_own_later_replay(outage):
+    """Seq 2 was replayed (and caught up) while seq 1 stayed pending: forcing seq 1 would undo seq 2's replay,
+    which would then have to be applied again; it stays a conflict, and the primary keeps seq 2's rows. Against
+    another writer's identical stamp, forcing does replay."""
     primary, down, fallback = outage
     put(down(), bars("A", 5, 1.0), "step1", selection=["A"])
     put(down(), bars("A", 5, 2.0), "step2", selection=["A"])
-    fallback.query(f"UPDATE {LOG_TABLE} SET caught_up_at = now() WHERE run_id = 'step2'")  # marked, as by a run
-    put(primary, bars("A", 5, 2.0), "step2-by-hand", selection=["A"])  # ... with the same rows on the primary
-    fallback.query(f"UPDATE {LOG_TABLE} SET write_id = 'w2' WHERE run_id = 'step2'")
-    primary.query("UPDATE ops.write_log SET write_id = 'w2' WHERE run_id = 'step2-by-hand'")
+    # seq 1 held aside: renumbered, its logged bars (kept by seq) are not found, so its replay fails its count
+    fallback.query(f"UPDATE {LOG_TABLE} SET seq = 99 WHERE run_id = 'step1'")
+    assert catch_up(primary, fallback, force=[2]).replayed[0]["seq"] == 2  # ... while seq 2 is replayed
+    fallback.query(f"UPDATE {LOG_TABLE} SET seq = 1 WHERE run_id = 'step1'")
     report = catch_up(primary, fallback, force=[1])
-    assert "CONFLICT" in notes(report)[0] and "this log's write 2" in notes(report)[0], report.replayed
+    assert "CONFLICT" in notes(report)[0] and "the replay of this log's write 2" in notes(report)[0], \
+        report.replayed
     assert closes(primary, "A") == [2.0] * 5
+    primary.query("UPDATE ops.write_log SET replay_of = NULL, write_id = 'someone else'")
+    assert catch_up(primary, fallback, force=[1]).parity and closes(primary, "A") == [1.0] * 5
 
 
 # -- an earlier version's rows ----------------------------------------------------------------------------------
@@ -111,6 +178,26 @@ def test_a_log_row_without_a_seq_is_reported_and_holds_back_its_table(outage):
     assert notes(report)[1] == "waits for write None of the same table"
     assert primary.query("SELECT count(*) AS n FROM market.ingest_journal").item() == 0
     assert pending(fallback).height == 2
+
+
+def test_a_log_without_write_ids_is_reported_not_a_crash(outage):
+    """A log kept by a version before write ids (no such column at all): its rows are reported for a replay by
+    hand, and nothing is applied."""
+    primary, down, fallback = outage
+    put(down(), bars("A", 5, 1.0), "old", selection=["A"])
+    fallback.query(f"ALTER TABLE {LOG_TABLE} DROP COLUMN write_id")
+    report = catch_up(primary, fallback)
+    assert "earlier version" in notes(report)[0] and not report.parity, report.replayed
+    assert closes(primary, "A") == []
+
+
+def test_parts_logged_before_row_counts_were_kept_still_replay(outage):
+    primary, down, fallback = outage
+    put(down(), bars("A", 5, 1.0), "old", selection=["A"])
+    fallback.query("ALTER TABLE ops.failover_parts DROP COLUMN rows")
+    fallback.query(f"ALTER TABLE {LOG_TABLE} DROP COLUMN logged_rows")
+    assert catch_up(primary, fallback).parity
+    assert closes(primary, "A") == [1.0] * 5 and _journal_rows(primary, "old") == 1
 
 
 # -- the logged rows must all be there ---------------------------------------------------------------------------

@@ -32,21 +32,18 @@ server's clock and its id):
 
 1. finds whether this write is already on the primary (a committed stamp with its id: an earlier catch-up's
    replay, or the primary's own commit whose acknowledgement was lost when the connection died): then it is
-   not applied again, so an append is never doubled, and a crashed catch-up, or two at once, converge. (A
-   replace or upsert that an earlier write of this log was since replayed over is applied again, in write
-   order: the earlier write's replay came after its lost-acknowledgement commit);
-2. finds any **later** write stamped over the same scope (table, time span, symbols, dataset). This log's own
-   writes (its replays, and its writes committed on the primary whose acknowledgement was lost) are ordered by
-   their sequence numbers: an earlier one is before, a later one still pending is applied again after this
-   one (an append, which cannot be, is a conflict), a later one already caught up is after; any other stamp
-   is later when it is after the outage write's time on the server's clock minus the error bound. A later
-   replace, or a later upsert whose rows in this write's scope differ from this write's rows, is a
-   **CONFLICT** unless the rows this write governs already are exactly its rows: not replayed (stale outage
-   rows must not overwrite newer data) and reported for a decision (``keep_primary`` / ``force``; ``emp db
-   catch-up --keep-primary N --replay N``; forcing overrides other writers, never this log's own later
-   writes). Appends commute with other appends and upserts, not with a later replace of their table;
-   ``insert_new`` (the first insert of a key wins) also not with a later insert of one of its keys holding
-   another row;
+   not applied again, so an append is never doubled, and a crashed catch-up, or two at once, converge;
+2. finds any **later** write stamped over the same scope (table, time span, symbols, dataset): another
+   writer's stamp after the outage write's time on the server's clock minus the error bound; this log's own
+   replays by their sequence numbers; this log's own writes committed on the primary whose acknowledgement
+   was lost by their commit's time when later in the log (an earlier one's commit came before its log row,
+   so before this write). A later replace, or a later upsert whose rows in this write's scope differ from
+   this write's rows, is a **CONFLICT** unless the rows this write governs already are exactly its rows: not
+   replayed (stale outage rows must not overwrite newer data) and reported for a decision (``keep_primary`` /
+   ``force``; ``emp db catch-up --keep-primary N --replay N``; forcing overrides other writers, never this
+   log's own writes, which it would have to apply again after). Appends commute with other appends and
+   upserts, not with a later replace of their table; ``insert_new`` (the first insert of a key wins) also
+   not with a later insert of one of its keys holding another row;
 3. writes, then **verifies** before committing that every row a replace or upsert governs on the primary
    equals what it wrote (on the server: its rows in a temporary table, joined on the key); a mismatch rolls
    it back. Appends are applied exactly once (step 1) but not read back (nothing identifies their rows).
@@ -370,7 +367,12 @@ def server_clock(primary, samples: int = 7) -> ServerClock:
 
 
 class ConflictError(Exception):
-    """A write on the primary, later than the outage write a replay would apply, touched the same rows."""
+    """A write on the primary, later than the outage write a replay would apply, touched the same rows.
+    ``forceable``: False when one of the later writes is this log's own (forcing does not override those)."""
+
+    def __init__(self, message: str, forceable: bool = True) -> None:
+        super().__init__(message)
+        self.forceable = forceable
 
 
 class AlreadyApplied(Exception):
@@ -392,75 +394,62 @@ FROM ops.write_log WHERE target = %(target)s
 AND (coalesce(original_at, committed_at) > %(after)s OR replay_of LIKE %(own)s OR write_id = ANY(%(own_ids)s::text[]))
 AND write_id IS DISTINCT FROM %(write_id)s AND {_OVERLAP}
 ORDER BY seq"""
-# this log's own writes stamped over the scope after the write's own stamp (the primary applied them after it)
-_AFTER_MINE_SQL = f"""SELECT replay_of, write_id FROM ops.write_log WHERE target = ANY(%(targets)s)
-AND seq > (SELECT max(seq) FROM ops.write_log WHERE write_id = %(write_id)s)
-AND (replay_of LIKE %(own)s OR write_id = ANY(%(own_ids)s::text[])) AND write_id IS DISTINCT FROM %(write_id)s
-AND {_OVERLAP}"""
 _COMMUTE = ("append", "append_table", "insert_new")  # appends (insert_new by its key) never undo another write
 _COMMUTES_WITH = {"append": (*_COMMUTE, "upsert_bars"), "append_table": (*_COMMUTE, "upsert_bars"),
                   "insert_new": ("append", "append_table", "upsert_bars")}
 
 
-def _guard(row: dict, me: str, after: datetime, force: bool, own: dict[str, tuple[int, bool]], agree=None):
+def _guard(row: dict, me: str, after: datetime, force: bool, own: dict[str, int], agree=None):
     """The test a replay runs inside its transaction, under its table's write lock, on the scope the store is
-    about to write (module docstring, steps 1 and 2). ``own``: every write id of this log -> (its seq, whether
-    it is still pending). A stamp of this log's own writes (a replay, tagged, or the primary's own commit of a
-    write whose acknowledgement was lost, by its id) is ordered by sequence number, whatever the clocks say:
-    an earlier one is before; a later one already caught up is after, even when forced; a later one still
-    pending is replayed again after this one, in order (unless it is an append, which a replay could not redo
-    without doubling it: a conflict). Any other stamp is ordered by time. ``agree(cur, later)``: for a bar
-    write, whether the rows it governs show that the later writes did not change what it writes."""
+    about to write (module docstring, steps 1 and 2). ``own``: this log's write ids -> their seqs.
+
+    A stamp of another writer is later when it is after ``after`` (the outage write's time on the server's
+    clock less the error bound: the query selects those), unless ``force``. This log's own stamps are never
+    overridden by ``force`` (that would need this log's later write applied again): its replays (tagged) are
+    ordered by sequence number; its writes committed on the primary whose acknowledgement was lost (by their
+    id) are before when earlier in the log (their commit came before their log row, which came before this
+    one) and, when later in the log, ordered by their commit's time like any write (the commit is when they
+    happened). ``agree(cur, later)``: whether the rows the write governs show that the later writes did not
+    change what it writes."""
     state = {"first": True}
     write_id, seq = row["write_id"], row["seq"]
     params = {"own": f"{me}:%", "own_ids": sorted(own), "write_id": write_id}
 
-    def own_seq(replay_of: str | None, stamp_id: str | None) -> int | None:
+    def is_later(stamp) -> bool:
+        _, _, _, at, replay_of, stamp_id = stamp
         if replay_of and replay_of.startswith(f"{me}:"):
-            return int(replay_of.rsplit(":", 1)[1])
-        return own[stamp_id][0] if stamp_id in own else None
+            return int(replay_of.rsplit(":", 1)[1]) > seq
+        if stamp_id in own:
+            return own[stamp_id] > seq and at > after
+        return not force
 
     def check(cur, scope: dict) -> None:
         if state["first"]:  # a replace of several tables stamps each; its own first stamp is not "applied before"
             state["first"] = False
             cur.execute("SELECT seq FROM ops.write_log WHERE write_id = %s LIMIT 1", (write_id,))
             if write_id is not None and cur.fetchone():
-                if row["operation"] in _COMMUTE:
-                    raise AlreadyApplied(write_id)  # never applied twice: nothing identifies its rows
-                cur.execute(_AFTER_MINE_SQL, {**scope, **params, "targets": _targets(row)})
-                if all(own_seq(*st) > seq for st in cur.fetchall()):
-                    raise AlreadyApplied(write_id)
-                # an earlier write of this log was applied over it since (its replay came after this write's
-                # commit, whose acknowledgement was lost): applied again, in write order, guarded as any replay
+                raise AlreadyApplied(write_id)
         cur.execute(_LATER_SQL, {**scope, **params, "after": after})
-        later = []
-        for stamp in cur.fetchall():
-            k = own_seq(stamp[4], stamp[5])
-            if k is None:
-                if not force:
-                    later.append(stamp)
-            elif k > seq and not (own.get(stamp[5], (k, False))[1] and stamp[1] not in _COMMUTE
-                                  and not stamp[4]):
-                later.append(stamp)  # a later write of this log, on the primary: later by construction
+        later = [stamp for stamp in cur.fetchall() if is_later(stamp)]
         if row["operation"] in _COMMUTE:  # commutes with other appends and upserts, not with a later replace;
             # insert_new (the first insert of a key wins) not with a later insert_new of one of its keys either
             later = [st for st in later if st[1] not in _COMMUTES_WITH[row["operation"]]]
         if not later or (agree is not None and agree(cur, later)):
             return
-        at_seq, operation, run, at, replay_of, stamp_id = later[0]
-        k = own_seq(replay_of, stamp_id)
-        by = f"this log's write {k}" if k is not None else (f"run {run}" if run else "a write")
+        own_later = [st for st in later if st[5] in own or (st[4] or "").startswith(f"{me}:")]
+        at_seq, operation, run, at, replay_of, stamp_id = (own_later or later)[0]
+        if replay_of and replay_of.startswith(f"{me}:"):
+            by = f"the replay of this log's write {replay_of.rsplit(':', 1)[1]} (forcing does not override it)"
+        elif stamp_id in own:
+            by = (f"this log's write {own[stamp_id]}, committed on the primary though its acknowledgement was "
+                  "lost (forcing does not override it)")
+        else:
+            by = f"run {run}" if run else "a write"
         raise ConflictError(f"{operation} by {by} (write_log entry {at_seq}) wrote {scope['target']} on the "
-                            f"primary at {at}, after this outage write or within its clock error")
+                            f"primary at {at}, after this outage write or within its clock error",
+                            forceable=not own_later)
 
     return check
-
-
-def _targets(row: dict) -> list[str]:
-    """The tables a logged write stamps on the primary."""
-    if row["operation"] in _BAR_WRITES:
-        return [f"market.{row['target']}"]
-    return (row["target"] or "").split(",")
 
 
 def _selection(row: dict) -> list[str] | None:
@@ -631,13 +620,15 @@ def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
     return report
 
 
-def _own_writes(fallback) -> dict[str, tuple[int, bool]]:
-    """Every write id of the fallback's log -> (its seq, whether it is still pending)."""
-    if not _has(fallback, LOG_TABLE):
-        return {}
-    rows = fallback.query(f"SELECT write_id, seq, caught_up_at IS NULL AS pending FROM {LOG_TABLE} "
-                          "WHERE write_id IS NOT NULL AND seq IS NOT NULL")
-    return {w: (s, p) for w, s, p in rows.iter_rows()}
+def _own_writes(fallback) -> dict[str, int]:
+    """This log's write ids -> their seqs: the pending writes and those caught up within the write log's
+    retention (the primary keeps no older stamps to compare with)."""
+    if not _has(fallback, LOG_TABLE) or "write_id" not in fallback.query(f"SELECT * FROM {LOG_TABLE} LIMIT 0").columns:
+        return {}  # a log kept by a version without write ids
+    rows = fallback.query(f"SELECT write_id, seq FROM {LOG_TABLE} WHERE write_id IS NOT NULL AND seq IS NOT NULL "
+                          "AND (caught_up_at IS NULL OR caught_up_at >= $since)",
+                          {"since": utcnow() - timedelta(days=WRITE_LOG_DAYS + 1)})
+    return dict(rows.iter_rows())
 
 
 def _entry(row: dict) -> dict:
@@ -646,7 +637,7 @@ def _entry(row: dict) -> dict:
 
 
 def _catch_up_one(primary, fallback, row: dict, later: list[dict], me: str | None, clock: ServerClock,  # noqa: PLR0911
-                  forced: bool, own: dict[str, tuple[int, bool]]) -> dict:
+                  forced: bool, own: dict[str, int]) -> dict:
     entry = _entry(row)
     if forced:
         entry["forced"] = True
@@ -671,8 +662,9 @@ def _catch_up_one(primary, fallback, row: dict, later: list[dict], me: str | Non
         return {**entry, "parity": True, "note": "already applied (by an earlier catch-up, or committed on the "
                                                  "primary before it went away)"}
     except ConflictError as exc:
-        return {**entry, "parity": False, "note": f"CONFLICT, not replayed: {exc}; decide with `emp db catch-up "
-                                                  f"--keep-primary {row['seq']}` or `--replay {row['seq']}`"}
+        decide = f"`emp db catch-up --keep-primary {row['seq']}`" + \
+            (f" or `--replay {row['seq']}`" if exc.forceable else " (the primary holds this log's later write)")
+        return {**entry, "parity": False, "note": f"CONFLICT, not replayed: {exc}; decide with {decide}"}
     except ParityError as exc:
         return {**entry, "parity": False, "note": f"NOT VERIFIED, rolled back: {exc}"}
     except (StoreUnavailableError, StoreLockedError):
@@ -692,7 +684,7 @@ def _caught_up(fallback, seq: int) -> bool:
 
 
 def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: timedelta, forced: bool,
-                own: dict[str, tuple[int, bool]]) -> None:
+                own: dict[str, int]) -> None:
     """Apply one logged write to the primary in one transaction, guarded and verified (module docstring)."""
     op, target = row["operation"], row["target"]
     replay = {"write_id": row["write_id"], "replay_of": tag, "original_at": at}
@@ -745,14 +737,15 @@ def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: tim
 
 def _parts_of(fallback, seq: int, names: tuple[str, ...]) -> dict[str, pl.DataFrame]:
     """The frames write ``seq`` logged, by name (each of ``names`` must be there)."""
-    listed = fallback.query(f"SELECT part, name, nulls, rows FROM {PARTS_TABLE} WHERE seq = $s", {"s": seq}) \
+    listed = fallback.query(f"SELECT * FROM {PARTS_TABLE} WHERE seq = $s", {"s": seq}) \
         if _has(fallback, PARTS_TABLE) else pl.DataFrame(schema={"part": pl.String, "name": pl.String,
-                                                                  "nulls": pl.String, "rows": pl.Int64})
+                                                                  "nulls": pl.String})
     out = {}
-    for part, name, nulls, rows in listed.iter_rows():
-        frame = fallback.query(f"SELECT * FROM {part}")
-        _check_count(seq, f"{name} rows", frame.height, rows)
-        out[name] = frame.with_columns([pl.lit(None, pl.Null).alias(c) for c in json.loads(nulls)])
+    for listing in listed.iter_rows(named=True):
+        frame = fallback.query(f"SELECT * FROM {listing['part']}")
+        _check_count(seq, f"{listing['name']} rows", frame.height, listing.get("rows"))  # None: an earlier version's
+        nulls = json.loads(listing["nulls"])
+        out[listing["name"]] = frame.with_columns([pl.lit(None, pl.Null).alias(c) for c in nulls])
     missing = [n for n in names if n not in out]
     if missing:
         raise EmpError(f"write {seq}: the log holds no {', '.join(missing)} rows for it (logged by an earlier "

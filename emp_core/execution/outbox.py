@@ -1,0 +1,346 @@
+"""The outbox (risk-approved orders waiting for the executor), cancel requests, and the execution journal.
+
+One interface, two tiers: a SQLite file in WAL mode under ``$EMP_HOME`` (embedded; no server) or the
+``trading`` schema of the institutional PostgreSQL (``sql/postgres/007_trading.sql``, applied by ``emp db
+migrate`` or on first use). Writers are the risk path (``submit``) and the operator (``request_cancel``);
+the executor reads what is to be sent and journals every report it receives.
+
+**Nothing sent twice, nothing lost.**
+
+- An order's ClOrdID is a function of its ``idem_key`` (what the order is: strategy, symbol, bar,
+  decision), so submitting the same approved order again (a re-materialised asset, a retried command) finds
+  the entry already there and returns the same ClOrdID. The venue rejects a duplicate ClOrdID, so even a
+  second send could never make a second order.
+- ``state`` says whether the executor has handed the order to its FIX session. The hand-over and the mark
+  are not one transaction (the FIX session's store is not this database): the executor marks after the
+  session has stored the message, and on restart marks whatever its session's store holds before sending
+  anything (``emp_core.execution.executor``), so a crash between the two never sends an order twice.
+- The journal keeps every ExecutionReport and OrderCancelReject once, keyed by the session it came on and
+  its ExecID (an OrderCancelReject, which has none, by its cancel's ClOrdID): a report the venue resends
+  after a reconnect (PossDupFlag) is not journaled twice. Its ``seq`` is the order reports were received in.
+
+Durability: SQLite with ``synchronous=FULL`` in WAL mode (a committed report survives the process and the
+machine; every write is one transaction); PostgreSQL as configured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from emp_core.clock import utcnow
+from emp_core.errors import EmpError
+
+SIDES = ("buy", "sell")
+ORDER_TYPES = ("market", "limit")
+SESSIONS = ("paper", "live")
+JOURNAL_COLUMNS = ("session", "exec_id", "order_id", "clordid", "orig_clordid", "msg_type", "exec_type",
+                   "ord_status", "symbol", "side", "order_qty", "last_qty", "last_px", "cum_qty", "leaves_qty",
+                   "avg_px", "reject_reason", "text", "transact_time", "received_at")
+TERMINAL = ("2", "4", "8", "C")  # OrdStatus: filled, canceled, rejected, expired
+
+
+class OutboxError(EmpError):
+    """An outbox operation that cannot be done (an unknown order, a bad entry)."""
+
+
+def clordid_for(idem_key: str) -> str:
+    """The ClOrdID of the order ``idem_key`` names: 20 characters, the same on every call and machine."""
+    return "E" + hashlib.sha256(idem_key.encode()).hexdigest()[:19].upper()
+
+
+@dataclass(frozen=True)
+class ApprovedOrder:
+    """An order the risk policy approved, as the outbox keeps it."""
+
+    idem_key: str
+    strategy: str
+    symbol: str
+    side: str
+    qty: int
+    ord_type: str = "market"
+    limit_price: float | None = None
+    stop_price: float | None = None
+    session: str = "paper"
+    policy_version: str = ""
+    decision: Sequence[Mapping] = field(default_factory=tuple)  # the decision's rows (policy.Decision.as_rows())
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.idem_key:
+            problems.append("idem_key is empty")
+        if self.side not in SIDES:
+            problems.append(f"side {self.side!r} is not buy or sell")
+        if isinstance(self.qty, bool) or not isinstance(self.qty, int) or self.qty <= 0:
+            problems.append(f"qty {self.qty!r} is not a whole number > 0")
+        if self.ord_type not in ORDER_TYPES:
+            problems.append(f"order type {self.ord_type!r} is not market or limit")
+        if (self.ord_type == "limit") != (self.limit_price is not None):
+            problems.append("a limit order needs a limit price, and only a limit order has one")
+        if self.limit_price is not None and not self.limit_price > 0:
+            problems.append(f"limit price {self.limit_price!r} is not > 0")
+        if self.session not in SESSIONS:
+            problems.append(f"session {self.session!r} is not paper or live")
+        if problems:
+            raise OutboxError(f"order {self.idem_key!r} for {self.symbol}: {'; '.join(problems)}")
+
+    @property
+    def clordid(self) -> str:
+        return clordid_for(self.idem_key)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An outbox entry as the executor reads it."""
+
+    entry_id: int
+    clordid: str
+    symbol: str
+    side: str
+    qty: int
+    ord_type: str
+    limit_price: float | None
+    session: str
+    strategy: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    cancel_id: int
+    clordid: str  # the cancel request's own
+    orig_clordid: str
+    symbol: str
+    side: str
+    qty: int
+
+
+_SQLITE_DDL = """
+CREATE TABLE IF NOT EXISTS outbox (
+    entry_id INTEGER PRIMARY KEY AUTOINCREMENT, clordid TEXT NOT NULL UNIQUE, idem_key TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL, strategy TEXT NOT NULL, symbol TEXT NOT NULL,
+    side TEXT NOT NULL CHECK (side IN ('buy', 'sell')), qty INTEGER NOT NULL CHECK (qty > 0),
+    ord_type TEXT NOT NULL CHECK (ord_type IN ('market', 'limit')), limit_price REAL, stop_price REAL,
+    session TEXT NOT NULL CHECK (session IN ('paper', 'live')), policy_version TEXT NOT NULL, decision TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'approved' CHECK (state IN ('approved', 'sent')), sent_at TEXT,
+    CHECK ((ord_type = 'limit') = (limit_price IS NOT NULL)));
+CREATE INDEX IF NOT EXISTS outbox_to_send ON outbox (entry_id) WHERE state = 'approved';
+CREATE TABLE IF NOT EXISTS cancels (
+    cancel_id INTEGER PRIMARY KEY AUTOINCREMENT, clordid TEXT NOT NULL UNIQUE,
+    orig_clordid TEXT NOT NULL REFERENCES outbox (clordid), created_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'requested' CHECK (state IN ('requested', 'sent')), sent_at TEXT);
+CREATE INDEX IF NOT EXISTS cancels_to_send ON cancels (cancel_id) WHERE state = 'requested';
+CREATE TABLE IF NOT EXISTS executions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, exec_id TEXT NOT NULL, order_id TEXT,
+    clordid TEXT NOT NULL, orig_clordid TEXT, msg_type TEXT NOT NULL, exec_type TEXT, ord_status TEXT NOT NULL,
+    symbol TEXT, side TEXT, order_qty REAL, last_qty REAL, last_px REAL, cum_qty REAL, leaves_qty REAL,
+    avg_px REAL, reject_reason TEXT, text TEXT, transact_time TEXT, received_at TEXT NOT NULL,
+    UNIQUE (session, exec_id));
+CREATE INDEX IF NOT EXISTS executions_clordid ON executions (clordid, seq);
+"""
+
+
+class Outbox:
+    """The outbox and journal over a DB-API connection (module docstring). Use :func:`open_outbox`."""
+
+    def __init__(self, connect, *, prefix: str, placeholder: str, location: str) -> None:
+        self._connect, self._prefix, self._ph, self.location = connect, prefix, placeholder, location
+        self._local = threading.local()
+
+    # -- plumbing --------------------------------------------------------------------------------------------
+    def _con(self):
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = self._connect()
+        return con
+
+    def _sql(self, text: str) -> str:
+        return text.replace("{p}", self._prefix).replace("?", self._ph)
+
+    def _run(self, text: str, params: Sequence = (), *, many: Iterable[Sequence] | None = None) -> list[tuple]:
+        """Run one statement in its own transaction; its rows (for ``many``: the rows it changed, as [(n,)])."""
+        con = self._con()
+        try:
+            cur = con.cursor()
+            if many is not None:
+                cur.executemany(self._sql(text), list(many))
+                rows = [(cur.rowcount,)]
+            else:
+                cur.execute(self._sql(text), tuple(params))
+                rows = cur.fetchall() if cur.description else []
+            con.commit()
+            return rows
+        except BaseException:
+            con.rollback()
+            raise
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+    def __str__(self) -> str:
+        return self.location
+
+    # -- the risk path -----------------------------------------------------------------------------------------
+    def submit(self, orders: Sequence[ApprovedOrder]) -> list[tuple[str, bool]]:
+        """Add approved orders; returns (ClOrdID, whether it is new) for each. An order whose idem_key is
+        already in the outbox is not added again (the same ClOrdID is returned)."""
+        out = []
+        now = utcnow().isoformat(sep=" ")
+        for o in orders:
+            rows = self._run(
+                "INSERT INTO {p}outbox (clordid, idem_key, created_at, strategy, symbol, side, qty, ord_type, "
+                "limit_price, stop_price, session, policy_version, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?) ON CONFLICT (idem_key) DO NOTHING RETURNING entry_id",
+                (o.clordid, o.idem_key, now, o.strategy, o.symbol, o.side, o.qty, o.ord_type, o.limit_price,
+                 o.stop_price, o.session, o.policy_version, json.dumps(list(o.decision), default=str)))
+            out.append((o.clordid, bool(rows)))
+        return out
+
+    def request_cancel(self, clordid: str) -> str:
+        """Ask the executor to cancel order ``clordid``; returns the cancel request's ClOrdID."""
+        found = self._run("SELECT count(*) FROM {p}outbox WHERE clordid = ?", (clordid,))[0][0]
+        if not found:
+            raise OutboxError(f"no order {clordid!r} in the outbox at {self.location}")
+        done = self._run("SELECT ord_status FROM {p}executions WHERE clordid = ? AND msg_type = '8' "
+                         "ORDER BY seq DESC LIMIT 1", (clordid,))
+        if done and done[0][0] in TERMINAL:
+            raise OutboxError(f"order {clordid} is already done (OrdStatus {done[0][0]}): nothing to cancel")
+        n = self._run("SELECT count(*) FROM {p}cancels WHERE orig_clordid = ?", (clordid,))[0][0]
+        cancel = f"{clordid}-C{n + 1}"
+        self._run("INSERT INTO {p}cancels (clordid, orig_clordid, created_at) VALUES (?, ?, ?)",
+                  (cancel, clordid, utcnow().isoformat(sep=" ")))
+        return cancel
+
+    # -- the executor ------------------------------------------------------------------------------------------
+    def to_send(self, limit: int = 500) -> list[Entry]:
+        """Approved orders not yet handed to the FIX session, oldest first."""
+        rows = self._run("SELECT entry_id, clordid, symbol, side, qty, ord_type, limit_price, session, strategy "
+                         "FROM {p}outbox WHERE state = 'approved' ORDER BY entry_id LIMIT ?", (limit,))
+        return [Entry(*r) for r in rows]
+
+    def mark_sent(self, clordids: Sequence[str]) -> None:
+        now = utcnow().isoformat(sep=" ")
+        self._run("UPDATE {p}outbox SET state = 'sent', sent_at = ? WHERE clordid = ? AND state = 'approved'",
+                  many=[(now, c) for c in clordids])
+
+    def cancels_to_send(self) -> list[Cancel]:
+        rows = self._run("SELECT c.cancel_id, c.clordid, c.orig_clordid, o.symbol, o.side, o.qty FROM {p}cancels c "
+                         "JOIN {p}outbox o ON o.clordid = c.orig_clordid WHERE c.state = 'requested' "
+                         "ORDER BY c.cancel_id")
+        return [Cancel(*r) for r in rows]
+
+    def mark_cancels_sent(self, clordids: Sequence[str]) -> None:
+        now = utcnow().isoformat(sep=" ")
+        self._run("UPDATE {p}cancels SET state = 'sent', sent_at = ? WHERE clordid = ? AND state = 'requested'",
+                  many=[(now, c) for c in clordids])
+
+    def record(self, reports: Sequence[Mapping]) -> int:
+        """Journal reports (mappings with :data:`JOURNAL_COLUMNS`; ``received_at`` defaults to now), each once
+        by (session, exec_id), in one transaction; returns how many were new."""
+        if not reports:
+            return 0
+        now = utcnow()
+        rows = []
+        for r in reports:
+            missing = [c for c in ("session", "exec_id", "clordid", "msg_type", "ord_status") if not r.get(c)]
+            if missing:
+                raise OutboxError(f"a report for {r.get('clordid')!r} lacks {', '.join(missing)}")
+            rows.append(tuple(_text_time(r.get(c) if c != "received_at" else r.get(c) or now)
+                              for c in JOURNAL_COLUMNS))
+        cols = ", ".join(JOURNAL_COLUMNS)
+        marks = ", ".join("?" * len(JOURNAL_COLUMNS))
+        return self._run(f"INSERT INTO {{p}}executions ({cols}) VALUES ({marks}) ON CONFLICT (session, exec_id) "
+                         "DO NOTHING", many=rows)[0][0]
+
+    # -- what everyone reads -----------------------------------------------------------------------------------
+    def depth(self) -> int:
+        """Approved orders not yet sent."""
+        return self._run("SELECT count(*) FROM {p}outbox WHERE state = 'approved'")[0][0]
+
+    def journal_size(self) -> int:
+        return self._run("SELECT count(*) FROM {p}executions")[0][0]
+
+    def last_report_at(self) -> datetime | None:
+        value = self._run("SELECT max(received_at) FROM {p}executions")[0][0]
+        return datetime.fromisoformat(str(value)) if value is not None else None
+
+    def journal(self) -> pl.DataFrame:
+        rows = self._run(f"SELECT seq, {', '.join(JOURNAL_COLUMNS)} FROM {{p}}executions ORDER BY seq")
+        return pl.DataFrame(rows, schema=["seq", *JOURNAL_COLUMNS], orient="row", infer_schema_length=None)
+
+    def entries(self) -> pl.DataFrame:
+        rows = self._run("SELECT entry_id, clordid, idem_key, created_at, strategy, symbol, side, qty, ord_type, "
+                         "limit_price, stop_price, session, policy_version, state, sent_at FROM {p}outbox "
+                         "ORDER BY entry_id")
+        return pl.DataFrame(rows, orient="row", infer_schema_length=None, schema=[
+            "entry_id", "clordid", "idem_key", "created_at", "strategy", "symbol", "side", "qty", "ord_type",
+            "limit_price", "stop_price", "session", "policy_version", "state", "sent_at"])
+
+    def status(self) -> pl.DataFrame:
+        """Every outbox entry with its latest execution state (OrdStatus, cumulative and average fill)."""
+        rows = self._run(
+            "SELECT o.entry_id, o.clordid, o.strategy, o.symbol, o.side, o.qty, o.ord_type, o.limit_price, o.state, "
+            "e.ord_status, e.cum_qty, e.avg_px, e.text FROM {p}outbox o LEFT JOIN {p}executions e ON e.seq = "
+            "(SELECT max(seq) FROM {p}executions x WHERE x.clordid = o.clordid AND x.msg_type = '8') "
+            "ORDER BY o.entry_id")
+        return pl.DataFrame(rows, orient="row", infer_schema_length=None, schema=[
+            "entry_id", "clordid", "strategy", "symbol", "side", "qty", "ord_type", "limit_price", "state",
+            "ord_status", "cum_qty", "avg_px", "text"])
+
+
+def _text_time(value):
+    return value.isoformat(sep=" ") if isinstance(value, datetime) else value
+
+
+def sqlite_outbox(path: str | Path) -> Outbox:
+    """The embedded tier's outbox: a SQLite file in WAL mode (created on first use)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def connect():
+        con = sqlite3.connect(path, timeout=30, isolation_level="DEFERRED", check_same_thread=True)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        con.execute("PRAGMA foreign_keys=ON")
+        return con
+
+    with connect() as con:
+        con.executescript(_SQLITE_DDL)
+    con.close()
+    return Outbox(connect, prefix="", placeholder="?", location=str(path))
+
+
+def postgres_outbox(url: str) -> Outbox:
+    """The institutional tier's outbox: the ``trading`` schema (migrated on first use)."""
+    import psycopg
+
+    from emp_core.store.migrations import migrate
+
+    migrate(url)
+
+    def connect():
+        return psycopg.connect(url, connect_timeout=10)
+
+    return Outbox(connect, prefix="trading.", placeholder="%s", location=url.rsplit("@", 1)[-1])
+
+
+def open_outbox(cfg=None) -> Outbox:
+    """The tier's outbox (``EMP_TIER``): ``$EMP_HOME/outbox.sqlite`` or PostgreSQL's ``trading`` schema."""
+    from emp_core.config import settings
+
+    cfg = cfg or settings()
+    return postgres_outbox(cfg.pg_url) if cfg.tier == "institutional" else sqlite_outbox(cfg.home / "outbox.sqlite")
+
+
+def as_dict(order: ApprovedOrder) -> dict:
+    return {**asdict(order), "clordid": order.clordid}

@@ -1,0 +1,152 @@
+"""The outbox and execution journal on both tiers (SQLite in WAL mode, PostgreSQL's trading schema): orders
+submitted once by what they are, cancels only of live orders, reports journaled once, durable across a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import string
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from emp_core.execution.outbox import ApprovedOrder, OutboxError, clordid_for, postgres_outbox, sqlite_outbox
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def outbox(request, tmp_path):
+    if request.param == "sqlite":
+        box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    else:
+        box = postgres_outbox(request.getfixturevalue("pg_url"))
+    yield box
+    box.close()
+
+
+def order(key: str, **kw) -> ApprovedOrder:
+    fields = {"strategy": "manual", "symbol": "AAPL", "side": "buy", "qty": 10, "policy_version": "default-v1"}
+    return ApprovedOrder(idem_key=key, **{**fields, **kw})
+
+
+def report(clordid: str, exec_id: str, status: str, *, session: str = "FIX.4.4:EMP->VENUE", cum: float = 0.0,
+           **kw) -> dict:
+    return {"session": session, "exec_id": exec_id, "clordid": clordid, "msg_type": "8", "exec_type": status,
+            "ord_status": status, "cum_qty": cum, **kw}
+
+
+def test_an_order_is_submitted_once_by_what_it_is(outbox):
+    first = outbox.submit([order("a"), order("b", side="sell", qty=5)])
+    again = outbox.submit([order("a"), order("c")])
+    assert [new for _, new in first] == [True, True] and [new for _, new in again] == [False, True]
+    assert again[0][0] == first[0][0]  # the same ClOrdID for the same order
+    entries = outbox.entries()
+    assert entries["idem_key"].to_list() == ["a", "b", "c"] and entries["qty"].to_list() == [10, 5, 10]
+    assert entries["state"].unique().to_list() == ["approved"] and outbox.depth() == 3
+
+
+def test_clordids_are_the_same_everywhere_distinct_and_fix_safe(tmp_path):
+    one, two = sqlite_outbox(tmp_path / "1.sqlite"), sqlite_outbox(tmp_path / "2.sqlite")
+    ids = [one.submit([order(f"k{i}")])[0][0] for i in range(200)]
+    assert ids == [two.submit([order(f"k{i}")])[0][0] for i in range(200)]
+    assert len(set(ids)) == 200 and ids == [clordid_for(f"k{i}") for i in range(200)]
+    assert all(len(i) == 20 and set(i) <= set(string.ascii_uppercase + string.digits) for i in ids)
+
+
+@pytest.mark.parametrize(("kw", "problem"), [
+    ({"side": "short"}, "side 'short' is not buy or sell"),
+    ({"qty": 0}, "qty 0 is not a whole number > 0"),
+    ({"qty": 1.5}, "qty 1.5 is not a whole number > 0"),
+    ({"ord_type": "limit"}, "a limit order needs a limit price"),
+    ({"limit_price": 10.0}, "a limit order needs a limit price, and only a limit order has one"),
+    ({"ord_type": "limit", "limit_price": -1.0}, "limit price -1.0 is not > 0"),
+    ({"session": "demo"}, "session 'demo' is not paper or live"),
+])
+def test_a_bad_order_is_refused_naming_it_and_the_problem(kw, problem):
+    with pytest.raises(OutboxError, match=r"order .x. for AAPL: ") as err:
+        order("x", **kw)
+    assert problem in str(err.value)
+
+
+def test_the_executor_sends_oldest_first_and_each_once(outbox):
+    outbox.submit([order(k) for k in "abcd"])
+    batch = outbox.to_send(limit=3)
+    assert [e.clordid for e in batch] == [clordid_for(k) for k in "abc"]
+    outbox.mark_sent([batch[0].clordid, batch[1].clordid])
+    outbox.mark_sent([batch[0].clordid])  # marking twice changes nothing
+    assert [e.clordid for e in outbox.to_send()] == [clordid_for(k) for k in "cd"] and outbox.depth() == 2
+    assert outbox.entries()["state"].to_list() == ["sent", "sent", "approved", "approved"]
+
+
+def test_a_cancel_names_a_live_order_and_numbers_its_requests(outbox):
+    (clordid, _), = outbox.submit([order("a")])
+    with pytest.raises(OutboxError, match="no order 'NOPE' in the outbox"):
+        outbox.request_cancel("NOPE")
+    assert outbox.request_cancel(clordid) == f"{clordid}-C1"
+    assert outbox.request_cancel(clordid) == f"{clordid}-C2"
+    assert [(c.clordid, c.orig_clordid, c.qty) for c in outbox.cancels_to_send()] == [
+        (f"{clordid}-C1", clordid, 10), (f"{clordid}-C2", clordid, 10)]
+    outbox.mark_cancels_sent([f"{clordid}-C1"])
+    assert [c.clordid for c in outbox.cancels_to_send()] == [f"{clordid}-C2"]
+    outbox.record([report(clordid, "x1", "2", cum=10.0)])  # filled
+    with pytest.raises(OutboxError, match="already done"):
+        outbox.request_cancel(clordid)
+
+
+def test_a_report_is_journaled_once_per_session_and_exec_id(outbox):
+    (a, _), (b, _) = outbox.submit([order("a"), order("b")])
+    assert outbox.record([report(a, "e1", "0"), report(a, "e2", "1", cum=4.0)]) == 2
+    assert outbox.record([report(a, "e2", "1", cum=4.0), report(b, "e3", "0")]) == 1  # e2 resent
+    assert outbox.record([report(a, "e1", "0", session="FIX.4.4:EMP->OTHER")]) == 1  # another venue's e1
+    assert outbox.journal()["exec_id"].to_list() == ["e1", "e2", "e3", "e1"] and outbox.journal_size() == 4
+    status = outbox.status()
+    assert status.select("clordid", "ord_status", "cum_qty").rows() == [(a, "0", 0.0), (b, "0", 0.0)]
+    assert outbox.last_report_at() is not None
+    with pytest.raises(OutboxError, match="lacks exec_id"):
+        outbox.record([report(a, "", "0")])
+
+
+def test_a_report_missing_or_extra_field_is_refused_whole(outbox):
+    (a, _), = outbox.submit([order("a")])
+    with pytest.raises(OutboxError, match="lacks ord_status"):
+        outbox.record([report(a, "e1", "0"), report(a, "e2", "")])
+    assert outbox.journal_size() == 0  # the batch is one transaction
+
+
+KILLED = textwrap.dedent("""
+    import os, signal, sys
+    from emp_core.execution.outbox import ApprovedOrder, sqlite_outbox
+    box = sqlite_outbox(sys.argv[1])
+    for i in range(50):
+        box.submit([ApprovedOrder(idem_key=f"k{i}", strategy="s", symbol="A", side="buy", qty=1)])
+        clordid = box.to_send(1)[0].clordid
+        box.mark_sent([clordid])
+        box.record([{"session": "s", "exec_id": f"e{i}", "clordid": clordid, "msg_type": "8", "ord_status": "0"}])
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_what_was_committed_survives_a_kill(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    proc = subprocess.run([sys.executable, "-c", KILLED, str(path)], capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    box = sqlite_outbox(path)
+    assert box.entries().height == 50 and box.depth() == 0 and box.journal_size() == 50
+
+
+def test_two_processes_submitting_the_same_orders_make_each_once(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    script = textwrap.dedent("""
+        import sys
+        from emp_core.execution.outbox import ApprovedOrder, sqlite_outbox
+        box = sqlite_outbox(sys.argv[1])
+        new = sum(n for _, n in box.submit([ApprovedOrder(idem_key=f"k{i}", strategy="s", symbol="A", side="buy",
+                                                          qty=1) for i in range(300)]))
+        print(new)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()}) for _ in range(2)]
+    news = [int(p.communicate(timeout=120)[0]) for p in procs]
+    assert sum(news) == 300 and sqlite_outbox(path).entries().height == 300

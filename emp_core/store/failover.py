@@ -48,7 +48,10 @@ server's clock and its id):
    equals what it wrote (on the server: its rows in a temporary table, joined on the key); a mismatch rolls
    it back. Appends are applied exactly once (step 1) but not read back (nothing identifies their rows).
 
-"Later" is on the server's clock. The catch-up runs on the host that wrote the fallback (the file is local to
+"Later" is on the server's clock. A stamp's time is set again just before its transaction commits, so a long
+write (a multi-year COPY, a COMMIT held up on the network) counts from when it committed, not from when it
+took its lock; the time the server itself takes to finish a COMMIT is the one gap left. The catch-up runs on
+the host that wrote the fallback (the file is local to
 it) and measures, as NTP does, the offset of the server's clock to this host's boot clock; a write made in the
 same boot is placed on the server's clock by its boot-clock time, one from an earlier boot by its wall clock.
 The error bound is half the shortest round trip plus :data:`MARGIN` (60 s: clocks slewed by NTP, a paused VM)
@@ -404,24 +407,25 @@ def _guard(row: dict, me: str, after: datetime, force: bool, own: dict[str, int]
     about to write (module docstring, steps 1 and 2). ``own``: this log's write ids -> their seqs.
 
     A stamp of another writer is later when it is after ``after`` (the outage write's time on the server's
-    clock less the error bound: the query selects those), unless ``force``. This log's own stamps are never
-    overridden by ``force`` (that would need this log's later write applied again): its replays (tagged) are
-    ordered by sequence number; its writes committed on the primary whose acknowledgement was lost (by their
-    id) are before when earlier in the log (their commit came before their log row, which came before this
-    one) and, when later in the log, ordered by their commit's time like any write (the commit is when they
-    happened). ``agree(cur, later)``: whether the rows the write governs show that the later writes did not
-    change what it writes."""
+    clock less the error bound), unless ``force``. This log's own stamps, known by their write ids, are never
+    overridden by ``force`` (that would need this log's later write applied again): its replays are ordered
+    by sequence number; its writes committed on the primary whose acknowledgement was lost are before when
+    earlier in the log (their commit came before their log row, which came before this one) and, when later
+    in the log, ordered by their commit's time like any write. (A replay tagged with this fallback's id whose
+    write id the log no longer holds, as after the file was restored from a backup, counts as another
+    writer's, by its original time.) ``agree(cur, later)``: whether the rows the write governs show that the
+    later writes did not change what it writes."""
     state = {"first": True}
     write_id, seq = row["write_id"], row["seq"]
     params = {"own": f"{me}:%", "own_ids": sorted(own), "write_id": write_id}
 
     def is_later(stamp) -> bool:
         _, _, _, at, replay_of, stamp_id = stamp
-        if replay_of and replay_of.startswith(f"{me}:"):
-            return int(replay_of.rsplit(":", 1)[1]) > seq
-        if stamp_id in own:
+        if stamp_id in own and replay_of:  # a replay of this log's write
+            return own[stamp_id] > seq
+        if stamp_id in own:  # this log's write, committed on the primary (acknowledgement lost)
             return own[stamp_id] > seq and at > after
-        return not force
+        return at > after and not force  # another writer (or a replay of a log row this file no longer has)
 
     def check(cur, scope: dict) -> None:
         if state["first"]:  # a replace of several tables stamps each; its own first stamp is not "applied before"
@@ -436,10 +440,10 @@ def _guard(row: dict, me: str, after: datetime, force: bool, own: dict[str, int]
             later = [st for st in later if st[1] not in _COMMUTES_WITH[row["operation"]]]
         if not later or (agree is not None and agree(cur, later)):
             return
-        own_later = [st for st in later if st[5] in own or (st[4] or "").startswith(f"{me}:")]
+        own_later = [st for st in later if st[5] in own]
         at_seq, operation, run, at, replay_of, stamp_id = (own_later or later)[0]
-        if replay_of and replay_of.startswith(f"{me}:"):
-            by = f"the replay of this log's write {replay_of.rsplit(':', 1)[1]} (forcing does not override it)"
+        if stamp_id in own and replay_of:
+            by = f"the replay of this log's write {own[stamp_id]} (forcing does not override it)"
         elif stamp_id in own:
             by = (f"this log's write {own[stamp_id]}, committed on the primary though its acknowledgement was "
                   "lost (forcing does not override it)")
@@ -600,6 +604,7 @@ def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
     report.clock = clock.as_dict()
     _mark_done(fallback, keep_primary, note="resolved: the primary's rows kept, this write dropped")
     own = _own_writes(fallback)
+    on_primary = _stamped(primary, todo["write_id"].drop_nulls().to_list())
     # a row without a seq (an earlier version's log) is kept and reported: is_in gives null for it
     rows = list(todo.filter(~pl.col("seq").is_in(list(keep_primary)).fill_null(False)).iter_rows(named=True))
     held: dict[str, int | None] = {}  # table -> the pending write that holds its later writes back
@@ -609,7 +614,8 @@ def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
         if waiting:
             entry = {**_entry(row), "parity": False, "note": f"waits for write {held[waiting[0]]} of the same table"}
         else:
-            entry = _catch_up_one(primary, fallback, row, rows[i + 1:], me, clock, row["seq"] in force, own)
+            later = [r for r in rows[i + 1:] if r["write_id"] not in on_primary]
+            entry = _catch_up_one(primary, fallback, row, later, me, clock, row["seq"] in force, own)
         report.replayed.append(entry)
         if not entry["parity"]:
             held.update(dict.fromkeys(tables, row["seq"]))
@@ -620,14 +626,19 @@ def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
     return report
 
 
+def _stamped(primary, write_ids: list[str]) -> set[str]:
+    """Which of ``write_ids`` are stamped on the primary (applied there: committed before their acknowledgement
+    was lost, or replayed)."""
+    with primary.cursor() as cur:
+        cur.execute("SELECT DISTINCT write_id FROM ops.write_log WHERE write_id = ANY(%s)", (write_ids,))
+        return {w for (w,) in cur.fetchall()}
+
+
 def _own_writes(fallback) -> dict[str, int]:
-    """This log's write ids -> their seqs: the pending writes and those caught up within the write log's
-    retention (the primary keeps no older stamps to compare with)."""
+    """This log's write ids -> their seqs (every row that has both)."""
     if not _has(fallback, LOG_TABLE) or "write_id" not in fallback.query(f"SELECT * FROM {LOG_TABLE} LIMIT 0").columns:
         return {}  # a log kept by a version without write ids
-    rows = fallback.query(f"SELECT write_id, seq FROM {LOG_TABLE} WHERE write_id IS NOT NULL AND seq IS NOT NULL "
-                          "AND (caught_up_at IS NULL OR caught_up_at >= $since)",
-                          {"since": utcnow() - timedelta(days=WRITE_LOG_DAYS + 1)})
+    rows = fallback.query(f"SELECT write_id, seq FROM {LOG_TABLE} WHERE write_id IS NOT NULL AND seq IS NOT NULL")
     return dict(rows.iter_rows())
 
 
@@ -663,7 +674,9 @@ def _catch_up_one(primary, fallback, row: dict, later: list[dict], me: str | Non
                                                  "primary before it went away)"}
     except ConflictError as exc:
         decide = f"`emp db catch-up --keep-primary {row['seq']}`" + \
-            (f" or `--replay {row['seq']}`" if exc.forceable else " (the primary holds this log's later write)")
+            (f" or `--replay {row['seq']}`" if exc.forceable else " (the primary holds this log's later write; "
+             "keeping it drops this whole write, its rows outside that write's scope too: re-run its ingest for "
+             "those)")
         return {**entry, "parity": False, "note": f"CONFLICT, not replayed: {exc}; decide with {decide}"}
     except ParityError as exc:
         return {**entry, "parity": False, "note": f"NOT VERIFIED, rolled back: {exc}"}
@@ -779,7 +792,8 @@ def _mark_done(fallback, seqs, note: str | None = None) -> None:
 
 def _superseded(row: dict, later: list[dict]) -> bool:
     """Whether a later outage write replaces all of what ``row`` wrote: a whole table's (or a feature window's)
-    replace followed by another of the same target."""
+    replace followed by another of the same target. (``later`` leaves out the writes already on the primary:
+    one whose acknowledgement was lost may have committed before ``row``, so it is ordered by the guard.)"""
     same = ("target", "dataset", "window_start", "window_end") if row["operation"] == "replace_windows" else \
         ("target",) if row["operation"] in _WHOLE_TABLE else None
     return same is not None and any(r["operation"] == row["operation"] and all(r[k] == row[k] for k in same)

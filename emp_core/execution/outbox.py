@@ -42,7 +42,8 @@ from emp_core.errors import EmpError
 SIDES = ("buy", "sell")
 ORDER_TYPES = ("market", "limit")
 SESSIONS = ("paper", "live")
-JOURNAL_COLUMNS = ("session", "exec_id", "order_id", "clordid", "orig_clordid", "msg_type", "exec_type",
+JOURNAL_COLUMNS = ("session", "exec_id", "order_id", "clordid", "orig_clordid", "order_clordid", "msg_type",
+                   "exec_type",
                    "ord_status", "symbol", "side", "order_qty", "last_qty", "last_px", "cum_qty", "leaves_qty",
                    "avg_px", "reject_reason", "text", "transact_time", "received_at")
 TERMINAL = ("2", "4", "8", "C")  # OrdStatus: filled, canceled, rejected, expired
@@ -139,11 +140,12 @@ CREATE TABLE IF NOT EXISTS cancels (
 CREATE INDEX IF NOT EXISTS cancels_to_send ON cancels (cancel_id) WHERE state = 'requested';
 CREATE TABLE IF NOT EXISTS executions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, exec_id TEXT NOT NULL, order_id TEXT,
-    clordid TEXT NOT NULL, orig_clordid TEXT, msg_type TEXT NOT NULL, exec_type TEXT, ord_status TEXT NOT NULL,
+    clordid TEXT NOT NULL, orig_clordid TEXT, order_clordid TEXT NOT NULL, msg_type TEXT NOT NULL, exec_type TEXT,
+    ord_status TEXT NOT NULL,
     symbol TEXT, side TEXT, order_qty REAL, last_qty REAL, last_px REAL, cum_qty REAL, leaves_qty REAL,
     avg_px REAL, reject_reason TEXT, text TEXT, transact_time TEXT, received_at TEXT NOT NULL,
     UNIQUE (session, exec_id));
-CREATE INDEX IF NOT EXISTS executions_clordid ON executions (clordid, seq);
+CREATE INDEX IF NOT EXISTS executions_order ON executions (order_clordid, seq);
 """
 
 
@@ -211,7 +213,7 @@ class Outbox:
         found = self._run("SELECT count(*) FROM {p}outbox WHERE clordid = ?", (clordid,))[0][0]
         if not found:
             raise OutboxError(f"no order {clordid!r} in the outbox at {self.location}")
-        done = self._run("SELECT ord_status FROM {p}executions WHERE clordid = ? AND msg_type = '8' "
+        done = self._run("SELECT ord_status FROM {p}executions WHERE order_clordid = ? AND msg_type = '8' "
                          "ORDER BY seq DESC LIMIT 1", (clordid,))
         if done and done[0][0] in TERMINAL:
             raise OutboxError(f"order {clordid} is already done (OrdStatus {done[0][0]}): nothing to cancel")
@@ -251,12 +253,13 @@ class Outbox:
             return 0
         now = utcnow()
         rows = []
-        for r in reports:
-            missing = [c for c in ("session", "exec_id", "clordid", "msg_type", "ord_status") if not r.get(c)]
+        for given in reports:
+            missing = [c for c in ("session", "exec_id", "clordid", "msg_type", "ord_status") if not given.get(c)]
             if missing:
-                raise OutboxError(f"a report for {r.get('clordid')!r} lacks {', '.join(missing)}")
-            rows.append(tuple(_text_time(r.get(c) if c != "received_at" else r.get(c) or now)
-                              for c in JOURNAL_COLUMNS))
+                raise OutboxError(f"a report for {given.get('clordid')!r} lacks {', '.join(missing)}")
+            r = {**given, "order_clordid": given.get("orig_clordid") or given["clordid"],
+                 "received_at": given.get("received_at") or now}
+            rows.append(tuple(_text_time(r.get(c)) for c in JOURNAL_COLUMNS))
         cols = ", ".join(JOURNAL_COLUMNS)
         marks = ", ".join("?" * len(JOURNAL_COLUMNS))
         return self._run(f"INSERT INTO {{p}}executions ({cols}) VALUES ({marks}) ON CONFLICT (session, exec_id) "
@@ -291,7 +294,7 @@ class Outbox:
         rows = self._run(
             "SELECT o.entry_id, o.clordid, o.strategy, o.symbol, o.side, o.qty, o.ord_type, o.limit_price, o.state, "
             "e.ord_status, e.cum_qty, e.avg_px, e.text FROM {p}outbox o LEFT JOIN {p}executions e ON e.seq = "
-            "(SELECT max(seq) FROM {p}executions x WHERE x.clordid = o.clordid AND x.msg_type = '8') "
+            "(SELECT max(seq) FROM {p}executions x WHERE x.order_clordid = o.clordid AND x.msg_type = '8') "
             "ORDER BY o.entry_id")
         return pl.DataFrame(rows, orient="row", infer_schema_length=None, schema=[
             "entry_id", "clordid", "strategy", "symbol", "side", "qty", "ord_type", "limit_price", "state",

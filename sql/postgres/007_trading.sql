@@ -39,8 +39,9 @@ CREATE TABLE IF NOT EXISTS trading.executions (
     session text NOT NULL,                 -- the FIX session (SenderCompID->TargetCompID) it came on
     exec_id text NOT NULL,
     order_id text,
-    clordid text NOT NULL,
-    orig_clordid text,
+    clordid text NOT NULL,                 -- the message's ClOrdID (11): a cancel's own for a cancel's answer
+    orig_clordid text,                     -- OrigClOrdID (41)
+    order_clordid text NOT NULL,           -- the order it is about: 41 when there, else 11
     msg_type text NOT NULL,                -- 8 ExecutionReport, 9 OrderCancelReject
     exec_type text,
     ord_status text NOT NULL,
@@ -58,4 +59,4 @@ CREATE TABLE IF NOT EXISTS trading.executions (
     received_at timestamp NOT NULL,
     UNIQUE (session, exec_id)
 );
-CREATE INDEX IF NOT EXISTS executions_clordid ON trading.executions (clordid, seq);
+CREATE INDEX IF NOT EXISTS executions_order ON trading.executions (order_clordid, seq);

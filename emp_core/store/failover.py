@@ -48,10 +48,9 @@ server's clock and its id):
    equals what it wrote (on the server: its rows in a temporary table, joined on the key); a mismatch rolls
    it back. Appends are applied exactly once (step 1) but not read back (nothing identifies their rows).
 
-"Later" is on the server's clock. A stamp's time is set again just before its transaction commits, so a long
-write (a multi-year COPY, a COMMIT held up on the network) counts from when it committed, not from when it
-took its lock; the time the server itself takes to finish a COMMIT is the one gap left. The catch-up runs on
-the host that wrote the fallback (the file is local to
+"Later" is on the server's clock. A stamp's time is the server's clock when it processes the write's COMMIT
+(a deferred trigger), so a long write (a multi-year COPY, a COMMIT held up on the network) counts from when it
+committed, not from when it took its lock. The catch-up runs on the host that wrote the fallback (the file is local to
 it) and measures, as NTP does, the offset of the server's clock to this host's boot clock; a write made in the
 same boot is placed on the server's clock by its boot-clock time, one from an earlier boot by its wall clock.
 The error bound is half the shortest round trip plus :data:`MARGIN` (60 s: clocks slewed by NTP, a paused VM)
@@ -627,10 +626,11 @@ def catch_up(primary, fallback, *, keep_primary=(), force=()) -> CatchUpReport:
 
 
 def _stamped(primary, write_ids: list[str]) -> set[str]:
-    """Which of ``write_ids`` are stamped on the primary (applied there: committed before their acknowledgement
-    was lost, or replayed)."""
+    """Which of ``write_ids`` the primary committed itself, before their acknowledgement was lost (a replay of
+    them by a catch-up, interrupted before it marked them, does not count: it came in log order)."""
     with primary.cursor() as cur:
-        cur.execute("SELECT DISTINCT write_id FROM ops.write_log WHERE write_id = ANY(%s)", (write_ids,))
+        cur.execute("SELECT DISTINCT write_id FROM ops.write_log WHERE write_id = ANY(%s) AND replay_of IS NULL",
+                    (write_ids,))
         return {w for (w,) in cur.fetchall()}
 
 

@@ -20,11 +20,11 @@ semantics, so the assets, the CLI and the notebooks run on either tier; ``EMP_TI
   from the result's PostgreSQL types.
 - **Writes are stamped**: each write to a table a failover catch-up may replay into takes that table's write
   lock (an advisory lock) and records itself in ``ops.write_log`` (target, run, symbols, time span) with the
-  server's clock, in its own transaction. The stamp's time is set again just before the COMMIT (the write
-  happened when it committed, not when it took the lock: a long COPY, a COMMIT held up on the network); what
-  is left is the time the server takes to finish the COMMIT itself. The catch-up orders its outage writes
-  against these stamps (:mod:`emp_core.store.failover`), and a replay's conflict test (:data:`REPLAY`) runs
-  under the same lock.
+  server's clock, in its own transaction. The stamp's time is the server's clock when it processes the
+  COMMIT (a deferred trigger, ``sql/postgres/008``): the write happened when it committed, not when it took
+  the lock (a long COPY, a COMMIT held up on the network). The catch-up orders its outage writes against
+  these stamps (:mod:`emp_core.store.failover`), and a replay's conflict test (:data:`REPLAY`) runs under
+  the same lock.
 - **Connections** come from a SQLAlchemy pool (``pool_pre_ping``). A server that cannot be reached raises
   :class:`StoreUnavailableError` naming it (password masked): the failover path catches exactly that.
 """
@@ -72,8 +72,6 @@ _OID_TYPES: dict[int, pl.DataType] = {
 # (already applied? a conflict?) runs under the target's write lock before anything is written, ``verify`` after
 # the write, before the commit; either refuses the write by raising (the transaction rolls back).
 REPLAY: ContextVar[dict | None] = ContextVar("emp_replay", default=None)
-# The stamps the current transaction wrote (their seqs): re-stamped with the server's clock just before COMMIT.
-_STAMPS: ContextVar[list[int] | None] = ContextVar("emp_stamps", default=None)
 _MICRO = timedelta(microseconds=1)
 WRITE_LOG_DAYS = 90  # how long write stamps are kept (the nightly backup prunes older ones)
 
@@ -250,15 +248,7 @@ class PostgresStore:
         with self.begin() as con:
             raw = con.connection.driver_connection
             with raw.cursor() as cur:
-                stamps: list[int] = []
-                token = _STAMPS.set(stamps)
-                try:
-                    yield cur
-                    if stamps:  # a write's time is when it commits, not when it took its lock (module docstring)
-                        cur.execute("UPDATE ops.write_log SET committed_at = clock_timestamp() WHERE seq = ANY(%s)",
-                                    (stamps,))
-                finally:
-                    _STAMPS.reset(token)
+                yield cur
 
     def dispose(self) -> None:
         """Close the pool's connections (a test that stops the server, a forked worker)."""
@@ -300,12 +290,9 @@ class PostgresStore:
         if replay.get("guard") is not None:
             replay["guard"](cur, scope)
         cur.execute("INSERT INTO ops.write_log (operation, target, run_id, symbols, ts_lo, ts_end, replay_of, "
-                    "original_at, write_id, dataset) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+                    "original_at, write_id, dataset) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (operation, target, run_id, scope["symbols"], lo, end, replay.get("replay_of"),
                      replay.get("original_at"), replay.get("write_id"), dataset))
-        stamps = _STAMPS.get()
-        if stamps is not None:
-            stamps.append(cur.fetchone()[0])
 
     def prune_write_log(self, keep_days: int) -> int:
         """Delete the write stamps older than ``keep_days`` (a catch-up compares an outage write only with stamps

@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(sub)
     _add_status(sub)
     _add_stream(sub)
+    _add_execution(sub)
     for ep in entry_points(group="emp.commands"):
         ep.load()(sub)
     for p in sub.choices.values():  # -q also after the command name (emp evolve ... -q), every command alike
@@ -263,8 +264,9 @@ def _add_db(sub) -> None:
     p = _subcommand(
         actions, "catch-up", "copy what was written to the embedded fallback during an outage back to PostgreSQL",
         "Replay every write the institutional tier made to $EMP_HOME/failover.duckdb while PostgreSQL was\n"
-        "unreachable, in the order they were made, then check parity (row counts and checksums of every row each\n"
-        "write governs) on both stores. A write the primary has a later write over is a CONFLICT, not replayed:\n"
+        "unreachable, in the order they were made, each in one transaction that checks, before it commits, that\n"
+        "the rows the write governs are exactly its rows. A write the primary has a later write over is a\n"
+        "CONFLICT, not replayed:\n"
         "decide it by its number (#N in the report) with --keep-primary N or --replay N. Exit 1 while any\n"
         "write is left pending. Examples:\n"
         "  EMP_TIER=institutional emp db catch-up --json\n"
@@ -276,6 +278,102 @@ def _add_db(sub) -> None:
                    help="replay conflicting write #N over the primary's later rows (repeatable)")
     p.set_defaults(prog="emp db catch-up")
     db.set_defaults(func=lambda _args: db.print_help() or EXIT_USAGE)  # `emp db` alone: its actions
+
+
+def _add_execution(sub) -> None:
+    p = _subcommand(
+        sub, "executor", "run the FIX executor: send the outbox's approved orders, journal every report",
+        "A long-running sidecar (stop it with Ctrl-C or SIGTERM): sends each approved order in the outbox as a\n"
+        "NewOrderSingle on the FIX 4.4 initiator session of a standard QuickFIX settings file, and journals every\n"
+        "ExecutionReport. A restart never sends an order twice. Examples:\n"
+        "  emp executor --settings fix/executor.cfg --health-port 8471\n"
+        "  curl http://127.0.0.1:8471/health", cmd_executor)
+    p.add_argument("--settings", type=Path, required=True, metavar="FILE",
+                   help="QuickFIX session settings (SocketConnectHost/Port, SenderCompID, TargetCompID, ...)")
+    p.add_argument("--health-port", type=int, metavar="PORT", help="serve GET /health on 127.0.0.1:PORT")
+    p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds (default: run until stopped)")
+    p = _subcommand(
+        sub, "venue", "run the paper venue: a FIX 4.4 acceptor that fills orders against stored bars",
+        "A FIX 4.4 acceptor filling against daily bars (the store's bars_1d, or --data FILE), one bar every\n"
+        "--bar-seconds: market orders at the next bar's open plus slippage, limits when crossed, fills capped by a\n"
+        "share of the bar's volume, rejects, cancels, and a drop-copy session. Examples:\n"
+        "  emp venue --settings fix/venue.cfg --symbols AAPL,MSFT --bar-seconds 0.5", cmd_venue)
+    p.add_argument("--settings", type=Path, required=True, metavar="FILE", help="QuickFIX acceptor settings")
+    p.add_argument("--data", type=Path, metavar="FILE", help="bars to trade against (default: the store's bars_1d)")
+    p.add_argument("--symbols", type=symbol_list, help="only these symbols (comma-separated)")
+    p.add_argument("--bar-seconds", type=float, default=1.0, metavar="S", help="seconds per bar (default 1)")
+    p.add_argument("--start-bar", type=int, default=0, metavar="N", help="the bar the clock starts at")
+    p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds")
+
+    orders = sub.add_parser("orders", help="operator orders: submit through the risk policy, cancel, status",
+                            description="Orders as the operator sees them: the outbox and the execution journal.")
+    actions = orders.add_subparsers(dest="orders_command", metavar="ACTION", parser_class=_Parser)
+    p = _subcommand(
+        actions, "submit", "put a manual order through the risk policy into the outbox",
+        "Evaluate the order with the risk policy (every check printed with its figures) and, if approved, add\n"
+        "it to the outbox for the executor, printing its ClOrdID; exit 1 when refused. Examples:\n"
+        "  emp orders submit --symbol AAPL --side buy --qty 100 --type limit --price 180 --stop 170\n"
+        "  emp orders submit --symbol AAPL --side sell --qty 100 --type market --json", cmd_orders_submit)
+    p.add_argument("--symbol", required=True)
+    p.add_argument("--side", required=True, choices=("buy", "sell"))
+    p.add_argument("--qty", required=True, type=int, metavar="N")
+    p.add_argument("--type", dest="order_type", required=True, choices=("limit", "market"))
+    p.add_argument("--price", type=float, metavar="P", help="the limit price (limit orders)")
+    p.add_argument("--stop", type=float, metavar="P", help="the protective stop (the default policy requires one)")
+    p.add_argument("--strategy", default="manual", metavar="NAME", help="the strategy it is for (default manual)")
+    p.add_argument("--confidence", type=float, default=1.0, metavar="C", help="in [0, 1] (default 1)")
+    p.add_argument("--session", default="paper", choices=("paper", "live"), help="the session kind (default paper)")
+    p.add_argument("--policy", type=Path, metavar="FILE", help="risk policy (default policies/default-v1.yaml)")
+    p.add_argument("--key", metavar="KEY", help="what the order is: the same key never makes a second order")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(prog="emp orders submit")
+    p = _subcommand(actions, "cancel", "ask the executor to cancel an order",
+                    "Queue an OrderCancelRequest for the order CLORDID. Example:\n  emp orders cancel E1A2B3...",
+                    cmd_orders_cancel)
+    p.add_argument("clordid", metavar="CLORDID")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(prog="emp orders cancel")
+    p = _subcommand(actions, "status", "list the outbox's orders with their latest execution state",
+                    "Every order in the outbox, whether the executor has sent it, and its latest OrdStatus,\n"
+                    "filled quantity and average price from the journal. Example:\n  emp orders status --json",
+                    cmd_orders_status)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(prog="emp orders status")
+    orders.set_defaults(func=lambda _args: orders.print_help() or EXIT_USAGE)
+
+
+def cmd_executor(args) -> int:
+    from emp_core.execution.cli import run_executor
+
+    return run_executor(args.settings, health_port=args.health_port, max_seconds=args.max_seconds)
+
+
+def cmd_venue(args) -> int:
+    from emp_core.execution.cli import run_venue
+
+    return run_venue(args.settings, data=args.data, symbols=args.symbols, bar_seconds=args.bar_seconds,
+                     start_bar=args.start_bar, max_seconds=args.max_seconds)
+
+
+def cmd_orders_submit(args) -> int:
+    from emp_core.execution.cli import DEFAULT_POLICY, run_orders_submit
+
+    return run_orders_submit(symbol=args.symbol, side=args.side, qty=args.qty, order_type=args.order_type,
+                             price=args.price, stop=args.stop, strategy=args.strategy, confidence=args.confidence,
+                             session=args.session, policy_file=args.policy or DEFAULT_POLICY, key=args.key,
+                             as_json=args.json)
+
+
+def cmd_orders_cancel(args) -> int:
+    from emp_core.execution.cli import run_orders_cancel
+
+    return run_orders_cancel(args.clordid, as_json=args.json)
+
+
+def cmd_orders_status(args) -> int:
+    from emp_core.execution.cli import run_orders_status
+
+    return run_orders_status(as_json=args.json)
 
 
 def _add_stream(sub) -> None:

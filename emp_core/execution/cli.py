@@ -1,0 +1,155 @@
+"""The execution commands behind ``emp executor``, ``emp venue`` and ``emp orders`` (typed ``run_*`` functions;
+``emp_core.cli`` holds only their parsers)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import polars as pl
+
+from emp_core.config import REPO_ROOT
+from emp_core.errors import EmpError
+
+log = logging.getLogger("emp")
+
+DEFAULT_POLICY = REPO_ROOT / "policies" / "default-v1.yaml"
+PAPER_CAPITAL = 1_000_000.0  # the paper account's starting capital
+ADV_BARS = 20  # average daily volume over the last 20 daily bars
+
+
+def _until_signalled() -> threading.Event:
+    """An event set by SIGINT or SIGTERM (a long-running command stops cleanly on either)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def run_executor(settings_file: Path, *, health_port: int | None = None, max_seconds: float | None = None) -> int:
+    """Run the executor until SIGINT/SIGTERM (or ``max_seconds``)."""
+    from emp_core.execution.executor import Executor
+    from emp_core.execution.outbox import open_outbox
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    stop = _until_signalled()
+    executor = Executor(settings_file, open_outbox(), health_port=health_port)
+    with executor:
+        executor.run(until=stop.is_set, max_seconds=max_seconds)
+    return 0
+
+
+def _bars(data: Path | None, symbols: list[str] | None) -> pl.DataFrame:
+    if data is not None:
+        from emp_core.market_data.readers import read_bar_file
+
+        frame = read_bar_file(data)
+    else:
+        from emp_core.store import open_store
+
+        frame = open_store(failover=False).read_bars("bars_1d")
+    if symbols:
+        frame = frame.filter(pl.col("symbol").is_in(symbols))
+    if frame.is_empty():
+        raise EmpError("no bars to trade against: ingest some (emp ingest) or give --data FILE")
+    return frame.select("symbol", "ts", "open", "high", "low", "close", "volume")
+
+
+def run_venue(settings_file: Path, *, data: Path | None = None, symbols: list[str] | None = None,
+              bar_seconds: float = 1.0, start_bar: int = 0, max_seconds: float | None = None) -> int:
+    """Run the paper venue, advancing one bar every ``bar_seconds``, until SIGINT/SIGTERM or the last bar."""
+    import time
+
+    from emp_core.execution.venue import PaperVenue
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    stop = _until_signalled()
+    venue = PaperVenue(_bars(data, symbols), settings_file, start=start_bar)
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    with venue:
+        log.info(json.dumps({"event": "venue_started", "bars": venue.bar_count, "bar": venue.bar_index}))
+        while not stop.wait(bar_seconds):
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            if venue.advance() is None:
+                log.info(json.dumps({"event": "venue_out_of_bars", "bar": venue.bar_index}))
+                break
+    return 0
+
+
+def _market(symbols: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Each symbol's last close and average daily volume (last ``ADV_BARS`` daily bars) from the store."""
+    from emp_core.store import open_store
+
+    bars = open_store(failover=False).read_bars("bars_1d", symbols=symbols)
+    if bars.is_empty():
+        return {}, {}
+    last = bars.sort("ts").group_by("symbol").agg(pl.col("close").last(), pl.col("volume").tail(ADV_BARS).mean())
+    return dict(last.select("symbol", "close").rows()), dict(last.select("symbol", "volume").rows())
+
+
+def run_orders_submit(*, symbol: str, side: str, qty: int, order_type: str, price: float | None,
+                      stop: float | None, strategy: str, confidence: float, session: str, policy_file: Path,
+                      key: str | None, as_json: bool) -> int:
+    """Put a manual order through the risk policy and, if approved, into the outbox (exit 0; 1 if refused)."""
+    from emp_core.execution.account import account
+    from emp_core.execution.outbox import ApprovedOrder, open_outbox
+    from emp_core.risk.policy import Intent, Portfolio, evaluate, load_policy
+
+    policy = load_policy(policy_file)
+    box = open_outbox()
+    acct = account(box.journal(), {}, PAPER_CAPITAL)
+    prices, adv = _market(sorted({symbol, *acct.positions}))
+    if symbol not in prices:
+        raise EmpError(f"no bars for {symbol} in the store: its last price is unknown (emp ingest first)")
+    acct = account(box.journal(), prices, PAPER_CAPITAL)
+    portfolio = Portfolio(equity=acct.equity, peak_equity=acct.peak_equity, day_start_equity=acct.day_start_equity,
+                          positions=acct.positions, prices=prices, adv=adv)
+    intent = Intent(strategy=strategy, symbol=symbol, side=side, quantity=qty, order_type=order_type,
+                    reference_price=prices[symbol], confidence=confidence, stop_price=stop, limit_price=price)
+    decision = evaluate(intent, portfolio, policy, session)
+    clordid = None
+    if decision.approved:
+        order = ApprovedOrder(idem_key=key or f"manual:{uuid.uuid4().hex}", strategy=strategy, symbol=symbol,
+                              side=side, qty=qty, ord_type=order_type, limit_price=price, stop_price=stop,
+                              session=session, policy_version=policy.version, decision=decision.as_rows())
+        ((clordid, new),) = box.submit([order])
+        if not new:
+            log.info("order %s was already in the outbox (the same --key)", clordid)
+    if as_json:
+        print(json.dumps({"approved": decision.approved, "reason": decision.reason, "clordid": clordid,
+                          "checks": decision.as_rows()}, default=str))
+    else:
+        for row in decision.as_rows():
+            print(f"  {row['step']:>2} {row['check']:<20} {row['verdict']:<5} {row['reason']}")
+        verdict = f"APPROVED, ClOrdID {clordid}" if clordid else f"REFUSED: {decision.reason}"
+        print(f"decision ({policy.version}): {verdict}")
+    return 0 if decision.approved else 1
+
+
+def run_orders_cancel(clordid: str, *, as_json: bool) -> int:
+    from emp_core.execution.outbox import open_outbox
+
+    cancel = open_outbox().request_cancel(clordid)
+    print(json.dumps({"clordid": clordid, "cancel_clordid": cancel}) if as_json
+          else f"cancel requested for {clordid} (request {cancel}); the executor sends it")
+    return 0
+
+
+def run_orders_status(*, as_json: bool) -> int:
+    from emp_core.execution.outbox import open_outbox
+
+    box = open_outbox()
+    status = box.status()
+    if as_json:
+        print(json.dumps({"outbox": str(box), "depth": box.depth(), "orders": status.to_dicts()}, default=str))
+    else:
+        print(f"{box}: {status.height} order(s), {box.depth()} waiting for the executor")
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200):
+            print(status)
+    return 0

@@ -1,0 +1,75 @@
+"""``emp orders``: a manual order through the risk policy into the outbox (printed decision, ClOrdID), refused
+orders never queued, one order per --key, status and cancel, on the embedded tier."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import polars as pl
+import pytest
+
+from emp_core.cli import main
+from emp_core.execution.outbox import sqlite_outbox
+from emp_core.store import DuckDBStore
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An embedded EMP_HOME whose store holds 30 daily bars of AAA closing at 100 (volume 1,000,000)."""
+    monkeypatch.setenv("EMP_HOME", str(tmp_path))
+    monkeypatch.setenv("EMP_TIER", "embedded")
+    store = DuckDBStore(tmp_path / "emp.duckdb")
+    t0 = datetime(2024, 1, 2)
+    bars = pl.DataFrame({"symbol": "AAA", "ts": [t0 + timedelta(days=i) for i in range(30)], "open": 100.0,
+                         "high": 101.0, "low": 99.0, "close": 100.0, "volume": 1e6})
+    nothing = pl.DataFrame(schema={"run_id": pl.String})
+    store.replace_bars("bars_1d", bars, source="test", run_id="r", window=None, quarantine=nothing,
+                       journal=nothing)
+    return tmp_path
+
+
+def submit(capsys, *args: str) -> tuple[int, dict]:
+    code = main(["orders", "submit", "--symbol", "AAA", "--json", *args])
+    return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_an_approved_order_is_queued_once_per_key_with_its_decision(home, capsys):
+    args = ("--side", "buy", "--qty", "100", "--type", "limit", "--price", "100", "--stop", "95", "--key", "k1")
+    code, out = submit(capsys, *args)
+    assert code == 0 and out["approved"] and out["clordid"], out
+    assert [c["check"] for c in out["checks"]][:2] == ["strategy_enabled", "paper_only"] and len(out["checks"]) == 13
+    per_trade = next(c for c in out["checks"] if c["check"] == "per_trade_risk")
+    assert per_trade["value"] == pytest.approx(100 * 5 / 1_000_000)  # 100 units x 5 to the stop / equity
+    again = submit(capsys, *args)[1]
+    assert again["clordid"] == out["clordid"]
+    box = sqlite_outbox(home / "outbox.sqlite")
+    entries = box.entries()
+    assert entries.height == 1 and entries.row(0, named=True)["limit_price"] == 100.0
+    assert entries["policy_version"].to_list() == ["default-v1"]
+
+
+def test_a_refused_order_prints_why_and_is_never_queued(home, capsys):
+    code, out = submit(capsys, "--side", "buy", "--qty", "100", "--type", "market")  # no stop: mandatory
+    assert code == 1 and not out["approved"] and out["clordid"] is None
+    assert "stop_loss" in out["reason"], out["reason"]
+    code, out = submit(capsys, "--side", "buy", "--qty", "1000", "--type", "market", "--stop", "50")
+    assert code == 1 and "per_trade_risk" in out["reason"]  # 1000 x 50 = 5% of equity, over 2%
+    assert sqlite_outbox(home / "outbox.sqlite").entries().height == 0
+
+
+def test_status_and_cancel(home, capsys):
+    _, out = submit(capsys, "--side", "sell", "--qty", "10", "--type", "market", "--stop", "105")
+    clordid = out["clordid"]
+    assert main(["orders", "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert status["depth"] == 1 and [o["clordid"] for o in status["orders"]] == [clordid]
+    assert main(["orders", "cancel", clordid, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cancel_clordid"] == f"{clordid}-C1"
+    assert main(["orders", "cancel", "NOPE"]) == 2
+    assert "no order 'NOPE' in the outbox" in capsys.readouterr().err
+
+
+def test_an_order_for_a_symbol_without_bars_is_an_error_naming_it(home, capsys):
+    assert main(["orders", "submit", "--symbol", "ZZZ", "--side", "buy", "--qty", "1", "--type", "market"]) == 2
+    assert "no bars for ZZZ" in capsys.readouterr().err

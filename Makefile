@@ -8,6 +8,11 @@ UV     := $(BIN)/uv
 UV_VERSION := 0.13.8
 KERNEL := emp-predator
 EMP_HOME ?= $(CURDIR)/.emp
+# quickfix is published only as source (a C++ build of ~5 minutes and ~3 GB); uv rebuilds it for every new venv,
+# so its wheel is built once per machine into this wheelhouse (outside the repository) and installed from there.
+WHEELHOUSE ?= $(HOME)/.cache/emp-wheels
+QUICKFIX := quickfix==1.16.0
+FIND := --find-links $(WHEELHOUSE)
 
 .PHONY: demo test ui notebooks lint lock data bench mutation clean
 
@@ -17,19 +22,25 @@ $(BIN)/python:
 
 # --compile-bytecode: write every .pyc at install. uv does not by default, and where PYTHONDONTWRITEBYTECODE
 # is set (as on our CI machines) every process would compile the ~1,800 modules it imports (5 s per emp run).
-$(VENV)/.runtime: $(BIN)/python requirements/lock.txt pyproject.toml
-	$(UV) pip install --quiet --compile-bytecode -p $(BIN)/python -r requirements/lock.txt
+$(WHEELHOUSE)/.quickfix-1.16.0: | $(BIN)/python
+	mkdir -p $(WHEELHOUSE)
+	ls $(WHEELHOUSE)/quickfix-1.16.0-*.whl >/dev/null 2>&1 || \
+	  $(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps $(QUICKFIX) -w $(WHEELHOUSE)
+	touch $@
+
+$(VENV)/.runtime: $(BIN)/python requirements/lock.txt pyproject.toml $(WHEELHOUSE)/.quickfix-1.16.0
+	$(UV) pip install --quiet --compile-bytecode -p $(BIN)/python $(FIND) -r requirements/lock.txt
 	$(UV) pip install --quiet -p $(BIN)/python --no-deps -e .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements/dev-lock.txt
-	$(UV) pip install --quiet --compile-bytecode -p $(BIN)/python -r requirements/dev-lock.txt
+	$(UV) pip install --quiet --compile-bytecode -p $(BIN)/python $(FIND) -r requirements/dev-lock.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "EMP Predator (.venv)" >/dev/null
 	touch $@
 
 # JupyterLab, matplotlib and the project's kernel (the notebooks and their tests run under it).
 $(VENV)/.notebooks: $(VENV)/.runtime requirements/notebooks-lock.txt
-	$(UV) pip install --quiet --compile-bytecode -p $(BIN)/python -r requirements/notebooks-lock.txt
+	$(UV) pip install --quiet --compile-bytecode -p $(BIN)/python $(FIND) -r requirements/notebooks-lock.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "EMP Predator (.venv)" >/dev/null
 	touch $@
 

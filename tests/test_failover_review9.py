@@ -139,9 +139,12 @@ def test_a_catch_up_interrupted_after_a_superseding_replay_converges_on_its_retr
     assert primary.query("SELECT symbol FROM market.universe").rows() == [("TWO",)]
 
 
-def test_a_restored_fallbacks_earlier_era_replay_after_a_new_outage_write_is_a_conflict(outage, tmp_path):
-    """The restored file's log no longer holds the earlier era's writes: their replays are another writer's,
-    ordered by their time. One replayed after the new outage write was made is later: a conflict."""
+def test_a_replay_of_a_write_the_restored_log_no_longer_holds_is_ordered_by_its_time(outage, tmp_path):
+    """The restored file's log no longer holds the earlier era's writes: their replays, tagged with this
+    fallback's id, count as another writer's, ordered by their time (a replay of an own write would be ordered
+    by seq, whatever its time). Here one is dated after the new outage write (a constructed history: it shows
+    the rule, by which a replay after the write is a conflict and one before it, as in review 8's test, is
+    not)."""
     primary, down, fallback = outage
     down().append("market.ingest_journal", journal("j"))
     backup = tmp_path / "backup.duckdb"
@@ -156,3 +159,31 @@ def test_a_restored_fallbacks_earlier_era_replay_after_a_new_outage_write_is_a_c
     report = catch_up(primary, fallback)
     assert notes(report)[0].startswith("already applied") and "CONFLICT" in notes(report)[1], report.replayed
     assert closes(primary, "A") == [1.5] * 5
+
+
+@pytest.mark.parametrize("step_ms", [0, 50])
+def test_a_write_stamped_after_a_small_backward_clock_step_still_counts_from_its_commit(outage, monkeypatch,
+                                                                                       step_ms):
+    """The server's clock steps back ``step_ms`` between a write's BEGIN and its stamp (ntpd steps at 128 ms; a
+    VM's clock corrected after a resume), modelled by the stamp's default reading that much early. The stamp
+    is still taken at COMMIT: the write, whose COMMIT reached the server after an outage write, is later."""
+    monkeypatch.setattr(fo, "MARGIN", timedelta(seconds=1))
+    primary, down, fallback = outage
+    primary.tables()
+    primary.query(f"ALTER TABLE ops.write_log ALTER COLUMN committed_at SET DEFAULT clock_timestamp() "
+                  f"- interval '{step_ms} milliseconds'")
+    hold, ready, go = _held_commit(monkeypatch)
+    thread, errors = _in_thread(lambda: put(primary, bars("A", 5, 2.0), "x", selection=["A"]))
+    hold["thread"] = thread
+    thread.start()
+    try:
+        assert ready.wait(30)
+        time.sleep(3)
+        put(down(), bars("A", 5, 1.0), "step1", selection=["A"])
+        time.sleep(0.5)
+    finally:
+        go.set()
+        thread.join(30)
+    assert not errors, errors
+    report = catch_up(primary, fallback)
+    assert "CONFLICT" in notes(report)[0] and closes(primary, "A") == [2.0] * 5, report.replayed

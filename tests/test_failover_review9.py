@@ -52,6 +52,25 @@ def _in_thread(fn) -> tuple[threading.Thread, list]:
     return thread, errors
 
 
+def _commit_after_an_outage_write(primary, down, monkeypatch) -> None:
+    """Another writer's replace of A (2.0) runs its last statement; its COMMIT reaches the server 3.5 s later,
+    0.5 s after an outage write of the same window (1.0) was made. The clock's margin is shrunk to 1 s."""
+    monkeypatch.setattr(fo, "MARGIN", timedelta(seconds=1))
+    hold, ready, go = _held_commit(monkeypatch)
+    thread, errors = _in_thread(lambda: put(primary, bars("A", 5, 2.0), "x", selection=["A"]))
+    hold["thread"] = thread
+    thread.start()
+    try:
+        assert ready.wait(30)
+        time.sleep(3)
+        put(down(), bars("A", 5, 1.0), "step1", selection=["A"])
+        time.sleep(0.5)
+    finally:
+        go.set()
+        thread.join(30)
+    assert not errors, errors
+
+
 WRITES = {
     "replace_bars": lambda p: put(p, bars("A", 1, 2.0), "x"),
     "upsert_bars": lambda p: p.upsert_bars("bars_1d", bars("A", 1, 2.0), source="s", run_id="x"),
@@ -93,22 +112,9 @@ def test_every_write_is_stamped_with_the_time_the_server_processed_its_commit(ou
 def test_a_write_whose_commit_reached_the_server_after_an_outage_write_is_later(outage, monkeypatch):
     """Another writer's replace took its lock and ran its last statement before an outage write of the same
     window, but its COMMIT reached the server 0.5 s after it: it is later, a conflict (clock margin 1 s)."""
-    monkeypatch.setattr(fo, "MARGIN", timedelta(seconds=1))
     primary, down, fallback = outage
     primary.tables()  # migrated before the hold (the hold is of the write's COMMIT)
-    hold, ready, go = _held_commit(monkeypatch)
-    thread, errors = _in_thread(lambda: put(primary, bars("A", 5, 2.0), "x", selection=["A"]))
-    hold["thread"] = thread
-    thread.start()
-    try:
-        assert ready.wait(30)
-        time.sleep(3)
-        put(down(), bars("A", 5, 1.0), "step1", selection=["A"])
-        time.sleep(0.5)
-    finally:
-        go.set()
-        thread.join(30)
-    assert not errors, errors
+    _commit_after_an_outage_write(primary, down, monkeypatch)
     report = catch_up(primary, fallback)
     assert "CONFLICT" in notes(report)[0] and "run x" in notes(report)[0], report.replayed
     assert closes(primary, "A") == [2.0] * 5
@@ -167,23 +173,10 @@ def test_a_write_stamped_after_a_small_backward_clock_step_still_counts_from_its
     """The server's clock steps back ``step_ms`` between a write's BEGIN and its stamp (ntpd steps at 128 ms; a
     VM's clock corrected after a resume), modelled by the stamp's default reading that much early. The stamp
     is still taken at COMMIT: the write, whose COMMIT reached the server after an outage write, is later."""
-    monkeypatch.setattr(fo, "MARGIN", timedelta(seconds=1))
     primary, down, fallback = outage
     primary.tables()
     primary.query(f"ALTER TABLE ops.write_log ALTER COLUMN committed_at SET DEFAULT clock_timestamp() "
                   f"- interval '{step_ms} milliseconds'")
-    hold, ready, go = _held_commit(monkeypatch)
-    thread, errors = _in_thread(lambda: put(primary, bars("A", 5, 2.0), "x", selection=["A"]))
-    hold["thread"] = thread
-    thread.start()
-    try:
-        assert ready.wait(30)
-        time.sleep(3)
-        put(down(), bars("A", 5, 1.0), "step1", selection=["A"])
-        time.sleep(0.5)
-    finally:
-        go.set()
-        thread.join(30)
-    assert not errors, errors
+    _commit_after_an_outage_write(primary, down, monkeypatch)
     report = catch_up(primary, fallback)
     assert "CONFLICT" in notes(report)[0] and closes(primary, "A") == [2.0] * 5, report.replayed

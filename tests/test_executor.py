@@ -214,3 +214,44 @@ def test_killed_at_random_moments_while_sending_1000_orders_nothing_is_lost_or_s
     filled = journal.filter(pl.col("ord_status") == "2")
     assert sorted(filled["clordid"]) == sorted(o.clordid for o in approved)
     assert dict(filled.select("clordid", "cum_qty").rows()) == {o.clordid: float(o.qty) for o in approved}
+
+
+def test_the_journal_reconciles_with_the_drop_copy_and_every_discrepancy_is_named(tmp_path):
+    """Orders sent and filled with a drop-copy listener on: the journal and the drop copy agree. Then a journal
+    row deleted, one altered and one invented are each found, by kind."""
+    import sqlite3
+
+    from emp_core.execution.reconcile import DropCopyListener, reconcile
+
+    port = free_port()
+    venue_cfg, executor_cfg = settings(tmp_path, port)
+    copy_cfg = write_settings(tmp_path / "dropcopy.cfg", role="initiator", port=port, reconnect_interval=1,
+                              store_dir=tmp_path / "dropcopy_store", sessions=[("DROPCOPY", "VENUE")])
+    box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    box.submit(orders(4))
+    venue = PaperVenue(bars(), venue_cfg, VenueConfig(volume_share=1.0), id_prefix="V-").start()
+    listener = DropCopyListener(copy_cfg, box).start()
+    executor = Executor(executor_cfg, box)
+    try:
+        executor.start()
+        threading.Thread(target=executor.run, daemon=True).start()
+        eventually(lambda: len(venue.received()) == 4, what="four orders at the venue")
+        venue.advance()
+        eventually(lambda: box.journal().height == 8 and box.journal("dropcopy").height == 8, what="8 + 8 reports")
+    finally:
+        executor.stop()
+        listener.stop()
+        venue.stop()
+    assert reconcile(box).is_empty()
+    con = sqlite3.connect(tmp_path / "outbox.sqlite")
+    with con:
+        gone = con.execute("SELECT exec_id FROM executions ORDER BY seq LIMIT 1").fetchone()[0]
+        con.execute("DELETE FROM executions WHERE exec_id = ?", (gone,))
+        altered = con.execute("SELECT exec_id FROM executions WHERE ord_status = '2' LIMIT 1").fetchone()[0]
+        con.execute("UPDATE executions SET cum_qty = cum_qty + 1 WHERE exec_id = ?", (altered,))
+        con.execute("INSERT INTO executions (session, exec_id, clordid, order_clordid, msg_type, ord_status, "
+                    "received_at) VALUES ('x', 'INVENTED', 'C', 'C', '8', '2', '2026-01-01')")
+    con.close()
+    findings = reconcile(box)
+    assert sorted(findings.select("kind", "exec_id", "field").rows()) == sorted([
+        ("missing", gone, None), ("mismatched", altered, "cum_qty"), ("extra", "INVENTED", None)])

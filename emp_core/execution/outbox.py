@@ -47,6 +47,7 @@ JOURNAL_COLUMNS = ("session", "exec_id", "order_id", "clordid", "orig_clordid", 
                    "ord_status", "symbol", "side", "order_qty", "last_qty", "last_px", "cum_qty", "leaves_qty",
                    "avg_px", "reject_reason", "text", "transact_time", "received_at")
 TERMINAL = ("2", "4", "8", "C")  # OrdStatus: filled, canceled, rejected, expired
+JOURNALS = ("executions", "dropcopy")
 
 
 class OutboxError(EmpError):
@@ -146,6 +147,13 @@ CREATE TABLE IF NOT EXISTS executions (
     avg_px REAL, reject_reason TEXT, text TEXT, transact_time TEXT, received_at TEXT NOT NULL,
     UNIQUE (session, exec_id));
 CREATE INDEX IF NOT EXISTS executions_order ON executions (order_clordid, seq);
+CREATE TABLE IF NOT EXISTS dropcopy (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, exec_id TEXT NOT NULL, order_id TEXT,
+    clordid TEXT NOT NULL, orig_clordid TEXT, order_clordid TEXT NOT NULL, msg_type TEXT NOT NULL, exec_type TEXT,
+    ord_status TEXT NOT NULL,
+    symbol TEXT, side TEXT, order_qty REAL, last_qty REAL, last_px REAL, cum_qty REAL, leaves_qty REAL,
+    avg_px REAL, reject_reason TEXT, text TEXT, transact_time TEXT, received_at TEXT NOT NULL,
+    UNIQUE (session, exec_id));
 """
 
 
@@ -246,9 +254,12 @@ class Outbox:
         self._run("UPDATE {p}cancels SET state = 'sent', sent_at = ? WHERE clordid = ? AND state = 'requested'",
                   many=[(now, c) for c in clordids])
 
-    def record(self, reports: Sequence[Mapping]) -> int:
+    def record(self, reports: Sequence[Mapping], *, into: str = "executions") -> int:
         """Journal reports (mappings with :data:`JOURNAL_COLUMNS`; ``received_at`` defaults to now), each once
-        by (session, exec_id), in one transaction; returns how many were new."""
+        by (session, exec_id), in one transaction; returns how many were new. ``into``: ``executions`` (the
+        execution journal) or ``dropcopy`` (the venue's drop copy, for reconciliation)."""
+        if into not in JOURNALS:
+            raise OutboxError(f"no journal {into!r}: {', '.join(JOURNALS)}")
         if not reports:
             return 0
         now = utcnow()
@@ -262,7 +273,7 @@ class Outbox:
             rows.append(tuple(_text_time(r.get(c)) for c in JOURNAL_COLUMNS))
         cols = ", ".join(JOURNAL_COLUMNS)
         marks = ", ".join("?" * len(JOURNAL_COLUMNS))
-        return self._run(f"INSERT INTO {{p}}executions ({cols}) VALUES ({marks}) ON CONFLICT (session, exec_id) "
+        return self._run(f"INSERT INTO {{p}}{into} ({cols}) VALUES ({marks}) ON CONFLICT (session, exec_id) "
                          "DO NOTHING", many=rows)[0][0]
 
     # -- what everyone reads -----------------------------------------------------------------------------------
@@ -277,8 +288,11 @@ class Outbox:
         value = self._run("SELECT max(received_at) FROM {p}executions")[0][0]
         return datetime.fromisoformat(str(value)) if value is not None else None
 
-    def journal(self) -> pl.DataFrame:
-        rows = self._run(f"SELECT seq, {', '.join(JOURNAL_COLUMNS)} FROM {{p}}executions ORDER BY seq")
+    def journal(self, which: str = "executions") -> pl.DataFrame:
+        """The execution journal (or the drop copy: ``which="dropcopy"``), in the order received."""
+        if which not in JOURNALS:
+            raise OutboxError(f"no journal {which!r}: {', '.join(JOURNALS)}")
+        rows = self._run(f"SELECT seq, {', '.join(JOURNAL_COLUMNS)} FROM {{p}}{which} ORDER BY seq")
         return pl.DataFrame(rows, schema=["seq", *JOURNAL_COLUMNS], orient="row", infer_schema_length=None)
 
     def entries(self) -> pl.DataFrame:

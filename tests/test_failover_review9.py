@@ -180,3 +180,16 @@ def test_a_write_stamped_after_a_small_backward_clock_step_still_counts_from_its
     _commit_after_an_outage_write(primary, down, monkeypatch)
     report = catch_up(primary, fallback)
     assert "CONFLICT" in notes(report)[0] and closes(primary, "A") == [2.0] * 5, report.replayed
+
+
+@pytest.mark.parametrize(("minutes", "kept"), [(59, False), (61, True)])
+def test_a_row_keeps_its_own_time_only_when_dated_an_hour_before_its_transaction(outage, minutes, kept):
+    """A hand-made (or data-only restored) stamp keeps the time it was given when that is at least an hour
+    before its transaction; a later one is taken at COMMIT like any stamp."""
+    primary, _, _ = outage
+    primary.tables()
+    primary.query("INSERT INTO ops.write_log (committed_at, operation, target) VALUES "
+                  f"(clock_timestamp() - interval '{minutes} minutes', 'append', 'market.universe')")
+    age = float(primary.query("SELECT extract(epoch FROM clock_timestamp() - committed_at) AS s "
+                              "FROM ops.write_log").item())
+    assert (age > 58 * 60) == kept, age

@@ -49,11 +49,13 @@ server's clock and its id):
    it back. Appends are applied exactly once (step 1) but not read back (nothing identifies their rows).
 
 "Later" is on the server's clock. A stamp's time is the server's clock when it processes the write's COMMIT
-(a deferred trigger), so a long write (a multi-year COPY, a COMMIT held up on the network) counts from when its
-COMMIT was processed, not from when it took its lock. What follows in the server (the WAL flush; a synchronous
-standby's acknowledgement, where one is configured: none is here) happens while the write still holds its
-table's lock and is not yet visible, so the stamps' order stays a valid order of the writes. The catch-up runs
-on the host that wrote the fallback (the file is local to
+(a deferred trigger; a row inserted with a time an hour or more before its transaction, as a hand-made or
+data-only restored one, keeps it, so a backward step of the server's clock of over an hour during a write
+would leave that write at its lock time), so a long write (a multi-year COPY, a COMMIT held up on the
+network) counts from when its COMMIT was processed, not from when it took its lock. What follows in the
+server (the WAL flush; a synchronous standby's acknowledgement, where one is configured) happens while the
+write still holds its table's lock and is not yet visible, so the stamps' order stays a valid order of the
+writes. The catch-up runs on the host that wrote the fallback (the file is local to
 it) and measures, as NTP does, the offset of the server's clock to this host's boot clock; a write made in the
 same boot is placed on the server's clock by its boot-clock time, one from an earlier boot by its wall clock.
 The error bound is half the shortest round trip plus :data:`MARGIN` (60 s: clocks slewed by NTP, a paused VM)

@@ -180,29 +180,30 @@ def test_killed_at_random_moments_while_sending_1000_orders_nothing_is_lost_or_s
     rng = random.Random(20261127)
     kills = 0
     try:
-        while kills < 10 or box.depth():
+        for _ in range(10):  # killed at a random moment, each time after it started sending
             child = _spawn(executor_cfg, outbox_path)
             try:
                 assert child.stdout.readline().strip() == "started"
-                if kills < 10:
-                    time.sleep(rng.uniform(0.05, 0.6))
-                    if venue.bar_index + 1 < venue.bar_count:
-                        venue.advance()  # fills arrive while it works
-                    child.send_signal(signal.SIGKILL)
-                    child.wait(30)
-                    kills += 1
-                    continue
-                eventually(lambda: box.depth() == 0 and len(venue.received()) == 1000, timeout=120,
-                           what="every order at the venue")
-                venue.advance()
-                eventually(lambda: sum(o.status == "2" for o in venue.orders().values()) == 1000, timeout=60,
-                           what="every order filled at the venue")
-                eventually(lambda: set(box.journal()["exec_id"]) >= {r.exec_id for r in venue.reports()},
-                           timeout=60, what="every report in the journal")
+                time.sleep(rng.uniform(0.05, 0.6))
+                if venue.bar_index + 1 < venue.bar_count:
+                    venue.advance()  # fills arrive while it works
             finally:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-                    child.wait(30)
+                child.send_signal(signal.SIGKILL)
+                child.wait(30)
+            kills += 1
+        child = _spawn(executor_cfg, outbox_path)  # the last start: it finishes the work
+        try:
+            assert child.stdout.readline().strip() == "started"
+            eventually(lambda: box.depth() == 0 and len(venue.received()) == 1000, timeout=120,
+                       what="every order at the venue")
+            venue.advance()
+            eventually(lambda: sum(o.status == "2" for o in venue.orders().values()) == 1000, timeout=60,
+                       what="every order filled at the venue")
+            eventually(lambda: set(box.journal()["exec_id"]) >= {r.exec_id for r in venue.reports()},
+                       timeout=60, what="every report in the journal")
+        finally:
+            child.send_signal(signal.SIGTERM)
+            child.wait(30)
     finally:
         venue.stop()
     assert kills >= 10
@@ -255,3 +256,71 @@ def test_the_journal_reconciles_with_the_drop_copy_and_every_discrepancy_is_name
     findings = reconcile(box)
     assert sorted(findings.select("kind", "exec_id", "field").rows()) == sorted([
         ("missing", gone, None), ("mismatched", altered, "cum_qty"), ("extra", "INVENTED", None)])
+
+
+def test_a_venue_disconnect_mid_stream_loses_and_doubles_nothing(tmp_path):
+    """The venue drops the session three times while 300 orders go out: the executor logs on again (quickfix's
+    reconnect), the sequence gaps are closed by resends, and the venue has each order once, the journal
+    every report."""
+    port = free_port()
+    venue_cfg, executor_cfg = settings(tmp_path, port)
+    box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    approved = orders(300)
+    venue = PaperVenue(bars(), venue_cfg, VenueConfig(volume_share=1.0), id_prefix="V-").start()
+    executor = Executor(executor_cfg, box, batch=10)
+    drops = 0
+    try:
+        executor.start()
+        threading.Thread(target=executor.run, daemon=True).start()
+        for chunk in range(3):
+            box.submit(approved[chunk * 100:(chunk + 1) * 100])
+            eventually(lambda c=chunk: len(venue.received()) > c * 100 + 20, what="orders flowing")
+            venue.fix.session(venue.order_sessions[0]).disconnect()  # the venue drops the connection
+            drops += 1
+            eventually(executor.fix.logged_on, what="logged on again")
+        eventually(lambda: box.depth() == 0 and len(venue.received()) == 300, timeout=60, what="all 300 orders")
+        venue.advance()
+        eventually(lambda: set(box.journal()["exec_id"]) >= {r.exec_id for r in venue.reports()}
+                   and len(venue.reports()) == 600, timeout=60, what="every report journaled")
+    finally:
+        executor.stop()
+        venue.stop()
+    assert drops == 3
+    assert venue.received() == {o.clordid: 1 for o in approved} and venue.seen() == venue.received()
+    assert box.journal().height == 600 and box.journal().select("session", "exec_id").n_unique() == 600
+
+
+def test_an_order_the_risk_policy_refused_never_reaches_the_venue(tmp_path, monkeypatch):
+    """Through `emp orders submit`: a refused order (no stop, which the default policy requires) is never in
+    the outbox, so the executor never sends it; the approved one arrives."""
+    from emp_core.cli import main
+
+    monkeypatch.setenv("EMP_HOME", str(tmp_path))
+    monkeypatch.setenv("EMP_TIER", "embedded")
+    from emp_core.store import DuckDBStore
+
+    store = DuckDBStore(tmp_path / "emp.duckdb")
+    day = datetime(2024, 1, 2)
+    frame = pl.DataFrame({"symbol": "AAA", "ts": [day + timedelta(days=i) for i in range(30)], "open": 100.0,
+                          "high": 101.0, "low": 99.0, "close": 100.0, "volume": 1e6})
+    nothing = pl.DataFrame(schema={"run_id": pl.String})
+    store.replace_bars("bars_1d", frame, source="t", run_id="r", window=None, quarantine=nothing, journal=nothing)
+    base = ["orders", "submit", "--symbol", "AAA", "--side", "buy", "--qty", "10", "--type", "market"]
+    assert main([*base, "--key", "refused"]) == 1
+    assert main([*base, "--stop", "95", "--key", "approved"]) == 0
+    port = free_port()
+    venue_cfg, executor_cfg = settings(tmp_path, port)
+    box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    venue = PaperVenue(bars(), venue_cfg, VenueConfig(volume_share=1.0), id_prefix="V-").start()
+    executor = Executor(executor_cfg, box)
+    try:
+        executor.start()
+        executor.fix.wait_logged_on(10)
+        executor.run(until=lambda: len(venue.received()) >= 1, max_seconds=30)
+        time.sleep(0.5)
+    finally:
+        executor.stop()
+        venue.stop()
+    from emp_core.execution.outbox import clordid_for
+
+    assert venue.seen() == {clordid_for("approved"): 1}

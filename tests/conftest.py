@@ -265,3 +265,24 @@ def outage(pg_url, tmp_path):
     down = lambda: FailoverStore(PostgresStore(f"postgresql://127.0.0.1:{free_port()}/emp"), fallback)  # noqa: E731
     yield primary, down, fallback
     primary.dispose()
+
+
+@pytest.fixture
+def trading_home(tmp_path, monkeypatch):
+    """An embedded EMP_HOME whose store holds 30 daily bars of AAA closing at 100 (volume 1,000,000): what the
+    risk path reads for a last price and an average daily volume."""
+    from datetime import datetime, timedelta
+
+    import polars as pl
+
+    from emp_core.store import DuckDBStore
+
+    monkeypatch.setenv("EMP_HOME", str(tmp_path))
+    monkeypatch.setenv("EMP_TIER", "embedded")
+    day = datetime(2024, 1, 2)
+    bars = pl.DataFrame({"symbol": "AAA", "ts": [day + timedelta(days=i) for i in range(30)], "open": 100.0,
+                         "high": 101.0, "low": 99.0, "close": 100.0, "volume": 1e6})
+    nothing = pl.DataFrame(schema={"run_id": pl.String})
+    DuckDBStore(tmp_path / "emp.duckdb").replace_bars("bars_1d", bars, source="test", run_id="r", window=None,
+                                                      quarantine=nothing, journal=nothing)
+    return tmp_path

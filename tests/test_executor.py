@@ -290,21 +290,12 @@ def test_a_venue_disconnect_mid_stream_loses_and_doubles_nothing(tmp_path):
     assert box.journal().height == 600 and box.journal().select("session", "exec_id").n_unique() == 600
 
 
-def test_an_order_the_risk_policy_refused_never_reaches_the_venue(tmp_path, monkeypatch):
+def test_an_order_the_risk_policy_refused_never_reaches_the_venue(trading_home):
     """Through `emp orders submit`: a refused order (no stop, which the default policy requires) is never in
     the outbox, so the executor never sends it; the approved one arrives."""
     from emp_core.cli import main
 
-    monkeypatch.setenv("EMP_HOME", str(tmp_path))
-    monkeypatch.setenv("EMP_TIER", "embedded")
-    from emp_core.store import DuckDBStore
-
-    store = DuckDBStore(tmp_path / "emp.duckdb")
-    day = datetime(2024, 1, 2)
-    frame = pl.DataFrame({"symbol": "AAA", "ts": [day + timedelta(days=i) for i in range(30)], "open": 100.0,
-                          "high": 101.0, "low": 99.0, "close": 100.0, "volume": 1e6})
-    nothing = pl.DataFrame(schema={"run_id": pl.String})
-    store.replace_bars("bars_1d", frame, source="t", run_id="r", window=None, quarantine=nothing, journal=nothing)
+    tmp_path = trading_home
     base = ["orders", "submit", "--symbol", "AAA", "--side", "buy", "--qty", "10", "--type", "market"]
     assert main([*base, "--key", "refused"]) == 1
     assert main([*base, "--stop", "95", "--key", "approved"]) == 0

@@ -4,29 +4,16 @@ orders never queued, one order per --key, status and cancel, on the embedded tie
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
 
-import polars as pl
 import pytest
 
 from emp_core.cli import main
 from emp_core.execution.outbox import sqlite_outbox
-from emp_core.store import DuckDBStore
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    """An embedded EMP_HOME whose store holds 30 daily bars of AAA closing at 100 (volume 1,000,000)."""
-    monkeypatch.setenv("EMP_HOME", str(tmp_path))
-    monkeypatch.setenv("EMP_TIER", "embedded")
-    store = DuckDBStore(tmp_path / "emp.duckdb")
-    t0 = datetime(2024, 1, 2)
-    bars = pl.DataFrame({"symbol": "AAA", "ts": [t0 + timedelta(days=i) for i in range(30)], "open": 100.0,
-                         "high": 101.0, "low": 99.0, "close": 100.0, "volume": 1e6})
-    nothing = pl.DataFrame(schema={"run_id": pl.String})
-    store.replace_bars("bars_1d", bars, source="test", run_id="r", window=None, quarantine=nothing,
-                       journal=nothing)
-    return tmp_path
+def home(trading_home):
+    return trading_home
 
 
 def submit(capsys, *args: str) -> tuple[int, dict]:

@@ -150,3 +150,12 @@ def test_two_processes_submitting_the_same_orders_make_each_once(tmp_path):
                               env={**os.environ, "PYTHONPATH": os.getcwd()}) for _ in range(2)]
     news = [int(p.communicate(timeout=120)[0]) for p in procs]
     assert sum(news) == 300 and sqlite_outbox(path).entries().height == 300
+
+
+def test_the_drop_copy_is_a_journal_of_its_own(outbox):
+    (a, _), = outbox.submit([order("a")])
+    assert outbox.record([report(a, "e1", "0")], into="dropcopy") == 1
+    assert outbox.record([report(a, "e1", "0")], into="dropcopy") == 0  # once per session and ExecID
+    assert outbox.journal("dropcopy")["exec_id"].to_list() == ["e1"] and outbox.journal_size() == 0
+    with pytest.raises(OutboxError, match="no journal 'other'"):
+        outbox.record([report(a, "e2", "0")], into="other")

@@ -139,21 +139,18 @@ CREATE TABLE IF NOT EXISTS cancels (
     orig_clordid TEXT NOT NULL REFERENCES outbox (clordid), created_at TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'requested' CHECK (state IN ('requested', 'sent')), sent_at TEXT);
 CREATE INDEX IF NOT EXISTS cancels_to_send ON cancels (cancel_id) WHERE state = 'requested';
-CREATE TABLE IF NOT EXISTS executions (
+"""
+
+
+_SQLITE_JOURNAL_DDL = """
+CREATE TABLE IF NOT EXISTS {name} (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, exec_id TEXT NOT NULL, order_id TEXT,
     clordid TEXT NOT NULL, orig_clordid TEXT, order_clordid TEXT NOT NULL, msg_type TEXT NOT NULL, exec_type TEXT,
     ord_status TEXT NOT NULL,
     symbol TEXT, side TEXT, order_qty REAL, last_qty REAL, last_px REAL, cum_qty REAL, leaves_qty REAL,
     avg_px REAL, reject_reason TEXT, text TEXT, transact_time TEXT, received_at TEXT NOT NULL,
     UNIQUE (session, exec_id));
-CREATE INDEX IF NOT EXISTS executions_order ON executions (order_clordid, seq);
-CREATE TABLE IF NOT EXISTS dropcopy (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, exec_id TEXT NOT NULL, order_id TEXT,
-    clordid TEXT NOT NULL, orig_clordid TEXT, order_clordid TEXT NOT NULL, msg_type TEXT NOT NULL, exec_type TEXT,
-    ord_status TEXT NOT NULL,
-    symbol TEXT, side TEXT, order_qty REAL, last_qty REAL, last_px REAL, cum_qty REAL, leaves_qty REAL,
-    avg_px REAL, reject_reason TEXT, text TEXT, transact_time TEXT, received_at TEXT NOT NULL,
-    UNIQUE (session, exec_id));
+CREATE INDEX IF NOT EXISTS {name}_order ON {name} (order_clordid, seq);
 """
 
 
@@ -332,7 +329,7 @@ def sqlite_outbox(path: str | Path) -> Outbox:
         return con
 
     with connect() as con:
-        con.executescript(_SQLITE_DDL)
+        con.executescript(_SQLITE_DDL + "".join(_SQLITE_JOURNAL_DDL.format(name=n) for n in JOURNALS))
     con.close()
     return Outbox(connect, prefix="", placeholder="?", location=str(path))
 

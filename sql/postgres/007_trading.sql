@@ -61,30 +61,6 @@ CREATE TABLE IF NOT EXISTS trading.executions (
 );
 CREATE INDEX IF NOT EXISTS executions_order ON trading.executions (order_clordid, seq);
 
--- The venue's drop copy of every ExecutionReport it sent, as received (reconciled against the journal).
-CREATE TABLE IF NOT EXISTS trading.dropcopy (
-    seq bigserial PRIMARY KEY,             -- the order the journal received reports in
-    session text NOT NULL,                 -- the FIX session (SenderCompID->TargetCompID) it came on
-    exec_id text NOT NULL,
-    order_id text,
-    clordid text NOT NULL,                 -- the message's ClOrdID (11): a cancel's own for a cancel's answer
-    orig_clordid text,                     -- OrigClOrdID (41)
-    order_clordid text NOT NULL,           -- the order it is about: 41 when there, else 11
-    msg_type text NOT NULL,                -- 8 ExecutionReport, 9 OrderCancelReject
-    exec_type text,
-    ord_status text NOT NULL,
-    symbol text,
-    side text,
-    order_qty double precision,
-    last_qty double precision,
-    last_px double precision,
-    cum_qty double precision,
-    leaves_qty double precision,
-    avg_px double precision,
-    reject_reason text,
-    text text,
-    transact_time timestamp,
-    received_at timestamp NOT NULL,
-    UNIQUE (session, exec_id)
-);
-CREATE INDEX IF NOT EXISTS dropcopy_order ON trading.dropcopy (order_clordid, seq);
+-- The venue's drop copy of every ExecutionReport it sent, as received (reconciled against the journal): the
+-- journal's shape (its seq numbers drawn from the journal's sequence: they only order each table's rows).
+CREATE TABLE IF NOT EXISTS trading.dropcopy (LIKE trading.executions INCLUDING ALL);

@@ -139,12 +139,10 @@ def ours(tmp: Path, orders: int, burst: int) -> dict:
         for i in range(orders):
             box.submit([ApprovedOrder(idem_key=f"L{i}", strategy="bench", symbol="AAA", side="buy", qty=1)])
             executor.pump()
-            cl = box.entries().row(-1, named=True)["clordid"] if i == 0 else None
             deadline = time.monotonic() + 30
             while len(executor.journaled_at) < i + 1:
                 assert time.monotonic() < deadline, "ours: report missing"
                 time.sleep(0.00002)
-            del cl
         lat = [executor.journaled_at[c] - executor.sent_at[c] for c in executor.sent_at]
         base = len(executor.journaled_at)
         runner = threading.Thread(target=executor.run, kwargs={"until": lambda: len(executor.journaled_at) >=

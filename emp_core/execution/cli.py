@@ -97,17 +97,17 @@ def run_orders_submit(*, symbol: str, side: str, qty: int, order_type: str, pric
                       stop: float | None, strategy: str, confidence: float, session: str, policy_file: Path,
                       key: str | None, as_json: bool) -> int:
     """Put a manual order through the risk policy and, if approved, into the outbox (exit 0; 1 if refused)."""
-    from emp_core.execution.account import account
+    from emp_core.execution.account import account, fills
     from emp_core.execution.outbox import ApprovedOrder, open_outbox
     from emp_core.risk.policy import Intent, Portfolio, evaluate, load_policy
 
     policy = load_policy(policy_file)
     box = open_outbox()
-    acct = account(box.journal(), {}, PAPER_CAPITAL)
-    prices, adv = _market(sorted({symbol, *acct.positions}))
+    journal = box.journal()
+    prices, adv = _market(sorted({symbol, *fills(journal)["symbol"].to_list()}))
     if symbol not in prices:
         raise EmpError(f"no bars for {symbol} in the store: its last price is unknown (emp ingest first)")
-    acct = account(box.journal(), prices, PAPER_CAPITAL)
+    acct = account(journal, prices, PAPER_CAPITAL)
     portfolio = Portfolio(equity=acct.equity, peak_equity=acct.peak_equity, day_start_equity=acct.day_start_equity,
                           positions=acct.positions, prices=prices, adv=adv)
     intent = Intent(strategy=strategy, symbol=symbol, side=side, quantity=qty, order_type=order_type,

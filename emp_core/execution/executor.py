@@ -188,13 +188,11 @@ class Executor:
         """Mark as sent every order and cancel the session's FileStore holds (module docstring); returns how
         many orders were marked. Runs before the session starts, so nothing is sent meanwhile."""
         orders, cancels = sent_ids(self.store_dir, self.sender, self.target)
-        pending = {e.clordid for e in self.outbox.to_send(limit=1_000_000)}
-        found = sorted(orders & pending)
-        self.outbox.mark_sent(found)
+        marked = self.outbox.mark_sent(sorted(orders))  # only those still approved change
         self.outbox.mark_cancels_sent(sorted(cancels))
-        self.counters.recovered = len(found)
-        self.event("recovered", stored_orders=len(orders), marked=len(found), stored_cancels=len(cancels))
-        return len(found)
+        self.counters.recovered = marked
+        self.event("recovered", stored_orders=len(orders), marked=marked, stored_cancels=len(cancels))
+        return marked
 
     def pump(self) -> int:
         """Send a batch of approved orders and requested cancels; returns how many messages were sent. Nothing

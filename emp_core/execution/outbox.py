@@ -235,10 +235,11 @@ class Outbox:
                          "FROM {p}outbox WHERE state = 'approved' ORDER BY entry_id LIMIT ?", (limit,))
         return [Entry(*r) for r in rows]
 
-    def mark_sent(self, clordids: Sequence[str]) -> None:
+    def mark_sent(self, clordids: Sequence[str]) -> int:
+        """Mark approved orders sent; returns how many were still approved (the others are left as they are)."""
         now = utcnow().isoformat(sep=" ")
-        self._run("UPDATE {p}outbox SET state = 'sent', sent_at = ? WHERE clordid = ? AND state = 'approved'",
-                  many=[(now, c) for c in clordids])
+        return self._run("UPDATE {p}outbox SET state = 'sent', sent_at = ? WHERE clordid = ? AND state = "
+                         "'approved'", many=[(now, c) for c in clordids])[0][0]
 
     def cancels_to_send(self) -> list[Cancel]:
         rows = self._run("SELECT c.cancel_id, c.clordid, c.orig_clordid, o.symbol, o.side, o.qty FROM {p}cancels c "

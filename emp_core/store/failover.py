@@ -395,10 +395,10 @@ AND (ts_end IS NULL OR %(lo)s::timestamp IS NULL OR %(lo)s::timestamp < ts_end)
 AND (symbols IS NULL OR %(symbols)s::text[] IS NULL OR symbols && %(symbols)s::text[])
 AND (dataset IS NULL OR %(dataset)s::text IS NULL OR dataset = %(dataset)s::text)"""
 # stamps over the scope that may be later than the outage write: after its time (less the error bound) on the
-# server's clock, or this log's own (ordered by their sequence numbers instead: _guard)
+# server's clock, or this log's own by write id (ordered by their sequence numbers instead: _guard)
 _LATER_SQL = f"""SELECT seq, operation, run_id, coalesce(original_at, committed_at) AS at, replay_of, write_id
 FROM ops.write_log WHERE target = %(target)s
-AND (coalesce(original_at, committed_at) > %(after)s OR replay_of LIKE %(own)s OR write_id = ANY(%(own_ids)s::text[]))
+AND (coalesce(original_at, committed_at) > %(after)s OR write_id = ANY(%(own_ids)s::text[]))
 AND write_id IS DISTINCT FROM %(write_id)s AND {_OVERLAP}
 ORDER BY seq"""
 _COMMUTE = ("append", "append_table", "insert_new")  # appends (insert_new by its key) never undo another write
@@ -406,7 +406,7 @@ _COMMUTES_WITH = {"append": (*_COMMUTE, "upsert_bars"), "append_table": (*_COMMU
                   "insert_new": ("append", "append_table", "upsert_bars")}
 
 
-def _guard(row: dict, me: str, after: datetime, force: bool, own: dict[str, int], agree=None):
+def _guard(row: dict, after: datetime, force: bool, own: dict[str, int], agree=None):
     """The test a replay runs inside its transaction, under its table's write lock, on the scope the store is
     about to write (module docstring, steps 1 and 2). ``own``: this log's write ids -> their seqs.
 
@@ -421,7 +421,7 @@ def _guard(row: dict, me: str, after: datetime, force: bool, own: dict[str, int]
     later writes did not change what it writes."""
     state = {"first": True}
     write_id, seq = row["write_id"], row["seq"]
-    params = {"own": f"{me}:%", "own_ids": sorted(own), "write_id": write_id}
+    params = {"own_ids": sorted(own), "write_id": write_id}
 
     def is_later(stamp) -> bool:
         _, _, _, at, replay_of, stamp_id = stamp
@@ -706,13 +706,12 @@ def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: tim
     """Apply one logged write to the primary in one transaction, guarded and verified (module docstring)."""
     op, target = row["operation"], row["target"]
     replay = {"write_id": row["write_id"], "replay_of": tag, "original_at": at}
-    me = tag.rsplit(":", 1)[0]
     if op in _BAR_WRITES:
         payload = fallback.query(f"SELECT {', '.join(_OHLCV)} FROM {ROWS_TABLE} WHERE seq = $s ORDER BY symbol, ts",
                                  {"s": row["seq"]})
         _check_count(row["seq"], "bars", payload.height, row["logged_rows"])
         agree, verify = _bar_checks(row, payload)
-        replay.update(guard=_guard(row, me, at - error, forced, own, agree), verify=verify)
+        replay.update(guard=_guard(row, at - error, forced, own, agree), verify=verify)
         token = REPLAY.set(replay)
         try:
             if op == "upsert_bars":
@@ -728,7 +727,7 @@ def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: tim
         return
     names = ("frame",) if op != "replace_windows" else tuple(row["target"].split(","))
     parts = _parts_of(fallback, row["seq"], names)
-    replay["guard"] = _guard(row, me, at - error, forced, own)
+    replay["guard"] = _guard(row, at - error, forced, own)
     if op in _WHOLE_TABLE:
         replay["verify"] = _frame_verify([(target, "TRUE", {}, parts["frame"])])
     elif op == "replace_windows":
@@ -736,7 +735,7 @@ def _replay_one(primary, fallback, row: dict, tag: str, at: datetime, error: tim
         params = {"d": row["dataset"], "s": row["window_start"], "e": row["window_end"]}
         replay["verify"] = _frame_verify([(t, where, params, f) for t, f in parts.items()])
     elif op == "insert_new":
-        replay["guard"] = _guard(row, me, at - error, forced, own, _keys_agree(target, row["key"], parts["frame"]))
+        replay["guard"] = _guard(row, at - error, forced, own, _keys_agree(target, row["key"], parts["frame"]))
     token = REPLAY.set(replay)
     try:
         if op in _WHOLE_TABLE or op in ("append", "append_table"):

@@ -303,6 +303,18 @@ def _add_execution(sub) -> None:
     p.add_argument("--symbols", type=symbol_list, help="only these symbols (comma-separated)")
     p.add_argument("--bar-seconds", type=float, default=1.0, metavar="S", help="seconds per bar (default 1)")
     p.add_argument("--start-bar", type=int, default=0, metavar="N", help="the bar the clock starts at")
+    p.add_argument("--start", type=datetime.fromisoformat, metavar="DATE",
+                   help="start the clock at the last bar at or before DATE (in place of --start-bar)")
+    p.add_argument("--wait-for-orders", action="store_true",
+                   help="hold the clock until the first order arrives (a replay of the bar the orders were planned on)")
+    p.add_argument("--max-bars", type=int, metavar="N", help="stop the clock after N bars (the sessions stay up)")
+    p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds")
+    p = _subcommand(
+        sub, "dropcopy", "record the paper venue's drop copy (every ExecutionReport, for reconciliation)",
+        "A FIX 4.4 initiator on the venue's drop-copy session: records every mirrored ExecutionReport in the\n"
+        "outbox database's drop-copy journal, which trading/reconciliation compares with the execution journal.\n"
+        "Example:\n  emp dropcopy --settings fix/dropcopy.cfg", cmd_dropcopy)
+    p.add_argument("--settings", type=Path, required=True, metavar="FILE", help="QuickFIX initiator settings")
     p.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds")
 
     orders = sub.add_parser("orders", help="operator orders: submit through the risk policy, cancel, status",
@@ -323,7 +335,7 @@ def _add_execution(sub) -> None:
     p.add_argument("--strategy", default="manual", metavar="NAME", help="the strategy it is for (default manual)")
     p.add_argument("--confidence", type=float, default=1.0, metavar="C", help="in [0, 1] (default 1)")
     p.add_argument("--session", default="paper", choices=("paper", "live"), help="the session kind (default paper)")
-    p.add_argument("--policy", type=Path, metavar="FILE", help="risk policy (default policies/default-v1.yaml)")
+    p.add_argument("--policy", type=Path, metavar="FILE", help="risk policy (default policies/default-v2.yaml)")
     p.add_argument("--key", metavar="KEY", help="what the order is: the same key never makes a second order")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(prog="emp orders submit")
@@ -352,7 +364,14 @@ def cmd_venue(args) -> int:
     from emp_core.execution.cli import run_venue
 
     return run_venue(args.settings, data=args.data, symbols=args.symbols, bar_seconds=args.bar_seconds,
-                     start_bar=args.start_bar, max_seconds=args.max_seconds)
+                     start_bar=args.start_bar, start=args.start, wait_for_orders=args.wait_for_orders,
+                     max_bars=args.max_bars, max_seconds=args.max_seconds)
+
+
+def cmd_dropcopy(args) -> int:
+    from emp_core.execution.cli import run_dropcopy
+
+    return run_dropcopy(args.settings, max_seconds=args.max_seconds)
 
 
 def cmd_orders_submit(args) -> int:

@@ -315,3 +315,36 @@ def test_an_order_the_risk_policy_refused_never_reaches_the_venue(trading_home):
     from emp_core.execution.outbox import clordid_for
 
     assert venue.seen() == {clordid_for("approved"): 1}
+
+
+def test_a_live_session_never_receives_an_order_approved_for_paper(tmp_path):
+    """The executor sends only the orders approved for its session's kind (EmpSessionKind; unmarked is live):
+    a paper-only strategy's order, approved for paper, waits in the outbox while a live session runs and goes
+    out on a paper one."""
+    port = free_port()
+    venue_cfg, paper_cfg = settings(tmp_path, port)
+    text = paper_cfg.read_text()
+    assert "EmpSessionKind=paper" in text
+    live_cfg = tmp_path / "live.cfg"
+    live_cfg.write_text(text.replace("EmpSessionKind=paper\n", ""))  # unmarked: live
+    box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    paper_order = ApprovedOrder(idem_key="paper", strategy="catalogue/trend", symbol="AAA", side="buy", qty=1)
+    live_order = ApprovedOrder(idem_key="live", strategy="manual", symbol="AAA", side="buy", qty=2, session="live")
+    box.submit([paper_order, live_order])
+    venue = PaperVenue(bars(), venue_cfg, id_prefix="V-").start()
+    try:
+        executor = Executor(live_cfg, box)
+        assert executor.kind == "live"
+        with executor:
+            executor.fix.wait_logged_on(10)
+            executor.run(until=lambda: len(venue.received()) >= 1, max_seconds=30)
+            time.sleep(0.5)
+            executor.pump()
+            assert executor.health()["outbox_depth"] == 0 and box.depth() == 1  # the paper order waits
+        assert venue.seen() == {live_order.clordid: 1}
+        with Executor(paper_cfg, box) as executor:
+            executor.fix.wait_logged_on(10)
+            executor.run(until=lambda: len(venue.received()) >= 2, max_seconds=30)
+    finally:
+        venue.stop()
+    assert venue.seen() == {live_order.clordid: 1, paper_order.clordid: 1} and box.depth() == 0

@@ -33,7 +33,7 @@ def test_an_approved_order_is_queued_once_per_key_with_its_decision(home, capsys
     box = sqlite_outbox(home / "outbox.sqlite")
     entries = box.entries()
     assert entries.height == 1 and entries.row(0, named=True)["limit_price"] == 100.0
-    assert entries["policy_version"].to_list() == ["default-v1"]
+    assert entries["policy_version"].to_list() == ["default-v2"]
 
 
 def test_a_refused_order_prints_why_and_is_never_queued(home, capsys):

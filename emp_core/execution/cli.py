@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +19,7 @@ from emp_core.errors import EmpError
 
 log = logging.getLogger("emp")
 
-DEFAULT_POLICY = REPO_ROOT / "policies" / "default-v1.yaml"
+DEFAULT_POLICY = REPO_ROOT / "policies" / "default-v2.yaml"
 PAPER_CAPITAL = 1_000_000.0  # the paper account's starting capital
 ADV_BARS = 20  # average daily volume over the last 20 daily bars
 
@@ -32,7 +33,13 @@ def _until_signalled() -> threading.Event:
 
 
 def run_executor(settings_file: Path, *, health_port: int | None = None, max_seconds: float | None = None) -> int:
-    """Run the executor until SIGINT/SIGTERM (or ``max_seconds``)."""
+    """Run the executor until SIGINT/SIGTERM (or ``max_seconds``).
+
+    A logon the counterparty refuses (a Logout answering our Logon: bad credentials, an unknown session, sequence
+    numbers it will not accept) ends the command at once, on the first refusal: retrying cannot fix it, an
+    operator must. The executor is stopped cleanly (its ``logon_rejected`` event is logged) and ``LogonRejected``
+    is raised, so ``emp`` prints one line naming the session and the counterparty's reason (the password masked)
+    and exits 2."""
     from emp_core.execution.executor import Executor
     from emp_core.execution.outbox import open_outbox
 
@@ -40,7 +47,10 @@ def run_executor(settings_file: Path, *, health_port: int | None = None, max_sec
     stop = _until_signalled()
     executor = Executor(settings_file, open_outbox(), health_port=health_port)
     with executor:
-        executor.run(until=stop.is_set, max_seconds=max_seconds)
+        executor.run(until=lambda: stop.is_set() or executor.logon_rejected.is_set(), max_seconds=max_seconds)
+    error = executor.logon_error() if executor.logon_rejected.is_set() else None
+    if error is not None:
+        raise error
     return 0
 
 
@@ -60,25 +70,69 @@ def _bars(data: Path | None, symbols: list[str] | None) -> pl.DataFrame:
     return frame.select("symbol", "ts", "open", "high", "low", "close", "volume")
 
 
+def start_index(bars: pl.DataFrame, start: datetime) -> int:
+    """The index of the last bar time at or before ``start`` among ``bars``' times."""
+    times = bars["ts"].unique().sort()
+    index = int((times <= start).sum()) - 1
+    if index < 0:
+        raise EmpError(f"--start {start}: before the first bar ({times[0]})")
+    return index
+
+
 def run_venue(settings_file: Path, *, data: Path | None = None, symbols: list[str] | None = None,
-              bar_seconds: float = 1.0, start_bar: int = 0, max_seconds: float | None = None) -> int:
-    """Run the paper venue, advancing one bar every ``bar_seconds``, until SIGINT/SIGTERM or the last bar."""
+              bar_seconds: float = 1.0, start_bar: int = 0, start: datetime | None = None,
+              wait_for_orders: bool = False, max_bars: int | None = None, max_seconds: float | None = None) -> int:
+    """Run the paper venue, advancing one bar every ``bar_seconds``, until SIGINT/SIGTERM, the last bar, ``max_bars``
+    advances or ``max_seconds``. ``start`` (a time) starts the clock at the last bar at or before it, in place of
+    ``start_bar``; with ``wait_for_orders`` the clock stands still until the first order arrives (a replay that
+    fills the first orders at the bar after the one they were planned on)."""
     import time
 
     from emp_core.execution.venue import PaperVenue
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     stop = _until_signalled()
-    venue = PaperVenue(_bars(data, symbols), settings_file, start=start_bar)
+    bars = _bars(data, symbols)
+    if start is not None:
+        start_bar = start_index(bars, start)
+    venue = PaperVenue(bars, settings_file, start=start_bar)
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    advanced = 0
     with venue:
-        log.info(json.dumps({"event": "venue_started", "bars": venue.bar_count, "bar": venue.bar_index}))
+        log.info(json.dumps({"event": "venue_started", "bars": venue.bar_count, "bar": venue.bar_index,
+                             "bar_time": str(venue.bar_time), "waiting_for_orders": wait_for_orders}))
         while not stop.wait(bar_seconds):
             if deadline is not None and time.monotonic() > deadline:
                 break
+            if max_bars is not None and advanced >= max_bars:
+                log.info(json.dumps({"event": "venue_max_bars", "bar": venue.bar_index, "advanced": advanced}))
+                break
+            if wait_for_orders and not venue.received():
+                continue
             if venue.advance() is None:
                 log.info(json.dumps({"event": "venue_out_of_bars", "bar": venue.bar_index}))
                 break
+            advanced += 1
+            log.info(json.dumps({"event": "bar", "bar": venue.bar_index, "bar_time": str(venue.bar_time)}))
+        # keep the sessions up until stopped, so the executor can still be told about the last reports
+        if not stop.is_set() and (max_bars is not None or wait_for_orders):
+            stop.wait(max(0.0, deadline - time.monotonic()) if deadline is not None else None)
+    return 0
+
+
+def run_dropcopy(settings_file: Path, *, max_seconds: float | None = None) -> int:
+    """Listen on the venue's drop-copy session and record every mirrored report (for reconciliation) until
+    SIGINT/SIGTERM or ``max_seconds``."""
+    from emp_core.execution.outbox import open_outbox
+    from emp_core.execution.reconcile import DropCopyListener
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    stop = _until_signalled()
+    box = open_outbox()
+    with DropCopyListener(settings_file, box) as listener:
+        log.info(json.dumps({"event": "dropcopy_started", "session": listener.session_name, "outbox": str(box)}))
+        stop.wait(max_seconds)
+    log.info(json.dumps({"event": "dropcopy_stopped", "recorded": box.journal_size("dropcopy")}))
     return 0
 
 

@@ -16,7 +16,9 @@ has been sent:
 
 A crash between 1 and 2 leaves an order stored but not marked. So at start, before its session starts, the
 executor reads the session's FileStore and marks every order (and cancel) found there as sent; only the
-rest is sent. An order is therefore handed to quickfix once, whatever the moment of the crash; the venue's
+rest is sent. Only orders approved for the session's kind are sent (``EmpSessionKind`` in the settings:
+paper or live; unmarked is live), so an order approved for paper trading never reaches a live counterparty.
+An order is therefore handed to quickfix once, whatever the moment of the crash; the venue's
 duplicate-ClOrdID check is a second guard, never the first.
 
 **Every report journaled.** A report is journaled inside quickfix's ``fromApp`` callback, before it returns.
@@ -25,17 +27,47 @@ journal's commit leaves the report unacknowledged at the FIX level and the venue
 restart; a crash after the commit but before quickfix's advance makes the venue resend it too, and the
 journal keeps it once (keyed by session and ExecID).
 
-**Session.** Reconnects are quickfix's (``ReconnectInterval``); the executor itself backs off between start
-attempts when the settings or the store cannot be opened. Logs are one JSON object per line; the settings
-are logged through ``SessionConfig.public()`` (passwords and other secrets masked). A small HTTP endpoint on
-loopback (``--health-port``) answers ``GET /health`` with the session state, the outbox depth, the number sent
-and received, and the age of the last report.
+**Reconnects, with backoff.** quickfix's initiator reconnects every ``ReconnectInterval`` seconds, a fixed
+interval with no setter. ``run()`` adds an exponential backoff on top (``Backoff``; ``backoff=None`` keeps the
+fixed interval): quickfix keeps its own fixed-interval attempts for the first ``patience`` of an outage (2 x
+``ReconnectInterval`` by default), so a short drop reconnects as fast as before. If the session is still down
+then, ``run()`` stops the initiator and starts it again after a growing delay (``first``, then x ``factor``
+per attempt, at most ``cap`` seconds, each drawn uniformly from [(1 - ``jitter``) d, d]); a started
+initiator connects at once, and is given ``attempt_seconds`` (longer while a Logon awaits its answer) before
+it is stopped again, less than quickfix's next own attempt. A Logon resets the delay. This keeps the
+crash-recovery guarantees: stopping and starting the initiator is what a restart of the process does,
+minus the process (the FileStore is closed, then reopened with its sequence numbers and stored messages; no
+reset is configured on logout or disconnect), nothing is sent while the session is not logged on (``pump``
+checks), and the stop and start happen on ``run()``'s thread between two pumps, never in the middle of a
+batch, under a lock ``stop()`` also takes (so no start can follow a ``stop()``). Only ``run()`` backs off: an
+executor driven by ``pump()`` alone keeps quickfix's fixed interval.
+
+**Logon refused.** A Logout received after our Logon and before the counterparty's (``sentLogon`` and not
+``receivedLogon``: bad credentials, an unknown session, sequence numbers the venue will not accept) is a
+refused logon: logged as the JSON event ``logon_rejected`` with the counterparty's Text (any occurrence of
+our password in it masked), kept in ``health()["last_logon_error"]`` (with ``logon_rejections``, their
+number), and ``logon_rejected`` (an Event) is set; ``emp executor`` stops on it. The executor itself keeps
+trying (with its backoff), in case the counterparty is fixed.
+
+**Session-level events.** Also logged: ``resend_request`` (we ask for a gap), ``resend_request_received``,
+``sequence_reset`` (a SequenceReset received: GapFill over admin messages or a reset), ``session_reject``
+(the counterparty refused one of our messages at session level, 35=3: it never reached its application),
+``reject_sent`` (we refused one of its messages: a report in it is not journaled, and FIX will not send it
+again) and ``business_reject`` (35=j). A message that fails FIX44.xml is answered by quickfix with a Reject (35=3); an
+application message other than an ExecutionReport or OrderCancelReject with a BusinessMessageReject (35=j);
+a garbled frame is dropped; none of them ends the session or reaches the journal.
+
+**Logs and health.** Logs are one JSON object per line; the settings are logged through
+``SessionConfig.public()`` (passwords and other secrets masked), and no event carries a Logon's fields. A small
+HTTP endpoint on loopback (``--health-port``) answers ``GET /health`` with the session state, the outbox depth,
+the number sent and received, the age of the last report, the last refused logon and the backoff state.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import threading
 import time
@@ -52,11 +84,13 @@ from emp_core.execution.fix import (
     CancelRequest,
     ExecReport,
     FixApplication,
+    FixError,
     FixSession,
     NewOrder,
     OrdType,
     Side,
     header_flag,
+    msg_type,
     parse,
 )
 from emp_core.execution.outbox import Outbox
@@ -125,6 +159,34 @@ def journal_row(message, session: str) -> dict:
             "reject_reason": None if message.cxl_rej_reason is None else str(message.cxl_rej_reason)}
 
 
+class LogonRejected(FixError):
+    """The counterparty refused the executor's Logon; the message names the session and gives its reason."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect backoff for ``Executor.run()`` (module docstring). ``first`` and ``patience`` default to 2 x
+    the session's ``ReconnectInterval``."""
+
+    first: float | None = None  # seconds before the first restart
+    factor: float = 2.0
+    cap: float = 60.0  # no delay is longer
+    jitter: float = 0.2  # a delay d is drawn uniformly from [(1 - jitter) d, d]
+    patience: float | None = None  # how long quickfix's own fixed-interval attempts are left alone
+    attempt_seconds: float = 0.5  # how long a restarted initiator is given to connect (more while logging on)
+
+    def __post_init__(self) -> None:
+        if not (self.factor >= 1 and self.cap > 0 and 0 <= self.jitter < 1 and self.attempt_seconds > 0
+                and (self.first is None or self.first > 0) and (self.patience is None or self.patience >= 0)):
+            raise FixError(f"{self}: needs factor >= 1, cap > 0, 0 <= jitter < 1, attempt_seconds > 0, "
+                           "first > 0 and patience >= 0")
+
+    def delay(self, attempt: int, first: float, rng: random.Random) -> float:
+        """The wait before restart number ``attempt`` (0 for the first)."""
+        nominal = min(self.cap, first * self.factor ** min(attempt, 64))
+        return nominal * (1.0 - self.jitter * rng.random())
+
+
 @dataclass
 class Counters:
     sent: int = 0
@@ -142,15 +204,46 @@ class _App(FixApplication):
         self.executor = executor
 
     def on_logon(self, session_id):
+        self.executor._logon_seen.set()
         self.executor.event("logon", session=str(session_id))
 
     def on_logout(self, session_id):
         self.executor.event("logout", session=str(session_id))
 
+    def to_admin(self, message, session_id):
+        kind, f = msg_type(message), fields(message.toString())
+        if kind == "2":
+            self.executor.event("resend_request", begin_seq=_int(f.get("7")), end_seq=_int(f.get("16")))
+        elif kind == "3":  # quickfix refused one of the venue's messages: a report in it is never journaled
+            self.executor.event("reject_sent", ref_seq=_int(f.get("45")), ref_msg_type=f.get("372"),
+                                ref_tag=_int(f.get("371")), reason=_int(f.get("373")), text=f.get("58"))
+
+    def from_admin(self, message, session_id):
+        kind, f = msg_type(message), fields(message.toString())
+        ex = self.executor
+        if kind == "5":
+            session = qf.Session.lookupSession(session_id)
+            if session is not None and session.sentLogon() and not session.receivedLogon():
+                ex._logon_rejected(f.get("58"))
+        elif kind == "2":
+            ex.event("resend_request_received", begin_seq=_int(f.get("7")), end_seq=_int(f.get("16")))
+        elif kind == "4":
+            ex.event("sequence_reset", seq=_int(f.get("34")), new_seq=_int(f.get("36")),
+                     gap_fill=f.get("123") == "Y", poss_dup=f.get("43") == "Y")
+        elif kind == "3":
+            ex.event("session_reject", ref_seq=_int(f.get("45")), ref_msg_type=f.get("372"),
+                     ref_tag=_int(f.get("371")), reason=_int(f.get("373")), text=f.get("58"))
+
     def from_app(self, message, session_id):
+        kind = msg_type(message)
+        if kind == "j":  # logged, never answered (a reject of a reject would not end)
+            f = fields(message.toString())
+            self.executor.event("business_reject", ref_seq=_int(f.get("45")), ref_msg_type=f.get("372"),
+                                ref_id=f.get("379"), reason=_int(f.get("380")), text=f.get("58"))
+            return
+        if kind not in (ExecReport.MSG_TYPE, CancelReject.MSG_TYPE):
+            raise qf.UnsupportedMessageType()  # quickfix answers with a BusinessMessageReject (35=j)
         parsed = parse(message)
-        if not isinstance(parsed, ExecReport | CancelReject):
-            raise qf.UnsupportedMessageType()
         ex = self.executor
         new = ex.outbox.record([journal_row(parsed, ex.session_name)])  # before quickfix advances its seq num
         with ex.lock:
@@ -161,27 +254,66 @@ class _App(FixApplication):
             ex.event("duplicate_report", exec_id=getattr(parsed, "exec_id", None), clordid=parsed.cl_ord_id)
 
 
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.lstrip("-").isdigit() else None
+
+
 class Executor:
-    """Send the outbox over one FIX initiator session and journal what comes back (module docstring)."""
+    """Send the outbox over one FIX initiator session and journal what comes back (module docstring).
+    ``backoff``: the reconnect backoff ``run()`` applies (None: quickfix's fixed ``ReconnectInterval`` only)."""
 
     def __init__(self, settings: Path | str, outbox: Outbox, *, batch: int = 200, poll_seconds: float = 0.02,
-                 health_port: int | None = None) -> None:
+                 health_port: int | None = None, backoff: Backoff | None = Backoff()) -> None:
         self.outbox = outbox
         self.app = _App(self)
         self.fix = FixSession(settings, self.app, role="initiator")
         config = self.fix.settings.sessions[0]
         self.sender, self.target = config.sender, config.target
         self.session_name = f"{self.sender}->{self.target}"
+        self.kind = config.session_kind  # paper or live: only orders approved for this kind are sent
         self.store_dir = Path(config.get("FileStorePath") or ".")
         self.batch, self.poll_seconds, self.health_port = batch, poll_seconds, health_port
         self.counters = Counters()
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._health: ThreadingHTTPServer | None = None
+        self._password = config.password  # masked in any text the counterparty sends back
+        self.logon_rejected = threading.Event()  # set by the first refused logon (module docstring)
+        self.last_logon_error: dict | None = None
+        self.logon_rejections = 0
+        # reconnect backoff, driven by run() (module docstring)
+        self.backoff = backoff
+        interval = float(config.get("ReconnectInterval") or 30)
+        self._first_delay = backoff.first if backoff and backoff.first is not None else 2.0 * interval
+        self._patience = backoff.patience if backoff and backoff.patience is not None else 2.0 * interval
+        self._rng = random.Random()
+        self._engine_lock = threading.Lock()  # the backoff's stop/start against stop()
+        self._logon_seen = threading.Event()
+        self._down_since: float | None = None
+        self._restart_at: float | None = None
+        self._attempt = 0  # restarts since the last logon
 
     # -- logging ----------------------------------------------------------------------------------------------
     def event(self, name: str, **values) -> None:
         log.info(json.dumps({"event": name, "at": utcnow().isoformat(), **values}, default=str))
+
+    def _logon_rejected(self, text: str | None) -> None:
+        reason = " ".join((text or "no reason given (a Logout without Text)").split())
+        if self._password:
+            reason = reason.replace(self._password, "***")
+        with self.lock:
+            self.logon_rejections += 1
+            self.last_logon_error = {"at": utcnow().isoformat(), "reason": reason}
+        self.event("logon_rejected", session=self.session_name, reason=reason)
+        self.logon_rejected.set()
+
+    def logon_error(self) -> LogonRejected | None:
+        """The last refused logon as an error naming the session and the counterparty's reason, or None."""
+        with self.lock:
+            last = self.last_logon_error
+        if last is None:
+            return None
+        return LogonRejected(f"session {self.session_name}: logon rejected by {self.target}: {last['reason']}")
 
     # -- the steps --------------------------------------------------------------------------------------------
     def recover(self) -> int:
@@ -202,7 +334,7 @@ class Executor:
         so the venue asks for the stored ones at once."""
         if not self.fix.logged_on():
             return 0
-        entries = self.outbox.to_send(limit=self.batch)
+        entries = self.outbox.to_send(limit=self.batch, session=self.kind)
         for e in entries:
             self.fix.send(NewOrder(cl_ord_id=e.clordid, symbol=e.symbol, side=Side.BUY if e.side == "buy" else
                                    Side.SELL, qty=float(e.qty), ord_type=OrdType.LIMIT if e.ord_type == "limit"
@@ -225,12 +357,21 @@ class Executor:
             age = None if c.last_report_monotonic is None else round(time.monotonic() - c.last_report_monotonic, 3)
             counts = {"sent": c.sent, "cancels_sent": c.cancels_sent, "received": c.received,
                       "journaled": c.journaled, "recovered": c.recovered}
-        return {"session": self.session_name, "logged_on": self.fix.logged_on(), "outbox_depth": self.outbox.depth(),
-                "last_report_age_seconds": age, **counts, "callback_errors": list(self.app.errors)}
+            logon = {"last_logon_error": self.last_logon_error, "logon_rejections": self.logon_rejections}
+        restart_at = self._restart_at
+        backoff = {"restarts_since_logon": self._attempt,
+                   "next_attempt_in_seconds": None if restart_at is None
+                   else round(max(0.0, restart_at - time.monotonic()), 3)}
+        return {"session": self.session_name, "session_kind": self.kind, "logged_on": self.fix.logged_on(),
+                "outbox_depth": self.outbox.depth(self.kind),
+                "last_report_age_seconds": age, **counts, **logon, "reconnect": backoff,
+                "callback_errors": list(self.app.errors)}
 
     # -- running ------------------------------------------------------------------------------------------------
     def start(self) -> Executor:
-        self.event("start", settings=self.fix.settings.sessions[0].public(), outbox=str(self.outbox))
+        other = "live" if self.kind == "paper" else "paper"
+        self.event("start", settings=self.fix.settings.sessions[0].public(), outbox=str(self.outbox),
+                   session_kind=self.kind, waiting_for_other_kind={other: self.outbox.depth(other)})
         self.recover()
         self.fix.start()
         if self.health_port is not None:
@@ -238,15 +379,53 @@ class Executor:
         return self
 
     def run(self, *, until=None, max_seconds: float | None = None) -> None:
-        """Pump until stopped (``stop()``, or ``until()`` true, or ``max_seconds`` elapsed)."""
+        """Pump until stopped (``stop()``, or ``until()`` true, or ``max_seconds`` elapsed), backing off
+        between reconnects (module docstring)."""
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         while not self._stop.is_set():
             if until is not None and until():
                 break
             if deadline is not None and time.monotonic() > deadline:
                 break
+            self.supervise()
             if not self.pump():
                 self._stop.wait(self.poll_seconds)
+
+    def supervise(self) -> None:
+        """One step of the reconnect backoff (``run()`` calls it between pumps; module docstring). Stopping the
+        initiator takes up to a second (its thread sleeps in one-second steps), on this thread."""
+        if self.backoff is None:
+            return
+        now = time.monotonic()
+        with self._engine_lock:
+            if self._stop.is_set():
+                return
+            if self._logon_seen.is_set():  # a logon since the last look, however short: start afresh
+                self._logon_seen.clear()
+                self._attempt, self._down_since = 0, None
+            if self.fix.running:
+                session = qf.Session.lookupSession(self.fix.session_ids[0])
+                if session is None or session.isLoggedOn():
+                    self._down_since = None
+                    return
+                if self._down_since is None:
+                    self._down_since = now
+                    return
+                window = self._patience if self._attempt == 0 else self.backoff.attempt_seconds
+                if session.sentLogon() or now - self._down_since < window:
+                    return  # quickfix's own attempts, or ours, still have time; a Logon is awaiting its answer
+                delay = self.backoff.delay(self._attempt, self._first_delay, self._rng)
+                down = round(now - self._down_since, 3)
+                self._attempt += 1
+                self.fix.stop(logout_timeout=0)
+                self._restart_at = time.monotonic() + delay
+                self.event("reconnect_backoff", session=self.session_name, restart=self._attempt,
+                           delay_seconds=round(delay, 3), down_seconds=down)
+            elif self._restart_at is not None and now >= self._restart_at:
+                self._restart_at = None
+                self.fix.start()
+                self._down_since = time.monotonic()
+                self.event("reconnect_attempt", session=self.session_name, restart=self._attempt)
 
     def stop(self) -> None:
         self._stop.set()
@@ -254,7 +433,9 @@ class Executor:
             self._health.shutdown()
             self._health.server_close()
             self._health = None
-        self.fix.stop()
+        with self._engine_lock:  # no backoff restart after this
+            self._restart_at = None
+            self.fix.stop()
         self.event("stop", **{k: v for k, v in self.health().items() if k != "logged_on"})
 
     def __enter__(self) -> Executor:

@@ -25,8 +25,15 @@ FILE``) and names the missing or bad key and its section. The choices written, a
 - Loopback only: the initiator connects to ``host`` (127.0.0.1 by default). quickfix 1.16's acceptor has no
   bind-address setting and listens on all interfaces, so for a loopback acceptor ``AllowedRemoteAddresses``
   is set to the host, and quickfix drops a connection from any other peer address on accept.
+- ``EmpSessionKind=paper|live`` (our key; quickfix ignores it): the executor sends only the outbox orders
+  approved for its session's kind. A file that does not say is live, so a paper-only strategy's orders can
+  never reach a counterparty nobody marked.
 - ``FileStorePath`` (sequence numbers and sent messages), ``FileLogPath`` only when a log directory is
   given (the message log holds every field of every message, Logon passwords included: keep it private).
+- ``Username`` / ``Password`` (our keys, per [SESSION]; written for the pairs given in ``credentials``). On an
+  initiator they are sent in its Logon as Username (553) and Password (554). On an acceptor they are what the
+  counterparty's Logon must carry: a Logon without them, or with others, is refused (``FixApplication``, below).
+  ``SessionConfig.public()`` masks the password; never log ``values`` directly.
 
 Messages
 --------
@@ -45,11 +52,19 @@ Python exception escaping one hangs that session's thread in quickfix 1.16 (the 
 so the base class catches, logs and records them; quickfix's own exceptions (``RejectLogon``, ``DoNotSend``,
 ``UnsupportedMessageType``, ``IncorrectTagValue``...) pass through, and quickfix turns them into the
 standard responses.
+
+Credentials: ``FixSession`` hands its settings to a ``FixApplication``. On an initiator session with
+``Username``/``Password`` keys the application adds them to every Logon it sends (in ``toAdmin``, before the
+subclass hook). On an acceptor session with those keys it checks the counterparty's Logon (in ``fromAdmin``,
+before the hook; compared in constant time) and refuses a mismatch with ``quickfix.RejectLogon("bad credentials
+for <SenderCompID>")``: quickfix answers with a Logout whose Text is "Rejected Logon Attempt: bad credentials
+for ..." and disconnects. The reason never says which of the two was wrong, and never echoes either.
 """
 
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 import math
 import sys
@@ -77,6 +92,8 @@ MSG_TYPE, ORDER_ID, ORDER_QTY, ORD_STATUS, ORD_TYPE, ORIG_CL_ORD_ID = 35, 37, 38
 POSS_DUP_FLAG, PRICE, SIDE, SYMBOL, TEXT, TIME_IN_FORCE, TRANSACT_TIME = 43, 44, 54, 55, 58, 59, 60
 POSS_RESEND, CXL_REJ_REASON, ORD_REJ_REASON, ORIG_SENDING_TIME = 97, 102, 103, 122
 EXEC_TYPE, LEAVES_QTY, CXL_REJ_RESPONSE_TO = 150, 151, 434
+USERNAME, PASSWORD = 553, 554
+LOGON = "A"
 
 
 class FixError(EmpError):
@@ -198,11 +215,17 @@ _SETTINGS_DEFAULTS = {
 def write_settings(path: Path | str, *, role: str, sessions: list[tuple[str, str]], port: int,
                    store_dir: Path | str, host: str = "127.0.0.1", log_dir: Path | str | None = None,
                    heartbeat: int = 30, reconnect_interval: int = 5,
-                   dictionary: Path | str | None = None) -> Path:
+                   dictionary: Path | str | None = None, session_kind: str = "paper",
+                   credentials: dict[tuple[str, str], tuple[str, str]] | None = None) -> Path:
     """Write a QuickFIX settings file for ``role`` ("initiator" or "acceptor") with one [SESSION] per
-    (SenderCompID, TargetCompID) pair, all on ``host``:``port``. See the module docstring for the choices."""
+    (SenderCompID, TargetCompID) pair, all on ``host``:``port``, marked ``session_kind`` ("paper", the
+    default: this writer serves the paper venue, or "live"). ``credentials`` maps a pair to the (Username,
+    Password) written in its [SESSION]: sent in the Logon by an initiator, required by an acceptor. See the
+    module docstring for the choices."""
     if role not in ("initiator", "acceptor"):
         raise FixSettingsError(f"role {role!r}: must be 'initiator' or 'acceptor'")
+    if session_kind not in SESSION_KINDS:
+        raise FixSettingsError(f"session_kind {session_kind!r}: must be 'paper' or 'live'")
     if not sessions:
         raise FixSettingsError("sessions: at least one (SenderCompID, TargetCompID) pair is needed")
     if not 0 < int(port) < 65536:
@@ -216,13 +239,14 @@ def write_settings(path: Path | str, *, role: str, sessions: list[tuple[str, str
         if pair in seen:
             raise FixSettingsError(f"sessions: {pair!r} appears twice")
         seen.add(pair)
+    _check_credentials_arg(credentials or {}, seen)
     path = Path(path)
     lines = ["# QuickFIX settings written by emp_core.execution.fix.write_settings", "[DEFAULT]",
              f"ConnectionType={role}"]
     lines += [f"{k}={v}" for k, v in _SETTINGS_DEFAULTS.items()]
     lines += [f"DataDictionary={Path(dictionary) if dictionary else dictionary_path()}",
               f"HeartBtInt={int(heartbeat)}",
-              f"FileStorePath={Path(store_dir)}"]
+              f"FileStorePath={Path(store_dir)}", f"{SESSION_KIND_KEY}={session_kind}"]
     if log_dir is not None:
         lines.append(f"FileLogPath={Path(log_dir)}")
     if role == "initiator":
@@ -230,14 +254,29 @@ def write_settings(path: Path | str, *, role: str, sessions: list[tuple[str, str
                   f"ReconnectInterval={int(reconnect_interval)}"]
     else:
         lines += [f"SocketAcceptPort={int(port)}", "SocketReuseAddress=Y", f"AllowedRemoteAddresses={host}"]
+    logins = credentials or {}
     for sender, target in sessions:
         lines += ["", "[SESSION]", f"SenderCompID={sender}", f"TargetCompID={target}"]
+        lines += [f"{k}={v}" for k, v in zip(("Username", "Password"), logins.get((sender, target), ()),
+                                             strict=False)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
+def _check_credentials_arg(credentials: dict[tuple[str, str], tuple[str, str]], sessions: set) -> None:
+    for pair, login in credentials.items():
+        if pair not in sessions:
+            raise FixSettingsError(f"credentials: {pair!r} is not one of the sessions")
+        if len(login) != 2 or not all(isinstance(x, str) and x and x == x.strip() and "\n" not in x
+                                      for x in login):
+            raise FixSettingsError(f"credentials for {pair!r}: expected (Username, Password), two non-empty "
+                                   "strings without surrounding spaces")
+
+
 _SECRET_WORDS = ("password", "secret", "token", "key")
+SESSION_KIND_KEY = "EmpSessionKind"
+SESSION_KINDS = ("paper", "live")
 
 
 @dataclass(frozen=True)
@@ -264,6 +303,22 @@ class SessionConfig:
     @property
     def target(self) -> str:
         return self.get("TargetCompID") or ""
+
+    @property
+    def session_kind(self) -> str:
+        """``paper`` or ``live``: the session's ``EmpSessionKind`` key. A session that does not say is live, so
+        an order approved only for paper trading can never reach an unmarked counterparty."""
+        return (self.get(SESSION_KIND_KEY) or "live").lower()
+
+    @property
+    def username(self) -> str | None:
+        """``Username``: sent in the Logon (initiator), or required in the counterparty's Logon (acceptor)."""
+        return self.get("Username") or None
+
+    @property
+    def password(self) -> str | None:
+        """``Password``: like ``username``. Never log it (``public()`` masks it)."""
+        return self.get("Password") or None
 
     @property
     def session_id(self) -> qf.SessionID:
@@ -332,6 +387,9 @@ def _check_session(config: SessionConfig, where: str, role: str | None) -> None:
         if not (value.isdigit() and low <= int(value) <= high):
             raise FixSettingsError(f"{where}: {key}={value} must be a whole number from {low} to {high}")
 
+    if config.session_kind not in SESSION_KINDS:
+        raise FixSettingsError(f"{where}: {SESSION_KIND_KEY}={config.get(SESSION_KIND_KEY)} must be paper or live "
+                               "(an unmarked session is live)")
     kind = need("ConnectionType").lower()
     if kind not in ("initiator", "acceptor"):
         raise FixSettingsError(f"{where}: ConnectionType={config.get('ConnectionType')} must be initiator or "
@@ -740,6 +798,38 @@ class FixApplication(qf.Application):
     def __init__(self) -> None:
         super().__init__()
         self.errors: list[str] = []
+        self._send_login: dict[str, tuple[str | None, str | None]] = {}  # session -> (user, password) to send
+        self._want_login: dict[str, tuple[str | None, str | None]] = {}  # session -> what its Logon must carry
+
+    def bind(self, settings: FixSettings) -> None:
+        """Take the credentials of ``settings``' sessions (``FixSession`` calls this; module docstring)."""
+        for c in settings.sessions:
+            if c.username is None and c.password is None:
+                continue
+            table = self._send_login if c.connection_type == "initiator" else self._want_login
+            table[str(c.session_id)] = (c.username, c.password)
+
+    def _add_credentials(self, message: qf.Message, session_id: qf.SessionID) -> None:
+        login = self._send_login.get(str(session_id))
+        if login is None or msg_type(message) != LOGON:
+            return
+        for tag, value in zip((USERNAME, PASSWORD), login, strict=True):
+            if value is not None:
+                message.setField(tag, value)
+
+    def _check_credentials(self, message: qf.Message, session_id: qf.SessionID) -> None:
+        want = self._want_login.get(str(session_id))
+        if want is None or msg_type(message) != LOGON:
+            return
+        sender = _get(message.getHeader(), 49) or session_id.getTargetCompID().getValue()
+        ok = True
+        for tag, expected in zip((USERNAME, PASSWORD), want, strict=True):
+            if expected is not None:
+                got = _get(message, tag) or ""
+                ok &= hmac.compare_digest(got.encode(), expected.encode())
+        if not ok:
+            log.warning("logon on %s refused: bad credentials for %s", session_id, sender)
+            raise qf.RejectLogon(f"bad credentials for {sender}")
 
     # hooks -------------------------------------------------------------------------------------------
     def on_create(self, session_id: qf.SessionID) -> None: ...
@@ -761,9 +851,11 @@ class FixApplication(qf.Application):
         self._guard("onLogout", self.on_logout, sessionID)
 
     def toAdmin(self, message, sessionID):
+        self._guard("toAdmin", self._add_credentials, message, sessionID)
         self._guard("toAdmin", self.to_admin, message, sessionID)
 
     def fromAdmin(self, message, sessionID):
+        self._guard("fromAdmin", self._check_credentials, message, sessionID)  # RejectLogon passes through
         self._guard("fromAdmin", self.from_admin, message, sessionID)
 
     def toApp(self, message, sessionID):
@@ -795,6 +887,8 @@ class FixSession:
     def __init__(self, settings: Path | str, application: qf.Application, *, role: str | None = None) -> None:
         self.settings = read_settings(settings, role=role)
         self.application = application
+        if isinstance(application, FixApplication):
+            application.bind(self.settings)
         self._engine = None
         self._lock = threading.Lock()
 

@@ -48,6 +48,7 @@ JOURNAL_COLUMNS = ("session", "exec_id", "order_id", "clordid", "orig_clordid", 
                    "avg_px", "reject_reason", "text", "transact_time", "received_at")
 TERMINAL = ("2", "4", "8", "C")  # OrdStatus: filled, canceled, rejected, expired
 JOURNALS = ("executions", "dropcopy")
+_NUMERIC = ("order_qty", "last_qty", "last_px", "cum_qty", "leaves_qty", "avg_px")
 
 
 class OutboxError(EmpError):
@@ -229,10 +230,13 @@ class Outbox:
         return cancel
 
     # -- the executor ------------------------------------------------------------------------------------------
-    def to_send(self, limit: int = 500) -> list[Entry]:
-        """Approved orders not yet handed to the FIX session, oldest first."""
+    def to_send(self, limit: int = 500, *, session: str | None = None) -> list[Entry]:
+        """Approved orders not yet handed to a FIX session, oldest first; only those approved for ``session``
+        (paper or live) when given."""
+        where, params = _for_session(session)
         rows = self._run("SELECT entry_id, clordid, symbol, side, qty, ord_type, limit_price, session, strategy "
-                         "FROM {p}outbox WHERE state = 'approved' ORDER BY entry_id LIMIT ?", (limit,))
+                         f"FROM {{p}}outbox WHERE state = 'approved'{where} ORDER BY entry_id LIMIT ?",
+                         (*params, limit))
         return [Entry(*r) for r in rows]
 
     def mark_sent(self, clordids: Sequence[str]) -> int:
@@ -275,12 +279,16 @@ class Outbox:
                          "DO NOTHING", many=rows)[0][0]
 
     # -- what everyone reads -----------------------------------------------------------------------------------
-    def depth(self) -> int:
-        """Approved orders not yet sent."""
-        return self._run("SELECT count(*) FROM {p}outbox WHERE state = 'approved'")[0][0]
+    def depth(self, session: str | None = None) -> int:
+        """Approved orders not yet sent (for ``session`` only, when given)."""
+        where, params = _for_session(session)
+        return self._run(f"SELECT count(*) FROM {{p}}outbox WHERE state = 'approved'{where}", params)[0][0]
 
-    def journal_size(self) -> int:
-        return self._run("SELECT count(*) FROM {p}executions")[0][0]
+    def journal_size(self, which: str = "executions") -> int:
+        """Reports in the execution journal (or the drop copy: ``which="dropcopy"``)."""
+        if which not in JOURNALS:
+            raise OutboxError(f"no journal {which!r}: {', '.join(JOURNALS)}")
+        return self._run(f"SELECT count(*) FROM {{p}}{which}")[0][0]
 
     def last_report_at(self) -> datetime | None:
         value = self._run("SELECT max(received_at) FROM {p}executions")[0][0]
@@ -291,6 +299,9 @@ class Outbox:
         if which not in JOURNALS:
             raise OutboxError(f"no journal {which!r}: {', '.join(JOURNALS)}")
         rows = self._run(f"SELECT seq, {', '.join(JOURNAL_COLUMNS)} FROM {{p}}{which} ORDER BY seq")
+        if not rows:  # typed, so that an empty journal joins and filters like a full one
+            return pl.DataFrame(schema={"seq": pl.Int64} | {c: pl.Float64 if c in _NUMERIC else pl.String
+                                                            for c in JOURNAL_COLUMNS})
         return pl.DataFrame(rows, schema=["seq", *JOURNAL_COLUMNS], orient="row", infer_schema_length=None)
 
     def entries(self) -> pl.DataFrame:
@@ -311,6 +322,14 @@ class Outbox:
         return pl.DataFrame(rows, orient="row", infer_schema_length=None, schema=[
             "entry_id", "clordid", "strategy", "symbol", "side", "qty", "ord_type", "limit_price", "state",
             "ord_status", "cum_qty", "avg_px", "text"])
+
+
+def _for_session(session: str | None) -> tuple[str, tuple]:
+    if session is None:
+        return "", ()
+    if session not in SESSIONS:
+        raise OutboxError(f"session {session!r} is not paper or live")
+    return " AND session = ?", (session,)
 
 
 def _text_time(value):

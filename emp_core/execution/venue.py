@@ -63,6 +63,21 @@ venue's Logon carries the next sequence number, the counterparty sees a gap, sen
 quickfix re-sends the stored reports from the store, in order, with PossDupFlag=Y. The same holds for an
 order session whose executor is down.
 
+Credentials and malformed messages
+----------------------------------
+A [SESSION] of the venue's settings with ``Username`` and/or ``Password`` keys (``write_settings(...,
+credentials={("VENUE", "EXECUTOR"): (user, password)})``) admits only a Logon carrying the same Username (553)
+and Password (554); any other Logon is refused with a Logout whose Text is "Rejected Logon Attempt: bad
+credentials for <SenderCompID>" (the check is ``FixApplication``'s, so the password is never echoed or
+logged). A session without these keys admits any Logon from its CompIDs, as before.
+
+A message that fails the FIX44 dictionary (a bad field value, a required field missing, an unknown MsgType)
+is answered by quickfix with a session-level Reject (35=3) and never reaches the venue; a well-formed
+application message the venue does not handle gets a BusinessMessageReject (35=j); a garbled frame (a bad
+checksum or body length) is dropped without consuming a sequence number. None of them ends the session. A
+Reject or BusinessMessageReject the counterparty sends is logged and never answered (a reject of a reject
+would never end).
+
 Accounting
 ----------
 For every order: cum_qty = sum of its fills' quantities, leaves = order qty - cum while it works and 0 once
@@ -258,7 +273,16 @@ class _VenueApp(FixApplication):
     def on_logout(self, session_id):
         log.info("venue: %s logged out", session_id)
 
+    def from_admin(self, message, session_id):
+        if msg_type(message) == "3":
+            log.warning("venue: %s sent a Reject of our message %s: %s", session_id, _field(message, 45),
+                        _field(message, 58))
+
     def from_app(self, message, session_id):
+        if msg_type(message) == "j":  # never answered: a BusinessMessageReject of a reject would loop
+            log.warning("venue: %s sent a BusinessMessageReject of our message %s: %s", session_id,
+                        _field(message, 45), _field(message, 58))
+            return
         self.venue._on_message(message, session_id)
 
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -212,13 +213,17 @@ def run_demo(start: datetime | None = None, end: datetime | None = None) -> int:
                  time.perf_counter() - t1, time.perf_counter() - t0)
         if not results[-1].success:
             break
+    paper = None
+    if all(r.success for r in results) and len(results) == len(STAGES):
+        paper = run_paper_session()
+        results += paper.results
     passed, failed, failed_names, warnings = _check_lines(results)
     store = open_store()
     counts = store.table_counts()
     width = max(len(t) for t in counts)
     step_failures = [e for r in results for e in r.all_events if e.is_step_failure]
     print("\nEMP demo summary")
-    ok = len(results) == len(STAGES) and all(r.success for r in results)
+    ok = len(results) >= len(STAGES) and all(r.success for r in results) and paper is not None and paper.ok
     print(f"  runs {', '.join(r.run_id[:8] for r in results)}: {'SUCCESS' if ok else 'FAILED'} in "
           f"{time.perf_counter() - t0:.1f}s")
     for table, n in counts.items():
@@ -226,6 +231,8 @@ def run_demo(start: datetime | None = None, end: datetime | None = None) -> int:
     print(f"  asset checks: {passed} passed, {failed} failed" + (f" ({', '.join(failed_names)})" if failed else "")
           + (f", {len(warnings)} warnings ({', '.join(warnings)})" if warnings else ""))
     for line in _champion_lines(results):
+        print(f"  {line}")
+    for line in (paper.lines if paper else ["paper session: not run (the research stages did not all succeed)"]):
         print(f"  {line}")
     print(f"  data:    {store.location}")
     print(f"  dagster: {home}")
@@ -238,6 +245,61 @@ def run_demo(start: datetime | None = None, end: datetime | None = None) -> int:
                   file=sys.stderr)
         return 1
     return 0
+
+
+@dataclass
+class PaperOutcome:
+    results: list
+    lines: list[str]
+    ok: bool
+
+
+def run_paper_session(bars: int = 1) -> PaperOutcome:
+    """A short paper-trading session after the research graph: the venue, the executor and the drop-copy listener
+    as processes (``emp_core.trading.session``), the ``paper_trading`` job on the bar before the last one with
+    signals (a replay: its market orders fill at the last bar's open), then the ``trading_journal`` job."""
+    from emp_core.execution.outbox import open_outbox
+    from emp_core.store import open_store
+    from emp_core.trading.session import PaperSession
+    from emp_dagster.defs.trading.assets import KEYS, TABLES
+
+    store = open_store()
+    times = store.query("SELECT DISTINCT ts FROM sensory.fused WHERE dataset = 'bars_1d' ORDER BY ts DESC LIMIT $n",
+                        {"n": bars + 1})["ts"].to_list()
+    if len(times) <= bars:
+        return PaperOutcome([], ["paper session: not enough fused signals to replay a bar"], False)
+    as_of = times[-1]
+    plan = {"as_of": as_of.isoformat()}
+    ops = {"ops": {"trading__intents": {"config": plan}, "trading__risk_decisions": {"config": plan}}}
+    box = open_outbox()
+    t0 = time.perf_counter()
+    with PaperSession(settings().home, start=as_of, bars=bars) as session:
+        planned = _run("paper_trading", "", "", ops, partitioned=False)
+        sent = []
+        if planned.success:
+            new = store.query(f"SELECT clordid FROM {TABLES['approved_orders']} WHERE run_id = $r AND new",
+                              {"r": planned.run_id}) if TABLES["approved_orders"] in store.tables() else None
+            sent = new["clordid"].to_list() if new is not None else []
+        states = session.wait_settled(box, sent)
+        mirrored = session.wait_mirrored(box)
+        codes = session.stop()
+    journaled = _run("trading_journal", "", "", partitioned=False)
+    mats = {e.asset_key: e for r in (planned, journaled) for e in r.get_asset_materialization_events()}
+    meta = {key: {k: v.value for k, v in e.materialization.metadata.items()} for key, e in
+            ((k, e.event_specific_data) for k, e in mats.items())}
+    intents, decisions, pnl = (meta.get(KEYS[n], {}) for n in ("intents", "risk_decisions", "pnl"))
+    filled = sum(1 for c in sent if states.get(c) == "2")
+    lines = [f"paper session ({time.perf_counter() - t0:.1f}s, logs in {settings().home / 'paper'}): trading "
+             f"{intents.get('strategy', 'n/a')} on the bar of {str(as_of)[:10]}: {intents.get('strategy_source', '')}",
+             f"  {intents.get('orders', 0)} intended order(s); risk policy {decisions.get('policy', 'n/a')}: "
+             f"{decisions.get('approved', 0)} approved, {decisions.get('refused', 0)} refused; {len(sent)} new in the "
+             f"outbox, {filled} filled at the next open, {len(sent) - filled} not filled "
+             f"({', '.join(f'{c}={states.get(c)}' for c in sent if states.get(c) != '2') or 'none'})",
+             f"  account: equity {pnl.get('equity', 'n/a')}, P&L {pnl.get('total_pnl', 'n/a')}, "
+             f"{pnl.get('open_positions', 0)} open position(s); drop copy "
+             f"{'complete' if mirrored else 'INCOMPLETE'}; processes exited {codes}"]
+    ok = planned.success and journaled.success and mirrored and filled == len(sent)
+    return PaperOutcome([planned, journaled], lines, ok)
 
 
 def run_backfill(start: datetime, end: datetime, *, symbols: list[str] | None = None) -> int:

@@ -64,7 +64,7 @@ DDL = [
 ]
 
 _TABLES_SQL = ("SELECT table_schema || '.' || table_name FROM information_schema.tables "
-               "WHERE table_schema IN ('market', 'macro', 'sensory', 'evolution') ORDER BY 1")
+               "WHERE table_schema IN ('market', 'macro', 'sensory', 'evolution', 'trading') ORDER BY 1")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
 

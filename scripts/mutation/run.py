@@ -65,6 +65,12 @@ TARGETS = {
     "emp_core/store/failover.py": ["tests/test_failover.py", "tests/test_failover_mutants.py"],
     "emp_core/store/postgres_store.py": ["tests/test_stores.py", "tests/test_failover.py", "tests/test_streams.py",
                                          "tests/test_postgres_store_mutants.py"],
+    **{m: ["tests/test_trading.py", "tests/test_trading_assets.py"] for m in (
+        "emp_core/trading/intents.py", "emp_core/trading/book.py", "emp_core/trading/ledger.py",
+        "emp_core/trading/readiness.py")},
+    "emp_core/risk/policy.py": ["tests/test_risk_policy.py"],
+    "emp_core/risk/var.py": ["tests/test_risk_var.py"],
+    "emp_core/risk/sizing.py": ["tests/test_risk_policy.py", "tests/test_risk_var.py"],
 }
 KILLED, SURVIVED, TIMEOUT, UNCOVERED, EQUIV, ERROR = (
     "killed", "survived", "timeout", "not covered", "equivalent", "error")

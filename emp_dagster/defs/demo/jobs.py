@@ -9,7 +9,9 @@ before, 12 unpartitioned assets were 2,880 of 4,800 planning events).
    calibration this stage builds.
 
 The platform group (backup, failover catch-up, health) is operations, not the research graph: it runs on its
-own jobs and schedules (emp_dagster/defs/platform), never in the demo.
+own jobs and schedules (emp_dagster/defs/platform), never in the demo. The trading group runs on its own jobs
+(emp_dagster/defs/trading): ``emp demo`` then runs a short paper session with the venue and the executor as
+processes (``emp_core.trading.session``).
 """
 
 import dagster as dg
@@ -19,7 +21,7 @@ from emp_dagster.defs.market_data.partitions import BAR_PARTITIONS
 from emp_dagster.defs.sensory.assets import KEYS as SENSORY_KEYS
 
 SOURCES = dg.AssetSelection.assets(MACRO_KEY, CURVE_KEY)
-GRAPH = dg.AssetSelection.all() - dg.AssetSelection.groups("platform")
+GRAPH = dg.AssetSelection.all() - dg.AssetSelection.groups("platform", "trading")
 DRIFT = dg.AssetSelection.checks(*(dg.AssetCheckKey(key, "drift") for key in SENSORY_KEYS.values()))
 PARTITIONED = dg.AssetSelection.assets(*BAR_KEYS.values(), *SENSORY_KEYS.values())
 STAGES = {  # job name -> (selection, partitioned over the range)

@@ -1,0 +1,134 @@
+"""The trading assets in Dagster: the readiness gates block the outbox when they fail and let orders through
+when they pass; a re-run puts nothing in twice; the journal assets and their sensor."""
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from emp_core.execution.outbox import open_outbox
+from emp_dagster.defs.market_data.resources import StoreResource
+from emp_dagster.defs.trading import assets as trading
+from emp_dagster.defs.trading.sensors import execution_journal
+from tests.test_trading import DAY0, _frames, _store
+
+PLAN = [trading.intents, trading.risk_decisions, trading.approved_orders]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMP_HOME", str(tmp_path))
+    monkeypatch.setenv("EMP_TIER", "embedded")
+    _store(tmp_path / "emp.duckdb", *_frames())
+    return tmp_path
+
+
+def plan(home, **config):
+    ops = {"trading__intents": {"config": config}, "trading__risk_decisions": {"config": config}}
+    with dg.instance_for_test() as instance:
+        return dg.materialize(PLAN, resources={"store": StoreResource(path=str(home / "emp.duckdb"))},
+                              instance=instance, run_config={"ops": ops}, raise_on_error=False)
+
+
+def gates(result) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def materialised(result) -> set[str]:
+    return {m.asset_key.path[-1] for m in result.get_asset_materialization_events()}
+
+
+def test_on_a_paper_session_the_gates_pass_and_the_approved_orders_reach_the_outbox_once(home):
+    result = plan(home)
+    assert result.success and all(gates(result).values()) and len(gates(result)) == 3
+    assert materialised(result) == {"intents", "risk_decisions", "approved_orders"}
+    box = open_outbox()
+    entries = box.entries()
+    meta = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert entries.height == meta["risk_decisions"]["approved"].value > 0
+    assert set(entries["strategy"]) == {"catalogue/trend"} and set(entries["session"]) == {"paper"}
+    assert "no champion" in meta["intents"]["strategy_source"].value
+    again = plan(home)  # the same bar again: the same idempotency keys, nothing new in the outbox
+    assert again.success and box.entries().height == entries.height
+    stored = open_outbox().entries()["clordid"].to_list()
+    assert sorted(stored) == sorted(entries["clordid"].to_list())
+
+
+def test_a_live_session_without_a_champion_is_blocked_before_the_outbox(home):
+    result = plan(home, session="live")
+    assert gates(result) == {"signals_fresh": False, "strategy_ready": False}  # old data, paper-only fallback
+    assert materialised(result) == {"intents"} and not result.success
+    assert open_outbox().entries().is_empty()
+
+
+def test_stale_signals_block_the_outbox(home):
+    from emp_core.store import DuckDBStore
+
+    bars, _ = _frames()
+    later = bars.filter(pl.col("ts") == bars["ts"].max()).with_columns(pl.col("ts") + timedelta(days=1))
+    DuckDBStore(home / "emp.duckdb").upsert_bars("bars_1d", later, source="test", run_id="r2")  # no signal yet
+    result = plan(home)
+    assert gates(result)["signals_fresh"] is False and "materialise the sensory" in next(
+        e.description for e in result.get_asset_check_evaluations() if e.check_name == "signals_fresh")
+    assert open_outbox().entries().is_empty()
+
+
+def test_a_journal_that_does_not_reconcile_blocks_the_outbox_until_it_does(home):
+    box = open_outbox()
+    report = {"session": "EMP->VENUE", "exec_id": "X1", "clordid": "C1", "msg_type": "8", "ord_status": "0",
+              "exec_type": "0", "symbol": "AAA", "side": "1"}
+    box.record([report])  # a report the venue's drop copy never saw
+    result = plan(home)
+    assert gates(result) == {"signals_fresh": True, "strategy_ready": True, "risk_ready": False}
+    assert "approved_orders" not in materialised(result) and box.entries().is_empty()
+    box.record([report], into="dropcopy")
+    assert plan(home).success and box.entries().height > 0
+
+
+def test_the_journal_assets_mark_the_fills_and_the_reconciliation_gate_passes_and_fails(home):
+    box = open_outbox()
+    fill = {"session": "EMP->VENUE", "exec_id": "F1", "clordid": "C1", "msg_type": "8", "ord_status": "2",
+            "exec_type": "F", "symbol": "AAA", "side": "1", "last_qty": "100", "last_px": "100",
+            "cum_qty": "100", "avg_px": "100"}
+    box.record([fill])
+    resources = {"store": StoreResource(path=str(home / "emp.duckdb"))}
+    with dg.instance_for_test() as instance:
+        run = dg.materialize([trading.journal, trading.reconciliation], resources=resources, instance=instance,
+                             raise_on_error=False)
+        assert gates(run) == {"journal_reconciled": False}  # no drop copy
+        box.record([fill], into="dropcopy")
+        run = dg.materialize([trading.journal, trading.reconciliation], resources=resources, instance=instance,
+                             raise_on_error=False)
+    assert run.success and gates(run) == {"journal_reconciled": True}
+    from emp_core.store import DuckDBStore
+
+    store = DuckDBStore(home / "emp.duckdb")
+    held = store.query("SELECT * FROM trading.positions").row(0, named=True)
+    last = store.query("SELECT close FROM market.bars_1d WHERE symbol = 'AAA' ORDER BY ts DESC LIMIT 1").item()
+    assert held["units"] == 100 and held["unrealised_pnl"] == pytest.approx(100 * (last - 100))
+    account = store.query("SELECT * FROM trading.pnl ORDER BY written_at DESC LIMIT 1").row(0, named=True)
+    assert account["equity"] == pytest.approx(1_000_000 + 100 * (last - 100))
+    var = store.query("SELECT * FROM trading.var ORDER BY written_at DESC LIMIT 1").row(0, named=True)
+    assert var["var_historical"] > 0 and var["n_observations"] >= 100
+
+
+def test_the_journal_sensor_runs_once_per_change(home):
+    box = open_outbox()
+    with dg.instance_for_test() as instance:
+        first = execution_journal(dg.build_sensor_context(instance=instance))
+        assert isinstance(first, dg.RunRequest)
+        cursor = first.run_key.removeprefix("journal-")
+        assert isinstance(execution_journal(dg.build_sensor_context(instance=instance, cursor=cursor)),
+                          dg.SkipReason)
+        box.record([{"session": "s", "exec_id": "E1", "clordid": "C1", "msg_type": "8", "ord_status": "0"}])
+        again = execution_journal(dg.build_sensor_context(instance=instance, cursor=cursor))
+        assert isinstance(again, dg.RunRequest) and again.run_key != first.run_key
+
+
+def test_a_replayed_bar_trades_on_that_bar(home):
+    as_of = DAY0 + timedelta(days=100)
+    result = plan(home, as_of=as_of.isoformat())
+    assert result.success
+    keys = open_outbox().entries()["idem_key"].to_list()
+    assert keys and all(as_of.isoformat() in k for k in keys)

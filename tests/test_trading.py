@@ -464,3 +464,60 @@ def test_freshness_and_reconciliation_boundaries():
     assert "all 3 execution reports match" in readiness.journal_reconciled(
         none, journal_reports=3, dropcopy_reports=3).description
     assert readiness.risk_ready(none, equity=0.5, orders=0, judged=0).passed  # any positive equity
+
+
+def test_working_orders_net_open_quantity_by_side_and_ignore_final_ones(box):
+    def order(key, symbol, side, qty):
+        return ApprovedOrder(idem_key=key, strategy="manual", symbol=symbol, side=side, qty=qty, policy_version="t")
+
+    orders = [order("a", "AAA", "buy", 100), order("b", "BBB", "sell", 50), order("c", "AAA", "sell", 30),
+              order("d", "CCC", "buy", 10), order("e", "CCC", "buy", 7)]
+    box.submit(orders)
+
+    def report(o, status, cum, i):
+        return {"session": "s", "exec_id": f"r{i}", "clordid": o.clordid, "msg_type": "8", "ord_status": status,
+                "symbol": o.symbol, "side": "1" if o.side == "buy" else "2", "cum_qty": cum}
+
+    box.record([report(orders[1], "1", 20, 1),  # BBB: 30 of 50 still open
+                report(orders[3], "2", 10, 2),  # CCC d: filled
+                report(orders[4], "8", 0, 3)])  # CCC e: rejected
+    # by hand: AAA +100 - 30 = 70; BBB -(50 - 20) = -30; CCC nothing open
+    assert working_orders(box) == {"AAA": 70, "BBB": -30}
+
+
+def test_held_stops_come_from_the_latest_order_in_the_positions_direction(box):
+    from emp_core.trading.book import position_stops
+
+    def order(key, symbol, side, stop):
+        return ApprovedOrder(idem_key=key, strategy="manual", symbol=symbol, side=side, qty=1, stop_price=stop,
+                             policy_version="t")
+
+    box.submit([order("1", "AAA", "buy", 90.0), order("2", "AAA", "buy", 92.0), order("3", "AAA", "sell", None),
+                order("4", "AAA", "sell", 120.0), order("5", "BBB", "sell", 55.0), order("6", "BBB", "buy", 40.0),
+                order("7", "CCC", "buy", None)])
+    assert position_stops(box, {"AAA": 10, "BBB": -5, "CCC": 3}) == {"AAA": 92.0, "BBB": 55.0}
+    assert position_stops(box, {"AAA": -10}) == {"AAA": 120.0}
+
+
+def test_the_market_reads_volume_up_to_the_bar_only(tmp_path):
+    bars, feats = _frames()
+    bars = bars.with_columns((pl.col("ts").rank("dense").over("symbol") * 1000.0).alias("volume"))  # 1000 x day
+    store = _store(tmp_path / "v.duckdb", bars, feats)
+    cut = DAY0 + timedelta(days=59)  # day 60: the mean of days 41..60 is 50,500
+    market = read_market(store, as_of=cut)
+    assert market.adv == dict.fromkeys(SYMBOLS, 50_500.0) and market.last_bar == dict.fromkeys(SYMBOLS, cut)
+    latest = read_market(store, symbols=["AAA"])
+    assert latest.adv == {"AAA": (N_DAYS - 9.5) * 1000.0} and latest.as_of == bars["ts"].max()
+    from emp_core.errors import EmpError
+
+    with pytest.raises(EmpError, match="no bars at or before 2019-01-01"):
+        read_market(store, as_of=datetime(2019, 1, 1))
+
+
+def test_a_held_position_without_a_price_is_refused(market_store, box):
+    from emp_core.errors import EmpError
+
+    box.record([{"session": "s", "exec_id": "x", "clordid": "c", "msg_type": "8", "ord_status": "2",
+                 "symbol": "ZZZ", "side": "1", "last_qty": 5, "last_px": 10.0}])
+    with pytest.raises(EmpError, match=r"held position.* without a price at or before .*: ZZZ"):
+        book(box, read_market(market_store))

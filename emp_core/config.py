@@ -10,6 +10,7 @@
 | ``EMP_DAGSTER_PG_URL`` | ``<EMP_PG_URL's db>_dagster`` | Dagster's storage (institutional; SQLAlchemy URL) |
 | ``EMP_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | the institutional tier's hot cache and streams; ``off``: no cache |
 | ``EMP_SPARK_MASTER`` | ``local[2]`` | the Spark master URL for the Spark paths (evolution fitness, sensory) |
+| ``EMP_OUTBOX_SYNC`` | ``normal`` | the embedded outbox's SQLite ``synchronous``: ``normal`` or ``full`` |
 | ``EMP_REQUIRE_SERVICES`` | unset | ``1``: tests that need PostgreSQL, Redis or Java fail instead of skipping |
 
 Set here for child processes: ``PYSPARK_PYTHON`` (Spark's Python workers run this interpreter, so
@@ -41,6 +42,7 @@ class Settings:
     redis_url: str | None = DEFAULT_REDIS_URL  # None: no cache
     dagster_pg_url: str | None = None  # None: derived from pg_url
     spark_master: str = "local[2]"
+    outbox_sync: str = "normal"  # the embedded outbox's SQLite synchronous: normal or full
 
     @property
     def duckdb_path(self) -> Path:
@@ -60,8 +62,11 @@ def settings(env: dict[str, str] | None = None) -> Settings:
     pg_url = env.get("EMP_PG_URL", "").strip() or DEFAULT_PG_URL
     redis_url = env.get("EMP_REDIS_URL", "").strip() or DEFAULT_REDIS_URL
     spark_master = env.get("EMP_SPARK_MASTER", "").strip() or "local[2]"
+    outbox_sync = env.get("EMP_OUTBOX_SYNC", "").strip().lower() or "normal"
+    if outbox_sync not in ("normal", "full"):
+        raise ConfigError(f"EMP_OUTBOX_SYNC={outbox_sync!r}: choose normal or full")
     return Settings(home=home, tier=tier, data_dir=data_dir, dagster_home=dagster_home, require_services=require,
-                    pg_url=pg_url, redis_url=None if redis_url.lower() == "off" else redis_url,
+                    outbox_sync=outbox_sync, pg_url=pg_url, redis_url=None if redis_url.lower() == "off" else redis_url,
                     spark_master=spark_master, dagster_pg_url=env.get("EMP_DAGSTER_PG_URL", "").strip() or None)
 
 

@@ -179,9 +179,10 @@ def test_demo_decides_with_every_figure_in_a_successful_run(demo_home, monkeypat
         events = {r.run_id: [e.event_log_entry for e in instance.get_records_for_run(r.run_id, limit=100_000).records]
                   for r in runs}
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    # Three runs (macro sources, the yearly assets over the range, the rest): an unpartitioned asset is planned
-    # once, not once per partition as in a single run over the range; the shipped data spans 20 years.
-    assert len(runs) == 3
+    # Three research runs (macro sources, the yearly assets over the range, the rest) and the paper session's two
+    # (paper_trading, trading_journal): an unpartitioned asset is planned once, not once per partition as in a
+    # single run over the range; the shipped data spans 20 years.
+    assert len(runs) == 5
     per_asset: dict[str, int] = {}
     for records in planned.values():
         for record in records:
@@ -200,6 +201,26 @@ def test_demo_decides_with_every_figure_in_a_successful_run(demo_home, monkeypat
                       == dg.DagsterEventType.ASSET_MATERIALIZATION
                       and e.dagster_event.asset_key.to_user_string() == "sensory/calibration"]
         assert bool(drift) == bool(calibrated) and (not drift or min(drift) > max(calibrated))
+
+
+@pytest.mark.slow
+def test_the_demo_trades_a_paper_session_from_intent_to_reconciled_fill(demo_home):
+    """The demo's paper session through the real processes: every order it put in the outbox was sent and
+    filled at the venue, the journal reconciles with the drop copy, and the positions are the fills."""
+    from emp_core.execution.outbox import sqlite_outbox
+
+    store = DuckDBStore(demo_home / "emp.duckdb")
+    box = sqlite_outbox(demo_home / "outbox.sqlite")
+    status = box.status()
+    assert status.height > 0 and set(status["state"]) == {"sent"} and set(status["ord_status"]) == {"2"}
+    assert status["cum_qty"].cast(float).to_list() == status["qty"].cast(float).to_list()
+    assert set(status["strategy"]) <= {"champion", "catalogue/trend"}
+    assert store.query("SELECT count(*) FROM trading.reconciliation").item() == 0
+    journal = box.journal().filter(box.journal()["msg_type"] == "8")
+    assert journal.height == box.journal("dropcopy").height > 0
+    held = dict(store.query("SELECT symbol, units FROM trading.positions").rows())
+    signed = {r["symbol"]: r["cum_qty"] * (1 if r["side"] == "buy" else -1) for r in status.iter_rows(named=True)}
+    assert held == {s: round(q) for s, q in signed.items()}
 
 
 def test_the_instance_settings_are_refreshed_and_an_edited_copy_is_kept(emp_home, caplog):

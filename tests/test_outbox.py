@@ -79,6 +79,19 @@ def test_the_executor_sends_oldest_first_and_each_once(outbox):
     assert outbox.entries()["state"].to_list() == ["sent", "sent", "approved", "approved"]
 
 
+def test_orders_and_cancels_go_only_to_their_session_kind(outbox):
+    (paper, _), (live, _) = outbox.submit([order("p"), order("l", session="live")])
+    assert [e.clordid for e in outbox.to_send(session="paper")] == [paper]
+    assert [e.clordid for e in outbox.to_send(session="live")] == [live]
+    assert outbox.depth("paper") == outbox.depth("live") == 1 and outbox.depth() == 2
+    outbox.mark_sent([paper, live])
+    outbox.request_cancel(live)
+    assert outbox.cancels_to_send(session="paper") == []
+    assert [c.orig_clordid for c in outbox.cancels_to_send(session="live")] == [live]
+    with pytest.raises(OutboxError, match="session 'demo' is not paper or live"):
+        outbox.to_send(session="demo")
+
+
 def test_a_cancel_names_a_live_order_and_numbers_its_requests(outbox):
     (clordid, _), = outbox.submit([order("a")])
     with pytest.raises(OutboxError, match="no order 'NOPE' in the outbox"):

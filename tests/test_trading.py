@@ -64,7 +64,8 @@ def _plan(store, box, as_of=None, session="paper", strategy=None):
     strategy = strategy or choose_strategy(store, POLICY, session)
     universe, as_of = load_signals(store, as_of)
     market = read_market(store, as_of=as_of)
-    return plan_intents(universe, as_of, strategy, book(box, market), market.last_bar, session=session, run_id="run")
+    return plan_intents(universe, as_of, strategy, book(box, market, session=session), market.last_bar,
+                        session=session, run_id="run")
 
 
 # ------------------------------------------------------------------------------------------------ strategy
@@ -350,9 +351,7 @@ def test_shorts_have_their_stop_above_and_a_genome_without_a_stop_gets_the_defau
 
 def test_closing_orders_carry_no_stop_and_hold_the_position_to_zero(market_store, box):
     # a held long in CCC, whose target is flat: the intent sells it all, reduce-only, with no stop
-    fill = {"session": "s", "exec_id": "x1", "clordid": "c1", "msg_type": "8", "ord_status": "2", "exec_type": "F",
-            "symbol": "CCC", "side": "1", "last_qty": 300, "last_px": 100.0, "cum_qty": 300, "avg_px": 100.0}
-    box.record([fill])
+    _filled(box, "c1", "CCC", "buy", 300, 100.0)
     row = _plan(market_store, box).filter(pl.col("symbol") == "CCC").row(0, named=True)
     assert (row["status"], row["side"], row["quantity"], row["stop_price"]) == ("order", "sell", 300, None)
 
@@ -521,3 +520,45 @@ def test_a_held_position_without_a_price_is_refused(market_store, box):
                  "symbol": "ZZZ", "side": "1", "last_qty": 5, "last_px": 10.0}])
     with pytest.raises(EmpError, match=r"held position.* without a price at or before .*: ZZZ"):
         book(box, read_market(market_store))
+
+
+def _filled(box, key, symbol, side, qty, px, session="paper"):
+    o = ApprovedOrder(idem_key=key, strategy="manual", symbol=symbol, side=side, qty=qty, policy_version="t",
+                      session=session)
+    box.submit([o])
+    box.record([{"session": "s", "exec_id": f"x-{key}", "clordid": o.clordid, "msg_type": "8", "ord_status": "2",
+                 "exec_type": "F", "symbol": symbol, "side": "1" if side == "buy" else "2", "last_qty": qty,
+                 "last_px": px, "cum_qty": qty, "avg_px": px}])
+    return o
+
+
+def test_the_policy_judges_against_filled_plus_working_so_a_reversal_is_not_reduce_only(market_store, box):
+    """Held +300 AAA with a working sell of 300: a further sell of 300 opens a short. Judged against the fills
+    alone it would pass as reduce-only (and so past the restricted list); against fills plus working it is new
+    exposure in a restricted name, and refused."""
+    from emp_core.risk.policy import Intent, evaluate
+
+    _filled(box, "buy", "AAA", "buy", 300, 100.0)
+    box.submit([ApprovedOrder(idem_key="sell1", strategy="manual", symbol="AAA", side="sell", qty=300,
+                              policy_version="t")])
+    current = book(box, read_market(market_store))
+    assert current.account.positions == {"AAA": 300} and current.working == {"AAA": -300}
+    assert "AAA" not in current.portfolio.positions  # committed: flat
+    restricted = Policy(version="r", strategies={"manual": StrategyRule(True, False)},
+                        limits=Limits(restricted=frozenset({"AAA"}), mandatory_stop_loss=False))
+    price = current.portfolio.prices["AAA"]
+    again = Intent(strategy="manual", symbol="AAA", side="sell", quantity=300, order_type="market",
+                   reference_price=price, confidence=1.0)
+    decision = evaluate(again, current.portfolio, restricted, "paper")
+    assert not decision.approved and "restricted_list" in decision.failed  # (and no stop: all notional at risk)
+
+
+def test_paper_and_live_are_separate_books(market_store, box):
+    _filled(box, "p", "CCC", "buy", 300, 100.0, session="paper")
+    _filled(box, "l", "AAA", "sell", 50, 100.0, session="live")
+    market = read_market(market_store)
+    assert book(box, market, session="paper").account.positions == {"CCC": 300}
+    assert book(box, market, session="live").account.positions == {"AAA": -50}
+    # the live plan does not sell the paper long (it would open a live short judged as a close)
+    live = _plan(market_store, box, session="live", strategy=None)
+    assert live.filter(pl.col("symbol") == "CCC")["position"].item() == 0

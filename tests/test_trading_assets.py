@@ -132,3 +132,34 @@ def test_a_replayed_bar_trades_on_that_bar(home):
     assert result.success
     keys = open_outbox().entries()["idem_key"].to_list()
     assert keys and all(as_of.isoformat() in k for k in keys)
+
+
+def test_the_later_steps_refuse_a_plan_whose_gates_failed_even_when_run_on_their_own(home):
+    """Re-executing only the outbox step (or decisions and outbox) after a failed gate must not reach the
+    outbox: the gates' verdicts are kept with the plan and checked again."""
+    failed = plan(home, session="live")  # strategy_ready and signals_fresh fail
+    assert "approved_orders" not in materialised(failed)
+    resources = {"store": StoreResource(path=str(home / "emp.duckdb"))}
+    with dg.instance_for_test() as instance:
+        alone = dg.materialize([trading.approved_orders], resources=resources, instance=instance,
+                               raise_on_error=False, selection=[trading.KEYS["approved_orders"]])
+        both = dg.materialize([trading.risk_decisions, trading.approved_orders], resources=resources,
+                              instance=instance, raise_on_error=False)
+    assert not alone.success and not both.success
+    assert open_outbox().entries().is_empty()
+
+
+def test_a_plan_with_nothing_to_trade_succeeds_and_sends_nothing(home):
+    first = plan(home)
+    assert first.success
+    entries = open_outbox().entries().height
+    second = plan(home, as_of="")  # the same bar: every target already working, no order
+    assert second.success and open_outbox().entries().height == entries
+
+
+def test_an_as_of_between_bars_fails_freshness_and_a_live_as_of_is_judged(home):
+    off_bar = plan(home, as_of=(DAY0 + timedelta(days=100, hours=12)).isoformat())
+    assert gates(off_bar)["signals_fresh"] is False
+    live = plan(home, session="live", as_of=(DAY0 + timedelta(days=100)).isoformat())
+    assert gates(live)["signals_fresh"] is False  # a live session does not replay: the bar is years old
+    assert open_outbox().entries().is_empty()

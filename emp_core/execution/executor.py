@@ -341,7 +341,7 @@ class Executor:
                                    else OrdType.MARKET, price=e.limit_price))
         self.outbox.mark_sent([e.clordid for e in entries])  # all stored by quickfix: a crash before this
         # commit is caught by recover()
-        cancels = self.outbox.cancels_to_send()
+        cancels = self.outbox.cancels_to_send(session=self.kind)
         for c in cancels:
             self.fix.send(CancelRequest(orig_cl_ord_id=c.orig_clordid, cl_ord_id=c.clordid, symbol=c.symbol,
                                         side=Side.BUY if c.side == "buy" else Side.SELL, qty=float(c.qty)))

@@ -252,10 +252,13 @@ class Outbox:
         return self._run("UPDATE {p}outbox SET state = 'sent', sent_at = ? WHERE clordid = ? AND state = "
                          "'approved'", many=[(now, c) for c in clordids])[0][0]
 
-    def cancels_to_send(self) -> list[Cancel]:
+    def cancels_to_send(self, *, session: str | None = None) -> list[Cancel]:
+        """Requested cancels not yet sent, oldest first; only those of orders approved for ``session`` (paper or
+        live) when given (a cancel goes to the session kind its order went to)."""
+        where, params = _for_session(session)
         rows = self._run("SELECT c.cancel_id, c.clordid, c.orig_clordid, o.symbol, o.side, o.qty FROM {p}cancels c "
-                         "JOIN {p}outbox o ON o.clordid = c.orig_clordid WHERE c.state = 'requested' "
-                         "ORDER BY c.cancel_id")
+                         "JOIN {p}outbox o ON o.clordid = c.orig_clordid WHERE c.state = 'requested'"
+                         + where.replace("session", "o.session") + " ORDER BY c.cancel_id", params)
         return [Cancel(*r) for r in rows]
 
     def mark_cancels_sent(self, clordids: Sequence[str]) -> None:

@@ -8,7 +8,8 @@ is the journal's fills (``emp_core.execution.account``) marked at those prices.
 **Working orders** count toward the position a strategy already has: an order approved but not yet sent, or
 sent and not in a final state (filled, cancelled, rejected, expired), adds its open quantity
 (ordered less filled), signed. So a strategy re-run before its last orders filled asks for the difference
-only, never the same units twice.
+only, never the same units twice, and the risk policy judges each order against the filled positions plus
+the working ones (:func:`book`). Paper and live orders are separate books.
 
 **Stops of held positions**: the stop price of the latest outbox order in the symbol that opened or added to
 the position in its current direction (a buy for a long, a sell for a short). The risk policy counts a
@@ -68,9 +69,22 @@ def read_market(store, symbols: list[str] | None = None, as_of: datetime | None 
     return market_as_of(bars, as_of)
 
 
-def working_orders(outbox: Outbox) -> dict[str, int]:
-    """Signed open quantity per symbol of the orders not yet final (module docstring)."""
-    status = outbox.status()
+def _for_kind(frame: pl.DataFrame, column: str, clordids: set[str] | None) -> pl.DataFrame:
+    return frame if clordids is None else frame.filter(pl.col(column).is_in(list(clordids)))
+
+
+def session_orders(outbox: Outbox, session: str | None) -> set[str] | None:
+    """The ClOrdIDs of the outbox orders approved for ``session`` (paper or live); None: every order."""
+    if session is None:
+        return None
+    entries = outbox.entries()
+    return set(entries.filter(pl.col("session") == session)["clordid"].to_list())
+
+
+def working_orders(outbox: Outbox, session: str | None = None) -> dict[str, int]:
+    """Signed open quantity per symbol of the orders not yet final (module docstring), of ``session``'s orders
+    only when given."""
+    status = _for_kind(outbox.status(), "clordid", session_orders(outbox, session))
     if status.is_empty():
         return {}
     open_ = (status.filter(pl.col("ord_status").is_null() | ~pl.col("ord_status").is_in(FINAL_STATUSES))
@@ -80,9 +94,11 @@ def working_orders(outbox: Outbox) -> dict[str, int]:
     return {s: int(q) for s, q in open_.rows() if int(q)}
 
 
-def position_stops(outbox: Outbox, positions: dict[str, int]) -> dict[str, float]:
+def position_stops(outbox: Outbox, positions: dict[str, int], session: str | None = None) -> dict[str, float]:
     """The stop of each held position, where an order in its direction named one (module docstring)."""
     entries = outbox.entries()
+    if session is not None:
+        entries = entries.filter(pl.col("session") == session)
     stops = {}
     for symbol, units in positions.items():
         side = "buy" if units > 0 else "sell"
@@ -102,14 +118,25 @@ class Book:
     portfolio: Portfolio
 
 
-def book(outbox: Outbox, market: Market, capital: float = PAPER_CAPITAL) -> Book:
-    """The account from the journal marked at ``market``, the working orders, and the risk policy's portfolio."""
-    journal = outbox.journal()
+def book(outbox: Outbox, market: Market, capital: float = PAPER_CAPITAL, session: str | None = None) -> Book:
+    """The account from the journal marked at ``market``, the working orders, and the risk policy's portfolio,
+    of ``session``'s orders only when given (paper and live are separate books: a paper fill must not make a
+    live order look like a close).
+
+    The portfolio the policy judges holds the filled positions **plus the working orders**, as if they had
+    filled (the usual pre-trade convention): an order is judged against everything already committed, so a
+    second order cannot pass as reduce-only against units an earlier one is already selling, and the aggregate
+    limits (exposure, leverage, open positions) count what is on its way."""
+    ids = session_orders(outbox, session)
+    journal = _for_kind(outbox.journal(), "order_clordid", ids)
     acct = account(journal, market.prices, capital)  # the day of the daily drawdown is the fills' (wall clock)
-    unpriced = sorted(s for s in acct.positions if s not in market.prices)
+    working = working_orders(outbox, session)
+    committed = {s: acct.positions.get(s, 0) + working.get(s, 0) for s in {*acct.positions, *working}}
+    committed = {s: u for s, u in committed.items() if u}
+    unpriced = sorted(s for s in committed if s not in market.prices)
     if unpriced:
         raise EmpError(f"held position(s) without a price at or before {market.as_of}: {', '.join(unpriced)}")
     portfolio = Portfolio(equity=acct.equity, peak_equity=acct.peak_equity, day_start_equity=acct.day_start_equity,
-                          positions=acct.positions, prices=market.prices, adv=market.adv,
-                          stops=position_stops(outbox, acct.positions))
-    return Book(account=acct, working=working_orders(outbox), portfolio=portfolio)
+                          positions=committed, prices=market.prices, adv=market.adv,
+                          stops=position_stops(outbox, committed, session))
+    return Book(account=acct, working=working, portfolio=portfolio)

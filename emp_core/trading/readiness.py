@@ -5,8 +5,9 @@
   information), when the store
   holds bars after the signals and no earlier bar was asked for (the sensory assets have not caught up), or,
   on a live session, when the bar traded on is more than ``max_age_days`` old. A paper session may replay
-  an earlier bar on purpose (``as_of``): its age is reported, not judged. A symbol with no bar on the day
-  (its history ended earlier) is not traded and is named, without failing.
+  an earlier bar on purpose (``as_of``): its age is reported, not judged (a live session's ``as_of`` is
+  judged like any other). It also fails when no symbol has a bar and a signal at ``as_of``. A symbol with
+  no bar on the day (its history ended earlier) is not traded and is named, without failing.
 - ``strategy_ready``: a promoted champion, or a strategy the policy lets trade on this session (the
   paper-only catalogue genome on a paper session); a live session without a promoted champion fails.
 - ``risk_ready``: the book the policy judged is sound: the execution journal reconciles with the venue's
@@ -28,7 +29,7 @@ from emp_core.market_data.quality import CheckOutcome
 
 def signals_fresh(stale: dict[str, datetime], as_of: datetime, latest_bar: datetime | None, *,
                   replay: bool, session: str, now: datetime, max_age_days: float,
-                  not_trading: dict[str, datetime] | None = None) -> CheckOutcome:
+                  not_trading: dict[str, datetime] | None = None, tradable: int | None = None) -> CheckOutcome:
     name = "signals_fresh"
     not_trading = not_trading or {}
     age = (now - as_of).total_seconds() / 86400
@@ -44,6 +45,8 @@ def signals_fresh(stale: dict[str, datetime], as_of: datetime, latest_bar: datet
     if session == "live" and age > max_age_days:
         problems.append(f"the bar traded on, {str(as_of)[:10]}, is {age:.1f} days old (a live session allows "
                         f"{max_age_days:g})")
+    if tradable == 0:
+        problems.append(f"no symbol has both a bar and a signal at {as_of} (not a bar time?): nothing to plan")
     if problems:
         return CheckOutcome(name, False, "; ".join(problems), figures)
     what = f"replaying {str(as_of)[:10]} on a paper session" if replay else f"signals current to {str(as_of)[:10]}"

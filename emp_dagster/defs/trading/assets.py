@@ -31,7 +31,8 @@ from emp_dagster.edge import check_result
 GROUP = "trading"
 NAMES = ("intents", "risk_decisions", "approved_orders", "executions", "positions", "pnl", "var", "reconciliation")
 KEYS = {name: dg.AssetKey(["trading", name]) for name in NAMES}
-TABLES = {name: f"trading.{name}" for name in NAMES} | {"executions": "trading.execution_reports"}
+TABLES = {name: f"trading.{name}" for name in NAMES} | {"executions": "trading.execution_reports",
+                                                        "gates": "trading.gates"}
 SIGNALS_FRESH, STRATEGY_READY, RISK_READY, JOURNAL_RECONCILED = (
     "signals_fresh", "strategy_ready", "risk_ready", "journal_reconciled")
 
@@ -78,6 +79,27 @@ def _latest(store, table: str, column: str = "run_id") -> pl.DataFrame:
                        "ORDER BY planned_at DESC LIMIT 1)")
 
 
+def _record_gates(db, run_id: str, *outcomes) -> None:
+    """Keep each gate's verdict with the plan's run id (``trading.gates``): the later steps check them from the
+    store, so running one of them on its own (or re-executing from a failure) cannot pass a failed gate."""
+    db.append_table(TABLES["gates"], pl.DataFrame(
+        [{"run_id": run_id, "check": o.name, "passed": o.passed, "description": o.description,
+          "checked_at": utcnow()} for o in outcomes]))
+
+
+def _require_gates(db, run_id: str, names: tuple[str, ...], step: str) -> None:
+    """Raise unless each gate in ``names`` passed for the plan ``run_id`` (its latest verdict)."""
+    verdicts = {}
+    if TABLES["gates"] in set(db.tables()):
+        rows = db.query(f"SELECT \"check\", passed FROM {TABLES['gates']} WHERE run_id = $r ORDER BY checked_at",
+                        {"r": run_id})
+        verdicts = dict(rows.rows())
+    bad = [n for n in names if not verdicts.get(n)]
+    if bad:
+        raise EmpError(f"{step}: the plan of run {run_id} has not passed {', '.join(bad)} "
+                       f"({', '.join('failed' if n in verdicts else 'not checked' for n in bad)}); nothing done")
+
+
 def _md(frame: pl.DataFrame, rows: int = 30) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(rows).to_pandas().to_markdown(index=False) if frame.height else "(none)")
 
@@ -103,7 +125,8 @@ def intents(context: dg.AssetExecutionContext, config: TradingConfig, store: Sto
     universe, as_of = load_signals(db, config.as_of_time())
     market = read_market(db, as_of=as_of)
     box = open_outbox()
-    frame = plan_intents(universe, as_of, strategy, book(box, market, config.capital), market.last_bar,
+    frame = plan_intents(universe, as_of, strategy, book(box, market, config.capital, config.session),
+                         market.last_bar,
                          session=config.session, run_id=context.run_id)
     frame = frame.with_columns(pl.lit(utcnow()).alias("planned_at"))
     db.append_table(TABLES["intents"], frame)
@@ -111,11 +134,13 @@ def intents(context: dg.AssetExecutionContext, config: TradingConfig, store: Sto
     last_signal = {s: universe.ts[s][-1] if s in universe.ts else None for s in status}
     latest_bar = db.query("SELECT max(ts) AS t FROM market.bars_1d")["t"][0]
     fresh = readiness.signals_fresh({s: last_signal[s] for s, v in status.items() if v == "stale"}, as_of, latest_bar,
-                                    replay=bool(config.as_of), session=config.session,
+                                    replay=bool(config.as_of) and config.session == "paper", session=config.session,
+                                    tradable=sum(v in ("order", "hold") for v in status.values()),
                                     now=utcnow().replace(tzinfo=None), max_age_days=config.max_signal_age_days,
                                     not_trading={s: market.last_bar.get(s) for s, v in status.items() if v == "no_bar"})
     ready = readiness.strategy_ready(strategy.name, strategy.promoted, strategy.ready, strategy.source,
                                      strategy.readiness)
+    _record_gates(db, context.run_id, fresh, ready)
     orders = frame.filter(pl.col("status") == "order")
     context.log.info(f"trading {strategy.name}: {strategy.source}")
     return dg.MaterializeResult(
@@ -139,19 +164,19 @@ def risk_decisions(context: dg.AssetExecutionContext, config: TradingConfig, sto
     db = store.store()
     policy = load_policy(config.policy_file())
     planned = _latest(db, TABLES["intents"])
-    session = planned["session"][0]
+    run, session = planned["run_id"][0], planned["session"][0]
+    _require_gates(db, run, (SIGNALS_FRESH, STRATEGY_READY), "risk_decisions")
     market = read_market(db, as_of=planned["as_of"][0])
     box = open_outbox()
-    current = book(box, market, config.capital)
+    current = book(box, market, config.capital, session)
     decisions, approved = decide(planned, current.portfolio, policy, session)
-    decisions = decisions.with_columns(pl.lit(planned["run_id"][0]).alias("run_id"),
-                                       pl.lit(utcnow()).alias("planned_at"))
-    if decisions.height:
-        db.append_table(TABLES["risk_decisions"], decisions)
+    decisions = decisions.with_columns(pl.lit(run).alias("run_id"), pl.lit(utcnow()).alias("planned_at"))
+    db.append_table(TABLES["risk_decisions"], decisions)  # created even when empty: a plan with no order
     findings = reconcile(box) if config.require_reconciled else reconcile(box).clear()
     orders = planned.filter(pl.col("status") == "order").height
     gate = readiness.risk_ready(findings, equity=current.account.equity, orders=orders,
                                 judged=decisions["idem_key"].n_unique() if decisions.height else 0)
+    _record_gates(db, run, gate)
     verdicts = (decisions.group_by("idem_key", "symbol", "side", "quantity", "approved", maintain_order=True)
                 .agg(pl.col("reason").filter(pl.col("verdict") == "fail").first().alias("refused_by"))
                 if decisions.height else decisions)
@@ -169,8 +194,11 @@ def risk_decisions(context: dg.AssetExecutionContext, config: TradingConfig, sto
                       "idempotency key) for `emp executor` to send.")
 def approved_orders(context: dg.AssetExecutionContext, store: StoreResource):
     db = store.store()
-    decisions = _latest(db, TABLES["risk_decisions"])
-    planned = _latest(db, TABLES["intents"]).filter(pl.col("run_id") == decisions["run_id"][0])
+    planned = _latest(db, TABLES["intents"])
+    run = planned["run_id"][0]
+    _require_gates(db, run, (SIGNALS_FRESH, STRATEGY_READY, RISK_READY), "approved_orders")
+    decisions = db.query(f"SELECT * FROM {TABLES['risk_decisions']} WHERE run_id = $r AND planned_at = "
+                         f"(SELECT max(planned_at) FROM {TABLES['risk_decisions']} WHERE run_id = $r)", {"r": run})
     box = open_outbox()
     orders = []
     for r in planned.filter(pl.col("status") == "order").iter_rows(named=True):
@@ -184,7 +212,7 @@ def approved_orders(context: dg.AssetExecutionContext, store: StoreResource):
                                     decision=rows.drop("run_id", "idem_key", "planned_at").to_dicts()))
     submitted = box.submit(orders)
     frame = pl.DataFrame(
-        [{"run_id": decisions["run_id"][0], "idem_key": o.idem_key, "clordid": c, "new": new, "symbol": o.symbol,
+        [{"run_id": run, "idem_key": o.idem_key, "clordid": c, "new": new, "symbol": o.symbol,
           "side": o.side, "qty": o.qty, "session": o.session, "submitted_at": utcnow()}
          for o, (c, new) in zip(orders, submitted, strict=True)],
         schema={"run_id": pl.String, "idem_key": pl.String, "clordid": pl.String, "new": pl.Boolean,

@@ -348,3 +348,52 @@ def test_a_live_session_never_receives_an_order_approved_for_paper(tmp_path):
     finally:
         venue.stop()
     assert venue.seen() == {live_order.clordid: 1, paper_order.clordid: 1} and box.depth() == 0
+
+
+FAILING_CHILD = textwrap.dedent("""
+    import sys
+    from emp_core.execution.executor import Executor
+    from emp_core.execution.outbox import sqlite_outbox
+    box = sqlite_outbox(sys.argv[2])
+    def record(*args, **kw):
+        raise RuntimeError("database is locked")
+    box.record = record
+    executor = Executor(sys.argv[1], box)
+    executor.start()
+    print("started", flush=True)
+    executor.run(max_seconds=60)
+""")
+
+
+def test_a_report_the_journal_cannot_take_is_never_acknowledged_so_the_venue_sends_it_again(tmp_path):
+    """The journal fails while a report arrives: the executor stops its process inside the callback (exit 70)
+    before quickfix can advance its sequence number; restarted with a working journal, it receives the report
+    again and journals it once. (Returning normally would lose the report: the venue never resends it.)"""
+    port = free_port()
+    venue_cfg, executor_cfg = settings(tmp_path, port)
+    outbox_path = tmp_path / "outbox.sqlite"
+    box = sqlite_outbox(outbox_path)
+    (order,) = orders(1)
+    box.submit([order])
+    venue = PaperVenue(bars(), venue_cfg, VenueConfig(volume_share=1.0), id_prefix="V-").start()
+    try:
+        child = subprocess.Popen([sys.executable, "-c", FAILING_CHILD, str(executor_cfg), str(outbox_path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": os.getcwd()})
+        assert child.stdout.readline().strip() == "started"
+        assert child.wait(60) == 70
+        assert '"event": "fail_stop"' in child.stderr.read()
+        assert venue.received() == {order.clordid: 1} and box.journal().is_empty()
+        child = _spawn(executor_cfg, outbox_path)
+        try:
+            assert child.stdout.readline().strip() == "started"
+            eventually(lambda: box.journal().height >= 1, what="the report journaled after the restart")
+            time.sleep(0.5)
+        finally:
+            child.send_signal(signal.SIGTERM)
+            child.wait(30)
+    finally:
+        venue.stop()
+    journal = box.journal()
+    assert journal["exec_id"].to_list() == [venue.reports()[0].exec_id]  # the venue's one report, once
+    assert venue.received() == {order.clordid: 1}  # and the order was not sent twice

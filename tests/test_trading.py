@@ -234,6 +234,7 @@ def test_a_paper_only_strategy_is_refused_on_a_live_session(market_store, box):
 
 def _fill(i, symbol, side, qty, px):
     return {"seq": i, "session": "s", "exec_id": f"x{i}", "clordid": f"c{i}", "msg_type": "8", "ord_status": "2",
+            "exec_type": "F",
             "symbol": symbol, "side": side, "last_qty": str(qty), "last_px": str(px),
             "received_at": f"2024-01-0{i} 10:00:00"}
 
@@ -516,8 +517,7 @@ def test_the_market_reads_volume_up_to_the_bar_only(tmp_path):
 def test_a_held_position_without_a_price_is_refused(market_store, box):
     from emp_core.errors import EmpError
 
-    box.record([{"session": "s", "exec_id": "x", "clordid": "c", "msg_type": "8", "ord_status": "2",
-                 "symbol": "ZZZ", "side": "1", "last_qty": 5, "last_px": 10.0}])
+    _filled(box, "z", "ZZZ", "buy", 5, 10.0)
     with pytest.raises(EmpError, match=r"held position.* without a price at or before .*: ZZZ"):
         book(box, read_market(market_store))
 
@@ -562,3 +562,33 @@ def test_paper_and_live_are_separate_books(market_store, box):
     # the live plan does not sell the paper long (it would open a live short judged as a close)
     live = _plan(market_store, box, session="live", strategy=None)
     assert live.filter(pl.col("symbol") == "CCC")["position"].item() == 0
+
+
+def test_only_trades_are_fills_and_a_duplicates_reject_leaves_the_order_alone(box):
+    """A trade correction or bust (ExecType G, H) is not a new fill; a reject answering a duplicate ClOrdID
+    (OrdRejReason 6) says nothing of the live order that holds that ClOrdID."""
+    from emp_core.execution.account import fills
+
+    order = _filled(box, "a", "AAA", "buy", 10, 100.0)
+    box.record([{"session": "s", "exec_id": "bust", "clordid": order.clordid, "msg_type": "8", "ord_status": "2",
+                 "exec_type": "H", "symbol": "AAA", "side": "1", "last_qty": 10, "last_px": 100.0}])
+    assert fills(box.journal())["qty"].to_list() == [10.0]
+    live = ApprovedOrder(idem_key="b", strategy="manual", symbol="AAA", side="buy", qty=5, policy_version="t")
+    box.submit([live])
+    box.record([{"session": "s", "exec_id": "n1", "clordid": live.clordid, "msg_type": "8", "ord_status": "0",
+                 "exec_type": "0", "symbol": "AAA", "side": "1"},
+                {"session": "s", "exec_id": "dup", "clordid": live.clordid, "msg_type": "8", "ord_status": "8",
+                 "exec_type": "8", "symbol": "AAA", "side": "1", "reject_reason": "6"}])
+    status = dict(box.status().select("clordid", "ord_status").rows())
+    assert status[live.clordid] == "0" and working_orders(box) == {"AAA": 5}
+
+
+def test_reconciliation_compares_symbol_and_side(box):
+    from emp_core.execution.reconcile import reconcile
+
+    report = {"session": "s", "exec_id": "e1", "clordid": "c1", "msg_type": "8", "ord_status": "2",
+              "exec_type": "F", "symbol": "AAA", "side": "1", "last_qty": 5, "last_px": 10.0}
+    box.record([report])
+    box.record([report | {"side": "2", "symbol": "AAB"}], into="dropcopy")
+    findings = reconcile(box)
+    assert sorted(findings["field"].to_list()) == ["side", "symbol"] and set(findings["kind"]) == {"mismatched"}

@@ -18,6 +18,7 @@ import polars as pl
 from emp_core.clock import utcnow
 
 BUY = "1"
+TRADE = "F"  # ExecType of a fill in FIX 4.4; a trade correction (G) or bust (H) is not a new fill
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,14 @@ class Account:
 
 
 def fills(journal: pl.DataFrame) -> pl.DataFrame:
-    """The journal's fills (ExecutionReports with LastQty > 0), in the order received, with signed quantity."""
+    """The journal's fills (ExecutionReports of ExecType F, Trade, with LastQty > 0), in the order received,
+    with signed quantity. Corrections and busts (ExecType G, H) are not applied: a venue that sends them needs
+    an operator (they are journaled, and the reconciliation sees them)."""
     if journal.is_empty():
         return pl.DataFrame(schema={"symbol": pl.String, "qty": pl.Float64, "px": pl.Float64,
                                     "received_at": pl.String})
-    return (journal.filter((pl.col("msg_type") == "8") & (pl.col("last_qty").cast(pl.Float64) > 0))
+    return (journal.filter((pl.col("msg_type") == "8") & (pl.col("exec_type") == TRADE)
+                           & (pl.col("last_qty").cast(pl.Float64) > 0))
             .sort("seq")
             .select("symbol", (pl.when(pl.col("side") == BUY).then(1.0).otherwise(-1.0)
                                * pl.col("last_qty").cast(pl.Float64)).alias("qty"),

@@ -27,6 +27,13 @@ journal's commit leaves the report unacknowledged at the FIX level and the venue
 restart; a crash after the commit but before quickfix's advance makes the venue resend it too, and the
 journal keeps it once (keyed by session and ExecID).
 
+**Journal failure: fail-stop.** If the journal cannot take a report (the database locked past its timeout,
+a full disk, PostgreSQL gone), returning from ``fromApp`` would let quickfix advance its sequence number and
+the venue would never send that report again. So the executor ends its process at once (``os._exit``, exit
+code 70, after the ``journal_failed`` and ``fail_stop`` events), before quickfix can advance: on restart its
+expected number is still the report's, and the venue resends it. ``on_journal_failure`` replaces this (a
+test, or an embedding process that must not die; it should not return normally either).
+
 **Reconnects, with backoff.** quickfix's initiator reconnects every ``ReconnectInterval`` seconds, a fixed
 interval with no setter. ``run()`` adds an exponential backoff on top (``Backoff``; ``backoff=None`` keeps the
 fixed interval): quickfix keeps its own fixed-interval attempts for the first ``patience`` of an outage (2 x
@@ -67,6 +74,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 import threading
@@ -245,7 +253,13 @@ class _App(FixApplication):
             raise qf.UnsupportedMessageType()  # quickfix answers with a BusinessMessageReject (35=j)
         parsed = parse(message)
         ex = self.executor
-        new = ex.outbox.record([journal_row(parsed, ex.session_name)])  # before quickfix advances its seq num
+        try:
+            new = ex.outbox.record([journal_row(parsed, ex.session_name)])  # before quickfix advances its seq num
+        except Exception as exc:  # the journal refused the report: it must not be acknowledged (docstring)
+            ex.event("journal_failed", clordid=parsed.cl_ord_id, exec_id=getattr(parsed, "exec_id", None),
+                     error=f"{type(exc).__name__}: {exc}")
+            ex.on_journal_failure(exc)
+            raise
         with ex.lock:
             ex.counters.received += 1
             ex.counters.journaled += new
@@ -258,13 +272,27 @@ def _int(value: str | None) -> int | None:
     return int(value) if value is not None and value.lstrip("-").isdigit() else None
 
 
+JOURNAL_FAILURE_EXIT = 70  # EX_SOFTWARE
+
+
+def fail_stop(exc: BaseException) -> None:
+    """End the process at once, inside quickfix's callback, so the report that could not be journaled is never
+    acknowledged (module docstring, "Journal failure")."""
+    log.critical(json.dumps({"event": "fail_stop", "at": utcnow().isoformat(), "exit": JOURNAL_FAILURE_EXIT,
+                             "error": f"{type(exc).__name__}: {exc}"}))
+    logging.shutdown()
+    os._exit(JOURNAL_FAILURE_EXIT)
+
+
 class Executor:
     """Send the outbox over one FIX initiator session and journal what comes back (module docstring).
     ``backoff``: the reconnect backoff ``run()`` applies (None: quickfix's fixed ``ReconnectInterval`` only)."""
 
     def __init__(self, settings: Path | str, outbox: Outbox, *, batch: int = 200, poll_seconds: float = 0.02,
-                 health_port: int | None = None, backoff: Backoff | None = Backoff()) -> None:
+                 health_port: int | None = None, backoff: Backoff | None = Backoff(),
+                 on_journal_failure=None) -> None:
         self.outbox = outbox
+        self.on_journal_failure = on_journal_failure or fail_stop
         self.app = _App(self)
         self.fix = FixSession(settings, self.app, role="initiator")
         config = self.fix.settings.sessions[0]

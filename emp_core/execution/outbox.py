@@ -327,7 +327,8 @@ class Outbox:
         rows = self._run(
             "SELECT o.entry_id, o.clordid, o.strategy, o.symbol, o.side, o.qty, o.ord_type, o.limit_price, o.state, "
             "e.ord_status, e.cum_qty, e.avg_px, e.text FROM {p}outbox o LEFT JOIN {p}executions e ON e.seq = "
-            "(SELECT max(seq) FROM {p}executions x WHERE x.order_clordid = o.clordid AND x.msg_type = '8') "
+            "(SELECT max(seq) FROM {p}executions x WHERE x.order_clordid = o.clordid AND x.msg_type = '8' "
+            "AND COALESCE(x.reject_reason, '') <> '6') "  # a duplicate's reject says nothing of the order
             "ORDER BY o.entry_id")
         return pl.DataFrame(rows, orient="row", infer_schema_length=None, schema=[
             "entry_id", "clordid", "strategy", "symbol", "side", "qty", "ord_type", "limit_price", "state",

@@ -7,8 +7,8 @@ compares the two by ExecID:
 
 - **missing**: a report the venue sent (in the drop copy) that the execution journal lacks;
 - **extra**: a report in the journal the venue never sent;
-- **mismatched**: the same ExecID with a different ClOrdID, OrdStatus, ExecType, LastQty, LastPx, CumQty or
-  AvgPx (prices and quantities compared exactly: both sides parse the same decimal text).
+- **mismatched**: the same ExecID with a different ClOrdID, Symbol, Side, OrdStatus, ExecType, LastQty, LastPx,
+  CumQty or AvgPx (prices and quantities compared exactly: both sides parse the same decimal text).
 
 Each finding is a row (kind, exec_id, clordid, field, journal value, drop-copy value); none means the
 journal holds exactly what the venue reported. OrderCancelRejects are not mirrored by the drop copy and are
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from emp_core.execution.executor import journal_row
+from emp_core.execution.executor import fail_stop, journal_row
 from emp_core.execution.fix import CancelReject, ExecReport, FixApplication, FixSession, parse
 from emp_core.execution.outbox import Outbox
 
-COMPARED = ("clordid", "ord_status", "exec_type", "last_qty", "last_px", "cum_qty", "avg_px")
+COMPARED = ("clordid", "symbol", "side", "ord_status", "exec_type", "last_qty", "last_px", "cum_qty", "avg_px")
 FINDINGS_SCHEMA = {"kind": pl.String, "exec_id": pl.String, "clordid": pl.String, "field": pl.String,
                    "journal": pl.String, "dropcopy": pl.String}
 
@@ -36,14 +36,19 @@ class _DropCopyApp(FixApplication):
     def from_app(self, message, session_id):
         parsed = parse(message)
         if isinstance(parsed, ExecReport | CancelReject):
-            self.listener.outbox.record([journal_row(parsed, self.listener.session_name)], into="dropcopy")
+            try:
+                self.listener.outbox.record([journal_row(parsed, self.listener.session_name)], into="dropcopy")
+            except Exception as exc:  # as the executor: never acknowledge a report that was not recorded
+                self.listener.on_journal_failure(exc)
+                raise
 
 
 class DropCopyListener:
     """A FIX initiator on the venue's drop-copy session, recording every mirrored report (module docstring)."""
 
-    def __init__(self, settings, outbox: Outbox) -> None:
+    def __init__(self, settings, outbox: Outbox, *, on_journal_failure=None) -> None:
         self.outbox = outbox
+        self.on_journal_failure = on_journal_failure or fail_stop  # the executor's fail-stop (its docstring)
         self.fix = FixSession(settings, _DropCopyApp(self), role="initiator")
         config = self.fix.settings.sessions[0]
         self.session_name = f"{config.sender}->{config.target}"

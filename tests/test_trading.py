@@ -592,3 +592,53 @@ def test_reconciliation_compares_symbol_and_side(box):
     box.record([report | {"side": "2", "symbol": "AAB"}], into="dropcopy")
     findings = reconcile(box)
     assert sorted(findings["field"].to_list()) == ["side", "symbol"] and set(findings["kind"]) == {"mismatched"}
+
+
+def _held_aaa(market_store, box, units, *, stop, px=None):
+    """A filled AAA long of ``units`` whose entry order named ``stop``; returns AAA's last bar."""
+    last = market_store.query("SELECT * FROM market.bars_1d WHERE symbol = 'AAA' ORDER BY ts DESC LIMIT 1").row(
+        0, named=True)
+    o = ApprovedOrder(idem_key="held", strategy="catalogue/trend", symbol="AAA", side="buy", qty=units,
+                      stop_price=stop, policy_version="t")
+    box.submit([o])
+    box.record([{"session": "s", "exec_id": "h1", "clordid": o.clordid, "msg_type": "8", "ord_status": "2",
+                 "exec_type": "F", "symbol": "AAA", "side": "1", "last_qty": units,
+                 "last_px": px or last["close"] * 0.98, "cum_qty": units, "avg_px": px or last["close"] * 0.98}])
+    return last
+
+
+def test_a_held_position_keeps_its_units_while_the_direction_holds(market_store, box):
+    last = _held_aaa(market_store, box, 123, stop=1.0)  # sized differently from today's target, far stop
+    row = _plan(market_store, box).filter(pl.col("symbol") == "AAA").row(0, named=True)
+    assert row["direction"] == 1 and (row["status"], row["target_units"], row["note"]) == ("hold", 123, None)
+    assert last["low"] > 1.0
+
+
+def test_a_stop_the_bar_reached_exits_and_the_position_stays_out_until_the_direction_changes(market_store, box):
+    last = _held_aaa(market_store, box, 100, stop=None)
+    box.submit([ApprovedOrder(idem_key="stop-set", strategy="catalogue/trend", symbol="AAA", side="buy", qty=1,
+                              stop_price=last["low"] + 0.01, policy_version="t")])  # latest stop: just above low
+    row = _plan(market_store, box).filter(pl.col("symbol") == "AAA").row(0, named=True)
+    assert (row["note"], row["status"], row["side"], row["target_units"]) == ("stop", "order", "sell", 0)
+    assert row["quantity"] == 101  # the held 100 and the working 1
+    # the next bar: flat, direction unchanged -> stays out; the direction flips -> trades again
+    universe, as_of = load_signals(market_store)
+    market = read_market(market_store, as_of=as_of)
+    flat = sqlite_outbox(box.location + "-empty")
+    strategy = choose_strategy(market_store, POLICY, "paper")
+    out = plan_intents(universe, as_of, strategy, book(flat, market, session="paper"), market.last_bar,
+                       session="paper", run_id="r2", previous={"AAA": ("stop", 1), "BBB": ("stop", 1)})
+    rows = {r["symbol"]: r for r in out.iter_rows(named=True)}
+    assert (rows["AAA"]["note"], rows["AAA"]["status"], rows["AAA"]["target_units"]) == ("stopped_out", "hold", 0)
+    assert rows["BBB"]["direction"] == -1 and rows["BBB"]["status"] == "order"  # stopped long, now short: trades
+
+
+def test_a_take_profit_the_bar_reached_exits(market_store, box):
+    from dataclasses import replace
+
+    last = _held_aaa(market_store, box, 100, stop=1.0, px=None)
+    genome = replace(CATALOGUE["trend"], take_profit=0.01)  # avg cost 0.98 x close: the high is >1% above
+    strategy = replace(choose_strategy(market_store, POLICY, "paper"), genome=genome)
+    row = _plan(market_store, box, strategy=strategy).filter(pl.col("symbol") == "AAA").row(0, named=True)
+    assert last["high"] >= last["close"] * 0.98 * 1.01
+    assert (row["note"], row["side"], row["quantity"]) == ("take_profit", "sell", 100)

@@ -18,7 +18,7 @@ position without a known protective stop at its full notional.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import polars as pl
@@ -27,6 +27,7 @@ from emp_core.errors import EmpError
 from emp_core.execution.account import Account, account
 from emp_core.execution.outbox import TERMINAL, Outbox
 from emp_core.risk.policy import Portfolio
+from emp_core.trading.ledger import positions
 
 PAPER_CAPITAL = 1_000_000.0  # the paper account's starting capital
 ADV_BARS = 20  # average daily volume over the last 20 daily bars
@@ -116,6 +117,7 @@ class Book:
     account: Account
     working: dict[str, int]
     portfolio: Portfolio
+    avg_cost: dict[str, float] = field(default_factory=dict)  # of each filled position (average cost)
 
 
 def book(outbox: Outbox, market: Market, capital: float = PAPER_CAPITAL, session: str | None = None) -> Book:
@@ -139,4 +141,6 @@ def book(outbox: Outbox, market: Market, capital: float = PAPER_CAPITAL, session
     portfolio = Portfolio(equity=acct.equity, peak_equity=acct.peak_equity, day_start_equity=acct.day_start_equity,
                           positions=committed, prices=market.prices, adv=market.adv,
                           stops=position_stops(outbox, committed, session))
-    return Book(account=acct, working=working, portfolio=portfolio)
+    held = positions(journal, market.prices)
+    avg_cost = {s: c for s, c in held.select("symbol", "avg_cost").rows() if c is not None}
+    return Book(account=acct, working=working, portfolio=portfolio, avg_cost=avg_cost)

@@ -21,6 +21,13 @@ session at all (the ``strategy_ready`` readiness check).
   without one gets ``DEFAULT_STOP`` (10%), since the policy makes a stop mandatory;
 - **order**: the difference between the target units and what is held plus working (``book.working_orders``),
   as a market order (filled at the next bar's open); none when they agree (status ``hold``);
+- **held positions keep their units** while the target keeps its direction (sized at entry, as in the
+  backtest: no re-sizing every bar), **unless the bar reached the position's stop** (its low at or below a
+  long's stop, its high at or above a short's) **or its take-profit** (``take_profit`` from the average cost):
+  then the target is flat (note ``stop`` / ``take_profit``), and it stays flat (note ``stopped_out``) while the
+  genome's direction is the one that was stopped, as the backtest stays out until the target changes. The
+  backtest fills a stop at the stop price (or the open through a gap); here the exit is a market order at
+  the next open, since the venue takes no stop orders: the live exit is never better than the backtest's;
 - a symbol with a bar at ``as_of`` but no fused signal there gets no order (status ``stale``: its features
   lag its bars; the ``signals_fresh`` check fails and names it); a symbol with no bar at ``as_of`` (its
   history ended before, as the shipped stocks' does in 2013) is not traded on that bar (status ``no_bar``).
@@ -63,7 +70,7 @@ INTENT_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(), "status": pl.String(), "direction": pl.Int64(), "signal": pl.Float64(),
     "confidence": pl.Float64(), "reference_price": pl.Float64(), "target_units": pl.Int64(),
     "position": pl.Int64(), "working": pl.Int64(), "side": pl.String(), "quantity": pl.Int64(),
-    "order_type": pl.String(), "stop_price": pl.Float64(), "idem_key": pl.String(),
+    "order_type": pl.String(), "stop_price": pl.Float64(), "idem_key": pl.String(), "note": pl.String(),
 }
 RUN_DECISION_SCHEMA: dict[str, pl.DataType] = {"run_id": pl.String(), "idem_key": pl.String(), **DECISION_SCHEMA}
 
@@ -150,11 +157,30 @@ def _units(direction: int, equity: float, n: int, price: float, stop: float, gen
     return direction * min(sleeve, fixed_fractional_units(equity, price, stop, RISK_FRACTION))
 
 
+def _exit_rule(units: int, low: float, high: float, stop: float | None, entry: float | None,
+               take_profit: float) -> str | None:
+    """``stop`` or ``take_profit`` when the bar reached the held position's stop or target, else None."""
+    if units > 0:
+        if stop is not None and low <= stop:
+            return "stop"
+        if take_profit and entry and high >= entry * (1 + take_profit):
+            return "take_profit"
+    elif units < 0:
+        if stop is not None and high >= stop:
+            return "stop"
+        if take_profit and entry and low <= entry * (1 - take_profit):
+            return "take_profit"
+    return None
+
+
 def plan_intents(universe: Universe, as_of: datetime, strategy: Strategy, book: Book, last_bar: dict[str, datetime],
-                 *, session: str, run_id: str) -> pl.DataFrame:
+                 *, session: str, run_id: str, previous: dict[str, tuple[str | None, int | None]] | None = None
+                 ) -> pl.DataFrame:
     """One row per symbol of ``universe`` or ``last_bar`` (each symbol's last bar at or before ``as_of``;
-    ``INTENT_SCHEMA``; module docstring)."""
+    ``INTENT_SCHEMA``; module docstring). ``previous``: per symbol, the note and direction of this strategy's
+    last plan before ``as_of`` (to stay out after a stop until the target changes)."""
     genome = strategy.genome
+    previous = previous or {}
     fresh = [s for s in universe.symbols if universe.ts[s][-1] == np.datetime64(as_of)]
     stop_fraction = genome.stop_loss or DEFAULT_STOP
     equity = book.account.equity
@@ -171,12 +197,25 @@ def plan_intents(universe: Universe, as_of: datetime, strategy: Strategy, book: 
         features = universe.features[symbol]
         direction = int(targets(features, [genome])[-1, 0])
         signal, confidence = (float(x[-1, 0]) for x in fused_signal(features, np.array([genome.weights])))
-        price = float(universe.ohlc[symbol]["close"][-1])
+        bar = {k: float(v[-1]) for k, v in universe.ohlc[symbol].items()}
+        price = bar["close"]
         stop = price * (1 - stop_fraction) if direction >= 0 else price * (1 + stop_fraction)
-        target = _units(direction, equity, len(fresh), price, stop, genome)
-        delta = target - position - working
+        committed = position + working
+        note, (last_note, last_direction) = None, previous.get(symbol, (None, None))
+        if committed and np.sign(committed) == direction:
+            # held in the target's direction: keep the units (sized at entry, as the backtest does), unless
+            # the bar reached the position's stop or take-profit
+            note = _exit_rule(committed, bar["low"], bar["high"], book.portfolio.stops.get(symbol),
+                              book.avg_cost.get(symbol), genome.take_profit)
+            target = 0 if note else committed
+        elif last_note in ("stop", "take_profit", "stopped_out") and direction == last_direction and direction:
+            note, target = "stopped_out", 0  # out after the exit until the target changes, as in the backtest
+        else:
+            target = _units(direction, equity, len(fresh), price, stop, genome)
+        delta = target - committed
         row |= {"direction": direction, "signal": signal if math.isfinite(signal) else None,
-                "confidence": min(max(confidence, 0.0), 1.0), "reference_price": price, "target_units": target}
+                "confidence": min(max(confidence, 0.0), 1.0), "reference_price": price, "target_units": target,
+                "note": note}
         if delta == 0:
             rows.append(row | {"status": "hold"})
             continue

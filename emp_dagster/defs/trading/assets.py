@@ -100,6 +100,17 @@ def _require_gates(db, run_id: str, names: tuple[str, ...], step: str) -> None:
                        f"({', '.join('failed' if n in verdicts else 'not checked' for n in bad)}); nothing done")
 
 
+def _previous(db, strategy: str, session: str, as_of: datetime) -> dict:
+    """Per symbol, the note and direction of this strategy's last plan before ``as_of`` (stops stay out)."""
+    if TABLES["intents"] not in set(db.tables()):
+        return {}
+    rows = db.query(f"SELECT symbol, note, direction FROM (SELECT symbol, note, direction, row_number() OVER "
+                    f"(PARTITION BY symbol ORDER BY as_of DESC, planned_at DESC) AS n FROM {TABLES['intents']} "
+                    "WHERE strategy = $s AND session = $k AND as_of < $t) AS p WHERE n = 1",
+                    {"s": strategy, "k": session, "t": as_of})
+    return {sym: (note, direction) for sym, note, direction in rows.rows()}
+
+
 def _md(frame: pl.DataFrame, rows: int = 30) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(rows).to_pandas().to_markdown(index=False) if frame.height else "(none)")
 
@@ -126,8 +137,8 @@ def intents(context: dg.AssetExecutionContext, config: TradingConfig, store: Sto
     market = read_market(db, as_of=as_of)
     box = open_outbox()
     frame = plan_intents(universe, as_of, strategy, book(box, market, config.capital, config.session),
-                         market.last_bar,
-                         session=config.session, run_id=context.run_id)
+                         market.last_bar, session=config.session, run_id=context.run_id,
+                         previous=_previous(db, strategy.name, config.session, as_of))
     frame = frame.with_columns(pl.lit(utcnow()).alias("planned_at"))
     db.append_table(TABLES["intents"], frame)
     status = dict(frame.select("symbol", "status").rows())

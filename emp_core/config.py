@@ -11,6 +11,7 @@
 | ``EMP_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | the institutional tier's hot cache and streams; ``off``: no cache |
 | ``EMP_SPARK_MASTER`` | ``local[2]`` | the Spark master URL for the Spark paths (evolution fitness, sensory) |
 | ``EMP_OUTBOX_SYNC`` | ``normal`` | the embedded outbox's SQLite ``synchronous``: ``normal`` or ``full`` |
+| ``EMP_PARENT_PID`` | unset | ``emp venue``/``executor``/``dropcopy`` stop when this process dies |
 | ``EMP_REQUIRE_SERVICES`` | unset | ``1``: tests that need PostgreSQL, Redis or Java fail instead of skipping |
 
 Set here for child processes: ``PYSPARK_PYTHON`` (Spark's Python workers run this interpreter, so
@@ -43,6 +44,7 @@ class Settings:
     dagster_pg_url: str | None = None  # None: derived from pg_url
     spark_master: str = "local[2]"
     outbox_sync: str = "normal"  # the embedded outbox's SQLite synchronous: normal or full
+    parent_pid: int | None = None  # stop the long-running command when this process dies
 
     @property
     def duckdb_path(self) -> Path:
@@ -65,7 +67,9 @@ def settings(env: dict[str, str] | None = None) -> Settings:
     outbox_sync = env.get("EMP_OUTBOX_SYNC", "").strip().lower() or "normal"
     if outbox_sync not in ("normal", "full"):
         raise ConfigError(f"EMP_OUTBOX_SYNC={outbox_sync!r}: choose normal or full")
-    return Settings(home=home, tier=tier, data_dir=data_dir, dagster_home=dagster_home, require_services=require,
+    parent = env.get("EMP_PARENT_PID", "").strip()
+    return Settings(parent_pid=int(parent) if parent.isdigit() else None,
+                    home=home, tier=tier, data_dir=data_dir, dagster_home=dagster_home, require_services=require,
                     outbox_sync=outbox_sync, pg_url=pg_url, redis_url=None if redis_url.lower() == "off" else redis_url,
                     spark_master=spark_master, dagster_pg_url=env.get("EMP_DAGSTER_PG_URL", "").strip() or None)
 

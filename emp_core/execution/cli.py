@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -25,10 +28,21 @@ ADV_BARS = 20  # average daily volume over the last 20 daily bars
 
 
 def _until_signalled() -> threading.Event:
-    """An event set by SIGINT or SIGTERM (a long-running command stops cleanly on either)."""
+    """An event set by SIGINT or SIGTERM (a long-running command stops cleanly on either). Started by another
+    process that asked for it (``EMP_PARENT_PID``, as ``emp demo``'s paper session does), the command also
+    stops when that process dies: Linux sends SIGTERM (PR_SET_PDEATHSIG), so a demo killed with SIGKILL leaves
+    no orphaned venue or executor holding the FIX stores and the outbox."""
+    from emp_core.config import settings
+
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    parent = settings().parent_pid
+    if parent is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # it died before the request took effect
+            stop.set()
     return stop
 
 

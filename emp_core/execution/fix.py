@@ -260,8 +260,16 @@ def write_settings(path: Path | str, *, role: str, sessions: list[tuple[str, str
         lines += [f"{k}={v}" for k, v in zip(("Username", "Password"), logins.get((sender, target), ()),
                                              strict=False)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    _write(path, "\n".join(lines) + "\n", private=bool(logins))
     return path
+
+
+def _write(path: Path, text: str, *, private: bool) -> None:
+    """Write ``text``; a file holding a password (``private``) is readable by its owner only, from the start."""
+    if private:
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+    path.write_text(text)
 
 
 def _check_credentials_arg(credentials: dict[tuple[str, str], tuple[str, str]], sessions: set) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -46,9 +47,9 @@ def _emp() -> str:
     return str(exe) if exe.exists() else "emp"
 
 
-def _reports(outbox, which: str) -> int:
-    """ExecutionReports (35=8) in the journal or the drop copy."""
-    return outbox.journal(which).filter(pl.col("msg_type") == "8").height
+def _reports(outbox, which: str) -> set[str]:
+    """The ExecIDs of the ExecutionReports (35=8) in the journal or the drop copy."""
+    return set(outbox.journal(which).filter(pl.col("msg_type") == "8")["exec_id"].to_list())
 
 
 class PaperSession:
@@ -64,7 +65,8 @@ class PaperSession:
     def _spawn(self, name: str, *args: str) -> None:
         out = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 (the child process writes it)
         self.procs[name] = subprocess.Popen([_emp(), name, *args], stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            start_new_session=True,
+                                            env={**os.environ, "EMP_PARENT_PID": str(os.getpid())})
         out.close()
 
     def _log_has(self, name: str, event: str, since: int) -> bool:
@@ -131,11 +133,11 @@ class PaperSession:
             time.sleep(0.3)
 
     def wait_mirrored(self, outbox, timeout: float = 30.0) -> bool:
-        """Wait until the drop copy holds as many ExecutionReports as the journal (the venue mirrors each one
-        right after sending it); True when it does."""
+        """Wait until every ExecutionReport in the journal is in the drop copy too (the venue mirrors each one
+        right after sending it), by ExecID; True when it is."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _reports(outbox, "dropcopy") >= _reports(outbox, "executions"):
+            if _reports(outbox, "executions") <= _reports(outbox, "dropcopy"):  # every report mirrored
                 return True
             time.sleep(0.3)
         return False

@@ -102,7 +102,8 @@ def _require_gates(db, run_id: str, names: tuple[str, ...], step: str) -> None:
 
 def _previous(db, strategy: str, session: str, as_of: datetime) -> dict:
     """Per symbol, the note and direction of this strategy's last plan before ``as_of`` (stops stay out)."""
-    if TABLES["intents"] not in set(db.tables()):
+    if TABLES["intents"] not in set(db.tables()) or "note" not in db.query(
+            f"SELECT * FROM {TABLES['intents']} LIMIT 0").columns:  # none yet, or written before notes were kept
         return {}
     rows = db.query(f"SELECT symbol, note, direction FROM (SELECT symbol, note, direction, row_number() OVER "
                     f"(PARTITION BY symbol ORDER BY as_of DESC, planned_at DESC) AS n FROM {TABLES['intents']} "

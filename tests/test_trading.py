@@ -214,6 +214,11 @@ def test_decisions_are_sequential_so_the_batch_respects_the_aggregate_limits(mar
     verdicts = decisions.filter(pl.col("step") == 1)
     assert verdicts.height == orders.height  # every intent with an order judged once
     assert len(approved) == 1 and verdicts["approved"].to_list() == [True] + [False] * (orders.height - 1)
+    # the scarce slot goes to the strongest signal, not to the first name: weaken the first name's
+    weak = plan.with_columns(pl.when(pl.col("symbol") == "AAA").then(0.01).otherwise(pl.col("signal"))
+                             .alias("signal"))
+    _, approved = decide(weak, current.portfolio, one, "paper")
+    assert [o.symbol for o in approved] == ["BBB"]
     refused = decisions.filter(~pl.col("approved") & (pl.col("verdict") == "fail"))
     assert set(refused["check"]) == {"open_positions"}
     # judged each on its own (the old behaviour) every one would pass

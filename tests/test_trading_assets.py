@@ -163,3 +163,15 @@ def test_an_as_of_between_bars_fails_freshness_and_a_live_as_of_is_judged(home):
     live = plan(home, session="live", as_of=(DAY0 + timedelta(days=100)).isoformat())
     assert gates(live)["signals_fresh"] is False  # a live session does not replay: the bar is years old
     assert open_outbox().entries().is_empty()
+
+
+def test_a_second_plan_with_more_capital_does_not_resize_what_is_working(home):
+    from emp_core.store import DuckDBStore
+
+    assert plan(home).success
+    first = open_outbox().entries().select("clordid", "qty").sort("clordid")
+    assert plan(home, capital=3_000_000.0).success  # bigger targets, but the positions are already on their way
+    assert open_outbox().entries().select("clordid", "qty").sort("clordid").equals(first)
+    last = DuckDBStore(home / "emp.duckdb").query(
+        "SELECT status FROM trading.intents WHERE planned_at = (SELECT max(planned_at) FROM trading.intents)")
+    assert set(last["status"]) == {"hold"}

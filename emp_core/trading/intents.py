@@ -35,9 +35,10 @@ session at all (the ``strategy_ready`` readiness check).
 The idempotency key is (strategy, symbol, as_of, session): materialising the same bar twice puts each order in
 the outbox once.
 
-**Decisions** (:func:`decide`): the policy judges the intents one after another, each against the portfolio
-as it would be after the orders approved before it (positions and stops), so the batch as a whole respects
-the aggregate limits (exposure, leverage, open positions). Every check of every intent is a row.
+**Decisions** (:func:`decide`): the policy judges the intents one after another, strongest first (|signal| x
+confidence; then by symbol), each against the portfolio as it would be after the orders approved before it
+(positions and stops), so the batch as a whole respects the aggregate limits (exposure, leverage, open
+positions) and a scarce slot goes to the strongest signal. Every check of every intent is a row.
 """
 
 from __future__ import annotations
@@ -244,7 +245,10 @@ def decide(intents: pl.DataFrame, portfolio: Portfolio, policy: Policy,
     """The policy's decision on each intent with an order, in order, each against the portfolio after the ones
     approved before it; returns (every check as a row, ``RUN_DECISION_SCHEMA``; the approved orders)."""
     rows, approved = [], []
-    for r in intents.filter(pl.col("status") == "order").iter_rows(named=True):
+    strongest_first = (intents.filter(pl.col("status") == "order")
+                       .with_columns((pl.col("signal").abs().fill_null(0.0) * pl.col("confidence")).alias("_s"))
+                       .sort(["_s", "symbol"], descending=[True, False]).drop("_s"))
+    for r in strongest_first.iter_rows(named=True):
         intent = Intent(strategy=r["strategy"], symbol=r["symbol"], side=r["side"], quantity=int(r["quantity"]),
                         order_type=r["order_type"], reference_price=r["reference_price"],
                         confidence=r["confidence"], stop_price=r["stop_price"])

@@ -11,7 +11,9 @@ tests hold one against the other.
 
 **Value at risk**: ``emp_core.risk.var.portfolio_var`` (historical, parametric, Monte Carlo; one bar, 99%)
 of the held positions at the marks, on the last ``VAR_BARS`` daily returns at or before the mark date.
-A flat book has zero VaR and says so.
+A flat book has zero VaR and says so. Only dates on which every held symbol has a return are used; the
+span used is reported (``returns_from``, ``returns_to``), so a held symbol whose history ended long ago shows
+as old returns rather than silently.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def value_at_risk(held: dict[str, int], marks: dict[str, float], bars: pl.DataFr
                .drop_nulls("r").pivot(on="symbol", index="ts", values="r").sort("ts").drop_nulls()
                .tail(VAR_BARS))
     result = portfolio_var(held, marks, returns, VAR_ALPHA, n_paths=VAR_PATHS, seed=0)
-    out = {"method": "one bar, 99%", "n_observations": result.n_observations}
+    out = {"method": "one bar, 99%", "n_observations": result.n_observations,
+           "returns_from": str(returns["ts"].min()), "returns_to": str(returns["ts"].max())}
     for name in ("historical", "parametric", "monte_carlo"):
         estimate = getattr(result, name)
         out[f"var_{name}"], out[f"es_{name}"] = estimate.var, estimate.es

@@ -223,9 +223,16 @@ def approved_orders(context: dg.AssetExecutionContext, store: StoreResource):
                                     policy_version=rows["policy_version"][0],
                                     decision=rows.drop("run_id", "idem_key", "planned_at").to_dicts()))
     submitted = box.submit(orders)
+    # an idempotency key already in the outbox keeps its first order: record that one, and say so if it differs
+    held = {r["clordid"]: r for r in box.entries().iter_rows(named=True)} if not all(n for _, n in submitted) else {}
+    for o, (c, new) in zip(orders, submitted, strict=True):
+        if not new and (held[c]["side"], held[c]["qty"]) != (o.side, o.qty):
+            context.log.warning(f"{o.idem_key}: the outbox already holds {c} ({held[c]['side']} {held[c]['qty']}); "
+                                f"this plan's {o.side} {o.qty} is not sent")
     frame = pl.DataFrame(
         [{"run_id": run, "idem_key": o.idem_key, "clordid": c, "new": new, "symbol": o.symbol,
-          "side": o.side, "qty": o.qty, "session": o.session, "submitted_at": utcnow()}
+          "side": o.side if new else held[c]["side"], "qty": o.qty if new else held[c]["qty"],
+          "session": o.session, "submitted_at": utcnow()}
          for o, (c, new) in zip(orders, submitted, strict=True)],
         schema={"run_id": pl.String, "idem_key": pl.String, "clordid": pl.String, "new": pl.Boolean,
                 "symbol": pl.String, "side": pl.String, "qty": pl.Int64, "session": pl.String,

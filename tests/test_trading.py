@@ -647,3 +647,24 @@ def test_a_take_profit_the_bar_reached_exits(market_store, box):
     row = _plan(market_store, box, strategy=strategy).filter(pl.col("symbol") == "AAA").row(0, named=True)
     assert last["high"] >= last["close"] * 0.98 * 1.01
     assert (row["note"], row["side"], row["quantity"]) == ("take_profit", "sell", 100)
+
+
+def test_drawdown_inputs_come_from_the_book_marked_at_every_close():
+    """By hand: capital 10,000; 100 units bought at 50 thirty days ago (cash 5,000). Closes then rise to 60
+    (a high between fills: equity 11,000), fall to 44 by two days ago and to 43 yesterday. Without the closes
+    the peak is the fill's 10,000 and the start of day the fill's equity, 10,000: a month's slide reads as one
+    day's 14%. With them the peak is 11,000 and the start of day yesterday's close: 9,300."""
+    from datetime import date
+
+    today = date(2026, 3, 2)
+    fill = _fill(1, "A", "1", 100, 50.0) | {"received_at": str(datetime(2026, 1, 31, 15))}
+    journal = pl.DataFrame([fill])
+    days = [datetime(2026, 1, 31) + timedelta(days=i) for i in range(31)]  # to 2026-03-02 (today)
+    path = [50.0] + [50.0 + i for i in range(1, 11)] + [60.0 - (i * 16 / 18) for i in range(1, 19)] + [43.0, 42.0]
+    closes = pl.DataFrame({"symbol": "A", "ts": days, "close": path})
+    assert path[10] == 60.0 and path[-3] == pytest.approx(44.0) and path[-2] == 43.0  # yesterday: 43
+    plain = account(journal, {"A": 42.0}, 10_000.0, today=today)
+    assert (plain.peak_equity, plain.day_start_equity) == (10_000.0, 10_000.0)
+    marked = account(journal, {"A": 42.0}, 10_000.0, today=today, closes=closes)
+    assert marked.peak_equity == pytest.approx(11_000.0) and marked.day_start_equity == pytest.approx(9_300.0)
+    assert marked.equity == plain.equity == pytest.approx(9_200.0)  # today's mark is the same

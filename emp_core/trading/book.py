@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from emp_core.errors import EmpError
-from emp_core.execution.account import Account, account
+from emp_core.execution.account import Account, account, fills
 from emp_core.execution.outbox import TERMINAL, Outbox
 from emp_core.risk.policy import Portfolio
 from emp_core.trading.ledger import positions
@@ -120,7 +120,8 @@ class Book:
     avg_cost: dict[str, float] = field(default_factory=dict)  # of each filled position (average cost)
 
 
-def book(outbox: Outbox, market: Market, capital: float = PAPER_CAPITAL, session: str | None = None) -> Book:
+def book(outbox: Outbox, market: Market, capital: float = PAPER_CAPITAL, session: str | None = None,
+         closes=None) -> Book:
     """The account from the journal marked at ``market``, the working orders, and the risk policy's portfolio,
     of ``session``'s orders only when given (paper and live are separate books: a paper fill must not make a
     live order look like a close).
@@ -128,10 +129,15 @@ def book(outbox: Outbox, market: Market, capital: float = PAPER_CAPITAL, session
     The portfolio the policy judges holds the filled positions **plus the working orders**, as if they had
     filled (the usual pre-trade convention): an order is judged against everything already committed, so a
     second order cannot pass as reduce-only against units an earlier one is already selling, and the aggregate
-    limits (exposure, leverage, open positions) count what is on its way."""
+    limits (exposure, leverage, open positions) count what is on its way. ``closes(symbols)``, when given,
+    returns the daily closes (symbol, ts, close) of the traded symbols up to the market's bar: the peak and
+    start-of-day equity of the drawdown gates then come from the book marked at every close
+    (``account.account``)."""
     ids = session_orders(outbox, session)
     journal = _for_kind(outbox.journal(), "order_clordid", ids)
-    acct = account(journal, market.prices, capital)  # the day of the daily drawdown is the fills' (wall clock)
+    traded = sorted(set(fills(journal)["symbol"].to_list()))
+    # the drawdown inputs: the book marked at every daily close (closes(symbols) gives them), today wall clock
+    acct = account(journal, market.prices, capital, closes=closes(traded) if closes and traded else None)
     working = working_orders(outbox, session)
     committed = {s: acct.positions.get(s, 0) + working.get(s, 0) for s in {*acct.positions, *working}}
     committed = {s: u for s, u in committed.items() if u}

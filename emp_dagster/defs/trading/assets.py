@@ -7,7 +7,7 @@ on the reconciliation. The work is emp_core's (``emp_core.trading``); these are 
 """
 
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
@@ -100,6 +100,12 @@ def _require_gates(db, run_id: str, names: tuple[str, ...], step: str) -> None:
                        f"({', '.join('failed' if n in verdicts else 'not checked' for n in bad)}); nothing done")
 
 
+def _closes(db, as_of: datetime):
+    """The daily closes of some symbols up to ``as_of``, for the drawdown gates' marks (``book``)."""
+    return lambda symbols: db.read_bars("bars_1d", symbols=symbols, end=as_of + timedelta(microseconds=1)).select(
+        "symbol", "ts", "close")
+
+
 def _previous(db, strategy: str, session: str, as_of: datetime) -> dict:
     """Per symbol, the note and direction of this strategy's last plan before ``as_of`` (stops stay out)."""
     if TABLES["intents"] not in set(db.tables()) or "note" not in db.query(
@@ -137,7 +143,8 @@ def intents(context: dg.AssetExecutionContext, config: TradingConfig, store: Sto
     universe, as_of = load_signals(db, config.as_of_time())
     market = read_market(db, as_of=as_of)
     box = open_outbox()
-    frame = plan_intents(universe, as_of, strategy, book(box, market, config.capital, config.session),
+    frame = plan_intents(universe, as_of, strategy,
+                         book(box, market, config.capital, config.session, closes=_closes(db, as_of)),
                          market.last_bar, session=config.session, run_id=context.run_id,
                          previous=_previous(db, strategy.name, config.session, as_of))
     frame = frame.with_columns(pl.lit(utcnow()).alias("planned_at"))
@@ -180,7 +187,7 @@ def risk_decisions(context: dg.AssetExecutionContext, config: TradingConfig, sto
     _require_gates(db, run, (SIGNALS_FRESH, STRATEGY_READY), "risk_decisions")
     market = read_market(db, as_of=planned["as_of"][0])
     box = open_outbox()
-    current = book(box, market, config.capital, session)
+    current = book(box, market, config.capital, session, closes=_closes(db, planned["as_of"][0]))
     decisions, approved = decide(planned, current.portfolio, policy, session)
     decisions = decisions.with_columns(pl.lit(run).alias("run_id"), pl.lit(utcnow()).alias("planned_at"))
     db.append_table(TABLES["risk_decisions"], decisions)  # created even when empty: a plan with no order

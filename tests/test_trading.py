@@ -668,3 +668,121 @@ def test_drawdown_inputs_come_from_the_book_marked_at_every_close():
     marked = account(journal, {"A": 42.0}, 10_000.0, today=today, closes=closes)
     assert marked.peak_equity == pytest.approx(11_000.0) and marked.day_start_equity == pytest.approx(9_300.0)
     assert marked.equity == plain.equity == pytest.approx(9_200.0)  # today's mark is the same
+
+
+# ------------------------------------------------------------------------------------------------ second review
+
+
+def test_a_data_field_is_read_by_quickfix_not_split_into_fake_fields():
+    import quickfix as qf
+
+    from emp_core.execution import fix
+    from emp_core.execution.fix import ExecReport, parse
+
+    real = ExecReport("O1", "X1", "F", "2", "C1", "AAA", "1", 10.0, 0.0, 10.0, 100.0, last_qty=10.0, last_px=100.0)
+    message = real.to_message()
+    xml = "<a/>\x0117=FAKE\x0132=999"
+    message.getHeader().setField(qf.IntField(212, len(xml)))
+    message.getHeader().setField(qf.StringField(213, xml))
+    assert fix._fields(message) is message  # quickfix reads it
+    got = parse(message)
+    assert (got.exec_id, got.last_qty) == ("X1", 10.0)
+
+
+def test_a_report_the_executor_cannot_parse_is_rejected_not_swallowed(tmp_path, box):
+    import quickfix as qf
+
+    from emp_core.execution.executor import Executor
+    from emp_core.execution.fix import ExecReport, write_settings
+
+    cfg = write_settings(tmp_path / "e.cfg", role="initiator", sessions=[("EMP", "VENUE")], port=9,
+                         store_dir=tmp_path / "store")
+    def must_not_fail_stop(exc):
+        raise AssertionError(f"fail-stop on a content problem: {exc}")
+
+    executor = Executor(cfg, box, on_journal_failure=must_not_fail_stop)
+    sid = qf.SessionID("FIX.4.4", "EMP", "VENUE")
+    report = ExecReport("O1", "X1", "0", "0", "C1", "AAA", "1", 10.0, 10.0, 0.0, 0.0).to_message()
+    report.removeField(11)  # ClOrdID is optional in FIX 4.4, but the journal keys on it
+    with pytest.raises(qf.FieldNotFound):
+        executor.app.from_app(report, sid)
+    garbled = ExecReport("O1", "X1", "0", "0", "C1", "AAA", "1", 10.0, 10.0, 0.0, 0.0).to_message()
+    garbled.setField(qf.StringField(14, "ten"))  # CumQty not a number: our parse refuses it
+    with pytest.raises(qf.IncorrectTagValue):
+        executor.app.from_app(garbled, sid)
+    assert box.journal().is_empty()
+
+
+def test_a_reason_6_reject_of_a_first_send_is_the_orders_state(box):
+    first = ApprovedOrder(idem_key="a", strategy="manual", symbol="AAA", side="buy", qty=100, policy_version="t")
+    box.submit([first])
+    box.record([{"session": "s", "exec_id": "r1", "clordid": first.clordid, "msg_type": "8", "ord_status": "8",
+                 "exec_type": "8", "symbol": "AAA", "side": "1", "reject_reason": "6"}])
+    assert dict(box.status().select("clordid", "ord_status").rows()) == {first.clordid: "8"}
+    assert working_orders(box) == {}
+    # an order reported on, then a duplicate's reject: still working, and it can be cancelled
+    second = ApprovedOrder(idem_key="b", strategy="manual", symbol="AAA", side="buy", qty=5, policy_version="t")
+    box.submit([second])
+    box.record([{"session": "s", "exec_id": "n2", "clordid": second.clordid, "msg_type": "8", "ord_status": "0",
+                 "exec_type": "0", "symbol": "AAA", "side": "1"},
+                {"session": "s", "exec_id": "d2", "clordid": second.clordid, "msg_type": "8", "ord_status": "8",
+                 "exec_type": "8", "symbol": "AAA", "side": "1", "reject_reason": "6"}])
+    assert working_orders(box) == {"AAA": 5} and box.request_cancel(second.clordid).endswith("-C1")
+
+
+def test_the_stop_memory_survives_reruns_and_bars_without_a_row(tmp_path):
+    from emp_dagster.defs.trading.assets import _previous
+
+    store = DuckDBStore(tmp_path / "p.duckdb")
+    t1, t2 = datetime(2024, 1, 2), datetime(2024, 1, 3)
+
+    def row(as_of, status, note, direction, planned):
+        return {"run_id": "r", "as_of": as_of, "session": "paper", "strategy": "s", "symbol": "AAA",
+                "status": status, "note": note, "direction": direction, "planned_at": planned}
+
+    store.append_table("trading.intents", pl.DataFrame([
+        row(t1, "order", "stop", 1, datetime(2024, 1, 2, 18)),  # the exit
+        row(t1, "hold", None, 1, datetime(2024, 1, 2, 19)),  # a re-run of that bar after the exit filled
+        row(t2, "no_bar", None, None, datetime(2024, 1, 3, 18)),  # a bar without a row for the symbol
+    ], schema_overrides={"direction": pl.Int64, "note": pl.String}))
+    assert _previous(store, "s", "paper", datetime(2024, 1, 4)) == {"AAA": ("stop", 1)}
+    assert _previous(store, "s", "live", datetime(2024, 1, 4)) == {}
+
+
+def test_an_exit_that_did_not_happen_is_planned_again(market_store, box):
+    _held_aaa(market_store, box, 100, stop=1.0)  # the bar is far above this stop
+    universe, as_of = load_signals(market_store)
+    market = read_market(market_store, as_of=as_of)
+    strategy = choose_strategy(market_store, POLICY, "paper")
+    out = plan_intents(universe, as_of, strategy, book(box, market, session="paper"), market.last_bar,
+                       session="paper", run_id="r", previous={"AAA": ("stop", 1)})
+    row = out.filter(pl.col("symbol") == "AAA").row(0, named=True)
+    assert (row["note"], row["side"], row["quantity"]) == ("stop", "sell", 100)
+
+
+def test_with_closes_the_peak_ignores_fill_time_marks_at_stale_prices():
+    """By hand (second review): A and B, 1,000 each at 100 on capital 200,000 (cash 0). A goes to 150 and B to
+    50 at every close: equity 200,000 throughout. Selling 100 A at 150 marks B at its fill price 100 in the
+    fill-time equity (250,000), a phantom peak; the closes give 200,000."""
+    from datetime import date
+
+    fills_ = [_fill(1, "A", "1", 1000, 100.0) | {"received_at": "2026-01-05 15:00:00"},
+              _fill(2, "B", "1", 1000, 100.0) | {"received_at": "2026-01-05 15:00:00"},
+              _fill(3, "A", "2", 100, 150.0) | {"received_at": "2026-01-08 15:00:00"}]
+    days = [datetime(2026, 1, 6) + timedelta(days=i) for i in range(5)]
+    closes = pl.concat([pl.DataFrame({"symbol": s, "ts": days, "close": c}) for s, c in (("A", 150.0), ("B", 50.0))])
+    marked = account(pl.DataFrame(fills_), {"A": 150.0, "B": 50.0}, 200_000.0, today=date(2026, 1, 11),
+                     closes=closes)
+    assert marked.peak_equity == pytest.approx(200_000.0) and marked.equity == pytest.approx(200_000.0)
+    plain = account(pl.DataFrame(fills_), {"A": 150.0, "B": 50.0}, 200_000.0, today=date(2026, 1, 11))
+    assert plain.peak_equity == pytest.approx(250_000.0)  # what the fills alone say
+
+
+def test_a_settings_file_with_a_password_is_private(tmp_path):
+    import stat
+
+    from emp_core.execution.fix import write_settings
+
+    path = write_settings(tmp_path / "c.cfg", role="initiator", sessions=[("EMP", "VENUE")], port=9,
+                          store_dir=tmp_path / "s", credentials={("EMP", "VENUE"): ("user", "secret")})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

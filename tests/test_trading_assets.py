@@ -25,7 +25,7 @@ def home(tmp_path, monkeypatch):
 
 
 def plan(home, **config):
-    ops = {"trading__intents": {"config": config}, "trading__risk_decisions": {"config": config}}
+    ops = {f"trading__{n}": {"config": config} for n in ("intents", "risk_decisions", "approved_orders")}
     with dg.instance_for_test() as instance:
         return dg.materialize(PLAN, resources={"store": StoreResource(path=str(home / "emp.duckdb"))},
                               instance=instance, run_config={"ops": ops}, raise_on_error=False)
@@ -88,7 +88,18 @@ def test_a_journal_that_does_not_reconcile_blocks_the_outbox_until_it_does(home)
 
 def test_the_journal_assets_mark_the_fills_and_the_reconciliation_gate_passes_and_fails(home):
     box = open_outbox()
-    fill = {"session": "EMP->VENUE", "exec_id": "F1", "clordid": "C1", "msg_type": "8", "ord_status": "2",
+    from emp_core.execution.outbox import ApprovedOrder
+
+    order = ApprovedOrder(idem_key="k1", strategy="manual", symbol="AAA", side="buy", qty=100)
+    live = ApprovedOrder(idem_key="k2", strategy="manual", symbol="BBB", side="buy", qty=7, session="live")
+    box.submit([order, live])
+    box.record([{"session": "EMP->LIVE", "exec_id": "L1", "clordid": live.clordid, "msg_type": "8",
+                 "ord_status": "2", "exec_type": "F", "symbol": "BBB", "side": "1", "last_qty": "7",
+                 "last_px": "100", "cum_qty": "7", "avg_px": "100"}], into="executions")
+    box.record([{"session": "LIVE-DC", "exec_id": "L1", "clordid": live.clordid, "msg_type": "8",
+                 "ord_status": "2", "exec_type": "F", "symbol": "BBB", "side": "1", "last_qty": "7",
+                 "last_px": "100", "cum_qty": "7", "avg_px": "100"}], into="dropcopy")
+    fill = {"session": "EMP->VENUE", "exec_id": "F1", "clordid": order.clordid, "msg_type": "8", "ord_status": "2",
             "exec_type": "F", "symbol": "AAA", "side": "1", "last_qty": "100", "last_px": "100",
             "cum_qty": "100", "avg_px": "100"}
     box.record([fill])
@@ -104,6 +115,7 @@ def test_the_journal_assets_mark_the_fills_and_the_reconciliation_gate_passes_an
     from emp_core.store import DuckDBStore
 
     store = DuckDBStore(home / "emp.duckdb")
+    assert store.query("SELECT symbol FROM trading.positions")["symbol"].to_list() == ["AAA"]  # the paper book
     held = store.query("SELECT * FROM trading.positions").row(0, named=True)
     last = store.query("SELECT close FROM market.bars_1d WHERE symbol = 'AAA' ORDER BY ts DESC LIMIT 1").item()
     assert held["units"] == 100 and held["unrealised_pnl"] == pytest.approx(100 * (last - 100))

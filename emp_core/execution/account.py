@@ -69,7 +69,8 @@ def account(journal: pl.DataFrame, prices: dict[str, float], capital: float, tod
             day_start = equity
         timeline.append((when.date(), cash, dict(held)))
     if closes is not None and timeline:
-        peak, day_start = _marked(timeline, closes, today, peak, day_start)
+        # the fill-time equity marks the other symbols at their last fills (stale): the closes replace it
+        peak, day_start = _marked(timeline, closes, today, capital, day_start)
     marks = {s: prices.get(s, last[s]) for s in held}
     equity = cash + sum(u * marks[s] for s, u in held.items())
     return Account(capital=capital, cash=cash, positions={s: round(u) for s, u in held.items() if round(u)},

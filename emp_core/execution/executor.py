@@ -93,6 +93,7 @@ from emp_core.execution.fix import (
     ExecReport,
     FixApplication,
     FixError,
+    FixMessageError,
     FixSession,
     NewOrder,
     OrdType,
@@ -251,10 +252,19 @@ class _App(FixApplication):
             return
         if kind not in (ExecReport.MSG_TYPE, CancelReject.MSG_TYPE):
             raise qf.UnsupportedMessageType()  # quickfix answers with a BusinessMessageReject (35=j)
-        parsed = parse(message)
         ex = self.executor
         try:
-            new = ex.outbox.record([journal_row(parsed, ex.session_name)])  # before quickfix advances its seq num
+            parsed = parse(message)
+        except FixMessageError as exc:  # never swallowed (quickfix would advance past it): rejected, visibly
+            ex.event("unparseable_report", error=str(exc), tag=exc.tag)
+            raise qf.IncorrectTagValue(exc.tag or 0) from None
+        row = journal_row(parsed, ex.session_name)
+        for tag, column in ((17, "exec_id"), (11, "clordid"), (39, "ord_status")):
+            if not row.get(column):  # a report the journal cannot key: refused visibly, never swallowed
+                ex.event("unjournalable_report", missing=tag)
+                raise qf.FieldNotFound(tag)
+        try:
+            new = ex.outbox.record([row])  # before quickfix advances its seq num
         except Exception as exc:  # the journal refused the report: it must not be acknowledged (docstring)
             ex.event("journal_failed", clordid=parsed.cl_ord_id, exec_id=getattr(parsed, "exec_id", None),
                      error=f"{type(exc).__name__}: {exc}")

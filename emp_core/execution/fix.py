@@ -522,7 +522,8 @@ class _Fields(dict):
 
 def _fields(message: qf.Message) -> qf.Message | _Fields:
     """``message``'s fields as a :class:`_Fields`, or ``message`` itself when its wire form cannot be split
-    simply (a data field may hold the SOH delimiter: then quickfix's own reads are used)."""
+    simply: a piece that is not tag=value, or any data field (it may hold the SOH delimiter and text that looks
+    like fields): then quickfix's own reads are used."""
     if isinstance(message, _Fields):
         return message
     fields = _Fields()
@@ -530,10 +531,16 @@ def _fields(message: qf.Message) -> qf.Message | _Fields:
         if not pair:
             continue
         tag, eq, value = pair.partition("=")
-        if not eq or not tag.isdigit():
-            return message
+        if not eq or not tag.isdigit() or int(tag) in _DATA_TAGS:
+            return message  # a data field (always after its length field) may hold SOH and fake "tag=" pieces
         fields.setdefault(int(tag), value)  # the first of a repeated tag, as a FieldMap read outside its group
     return fields
+
+
+# FIX 4.4's data fields and their length fields (FIX44.xml types DATA and LENGTH, less BodyLength 9 and
+# MaxMessageSize 383): a message with any of them is read by quickfix, which knows where the data ends.
+_DATA_TAGS = frozenset((89, 90, 91, 93, 95, 96, 212, 213, 348, 349, 350, 351, 352, 353, 354, 355, 356, 357, 358,
+                        359, 360, 361, 362, 363, 364, 365, 445, 446, 618, 619, 621, 622))
 
 
 def _get(message: qf.FieldMap, tag: int) -> str | None:

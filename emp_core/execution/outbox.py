@@ -50,6 +50,11 @@ JOURNAL_COLUMNS = ("session", "exec_id", "order_id", "clordid", "orig_clordid", 
                    "avg_px", "reject_reason", "text", "transact_time", "received_at")
 TERMINAL = ("2", "4", "8", "C")  # OrdStatus: filled, canceled, rejected, expired
 JOURNALS = ("executions", "dropcopy")
+# A reject for a duplicate ClOrdID (OrdRejReason 6) that answers a second send of an order the venue already
+# reported on says nothing of that order; a reason-6 reject of a first send (the counterparty's own duplicate
+# check) is the order's own state and counts.
+_NOT_A_DUPLICATES_REJECT = ("NOT (COALESCE(x.reject_reason, '') = '6' AND EXISTS (SELECT 1 FROM {p}executions y "
+                            "WHERE y.order_clordid = x.order_clordid AND y.msg_type = '8' AND y.seq < x.seq))")
 _NUMERIC = ("order_qty", "last_qty", "last_px", "cum_qty", "leaves_qty", "avg_px")
 
 
@@ -226,8 +231,8 @@ class Outbox:
         found = self._run("SELECT count(*) FROM {p}outbox WHERE clordid = ?", (clordid,))[0][0]
         if not found:
             raise OutboxError(f"no order {clordid!r} in the outbox at {self.location}")
-        done = self._run("SELECT ord_status FROM {p}executions WHERE order_clordid = ? AND msg_type = '8' "
-                         "ORDER BY seq DESC LIMIT 1", (clordid,))
+        done = self._run("SELECT ord_status FROM {p}executions x WHERE order_clordid = ? AND msg_type = '8' "
+                         f"AND {_NOT_A_DUPLICATES_REJECT} ORDER BY seq DESC LIMIT 1", (clordid,))
         if done and done[0][0] in TERMINAL:
             raise OutboxError(f"order {clordid} is already done (OrdStatus {done[0][0]}): nothing to cancel")
         n = self._run("SELECT count(*) FROM {p}cancels WHERE orig_clordid = ?", (clordid,))[0][0]
@@ -328,7 +333,7 @@ class Outbox:
             "SELECT o.entry_id, o.clordid, o.strategy, o.symbol, o.side, o.qty, o.ord_type, o.limit_price, o.state, "
             "e.ord_status, e.cum_qty, e.avg_px, e.text FROM {p}outbox o LEFT JOIN {p}executions e ON e.seq = "
             "(SELECT max(seq) FROM {p}executions x WHERE x.order_clordid = o.clordid AND x.msg_type = '8' "
-            "AND COALESCE(x.reject_reason, '') <> '6') "  # a duplicate's reject says nothing of the order
+            f"AND {_NOT_A_DUPLICATES_REJECT}) "
             "ORDER BY o.entry_id")
         return pl.DataFrame(rows, orient="row", infer_schema_length=None, schema=[
             "entry_id", "clordid", "strategy", "symbol", "side", "qty", "ord_type", "limit_price", "state",

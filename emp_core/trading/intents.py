@@ -208,6 +208,8 @@ def plan_intents(universe: Universe, as_of: datetime, strategy: Strategy, book: 
             # the bar reached the position's stop or take-profit
             note = _exit_rule(committed, bar["low"], bar["high"], book.portfolio.stops.get(symbol),
                               book.avg_cost.get(symbol), genome.take_profit)
+            if note is None and last_note in ("stop", "take_profit") and last_direction == direction:
+                note = last_note  # the exit planned before did not happen (refused, rejected): still out
             target = 0 if note else committed
         elif last_note in ("stop", "take_profit", "stopped_out") and direction == last_direction and direction:
             note, target = "stopped_out", 0  # out after the exit until the target changes, as in the backtest

@@ -19,7 +19,7 @@ from emp_core.execution.outbox import ApprovedOrder, open_outbox
 from emp_core.execution.reconcile import reconcile
 from emp_core.risk.policy import load_policy
 from emp_core.trading import readiness
-from emp_core.trading.book import PAPER_CAPITAL, book, read_market
+from emp_core.trading.book import PAPER_CAPITAL, book, read_market, session_orders
 from emp_core.trading.intents import DEFAULT_FALLBACK, choose_strategy, decide, load_signals, plan_intents
 from emp_core.trading.ledger import pnl, positions, value_at_risk
 from emp_dagster.defs.evolution.assets import KEYS as EVOLUTION_KEYS
@@ -71,12 +71,19 @@ class TradingConfig(dg.Config):
         return self.policy or default_policy()
 
 
-def _latest(store, table: str, column: str = "run_id") -> pl.DataFrame:
-    """The rows of ``table`` written by its last run (by ``planned_at``)."""
+def _plan(store, run_id: str, session: str) -> pl.DataFrame:
+    """The intents this run planned; else (a step run on its own) the last plan of ``session``."""
+    table = TABLES["intents"]
     if table not in set(store.tables()):
         raise EmpError(f"{table} is empty: materialise trading/intents first")
-    return store.query(f"SELECT * FROM {table} WHERE {column} = (SELECT {column} FROM {table} "
-                       "ORDER BY planned_at DESC LIMIT 1)")
+    mine = store.query(f"SELECT * FROM {table} WHERE run_id = $r", {"r": run_id})
+    if mine.height:
+        return mine
+    last = store.query(f"SELECT * FROM {table} WHERE run_id = (SELECT run_id FROM {table} WHERE session = $k "
+                       "ORDER BY planned_at DESC LIMIT 1)", {"k": session})
+    if last.is_empty():
+        raise EmpError(f"{table} holds no plan for a {session} session: materialise trading/intents first")
+    return last
 
 
 def _record_gates(db, run_id: str, *outcomes) -> None:
@@ -111,9 +118,12 @@ def _previous(db, strategy: str, session: str, as_of: datetime) -> dict:
     if TABLES["intents"] not in set(db.tables()) or "note" not in db.query(
             f"SELECT * FROM {TABLES['intents']} LIMIT 0").columns:  # none yet, or written before notes were kept
         return {}
+    # the last bar the symbol was planned on (a stale or no-bar row says nothing of its position), and of that
+    # bar's plans the one with a note: a re-run after the exit filled must not erase the exit
     rows = db.query(f"SELECT symbol, note, direction FROM (SELECT symbol, note, direction, row_number() OVER "
-                    f"(PARTITION BY symbol ORDER BY as_of DESC, planned_at DESC) AS n FROM {TABLES['intents']} "
-                    "WHERE strategy = $s AND session = $k AND as_of < $t) AS p WHERE n = 1",
+                    f"(PARTITION BY symbol ORDER BY as_of DESC, (note IS NOT NULL) DESC, planned_at DESC) AS n "
+                    f"FROM {TABLES['intents']} WHERE strategy = $s AND session = $k AND as_of < $t "
+                    "AND status IN ('order', 'hold')) AS p WHERE n = 1",
                     {"s": strategy, "k": session, "t": as_of})
     return {sym: (note, direction) for sym, note, direction in rows.rows()}
 
@@ -182,7 +192,7 @@ def risk_decisions(context: dg.AssetExecutionContext, config: TradingConfig, sto
     config.checked()
     db = store.store()
     policy = load_policy(config.policy_file())
-    planned = _latest(db, TABLES["intents"])
+    planned = _plan(db, context.run_id, config.session)
     run, session = planned["run_id"][0], planned["session"][0]
     _require_gates(db, run, (SIGNALS_FRESH, STRATEGY_READY), "risk_decisions")
     market = read_market(db, as_of=planned["as_of"][0])
@@ -211,9 +221,9 @@ def risk_decisions(context: dg.AssetExecutionContext, config: TradingConfig, sto
           deps=[KEYS["risk_decisions"]],
           description="The approved orders, written to the outbox (each once: its ClOrdID is a function of its "
                       "idempotency key) for `emp executor` to send.")
-def approved_orders(context: dg.AssetExecutionContext, store: StoreResource):
+def approved_orders(context: dg.AssetExecutionContext, config: TradingConfig, store: StoreResource):
     db = store.store()
-    planned = _latest(db, TABLES["intents"])
+    planned = _plan(db, context.run_id, config.session)
     run = planned["run_id"][0]
     _require_gates(db, run, (SIGNALS_FRESH, STRATEGY_READY, RISK_READY), "approved_orders")
     decisions = db.query(f"SELECT * FROM {TABLES['risk_decisions']} WHERE run_id = $r AND planned_at = "
@@ -257,6 +267,7 @@ class JournalConfig(dg.Config):
 
     mark_as_of: str = ""
     capital: float = PAPER_CAPITAL
+    session: str = "paper"  # the book of this kind's orders (paper and live are separate books)
 
 
 @dg.multi_asset(
@@ -272,7 +283,8 @@ class JournalConfig(dg.Config):
 def journal(context: dg.AssetExecutionContext, config: JournalConfig, store: StoreResource):
     db = store.store()
     box = open_outbox()
-    reports = box.journal()
+    ids = session_orders(box, config.session)
+    reports = box.journal().filter(pl.col("order_clordid").is_in(list(ids)))
     mark_as_of = datetime.fromisoformat(config.mark_as_of) if config.mark_as_of else None
     held = positions(reports, {})
     market = read_market(db, symbols=held["symbol"].to_list() or None, as_of=mark_as_of) if held.height else None

@@ -10,7 +10,7 @@
 | ``EMP_DAGSTER_PG_URL`` | ``<EMP_PG_URL's db>_dagster`` | Dagster's storage (institutional; SQLAlchemy URL) |
 | ``EMP_REDIS_URL`` | ``redis://127.0.0.1:6379/0`` | the institutional tier's hot cache and streams; ``off``: no cache |
 | ``EMP_SPARK_MASTER`` | ``local[2]`` | the Spark master URL for the Spark paths (evolution fitness, sensory) |
-| ``EMP_OUTBOX_SYNC`` | ``normal`` | the embedded outbox's SQLite ``synchronous``: ``normal`` or ``full`` |
+| ``EMP_OUTBOX_SYNC`` | ``full`` | the embedded outbox's SQLite ``synchronous``: ``full`` or ``normal`` |
 | ``EMP_PARENT_PID`` | unset | ``emp venue``/``executor``/``dropcopy`` stop when this process dies |
 | ``EMP_REQUIRE_SERVICES`` | unset | ``1``: tests that need PostgreSQL, Redis or Java fail instead of skipping |
 
@@ -43,7 +43,7 @@ class Settings:
     redis_url: str | None = DEFAULT_REDIS_URL  # None: no cache
     dagster_pg_url: str | None = None  # None: derived from pg_url
     spark_master: str = "local[2]"
-    outbox_sync: str = "normal"  # the embedded outbox's SQLite synchronous: normal or full
+    outbox_sync: str = "full"  # the embedded outbox's SQLite synchronous: full or normal
     parent_pid: int | None = None  # stop the long-running command when this process dies
 
     @property
@@ -64,7 +64,7 @@ def settings(env: dict[str, str] | None = None) -> Settings:
     pg_url = env.get("EMP_PG_URL", "").strip() or DEFAULT_PG_URL
     redis_url = env.get("EMP_REDIS_URL", "").strip() or DEFAULT_REDIS_URL
     spark_master = env.get("EMP_SPARK_MASTER", "").strip() or "local[2]"
-    outbox_sync = env.get("EMP_OUTBOX_SYNC", "").strip().lower() or "normal"
+    outbox_sync = env.get("EMP_OUTBOX_SYNC", "").strip().lower() or "full"
     if outbox_sync not in ("normal", "full"):
         raise ConfigError(f"EMP_OUTBOX_SYNC={outbox_sync!r}: choose normal or full")
     parent = env.get("EMP_PARENT_PID", "").strip()

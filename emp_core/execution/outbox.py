@@ -19,9 +19,9 @@ the executor reads what is to be sent and journals every report it receives.
   its ExecID (an OrderCancelReject, which has none, by its cancel's ClOrdID): a report the venue resends
   after a reconnect (PossDupFlag) is not journaled twice. Its ``seq`` is the order reports were received in.
 
-Durability: every write is one transaction. SQLite in WAL mode with ``synchronous`` NORMAL by default (a
-committed report survives a crash of the process) or FULL (``EMP_OUTBOX_SYNC=full``: also a crash of the
-machine); :func:`sqlite_outbox` says why NORMAL is the default. PostgreSQL as configured (``synchronous_commit``
+Durability: every write is one transaction. SQLite in WAL mode with ``synchronous`` FULL by default (a
+committed report survives a crash of the process or of the machine) or NORMAL (``EMP_OUTBOX_SYNC=normal``:
+the process only, faster); :func:`sqlite_outbox` says why. PostgreSQL as configured (``synchronous_commit``
 on by default: a commit is flushed to its WAL).
 """
 
@@ -352,15 +352,18 @@ def _text_time(value):
     return value.isoformat(sep=" ") if isinstance(value, datetime) else value
 
 
-def sqlite_outbox(path: str | Path, *, synchronous: str = "normal") -> Outbox:
-    """The embedded tier's outbox: a SQLite file in WAL mode (created on first use), with ``synchronous`` NORMAL
-    (the default) or FULL. Both keep every committed transaction across a crash of the process (SIGKILL
-    included: WAL mode writes the transaction to the log before the commit returns); FULL also syncs the log to
-    disk at every commit, so a commit survives an OS crash or power loss too, at the cost of a disk flush per
-    journaled report (about 0.25 ms here, the largest single cost of the executor's round trip). NORMAL
-    matches what quickfix's own FileStore gives by default (it does not sync unless ``FileStoreSync=Y``):
-    after a power loss quickfix's sequence numbers are no safer than the journal, and the reconciliation with
-    the drop copy names any report lost. Use FULL (``EMP_OUTBOX_SYNC=full``) with ``FileStoreSync=Y``."""
+def sqlite_outbox(path: str | Path, *, synchronous: str = "full") -> Outbox:
+    """The embedded tier's outbox: a SQLite file in WAL mode (created on first use), with ``synchronous`` FULL
+    (the default) or NORMAL (``EMP_OUTBOX_SYNC=normal``).
+
+    FULL syncs the log to disk at every commit: a journaled report is on disk before quickfix's callback
+    returns and its sequence number advances, so it survives a crash of the process, of the OS, or power loss.
+    NORMAL keeps every commit across a crash of the process (SIGKILL included: WAL mode hands the transaction
+    to the OS before the commit returns) but not across an OS crash or power loss: the log's pages and
+    quickfix's sequence-number file (quickfix 1.16's FileStore flushes but never syncs) reach the disk in no
+    guaranteed order, so a report could be acknowledged at the FIX level and lost from the journal, and the
+    drop copy, in the same file, could be lost with it. NORMAL saves a disk flush per report (about 0.25 ms
+    here, the largest single cost of the executor's round trip; ``benchmarks/bench_fix.py --sync``)."""
     if synchronous.lower() not in ("normal", "full"):
         raise OutboxError(f"synchronous {synchronous!r}: choose normal or full")
     mode = synchronous.upper()

@@ -9,7 +9,7 @@ and the report says why it could not be measured.
   the latest stored bar (daily 24 h, intraday 15 min by default).
 - ``freshness_macro``: the latest Treasury curve date is within 7 days (the curve is daily; the macro series
   are monthly and follow it).
-- ``row_counts``: every platform table of the tier holds rows (``market.quarantine`` may be empty).
+- ``row_counts``: every platform table of the tier holds rows (those in ``EMPTY_IS_HEALTHY`` may be empty).
 - ``missing_symbols``: per bar dataset, symbols whose latest bar trails the dataset's latest bar by more than
   the dataset's allowed lag (the universe is what the store has held).
 - ``cache_hit_rate``: the hot cache's own entry hit rate (institutional tier; counters kept in Redis per
@@ -94,7 +94,10 @@ def macro_freshness(store, now: datetime, max_age: timedelta) -> Health:
                   limit, "the Treasury curve (daily) is the macro inputs' freshest series", {"latest": str(latest)})
 
 
-EMPTY_IS_HEALTHY = frozenset({"market.quarantine"})  # no rejected rows is the good case
+# no rejected rows, no reconciliation finding, no cancel: the good cases; nothing traded yet is not a fault
+EMPTY_IS_HEALTHY = frozenset({"market.quarantine", "trading.reconciliation", "trading.cancels", "trading.outbox",
+                              "trading.executions", "trading.dropcopy", "trading.approved_orders",
+                              "trading.execution_reports", "trading.positions", "trading.risk_decisions"})
 
 
 def row_counts(store) -> Health:

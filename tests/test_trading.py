@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from emp_core.config import REPO_ROOT
 from emp_core.evolution.fitness import FEATURE_COLUMNS
 from emp_core.evolution.genome import CATALOGUE
 from emp_core.execution.account import account
@@ -17,7 +18,6 @@ from emp_core.trading import readiness
 from emp_core.trading.book import book, market_as_of, read_market, working_orders
 from emp_core.trading.intents import choose_strategy, decide, load_signals, plan_intents
 from emp_core.trading.ledger import pnl, positions, value_at_risk
-from tests.conftest import REPO_ROOT
 
 POLICY = load_policy(REPO_ROOT / "policies" / "default-v2.yaml")
 DAY0 = datetime(2020, 1, 1)

@@ -24,7 +24,11 @@ def test_webserver_serves_the_asset_graph_and_checks(webserver):
                           *(f"evolution/{n}" for n in ("catalogue", "experiment_log", "lineage",
                                                                "population", "fitness_runs", "trials",
                                                                "decision", "champion")),
-                          "platform/backup", "platform/failover_catch_up", "platform/health"}
+                          "platform/backup", "platform/failover_catch_up", "platform/health",
+                          *(f"trading/{n}" for n in ("intents", "risk_decisions", "approved_orders", "executions",
+                                                     "positions", "pnl", "var", "reconciliation"))}
+    gates = {c["name"]: c["blocking"] for c in nodes["trading/intents"]["assetChecksOrError"]["checks"]}
+    assert gates == {"signals_fresh": True, "strategy_ready": True}
     assert nodes["sensory/fused"]["isPartitioned"]
     drift = {c["name"]: c["blocking"] for c in nodes["sensory/what"]["assetChecksOrError"]["checks"]}
     assert drift == {"drift": False}

@@ -77,17 +77,19 @@ def test_asset_graph_checks_and_automation_render(webserver, page, tmp_path):
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
     page.on("response", lambda r: graphql.append(r) if "/graphql" in r.url and r.request.method == "POST" else None)
 
-    # the global asset graph (Lineage): the three groups, with their statuses fetched
+    # the global asset graph (Lineage): the groups, with their statuses fetched
     visit(page, f"{webserver}/asset-groups", tmp_path / "1_asset_graph.png",
-          ["Global asset lineage", "market_data", "sensory", "evolution"], graphql, gone=("fetching statuses",))
+          ["Global asset lineage", "market_data", "sensory", "evolution", "trading"], graphql,
+          gone=("fetching statuses",))
     # one group's graph: the asset nodes with their check summaries
+    # (universe is laid out past the first screen since the trading group reads bars_1d: the catalogue shows it)
     visit(page, f"{webserver}/locations/emp_predator/asset-groups/market_data/lineage",
-          tmp_path / "2_market_data_graph.png", ["bars_1d", "bars_1h", "universe", "treasury_curve"], graphql)
+          tmp_path / "2_market_data_graph.png", ["bars_1d", "bars_1h", "treasury_curve"], graphql)
     assert page.get_by_text("5 / 5 Passed").count() == 2  # the check summaries of bars_1d and bars_1h
     # the catalogue: the asset keys of every group
     visit(page, f"{webserver}/assets?view=flat", tmp_path / "3_catalog.png",
-          ["market / bars_1d", "macro / series", "sensory / fused",
-           "evolution / champion"], graphql)
+          ["market / bars_1d", "market / universe", "macro / series", "sensory / fused",
+           "evolution / champion", "trading / intents"], graphql)
     # one asset's checks
     visit(page, f"{webserver}/assets/market/bars_1d?view=checks", tmp_path / "4_bars_1d_checks.png",
           ["Checks (5)", *CHECKS, "Passed"], graphql)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
+from emp_core.config import child_environment
 from emp_core.errors import EmpError
 from emp_core.execution.fix import write_settings
 from emp_core.trading.book import FINAL_STATUSES
@@ -66,7 +67,7 @@ class PaperSession:
         out = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 (the child process writes it)
         self.procs[name] = subprocess.Popen([_emp(), name, *args], stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True,
-                                            env={**os.environ, "EMP_PARENT_PID": str(os.getpid())})
+                                            env={**child_environment(), "EMP_PARENT_PID": str(os.getpid())})
         out.close()
 
     def _log_has(self, name: str, event: str, since: int) -> bool:

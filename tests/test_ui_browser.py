@@ -47,8 +47,11 @@ def visit(page, url: str, shot: Path, texts: list[str], graphql: list, gone: tup
     graphql.clear()
     page.goto(url)
     page.wait_for_load_state("networkidle")
-    for text in texts:
-        expect(page.get_by_text(text, exact=True).first).to_be_visible(timeout=60_000)
+    try:
+        for text in texts:
+            expect(page.get_by_text(text, exact=True).first).to_be_visible(timeout=60_000)
+    finally:
+        page.screenshot(path=str(shot.with_name(f"{shot.stem}_last_seen.png")))  # what was there, on a failure too
     for text in gone:
         expect(page.get_by_text(text)).to_have_count(0, timeout=60_000)
     page.wait_for_load_state("networkidle")
@@ -82,14 +85,15 @@ def test_asset_graph_checks_and_automation_render(webserver, page, tmp_path):
           ["Global asset lineage", "market_data", "sensory", "evolution", "trading"], graphql,
           gone=("fetching statuses",))
     # one group's graph: the asset nodes with their check summaries
-    # (universe is laid out past the first screen since the trading group reads bars_1d: the catalogue shows it)
+    # (the group's graph now runs past the first screen, as the trading group reads bars_1d: universe and
+    # treasury_curve are below it, and the catalogue shows them; intents is the downstream link to trading)
     visit(page, f"{webserver}/locations/emp_predator/asset-groups/market_data/lineage",
-          tmp_path / "2_market_data_graph.png", ["bars_1d", "bars_1h", "treasury_curve"], graphql)
+          tmp_path / "2_market_data_graph.png", ["bars_1d", "bars_1h", "intents"], graphql)
     assert page.get_by_text("5 / 5 Passed").count() == 2  # the check summaries of bars_1d and bars_1h
     # the catalogue: the asset keys of every group
     visit(page, f"{webserver}/assets?view=flat", tmp_path / "3_catalog.png",
-          ["market / bars_1d", "market / universe", "macro / series", "sensory / fused",
-           "evolution / champion", "trading / intents"], graphql)
+          ["market / bars_1d", "market / universe", "macro / treasury_curve", "macro / series",
+           "evolution / champion"], graphql)  # (sorted by key: sensory and trading are below the first screen)
     # one asset's checks
     visit(page, f"{webserver}/assets/market/bars_1d?view=checks", tmp_path / "4_bars_1d_checks.png",
           ["Checks (5)", *CHECKS, "Passed"], graphql)

@@ -786,3 +786,22 @@ def test_a_settings_file_with_a_password_is_private(tmp_path):
     path = write_settings(tmp_path / "c.cfg", role="initiator", sessions=[("EMP", "VENUE")], port=9,
                           store_dir=tmp_path / "s", credentials={("EMP", "VENUE"): ("user", "secret")})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(("units", "low", "high", "stop", "entry", "tp", "expected"), [
+    (1, 90.0, 101.0, 90.0, 100.0, 0.0, "stop"),  # a one-unit long, the low exactly at its stop
+    (1, 90.01, 101.0, 90.0, 100.0, 0.0, None),  # a cent above: held
+    (5, 95.0, 125.0, 90.0, 100.0, 0.25, "take_profit"),  # the high exactly at entry x 1.25 (exact in binary)
+    (5, 95.0, 124.99, 90.0, 100.0, 0.25, None),
+    (5, 95.0, 109.99, None, 100.0, 0.0, None),  # no stop, no take-profit: held
+    (-1, 95.0, 110.0, 110.0, 100.0, 0.0, "stop"),  # a one-unit short, the high exactly at its stop
+    (-1, 95.0, 109.99, 110.0, 100.0, 0.0, None),
+    (-3, 75.0, 101.0, 110.0, 100.0, 0.25, "take_profit"),  # the low exactly at entry x 0.75
+    (-3, 75.01, 101.0, 110.0, 100.0, 0.25, None),
+    (-3, 80.0, 120.0, None, None, 0.10, None),  # no stop known, no entry known: nothing to judge
+    (0, 0.0, 1e9, 50.0, 100.0, 0.10, None),  # flat: no exit
+])
+def test_the_exit_rule_at_its_boundaries(units, low, high, stop, entry, tp, expected):
+    from emp_core.trading.intents import _exit_rule
+
+    assert _exit_rule(units, low, high, stop, entry, tp) == expected

@@ -23,8 +23,6 @@ from emp_core.errors import EmpError
 log = logging.getLogger("emp")
 
 DEFAULT_POLICY = REPO_ROOT / "policies" / "default-v2.yaml"
-PAPER_CAPITAL = 1_000_000.0  # the paper account's starting capital
-ADV_BARS = 20  # average daily volume over the last 20 daily bars
 
 
 def _until_signalled() -> threading.Event:
@@ -151,14 +149,16 @@ def run_dropcopy(settings_file: Path, *, max_seconds: float | None = None) -> in
 
 
 def _market(symbols: list[str]) -> tuple[dict[str, float], dict[str, float]]:
-    """Each symbol's last close and average daily volume (last ``ADV_BARS`` daily bars) from the store."""
+    """Each symbol's last close and average daily volume from the store (``trading.book.read_market``); empty
+    when the store has no bars of them."""
     from emp_core.store import open_store
+    from emp_core.trading.book import read_market
 
-    bars = open_store(failover=False).read_bars("bars_1d", symbols=symbols)
-    if bars.is_empty():
+    try:
+        market = read_market(open_store(failover=False), symbols=symbols)
+    except EmpError:  # no bars: the caller names the symbol
         return {}, {}
-    last = bars.sort("ts").group_by("symbol").agg(pl.col("close").last(), pl.col("volume").tail(ADV_BARS).mean())
-    return dict(last.select("symbol", "close").rows()), dict(last.select("symbol", "volume").rows())
+    return market.prices, market.adv
 
 
 def run_orders_submit(*, symbol: str, side: str, qty: int, order_type: str, price: float | None,
@@ -168,6 +168,7 @@ def run_orders_submit(*, symbol: str, side: str, qty: int, order_type: str, pric
     from emp_core.execution.account import account, fills
     from emp_core.execution.outbox import ApprovedOrder, open_outbox
     from emp_core.risk.policy import Intent, Portfolio, evaluate, load_policy
+    from emp_core.trading.book import PAPER_CAPITAL
 
     policy = load_policy(policy_file)
     box = open_outbox()

@@ -96,8 +96,9 @@ def macro_freshness(store, now: datetime, max_age: timedelta) -> Health:
 
 # no rejected rows, no reconciliation finding, no cancel: the good cases; nothing traded yet is not a fault
 EMPTY_IS_HEALTHY = frozenset({"market.quarantine", "trading.reconciliation", "trading.cancels", "trading.outbox",
-                              "trading.executions", "trading.dropcopy", "trading.approved_orders",
-                              "trading.execution_reports", "trading.positions", "trading.risk_decisions"})
+                              "trading.executions", "trading.dropcopy", "trading.journal_cursor",
+                              "trading.approved_orders", "trading.execution_reports", "trading.positions",
+                              "trading.risk_decisions"})
 
 
 def row_counts(store) -> Health:

@@ -351,11 +351,12 @@ def test_a_live_session_never_receives_an_order_approved_for_paper(tmp_path):
 
 
 FAILING_CHILD = textwrap.dedent("""
-    import sys
+    import sys, time
     from emp_core.execution.executor import Executor
     from emp_core.execution.outbox import sqlite_outbox
     box = sqlite_outbox(sys.argv[2])
     def record(*args, **kw):
+        time.sleep(0.3)  # quickfix has acknowledged the report by now
         raise RuntimeError("database is locked")
     box.record = record
     executor = Executor(sys.argv[1], box)
@@ -365,10 +366,11 @@ FAILING_CHILD = textwrap.dedent("""
 """)
 
 
-def test_a_report_the_journal_cannot_take_is_never_acknowledged_so_the_venue_sends_it_again(tmp_path):
-    """The journal fails while a report arrives: the executor stops its process inside the callback (exit 70)
-    before quickfix can advance its sequence number; restarted with a working journal, it receives the report
-    again and journals it once. (Returning normally would lose the report: the venue never resends it.)"""
+def test_a_report_the_journal_cannot_take_is_asked_for_again_after_the_fail_stop(tmp_path):
+    """The journal fails to commit a report that quickfix has already acknowledged (its expected number moved
+    past it): the executor ends its process (exit 70) with the journal's mark still before the report;
+    restarted with a working journal, it winds quickfix back to the mark, the venue sends the report again,
+    and the journal holds it once. (Trusting quickfix's number would lose it: the venue never resends it.)"""
     port = free_port()
     venue_cfg, executor_cfg = settings(tmp_path, port)
     outbox_path = tmp_path / "outbox.sqlite"
@@ -384,6 +386,8 @@ def test_a_report_the_journal_cannot_take_is_never_acknowledged_so_the_venue_sen
         assert child.wait(60) == 70
         assert '"event": "fail_stop"' in child.stderr.read()
         assert venue.received() == {order.clordid: 1} and box.journal().is_empty()
+        seqnums = (tmp_path / "executor_store" / "FIX.4.4-EXECUTOR-VENUE.seqnums").read_text()
+        assert int(seqnums.split(":")[1]) == 3  # the venue's Logon (1) and its report (2) acknowledged
         child = _spawn(executor_cfg, outbox_path)
         try:
             assert child.stdout.readline().strip() == "started"

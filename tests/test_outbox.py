@@ -172,3 +172,23 @@ def test_the_drop_copy_is_a_journal_of_its_own(outbox):
     assert outbox.journal("dropcopy")["exec_id"].to_list() == ["e1"] and outbox.journal_size() == 0
     with pytest.raises(OutboxError, match="no journal 'other'"):
         outbox.record([report(a, "e2", "0")], into="other")
+
+
+def mark_report(i: int, session: str) -> dict:
+    return {"session": session, "exec_id": f"X{i}", "clordid": f"C{i}", "msg_type": "8", "ord_status": "0"}
+
+
+def test_the_journal_mark_is_written_with_the_reports_and_replaced_by_the_next_group(outbox):
+    """``record(cursor=)``: the executor's high-water mark per FIX session, in the reports' transaction."""
+    box = outbox
+    assert box.cursor("S") is None
+    assert box.record([mark_report(1, "S"), mark_report(2, "S")], cursor=("S", "E1", 8)) == 2
+    assert box.cursor("S") == ("E1", 8) and box.cursor("other") is None
+    assert box.record([mark_report(2, "S"), mark_report(3, "S")], cursor=("S", "E1", 11)) == 1  # X2 held once
+    assert box.cursor("S") == ("E1", 11)
+    assert box.record([], cursor=("S", "E2", 3)) == 0  # a new epoch replaces the mark, lower or not
+    assert box.cursor("S") == ("E2", 3)
+    assert box.known("S", ["X1", "X3", "X9"]) == {"X1", "X3"} and box.known("T", ["X1"]) == set()
+    with pytest.raises(OutboxError, match="next sequence number 0"):
+        box.record([mark_report(4, "S")], cursor=("S", "E2", 0))
+    assert box.known("S", ["X4"]) == set() and box.cursor("S") == ("E2", 3)  # refused whole

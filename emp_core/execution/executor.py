@@ -21,18 +21,30 @@ paper or live; unmarked is live), so an order approved for paper trading never r
 An order is therefore handed to quickfix once, whatever the moment of the crash; the venue's
 duplicate-ClOrdID check is a second guard, never the first.
 
-**Every report journaled.** A report is journaled inside quickfix's ``fromApp`` callback, before it returns.
-quickfix advances the incoming sequence number only after the callback returns, so a crash before the
-journal's commit leaves the report unacknowledged at the FIX level and the venue sends it again after the
-restart; a crash after the commit but before quickfix's advance makes the venue resend it too, and the
-journal keeps it once (keyed by session and ExecID).
+**Every report journaled, in group commits.** quickfix advances its expected incoming sequence number when
+``fromApp`` returns, and a counterparty resends only what that number says is missing. Committing each report
+inside the callback ties the two together, but costs a disk flush per report (the largest cost of a round
+trip here, and a bound on throughput well under the floor's message rate: ``benchmarks/bench_fix.py``). So
+the journal keeps its own mark instead: ``fromApp`` queues the report with its MsgSeqNum and returns, and one
+thread (``JournalWriter``) commits everything queued in one transaction together with the journal's
+high-water mark (``journal_cursor``: the sequence number after the last report it holds, in the epoch of
+quickfix's store, its creation time). Under load one flush carries many reports; alone, a report waits only
+for its own commit. At start, on the created session and before it connects (``rewind``), the executor
+compares the mark with quickfix's store: when the store is ahead (reports received, acknowledged at the FIX
+level, not committed before a crash), it winds the store's expected number back to the mark, so the Logon
+exchange finds the gap and the counterparty resends those reports (PossDupFlag=Y), which the journal keeps
+once (keyed by session and ExecID). The journal, not quickfix's sequence-number file, decides what is asked
+for again, so this also holds when the machine loses power and the two files reach the disk in no order.
+A mark from another epoch (the numbers were reset since) says nothing of this one: the executor asks from 1;
+so it does when the mark is ahead of the store (the store's file lagged behind on a power loss, or a reset
+fell in the same second as the epoch before it: the epoch is the creation time, to the second).
 
-**Journal failure: fail-stop.** If the journal cannot take a report (the database locked past its timeout,
-a full disk, PostgreSQL gone), returning from ``fromApp`` would let quickfix advance its sequence number and
-the venue would never send that report again. So the executor ends its process at once (``os._exit``, exit
-code 70, after the ``journal_failed`` and ``fail_stop`` events), before quickfix can advance: on restart its
-expected number is still the report's, and the venue resends it. ``on_journal_failure`` replaces this (a
-test, or an embedding process that must not die; it should not return normally either).
+**Journal failure: fail-stop.** If the journal cannot take a group (the database locked past its timeout, a
+full disk, PostgreSQL gone), nothing more is committed (the mark stays before the failed group) and the
+executor ends its process (``os._exit``, exit code 70, after the ``journal_failed`` and ``fail_stop`` events);
+on restart the rewind asks for the reports again. ``on_journal_failure`` replaces this (a test, or an
+embedding process that must not die): if it returns, the writer commits nothing more and every later report
+is refused (``JournalFailed``), so the mark never passes a report the journal lacks.
 
 **Reconnects, with backoff.** quickfix's initiator reconnects every ``ReconnectInterval`` seconds, a fixed
 interval with no setter. ``run()`` adds an exponential backoff on top (``Backoff``; ``backoff=None`` keeps the
@@ -213,7 +225,9 @@ class _App(FixApplication):
         self.executor = executor
 
     def on_logon(self, session_id):
-        self.executor._logon_seen.set()
+        ex = self.executor
+        ex.store_epoch = store_epoch(ex.store_dir, ex.sender, ex.target)  # a Logon may have reset the numbers
+        ex._logon_seen.set()
         self.executor.event("logon", session=str(session_id))
 
     def on_logout(self, session_id):
@@ -263,19 +277,120 @@ class _App(FixApplication):
             if not row.get(column):  # a report the journal cannot key: refused visibly, never swallowed
                 ex.event("unjournalable_report", missing=tag)
                 raise qf.FieldNotFound(tag)
-        try:
-            new = ex.outbox.record([row])  # before quickfix advances its seq num
-        except Exception as exc:  # the journal refused the report: it must not be acknowledged (docstring)
-            ex.event("journal_failed", clordid=parsed.cl_ord_id, exec_id=getattr(parsed, "exec_id", None),
-                     error=f"{type(exc).__name__}: {exc}")
-            ex.on_journal_failure(exc)
-            raise
+        seq = _int(message.getHeader().getField(34)) if message.getHeader().isSetField(34) else None
+        ex.journal.add(row, seq or 0, ex.store_epoch, header_flag(message, 43))  # committed in a group
         with ex.lock:
             ex.counters.received += 1
-            ex.counters.journaled += new
             ex.counters.last_report_monotonic = time.monotonic()
-        if header_flag(message, 43) and not new:
-            ex.event("duplicate_report", exec_id=getattr(parsed, "exec_id", None), clordid=parsed.cl_ord_id)
+
+
+class JournalWriter:
+    """The journal's group commit (module docstring, "Every report journaled"): ``add`` queues a report with
+    its sequence number and store epoch and returns at once; one thread commits everything queued in one
+    transaction, with the journal's high-water mark (``Outbox.record(cursor=)``), then takes what queued
+    meanwhile. Under load a commit carries many reports; alone, a report waits only for its own commit.
+
+    A commit that fails is the end: ``on_failure`` is called (fail-stop by default), and if it returns nothing
+    more is committed (``add`` raises ``JournalFailed``), so the high-water mark never passes a report the
+    journal does not hold. ``max_pending`` bounds the queue: ``add`` waits while it is full."""
+
+    def __init__(self, outbox: Outbox, session: str, *, on_failure, on_commit=None, event=None,
+                 max_pending: int = 50_000) -> None:
+        self.outbox, self.session, self.on_failure = outbox, session, on_failure
+        self.on_commit = on_commit or (lambda new, duplicates: None)
+        self.event = event or (lambda name, **values: None)
+        self.max_pending = max_pending
+        self._queue: list[tuple[dict, int, str, bool]] = []
+        self._cond = threading.Condition()
+        self._added = self._committed = 0
+        self._closing = False
+        self.failed: BaseException | None = None
+        self.commits = 0
+        self._thread = threading.Thread(target=self._loop, name="executor-journal", daemon=True)
+        self._thread.start()
+
+    def add(self, row: dict, seq: int, epoch: str, poss_dup: bool = False) -> None:
+        with self._cond:
+            while len(self._queue) >= self.max_pending and self.failed is None and not self._closing:
+                self._cond.wait()
+            if self.failed is not None:
+                raise JournalFailed(f"the journal failed earlier ({self.failed}): report {row.get('exec_id')} "
+                                    "not journaled")
+            self._queue.append((row, seq, epoch, poss_dup))
+            self._added += 1
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """Reports queued or being committed."""
+        with self._cond:
+            return self._added - self._committed
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until every report added so far is committed (or the journal failed); whether they were."""
+        with self._cond:
+            target = self._added
+            self._cond.wait_for(lambda: self._committed >= target or self.failed is not None, timeout)
+            return self._committed >= target and self.failed is None
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, then end the thread."""
+        self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._closing)
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+                self._cond.notify_all()  # room in the queue
+            try:
+                new, duplicates = self._commit(batch)
+            except Exception as exc:  # nothing more is committed: the mark stays before this batch
+                with self._cond:
+                    self.failed = exc
+                    self._cond.notify_all()
+                first = batch[0][0]
+                self.event("journal_failed", reports=len(batch), clordid=first.get("clordid"),
+                           exec_id=first.get("exec_id"), error=f"{type(exc).__name__}: {exc}")
+                self.on_failure(exc)
+                return
+            self.on_commit(new, duplicates)
+            with self._cond:
+                self._committed += len(batch)
+                self.commits += 1
+                self._cond.notify_all()
+
+    def _commit(self, batch: list[tuple[dict, int, str, bool]]) -> tuple[int, list[dict]]:
+        """One transaction: the batch's reports and the high-water mark after its last one; (how many were
+        new, the resent reports (PossDupFlag) the journal held already)."""
+        rows = [b[0] for b in batch]
+        resent = [b[0] for b in batch if b[3]]
+        held = self.outbox.known(self.session, [r["exec_id"] for r in resent]) if resent else set()
+        _, _, epoch, _ = batch[-1]
+        seqs = [b[1] for b in batch if b[2] == epoch and b[1]]
+        cursor = (self.session, epoch, max(seqs) + 1) if seqs else None
+        new = self.outbox.record(rows, cursor=cursor)
+        return new, [r for r in resent if r["exec_id"] in held]
+
+
+class JournalFailed(FixError):
+    """The journal could not commit a report; nothing after it is journaled (``JournalWriter``)."""
+
+
+def store_epoch(store_dir: Path, sender: str, target: str) -> str:
+    """The creation time quickfix's FileStore keeps for the session (its ``.session`` file): the epoch its
+    sequence numbers count in. A reset (ResetSeqNumFlag, a daily session's end) starts a new one."""
+    path = Path(store_dir) / f"{BEGIN_STRING}-{sender}-{target}.session"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def _int(value: str | None) -> int | None:
@@ -330,6 +445,10 @@ class Executor:
         self._down_since: float | None = None
         self._restart_at: float | None = None
         self._attempt = 0  # restarts since the last logon
+        self.store_epoch = store_epoch(self.store_dir, self.sender, self.target)
+        self.journal = JournalWriter(outbox, self.session_name, on_failure=self.on_journal_failure,
+                                     on_commit=self._committed, event=self.event)
+        self.rewound: tuple[int, int] | None = None  # (quickfix's expected number, the journal's) at start
 
     # -- logging ----------------------------------------------------------------------------------------------
     def event(self, name: str, **values) -> None:
@@ -353,6 +472,12 @@ class Executor:
             return None
         return LogonRejected(f"session {self.session_name}: logon rejected by {self.target}: {last['reason']}")
 
+    def _committed(self, new: int, duplicates: list[dict]) -> None:
+        with self.lock:
+            self.counters.journaled += new
+        for r in duplicates:
+            self.event("duplicate_report", exec_id=r.get("exec_id"), clordid=r.get("clordid"))
+
     # -- the steps --------------------------------------------------------------------------------------------
     def recover(self) -> int:
         """Mark as sent every order and cancel the session's FileStore holds (module docstring); returns how
@@ -363,6 +488,26 @@ class Executor:
         self.counters.recovered = marked
         self.event("recovered", stored_orders=len(orders), marked=marked, stored_cancels=len(cancels))
         return marked
+
+    def rewind(self) -> tuple[int, int] | None:
+        """Wind quickfix's expected incoming sequence number back to the journal's high-water mark when the
+        store is ahead of it (module docstring, "Every report journaled"): reports received but not committed
+        before a crash are then asked for again at logon. Runs on the created session, before it connects;
+        returns (store's number, journal's) when it wound back."""
+        session = self.fix.session()
+        self.store_epoch = store_epoch(self.store_dir, self.sender, self.target)
+        mark = self.outbox.cursor(self.session_name)
+        journal_next = mark[1] if mark is not None and mark[0] == self.store_epoch else 1
+        store_next = session.getExpectedTargetNum()
+        if journal_next > store_next:  # the store behind the journal: its file lagged the journal's on a power
+            journal_next = 1  # loss, or a reset in the second the epoch names; ask for the whole epoch
+        if store_next <= journal_next:
+            return None
+        session.setNextTargetMsgSeqNum(journal_next)
+        self.rewound = (store_next, journal_next)
+        self.event("journal_rewind", session=self.session_name, store_next_seq=store_next,
+                   journal_next_seq=journal_next, store_epoch=self.store_epoch)
+        return self.rewound
 
     def pump(self) -> int:
         """Send a batch of approved orders and requested cancels; returns how many messages were sent. Nothing
@@ -396,6 +541,7 @@ class Executor:
             counts = {"sent": c.sent, "cancels_sent": c.cancels_sent, "received": c.received,
                       "journaled": c.journaled, "recovered": c.recovered}
             logon = {"last_logon_error": self.last_logon_error, "logon_rejections": self.logon_rejections}
+        counts["journal_pending"] = self.journal.pending
         restart_at = self._restart_at
         backoff = {"restarts_since_logon": self._attempt,
                    "next_attempt_in_seconds": None if restart_at is None
@@ -411,7 +557,7 @@ class Executor:
         self.event("start", settings=self.fix.settings.sessions[0].public(), outbox=str(self.outbox),
                    session_kind=self.kind, waiting_for_other_kind={other: self.outbox.depth(other)})
         self.recover()
-        self.fix.start()
+        self.fix.start(before=self.rewind)
         if self.health_port is not None:
             self._serve_health()
         return self
@@ -474,6 +620,7 @@ class Executor:
         with self._engine_lock:  # no backoff restart after this
             self._restart_at = None
             self.fix.stop()
+        self.journal.close()
         self.event("stop", **{k: v for k, v in self.health().items() if k != "logged_on"})
 
     def __enter__(self) -> Executor:

@@ -951,7 +951,9 @@ class FixSession:
     def session_ids(self) -> list[qf.SessionID]:
         return [c.session_id for c in self.settings.sessions]
 
-    def start(self) -> FixSession:
+    def start(self, before=None) -> FixSession:
+        """Create the quickfix engine and start it; ``before()`` runs in between (the sessions exist, with their
+        stores open, and nothing is connected yet)."""
         with self._lock:
             if self._engine is not None:
                 return self
@@ -965,10 +967,16 @@ class FixSession:
                     engine = cls(self.application, store, qf_settings, qf.FileLogFactory(qf_settings))
                 else:
                     engine = cls(self.application, store, qf_settings)
+                self._engine = engine
+                if before is not None:
+                    before()
                 engine.start()
             except qf.FIXException as exc:
+                self._engine = None
                 raise FixError(f"{path}: quickfix cannot start the {self.role}: {exc}") from exc
-            self._engine = engine
+            except BaseException:
+                self._engine = None
+                raise
         return self
 
     def stop(self, logout_timeout: float = 5.0) -> None:

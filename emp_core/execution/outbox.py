@@ -20,9 +20,10 @@ the executor reads what is to be sent and journals every report it receives.
   after a reconnect (PossDupFlag) is not journaled twice. Its ``seq`` is the order reports were received in.
 
 Durability: every write is one transaction. SQLite in WAL mode with ``synchronous`` FULL by default (a
-committed report survives a crash of the process or of the machine) or NORMAL (``EMP_OUTBOX_SYNC=normal``:
-the process only, faster); :func:`sqlite_outbox` says why. PostgreSQL as configured (``synchronous_commit``
-on by default: a commit is flushed to its WAL).
+commit survives a crash of the process or of the machine) or NORMAL (``EMP_OUTBOX_SYNC=normal``: the process
+only, faster); :func:`sqlite_outbox` says why. The executor journals reports in groups, each with the
+journal's high-water mark per FIX session (``journal_cursor``; ``emp_core.execution.executor``). PostgreSQL
+as configured (``synchronous_commit`` on by default: a commit is flushed to its WAL).
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ CREATE TABLE IF NOT EXISTS cancels (
     orig_clordid TEXT NOT NULL REFERENCES outbox (clordid), created_at TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'requested' CHECK (state IN ('requested', 'sent')), sent_at TEXT);
 CREATE INDEX IF NOT EXISTS cancels_to_send ON cancels (cancel_id) WHERE state = 'requested';
+CREATE TABLE IF NOT EXISTS journal_cursor (
+    session TEXT PRIMARY KEY, store_epoch TEXT NOT NULL,
+    next_target_seq INTEGER NOT NULL CHECK (next_target_seq >= 1), updated_at TEXT NOT NULL);
 """
 
 
@@ -186,17 +190,23 @@ class Outbox:
 
     def _run(self, text: str, params: Sequence = (), *, many: Iterable[Sequence] | None = None) -> list[tuple]:
         """Run one statement in its own transaction; its rows (for ``many``: the rows it changed, as [(n,)])."""
+        return self._transaction([(text, params, many)])[0]
+
+    def _transaction(self, statements: Sequence[tuple[str, Sequence, Iterable[Sequence] | None]]) -> list:
+        """Run (statement, params, many) triples in one transaction; each one's rows, as ``_run`` gives them."""
         con = self._con()
         try:
             cur = con.cursor()
-            if many is not None:
-                cur.executemany(self._sql(text), list(many))
-                rows = [(cur.rowcount,)]
-            else:
-                cur.execute(self._sql(text), tuple(params))
-                rows = cur.fetchall() if cur.description else []
+            out = []
+            for text, params, many in statements:
+                if many is not None:
+                    cur.executemany(self._sql(text), list(many))
+                    out.append([(cur.rowcount,)])
+                else:
+                    cur.execute(self._sql(text), tuple(params))
+                    out.append(cur.fetchall() if cur.description else [])
             con.commit()
-            return rows
+            return out
         except BaseException:
             con.rollback()
             raise
@@ -271,13 +281,16 @@ class Outbox:
         self._run("UPDATE {p}cancels SET state = 'sent', sent_at = ? WHERE clordid = ? AND state = 'requested'",
                   many=[(now, c) for c in clordids])
 
-    def record(self, reports: Sequence[Mapping], *, into: str = "executions") -> int:
+    def record(self, reports: Sequence[Mapping], *, into: str = "executions",
+               cursor: tuple[str, str, int] | None = None) -> int:
         """Journal reports (mappings with :data:`JOURNAL_COLUMNS`; ``received_at`` defaults to now), each once
         by (session, exec_id), in one transaction; returns how many were new. ``into``: ``executions`` (the
-        execution journal) or ``dropcopy`` (the venue's drop copy, for reconciliation)."""
+        execution journal) or ``dropcopy`` (the venue's drop copy, for reconciliation). ``cursor``: (session,
+        store epoch, next expected sequence number), the journal's high-water mark for that FIX session
+        (:meth:`cursor`), replaced in the same transaction (one writer per session, in sequence order)."""
         if into not in JOURNALS:
             raise OutboxError(f"no journal {into!r}: {', '.join(JOURNALS)}")
-        if not reports:
+        if not reports and cursor is None:
             return 0
         now = utcnow()
         rows = []
@@ -290,8 +303,36 @@ class Outbox:
             rows.append(tuple(_text_time(r.get(c)) for c in JOURNAL_COLUMNS))
         cols = ", ".join(JOURNAL_COLUMNS)
         marks = ", ".join("?" * len(JOURNAL_COLUMNS))
-        return self._run(f"INSERT INTO {{p}}{into} ({cols}) VALUES ({marks}) ON CONFLICT (session, exec_id) "
-                         "DO NOTHING", many=rows)[0][0]
+        statements = [(f"INSERT INTO {{p}}{into} ({cols}) VALUES ({marks}) ON CONFLICT (session, exec_id) "
+                       "DO NOTHING", (), rows)] if rows else []
+        if cursor is not None:
+            session, epoch, next_seq = cursor
+            if int(next_seq) < 1:
+                raise OutboxError(f"journal cursor for {session}: next sequence number {next_seq} < 1")
+            statements.append((
+                "INSERT INTO {p}journal_cursor (session, store_epoch, next_target_seq, updated_at) VALUES (?, ?, ?, "
+                "?) ON CONFLICT (session) DO UPDATE SET store_epoch = excluded.store_epoch, next_target_seq = "
+                "excluded.next_target_seq, updated_at = excluded.updated_at",
+                (session, str(epoch), int(next_seq), _text_time(now)), None))
+        done = self._transaction(statements)
+        return done[0][0][0] if rows else 0
+
+    def cursor(self, session: str) -> tuple[str, int] | None:
+        """The journal's high-water mark for FIX session ``session`` (``record(cursor=)``): (store epoch, the
+        sequence number after the last report journaled in it), or None before the first."""
+        rows = self._run("SELECT store_epoch, next_target_seq FROM {p}journal_cursor WHERE session = ?", (session,))
+        return (rows[0][0], int(rows[0][1])) if rows else None
+
+    def known(self, session: str, exec_ids: Sequence[str], *, into: str = "executions") -> set[str]:
+        """Which of ``exec_ids`` the journal already holds for ``session``."""
+        if into not in JOURNALS:
+            raise OutboxError(f"no journal {into!r}: {', '.join(JOURNALS)}")
+        if not exec_ids:
+            return set()
+        marks = ", ".join("?" * len(exec_ids))
+        rows = self._run(f"SELECT exec_id FROM {{p}}{into} WHERE session = ? AND exec_id IN ({marks})",
+                         (session, *exec_ids))
+        return {r[0] for r in rows}
 
     # -- what everyone reads -----------------------------------------------------------------------------------
     def depth(self, session: str | None = None) -> int:
@@ -356,14 +397,14 @@ def sqlite_outbox(path: str | Path, *, synchronous: str = "full") -> Outbox:
     """The embedded tier's outbox: a SQLite file in WAL mode (created on first use), with ``synchronous`` FULL
     (the default) or NORMAL (``EMP_OUTBOX_SYNC=normal``).
 
-    FULL syncs the log to disk at every commit: a journaled report is on disk before quickfix's callback
-    returns and its sequence number advances, so it survives a crash of the process, of the OS, or power loss.
-    NORMAL keeps every commit across a crash of the process (SIGKILL included: WAL mode hands the transaction
-    to the OS before the commit returns) but not across an OS crash or power loss: the log's pages and
-    quickfix's sequence-number file (quickfix 1.16's FileStore flushes but never syncs) reach the disk in no
-    guaranteed order, so a report could be acknowledged at the FIX level and lost from the journal, and the
-    drop copy, in the same file, could be lost with it. NORMAL saves a disk flush per report (about 0.25 ms
-    here, the largest single cost of the executor's round trip; ``benchmarks/bench_fix.py --sync``)."""
+    FULL syncs the log to disk at every commit: a committed submit, cancel request or journal group survives a
+    crash of the process, of the OS, or power loss. NORMAL keeps every commit across a crash of the process
+    (SIGKILL included: WAL mode hands the transaction to the OS before the commit returns) but not across an
+    OS crash or power loss, which can take the last commits back. The journal recovers from that (a group and
+    its high-water mark go together, and the executor asks the venue again for whatever is past the mark); an
+    order submitted or a cancel requested in those last moments, and drop-copy rows, are lost. NORMAL saves a
+    disk flush per commit (``benchmarks/bench_fix.py --sync``; the journal's group commit already shares one
+    flush among many reports)."""
     if synchronous.lower() not in ("normal", "full"):
         raise OutboxError(f"synchronous {synchronous!r}: choose normal or full")
     mode = synchronous.upper()

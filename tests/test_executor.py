@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 
 from emp_core.execution.executor import Executor, sent_ids, stored_messages
-from emp_core.execution.fix import write_settings
+from emp_core.execution.fix import FixApplication, FixSession, write_settings
 from emp_core.execution.outbox import ApprovedOrder, sqlite_outbox
 from emp_core.execution.venue import PaperVenue, VenueConfig
 from tests.support import free_port
@@ -401,3 +401,62 @@ def test_a_report_the_journal_cannot_take_is_asked_for_again_after_the_fail_stop
     journal = box.journal()
     assert journal["exec_id"].to_list() == [venue.reports()[0].exec_id]  # the venue's one report, once
     assert venue.received() == {order.clordid: 1}  # and the order was not sent twice
+
+
+class _SilentVenue(FixApplication):
+    """An acceptor that takes orders and never answers (a venue that stopped reporting)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.orders: list[str] = []
+
+    def from_app(self, message, session_id):
+        self.orders.append(message.getField(11))
+
+
+def test_no_more_than_max_in_flight_orders_await_a_first_report_and_an_unanswered_one_stops_counting(tmp_path):
+    """The executor keeps at most ``max_in_flight`` orders sent and not yet answered (so a burst cannot flood a
+    venue, or the loopback socket both sides block writing to); an order unanswered for ``in_flight_seconds``
+    is reported (``unanswered_order``) and frees its place."""
+    from tests.test_fix_sessions import Events
+
+    port = free_port()
+    venue_cfg = write_settings(tmp_path / "venue.cfg", role="acceptor", port=port, store_dir=tmp_path / "vs",
+                               sessions=[("VENUE", "EXECUTOR")])
+    _, executor_cfg = settings(tmp_path, port)
+    box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    box.submit(orders(7))
+    silent = _SilentVenue()
+    executor = Executor(executor_cfg, box, max_in_flight=3, in_flight_seconds=1.0, poll_seconds=0.01)
+    with FixSession(venue_cfg, silent, role="acceptor"), Events() as events:
+        try:
+            executor.start()
+            runner = threading.Thread(target=executor.run, daemon=True)
+            runner.start()
+            eventually(lambda: len(silent.orders) == 3, what="three orders at the venue")
+            time.sleep(0.5)
+            assert len(silent.orders) == 3 and executor.health()["in_flight"] == 3  # the window is full
+            eventually(lambda: len(silent.orders) == 6, what="three more after the first expired")
+            eventually(lambda: len(silent.orders) == 7, what="the last one")
+        finally:
+            executor.stop()
+    unanswered = [e["clordid"] for e in events.named("unanswered_order")]
+    assert unanswered[:3] == silent.orders[:3] and len(set(unanswered)) == len(unanswered)
+    assert silent.orders == [o.clordid for o in orders(7)]  # in outbox order, each once
+
+
+def test_a_window_of_one_still_sends_everything_once_and_journals_every_report(tmp_path):
+    port = free_port()
+    venue_cfg, executor_cfg = settings(tmp_path, port)
+    box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    box.submit(orders(30))
+    venue = PaperVenue(bars(), venue_cfg, VenueConfig(volume_share=1.0), id_prefix="V-").start()
+    executor = Executor(executor_cfg, box, max_in_flight=1, poll_seconds=5.0)  # a report must wake the loop:
+    try:  # polling alone would send four of the 30 in the 20 s given
+        executor.start()
+        executor.run(until=lambda: box.journal().height >= 30, max_seconds=20)
+    finally:
+        executor.stop()
+        venue.stop()
+    assert venue.received() == {o.clordid: 1 for o in orders(30)}
+    assert sorted(box.journal()["exec_id"]) == sorted(r.exec_id for r in venue.reports())

@@ -684,7 +684,7 @@ def test_a_data_field_is_read_by_quickfix_not_split_into_fake_fields():
     xml = "<a/>\x0117=FAKE\x0132=999"
     message.getHeader().setField(qf.IntField(212, len(xml)))
     message.getHeader().setField(qf.StringField(213, xml))
-    assert fix._fields(message) is message  # quickfix reads it
+    assert fix.field_view(message) is message  # quickfix reads it
     got = parse(message)
     assert (got.exec_id, got.last_qty) == ("X1", 10.0)
 

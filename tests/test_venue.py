@@ -219,7 +219,7 @@ def test_the_fast_field_reader_reads_what_quickfix_reads(original):
     from emp_core.execution import fix
 
     message = validate(with_header(original.to_message()))
-    fast = fix._fields(message)
+    fast = fix.field_view(message)
     assert isinstance(fast, fix._Fields)
     for tag in range(1, 1000):
         assert fast.isSetField(tag) == (message.isSetField(tag) or message.getHeader().isSetField(tag)
@@ -232,7 +232,7 @@ def test_the_fast_field_reader_reads_what_quickfix_reads(original):
             return "8=FIX.4.4\x019=5\x0135=8\x01garbage\x01"
 
     odd = Odd()
-    assert fix._fields(odd) is odd
+    assert fix.field_view(odd) is odd
 
 
 def test_validation_catches_a_broken_message():

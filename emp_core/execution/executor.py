@@ -46,6 +46,14 @@ on restart the rewind asks for the reports again. ``on_journal_failure`` replace
 embedding process that must not die): if it returns, the writer commits nothing more and every later report
 is refused (``JournalFailed``), so the mark never passes a report the journal lacks.
 
+**At most ``max_in_flight`` orders unanswered** (256 by default). ``pump`` sends an order only while fewer than
+that await their first report, and a report that frees a place wakes ``run()`` at once. Without it a burst
+(a rebalance, a backlog after an outage) is written to the venue as fast as the executor can, and when both
+sides write faster than the other reads, both block in ``send`` with their receive buffers full; on loopback
+the kernel then drops segments and TCP's retransmission backoff stalled the session for tens of seconds
+(seen in ``benchmarks/bench_fix.py``: one burst in three). An order unanswered for ``in_flight_seconds`` (10)
+stops counting, with an ``unanswered_order`` event: a venue that lost one does not block the rest.
+
 **Reconnects, with backoff.** quickfix's initiator reconnects every ``ReconnectInterval`` seconds, a fixed
 interval with no setter. ``run()`` adds an exponential backoff on top (``Backoff``; ``backoff=None`` keeps the
 fixed interval): quickfix keeps its own fixed-interval attempts for the first ``patience`` of an outage (2 x
@@ -110,6 +118,7 @@ from emp_core.execution.fix import (
     NewOrder,
     OrdType,
     Side,
+    field_view,
     header_flag,
     msg_type,
     parse,
@@ -228,6 +237,7 @@ class _App(FixApplication):
         ex = self.executor
         ex.store_epoch = store_epoch(ex.store_dir, ex.sender, ex.target)  # a Logon may have reset the numbers
         ex._logon_seen.set()
+        ex._wake.set()  # send what waits at once
         self.executor.event("logon", session=str(session_id))
 
     def on_logout(self, session_id):
@@ -258,9 +268,11 @@ class _App(FixApplication):
                      ref_tag=_int(f.get("371")), reason=_int(f.get("373")), text=f.get("58"))
 
     def from_app(self, message, session_id):
+        message = field_view(message)  # read once from the wire string (quickfix reads it if it holds data)
         kind = msg_type(message)
         if kind == "j":  # logged, never answered (a reject of a reject would not end)
-            f = fields(message.toString())
+            f = fields(message.toString()) if isinstance(message, qf.Message) else {str(k): v for k, v in
+                                                                                     message.items()}
             self.executor.event("business_reject", ref_seq=_int(f.get("45")), ref_msg_type=f.get("372"),
                                 ref_id=f.get("379"), reason=_int(f.get("380")), text=f.get("58"))
             return
@@ -277,11 +289,15 @@ class _App(FixApplication):
             if not row.get(column):  # a report the journal cannot key: refused visibly, never swallowed
                 ex.event("unjournalable_report", missing=tag)
                 raise qf.FieldNotFound(tag)
-        seq = _int(message.getHeader().getField(34)) if message.getHeader().isSetField(34) else None
+        header = message.getHeader()
+        seq = _int(header.getField(34)) if header.isSetField(34) else None
         ex.journal.add(row, seq or 0, ex.store_epoch, header_flag(message, 43))  # committed in a group
         with ex.lock:
             ex.counters.received += 1
             ex.counters.last_report_monotonic = time.monotonic()
+            freed = ex._in_flight.pop(row["orig_clordid"] or row["clordid"], None) is not None
+        if freed and ex._window_full:
+            ex._wake.set()
 
 
 class JournalWriter:
@@ -415,7 +431,7 @@ class Executor:
 
     def __init__(self, settings: Path | str, outbox: Outbox, *, batch: int = 200, poll_seconds: float = 0.02,
                  health_port: int | None = None, backoff: Backoff | None = Backoff(),
-                 on_journal_failure=None) -> None:
+                 on_journal_failure=None, max_in_flight: int = 256, in_flight_seconds: float = 10.0) -> None:
         self.outbox = outbox
         self.on_journal_failure = on_journal_failure or fail_stop
         self.app = _App(self)
@@ -426,6 +442,12 @@ class Executor:
         self.kind = config.session_kind  # paper or live: only orders approved for this kind are sent
         self.store_dir = Path(config.get("FileStorePath") or ".")
         self.batch, self.poll_seconds, self.health_port = batch, poll_seconds, health_port
+        if max_in_flight < 1 or in_flight_seconds <= 0:
+            raise FixError(f"max_in_flight={max_in_flight}, in_flight_seconds={in_flight_seconds}: need >= 1 and > 0")
+        self.max_in_flight, self.in_flight_seconds = max_in_flight, in_flight_seconds
+        self._in_flight: dict[str, float] = {}  # ClOrdID -> when sent, until its first report (module docstring)
+        self._window_full = False
+        self._wake = threading.Event()  # run() waits on it between pumps: a report freeing the window, stop()
         self.counters = Counters()
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -517,8 +539,12 @@ class Executor:
         so the venue asks for the stored ones at once."""
         if not self.fix.logged_on():
             return 0
-        entries = self.outbox.to_send(limit=self.batch, session=self.kind)
+        room = self._room()
+        entries = self.outbox.to_send(limit=min(self.batch, room), session=self.kind) if room else []
+        self._window_full = len(entries) >= room
         for e in entries:
+            with self.lock:
+                self._in_flight[e.clordid] = time.monotonic()  # before the send: its report may come at once
             self.fix.send(NewOrder(cl_ord_id=e.clordid, symbol=e.symbol, side=Side.BUY if e.side == "buy" else
                                    Side.SELL, qty=float(e.qty), ord_type=OrdType.LIMIT if e.ord_type == "limit"
                                    else OrdType.MARKET, price=e.limit_price))
@@ -534,6 +560,19 @@ class Executor:
             self.counters.cancels_sent += len(cancels)
         return len(entries) + len(cancels)
 
+    def _room(self) -> int:
+        """How many more orders may be sent now (``max_in_flight`` less those awaiting their first report); an
+        order unanswered for ``in_flight_seconds`` stops counting, with an ``unanswered_order`` event."""
+        now = time.monotonic()
+        with self.lock:
+            stale = [c for c, at in self._in_flight.items() if now - at > self.in_flight_seconds]
+            for c in stale:
+                del self._in_flight[c]
+            room = self.max_in_flight - len(self._in_flight)
+        for c in stale:
+            self.event("unanswered_order", clordid=c, seconds=self.in_flight_seconds)
+        return max(0, room)
+
     def health(self) -> dict:
         with self.lock:
             c = self.counters
@@ -542,6 +581,7 @@ class Executor:
                       "journaled": c.journaled, "recovered": c.recovered}
             logon = {"last_logon_error": self.last_logon_error, "logon_rejections": self.logon_rejections}
         counts["journal_pending"] = self.journal.pending
+        counts["in_flight"] = len(self._in_flight)
         restart_at = self._restart_at
         backoff = {"restarts_since_logon": self._attempt,
                    "next_attempt_in_seconds": None if restart_at is None
@@ -573,7 +613,8 @@ class Executor:
                 break
             self.supervise()
             if not self.pump():
-                self._stop.wait(self.poll_seconds)
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
 
     def supervise(self) -> None:
         """One step of the reconnect backoff (``run()`` calls it between pumps; module docstring). Stopping the
@@ -613,6 +654,7 @@ class Executor:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._health is not None:
             self._health.shutdown()
             self._health.server_close()

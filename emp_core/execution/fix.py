@@ -514,16 +514,21 @@ class _Fields(dict):
         return tag in self
 
     def getField(self, tag: int) -> str:
-        return self[tag]
+        try:
+            return self[tag]
+        except KeyError:
+            raise qf.FieldNotFound(tag) from None  # as quickfix's own read: quickfix rejects the message
 
     def getHeader(self) -> _Fields:
         return self
 
 
-def _fields(message: qf.Message) -> qf.Message | _Fields:
+def field_view(message: qf.Message) -> qf.Message | _Fields:
     """``message``'s fields as a :class:`_Fields`, or ``message`` itself when its wire form cannot be split
     simply: a piece that is not tag=value, or any data field (it may hold the SOH delimiter and text that looks
-    like fields): then quickfix's own reads are used."""
+    like fields): then quickfix's own reads are used. Either answers ``getField``/``isSetField``/``getHeader``, so
+    a callback reads a message once and hands the view to ``msg_type``, ``header_flag`` and ``parse`` (each
+    ``getHeader()`` on a quickfix message is a SWIG call making a new proxy object)."""
     if isinstance(message, _Fields):
         return message
     fields = _Fields()
@@ -640,7 +645,7 @@ class NewOrder:
 
     @classmethod
     def from_message(cls, message: qf.Message) -> NewOrder:
-        message = _fields(message)
+        message = field_view(message)
         _check_type(message, cls.MSG_TYPE, "NewOrderSingle")
         transact = _get(message, TRANSACT_TIME)
         return cls(
@@ -680,7 +685,7 @@ class CancelRequest:
 
     @classmethod
     def from_message(cls, message: qf.Message) -> CancelRequest:
-        message = _fields(message)
+        message = field_view(message)
         _check_type(message, cls.MSG_TYPE, "OrderCancelRequest")
         transact = _get(message, TRANSACT_TIME)
         return cls(
@@ -744,7 +749,7 @@ class ExecReport:
 
     @classmethod
     def from_message(cls, message: qf.Message) -> ExecReport:
-        message = _fields(message)
+        message = field_view(message)
         _check_type(message, cls.MSG_TYPE, "ExecutionReport")
         transact = _get(message, TRANSACT_TIME)
         return cls(
@@ -799,7 +804,7 @@ class CancelReject:
 
     @classmethod
     def from_message(cls, message: qf.Message) -> CancelReject:
-        message = _fields(message)
+        message = field_view(message)
         _check_type(message, cls.MSG_TYPE, "OrderCancelReject")
         return cls(
             order_id=_need(message, ORDER_ID, "OrderID"),

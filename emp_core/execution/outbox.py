@@ -28,10 +28,12 @@ as configured (``synchronous_commit`` on by default: a commit is flushed to its 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -169,9 +171,14 @@ CREATE INDEX IF NOT EXISTS {name}_order ON {name} (order_clordid, seq);
 class Outbox:
     """The outbox and journal over a DB-API connection (module docstring). Use :func:`open_outbox`."""
 
-    def __init__(self, connect, *, prefix: str, placeholder: str, location: str) -> None:
+    def __init__(self, connect, *, prefix: str, placeholder: str, location: str,
+                 serialize_writes: bool = False) -> None:
         self._connect, self._prefix, self._ph, self.location = connect, prefix, placeholder, location
         self._cons: dict[int, object] = {}  # one connection per OS thread
+        # SQLite has one writer at a time, and a connection that finds the write lock taken sleeps in SQLite's
+        # busy handler (1, 2, 5 ... 100 ms): two threads of one process writing in turn (the executor's sends
+        # marked while its journal commits) waited there. Writers of one process queue on this lock instead.
+        self._write_lock = threading.Lock() if serialize_writes else contextlib.nullcontext()
 
     # -- plumbing --------------------------------------------------------------------------------------------
     def _con(self):
@@ -195,21 +202,23 @@ class Outbox:
     def _transaction(self, statements: Sequence[tuple[str, Sequence, Iterable[Sequence] | None]]) -> list:
         """Run (statement, params, many) triples in one transaction; each one's rows, as ``_run`` gives them."""
         con = self._con()
-        try:
-            cur = con.cursor()
-            out = []
-            for text, params, many in statements:
-                if many is not None:
-                    cur.executemany(self._sql(text), list(many))
-                    out.append([(cur.rowcount,)])
-                else:
-                    cur.execute(self._sql(text), tuple(params))
-                    out.append(cur.fetchall() if cur.description else [])
-            con.commit()
-            return out
-        except BaseException:
-            con.rollback()
-            raise
+        writes = any(not text.lstrip().upper().startswith("SELECT") for text, _, _ in statements)
+        with self._write_lock if writes else contextlib.nullcontext():
+            try:
+                cur = con.cursor()
+                out = []
+                for text, params, many in statements:
+                    if many is not None:
+                        cur.executemany(self._sql(text), list(many))
+                        out.append([(cur.rowcount,)])
+                    else:
+                        cur.execute(self._sql(text), tuple(params))
+                        out.append(cur.fetchall() if cur.description else [])
+                con.commit()
+                return out
+            except BaseException:
+                con.rollback()
+                raise
 
     def close(self) -> None:
         """Close this thread's connection (SQLite's may be closed only by the thread that opened it)."""
@@ -222,19 +231,19 @@ class Outbox:
 
     # -- the risk path -----------------------------------------------------------------------------------------
     def submit(self, orders: Sequence[ApprovedOrder]) -> list[tuple[str, bool]]:
-        """Add approved orders; returns (ClOrdID, whether it is new) for each. An order whose idem_key is
-        already in the outbox is not added again (the same ClOrdID is returned)."""
-        out = []
+        """Add approved orders, all in one transaction; returns (ClOrdID, whether it is new) for each. An order
+        whose idem_key is already in the outbox is not added again (the same ClOrdID is returned)."""
+        if not orders:
+            return []
         now = utcnow().isoformat(sep=" ")
-        for o in orders:
-            rows = self._run(
-                "INSERT INTO {p}outbox (clordid, idem_key, created_at, strategy, symbol, side, qty, ord_type, "
-                "limit_price, stop_price, session, policy_version, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?) ON CONFLICT (idem_key) DO NOTHING RETURNING entry_id",
-                (o.clordid, o.idem_key, now, o.strategy, o.symbol, o.side, o.qty, o.ord_type, o.limit_price,
-                 o.stop_price, o.session, o.policy_version, json.dumps(list(o.decision), default=str)))
-            out.append((o.clordid, bool(rows)))
-        return out
+        insert = ("INSERT INTO {p}outbox (clordid, idem_key, created_at, strategy, symbol, side, qty, ord_type, "
+                  "limit_price, stop_price, session, policy_version, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                  "?, ?, ?, ?) ON CONFLICT (idem_key) DO NOTHING RETURNING entry_id")
+        done = self._transaction([
+            (insert, (o.clordid, o.idem_key, now, o.strategy, o.symbol, o.side, o.qty, o.ord_type, o.limit_price,
+                      o.stop_price, o.session, o.policy_version, json.dumps(list(o.decision), default=str)), None)
+            for o in orders])
+        return [(o.clordid, bool(rows)) for o, rows in zip(orders, done, strict=True)]
 
     def request_cancel(self, clordid: str) -> str:
         """Ask the executor to cancel order ``clordid``; returns the cancel request's ClOrdID."""
@@ -413,7 +422,7 @@ def sqlite_outbox(path: str | Path, *, synchronous: str = "full") -> Outbox:
 
     def connect():
         con = sqlite3.connect(path, timeout=30, isolation_level="DEFERRED", check_same_thread=True)
-        con.execute("PRAGMA journal_mode=WAL")
+        _wal(con, path)
         con.execute(f"PRAGMA synchronous={mode}")
         con.execute("PRAGMA foreign_keys=ON")
         return con
@@ -421,7 +430,23 @@ def sqlite_outbox(path: str | Path, *, synchronous: str = "full") -> Outbox:
     with connect() as con:
         con.executescript(_SQLITE_DDL + "".join(_SQLITE_JOURNAL_DDL.format(name=n) for n in JOURNALS))
     con.close()
-    return Outbox(connect, prefix="", placeholder="?", location=str(path))
+    return Outbox(connect, prefix="", placeholder="?", location=str(path), serialize_writes=True)
+
+
+def _wal(con: sqlite3.Connection, path: Path, timeout: float = 30.0) -> None:
+    """Put the file in WAL mode (it stays so). Switching takes an exclusive lock and SQLite does not wait for
+    it (no busy timeout): two processes opening a new outbox at once would see "database is locked", so the
+    switch is retried until ``timeout``, and skipped when the file is in WAL mode already."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise OutboxError(f"{path}: cannot put the outbox in WAL mode: {exc}") from exc
+            time.sleep(0.01)
 
 
 def postgres_outbox(url: str) -> Outbox:

@@ -130,6 +130,7 @@ from emp_core.execution.fix import (
     OrdStatus,
     OrdType,
     Side,
+    field_view,
     header_flag,
     msg_type,
     now,
@@ -279,6 +280,7 @@ class _VenueApp(FixApplication):
                         _field(message, 58))
 
     def from_app(self, message, session_id):
+        message = field_view(message)  # read once from the wire string (quickfix reads it if it holds data)
         if msg_type(message) == "j":  # never answered: a BusinessMessageReject of a reject would loop
             log.warning("venue: %s sent a BusinessMessageReject of our message %s: %s", session_id,
                         _field(message, 45), _field(message, 58))

@@ -72,9 +72,13 @@ def test_orders_go_out_once_fill_and_every_report_is_journaled(tmp_path):
         eventually(lambda: len(venue.received()) == 6, what="six orders at the venue")
         venue.advance()  # the next bar: every market order fills at its open
         eventually(lambda: box.journal().filter(pl.col("ord_status") == "2").height == 6, what="six fills")
-        health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{health_port}/health", timeout=5))
+        def fetch():
+            return json.load(urllib.request.urlopen(f"http://127.0.0.1:{health_port}/health", timeout=5))
+
+        health = eventually(lambda: (h := fetch())["journaled"] == 12 and h, what="12 journaled")  # its commit
         assert health["logged_on"] and health["outbox_depth"] == 0 and health["sent"] == 6
-        assert health["received"] == 12 and health["journaled"] == 12  # New, then Filled, for each
+        assert health["received"] == 12  # New, then Filled, for each
+        assert health["journal_pending"] == 0 and health["in_flight"] == 0
         assert health["last_report_age_seconds"] is not None and health["callback_errors"] == []
     finally:
         executor.stop()

@@ -87,7 +87,9 @@ a garbled frame is dropped; none of them ends the session or reaches the journal
 **Logs and health.** Logs are one JSON object per line; the settings are logged through
 ``SessionConfig.public()`` (passwords and other secrets masked), and no event carries a Logon's fields. A small
 HTTP endpoint on loopback (``--health-port``) answers ``GET /health`` with the session state, the outbox depth,
-the number sent and received, the age of the last report, the last refused logon and the backoff state.
+the number sent and received, the reports journaled and those still queued for the journal
+(``journal_pending``), the orders awaiting a first report (``in_flight``), the age of the last report, the
+last refused logon and the backoff state.
 """
 
 from __future__ import annotations

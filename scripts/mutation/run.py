@@ -68,6 +68,7 @@ TARGETS = {
     **{m: ["tests/test_trading.py", "tests/test_trading_assets.py"] for m in (
         "emp_core/trading/intents.py", "emp_core/trading/book.py", "emp_core/trading/ledger.py",
         "emp_core/trading/readiness.py")},
+    "emp_core/execution/outbox.py": ["tests/test_outbox.py", "tests/test_journal_group_commit.py"],
     "emp_core/risk/policy.py": ["tests/test_risk_policy.py"],
     "emp_core/risk/var.py": ["tests/test_risk_var.py"],
     "emp_core/risk/sizing.py": ["tests/test_risk_policy.py", "tests/test_risk_var.py"],

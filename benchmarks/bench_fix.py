@@ -140,7 +140,9 @@ class Timed(Executor):
             real(message, session_id)
             now = time.perf_counter()
             spent["executor callback (parse, queue)"] += now - t0
-            self.received_at.setdefault(message.getField(11), now)
+            with self.cond:
+                self.received_at.setdefault(message.getField(11), now)
+                self.cond.notify_all()
 
         self.app.from_app = from_app
         send = self.fix.send
@@ -157,6 +159,10 @@ class Timed(Executor):
     def wait(self, count: int, timeout: float = 30) -> None:
         with self.cond:
             assert self.cond.wait_for(lambda: len(self.journaled_at) >= count, timeout), "ours: report missing"
+
+    def wait_received(self, count: int, timeout: float = 30) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.received_at) >= count, timeout), "ours: report missing"
 
 
 def timed_venue(venue: PaperVenue) -> dict:
@@ -251,15 +257,17 @@ def ours(tmp: Path, orders: int, burst: int, sync: str = "full") -> dict:
     try:
         executor.start()
         assert executor.fix.wait_logged_on(30)
-        t_submit = 0.0
+        t_submit, lat, durable = 0.0, [], []
         for i in range(orders):
             t0 = time.perf_counter()
             box.submit([ApprovedOrder(idem_key=f"L{i}", strategy="bench", symbol="AAA", side="buy", qty=1)])
             t_submit += time.perf_counter() - t0
             executor.pump()
+            sent = next(reversed(executor.sent_at.values()))
+            executor.wait_received(i + 1)
+            lat.append(time.perf_counter() - sent)  # taken where the floor takes its own: the waiting thread
             executor.wait(i + 1)
-        lat = [executor.received_at[c] - executor.sent_at[c] for c in executor.sent_at]
-        durable = [executor.journaled_at[c] - executor.sent_at[c] for c in executor.sent_at]
+            durable.append(time.perf_counter() - sent)
         per_order = {k: v / orders * 1e6 for k, v in executor.spent.items()}
         per_order["outbox submit (one order)"] = t_submit / orders * 1e6
         base, commits = len(executor.journaled_at), executor.journal.commits
@@ -304,6 +312,7 @@ def main() -> None:
               "ours_journaled_p99_us": round(mine["durable_p99_us"], 1),
               "burst_reports_per_commit": round(mine["reports_per_commit"], 1),
               "p50_vs_floor": round(mine["p50_us"] / base["p50_us"], 2),
+              "journaled_p50_vs_floor": round(mine["durable_p50_us"] / base["p50_us"], 2),
               "p99_vs_p50": round(mine["p99_us"] / mine["p50_us"], 2),
               "rate_vs_floor": round(mine["rate"] / base["rate"], 2), "risk_decision_us": round(risk_us, 1),
               "per_order_us": {k: round(v, 1) for k, v in mine["per_order_us"].items()}}
@@ -316,7 +325,9 @@ def main() -> None:
           f"{result['ours_rate']} orders/s outbox -> journal ({result['burst_reports_per_commit']} reports per "
           "commit in the burst)")
     print(f"ratios: p50 {result['p50_vs_floor']}x the floor (target <= 2), p99 {result['p99_vs_p50']}x our p50 "
-          f"(target <= 5), throughput {result['rate_vs_floor']} of the floor (target >= 0.5)")
+          f"(target <= 5), throughput {result['rate_vs_floor']} of the floor (target >= 0.5); the latency targets "
+          "as the issue defines them (NewOrderSingle -> first ExecutionReport); to the report committed to the "
+          f"journal (a disk write the floor does not make): p50 {result['journaled_p50_vs_floor']}x the floor")
     print("where the time goes, per order (sums of wall time in each stage, latency run; the venue's over both "
           "runs, in its own process; the rest is quickfix's C++ and the socket):")
     for k, v in result["per_order_us"].items():

@@ -431,7 +431,7 @@ def test_no_more_than_max_in_flight_orders_await_a_first_report_and_an_unanswere
     box = sqlite_outbox(tmp_path / "outbox.sqlite")
     box.submit(orders(7))
     silent = _SilentVenue()
-    executor = Executor(executor_cfg, box, max_in_flight=3, in_flight_seconds=1.0, poll_seconds=0.01)
+    executor = Executor(executor_cfg, box, max_in_flight=3, in_flight_seconds=2.0, poll_seconds=0.01)
     with FixSession(venue_cfg, silent, role="acceptor"), Events() as events:
         try:
             executor.start()

@@ -1,7 +1,8 @@
 """The execution journal's group commit (emp_core/execution/executor.py, "Every report journaled"): reports are
 queued by quickfix's callback and committed in groups with the journal's high-water mark; at start the
 executor winds quickfix's expected number back to that mark, so a report received but not committed when the
-process died is asked for again. Real quickfix sessions on loopback, real SQLite and PostgreSQL."""
+process died is asked for again. Real quickfix sessions on loopback and SQLite (the mark on PostgreSQL:
+tests/test_outbox.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 import pytest
 
 from emp_core.execution.executor import Executor, JournalFailed, JournalWriter, store_epoch
-from emp_core.execution.fix import FixApplication, FixSession, write_settings
+from emp_core.execution.fix import FixApplication, FixError, FixSession, write_settings
 from emp_core.execution.outbox import sqlite_outbox
 from emp_core.execution.venue import PaperVenue, VenueConfig
 from tests.support import free_port
@@ -124,16 +125,19 @@ def _store_at(tmp_path, target_seq: int):
 @pytest.mark.parametrize(("mark", "expected"), [
     ("same:3", (8, 3)),  # reports 3..7 received, not committed: asked for again
     ("same:8", None),  # the journal holds everything the store acknowledged
-    ("same:20", (8, 1)),  # the mark ahead of the store (its file lagged; a reset in the epoch's second)
+    ("same:20", None),  # the mark ahead of the store (a commit before quickfix advanced): quickfix asks itself
     ("other:3", (8, 1)),  # a mark from an earlier epoch says nothing of this one
     (None, (8, 1)),  # nothing journaled in this epoch
+    ("legacy", None),  # reports journaled before marks existed, each before quickfix acknowledged it
 ])
 def test_at_start_the_store_is_wound_back_to_the_journals_mark(tmp_path, mark, expected):
     cfg = _store_at(tmp_path, 8)
     box = sqlite_outbox(tmp_path / "outbox.sqlite")
     epoch = store_epoch(tmp_path / "store", "EXECUTOR", "VENUE")
     assert epoch  # quickfix wrote its creation time
-    if mark is not None:
+    if mark == "legacy":
+        box.record([report(1)])
+    elif mark is not None:
         which, seq = mark.split(":")
         box.record([], cursor=("EXECUTOR->VENUE", epoch if which == "same" else "19990101-00:00:00", int(seq)))
     executor = Executor(cfg, box)
@@ -177,6 +181,148 @@ STALLED_CHILD = textwrap.dedent("""
 """)
 
 
+RUNNING_CHILD = textwrap.dedent("""
+    import sys, logging
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    from emp_core.execution.executor import Executor
+    from emp_core.execution.outbox import sqlite_outbox
+    executor = Executor(sys.argv[1], sqlite_outbox(sys.argv[2]))
+    executor.start()
+    executor.run(max_seconds=60)
+""")
+
+
+def _events(out: str, name: str) -> list[dict]:
+    return [e for e in (json.loads(line) for line in out.splitlines() if line.startswith("{")) if e["event"] == name]
+
+
+def test_a_clean_restart_asks_for_nothing_again(tmp_path):
+    """Stopped cleanly, the executor leaves the mark at quickfix's own number (admin messages pass it too): the
+    next start winds nothing back and sends no ResendRequest."""
+    from tests.test_fix_sessions import Events
+
+    port = free_port()
+    venue_cfg, executor_cfg = settings(tmp_path, port)
+    box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    box.submit(orders(3))
+    venue = PaperVenue(bars(), venue_cfg, VenueConfig(volume_share=1.0), id_prefix="V-").start()
+    try:
+        with Events() as events:
+            for _ in range(2):
+                executor = Executor(executor_cfg, box)
+                executor.start()
+                try:
+                    executor.run(until=lambda: box.journal().height >= 3, max_seconds=30)
+                    time.sleep(0.3)
+                finally:
+                    executor.stop()
+    finally:
+        venue.stop()
+    store_next = int((tmp_path / "executor_store" / "FIX.4.4-EXECUTOR-VENUE.seqnums").read_text().split(":")[1])
+    assert box.cursor("EXECUTOR->VENUE")[1] == store_next
+    assert events.named("journal_rewind") == [] and events.named("resend_request") == []
+    assert box.journal().height == 3
+
+
+def test_a_crash_after_commits_winds_back_to_the_mark_not_to_one(tmp_path):
+    """Reports 1..n committed (a mark past them), then more received but not committed when the executor is
+    killed: the restart asks from the mark, not from 1, and the journal ends with every report once."""
+    port = free_port()
+    venue_cfg, executor_cfg = settings(tmp_path, port)
+    outbox_path = tmp_path / "outbox.sqlite"
+    box = sqlite_outbox(outbox_path)
+    box.submit(orders(3))
+    venue = PaperVenue(bars(), venue_cfg, VenueConfig(volume_share=1.0), id_prefix="V-").start()
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    try:
+        executor = Executor(executor_cfg, box).start()
+        try:
+            executor.run(until=lambda: box.journal().height >= 3, max_seconds=30)
+            time.sleep(0.3)
+        finally:
+            executor.stop()
+        committed_mark = box.cursor("EXECUTOR->VENUE")[1]
+        assert committed_mark > 3
+        box.submit(orders(6))  # three more, to a process whose journal never commits
+        child = subprocess.Popen([sys.executable, "-c", STALLED_CHILD, str(executor_cfg), str(outbox_path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        try:
+            assert child.stdout.readline().strip() == "started"
+            eventually(lambda: len(venue.received()) == 6, what="six orders at the venue")
+            venue.advance()
+            eventually(lambda: len(venue.reports()) == 12, what="twelve reports sent")
+            seqnums = tmp_path / "executor_store" / "FIX.4.4-EXECUTOR-VENUE.seqnums"
+            eventually(lambda: int(seqnums.read_text().split(":")[1]) > committed_mark + 8, what="acknowledged")
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(30)
+        assert box.journal().height == 3 and box.cursor("EXECUTOR->VENUE")[1] == committed_mark
+        child = subprocess.Popen([sys.executable, "-c", RUNNING_CHILD, str(executor_cfg), str(outbox_path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        try:
+            eventually(lambda: box.journal().height >= 12, what="the twelve reports journaled after the restart")
+            time.sleep(0.3)
+        finally:
+            child.send_signal(signal.SIGTERM)
+            out, _ = child.communicate(timeout=30)
+    finally:
+        venue.stop()
+    (rewind,) = _events(out, "journal_rewind")
+    assert rewind["journal_next_seq"] == committed_mark and rewind["store_next_seq"] > committed_mark + 8
+    first_request = _events(out, "resend_request")[0]
+    assert (first_request["begin_seq"], first_request["end_seq"]) == (committed_mark, 0)
+    assert sorted(box.journal()["exec_id"]) == sorted(r.exec_id for r in venue.reports())
+    assert venue.received() == {o.clordid: 1 for o in orders(6)}
+
+
+def test_an_embedded_executor_whose_journal_fails_stops_sending_and_a_restart_recovers_the_reports(tmp_path):
+    """``on_journal_failure`` returns (an embedding process that must not die): the executor stops sending,
+    logs out and ``run()`` returns, with ``journal_failed`` in its health; what was acknowledged meanwhile is
+    past the mark, and a restart with a working journal asks for it and journals it."""
+    port = free_port()
+    venue_cfg, executor_cfg = settings(tmp_path, port)
+    box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    box.submit(orders(3))
+    venue = PaperVenue(bars(), venue_cfg, VenueConfig(volume_share=1.0), id_prefix="V-").start()
+    real, failures = box.record, []
+
+    def broken(*args, **kw):
+        raise OSError("disk full")
+
+    box.record = broken
+    try:
+        executor = Executor(executor_cfg, box, on_journal_failure=failures.append).start()
+        try:
+            executor.run(max_seconds=30)  # returns when the journal fails
+            eventually(lambda: not executor.fix.logged_on(), what="logged out")
+            health = executor.health()
+            box.submit(orders(5))
+            assert executor.pump() == 0  # nothing more goes out
+        finally:
+            executor.stop()
+        assert [str(f) for f in failures] == ["disk full"] and health["journal_failed"] == "OSError: disk full"
+        assert box.cursor("EXECUTOR->VENUE") is None and set(venue.received()) <= {o.clordid for o in orders(3)}
+        box.record = real
+        again = Executor(executor_cfg, box).start()
+        try:
+            again.run(until=lambda: box.journal().height >= 5 and box.depth() == 0, max_seconds=30)
+            time.sleep(0.3)
+        finally:
+            again.stop()
+    finally:
+        venue.stop()
+    assert sorted(box.journal()["exec_id"]) == sorted(r.exec_id for r in venue.reports())
+    assert venue.received() == {o.clordid: 1 for o in orders(5)}
+
+
+def test_an_executor_refuses_settings_that_reset_its_sequence_numbers(tmp_path):
+    _, executor_cfg = settings(tmp_path, 9)
+    bad = tmp_path / "reset.cfg"
+    bad.write_text(executor_cfg.read_text().replace("ResetOnLogon=N", "ResetOnLogon=Y"))
+    with pytest.raises(FixError, match=r"reset\.cfg: ResetOnLogon=Y: the executor needs its sequence numbers kept"):
+        Executor(bad, sqlite_outbox(tmp_path / "outbox.sqlite"))
+
+
 def test_reports_received_but_not_committed_when_the_executor_dies_are_asked_for_again_and_journaled(tmp_path):
     """The executor receives the venue's reports (quickfix acknowledges them: its expected number moves past
     them) but dies (SIGKILL) before the journal commits any. Restarted, it winds the store back to the
@@ -203,16 +349,8 @@ def test_reports_received_but_not_committed_when_the_executor_dies_are_asked_for
             child.send_signal(signal.SIGKILL)
             child.wait(30)
         assert box.journal().is_empty()  # received, acknowledged at the FIX level, and not journaled
-        child = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
-            import sys, logging
-            logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-            from emp_core.execution.executor import Executor
-            from emp_core.execution.outbox import sqlite_outbox
-            executor = Executor(sys.argv[1], sqlite_outbox(sys.argv[2]))
-            executor.start()
-            executor.run(max_seconds=60)
-        """), str(executor_cfg), str(outbox_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env=env)
+        child = subprocess.Popen([sys.executable, "-c", RUNNING_CHILD, str(executor_cfg), str(outbox_path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         try:
             eventually(lambda: box.journal().height >= 10, what="the ten reports journaled after the restart")
             time.sleep(0.3)

@@ -27,32 +27,45 @@ inside the callback ties the two together, but costs a disk flush per report (th
 trip here, and a bound on throughput well under the floor's message rate: ``benchmarks/bench_fix.py``). So
 the journal keeps its own mark instead: ``fromApp`` queues the report with its MsgSeqNum and returns, and one
 thread (``JournalWriter``) commits everything queued in one transaction together with the journal's
-high-water mark (``journal_cursor``: the sequence number after the last report it holds, in the epoch of
-quickfix's store, its creation time). Under load one flush carries many reports; alone, a report waits only
-for its own commit. At start, on the created session and before it connects (``rewind``), the executor
-compares the mark with quickfix's store: when the store is ahead (reports received, acknowledged at the FIX
-level, not committed before a crash), it winds the store's expected number back to the mark, so the Logon
-exchange finds the gap and the counterparty resends those reports (PossDupFlag=Y), which the journal keeps
-once (keyed by session and ExecID). The journal, not quickfix's sequence-number file, decides what is asked
-for again, so this also holds when the machine loses power and the two files reach the disk in no order.
-A mark from another epoch (the numbers were reset since) says nothing of this one: the executor asks from 1;
-so it does when the mark is ahead of the store (the store's file lagged behind on a power loss, or a reset
-fell in the same second as the epoch before it: the epoch is the creation time, to the second).
+high-water mark (``journal_cursor``: the sequence number after the last message it accounts for, in the
+epoch of quickfix's store). Under load one flush carries many reports; alone, a report waits only for its
+own commit. Messages that are not journaled move the mark too, in the same queue: the admin messages quickfix
+hands over in sequence (a SequenceReset to its NewSeqNo) and the application messages refused; after a clean
+``stop()`` the mark is the store's own number. So every message below the mark is journaled or was refused
+on purpose.
+
+At start, on the created session and before it connects (``rewind``), the executor compares the mark with
+quickfix's store: when the store is ahead (reports received, acknowledged at the FIX level, not committed
+before a crash), it winds the store's expected number back to the mark, so the Logon exchange finds the gap
+and the counterparty resends those reports (PossDupFlag=Y), which the journal keeps once (keyed by session
+and ExecID). The journal, not quickfix's sequence-number file, decides what is asked for again, so this also
+holds when the machine loses power and the two files reach the disk in no order. The epoch is the store's
+creation time and the nanosecond modification time of the file that keeps it (rewritten only at a reset): a
+mark from another epoch says nothing of this one, and the executor asks from 1; so it does with no mark at
+all, unless the journal holds reports of the session from before marks existed (each was committed before
+quickfix acknowledged it: the store is right). A mark ahead of the store needs nothing (quickfix asks from its
+own number). A settings file with ``ResetOnLogon``, ``ResetOnLogout`` or ``ResetOnDisconnect`` = Y is refused:
+a reset would drop what the mark asks for. If the counterparty resets the numbers at the Logon after a
+rewind, the reports asked for will not come: a ``journal_gap`` event says so (check those orders with the
+venue). Like any FIX client, this relies on the counterparty resending the reports it is asked for with their
+ExecIDs unchanged; one that gap-fills over application messages loses them here as it would anywhere.
 
 **Journal failure: fail-stop.** If the journal cannot take a group (the database locked past its timeout, a
 full disk, PostgreSQL gone), nothing more is committed (the mark stays before the failed group) and the
 executor ends its process (``os._exit``, exit code 70, after the ``journal_failed`` and ``fail_stop`` events);
 on restart the rewind asks for the reports again. ``on_journal_failure`` replaces this (a test, or an
-embedding process that must not die): if it returns, the writer commits nothing more and every later report
-is refused (``JournalFailed``), so the mark never passes a report the journal lacks.
+embedding process that must not die): if it returns, the writer commits nothing more (a later report raises
+``JournalFailed``), the executor stops sending, logs the session out and ``run()`` returns, and ``health()``
+shows ``journal_failed``. The reports acknowledged meanwhile are past the mark: the next start asks for them.
 
 **At most ``max_in_flight`` orders unanswered** (256 by default). ``pump`` sends an order only while fewer than
-that await their first report, and a report that frees a place wakes ``run()`` at once. Without it a burst
-(a rebalance, a backlog after an outage) is written to the venue as fast as the executor can, and when both
-sides write faster than the other reads, both block in ``send`` with their receive buffers full; on loopback
-the kernel then drops segments and TCP's retransmission backoff stalled the session for tens of seconds
-(seen in ``benchmarks/bench_fix.py``: one burst in three). An order unanswered for ``in_flight_seconds`` (10)
-stops counting, with an ``unanswered_order`` event: a venue that lost one does not block the rest.
+that await their first report, and a report that frees a place wakes ``run()`` at once. Without it a burst (a
+rebalance, a backlog after an outage) is written to the venue as fast as the executor can, and when both sides
+write faster than the other reads, both block in ``send`` with their receive buffers full; on loopback TCP then
+sat in retransmission backoff and the session stalled for tens of seconds (seen in ``benchmarks/bench_fix.py``,
+one burst in three: ``ss`` showed both sockets' queues full, bytes retransmitted and a 13 s RTO; gdb showed the
+venue's thread blocked in quickfix's ``send``). An order unanswered for ``in_flight_seconds`` (10) stops
+counting, with an ``unanswered_order`` event: a venue that lost one does not block the rest.
 
 **Reconnects, with backoff.** quickfix's initiator reconnects every ``ReconnectInterval`` seconds, a fixed
 interval with no setter. ``run()`` adds an exponential backoff on top (``Backoff``; ``backoff=None`` keeps the
@@ -77,12 +90,12 @@ number), and ``logon_rejected`` (an Event) is set; ``emp executor`` stops on it.
 trying (with its backoff), in case the counterparty is fixed.
 
 **Session-level events.** Also logged: ``resend_request`` (we ask for a gap), ``resend_request_received``,
-``sequence_reset`` (a SequenceReset received: GapFill over admin messages or a reset), ``session_reject``
-(the counterparty refused one of our messages at session level, 35=3: it never reached its application),
-``reject_sent`` (we refused one of its messages: a report in it is not journaled, and FIX will not send it
-again) and ``business_reject`` (35=j). A message that fails FIX44.xml is answered by quickfix with a Reject (35=3); an
-application message other than an ExecutionReport or OrderCancelReject with a BusinessMessageReject (35=j);
-a garbled frame is dropped; none of them ends the session or reaches the journal.
+``sequence_reset`` (a SequenceReset received: GapFill over admin messages or a reset), ``session_reject`` (the
+counterparty refused one of our messages at session level, 35=3: it never reached its application),
+``reject_sent`` (we refused one of its messages: a report in it is not journaled, and is not asked for again) and
+``business_reject`` (35=j). A message that fails FIX44.xml is answered by quickfix with a Reject (35=3); an
+application message other than an ExecutionReport or OrderCancelReject with a BusinessMessageReject (35=j); a
+garbled frame is dropped; none of them ends the session or reaches the journal.
 
 **Logs and health.** Logs are one JSON object per line; the settings are logged through
 ``SessionConfig.public()`` (passwords and other secrets masked), and no event carries a Logon's fields. A small
@@ -237,7 +250,13 @@ class _App(FixApplication):
 
     def on_logon(self, session_id):
         ex = self.executor
-        ex.store_epoch = store_epoch(ex.store_dir, ex.sender, ex.target)  # a Logon may have reset the numbers
+        epoch = store_epoch(ex.store_dir, ex.sender, ex.target)  # a Logon may have reset the numbers
+        if ex.rewound is not None and epoch != ex.store_epoch and not ex._gap_reported:
+            ex._gap_reported = True  # the reports asked for again will not come: say so
+            ex.event("journal_gap", session=ex.session_name, from_seq=ex.rewound[1], to_seq=ex.rewound[0] - 1,
+                     reason="the sequence numbers were reset at logon before the reports past the journal's "
+                            "mark were resent; check the orders' state with the venue")
+        ex.store_epoch = epoch
         ex._logon_seen.set()
         ex._wake.set()  # send what waits at once
         self.executor.event("logon", session=str(session_id))
@@ -268,49 +287,67 @@ class _App(FixApplication):
         elif kind == "3":
             ex.event("session_reject", ref_seq=_int(f.get("45")), ref_msg_type=f.get("372"),
                      ref_tag=_int(f.get("371")), reason=_int(f.get("373")), text=f.get("58"))
+        # The mark passes admin messages quickfix hands over in sequence (Heartbeat, TestRequest, ResendRequest,
+        # Reject; a SequenceReset moves it to its NewSeqNo), so a clean restart has nothing to ask for again.
+        # Not a Logon or a Logout: quickfix hands those over even when their number is ahead of the expected one.
+        seq = _int(f.get("34"))
+        if kind in ("0", "1", "2", "3") and seq:
+            ex.journal.mark(seq + 1, ex.store_epoch)
+        elif kind == "4" and _int(f.get("36")):
+            ex.journal.mark(_int(f.get("36")), ex.store_epoch)
 
     def from_app(self, message, session_id):
         message = field_view(message)  # read once from the wire string (quickfix reads it if it holds data)
+        ex = self.executor
+        header = message.getHeader()
+        seq = _int(header.getField(34)) if header.isSetField(34) else None
         kind = msg_type(message)
-        if kind == "j":  # logged, never answered (a reject of a reject would not end)
+        if kind not in (ExecReport.MSG_TYPE, CancelReject.MSG_TYPE):
+            if seq:  # processed (answered or refused by quickfix) and not journaled: the mark passes it
+                ex.journal.mark(seq + 1, ex.store_epoch)
+            if kind != "j":
+                raise qf.UnsupportedMessageType()  # quickfix answers with a BusinessMessageReject (35=j)
+            # logged, never answered (a reject of a reject would not end)
             f = fields(message.toString()) if isinstance(message, qf.Message) else {str(k): v for k, v in
                                                                                      message.items()}
-            self.executor.event("business_reject", ref_seq=_int(f.get("45")), ref_msg_type=f.get("372"),
-                                ref_id=f.get("379"), reason=_int(f.get("380")), text=f.get("58"))
+            ex.event("business_reject", ref_seq=_int(f.get("45")), ref_msg_type=f.get("372"),
+                     ref_id=f.get("379"), reason=_int(f.get("380")), text=f.get("58"))
+            if f.get("372") == NewOrder.MSG_TYPE and f.get("379"):  # an order refused: no report will come
+                ex._answered(f["379"])
             return
-        if kind not in (ExecReport.MSG_TYPE, CancelReject.MSG_TYPE):
-            raise qf.UnsupportedMessageType()  # quickfix answers with a BusinessMessageReject (35=j)
-        ex = self.executor
         try:
             parsed = parse(message)
         except FixMessageError as exc:  # never swallowed (quickfix would advance past it): rejected, visibly
             ex.event("unparseable_report", error=str(exc), tag=exc.tag)
+            if seq:
+                ex.journal.mark(seq + 1, ex.store_epoch)
             raise qf.IncorrectTagValue(exc.tag or 0) from None
         row = journal_row(parsed, ex.session_name)
         for tag, column in ((17, "exec_id"), (11, "clordid"), (39, "ord_status")):
             if not row.get(column):  # a report the journal cannot key: refused visibly, never swallowed
                 ex.event("unjournalable_report", missing=tag)
+                if seq:
+                    ex.journal.mark(seq + 1, ex.store_epoch)
                 raise qf.FieldNotFound(tag)
-        header = message.getHeader()
-        seq = _int(header.getField(34)) if header.isSetField(34) else None
-        ex.journal.add(row, seq or 0, ex.store_epoch, header_flag(message, 43))  # committed in a group
+        ex.journal.add(row, seq, ex.store_epoch, header_flag(message, 43))  # committed in a group
         with ex.lock:
             ex.counters.received += 1
             ex.counters.last_report_monotonic = time.monotonic()
-            freed = ex._in_flight.pop(row["orig_clordid"] or row["clordid"], None) is not None
-        if freed and ex._window_full:
-            ex._wake.set()
+        ex._answered(row["orig_clordid"] or row["clordid"])
 
 
 class JournalWriter:
     """The journal's group commit (module docstring, "Every report journaled"): ``add`` queues a report with
-    its sequence number and store epoch and returns at once; one thread commits everything queued in one
-    transaction, with the journal's high-water mark (``Outbox.record(cursor=)``), then takes what queued
-    meanwhile. Under load a commit carries many reports; alone, a report waits only for its own commit.
+    its sequence number and store epoch, ``mark`` a message that is not journaled (an admin message, a report
+    refused) so the high-water mark passes it too; both return at once. One thread commits everything queued
+    in one transaction, with the mark after the last entry (``Outbox.record(cursor=)``), then takes what
+    queued meanwhile: under load a commit carries many reports; alone, a report waits only for its own commit.
+    Entries are committed in the order quickfix processed their messages, so every message below the mark has
+    been journaled (or deliberately not).
 
     A commit that fails is the end: ``on_failure`` is called (fail-stop by default), and if it returns nothing
-    more is committed (``add`` raises ``JournalFailed``), so the high-water mark never passes a report the
-    journal does not hold. ``max_pending`` bounds the queue: ``add`` waits while it is full."""
+    more is committed (``add`` raises ``JournalFailed``), so the mark never passes a report the journal does
+    not hold. ``max_pending`` bounds the queue: ``add`` waits while it is full."""
 
     def __init__(self, outbox: Outbox, session: str, *, on_failure, on_commit=None, event=None,
                  max_pending: int = 50_000) -> None:
@@ -318,7 +355,7 @@ class JournalWriter:
         self.on_commit = on_commit or (lambda new, duplicates: None)
         self.event = event or (lambda name, **values: None)
         self.max_pending = max_pending
-        self._queue: list[tuple[dict, int, str, bool]] = []
+        self._queue: list[tuple[dict | None, int, str, bool]] = []  # (report or None, mark after it, epoch, dup)
         self._cond = threading.Condition()
         self._added = self._committed = 0
         self._closing = False
@@ -327,37 +364,52 @@ class JournalWriter:
         self._thread = threading.Thread(target=self._loop, name="executor-journal", daemon=True)
         self._thread.start()
 
-    def add(self, row: dict, seq: int, epoch: str, poss_dup: bool = False) -> None:
+    def add(self, row: dict, seq: int | None, epoch: str, poss_dup: bool = False) -> None:
+        """Queue report ``row``, received as message ``seq`` of ``epoch`` (the mark after it: ``seq + 1``; a
+        report without a number leaves the mark where it is)."""
+        self._put(row, seq + 1 if seq else 0, epoch, poss_dup)
+
+    def mark(self, next_seq: int, epoch: str) -> None:
+        """Queue a move of the mark to ``next_seq`` (a message processed and not journaled)."""
+        self._put(None, next_seq, epoch, False)
+
+    def _put(self, row: dict | None, next_seq: int, epoch: str, poss_dup: bool) -> None:
         with self._cond:
             while len(self._queue) >= self.max_pending and self.failed is None and not self._closing:
                 self._cond.wait()
-            if self.failed is not None:
-                raise JournalFailed(f"the journal failed earlier ({self.failed}): report {row.get('exec_id')} "
-                                    "not journaled")
-            self._queue.append((row, seq, epoch, poss_dup))
+            if self.failed is not None or self._closing:
+                what = f"report {row.get('exec_id')}" if row else f"mark {next_seq}"
+                why = f"failed earlier ({self.failed})" if self.failed is not None else "is closed"
+                raise JournalFailed(f"the journal {why}: {what} not journaled")
+            self._queue.append((row, next_seq, epoch, poss_dup))
             self._added += 1
             self._cond.notify_all()
 
     @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
     def pending(self) -> int:
-        """Reports queued or being committed."""
+        """Entries queued or being committed."""
         with self._cond:
             return self._added - self._committed
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait until every report added so far is committed (or the journal failed); whether they were."""
+        """Wait until every entry added so far is committed (or the journal failed); whether they were."""
         with self._cond:
             target = self._added
             self._cond.wait_for(lambda: self._committed >= target or self.failed is not None, timeout)
             return self._committed >= target and self.failed is None
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Commit what is queued, then end the thread."""
-        self.flush(timeout)
+    def close(self, timeout: float = 30.0) -> bool:
+        """Commit what is queued, then end the thread; whether everything queued was committed."""
+        done = self.flush(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout)
+        return done
 
     def _loop(self) -> None:
         while True:
@@ -373,27 +425,28 @@ class JournalWriter:
                 with self._cond:
                     self.failed = exc
                     self._cond.notify_all()
-                first = batch[0][0]
-                self.event("journal_failed", reports=len(batch), clordid=first.get("clordid"),
+                first = next((b[0] for b in batch if b[0] is not None), {})
+                self.event("journal_failed", entries=len(batch), clordid=first.get("clordid"),
                            exec_id=first.get("exec_id"), error=f"{type(exc).__name__}: {exc}")
                 self.on_failure(exc)
                 return
-            self.on_commit(new, duplicates)
+            try:
+                self.on_commit(new, duplicates)
+            except Exception:  # counters and events only: the commit stands, the thread goes on
+                log.exception("journal: on_commit failed")
             with self._cond:
                 self._committed += len(batch)
                 self.commits += 1
                 self._cond.notify_all()
 
-    def _commit(self, batch: list[tuple[dict, int, str, bool]]) -> tuple[int, list[dict]]:
-        """One transaction: the batch's reports and the high-water mark after its last one; (how many were
-        new, the resent reports (PossDupFlag) the journal held already)."""
-        rows = [b[0] for b in batch]
-        resent = [b[0] for b in batch if b[3]]
+    def _commit(self, batch: list[tuple[dict | None, int, str, bool]]) -> tuple[int, list[dict]]:
+        """One transaction: the batch's reports and the mark after its last entry; (how many were new, the
+        resent reports (PossDupFlag) the journal held already)."""
+        rows = [b[0] for b in batch if b[0] is not None]
+        resent = [b[0] for b in batch if b[0] is not None and b[3]]
         held = self.outbox.known(self.session, [r["exec_id"] for r in resent]) if resent else set()
-        _, _, epoch, _ = batch[-1]
-        seqs = [b[1] for b in batch if b[2] == epoch and b[1]]
-        cursor = (self.session, epoch, max(seqs) + 1) if seqs else None
-        new = self.outbox.record(rows, cursor=cursor)
+        last = next((b for b in reversed(batch) if b[1] >= 1), None)
+        new = self.outbox.record(rows, cursor=(self.session, last[2], last[1]) if last else None)
         return new, [r for r in resent if r["exec_id"] in held]
 
 
@@ -401,14 +454,31 @@ class JournalFailed(FixError):
     """The journal could not commit a report; nothing after it is journaled (``JournalWriter``)."""
 
 
+def _store_file(store_dir: Path, sender: str, target: str, suffix: str) -> Path:
+    return Path(store_dir) / f"{BEGIN_STRING}-{sender}-{target}.{suffix}"
+
+
 def store_epoch(store_dir: Path, sender: str, target: str) -> str:
-    """The creation time quickfix's FileStore keeps for the session (its ``.session`` file): the epoch its
-    sequence numbers count in. A reset (ResetSeqNumFlag, a daily session's end) starts a new one."""
-    path = Path(store_dir) / f"{BEGIN_STRING}-{sender}-{target}.session"
+    """The epoch quickfix's FileStore counts the session's sequence numbers in: the creation time it keeps (its
+    ``.session`` file, to the second) and that file's modification time in nanoseconds (it is rewritten only
+    when the store is created or reset: a ResetSeqNumFlag, a daily session's end). "" before the store
+    exists. A store copied elsewhere gets a new epoch (the executor then asks for the whole epoch again)."""
+    path = _store_file(store_dir, sender, target, "session")
     try:
-        return path.read_text().strip()
+        return f"{path.read_text().strip()}@{path.stat().st_mtime_ns}"
     except FileNotFoundError:
         return ""
+
+
+def store_next_target(store_dir: Path, sender: str, target: str) -> int | None:
+    """The incoming sequence number quickfix's FileStore expects next (its ``.seqnums`` file: "sender :
+    target"), or None when there is none."""
+    try:
+        text = _store_file(store_dir, sender, target, "seqnums").read_text()
+    except FileNotFoundError:
+        return None
+    parts = text.split(":")
+    return int(parts[1]) if len(parts) == 2 and parts[1].strip().isdigit() else None
 
 
 def _int(value: str | None) -> int | None:
@@ -419,8 +489,8 @@ JOURNAL_FAILURE_EXIT = 70  # EX_SOFTWARE
 
 
 def fail_stop(exc: BaseException) -> None:
-    """End the process at once, inside quickfix's callback, so the report that could not be journaled is never
-    acknowledged (module docstring, "Journal failure")."""
+    """End the process at once (exit 70): the journal could not commit a group, and the mark stays before it, so
+    the next start asks the venue for those reports again (module docstring, "Journal failure")."""
     log.critical(json.dumps({"event": "fail_stop", "at": utcnow().isoformat(), "exit": JOURNAL_FAILURE_EXIT,
                              "error": f"{type(exc).__name__}: {exc}"}))
     logging.shutdown()
@@ -469,10 +539,15 @@ class Executor:
         self._down_since: float | None = None
         self._restart_at: float | None = None
         self._attempt = 0  # restarts since the last logon
+        for key in ("ResetOnLogon", "ResetOnLogout", "ResetOnDisconnect"):
+            if (config.get(key) or "N").upper() == "Y":
+                raise FixError(f"{self.fix.settings.path}: {key}=Y: the executor needs its sequence numbers "
+                               "kept (a reset would drop reports the journal has not committed yet); set N")
         self.store_epoch = store_epoch(self.store_dir, self.sender, self.target)
-        self.journal = JournalWriter(outbox, self.session_name, on_failure=self.on_journal_failure,
-                                     on_commit=self._committed, event=self.event)
+        self.journal = self._new_journal()
+        self.journal_error: str | None = None
         self.rewound: tuple[int, int] | None = None  # (quickfix's expected number, the journal's) at start
+        self._gap_reported = False
 
     # -- logging ----------------------------------------------------------------------------------------------
     def event(self, name: str, **values) -> None:
@@ -496,6 +571,10 @@ class Executor:
             return None
         return LogonRejected(f"session {self.session_name}: logon rejected by {self.target}: {last['reason']}")
 
+    def _new_journal(self) -> JournalWriter:
+        return JournalWriter(self.outbox, self.session_name, on_failure=self._journal_failed,
+                             on_commit=self._committed, event=self.event)
+
     def _committed(self, new: int, duplicates: list[dict]) -> None:
         with self.lock:
             self.counters.journaled += new
@@ -517,14 +596,23 @@ class Executor:
         """Wind quickfix's expected incoming sequence number back to the journal's high-water mark when the
         store is ahead of it (module docstring, "Every report journaled"): reports received but not committed
         before a crash are then asked for again at logon. Runs on the created session, before it connects;
-        returns (store's number, journal's) when it wound back."""
+        returns (store's number, journal's) when it wound back.
+
+        The mark of the store's epoch decides. A mark of another epoch says nothing of this one: ask from 1.
+        No mark at all: from 1 too, unless the journal already holds reports of this session (written before
+        the mark existed, each committed before quickfix acknowledged it: the store is right). A mark ahead of
+        the store (a commit that landed just before quickfix advanced, a store file that lagged on a power
+        loss) needs nothing: quickfix asks from its own, lower, number."""
         session = self.fix.session()
         self.store_epoch = store_epoch(self.store_dir, self.sender, self.target)
         mark = self.outbox.cursor(self.session_name)
-        journal_next = mark[1] if mark is not None and mark[0] == self.store_epoch else 1
         store_next = session.getExpectedTargetNum()
-        if journal_next > store_next:  # the store behind the journal: its file lagged the journal's on a power
-            journal_next = 1  # loss, or a reset in the second the epoch names; ask for the whole epoch
+        if mark is not None and mark[0] == self.store_epoch:
+            journal_next = mark[1]
+        elif mark is None and self.outbox.journal_count(self.session_name):
+            journal_next = store_next
+        else:
+            journal_next = 1
         if store_next <= journal_next:
             return None
         session.setNextTargetMsgSeqNum(journal_next)
@@ -533,13 +621,31 @@ class Executor:
                    journal_next_seq=journal_next, store_epoch=self.store_epoch)
         return self.rewound
 
+    def _answered(self, clordid: str | None) -> None:
+        """Order ``clordid`` has its first answer: its place in the window is free (module docstring)."""
+        with self.lock:
+            freed = self._in_flight.pop(clordid, None) is not None if clordid else False
+        if freed and self._window_full:
+            self._wake.set()
+
+    def _journal_failed(self, exc: BaseException) -> None:
+        """The journal failed (module docstring): ``on_journal_failure`` (fail-stop) and, if it returns, stop
+        sending and log the session out, so that as few reports as possible are acknowledged unjournaled (the
+        mark stays before them: a restart asks for them again)."""
+        self.on_journal_failure(exc)
+        self.journal_error = f"{type(exc).__name__}: {exc}"
+        self._stop.set()
+        self._wake.set()
+        threading.Thread(target=self.fix.stop, kwargs={"logout_timeout": 1.0}, name="executor-journal-failed",
+                         daemon=True).start()
+
     def pump(self) -> int:
         """Send a batch of approved orders and requested cancels; returns how many messages were sent. Nothing
         is sent before the session is logged on: quickfix would store it under a number after the Logon's, and
         the venue would notice the gap only at the next message it receives (a heartbeat: up to HeartBtInt
         later). A session lost in the middle of a batch is different: the next Logon carries the next number,
         so the venue asks for the stored ones at once."""
-        if not self.fix.logged_on():
+        if not self.fix.logged_on() or self.journal_error is not None:
             return 0
         room = self._room()
         entries = self.outbox.to_send(limit=min(self.batch, room), session=self.kind) if room else []
@@ -584,6 +690,7 @@ class Executor:
             logon = {"last_logon_error": self.last_logon_error, "logon_rejections": self.logon_rejections}
         counts["journal_pending"] = self.journal.pending
         counts["in_flight"] = len(self._in_flight)
+        counts["journal_failed"] = self.journal_error
         restart_at = self._restart_at
         backoff = {"restarts_since_logon": self._attempt,
                    "next_attempt_in_seconds": None if restart_at is None
@@ -598,6 +705,8 @@ class Executor:
         other = "live" if self.kind == "paper" else "paper"
         self.event("start", settings=self.fix.settings.sessions[0].public(), outbox=str(self.outbox),
                    session_kind=self.kind, waiting_for_other_kind={other: self.outbox.depth(other)})
+        if self.journal.closed:  # started again after stop()
+            self.journal = self._new_journal()
         self.recover()
         self.fix.start(before=self.rewind)
         if self.health_port is not None:
@@ -614,9 +723,9 @@ class Executor:
             if deadline is not None and time.monotonic() > deadline:
                 break
             self.supervise()
+            self._wake.clear()  # before the pump: a report freeing the window meanwhile is not missed
             if not self.pump():
                 self._wake.wait(self.poll_seconds)
-                self._wake.clear()
 
     def supervise(self) -> None:
         """One step of the reconnect backoff (``run()`` calls it between pumps; module docstring). Stopping the
@@ -664,8 +773,21 @@ class Executor:
         with self._engine_lock:  # no backoff restart after this
             self._restart_at = None
             self.fix.stop()
-        self.journal.close()
+        if self.journal.close() and self.journal.failed is None:
+            self._mark_clean_stop()
         self.event("stop", **{k: v for k, v in self.health().items() if k != "logged_on"})
+
+    def _mark_clean_stop(self) -> None:
+        """After a clean stop every message quickfix acknowledged went through the callbacks and is committed
+        (or was refused on purpose): the mark may be the store's own number, so the next start asks for
+        nothing again (a Logout, which the callbacks do not mark, is the usual last message)."""
+        store_next = store_next_target(self.store_dir, self.sender, self.target)
+        epoch = store_epoch(self.store_dir, self.sender, self.target)
+        if store_next and epoch:
+            try:
+                self.outbox.record([], cursor=(self.session_name, epoch, store_next))
+            except Exception as exc:  # the mark stays where the last group left it: a restart asks a little more
+                self.event("journal_mark_failed", error=f"{type(exc).__name__}: {exc}")
 
     def __enter__(self) -> Executor:
         return self.start()

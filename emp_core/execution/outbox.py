@@ -336,12 +336,19 @@ class Outbox:
         """Which of ``exec_ids`` the journal already holds for ``session``."""
         if into not in JOURNALS:
             raise OutboxError(f"no journal {into!r}: {', '.join(JOURNALS)}")
-        if not exec_ids:
-            return set()
-        marks = ", ".join("?" * len(exec_ids))
-        rows = self._run(f"SELECT exec_id FROM {{p}}{into} WHERE session = ? AND exec_id IN ({marks})",
-                         (session, *exec_ids))
-        return {r[0] for r in rows}
+        found: set[str] = set()
+        for i in range(0, len(exec_ids), 500):  # SQLite's default limit is 32,766 parameters a statement
+            chunk = list(exec_ids[i:i + 500])
+            marks = ", ".join("?" * len(chunk))
+            found |= {r[0] for r in self._run(f"SELECT exec_id FROM {{p}}{into} WHERE session = ? AND exec_id IN "
+                                              f"({marks})", (session, *chunk))}
+        return found
+
+    def journal_count(self, session: str, *, into: str = "executions") -> int:
+        """How many reports the journal holds for FIX session ``session``."""
+        if into not in JOURNALS:
+            raise OutboxError(f"no journal {into!r}: {', '.join(JOURNALS)}")
+        return self._run(f"SELECT count(*) FROM {{p}}{into} WHERE session = ?", (session,))[0][0]
 
     # -- what everyone reads -----------------------------------------------------------------------------------
     def depth(self, session: str | None = None) -> int:

@@ -196,6 +196,20 @@ def _events(out: str, name: str) -> list[dict]:
     return [e for e in (json.loads(line) for line in out.splitlines() if line.startswith("{")) if e["event"] == name]
 
 
+def _restart_until_journaled(executor_cfg, outbox_path, box, reports: int) -> str:
+    """Run the executor in its own process until the journal holds ``reports`` reports; its log."""
+    child = subprocess.Popen([sys.executable, "-c", RUNNING_CHILD, str(executor_cfg), str(outbox_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        eventually(lambda: box.journal().height >= reports, what=f"{reports} reports journaled after the restart")
+        time.sleep(0.3)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=30)
+    return out
+
+
 def test_a_clean_restart_asks_for_nothing_again(tmp_path):
     """Stopped cleanly, the executor leaves the mark at quickfix's own number (admin messages pass it too): the
     next start winds nothing back and sends no ResendRequest."""
@@ -257,14 +271,7 @@ def test_a_crash_after_commits_winds_back_to_the_mark_not_to_one(tmp_path):
             child.send_signal(signal.SIGKILL)
             child.wait(30)
         assert box.journal().height == 3 and box.cursor("EXECUTOR->VENUE")[1] == committed_mark
-        child = subprocess.Popen([sys.executable, "-c", RUNNING_CHILD, str(executor_cfg), str(outbox_path)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        try:
-            eventually(lambda: box.journal().height >= 12, what="the twelve reports journaled after the restart")
-            time.sleep(0.3)
-        finally:
-            child.send_signal(signal.SIGTERM)
-            out, _ = child.communicate(timeout=30)
+        out = _restart_until_journaled(executor_cfg, outbox_path, box, 12)
     finally:
         venue.stop()
     (rewind,) = _events(out, "journal_rewind")
@@ -349,18 +356,10 @@ def test_reports_received_but_not_committed_when_the_executor_dies_are_asked_for
             child.send_signal(signal.SIGKILL)
             child.wait(30)
         assert box.journal().is_empty()  # received, acknowledged at the FIX level, and not journaled
-        child = subprocess.Popen([sys.executable, "-c", RUNNING_CHILD, str(executor_cfg), str(outbox_path)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        try:
-            eventually(lambda: box.journal().height >= 10, what="the ten reports journaled after the restart")
-            time.sleep(0.3)
-        finally:
-            child.send_signal(signal.SIGTERM)
-            out, _ = child.communicate(timeout=30)
+        out = _restart_until_journaled(executor_cfg, outbox_path, box, 10)
     finally:
         venue.stop()
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    rewinds = [e for e in events if e["event"] == "journal_rewind"]
+    rewinds = _events(out, "journal_rewind")
     assert len(rewinds) == 1 and rewinds[0]["journal_next_seq"] == 1 and rewinds[0]["store_next_seq"] >= 12
     journal = box.journal()
     assert sorted(journal["exec_id"]) == sorted(r.exec_id for r in venue.reports())  # every report, once

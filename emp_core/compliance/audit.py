@@ -1,0 +1,169 @@
+"""The audit trail: an append-only, hash-chained log of every risk decision, compliance breach, order,
+execution and case transition.
+
+Each entry carries ``seq`` (1, 2, ... with no gap), ``ts`` (UTC, ISO 8601 with microseconds and a ``Z``),
+``kind`` (``risk.decision``, ``order``, ...), ``payload`` (canonical JSON text: keys sorted, no spaces), the
+hash of the entry before it (``prev_hash``; 64 zeros before the first) and its own ``hash``: SHA-256 (hex) of
+the UTF-8 text ``seq|ts|kind|prev_hash|payload``. Only the payload, last, is free text: the other fields have
+fixed alphabets without ``|`` (checked by :func:`verify`), so the text says where each field ends, and a SQL
+engine computes the same hash (``sha256(seq || '|' || ...)``) to verify a large log where it is stored.
+Editing any field of an entry changes its hash; deleting, inserting or reordering entries breaks ``seq`` or
+the ``prev_hash`` link of the entry after the change; :func:`verify` names the first bad entry.
+
+What a chain alone cannot show is its end cut off (the last entries deleted, the rest intact): for that a
+verification records the head it saw (seq and hash) somewhere the log's writer does not control (the Dagster
+event log, a file elsewhere), and the next verification is given it as ``witness``: the witnessed entry must
+still be there with the same hash.
+
+This module is the chain's arithmetic, on plain rows; :mod:`emp_core.compliance.audit_store` keeps the log
+in the tier's store (table ``audit.log``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from emp_core.errors import EmpError
+
+GENESIS = "0" * 64
+COLUMNS = ("seq", "ts", "kind", "payload", "prev_hash", "hash")
+_KIND = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class AuditError(EmpError):
+    """An entry that cannot be appended (a bad kind, a payload that is not JSON, a time that is not UTC)."""
+
+
+def canonical(payload: Mapping | Sequence | str | float | None) -> str:
+    """The payload as canonical JSON text: keys sorted, no whitespace, UTF-8 kept; datetimes in ISO form.
+    Refuses NaN and infinities (not JSON)."""
+    try:
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                          default=_jsonable)
+    except (TypeError, ValueError) as exc:
+        raise AuditError(f"the payload is not JSON: {exc}") from None
+
+
+def _jsonable(value):
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} {value!r} is not JSON")
+
+
+def timestamp(ts: datetime) -> str:
+    """``ts`` as the log writes it: UTC, microseconds, ``Z``. A naive or non-UTC time is refused."""
+    if ts.tzinfo is None or ts.utcoffset() != UTC.utcoffset(None):
+        raise AuditError(f"audit time {ts!r} is not UTC")
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def entry_hash(seq: int, ts: str, kind: str, payload: str, prev_hash: str) -> str:
+    """The entry's SHA-256 (hex) of the UTF-8 text ``seq|ts|kind|prev_hash|payload`` (module docstring)."""
+    return hashlib.sha256(f"{seq}|{ts}|{kind}|{prev_hash}|{payload}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    ts: str
+    kind: str
+    payload: str
+    prev_hash: str
+    hash: str
+
+
+def chain(events: Iterable[tuple[str, object]], *, head: tuple[int, str] | None, now: datetime) -> list[Entry]:
+    """The entries for ``events`` ((kind, payload) pairs), appended after ``head`` ((seq, hash) of the last
+    entry, None for an empty log), all stamped ``now``."""
+    seq, prev = head if head is not None else (0, GENESIS)
+    ts = timestamp(now)
+    out = []
+    for kind, payload in events:
+        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+            raise AuditError(f"audit kind {kind!r}: lower-case words joined by dots (e.g. risk.decision)")
+        text = payload if isinstance(payload, str) and _is_canonical(payload) else canonical(payload)
+        seq += 1
+        digest = entry_hash(seq, ts, kind, text, prev)
+        out.append(Entry(seq, ts, kind, text, prev, digest))
+        prev = digest
+    return out
+
+
+def _is_canonical(text: str) -> bool:
+    try:
+        return canonical(json.loads(text)) == text
+    except (ValueError, AuditError):
+        return False
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What :func:`verify` found: ``ok``; the entries read; the head (last seq and hash) when ``ok``; else the
+    first bad entry's seq and what is wrong with it."""
+
+    ok: bool
+    entries: int
+    head_seq: int | None
+    head_hash: str | None
+    bad_seq: int | None = None
+    problem: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def verify(seqs: Sequence[int], ts: Sequence[str], kinds: Sequence[str], payloads: Sequence[str],
+           prev_hashes: Sequence[str], hashes: Sequence[str], *,
+           witness: tuple[int, str] | None = None) -> Verification:
+    """Check the chain given as columns in ``seq`` order (as stored: the caller orders by seq). The first
+    problem found, in order: a seq that is not the one after the previous (an entry deleted, inserted or moved),
+    a prev_hash that is not the previous entry's hash (inserted, deleted or reordered), a hash that does not
+    match the entry (edited); and, with ``witness`` (seq, hash) from an earlier verification,
+    that entry missing or changed (the end cut off)."""
+    n = len(seqs)
+    if not (len(ts) == len(kinds) == len(payloads) == len(prev_hashes) == len(hashes) == n):
+        raise AuditError("verify: the columns differ in length")
+    expected_seq, prev = 1, GENESIS
+    sha = hashlib.sha256
+    kind_ok, ts_ok, hex_ok = _KIND.fullmatch, _TS.fullmatch, _HEX64.fullmatch
+    for i in range(n):
+        seq, h = seqs[i], hashes[i]
+        if seq != expected_seq:
+            what = ("missing" if seq > expected_seq else "repeated or out of order")
+            return Verification(False, n, None, None, seq,
+                                f"entry {seq} follows entry {expected_seq - 1}: entries {what} (deleted, "
+                                "inserted or reordered)")
+        if prev_hashes[i] != prev:
+            return Verification(False, n, None, None, seq,
+                                f"entry {seq}: its prev_hash is not entry {seq - 1}'s hash (an entry before it "
+                                "was inserted, deleted, reordered or edited)")
+        if sha(f"{seq}|{ts[i]}|{kinds[i]}|{prev}|{payloads[i]}".encode()).hexdigest() != h:
+            return Verification(False, n, None, None, seq, f"entry {seq}: its hash does not match its content "
+                                "(edited)")
+        if not (kind_ok(kinds[i]) and ts_ok(ts[i]) and hex_ok(h)):  # a field moved across a separator
+            return Verification(False, n, None, None, seq, f"entry {seq}: a malformed kind, time or hash (edited)")
+        prev = h
+        expected_seq = seq + 1
+    problem = _witness_problem(witness, hashes)
+    if problem is not None:
+        return Verification(False, n, None, None, witness[0], problem)
+    return Verification(True, n, seqs[-1] if n else 0, prev if n else GENESIS)
+
+
+def _witness_problem(witness: tuple[int, str] | None, hashes: Sequence[str]) -> str | None:
+    if witness is None or witness[0] < 1:
+        return None
+    w_seq, w_hash = witness
+    if w_seq > len(hashes):
+        return (f"entry {w_seq}, seen by an earlier verification, is gone: the log ends at {len(hashes)} (its end "
+                "was cut off)")
+    if hashes[w_seq - 1] != w_hash:
+        return f"entry {w_seq} is not the one an earlier verification saw (its hash changed)"
+    return None

@@ -1,0 +1,74 @@
+"""The audit trail in the store (emp_core/compliance/audit_store.py): appends continue the chain, and the
+store's one-pass SQL verification gives the same verdict as the reference (emp_core/compliance/audit.py) on
+every kind of tampering, done to the table itself."""
+
+from __future__ import annotations
+
+import random
+
+import polars as pl
+import pytest
+
+from emp_core.compliance import audit, audit_store
+from emp_core.store.duckdb_store import DuckDBStore
+from tests.test_audit_chain import NOW, TAMPERINGS, _tamper, columns, events
+
+
+@pytest.fixture
+def store(tmp_path):
+    return DuckDBStore(tmp_path / "emp.duckdb")
+
+
+def _write(store, rows: list[list]) -> None:
+    """Put ``rows`` into audit.log as they are (a tamperer with write access to the table)."""
+    frame = pl.DataFrame(rows, schema={"seq": pl.Int64} | dict.fromkeys(audit.COLUMNS[1:], pl.String), orient="row")
+    with store.connect() as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS audit")
+        con.execute(audit_store._DDL.replace("seq BIGINT PRIMARY KEY", "seq BIGINT"))  # a tamperer's table
+        con.execute("DELETE FROM audit.log")
+        con.register("rows_in", frame.to_arrow())
+        con.execute("INSERT INTO audit.log SELECT * FROM rows_in")
+
+
+def test_appends_continue_the_chain_and_verify(store):
+    assert audit_store.verify(store).ok and audit_store.read(store).is_empty()  # an empty log is whole
+    assert audit_store.append(store, [("order", {"a": 1}), ("execution", {"b": "é|x"})], now=NOW) == [1, 2]
+    assert audit_store.append(store, [("order", {"a": 2})]) == [3]
+    log = audit_store.read(store)
+    reference = audit.verify(*[log[c].to_list() for c in audit.COLUMNS])
+    stored = audit_store.verify(store)
+    assert stored == reference and stored.ok and stored.head_seq == 3 and stored.head_hash == log["hash"][2]
+    assert log["prev_hash"][0] == audit.GENESIS and log["prev_hash"][2] == log["hash"][1]
+
+
+def test_a_bad_event_appends_nothing(store):
+    audit_store.append(store, [("order", {"a": 1})])
+    with pytest.raises(audit.AuditError, match="audit kind"):
+        audit_store.append(store, [("order", {"a": 2}), ("Bad Kind", {})])
+    with pytest.raises(audit.AuditError, match="not JSON"):
+        audit_store.append(store, [("order", {"x": float("inf")})])
+    assert audit_store.read(store)["seq"].to_list() == [1]
+
+
+@pytest.mark.parametrize("kind", TAMPERINGS)
+def test_the_stores_verification_agrees_with_the_reference_on_every_tampering(store, kind):
+    rng = random.Random(100 + TAMPERINGS.index(kind))
+    for _ in range(8):
+        entries = audit.chain(events(rng.randrange(5, 40), rng), head=None, now=NOW)
+        rows = [list(r) for r in zip(*columns(entries), strict=True)]
+        first_bad = _tamper(kind, rows, rng)
+        _write(store, rows)
+        reference = audit.verify(*(list(c) for c in zip(*rows, strict=True)))
+        stored = audit_store.verify(store)
+        assert not stored.ok and stored.bad_seq == first_bad == reference.bad_seq, (kind, stored, reference)
+        assert stored.problem == reference.problem
+
+
+def test_a_witness_finds_a_cut_off_end_in_the_store(store):
+    audit_store.append(store, [("order", {"i": i}) for i in range(10)])
+    head = audit_store.verify(store)
+    with store.connect() as con:
+        con.execute("DELETE FROM audit.log WHERE seq > 7")
+    assert audit_store.verify(store).ok  # a shorter chain is still a chain
+    cut = audit_store.verify(store, witness=(head.head_seq, head.head_hash))
+    assert not cut.ok and cut.bad_seq == 10 and "cut off" in cut.problem

@@ -14,13 +14,37 @@ from emp_core.store.duckdb_store import DuckDBStore
 from tests.test_audit_chain import NOW, TAMPERINGS, _tamper, columns, events
 
 
-@pytest.fixture
-def store(tmp_path):
-    return DuckDBStore(tmp_path / "emp.duckdb")
+@pytest.fixture(params=["duckdb", "postgres"])
+def store(request, tmp_path):
+    if request.param == "duckdb":
+        yield DuckDBStore(tmp_path / "emp.duckdb")
+        return
+    from emp_core.store.postgres_store import PostgresStore
+
+    pg = PostgresStore(request.getfixturevalue("pg_url"))
+    yield pg
+    pg.dispose()
+
+
+def _tamper_sql(store, sql: str) -> None:
+    if store.dialect == "duckdb":
+        with store.connect() as con:
+            con.execute(sql)
+    else:
+        with store.cursor() as cur:
+            cur.execute(sql)
 
 
 def _write(store, rows: list[list]) -> None:
     """Put ``rows`` into audit.log as they are (a tamperer with write access to the table)."""
+    if store.dialect != "duckdb":
+        with store.cursor() as cur:
+            cur.execute("ALTER TABLE audit.log DROP CONSTRAINT IF EXISTS log_pkey")  # a tamperer's table
+            cur.execute("DELETE FROM audit.log")
+            with cur.copy(f"COPY audit.log ({', '.join(audit.COLUMNS)}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row(r)
+        return
     frame = pl.DataFrame(rows, schema={"seq": pl.Int64} | dict.fromkeys(audit.COLUMNS[1:], pl.String), orient="row")
     with store.connect() as con:
         con.execute("CREATE SCHEMA IF NOT EXISTS audit")
@@ -67,8 +91,7 @@ def test_the_stores_verification_agrees_with_the_reference_on_every_tampering(st
 def test_a_witness_finds_a_cut_off_end_in_the_store(store):
     audit_store.append(store, [("order", {"i": i}) for i in range(10)])
     head = audit_store.verify(store)
-    with store.connect() as con:
-        con.execute("DELETE FROM audit.log WHERE seq > 7")
+    _tamper_sql(store, "DELETE FROM audit.log WHERE seq > 7")
     assert audit_store.verify(store).ok  # a shorter chain is still a chain
     cut = audit_store.verify(store, witness=(head.head_seq, head.head_hash))
     assert not cut.ok and cut.bad_seq == 10 and "cut off" in cut.problem

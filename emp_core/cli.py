@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_status(sub)
     _add_stream(sub)
     _add_execution(sub)
+    _add_audit(sub)
     for ep in entry_points(group="emp.commands"):
         ep.load()(sub)
     for p in sub.choices.values():  # -q also after the command name (emp evolve ... -q), every command alike
@@ -393,6 +394,43 @@ def cmd_orders_status(args) -> int:
     from emp_core.execution.cli import run_orders_status
 
     return run_orders_status(as_json=args.json)
+
+
+def _add_audit(sub) -> None:
+    audit = sub.add_parser("audit", help="the hash-chained audit trail: verify it, append to it",
+                           description="The audit trail (table audit.log in the tier's store).")
+    actions = audit.add_subparsers(dest="audit_command", metavar="ACTION", parser_class=_Parser)
+    p = _subcommand(
+        actions, "verify", "check the whole audit log: any edited, deleted, inserted or reordered entry",
+        "Recompute every entry's hash and link where the log is stored; exit 0 when intact (printing the head,\n"
+        "SEQ:HASH, to keep outside the log), 1 naming the first bad entry. --witness SEQ:HASH (a head printed\n"
+        "earlier) also finds the end cut off. Examples:\n"
+        "  emp audit verify\n  emp audit verify --witness 1200:9f2c... --json", cmd_audit_verify)
+    p.add_argument("--witness", metavar="SEQ:HASH", help="a head an earlier verification printed")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(prog="emp audit verify")
+    p = _subcommand(
+        actions, "append", "append one entry (the only writer the command line offers)",
+        "Append an entry of KIND with a JSON payload at the end of the chain. Example:\n"
+        "  emp audit append --kind kyc.case_transition --payload '{\"case\": \"C1\", \"to\": \"approved\"}'",
+        cmd_audit_append)
+    p.add_argument("--kind", required=True, help="lower-case words joined by dots (e.g. kyc.case_transition)")
+    p.add_argument("--payload", required=True, metavar="JSON")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(prog="emp audit append")
+    audit.set_defaults(func=lambda _args: audit.print_help() or EXIT_USAGE)
+
+
+def cmd_audit_verify(args) -> int:
+    from emp_core.compliance.cli import run_audit_verify
+
+    return run_audit_verify(witness=args.witness, as_json=args.json)
+
+
+def cmd_audit_append(args) -> int:
+    from emp_core.compliance.cli import run_audit_append
+
+    return run_audit_append(kind=args.kind, payload=args.payload, as_json=args.json)
 
 
 def _add_stream(sub) -> None:

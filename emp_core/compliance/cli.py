@@ -1,0 +1,56 @@
+"""The compliance commands behind ``emp audit`` (typed ``run_*`` functions; emp_core/cli.py parses)."""
+
+from __future__ import annotations
+
+import json
+
+from emp_core.errors import EmpError
+
+
+def _store():
+    from emp_core.store import open_store
+
+    # the log must never fork: no failover to another store, no cache
+    return open_store(failover=False, cache=False)
+
+
+def parse_witness(text: str | None) -> tuple[int, str] | None:
+    """``SEQ:HASH`` (a head an earlier verification printed) as (seq, hash)."""
+    if text is None:
+        return None
+    seq, sep, digest = text.partition(":")
+    if not sep or not seq.isdigit() or len(digest) != 64:
+        raise EmpError(f"--witness {text!r}: expected SEQ:HASH, the head an earlier `emp audit verify` printed")
+    return int(seq), digest.lower()
+
+
+def run_audit_verify(*, witness: str | None = None, as_json: bool = False) -> int:
+    """Verify the whole audit log where it is stored; exit 0 when intact, 1 naming the first bad entry."""
+    from emp_core.compliance import audit_store
+
+    store = _store()
+    result = audit_store.verify(store, witness=parse_witness(witness))
+    if as_json:
+        print(json.dumps({"store": str(store), **result.as_dict()}))
+    elif result.ok:
+        print(f"{store}: audit.log intact, {result.entries} entries; head {result.head_seq}:{result.head_hash}")
+    else:
+        print(f"{store}: audit.log is NOT intact ({result.entries} entries): {result.problem}")
+    return 0 if result.ok else 1
+
+
+def run_audit_append(*, kind: str, payload: str, as_json: bool = False) -> int:
+    """Append one entry (the only writer the command line offers); prints its seq."""
+    from emp_core.compliance import audit_store
+
+    try:
+        value = json.loads(payload)
+    except ValueError as exc:
+        raise EmpError(f"--payload is not JSON: {exc}") from None
+    store = _store()
+    (seq,) = audit_store.append(store, [(kind, value)])
+    if as_json:
+        print(json.dumps({"store": str(store), "seq": seq, "kind": kind}))
+    else:
+        print(f"{store}: appended audit entry {seq} ({kind})")
+    return 0

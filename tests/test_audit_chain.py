@@ -9,9 +9,10 @@ import json
 import random
 from datetime import UTC, datetime, timedelta, timezone
 
+import polars as pl
 import pytest
 
-from emp_core.compliance.audit import GENESIS, AuditError, canonical, chain, timestamp, verify
+from emp_core.compliance.audit import COLUMNS, GENESIS, AuditError, canonical, chain, timestamp, verify, verify_frame
 
 NOW = datetime(2026, 11, 27, 18, 0, 0, 123456, tzinfo=UTC)
 
@@ -24,6 +25,10 @@ def events(n: int, rng: random.Random) -> list[tuple[str, object]]:
 
 def columns(entries) -> list[list]:
     return [[getattr(e, c) for e in entries] for c in ("seq", "ts", "kind", "payload", "prev_hash", "hash")]
+
+
+def frame(rows: list[list]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"seq": pl.Int64} | dict.fromkeys(COLUMNS[1:], pl.String), orient="row")
 
 
 def check(rows: list[list], witness=None):
@@ -69,9 +74,11 @@ def test_an_untampered_log_verifies_and_gives_its_head():
     assert empty.ok and (empty.head_seq, empty.head_hash) == (0, GENESIS)
     assert verify(*columns(entries), witness=(50, entries[-1].hash)).ok
     assert verify(*columns(entries), witness=(20, entries[19].hash)).ok
+    rows = [list(r) for r in zip(*columns(entries), strict=True)]
+    assert verify_frame(frame(rows)) == result and verify_frame(frame([])) == empty
 
 
-def _tamper(kind: str, rows: list[list], rng: random.Random) -> int:  # noqa: PLR0911
+def _tamper(kind: str, rows: list[list], rng: random.Random) -> int:  # noqa: PLR0911, PLR0912
     """Tamper with ``rows`` (each [seq, ts, kind, payload, prev_hash, hash]) in place; the first entry the
     verification must name."""
     n = len(rows)
@@ -125,8 +132,8 @@ def _tamper(kind: str, rows: list[list], rng: random.Random) -> int:  # noqa: PL
     raise AssertionError(kind)
 
 
-TAMPERINGS = ("edit_payload", "edit_ts", "edit_kind", "edit_prev_hash", "edit_and_rehash", "delete", "delete_first", "insert",
-              "swap_seq", "reorder_renumbered", "separator_shift")
+TAMPERINGS = ("edit_payload", "edit_ts", "edit_kind", "edit_prev_hash", "edit_and_rehash", "delete", "delete_first",
+              "insert", "swap_seq", "reorder_renumbered", "separator_shift")
 
 
 @pytest.mark.parametrize("kind", TAMPERINGS)
@@ -140,6 +147,7 @@ def test_every_tampering_is_found_and_the_first_bad_entry_named(kind):
         assert not result.ok, kind
         assert result.bad_seq == first_bad, (kind, result.problem)
         assert result.head_seq is None and str(result.bad_seq) in result.problem
+        assert verify_frame(frame(rows)) == result  # the column-wise verification: the same verdict
 
 
 def test_a_log_rechained_after_an_edit_passes_alone_and_fails_against_an_earlier_witness():
@@ -154,5 +162,7 @@ def test_a_log_rechained_after_an_edit_passes_alone_and_fails_against_an_earlier
     assert verify(*columns(forged)).ok
     bad = verify(*columns(forged), witness=witness)
     assert not bad.ok and bad.bad_seq == 30 and "changed" in bad.problem
+    forged_rows = [list(r) for r in zip(*columns(forged), strict=True)]
+    assert verify_frame(frame(forged_rows), witness=witness) == bad
     cut = verify(*columns(entries[:25]), witness=witness)
     assert not cut.ok and cut.bad_seq == 30 and "cut off" in cut.problem

@@ -4,8 +4,9 @@ execution and case transition.
 Each entry carries ``seq`` (1, 2, ... with no gap), ``ts`` (UTC, ISO 8601 with microseconds and a ``Z``),
 ``kind`` (``risk.decision``, ``order``, ...), ``payload`` (canonical JSON text: keys sorted, no spaces), the
 hash of the entry before it (``prev_hash``; 64 zeros before the first) and its own ``hash``: SHA-256 (hex) of
-the UTF-8 text ``seq|ts|kind|prev_hash|payload``. Only the payload, last, is free text: the other fields have
-fixed alphabets without ``|`` (checked by :func:`verify`), so the text says where each field ends, and a SQL
+the UTF-8 text ``seq|ts|kind|prev_hash|payload``. Only the payload, last, is free text: ``seq`` is a number,
+``prev_hash`` the verified hash before (hex), and :func:`verify` checks that ``kind`` and ``ts`` hold no ``|``
+(the one edit that keeps the hashed text: a field boundary moved), so the text says where each field ends; a SQL
 engine computes the same hash (``sha256(seq || '|' || ...)``) to verify a large log where it is stored.
 Editing any field of an entry changes its hash; deleting, inserting or reordering entries breaks ``seq`` or
 the ``prev_hash`` link of the entry after the change; :func:`verify` names the first bad entry.
@@ -33,8 +34,6 @@ from emp_core.errors import EmpError
 GENESIS = "0" * 64
 COLUMNS = ("seq", "ts", "kind", "payload", "prev_hash", "hash")
 _KIND = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
-_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class AuditError(EmpError):
@@ -132,7 +131,6 @@ def verify(seqs: Sequence[int], ts: Sequence[str], kinds: Sequence[str], payload
         raise AuditError("verify: the columns differ in length")
     expected_seq, prev = 1, GENESIS
     sha = hashlib.sha256
-    kind_ok, ts_ok, hex_ok = _KIND.fullmatch, _TS.fullmatch, _HEX64.fullmatch
     for i in range(n):
         seq, h = seqs[i], hashes[i]
         if seq != expected_seq:
@@ -147,14 +145,59 @@ def verify(seqs: Sequence[int], ts: Sequence[str], kinds: Sequence[str], payload
         if sha(f"{seq}|{ts[i]}|{kinds[i]}|{prev}|{payloads[i]}".encode()).hexdigest() != h:
             return Verification(False, n, None, None, seq, f"entry {seq}: its hash does not match its content "
                                 "(edited)")
-        if not (kind_ok(kinds[i]) and ts_ok(ts[i]) and hex_ok(h)):  # a field moved across a separator
-            return Verification(False, n, None, None, seq, f"entry {seq}: a malformed kind, time or hash (edited)")
+        if "|" in kinds[i] or "|" in ts[i]:  # the same text with a field boundary moved: hash and links hold
+            return Verification(False, n, None, None, seq, f"entry {seq}: a field holds the separator | (edited)")
         prev = h
         expected_seq = seq + 1
     problem = _witness_problem(witness, hashes)
     if problem is not None:
         return Verification(False, n, None, None, witness[0], problem)
     return Verification(True, n, seqs[-1] if n else 0, prev if n else GENESIS)
+
+
+def verify_frame(log, *, witness: tuple[int, str] | None = None) -> Verification:
+    """:func:`verify` for a log held as a Polars frame (the columns of :data:`COLUMNS`, in seq order), the
+    fast way: the hashed texts built and every check but the hash made column-wise; in Python only the
+    hashing itself, one ``hashlib.sha256`` per entry, as tight as a loop over the entries can be. The same
+    verdicts as :func:`verify` (held against it in the tests): up to the first bad entry the previous stored
+    hash is the verified one, so building each text from the stored hash before it changes nothing."""
+    import polars as pl
+
+    n = log.height
+    if n == 0:
+        problem = _witness_problem(witness, [])
+        return (Verification(False, 0, None, None, witness[0], problem) if problem
+                else Verification(True, 0, 0, GENESIS))
+    prev = log["hash"].shift(1, fill_value=GENESIS)
+    texts = log.select(pl.concat_str([pl.col("seq").cast(pl.String), "ts", "kind", prev, "payload"], separator="|")
+                       .cast(pl.Binary)).to_series().to_list()
+    sha = hashlib.sha256
+    digests = pl.Series([sha(t).hexdigest() for t in texts], dtype=pl.String)
+    flags = log.select(
+        (pl.col("seq") == pl.int_range(1, n + 1, dtype=pl.Int64)).alias("seq_ok"),
+        (pl.col("prev_hash") == prev).alias("link_ok"),
+        (pl.col("hash") == digests).alias("hash_ok"),
+        ~(pl.col("kind").str.contains("|", literal=True) | pl.col("ts").str.contains("|", literal=True))
+        .alias("format_ok"))
+    bad = ~(flags["seq_ok"] & flags["link_ok"] & flags["hash_ok"] & flags["format_ok"])
+    if bad.any():
+        i = int(bad.arg_true()[0])
+        seq, pos = int(log["seq"][i]), i + 1
+        if not flags["seq_ok"][i]:
+            what = "missing" if seq > pos else "repeated or out of order"
+            problem = f"entry {seq} follows entry {pos - 1}: entries {what} (deleted, inserted or reordered)"
+        elif not flags["link_ok"][i]:
+            problem = (f"entry {seq}: its prev_hash is not entry {seq - 1}'s hash (an entry before it was "
+                       "inserted, deleted, reordered or edited)")
+        elif not flags["hash_ok"][i]:
+            problem = f"entry {seq}: its hash does not match its content (edited)"
+        else:
+            problem = f"entry {seq}: a field holds the separator | (edited)"
+        return Verification(False, n, None, None, seq, problem)
+    problem = _witness_problem(witness, log["hash"])
+    if problem is not None:
+        return Verification(False, n, None, None, witness[0], problem)
+    return Verification(True, n, int(log["seq"][-1]), log["hash"][-1])
 
 
 def _witness_problem(witness: tuple[int, str] | None, hashes: Sequence[str]) -> str | None:

@@ -36,7 +36,8 @@ def institutional_demo(institutional, pg_url, emp_home):
 # The paper session's tables hold what a venue and a wall clock made (ExecIDs, fill times, planned_at): the
 # tiers must hold the same ones and plan the same orders; the outbox itself lives in PostgreSQL's trading
 # schema on the institutional tier (SQLite beside the DuckDB file on the embedded one).
-OUTBOX_TABLES = {"trading.outbox", "trading.cancels", "trading.executions", "trading.dropcopy"}
+OUTBOX_TABLES = {"trading.outbox", "trading.cancels", "trading.executions", "trading.dropcopy",
+                 "trading.journal_cursor"}
 
 
 def test_the_demo_graph_leaves_the_same_tables_on_both_tiers(institutional_demo, demo_home):

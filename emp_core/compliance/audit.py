@@ -156,33 +156,49 @@ def verify(seqs: Sequence[int], ts: Sequence[str], kinds: Sequence[str], payload
 
 
 def verify_frame(log, *, witness: tuple[int, str] | None = None) -> Verification:
-    """:func:`verify` for a log held as a Polars frame (the columns of :data:`COLUMNS`, in seq order), the
-    fast way: the hashed texts built, hashed (SHA-256 over the whole column in Rust, polars-hash, on every
-    core) and checked column-wise. The same verdicts as :func:`verify` (held against it in the tests): up to
-    the first bad entry the previous stored hash is the verified one, so building each text from the stored
-    hash before it changes nothing."""
+    """:func:`verify` for a log held as a Polars frame (the columns of :data:`COLUMNS`), the fast way:
+    :func:`entry_checks` then :func:`verdict`."""
+    return verdict(entry_checks(log), witness=witness)
+
+
+def entry_checks(log):
+    """The checks that need one entry only, for a frame of log entries in any order (a batch of a larger log):
+    ``seq``, ``prev_hash``, ``hash``, ``hash_ok`` (the hash of ``seq|ts|kind|prev_hash|payload``, SHA-256 over
+    the whole column in Rust: polars-hash, on every core) and ``format_ok`` (no ``|`` in kind or ts).
+
+    The text is built from the entry's own stored ``prev_hash``; :func:`verify` builds it from the verified hash
+    before. They agree where it matters: :func:`verdict` checks the link (``prev_hash`` is the previous entry's
+    hash) first, and up to the first bad entry the previous stored hash is the verified one."""
+    import polars as pl
+    import polars_hash  # noqa: F401 - registers the chash namespace
+
+    text = pl.concat_str([pl.col("seq").cast(pl.String), "ts", "kind", "prev_hash", "payload"], separator="|")
+    return log.select(
+        "seq", "prev_hash", "hash",
+        (text.chash.sha2_256() == pl.col("hash")).alias("hash_ok"),
+        ~(pl.col("kind").str.contains("|", literal=True) | pl.col("ts").str.contains("|", literal=True))
+        .alias("format_ok"))
+
+
+def verdict(checks, *, witness: tuple[int, str] | None = None) -> Verification:
+    """The verification of a whole log from its :func:`entry_checks` (batches concatenated, any order): in
+    seq order, seq contiguity and the links added, the first bad entry named as :func:`verify` names it."""
     import polars as pl
 
-    n = log.height
+    if not checks["seq"].is_sorted():  # batches read in parallel may come out of order
+        checks = checks.sort("seq", maintain_order=True)
+    n = checks.height
     if n == 0:
         problem = _witness_problem(witness, [])
         return (Verification(False, 0, None, None, witness[0], problem) if problem
                 else Verification(True, 0, 0, GENESIS))
-    import polars_hash  # noqa: F401 - registers the chash namespace
-
-    prev = log["hash"].shift(1, fill_value=GENESIS)
-    text = pl.concat_str([pl.col("seq").cast(pl.String), "ts", "kind", prev, "payload"], separator="|")
-    digests = log.select(text.chash.sha2_256()).to_series()
-    flags = log.select(
+    flags = checks.with_columns(
         (pl.col("seq") == pl.int_range(1, n + 1, dtype=pl.Int64)).alias("seq_ok"),
-        (pl.col("prev_hash") == prev).alias("link_ok"),
-        (pl.col("hash") == digests).alias("hash_ok"),
-        ~(pl.col("kind").str.contains("|", literal=True) | pl.col("ts").str.contains("|", literal=True))
-        .alias("format_ok"))
+        (pl.col("prev_hash") == pl.col("hash").shift(1, fill_value=GENESIS)).alias("link_ok"))
     bad = ~(flags["seq_ok"] & flags["link_ok"] & flags["hash_ok"] & flags["format_ok"])
     if bad.any():
         i = int(bad.arg_true()[0])
-        seq, pos = int(log["seq"][i]), i + 1
+        seq, pos = int(flags["seq"][i]), i + 1
         if not flags["seq_ok"][i]:
             what = "missing" if seq > pos else "repeated or out of order"
             problem = f"entry {seq} follows entry {pos - 1}: entries {what} (deleted, inserted or reordered)"
@@ -194,10 +210,10 @@ def verify_frame(log, *, witness: tuple[int, str] | None = None) -> Verification
         else:
             problem = f"entry {seq}: a field holds the separator | (edited)"
         return Verification(False, n, None, None, seq, problem)
-    problem = _witness_problem(witness, log["hash"])
+    problem = _witness_problem(witness, flags["hash"])
     if problem is not None:
         return Verification(False, n, None, None, witness[0], problem)
-    return Verification(True, n, int(log["seq"][-1]), log["hash"][-1])
+    return Verification(True, n, int(flags["seq"][-1]), flags["hash"][-1])
 
 
 def _witness_problem(witness: tuple[int, str] | None, hashes: Sequence[str]) -> str | None:

@@ -95,3 +95,19 @@ def test_a_witness_finds_a_cut_off_end_in_the_store(store):
     assert audit_store.verify(store).ok  # a shorter chain is still a chain
     cut = audit_store.verify(store, witness=(head.head_seq, head.head_hash))
     assert not cut.ok and cut.bad_seq == 10 and "cut off" in cut.problem
+
+
+def test_a_log_read_in_many_batches_gives_the_same_verdicts(tmp_path, monkeypatch):
+    """DuckDB's log is verified batch by batch (read on one thread, hashed on another): with batches of 7
+    entries, tamperings across batch boundaries are named as the reference names them."""
+    monkeypatch.setattr(audit_store, "BATCH", 7)
+    store = DuckDBStore(tmp_path / "emp.duckdb")
+    rng = random.Random(5)
+    for kind in TAMPERINGS:
+        entries = audit.chain(events(rng.randrange(20, 60), rng), head=None, now=NOW)
+        rows = [list(r) for r in zip(*columns(entries), strict=True)]
+        _write(store, rows)
+        assert audit_store.verify(store) == audit.verify(*columns(entries))  # intact, many batches
+        _tamper(kind, rows, rng)
+        _write(store, rows)
+        assert audit_store.verify(store) == audit.verify(*(list(c) for c in zip(*rows, strict=True))), kind

@@ -98,7 +98,7 @@ def macro_freshness(store, now: datetime, max_age: timedelta) -> Health:
 EMPTY_IS_HEALTHY = frozenset({"market.quarantine", "trading.reconciliation", "trading.cancels", "trading.outbox",
                               "trading.executions", "trading.dropcopy", "trading.journal_cursor",
                               "trading.approved_orders", "trading.execution_reports", "trading.positions",
-                              "trading.risk_decisions"})
+                              "trading.risk_decisions", "audit.log"})
 
 
 def row_counts(store) -> Health:

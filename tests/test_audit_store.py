@@ -47,9 +47,9 @@ def _write(store, rows: list[list]) -> None:
         return
     frame = pl.DataFrame(rows, schema={"seq": pl.Int64} | dict.fromkeys(audit.COLUMNS[1:], pl.String), orient="row")
     with store.connect() as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS audit")
-        con.execute(audit_store._DDL.replace("seq BIGINT PRIMARY KEY", "seq BIGINT"))  # a tamperer's table
-        con.execute("DELETE FROM audit.log")
+        con.execute("DROP TABLE IF EXISTS audit.log")  # a tamperer's table: no key to stop a repeated seq
+        con.execute("CREATE TABLE audit.log (seq BIGINT, ts VARCHAR, kind VARCHAR, payload VARCHAR, "
+                    "prev_hash VARCHAR, hash VARCHAR)")
         con.register("rows_in", frame.to_arrow())
         con.execute("INSERT INTO audit.log SELECT * FROM rows_in")
 

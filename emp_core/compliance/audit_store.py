@@ -23,8 +23,6 @@ from emp_core.clock import utcnow
 from emp_core.compliance.audit import COLUMNS, AuditError, Verification, chain, entry_checks, verdict
 
 TABLE = "audit.log"
-_DDL = ("CREATE TABLE IF NOT EXISTS audit.log (seq BIGINT PRIMARY KEY, ts VARCHAR NOT NULL, kind VARCHAR NOT NULL, "
-        "payload VARCHAR NOT NULL, prev_hash VARCHAR NOT NULL, hash VARCHAR NOT NULL)")
 
 
 def append(store, events: Iterable[tuple[str, object]], *, now: datetime | None = None) -> list[int]:
@@ -35,9 +33,7 @@ def append(store, events: Iterable[tuple[str, object]], *, now: datetime | None 
     now = now or utcnow().replace(tzinfo=UTC)  # the platform's clock is naive UTC
     if store.dialect == "duckdb":
         with store.connect() as con:
-            con.execute("CREATE SCHEMA IF NOT EXISTS audit")
-            con.execute(_DDL)
-            con.execute("BEGIN TRANSACTION")
+            con.execute("BEGIN TRANSACTION")  # the store's schema holds audit.log
             try:
                 head = con.execute("SELECT seq, hash FROM audit.log ORDER BY seq DESC LIMIT 1").fetchone()
                 entries = chain(events, head=tuple(head) if head else None, now=now)

@@ -61,10 +61,15 @@ DDL = [
         date DATE NOT NULL, available_at DATE NOT NULL,
         m1 DOUBLE, m3 DOUBLE, m6 DOUBLE, y1 DOUBLE, y2 DOUBLE, y3 DOUBLE, y5 DOUBLE, y7 DOUBLE, y10 DOUBLE,
         y20 DOUBLE, y30 DOUBLE, run_id VARCHAR NOT NULL)""",
+    # the audit trail (emp_core/compliance/audit_store.py; PostgreSQL: sql/postgres/010_audit.sql)
+    "CREATE SCHEMA IF NOT EXISTS audit",
+    """CREATE TABLE IF NOT EXISTS audit.log (
+        seq BIGINT PRIMARY KEY, ts VARCHAR NOT NULL, kind VARCHAR NOT NULL, payload VARCHAR NOT NULL,
+        prev_hash VARCHAR NOT NULL, hash VARCHAR NOT NULL)""",
 ]
 
 _TABLES_SQL = ("SELECT table_schema || '.' || table_name FROM information_schema.tables "
-               "WHERE table_schema IN ('market', 'macro', 'sensory', 'evolution', 'trading') ORDER BY 1")
+               "WHERE table_schema IN ('market', 'macro', 'sensory', 'evolution', 'trading', 'audit') ORDER BY 1")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
 

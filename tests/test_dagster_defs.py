@@ -26,13 +26,17 @@ EXPECTED_ASSETS = {
 PLATFORM = {"platform/backup", "platform/failover_catch_up", "platform/health"}
 TRADING = {f"trading/{n}" for n in ("intents", "risk_decisions", "approved_orders", "executions", "positions",
                                     "pnl", "var", "reconciliation")}
+COMPLIANCE = {"compliance/audit_verification"}
 BAR_CHECKS = {"schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"}
 
 
 def test_graph_snapshot():
     d = defs()
     repo = d.get_repository_def()
-    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == EXPECTED_ASSETS | PLATFORM | TRADING
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == (EXPECTED_ASSETS | PLATFORM | TRADING
+                                                                                | COMPLIANCE)
+    assert {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys
+            if k.asset_key.path[0] == "compliance"} == {("compliance/audit_verification", "audit_chain_intact")}
     trading = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys
                if k.asset_key.path[0] == "trading"}
     assert trading == {("trading/intents", "signals_fresh"), ("trading/intents", "strategy_ready"),

@@ -22,6 +22,7 @@ from emp_core.trading import readiness
 from emp_core.trading.book import PAPER_CAPITAL, book, read_market, session_orders
 from emp_core.trading.intents import DEFAULT_FALLBACK, choose_strategy, decide, load_signals, plan_intents
 from emp_core.trading.ledger import pnl, positions, value_at_risk
+from emp_dagster.defs.compliance.assets import KEYS as COMPLIANCE_KEYS
 from emp_dagster.defs.evolution.assets import KEYS as EVOLUTION_KEYS
 from emp_dagster.defs.market_data.assets import BAR_KEYS
 from emp_dagster.defs.market_data.resources import StoreResource, store_kind
@@ -133,7 +134,8 @@ def _md(frame: pl.DataFrame, rows: int = 30) -> dg.MetadataValue:
 
 
 @dg.asset(key=KEYS["intents"], group_name=GROUP, kinds={store_kind()},
-          deps=[BAR_KEYS["bars_1d"], SENSORY_KEYS["fused"], EVOLUTION_KEYS["decision"]],
+          deps=[BAR_KEYS["bars_1d"], SENSORY_KEYS["fused"], EVOLUTION_KEYS["decision"],
+                COMPLIANCE_KEYS["audit_verification"]],
           description="The strategy's orders on the bar traded on: the promoted champion, or a paper-only "
                       "catalogue genome when none is promoted (says which), applied to the fused signals; one row "
                       "per symbol with its target, position, working orders and the order that closes the gap.",

@@ -1,0 +1,76 @@
+"""The compliance assets in Dagster: the audit trail verified against the head the previous verification saw
+(kept in the asset's metadata), its blocking check failing on a tampered or cut-off log and stopping the
+trading plan that waits on it."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from emp_core.compliance import audit_store
+from emp_core.compliance.audit import Verification
+from emp_core.compliance.witness import next_witness, witness_from
+from emp_core.store.duckdb_store import DuckDBStore
+from emp_dagster.defs.compliance.assets import AUDIT_CHAIN_INTACT, KEYS, audit_verification
+from emp_dagster.defs.market_data.resources import StoreResource
+
+
+def _run(instance, path):
+    result = dg.materialize([audit_verification], instance=instance, raise_on_error=False,
+                            resources={"store": StoreResource(path=str(path))})
+    (check,) = result.get_asset_check_evaluations()
+    event = instance.get_latest_materialization_event(KEYS["audit_verification"])
+    return check, {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_each_verification_checks_the_head_the_last_one_saw(tmp_path):
+    path = tmp_path / "emp.duckdb"
+    store = DuckDBStore(path)
+    instance = dg.DagsterInstance.ephemeral()
+    audit_store.append(store, [("order", {"i": i}) for i in range(6)])
+    check, meta = _run(instance, path)
+    assert check.check_name == AUDIT_CHAIN_INTACT and check.passed
+    assert (meta["entries"], meta["witness_seq"], meta["checked_against"]) == (6, 6, "no earlier verification")
+    audit_store.append(store, [("order", {"i": 6})])
+    check, meta = _run(instance, path)
+    assert check.passed and meta["witness_seq"] == 7 and meta["checked_against"].startswith("6:")
+    with store.connect() as con:
+        con.execute("DELETE FROM audit.log WHERE seq >= 5")  # the end cut off: still a valid chain
+    check, meta = _run(instance, path)
+    assert not check.passed and "cut off" in check.description and meta["bad_seq"] == 7
+    assert meta["witness_seq"] == 7  # the failed verification keeps what the earlier one saw
+    check, _ = _run(instance, path)
+    assert not check.passed  # and the next one still fails
+
+
+def test_a_failed_audit_check_stops_the_trading_plan(tmp_path):
+    """The plan's first asset waits on the verification: with the blocking check failed, it does not run."""
+    from emp_dagster.defs.trading.assets import KEYS as TRADING_KEYS
+    from emp_dagster.defs.trading.assets import intents
+
+    assert KEYS["audit_verification"] in intents.dependency_keys
+    path = tmp_path / "emp.duckdb"
+    store = DuckDBStore(path)
+    audit_store.append(store, [("order", {"i": i}) for i in range(3)])
+    with store.connect() as con:
+        con.execute("UPDATE audit.log SET payload = '{\"i\":9}' WHERE seq = 2")
+    result = dg.materialize([audit_verification, intents], instance=dg.DagsterInstance.ephemeral(),
+                            raise_on_error=False, resources={"store": StoreResource(path=str(path))},
+                            selection=[KEYS["audit_verification"], TRADING_KEYS["intents"]])
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == AUDIT_CHAIN_INTACT]
+    assert not check.passed and "entry 2" in check.description
+    assert TRADING_KEYS["intents"] not in {e.asset_key for e in result.get_asset_materialization_events()}
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert started == {"compliance__audit_verification"}  # the plan never started: skipped, not failed
+
+
+@pytest.mark.parametrize(("ok", "head", "previous", "kept"), [
+    (True, 9, (5, "a" * 64), (9, "h")),
+    (False, None, (5, "a" * 64), (5, "a" * 64)),
+    (True, 0, (5, "a" * 64), (5, "a" * 64)),  # an empty log never replaces a witness
+    (True, 0, None, None),
+])
+def test_the_witness_carried_forward(ok, head, previous, kept):
+    result = Verification(ok, head or 0, head, "h" if head else None)
+    assert next_witness(result, previous) == kept
+    assert witness_from({"witness_seq": 3, "witness_hash": "x"}) == (3, "x") and witness_from({}) is None

@@ -26,9 +26,12 @@ def test_webserver_serves_the_asset_graph_and_checks(webserver):
                                                                "decision", "champion")),
                           "platform/backup", "platform/failover_catch_up", "platform/health",
                           *(f"trading/{n}" for n in ("intents", "risk_decisions", "approved_orders", "executions",
-                                                     "positions", "pnl", "var", "reconciliation"))}
+                                                     "positions", "pnl", "var", "reconciliation")),
+                          "compliance/audit_verification"}
     gates = {c["name"]: c["blocking"] for c in nodes["trading/intents"]["assetChecksOrError"]["checks"]}
     assert gates == {"signals_fresh": True, "strategy_ready": True}
+    audit = {c["name"]: c["blocking"] for c in nodes["compliance/audit_verification"]["assetChecksOrError"]["checks"]}
+    assert audit == {"audit_chain_intact": True}
     assert nodes["sensory/fused"]["isPartitioned"]
     drift = {c["name"]: c["blocking"] for c in nodes["sensory/what"]["assetChecksOrError"]["checks"]}
     assert drift == {"drift": False}

@@ -134,6 +134,7 @@ from emp_core.execution.fix import (
     OrdType,
     Side,
     field_view,
+    get_field,
     header_flag,
     msg_type,
     parse,
@@ -302,38 +303,44 @@ class _App(FixApplication):
         header = message.getHeader()
         seq = _int(header.getField(34)) if header.isSetField(34) else None
         kind = msg_type(message)
-        if kind not in (ExecReport.MSG_TYPE, CancelReject.MSG_TYPE):
-            if seq:  # processed (answered or refused by quickfix) and not journaled: the mark passes it
+        if kind == "j":  # logged, never answered (a reject of a reject would not end)
+            if seq:  # processed and not journaled: the mark passes it
                 ex.journal.mark(seq + 1, ex.store_epoch)
-            if kind != "j":
-                raise qf.UnsupportedMessageType()  # quickfix answers with a BusinessMessageReject (35=j)
-            # logged, never answered (a reject of a reject would not end)
-            f = fields(message.toString()) if isinstance(message, qf.Message) else {str(k): v for k, v in
-                                                                                     message.items()}
-            ex.event("business_reject", ref_seq=_int(f.get("45")), ref_msg_type=f.get("372"),
-                     ref_id=f.get("379"), reason=_int(f.get("380")), text=f.get("58"))
-            if f.get("372") == NewOrder.MSG_TYPE and f.get("379"):  # an order refused: no report will come
-                ex._answered(f["379"])
+            ref_type, ref_id = get_field(message, 372), get_field(message, 379)
+            ex.event("business_reject", ref_seq=_int(get_field(message, 45)), ref_msg_type=ref_type, ref_id=ref_id,
+                     reason=_int(get_field(message, 380)), text=get_field(message, 58))
+            if ref_type == NewOrder.MSG_TYPE and ref_id:  # an order refused: no report will come
+                ex._answered(ref_id)
             return
         try:
-            parsed = parse(message)
-        except FixMessageError as exc:  # never swallowed (quickfix would advance past it): rejected, visibly
-            ex.event("unparseable_report", error=str(exc), tag=exc.tag)
+            row = self._journal_row(message, kind)
+        except qf.FIXException:  # refused (quickfix answers it and advances): the mark passes it too
             if seq:
                 ex.journal.mark(seq + 1, ex.store_epoch)
-            raise qf.IncorrectTagValue(exc.tag or 0) from None
-        row = journal_row(parsed, ex.session_name)
-        for tag, column in ((17, "exec_id"), (11, "clordid"), (39, "ord_status")):
-            if not row.get(column):  # a report the journal cannot key: refused visibly, never swallowed
-                ex.event("unjournalable_report", missing=tag)
-                if seq:
-                    ex.journal.mark(seq + 1, ex.store_epoch)
-                raise qf.FieldNotFound(tag)
+            raise
         ex.journal.add(row, seq, ex.store_epoch, header_flag(message, 43))  # committed in a group
         with ex.lock:
             ex.counters.received += 1
             ex.counters.last_report_monotonic = time.monotonic()
         ex._answered(row["orig_clordid"] or row["clordid"])
+
+
+    def _journal_row(self, message, kind: str) -> dict:
+        """The journal's row for a report; a message it cannot be is refused with quickfix's own exception."""
+        ex = self.executor
+        if kind not in (ExecReport.MSG_TYPE, CancelReject.MSG_TYPE):
+            raise qf.UnsupportedMessageType()  # quickfix answers with a BusinessMessageReject (35=j)
+        try:
+            parsed = parse(message)
+        except FixMessageError as exc:  # never swallowed (quickfix would advance past it): rejected, visibly
+            ex.event("unparseable_report", error=str(exc), tag=exc.tag)
+            raise qf.IncorrectTagValue(exc.tag or 0) from None
+        row = journal_row(parsed, ex.session_name)
+        for tag, column in ((17, "exec_id"), (11, "clordid"), (39, "ord_status")):
+            if not row.get(column):  # a report the journal cannot key: refused visibly, never swallowed
+                ex.event("unjournalable_report", missing=tag)
+                raise qf.FieldNotFound(tag)
+        return row
 
 
 class JournalWriter:

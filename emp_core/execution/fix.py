@@ -548,19 +548,20 @@ _DATA_TAGS = frozenset((89, 90, 91, 93, 95, 96, 212, 213, 348, 349, 350, 351, 35
                         359, 360, 361, 362, 363, 364, 365, 445, 446, 618, 619, 621, 622))
 
 
-def _get(message: qf.FieldMap, tag: int) -> str | None:
+def get_field(message: qf.FieldMap, tag: int) -> str | None:
+    """Tag ``tag`` of a message (or its :func:`field_view`), None when absent."""
     return message.getField(tag) if message.isSetField(tag) else None
 
 
 def _need(message: qf.FieldMap, tag: int, what: str) -> str:
-    value = _get(message, tag)
+    value = get_field(message, tag)
     if value is None or value == "":
         raise FixMessageError(f"{what} ({tag}) is missing", tag)
     return value
 
 
 def _float(message: qf.FieldMap, tag: int, what: str, default: float | None = None) -> float:
-    value = _get(message, tag)
+    value = get_field(message, tag)
     if value is None:
         if default is None:
             raise FixMessageError(f"{what} ({tag}) is missing", tag)
@@ -572,7 +573,7 @@ def _float(message: qf.FieldMap, tag: int, what: str, default: float | None = No
 
 
 def _int(message: qf.FieldMap, tag: int, what: str) -> int | None:
-    value = _get(message, tag)
+    value = get_field(message, tag)
     if value is None:
         return None
     try:
@@ -605,14 +606,14 @@ def _set_float(message: qf.FieldMap, tag: int, value: float | None) -> None:
 
 
 def _check_type(message: qf.Message, expected: str, name: str) -> None:
-    msg_type = _get(message.getHeader(), MSG_TYPE)
+    msg_type = get_field(message.getHeader(), MSG_TYPE)
     if msg_type != expected:
         raise FixMessageError(f"expected a {name} (35={expected}), got 35={msg_type}", MSG_TYPE)
 
 
 def header_flag(message: qf.Message, tag: int) -> bool:
     """A Y/N header flag (PossDupFlag 43, PossResend 97) as a bool; absent means N."""
-    return _get(message.getHeader(), tag) == "Y"
+    return get_field(message.getHeader(), tag) == "Y"
 
 
 @dataclass(frozen=True)
@@ -647,7 +648,7 @@ class NewOrder:
     def from_message(cls, message: qf.Message) -> NewOrder:
         message = field_view(message)
         _check_type(message, cls.MSG_TYPE, "NewOrderSingle")
-        transact = _get(message, TRANSACT_TIME)
+        transact = get_field(message, TRANSACT_TIME)
         return cls(
             cl_ord_id=_need(message, CL_ORD_ID, "ClOrdID"),
             symbol=_need(message, SYMBOL, "Symbol"),
@@ -655,8 +656,8 @@ class NewOrder:
             qty=_float(message, ORDER_QTY, "OrderQty"),
             ord_type=_need(message, ORD_TYPE, "OrdType"),
             price=_float(message, PRICE, "Price") if message.isSetField(PRICE) else None,
-            account=_get(message, ACCOUNT),
-            time_in_force=_get(message, TIME_IN_FORCE),
+            account=get_field(message, ACCOUNT),
+            time_in_force=get_field(message, TIME_IN_FORCE),
             transact_time=parse_time(transact) if transact else None,
         )
 
@@ -687,11 +688,11 @@ class CancelRequest:
     def from_message(cls, message: qf.Message) -> CancelRequest:
         message = field_view(message)
         _check_type(message, cls.MSG_TYPE, "OrderCancelRequest")
-        transact = _get(message, TRANSACT_TIME)
+        transact = get_field(message, TRANSACT_TIME)
         return cls(
             orig_cl_ord_id=_need(message, ORIG_CL_ORD_ID, "OrigClOrdID"),
             cl_ord_id=_need(message, CL_ORD_ID, "ClOrdID"),
-            symbol=_get(message, SYMBOL) or "",
+            symbol=get_field(message, SYMBOL) or "",
             side=_need(message, SIDE, "Side"),
             qty=_float(message, ORDER_QTY, "OrderQty", default=0.0),
             transact_time=parse_time(transact) if transact else None,
@@ -751,14 +752,14 @@ class ExecReport:
     def from_message(cls, message: qf.Message) -> ExecReport:
         message = field_view(message)
         _check_type(message, cls.MSG_TYPE, "ExecutionReport")
-        transact = _get(message, TRANSACT_TIME)
+        transact = get_field(message, TRANSACT_TIME)
         return cls(
             order_id=_need(message, ORDER_ID, "OrderID"),
             exec_id=_need(message, EXEC_ID, "ExecID"),
             exec_type=_need(message, EXEC_TYPE, "ExecType"),
             ord_status=_need(message, ORD_STATUS, "OrdStatus"),
-            cl_ord_id=_get(message, CL_ORD_ID) or "",
-            symbol=_get(message, SYMBOL) or "",
+            cl_ord_id=get_field(message, CL_ORD_ID) or "",
+            symbol=get_field(message, SYMBOL) or "",
             side=_need(message, SIDE, "Side"),
             order_qty=_float(message, ORDER_QTY, "OrderQty", default=0.0),
             leaves_qty=_float(message, LEAVES_QTY, "LeavesQty"),
@@ -766,9 +767,9 @@ class ExecReport:
             avg_px=_float(message, AVG_PX, "AvgPx"),
             last_qty=_float(message, LAST_QTY, "LastQty", default=0.0),
             last_px=_float(message, LAST_PX, "LastPx", default=0.0),
-            orig_cl_ord_id=_get(message, ORIG_CL_ORD_ID),
+            orig_cl_ord_id=get_field(message, ORIG_CL_ORD_ID),
             ord_rej_reason=_int(message, ORD_REJ_REASON, "OrdRejReason"),
-            text=_get(message, TEXT),
+            text=get_field(message, TEXT),
             transact_time=parse_time(transact) if transact else None,
         )
 
@@ -813,7 +814,7 @@ class CancelReject:
             ord_status=_need(message, ORD_STATUS, "OrdStatus"),
             cxl_rej_reason=_int(message, CXL_REJ_REASON, "CxlRejReason"),
             cxl_rej_response_to=_need(message, CXL_REJ_RESPONSE_TO, "CxlRejResponseTo"),
-            text=_get(message, TEXT),
+            text=get_field(message, TEXT),
         )
 
 
@@ -822,7 +823,7 @@ _BY_TYPE: dict[str, Any] = {c.MSG_TYPE: c for c in (NewOrder, CancelRequest, Exe
 
 
 def msg_type(message: qf.Message) -> str:
-    return _get(message.getHeader(), MSG_TYPE) or ""
+    return get_field(message.getHeader(), MSG_TYPE) or ""
 
 
 def parse(message: qf.Message | str) -> AppMessage:
@@ -877,11 +878,11 @@ class FixApplication(qf.Application):
         want = self._want_login.get(str(session_id))
         if want is None or msg_type(message) != LOGON:
             return
-        sender = _get(message.getHeader(), 49) or session_id.getTargetCompID().getValue()
+        sender = get_field(message.getHeader(), 49) or session_id.getTargetCompID().getValue()
         ok = True
         for tag, expected in zip((USERNAME, PASSWORD), want, strict=True):
             if expected is not None:
-                got = _get(message, tag) or ""
+                got = get_field(message, tag) or ""
                 ok &= hmac.compare_digest(got.encode(), expected.encode())
         if not ok:
             log.warning("logon on %s refused: bad credentials for %s", session_id, sender)

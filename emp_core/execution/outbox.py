@@ -297,8 +297,7 @@ class Outbox:
         execution journal) or ``dropcopy`` (the venue's drop copy, for reconciliation). ``cursor``: (session,
         store epoch, next expected sequence number), the journal's high-water mark for that FIX session
         (:meth:`cursor`), replaced in the same transaction (one writer per session, in sequence order)."""
-        if into not in JOURNALS:
-            raise OutboxError(f"no journal {into!r}: {', '.join(JOURNALS)}")
+        _check_journal(into)
         if not reports and cursor is None:
             return 0
         now = utcnow()
@@ -334,8 +333,7 @@ class Outbox:
 
     def known(self, session: str, exec_ids: Sequence[str], *, into: str = "executions") -> set[str]:
         """Which of ``exec_ids`` the journal already holds for ``session``."""
-        if into not in JOURNALS:
-            raise OutboxError(f"no journal {into!r}: {', '.join(JOURNALS)}")
+        _check_journal(into)
         found: set[str] = set()
         for i in range(0, len(exec_ids), 500):  # SQLite's default limit is 32,766 parameters a statement
             chunk = list(exec_ids[i:i + 500])
@@ -346,8 +344,7 @@ class Outbox:
 
     def journal_count(self, session: str, *, into: str = "executions") -> int:
         """How many reports the journal holds for FIX session ``session``."""
-        if into not in JOURNALS:
-            raise OutboxError(f"no journal {into!r}: {', '.join(JOURNALS)}")
+        _check_journal(into)
         return self._run(f"SELECT count(*) FROM {{p}}{into} WHERE session = ?", (session,))[0][0]
 
     # -- what everyone reads -----------------------------------------------------------------------------------
@@ -395,6 +392,11 @@ class Outbox:
         return pl.DataFrame(rows, orient="row", infer_schema_length=None, schema=[
             "entry_id", "clordid", "strategy", "symbol", "side", "qty", "ord_type", "limit_price", "state",
             "ord_status", "cum_qty", "avg_px", "text"])
+
+
+def _check_journal(into: str) -> None:
+    if into not in JOURNALS:
+        raise OutboxError(f"no journal {into!r}: {', '.join(JOURNALS)}")
 
 
 def _for_session(session: str | None) -> tuple[str, tuple]:

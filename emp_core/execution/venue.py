@@ -131,6 +131,7 @@ from emp_core.execution.fix import (
     OrdType,
     Side,
     field_view,
+    get_field,
     header_flag,
     msg_type,
     now,
@@ -276,14 +277,14 @@ class _VenueApp(FixApplication):
 
     def from_admin(self, message, session_id):
         if msg_type(message) == "3":
-            log.warning("venue: %s sent a Reject of our message %s: %s", session_id, _field(message, 45),
-                        _field(message, 58))
+            log.warning("venue: %s sent a Reject of our message %s: %s", session_id, get_field(message, 45),
+                        get_field(message, 58))
 
     def from_app(self, message, session_id):
         message = field_view(message)  # read once from the wire string (quickfix reads it if it holds data)
         if msg_type(message) == "j":  # never answered: a BusinessMessageReject of a reject would loop
             log.warning("venue: %s sent a BusinessMessageReject of our message %s: %s", session_id,
-                        _field(message, 45), _field(message, 58))
+                        get_field(message, 45), get_field(message, 58))
             return
         self.venue._on_message(message, session_id)
 
@@ -459,9 +460,9 @@ class PaperVenue:
         except FixMessageError as exc:
             order, problem = None, exc
         record = _Order(cl_ord_id=cl, order_id=self._order_id(), session_id=session_id,
-                        symbol=order.symbol if order else (_field(message, SYMBOL) or ""),
-                        side=order.side if order else (_field(message, SIDE) or Side.BUY),
-                        ord_type=order.ord_type if order else (_field(message, ORD_TYPE) or ""),
+                        symbol=order.symbol if order else (get_field(message, SYMBOL) or ""),
+                        side=order.side if order else (get_field(message, SIDE) or Side.BUY),
+                        ord_type=order.ord_type if order else (get_field(message, ORD_TYPE) or ""),
                         qty=order.qty if order else _qty(message), price=order.price if order else None,
                         status=OrdStatus.NEW, arrival_bar=self._cursor)
         self._orders[cl] = record
@@ -573,8 +574,8 @@ class PaperVenue:
     def _reject_duplicate(self, message: qf.Message, session_id: qf.SessionID, text: str) -> None:
         report = ExecReport(
             order_id="NONE", exec_id=self._exec_id(), exec_type=ExecType.REJECTED, ord_status=OrdStatus.REJECTED,
-            cl_ord_id=message.getField(CL_ORD_ID), symbol=_field(message, SYMBOL) or "",
-            side=_field(message, SIDE) or Side.BUY, order_qty=_qty(message), leaves_qty=0.0, cum_qty=0.0,
+            cl_ord_id=message.getField(CL_ORD_ID), symbol=get_field(message, SYMBOL) or "",
+            side=get_field(message, SIDE) or Side.BUY, order_qty=_qty(message), leaves_qty=0.0, cum_qty=0.0,
             avg_px=0.0, ord_rej_reason=OrdRejReason.DUPLICATE_ORDER, text=text, transact_time=now())
         self._reports.append(report)
         self._send(report.to_message(), session_id)
@@ -604,10 +605,6 @@ class PaperVenue:
             qf.Session.sendToTarget(message, session_id)
         except qf.SessionNotFound:
             log.warning("venue: session %s is not running; a message was not sent", session_id)
-
-
-def _field(message: qf.Message, tag: int) -> str | None:
-    return message.getField(tag) if message.isSetField(tag) else None
 
 
 def _qty(message: qf.Message) -> float:

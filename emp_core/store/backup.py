@@ -48,7 +48,7 @@ from emp_core.config import child_environment
 from emp_core.errors import EmpError
 from emp_core.store.migrations import _safe, ensure_database
 
-EMP_SCHEMAS = ("market", "macro", "sensory", "evolution", "trading", "audit", "ops")
+EMP_SCHEMAS = ("market", "macro", "sensory", "evolution", "trading", "audit", "compliance", "ops")
 MANIFEST_FORMAT = 1
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
 _BACKUP_NAME = re.compile(r"^emp-(?P<db>[A-Za-z0-9_.-]+)-(?P<stamp>\d{8}T\d{6}\.\d{6}Z)\.dump$")

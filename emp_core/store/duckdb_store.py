@@ -63,13 +63,14 @@ DDL = [
         y20 DOUBLE, y30 DOUBLE, run_id VARCHAR NOT NULL)""",
     # the audit trail (emp_core/compliance/audit_store.py; PostgreSQL: sql/postgres/010_audit.sql)
     "CREATE SCHEMA IF NOT EXISTS audit",
+    "CREATE SCHEMA IF NOT EXISTS compliance",  # breaches, KYC dossiers and cases, transaction reports, ROI
     """CREATE TABLE IF NOT EXISTS audit.log (
         seq BIGINT PRIMARY KEY, ts VARCHAR NOT NULL, kind VARCHAR NOT NULL, payload VARCHAR NOT NULL,
         prev_hash VARCHAR NOT NULL, hash VARCHAR NOT NULL)""",
 ]
 
 _TABLES_SQL = ("SELECT table_schema || '.' || table_name FROM information_schema.tables "
-               "WHERE table_schema IN ('market', 'macro', 'sensory', 'evolution', 'trading', 'audit') ORDER BY 1")
+               "WHERE table_schema IN ('market', 'macro', 'sensory', 'evolution', 'trading', 'audit', 'compliance') ORDER BY 1")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
 

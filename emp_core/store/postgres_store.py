@@ -49,7 +49,7 @@ from emp_core.store.migrations import _safe, applied_versions, discover, migrate
 
 BAR_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume")
 BAR_SCHEMA = {"symbol": pl.String, "ts": pl.Datetime("us"), **dict.fromkeys(BAR_COLUMNS[2:], pl.Float64)}
-SCHEMAS = ("market", "macro", "sensory", "evolution", "trading", "audit")
+SCHEMAS = ("market", "macro", "sensory", "evolution", "trading", "audit", "compliance")
 _PARAM = re.compile(r"(?<![\w$:])\$([A-Za-z_]\w*)")
 _PART_LOCK = 0x454D505F504152  # "EMP_PAR": serialises partition creation
 _MIGRATED: set[str] = set()

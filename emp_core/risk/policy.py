@@ -285,13 +285,15 @@ def _limits(path: Path, raw: object) -> Limits:
     return limits
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Read and validate a policy file (the module docstring states the rules). Raises ``PolicyError``."""
+def read_versioned(path: str | Path, keys: tuple[str, ...], what: str = "policy") -> tuple[Path, dict]:
+    """Read a versioned YAML file (a policy, the compliance rules, the cost model): valid YAML with no key
+    given twice, a mapping of only ``keys``, and a ``version`` that is the file's name. Returns the path and
+    the top-level mapping; raises ``PolicyError`` naming the file and the key."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
-        raise PolicyError(path, "", f"cannot read the policy file ({exc.strerror or exc})") from None
+        raise PolicyError(path, "", f"cannot read the {what} file ({exc.strerror or exc})") from None
     try:
         raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except _DuplicateKey as exc:
@@ -302,17 +304,24 @@ def load_policy(path: str | Path) -> Policy:
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(path, "", f"not valid YAML{where}: {problem}") from None
     if raw is None:
-        raise PolicyError(path, "version", "the file is empty: a policy needs at least a version")
+        raise PolicyError(path, "version", f"the file is empty: a {what} needs at least a version")
     top = _mapping(path, "(top level)", raw)
-    _unknown(path, "", top, _TOP_KEYS)
+    _unknown(path, "", top, keys)
     if "version" not in top:
-        raise PolicyError(path, "version", "missing: every policy names its version")
+        raise PolicyError(path, "version", f"missing: every {what} names its version")
     version = top["version"]
     if not isinstance(version, str) or not _VERSION.match(version):
         raise PolicyError(path, "version", f"expected a name such as 'default-v1', got {_describe(version)}")
     if version != path.stem:
         raise PolicyError(path, "version", f"{version!r} does not match the file name {path.name!r} "
-                                           "(a policy's version is its file name)")
+                                           f"(a {what}'s version is its file name)")
+    return path, top
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file (the module docstring states the rules). Raises ``PolicyError``."""
+    path, top = read_versioned(path, _TOP_KEYS)
+    version = top["version"]
     warn_at = _number(path, "warn_at", top.get("warn_at", 0.8), _FRACTION)
     if warn_at == 0:
         raise PolicyError(path, "warn_at", "must be above 0 (a share of each limit, e.g. 0.8)")

@@ -69,8 +69,8 @@ DDL = [
         prev_hash VARCHAR NOT NULL, hash VARCHAR NOT NULL)""",
 ]
 
-_TABLES_SQL = ("SELECT table_schema || '.' || table_name FROM information_schema.tables "
-               "WHERE table_schema IN ('market', 'macro', 'sensory', 'evolution', 'trading', 'audit', 'compliance') ORDER BY 1")
+_TABLES_SQL = ("SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema IN "
+               "('market', 'macro', 'sensory', 'evolution', 'trading', 'audit', 'compliance') ORDER BY 1")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
 

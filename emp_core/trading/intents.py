@@ -50,12 +50,14 @@ from datetime import datetime, timedelta
 import numpy as np
 import polars as pl
 
+from emp_core.compliance.trade import CHECK_PREFIX, DayOrder, PreTrade, pre_trade
+from emp_core.compliance.trade import Order as ComplianceOrder
 from emp_core.errors import EmpError
 from emp_core.evolution.fitness import FEATURE_COLUMNS, Universe
 from emp_core.evolution.genome import CATALOGUE, Genome, fused_signal, targets
 from emp_core.evolution.promotion import DEFAULT_GATES, Gates
 from emp_core.evolution.run import verify_champion
-from emp_core.execution.outbox import ApprovedOrder
+from emp_core.execution.outbox import ApprovedOrder, clordid_for
 from emp_core.risk.policy import DECISION_SCHEMA, Intent, Policy, Portfolio, evaluate
 from emp_core.risk.sizing import fixed_fractional_units
 from emp_core.trading.book import Book
@@ -242,11 +244,17 @@ def _after(portfolio: Portfolio, intent: Intent) -> Portfolio:
     return replace(portfolio, positions=positions, stops=stops)
 
 
-def decide(intents: pl.DataFrame, portfolio: Portfolio, policy: Policy,
-           session: str) -> tuple[pl.DataFrame, list[ApprovedOrder]]:
+def decide(intents: pl.DataFrame, portfolio: Portfolio, policy: Policy, session: str,
+           compliance: PreTrade | None = None) -> tuple[pl.DataFrame, list[ApprovedOrder]]:
     """The policy's decision on each intent with an order, in order, each against the portfolio after the ones
-    approved before it; returns (every check as a row, ``RUN_DECISION_SCHEMA``; the approved orders)."""
+    approved before it; returns (every check as a row, ``RUN_DECISION_SCHEMA``; the approved orders).
+
+    With ``compliance``, each order is also judged on the firm's trade compliance rules
+    (``emp_core.compliance.trade.pre_trade``), against the orders already sent and the ones approved before it
+    in this batch; its rules are rows ``compliance/<rule>`` after the risk checks (citing the compliance policy's
+    version), and an order is approved only when both the risk checks and the compliance rules pass."""
     rows, approved = [], []
+    earlier = list(compliance.earlier) if compliance else []
     strongest_first = (intents.filter(pl.col("status") == "order")
                        .with_columns((pl.col("signal").abs().fill_null(0.0) * pl.col("confidence")).alias("_s"))
                        .sort(["_s", "symbol"], descending=[True, False]).drop("_s"))
@@ -255,11 +263,29 @@ def decide(intents: pl.DataFrame, portfolio: Portfolio, policy: Policy,
                         order_type=r["order_type"], reference_price=r["reference_price"],
                         confidence=r["confidence"], stop_price=r["stop_price"])
         decision = evaluate(intent, portfolio, policy, session)
-        rows += [{"run_id": r["run_id"], "idem_key": r["idem_key"]} | x for x in decision.as_rows()]
-        if decision.approved:
+        checks = decision.as_rows()
+        ok = decision.approved
+        if compliance is not None:
+            clordid = clordid_for(r["idem_key"])
+            order = ComplianceOrder(ref=clordid, symbol=intent.symbol, side=intent.side, qty=intent.quantity,
+                                    last_price=intent.reference_price, at=compliance.at, limit_price=intent.limit_price)
+            rules = pre_trade(order, earlier, compliance.policy)
+            ok = ok and all(c.passed for c in rules)
+            head = checks[0]
+            checks = [x | {"approved": ok} for x in checks] + [
+                {**{k: head[k] for k in ("session", "strategy", "symbol", "side", "quantity")},
+                 "policy_version": compliance.policy.version, "approved": ok, "step": len(checks) + i,
+                 "check": CHECK_PREFIX + c.rule, "value": c.value, "limit": c.limit,
+                 "verdict": "pass" if c.passed else "fail", "reason": c.detail}
+                for i, c in enumerate(rules, 1)]
+            if ok:
+                earlier.append(DayOrder(clordid, intent.symbol, intent.side, compliance.at,
+                                        working_qty=float(intent.quantity)))
+        rows += [{"run_id": r["run_id"], "idem_key": r["idem_key"]} | x for x in checks]
+        if ok:
             approved.append(ApprovedOrder(idem_key=r["idem_key"], strategy=intent.strategy, symbol=intent.symbol,
                                           side=intent.side, qty=intent.quantity, ord_type=intent.order_type,
                                           stop_price=intent.stop_price, session=session,
-                                          policy_version=policy.version, decision=decision.as_rows()))
+                                          policy_version=policy.version, decision=checks))
             portfolio = _after(portfolio, intent)
     return pl.DataFrame(rows, schema=RUN_DECISION_SCHEMA), approved

@@ -1,0 +1,112 @@
+"""What the platform writes to the audit trail, and where: every risk decision, compliance breach, order,
+execution and KYC case transition becomes one entry of ``audit.log`` (``emp_core.compliance.audit_store``).
+
+Kinds and payloads (canonical JSON; ``emp audit verify`` checks them, any SQL client reads them):
+
+==========================  ====================================================================================
+kind                        payload
+==========================  ====================================================================================
+``risk.decision``           run_id, idem_key, clordid, strategy, symbol, side, quantity, approved, the risk and
+                            compliance policy versions, the failing checks and the decision's reason
+``compliance.breach``       the breach record (``emp_core.compliance.trade.BREACH_SCHEMA``)
+``order``                   clordid, idem_key, strategy, symbol, side, qty, session, run_id, new (false when the
+                            outbox already held it)
+``execution``               the ExecutionReport as journaled (exec_id, order, status, quantities, prices, times)
+``kyc.case_transition``     written by the KYC case book
+==========================  ====================================================================================
+
+**Where.** The log lives in the tier's primary store and nowhere else: on the institutional tier an entry is
+never written to the failover DuckDB file (a second chain there would fork the trail), so a step that must
+audit fails while PostgreSQL is down rather than audit somewhere else.
+
+**Once.** Executions are appended once each: the entries already in the log are read back by ExecID
+(``audited_exec_ids``), so re-materialising the journal adds only the new reports. Decisions, breaches and
+orders are events of the run that made them: a re-run that decides again is audited again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import polars as pl
+
+from emp_core.compliance import audit_store
+
+
+def primary(store):
+    """The store the audit trail is written to: the primary under any cache or failover wrapper."""
+    seen = set()
+    while id(store) not in seen:
+        seen.add(id(store))
+        if hasattr(store, "primary") and hasattr(store, "fallback"):  # FailoverStore
+            store = store.primary
+        elif type(store).__name__ == "CachedStore":
+            store = store.store
+    return store
+
+
+def record(store, events: Iterable[tuple[str, object]]) -> list[int]:
+    """Append ``events`` (kind, payload) to the audit trail of ``store``'s primary, as one group."""
+    return audit_store.append(primary(store), events)
+
+
+def _plain(value):
+    if isinstance(value, float) and math.isnan(value):  # canonical JSON refuses NaN
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _rows(frame: pl.DataFrame) -> list[dict]:
+    return [{k: _plain(v) for k, v in r.items()} for r in frame.iter_rows(named=True)]
+
+
+def decision_events(decisions: pl.DataFrame) -> list[tuple[str, dict]]:
+    """One ``risk.decision`` per order judged (decision rows with ``clordid``; the risk checks and any
+    ``compliance/`` rules)."""
+    events = []
+    if decisions.is_empty():
+        return events
+    for (idem_key,), rows in decisions.group_by("idem_key", maintain_order=True):
+        first = rows.row(0, named=True)
+        versions = sorted(set(rows["policy_version"].to_list()))
+        failed = rows.filter(pl.col("verdict") == "fail")
+        events.append(("risk.decision", {
+            "run_id": first["run_id"], "idem_key": idem_key, "clordid": first["clordid"],
+            "strategy": first["strategy"], "symbol": first["symbol"], "side": first["side"],
+            "quantity": first["quantity"], "approved": bool(first["approved"]), "policy_versions": versions,
+            "failed": failed["check"].to_list(), "reasons": failed["reason"].to_list(),
+            "checks": rows.height}))
+    return events
+
+
+def breach_events(breaches: pl.DataFrame) -> list[tuple[str, dict]]:
+    return [("compliance.breach", r) for r in _rows(breaches)]
+
+
+def order_events(orders: pl.DataFrame) -> list[tuple[str, dict]]:
+    return [("order", r) for r in _rows(orders)]
+
+
+def audited_exec_ids(store) -> set[str]:
+    """The reports of the ``execution`` entries already in the log, as ``session|exec_id`` (an ExecID is unique
+    within its FIX session, as the journal keys it)."""
+    log = audit_store.read(primary(store))
+    if log.is_empty():
+        return set()
+    payload = pl.col("payload")
+    return set(log.filter(pl.col("kind") == "execution")
+               .select(pl.concat_str(payload.str.json_path_match("$.session"),
+                                     payload.str.json_path_match("$.exec_id"), separator="|"))
+               .to_series().drop_nulls().to_list())
+
+
+def execution_events(journal: pl.DataFrame, already: set[str]) -> list[tuple[str, dict]]:
+    """One ``execution`` per journaled report not in ``already`` (``session|exec_id``), in journal order."""
+    if journal.is_empty():
+        return []
+    key = pl.concat_str("session", "exec_id", separator="|")
+    new = journal.filter(~key.is_in(list(already))).sort("seq")
+    return [("execution", r) for r in _rows(new.drop("seq"))]

@@ -1,0 +1,303 @@
+"""Trade compliance (emp_core/compliance/trade.py): each rule on constructed trades that just pass and just fail
+its limit, pre-trade and post-trade; the wash-trade rule against a brute-force scan; the rules file."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+import polars as pl
+import pytest
+
+from emp_core.compliance.trade import (
+    RULES,
+    ComplianceInputError,
+    CompliancePolicy,
+    DayOrder,
+    Order,
+    fills_for_rules,
+    load_compliance_policy,
+    post_trade,
+    pre_trade,
+    summary,
+)
+from emp_core.risk.policy import PolicyError
+
+POLICY = CompliancePolicy(version="t-v1", max_trade_notional=10_000.0, max_daily_notional=25_000.0,
+                          max_daily_trades=3, restricted=frozenset({"BAD"}), price_collar=0.05,
+                          wash_window_seconds=60.0)
+T0 = datetime(2026, 11, 27, 14, 30)
+
+
+def verdicts(checks) -> dict[str, bool]:
+    return {c.rule: c.passed for c in checks}
+
+
+def order(qty=10, last=100.0, *, symbol="AAA", side="buy", at=T0, limit=None, ref="o1") -> Order:
+    return Order(ref=ref, symbol=symbol, side=side, qty=qty, last_price=last, at=at, limit_price=limit)
+
+
+# ------------------------------------------------------------------------------------------------- pre-trade
+
+
+def test_pre_trade_clean_order_passes_every_rule():
+    checks = pre_trade(order(), [], POLICY)
+    assert [c.rule for c in checks] == list(RULES)
+    assert all(c.passed for c in checks)
+
+
+@pytest.mark.parametrize(("qty", "passed"), [(100, True), (101, False)])
+def test_pre_trade_notional_at_and_over_the_limit(qty, passed):
+    assert verdicts(pre_trade(order(qty=qty, last=100.0), [], POLICY))["trade_notional"] is passed
+
+
+@pytest.mark.parametrize(("filled", "passed"), [(15_000.0, True), (15_000.01, False)])
+def test_pre_trade_daily_notional_counts_the_days_earlier_orders(filled, passed):
+    earlier = [DayOrder("e1", "AAA", "buy", T0 - timedelta(hours=2), filled_notional=filled)]
+    assert verdicts(pre_trade(order(qty=100), earlier, POLICY))["daily_notional"] is passed
+
+
+def test_pre_trade_daily_notional_marks_working_quantity_at_the_last_price_and_ignores_other_days_and_symbols():
+    earlier = [DayOrder("w", "AAA", "buy", T0 - timedelta(hours=1), working_qty=150),  # 150 x 100 = 15,000
+               DayOrder("y", "AAA", "buy", T0 - timedelta(days=1), filled_notional=1e9),  # yesterday
+               DayOrder("z", "ZZZ", "buy", T0, filled_notional=1e9)]  # another symbol
+    checks = {c.rule: c for c in pre_trade(order(qty=100, last=100.0), earlier, POLICY)}
+    assert checks["daily_notional"].value == pytest.approx(25_000.0)
+    assert checks["daily_notional"].passed
+    checks = {c.rule: c for c in pre_trade(order(qty=100, last=100.01), earlier, POLICY)}
+    assert not checks["daily_notional"].passed  # the working 150 re-marked at 100.01 pushes it over
+
+
+@pytest.mark.parametrize(("earlier_count", "passed"), [(2, True), (3, False)])
+def test_pre_trade_daily_trade_count(earlier_count, passed):
+    earlier = [DayOrder(f"e{i}", "AAA", "buy", T0 - timedelta(hours=i + 1)) for i in range(earlier_count)]
+    assert verdicts(pre_trade(order(qty=1), earlier, POLICY))["daily_trades"] is passed
+
+
+@pytest.mark.parametrize("side", ["buy", "sell"])
+def test_pre_trade_restricted_symbol_fails_either_side(side):
+    assert verdicts(pre_trade(order(symbol="BAD", side=side), [], POLICY))["restricted_list"] is False
+    assert verdicts(pre_trade(order(symbol="AAA", side=side), [], POLICY))["restricted_list"] is True
+
+
+@pytest.mark.parametrize(("limit", "passed"), [(105.0, True), (95.0, True), (105.01, False), (94.99, False)])
+def test_pre_trade_price_collar_on_the_limit_price(limit, passed):
+    assert verdicts(pre_trade(order(qty=1, limit=limit), [], POLICY))["price_collar"] is passed
+
+
+@pytest.mark.parametrize(("seconds", "passed"), [(60.0, False), (60.001, True)])
+def test_pre_trade_wash_window_is_inclusive(seconds, passed):
+    earlier = [DayOrder("s1", "AAA", "sell", T0 - timedelta(seconds=seconds))]
+    checks = {c.rule: c for c in pre_trade(order(), earlier, POLICY)}
+    assert checks["wash_trade"].passed is passed
+    if not passed:
+        assert checks["wash_trade"].other_ref == "s1"
+
+
+def test_pre_trade_wash_against_a_working_opposite_order_however_old():
+    earlier = [DayOrder("s1", "AAA", "sell", T0 - timedelta(days=3), working_qty=5)]
+    assert verdicts(pre_trade(order(), earlier, POLICY))["wash_trade"] is False
+    same_side = [DayOrder("b1", "AAA", "buy", T0 - timedelta(seconds=1), working_qty=5)]
+    assert verdicts(pre_trade(order(), same_side, POLICY))["wash_trade"] is True
+
+
+def test_order_input_errors_name_the_order():
+    with pytest.raises(ComplianceInputError, match="order x: side"):
+        Order(ref="x", symbol="A", side="short", qty=1, last_price=1.0, at=T0)
+    with pytest.raises(ComplianceInputError, match="order x: last_price"):
+        Order(ref="x", symbol="A", side="buy", qty=1, last_price=float("nan"), at=T0)
+
+
+# ------------------------------------------------------------------------------------------------ post-trade
+
+
+def fills(*rows) -> pl.DataFrame:
+    cols = ("exec_id", "order_ref", "symbol", "side", "qty", "price", "reference_price", "at")
+    return pl.DataFrame([dict(zip(cols, r, strict=True)) for r in rows],
+                        schema={"exec_id": pl.String, "order_ref": pl.String, "symbol": pl.String, "side": pl.String,
+                                "qty": pl.Float64, "price": pl.Float64, "reference_price": pl.Float64,
+                                "at": pl.Datetime("us")})
+
+
+def failing(frame: pl.DataFrame, exec_id: str) -> set[str]:
+    return set(frame.filter((pl.col("exec_id") == exec_id) & ~pl.col("passed"))["rule"].to_list())
+
+
+@pytest.mark.parametrize(("qty", "bad"), [(100, set()), (100.01, {"trade_notional"})])
+def test_post_trade_notional(qty, bad):
+    checks, found = post_trade(fills(("x1", "o1", "AAA", "buy", qty, 100.0, 100.0, T0)), POLICY)
+    assert failing(checks, "x1") == bad
+    assert set(found["rule"].to_list()) == bad
+
+
+def test_post_trade_daily_notional_breaches_at_the_fill_that_crosses_and_resets_next_day():
+    # 10,000 + 10,000 + 5,000 = 25,000 (at the limit), then 1 more unit crosses it; the next day starts again
+    checks, _found = post_trade(fills(
+        ("x1", "o1", "AAA", "buy", 100, 100.0, 100.0, T0),
+        ("x2", "o2", "AAA", "buy", 100, 100.0, 100.0, T0 + timedelta(hours=1)),
+        ("x3", "o3", "AAA", "buy", 50, 100.0, 100.0, T0 + timedelta(hours=2)),
+        ("x4", "o4", "AAA", "buy", 0.01, 100.0, 100.0, T0 + timedelta(hours=3)),
+        ("x5", "o5", "AAA", "buy", 100, 100.0, 100.0, T0 + timedelta(days=1)),
+        ("y1", "o6", "BBB", "buy", 100, 100.0, 100.0, T0 + timedelta(hours=2))), POLICY)
+    assert "daily_notional" not in failing(checks, "x3")
+    assert "daily_notional" in failing(checks, "x4")
+    assert "daily_notional" not in failing(checks, "x5")
+    assert "daily_notional" not in failing(checks, "y1")
+    assert failing(checks, "x4") == {"daily_notional", "daily_trades"}  # the fourth trade of the day too
+
+
+def test_post_trade_daily_trades_counts_in_time_order_not_row_order():
+    rows = [(f"x{i}", f"o{i}", "AAA", "buy", 1, 100.0, 100.0, T0 + timedelta(hours=i)) for i in range(4)]
+    _checks, found = post_trade(fills(*reversed(rows)), POLICY)
+    assert found.filter(pl.col("rule") == "daily_trades")["exec_id"].to_list() == ["x3"]  # latest, not first
+
+
+@pytest.mark.parametrize(("price", "passed"), [(105.0, True), (95.0, True), (105.01, False), (94.99, False)])
+def test_post_trade_price_collar_against_the_orders_last_price(price, passed):
+    checks, _ = post_trade(fills(("x1", "o1", "AAA", "buy", 1, price, 100.0, T0)), POLICY)
+    assert ("price_collar" not in failing(checks, "x1")) is passed
+
+
+def test_post_trade_fill_without_a_last_price_fails_the_collar_instead_of_passing():
+    checks, _found = post_trade(fills(("x1", "o1", "AAA", "buy", 1, 100.0, None, T0)), POLICY)
+    assert failing(checks, "x1") == {"price_collar"}
+
+
+def test_post_trade_restricted_fill_is_a_breach():
+    checks, _found = post_trade(fills(("x1", "o1", "BAD", "sell", 1, 100.0, 100.0, T0)), POLICY)
+    assert failing(checks, "x1") == {"restricted_list"}
+
+
+@pytest.mark.parametrize(("seconds", "breach"), [(60.0, True), (60.000001, False)])
+def test_post_trade_wash_trade_window_both_fills_named(seconds, breach):
+    _checks, found = post_trade(fills(("b", "o1", "AAA", "buy", 1, 100.0, 100.0, T0),
+                                     ("s", "o2", "AAA", "sell", 1, 100.0, 100.0, T0 + timedelta(seconds=seconds))),
+                               POLICY)
+    wash = found.filter(pl.col("rule") == "wash_trade")
+    if breach:
+        assert sorted(zip(wash["exec_id"], wash["other_ref"], strict=True)) == [("b", "s"), ("s", "b")]
+    else:
+        assert wash.is_empty()
+
+
+def test_post_trade_same_side_or_other_symbol_is_not_a_wash():
+    _, found = post_trade(fills(("b1", "o1", "AAA", "buy", 1, 100.0, 100.0, T0),
+                                ("b2", "o2", "AAA", "buy", 1, 100.0, 100.0, T0),
+                                ("s1", "o3", "BBB", "sell", 1, 100.0, 100.0, T0)), POLICY)
+    assert found.filter(pl.col("rule") == "wash_trade").is_empty()
+
+
+def test_post_trade_wash_rule_matches_a_brute_force_scan_on_random_fills():
+    rng = random.Random(7)
+    for _ in range(30):
+        rows = [(f"x{i}", f"o{i}", rng.choice("AB"), rng.choice(["buy", "sell"]), 1, 100.0, 100.0,
+                 T0 + timedelta(seconds=rng.randint(0, 600), microseconds=rng.choice([0, 1]))) for i in range(40)]
+        _, found = post_trade(fills(*rows), POLICY)
+        got = set(found.filter(pl.col("rule") == "wash_trade")["exec_id"].to_list())
+        expected = {a[0] for a in rows for b in rows
+                    if a[2] == b[2] and a[3] != b[3] and abs((a[7] - b[7]).total_seconds()) <= 60.0}
+        assert got == expected
+
+
+def test_post_trade_breach_ids_are_stable_and_unique():
+    rows = (("b", "o1", "AAA", "buy", 200, 100.0, 100.0, T0),
+            ("s", "o2", "AAA", "sell", 200, 100.0, 100.0, T0 + timedelta(seconds=1)))
+    _, first = post_trade(fills(*rows), POLICY)
+    _, again = post_trade(fills(*reversed(rows)), POLICY)
+    assert first["breach_id"].n_unique() == first.height
+    assert set(first["rule"]) == {"trade_notional", "daily_notional", "wash_trade"}
+    assert set(first["breach_id"]) == set(again["breach_id"])
+
+
+def test_post_trade_rejects_an_unjudgeable_fill_by_name():
+    with pytest.raises(ComplianceInputError, match="fill x1"):
+        post_trade(fills(("x1", "o1", "AAA", "short", 1, 100.0, 100.0, T0)), POLICY)
+    with pytest.raises(ComplianceInputError, match="lack column"):
+        post_trade(pl.DataFrame({"exec_id": ["x"]}), POLICY)
+
+
+def test_fills_for_rules_reads_the_journal_fix_times_and_reference_prices():
+    journal = pl.DataFrame({
+        "seq": [1, 2, 3], "exec_id": ["n", "f", "g"], "order_clordid": ["C1", "C1", "C1"], "msg_type": ["8"] * 3,
+        "exec_type": ["0", "F", "F"], "symbol": ["AAA"] * 3, "side": ["2"] * 3, "last_qty": [0.0, 5.0, 0.0],
+        "last_px": [0.0, 101.5, 0.0], "transact_time": [None, "20261127-14:30:00.123456", None],
+        "received_at": ["2026-11-27T14:30:01"] * 3})
+    frame = fills_for_rules(journal, pl.DataFrame({"clordid": ["C1"], "reference_price": [100.0]}))
+    assert frame.rows() == [("f", "C1", "AAA", "sell", 5.0, 101.5, 100.0, datetime(2026, 11, 27, 14, 30, 0, 123456))]
+
+
+def test_summary_names_breaches():
+    checks, found = post_trade(fills(("x1", "o1", "BAD", "buy", 1, 100.0, 100.0, T0)), POLICY)
+    text = summary(checks, found, POLICY)
+    assert "**1 breach(es)**" in text and "| restricted_list | BAD | 1 |" in text
+
+
+# --------------------------------------------------------------------------------------------- the rules file
+
+
+def test_shipped_rules_file_loads():
+    policy = load_compliance_policy("policies/compliance-v1.yaml")
+    assert policy.version == "compliance-v1" and policy.max_daily_trades >= 1
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("version: c-v1\nmax_trade_notional: -1\n", "max_trade_notional: must not be negative"),
+    ("version: c-v1\nprice_collar: 1.5\n", "price_collar: must be at most 1.0"),
+    ("version: c-v1\nmax_daily_trades: 2.5\n", "max_daily_trades: expected a whole number"),
+    ("version: c-v1\nwash_window: 60\n", "wash_window: unknown key"),
+    ("version: c-v2\n", "does not match the file name"),
+    ("version: c-v1\nrestricted: [1]\n", "restricted: expected a list of symbol strings"),
+    ("version: c-v1\nmax_trade_notional: 10\nmax_trade_notional: 20\n", "given twice"),
+    ("version: c-v1\nmax_trade_notional: 2000000\n", "exceeds max_daily_notional"),
+])
+def test_bad_rules_file_names_the_file_and_key(tmp_path, body, message):
+    path = tmp_path / "c-v1.yaml"
+    path.write_text(body)
+    with pytest.raises(PolicyError, match=message) as info:
+        load_compliance_policy(path)
+    assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------------------ inside the risk path (decide)
+
+
+def test_decide_refuses_an_order_the_risk_policy_approves_but_compliance_does_not():
+    """Two buys the risk policy approves; compliance restricts BAD, and its daily trade count on AAA is full
+    after two earlier orders today."""
+    from emp_core.compliance.trade import PreTrade, pre_trade_breaches
+    from emp_core.execution.outbox import clordid_for
+    from emp_core.risk.policy import Portfolio, load_policy
+    from emp_core.trading.intents import INTENT_SCHEMA, decide
+
+    risk = load_policy("policies/default-v2.yaml")
+
+    def intent(symbol, key):
+        return {"run_id": "r", "session": "paper", "strategy": "manual", "symbol": symbol, "status": "order",
+                "side": "buy", "quantity": 10, "order_type": "market", "reference_price": 100.0, "confidence": 1.0,
+                "stop_price": 99.0, "idem_key": key, "signal": 1.0}
+
+    plan = pl.DataFrame([intent("AAA", "k1"), intent("BAD", "k2"), intent("CCC", "k3")], schema=INTENT_SCHEMA)
+    symbols = ("AAA", "BAD", "CCC")
+    portfolio = Portfolio(equity=1e6, peak_equity=1e6, day_start_equity=1e6, positions={},
+                          prices=dict.fromkeys(symbols, 100.0), adv=dict.fromkeys(symbols, 1e9))
+    _, without = decide(plan, portfolio, risk, "paper")
+    assert {o.symbol for o in without} == {"AAA", "BAD", "CCC"}  # the risk policy alone approves all three
+
+    policy = CompliancePolicy(version="t-v1", max_daily_trades=2, restricted=frozenset({"BAD"}))
+    earlier = (DayOrder("old", "AAA", "buy", T0 - timedelta(hours=1)), DayOrder("old2", "AAA", "buy",
+                                                                               T0 - timedelta(hours=2)))
+    decisions, approved = decide(plan, portfolio, risk, "paper", PreTrade(policy, earlier, T0))
+    assert {o.symbol for o in approved} == {"CCC"}
+    rules = decisions.filter(pl.col("check").str.starts_with("compliance/"))
+    assert rules.height == 3 * len(RULES) and set(rules["policy_version"]) == {"t-v1"}
+    assert not decisions.filter(pl.col("symbol") != "CCC")["approved"].any()  # every row of a refusal says so
+    assert decisions.filter(pl.col("symbol") == "CCC")["approved"].all()
+    ccc = next(o for o in approved if o.symbol == "CCC")
+    assert any(r["check"] == "compliance/wash_trade" for r in ccc.decision)  # the outbox keeps the whole decision
+
+    stamped = decisions.with_columns(pl.col("idem_key").map_elements(clordid_for, return_dtype=pl.String)
+                                     .alias("clordid"), pl.lit(T0).alias("decided_at"))
+    found = pre_trade_breaches(stamped)
+    assert sorted(zip(found["symbol"], found["rule"], strict=True)) == [("AAA", "daily_trades"),
+                                                                         ("BAD", "restricted_list")]
+    assert set(found["order_ref"]) == {clordid_for("k1"), clordid_for("k2")}

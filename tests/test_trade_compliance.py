@@ -295,9 +295,7 @@ def test_decide_refuses_an_order_the_risk_policy_approves_but_compliance_does_no
     ccc = next(o for o in approved if o.symbol == "CCC")
     assert any(r["check"] == "compliance/wash_trade" for r in ccc.decision)  # the outbox keeps the whole decision
 
-    stamped = decisions.with_columns(pl.col("idem_key").map_elements(clordid_for, return_dtype=pl.String)
-                                     .alias("clordid"), pl.lit(T0).alias("decided_at"))
-    found = pre_trade_breaches(stamped)
+    found = pre_trade_breaches(decisions, T0)
     assert sorted(zip(found["symbol"], found["rule"], strict=True)) == [("AAA", "daily_trades"),
                                                                          ("BAD", "restricted_list")]
     assert set(found["order_ref"]) == {clordid_for("k1"), clordid_for("k2")}

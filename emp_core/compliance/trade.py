@@ -429,14 +429,18 @@ class PreTrade:
 CHECK_PREFIX = "compliance/"  # a compliance rule's row among a decision's checks: compliance/<rule>
 
 
-def pre_trade_breaches(decisions: pl.DataFrame) -> pl.DataFrame:
+def pre_trade_breaches(decisions: pl.DataFrame, at: datetime) -> pl.DataFrame:
     """The breach records (``BREACH_SCHEMA``) of the failing compliance rows among a batch's decision rows
-    (``emp_core.trading.intents.RUN_DECISION_SCHEMA``, with ``clordid`` and ``decided_at`` columns): the
-    order's ClOrdID is its reference."""
+    (``emp_core.trading.intents.RUN_DECISION_SCHEMA``) decided at ``at``: the order's ClOrdID (a function of its
+    idempotency key) is its reference."""
+    from emp_core.execution.outbox import clordid_for
+
     bad = decisions.filter(pl.col("check").str.starts_with(CHECK_PREFIX) & (pl.col("verdict") == "fail"))
-    rows = [{"breach_id": breach_id("pre_trade", r["check"].removeprefix(CHECK_PREFIX), r["clordid"]),
-             "stage": "pre_trade", "rule": r["check"].removeprefix(CHECK_PREFIX), "policy_version": r["policy_version"],
-             "symbol": r["symbol"], "side": r["side"], "value": r["value"], "limit": r["limit"],
-             "order_ref": r["clordid"], "exec_id": None, "other_ref": None, "at": r["decided_at"],
-             "detail": r["reason"]} for r in bad.iter_rows(named=True)]
+    rows = []
+    for r in bad.iter_rows(named=True):
+        rule, clordid = r["check"].removeprefix(CHECK_PREFIX), clordid_for(r["idem_key"])
+        rows.append({"breach_id": breach_id("pre_trade", rule, clordid), "stage": "pre_trade", "rule": rule,
+                     "policy_version": r["policy_version"], "symbol": r["symbol"], "side": r["side"],
+                     "value": r["value"], "limit": r["limit"], "order_ref": clordid, "exec_id": None,
+                     "other_ref": None, "at": at, "detail": r["reason"]})
     return pl.DataFrame(rows, schema=BREACH_SCHEMA)

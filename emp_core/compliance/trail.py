@@ -64,8 +64,10 @@ def _rows(frame: pl.DataFrame) -> list[dict]:
 
 
 def decision_events(decisions: pl.DataFrame) -> list[tuple[str, dict]]:
-    """One ``risk.decision`` per order judged (decision rows with ``clordid``; the risk checks and any
+    """One ``risk.decision`` per order judged (decision rows, ``RUN_DECISION_SCHEMA``: the risk checks and any
     ``compliance/`` rules)."""
+    from emp_core.execution.outbox import clordid_for
+
     events = []
     if decisions.is_empty():
         return events
@@ -74,7 +76,7 @@ def decision_events(decisions: pl.DataFrame) -> list[tuple[str, dict]]:
         versions = sorted(set(rows["policy_version"].to_list()))
         failed = rows.filter(pl.col("verdict") == "fail")
         events.append(("risk.decision", {
-            "run_id": first["run_id"], "idem_key": idem_key, "clordid": first["clordid"],
+            "run_id": first["run_id"], "idem_key": idem_key, "clordid": clordid_for(idem_key),
             "strategy": first["strategy"], "symbol": first["symbol"], "side": first["side"],
             "quantity": first["quantity"], "approved": bool(first["approved"]), "policy_versions": versions,
             "failed": failed["check"].to_list(), "reasons": failed["reason"].to_list(),

@@ -59,9 +59,12 @@ from pathlib import Path
 
 import polars as pl
 
+from emp_core.config import REPO_ROOT
 from emp_core.errors import EmpError
 from emp_core.risk.policy import _FRACTION, _NONNEG, TOLERANCE, PolicyError, _number, read_versioned
 
+DEFAULT_COMPLIANCE_POLICY = REPO_ROOT / "policies" / "compliance-v1.yaml"
+BREACHES = "compliance.breaches"  # every breach found, pre-trade and post-trade, once each (by breach_id)
 RULES = ("trade_notional", "daily_notional", "daily_trades", "restricted_list", "price_collar", "wash_trade")
 STAGES = ("pre_trade", "post_trade")
 SIDES = ("buy", "sell")
@@ -135,6 +138,15 @@ def _over(value: float, limit: float) -> bool:
 
 def breach_id(stage: str, rule: str, *ids: str | None) -> str:
     return hashlib.sha256("|".join([stage, rule, *(i or "" for i in ids)]).encode()).hexdigest()[:32]
+
+
+def new_breaches(store, found: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``found`` whose breach_id is not yet in ``compliance.breaches`` (nor twice in ``found``)."""
+    found = found.unique("breach_id", keep="first", maintain_order=True)
+    if found.is_empty() or BREACHES not in set(store.tables()):
+        return found
+    known = set(store.query(f"SELECT breach_id FROM {BREACHES}")["breach_id"].to_list())
+    return found.filter(~pl.col("breach_id").is_in(list(known)))
 
 
 # ------------------------------------------------------------------------------------------------- pre-trade

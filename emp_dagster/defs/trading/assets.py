@@ -13,6 +13,16 @@ import dagster as dg
 import polars as pl
 
 from emp_core.clock import utcnow
+from emp_core.compliance import trail
+from emp_core.compliance.trade import (
+    BREACHES,
+    DEFAULT_COMPLIANCE_POLICY,
+    PreTrade,
+    day_orders,
+    load_compliance_policy,
+    new_breaches,
+    pre_trade_breaches,
+)
 from emp_core.errors import EmpError
 from emp_core.execution.account import account
 from emp_core.execution.outbox import ApprovedOrder, open_outbox
@@ -51,6 +61,7 @@ class TradingConfig(dg.Config):
     as_of: str = ""  # the bar to trade on (ISO date or time); empty: the last fused signal
     fallback_genome: str = DEFAULT_FALLBACK  # catalogue genome traded on paper when no champion is promoted
     policy: str = ""  # risk policy file; empty: policies/default-v2.yaml
+    compliance_policy: str = ""  # trade compliance rules; empty: policies/compliance-v1.yaml
     capital: float = PAPER_CAPITAL  # the account's starting capital (equity = capital + the journal's P&L)
     max_signal_age_days: float = 4.0  # a live session's freshness limit
     require_reconciled: bool = True  # risk_ready fails while the journal and the drop copy disagree
@@ -70,6 +81,9 @@ class TradingConfig(dg.Config):
 
     def policy_file(self) -> str:
         return self.policy or default_policy()
+
+    def compliance_file(self) -> str:
+        return self.compliance_policy or str(DEFAULT_COMPLIANCE_POLICY)
 
 
 def _plan(store, run_id: str, session: str) -> pl.DataFrame:
@@ -200,9 +214,16 @@ def risk_decisions(context: dg.AssetExecutionContext, config: TradingConfig, sto
     market = read_market(db, as_of=planned["as_of"][0])
     box = open_outbox()
     current = book(box, market, config.capital, session, closes=_closes(db, planned["as_of"][0]))
-    decisions, approved = decide(planned, current.portfolio, policy, session)
-    decisions = decisions.with_columns(pl.lit(run).alias("run_id"), pl.lit(utcnow()).alias("planned_at"))
+    rules = load_compliance_policy(config.compliance_file())
+    decided_at = utcnow()
+    pre = PreTrade(rules, tuple(day_orders(box.entries(), box.status(), session)), decided_at)
+    decisions, approved = decide(planned, current.portfolio, policy, session, compliance=pre)
+    decisions = decisions.with_columns(pl.lit(run).alias("run_id"), pl.lit(decided_at).alias("planned_at"))
     db.append_table(TABLES["risk_decisions"], decisions)  # created even when empty: a plan with no order
+    breaches = new_breaches(db, pre_trade_breaches(decisions, decided_at))
+    if breaches.height:
+        db.append_table(BREACHES, breaches)
+    trail.record(db, trail.decision_events(decisions) + trail.breach_events(breaches))
     findings = reconcile(box) if config.require_reconciled else reconcile(box).clear()
     orders = planned.filter(pl.col("status") == "order").height
     gate = readiness.risk_ready(findings, equity=current.account.equity, orders=orders,
@@ -213,7 +234,8 @@ def risk_decisions(context: dg.AssetExecutionContext, config: TradingConfig, sto
                 if decisions.height else decisions)
     return dg.MaterializeResult(
         metadata={"table": TABLES["risk_decisions"], "dagster/row_count": decisions.height,
-                  "policy": policy.version, "approved": len(approved), "refused": orders - len(approved),
+                  "policy": policy.version, "compliance_policy": rules.version, "approved": len(approved),
+                  "refused": orders - len(approved), "compliance_breaches": breaches.height,
                   "equity": round(current.account.equity, 2),
                   "decisions": _md(verdicts.drop("idem_key") if verdicts.height else verdicts)},
         check_results=[check_result(gate)])
@@ -258,6 +280,8 @@ def approved_orders(context: dg.AssetExecutionContext, config: TradingConfig, st
                 "submitted_at": pl.Datetime("us")})
     if frame.height:
         db.append_table(TABLES["approved_orders"], frame)
+        trail.record(db, trail.order_events(frame.with_columns(
+            pl.Series("strategy", [o.strategy for o in orders], dtype=pl.String))))
     return dg.MaterializeResult(metadata={
         "outbox": str(box), "dagster/row_count": frame.height, "new": int(frame["new"].sum()),
         "already_in_outbox": int((~frame["new"]).sum()), "outbox_depth": box.depth(),
@@ -296,10 +320,12 @@ def journal(context: dg.AssetExecutionContext, config: JournalConfig, store: Sto
     summary = pnl(held, config.capital, acct.cash)
     stamp = [pl.lit(context.run_id).alias("run_id"), pl.lit(utcnow()).alias("written_at")]
     db.overwrite_table(TABLES["executions"], reports.with_columns(*stamp))
+    audited = trail.record(db, trail.execution_events(reports, trail.audited_exec_ids(db)))
     db.overwrite_table(TABLES["positions"], held.with_columns(*stamp))
     db.append_table(TABLES["pnl"], pl.DataFrame([summary]).with_columns(*stamp))
     yield dg.MaterializeResult(asset_key=KEYS["executions"], metadata={
-        "table": TABLES["executions"], "dagster/row_count": reports.height, "journal": str(box)})
+        "table": TABLES["executions"], "dagster/row_count": reports.height, "journal": str(box),
+        "audited": len(audited)})
     yield dg.MaterializeResult(asset_key=KEYS["positions"], metadata={
         "table": TABLES["positions"], "dagster/row_count": held.height, "positions": _md(held)})
     yield dg.MaterializeResult(asset_key=KEYS["pnl"], metadata={

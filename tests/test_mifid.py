@@ -30,6 +30,7 @@ from emp_core.compliance.mifid import (
     validate,
 )
 from emp_core.config import REPO_ROOT
+from emp_core.errors import EmpError
 from emp_core.execution.outbox import JOURNAL_COLUMNS, ApprovedOrder, sqlite_outbox
 
 REFERENCE = REPO_ROOT / "data" / "compliance" / "reference"
@@ -396,3 +397,23 @@ def test_a_bad_firm_file_is_refused_naming_the_key(tmp_path, old, new, message):
 def test_a_missing_reference_file_is_named(tmp_path):
     with pytest.raises(ReferenceDataError, match=r"firm.yaml: cannot read the firm reference file"):
         load_reference(tmp_path)
+
+
+def test_fills_in_a_not_reportable_symbol_get_no_report_but_are_accounted_for(tmp_path):
+    """An index level is not a financial instrument: no report, but listed with its reason, so reports plus the
+    list cover every fill. The shipped list loads; a malformed one names the file and line."""
+    from emp_core.compliance.mifid import load_not_reportable, not_reported
+
+    firm, instruments = load_reference(REFERENCE)
+    skip = load_not_reportable(REFERENCE / "not_reportable.csv")
+    assert set(skip) == {"SPX", "IXIC"}
+    fills = journal([report(1, "X1", "CA", "SPX", "1", 1.0, 5000.0, "2026-03-02 14:30:00+00:00"),
+                     report(2, "X2", "CA", "AAPL", "1", 2.0, 100.0, "2026-03-02 14:30:00+00:00")])
+    made = transaction_reports(fills, ORDERS, firm, instruments, skip)
+    assert made["exec_id"].to_list() == ["X2"] and problems(made).is_empty()
+    listed = not_reported(fills, skip)
+    assert listed["exec_id"].to_list() == ["X1"] and "index" in listed["reason"][0]
+    bad = tmp_path / "not_reportable.csv"
+    bad.write_text("symbol,reason\nSPX,\n")
+    with pytest.raises(EmpError, match=r"not_reportable.csv: line 2"):
+        load_not_reportable(bad)

@@ -186,6 +186,43 @@ def load_reference(directory: str | Path | None = None) -> tuple[Firm, pl.DataFr
     return load_firm(directory / "firm.yaml"), load_instruments(directory / "instruments.csv")
 
 
+def load_not_reportable(path: str | Path) -> dict[str, str]:
+    """Symbols the paper venue trades that are not financial instruments under MiFIR (an index level), each with
+    the reason no transaction report is due (``not_reportable.csv``: symbol, reason). A missing file: none."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            header, rows = reader.fieldnames or [], list(reader)
+    except OSError as exc:
+        raise ReferenceDataError(f"{path}: cannot read the not-reportable list: {exc.strerror}") from None
+    if header[:2] != ["symbol", "reason"]:
+        raise ReferenceDataError(f"{path}: the header must be symbol,reason (got {','.join(header) or 'nothing'})")
+    out: dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        symbol, reason = (row["symbol"] or "").strip(), (row["reason"] or "").strip()
+        if not symbol or not reason:
+            raise ReferenceDataError(f"{path}: line {line}: a symbol and the reason it is not reportable are "
+                                     "both required")
+        if symbol in out:
+            raise ReferenceDataError(f"{path}: line {line}: {symbol} is listed twice")
+        out[symbol] = reason
+    return out
+
+
+def not_reported(journal: pl.DataFrame, not_reportable: Mapping[str, str]) -> pl.DataFrame:
+    """The journal's fills for which no report is due (their symbol is in ``not_reportable``), with the reason:
+    with the reports, every fill is accounted for."""
+    fills = journal.filter((pl.col("msg_type") == "8") & (pl.col("exec_type") == "F")
+                           & (pl.col("last_qty").cast(pl.Float64) > 0)
+                           & pl.col("symbol").is_in(list(not_reportable)))
+    return fills.sort("seq").select(
+        "session", "exec_id", pl.col("order_clordid").alias("clordid"), "symbol",
+        pl.col("symbol").replace_strict(dict(not_reportable), return_dtype=pl.String).alias("reason"))
+
+
 def load_firm(path: str | Path) -> Firm:
     """The firm reference file (``firm.yaml``), checked: LEIs by their check digits, countries and MICs by their
     codes, algorithm and person codes by their formats."""
@@ -446,9 +483,11 @@ def transaction_reference(session: str, exec_id: str) -> str:
 
 
 def transaction_reports(journal: pl.DataFrame, orders: pl.DataFrame, firm: Firm,
-                        instruments: pl.DataFrame) -> pl.DataFrame:
+                        instruments: pl.DataFrame, not_reportable: Mapping[str, str] | None = None) -> pl.DataFrame:
     """One report per fill in ``journal`` (``Outbox.journal()``), in the order received (:data:`REPORT_SCHEMA`;
-    module docstring). ``orders``: the outbox (``Outbox.entries()``: clordid, strategy, session at least)."""
+    module docstring). ``orders``: the outbox (``Outbox.entries()``: clordid, strategy, session at least).
+    Fills in a ``not_reportable`` symbol get no report (:func:`not_reported` lists them with the reason); the
+    short-selling flag still counts them in the position, since they are."""
     need = ("seq", "session", "exec_id", "clordid", "msg_type", "exec_type", "symbol", "side", "last_qty", "last_px",
             "transact_time")
     missing = [c for c in need if c not in journal.columns]
@@ -465,7 +504,10 @@ def transaction_reports(journal: pl.DataFrame, orders: pl.DataFrame, firm: Firm,
              .sort("seq"))
     position: dict[str, float] = {}
     rows = []
+    skip = set(not_reportable or ())
     for f in fills.iter_rows(named=True):
+        if f["symbol"] in skip:
+            continue
         ref = transaction_reference(str(f["session"]), str(f["exec_id"]))
         where = f"transaction {ref} (exec id {f['exec_id']})"
         side, qty, symbol = str(f["side"]), float(f["last_qty"]), f["symbol"]

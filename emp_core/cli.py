@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream(sub)
     _add_execution(sub)
     _add_audit(sub)
+    _add_compliance(sub)
     for ep in entry_points(group="emp.commands"):
         ep.load()(sub)
     for p in sub.choices.values():  # -q also after the command name (emp evolve ... -q), every command alike
@@ -419,6 +420,45 @@ def _add_audit(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(prog="emp audit append")
     audit.set_defaults(func=lambda _args: audit.print_help() or EXIT_USAGE)
+
+
+def _add_compliance(sub) -> None:
+    comp = sub.add_parser("compliance", help="trade compliance breaches: list them, resolve them",
+                          description="Breaches of the trade compliance rules (table compliance.breaches). An open "
+                                      "post-trade breach blocks the next trading plan until it is resolved.")
+    actions = comp.add_subparsers(dest="compliance_command", metavar="ACTION", parser_class=_Parser)
+    p = _subcommand(
+        actions, "breaches", "list the open post-trade breaches (exit 1 while any is open)",
+        "List the post-trade breaches no compliance officer has resolved; --all lists every breach recorded,\n"
+        "pre-trade (refused orders) included. Examples:\n  emp compliance breaches\n"
+        "  emp compliance breaches --all --json", cmd_compliance_breaches)
+    p.add_argument("--all", action="store_true", dest="show_all", help="every breach, resolved and pre-trade too")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(prog="emp compliance breaches")
+    p = _subcommand(
+        actions, "resolve", "record the review of an open post-trade breach (audited)",
+        "Close an open post-trade breach with the reviewer's name and the reason; it is kept, with the\n"
+        "resolution, and written to the audit trail. Example:\n"
+        "  emp compliance resolve 3f2a... --by 'J. Smith' --reason 'venue price spike, confirmed with broker'",
+        cmd_compliance_resolve)
+    p.add_argument("breach_id")
+    p.add_argument("--by", required=True, help="the compliance officer's name")
+    p.add_argument("--reason", required=True, help="why the breach may be closed")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(prog="emp compliance resolve")
+    comp.set_defaults(func=lambda _args: comp.print_help() or EXIT_USAGE)
+
+
+def cmd_compliance_breaches(args) -> int:
+    from emp_core.compliance.cli import run_breaches
+
+    return run_breaches(show_all=args.show_all, as_json=args.json)
+
+
+def cmd_compliance_resolve(args) -> int:
+    from emp_core.compliance.cli import run_resolve
+
+    return run_resolve(breach_id=args.breach_id, by=args.by, reason=args.reason, as_json=args.json)
 
 
 def cmd_audit_verify(args) -> int:

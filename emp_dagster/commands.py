@@ -256,16 +256,21 @@ class PaperOutcome:
 
 def run_paper_session(bars: int = 1) -> PaperOutcome:
     """A short paper-trading session after the research graph: the venue, the executor and the drop-copy listener
-    as processes (``emp_core.trading.session``), the ``paper_trading`` job on the bar before the last one with
-    signals (a replay: its market orders fill at the last bar's open), then the ``trading_journal`` job."""
+    as processes (``emp_core.trading.session``), the ``paper_trading`` job on the bar before the last one on which
+    every symbol has a signal (a replay: its market orders fill at the next bar's open), then the
+    ``trading_journal`` job and the ``compliance_reports`` job on what was traded."""
     from emp_core.execution.outbox import open_outbox
     from emp_core.store import open_store
     from emp_core.trading.session import PaperSession
+    from emp_dagster.defs.compliance.assets import REPORT_KEYS
     from emp_dagster.defs.trading.assets import KEYS, TABLES
 
     store = open_store()
-    times = store.query("SELECT DISTINCT ts FROM sensory.fused WHERE dataset = 'bars_1d' ORDER BY ts DESC LIMIT $n",
-                        {"n": bars + 1})["ts"].to_list()
+    # the latest bars every symbol with signals has (the shipped stocks end in 2013, the indices in 2018): the
+    # session then trades the whole universe, and its stock fills get MiFIR transaction reports
+    times = store.query("SELECT ts FROM sensory.fused WHERE dataset = 'bars_1d' GROUP BY ts HAVING "
+                        "count(DISTINCT symbol) = (SELECT count(DISTINCT symbol) FROM sensory.fused WHERE "
+                        "dataset = 'bars_1d') ORDER BY ts DESC LIMIT $n", {"n": bars + 1})["ts"].to_list()
     if len(times) <= bars:
         return PaperOutcome([], ["paper session: not enough fused signals to replay a bar"], False)
     as_of = times[-1]
@@ -284,7 +289,8 @@ def run_paper_session(bars: int = 1) -> PaperOutcome:
         mirrored = session.wait_mirrored(box)
         codes = session.stop()
     journaled = _run("trading_journal", "", "", partitioned=False)
-    mats = {e.asset_key: e for r in (planned, journaled) for e in r.get_asset_materialization_events()}
+    reported = _run("compliance_reports", "", "", partitioned=False)
+    mats = {e.asset_key: e for r in (planned, journaled, reported) for e in r.get_asset_materialization_events()}
     meta = {key: {k: v.value for k, v in e.materialization.metadata.items()} for key, e in
             ((k, e.event_specific_data) for k, e in mats.items())}
     intents, decisions, pnl = (meta.get(KEYS[n], {}) for n in ("intents", "risk_decisions", "pnl"))
@@ -298,8 +304,15 @@ def run_paper_session(bars: int = 1) -> PaperOutcome:
              f"  account: equity {pnl.get('equity', 'n/a')}, P&L {pnl.get('total_pnl', 'n/a')}, "
              f"{pnl.get('open_positions', 0)} open position(s); drop copy "
              f"{'complete' if mirrored else 'INCOMPLETE'}; processes exited {codes}"]
-    ok = planned.success and journaled.success and mirrored and filled == len(sent)
-    return PaperOutcome([planned, journaled], lines, ok)
+    report, roi_meta, tx = (meta.get(REPORT_KEYS[n], {}) for n in ("compliance_report", "roi_report",
+                                                                     "transaction_reports"))
+    lines.append(f"  compliance: {report.get('fills', 0)} fill(s) judged, {report.get('post_trade_breaches', 'n/a')} "
+                 f"post-trade and {report.get('pre_trade_breaches', 'n/a')} pre-trade breach(es); "
+                 f"{tx.get('dagster/row_count', 0)} MiFIR report(s), {tx.get('not_reportable', 0)} not reportable; "
+                 f"net PnL {roi_meta.get('net_pnl', 'n/a')} after fees {roi_meta.get('fees', 'n/a')} and "
+                 f"infrastructure {roi_meta.get('infrastructure', 'n/a')}")
+    ok = planned.success and journaled.success and reported.success and mirrored and filled == len(sent)
+    return PaperOutcome([planned, journaled, reported], lines, ok)
 
 
 def run_backfill(start: datetime, end: datetime, *, symbols: list[str] | None = None) -> int:

@@ -179,10 +179,10 @@ def test_demo_decides_with_every_figure_in_a_successful_run(demo_home, monkeypat
         events = {r.run_id: [e.event_log_entry for e in instance.get_records_for_run(r.run_id, limit=100_000).records]
                   for r in runs}
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    # Three research runs (macro sources, the yearly assets over the range, the rest) and the paper session's two
-    # (paper_trading, trading_journal): an unpartitioned asset is planned once, not once per partition as in a
-    # single run over the range; the shipped data spans 20 years.
-    assert len(runs) == 5
+    # Three research runs (macro sources, the yearly assets over the range, the rest) and the paper session's three
+    # (paper_trading, trading_journal, compliance_reports): an unpartitioned asset is planned once, not once per
+    # partition as in a single run over the range; the shipped data spans 20 years.
+    assert len(runs) == 6
     per_asset: dict[str, int] = {}
     for records in planned.values():
         for record in records:
@@ -190,9 +190,9 @@ def test_demo_decides_with_every_figure_in_a_successful_run(demo_home, monkeypat
             per_asset[key] = per_asset.get(key, 0) + 1
     years = per_asset["market/bars_1d"]
     assert years == 20 and per_asset["sensory/fused"] == years
-    # the audit trail is verified with the graph and again before the paper session trades
+    # the audit trail is verified with the graph, again before the paper session trades and after it
     assert {k: n for k, n in per_asset.items() if n != years} == {
-        k: 2 if k == "compliance/audit_verification" else 1 for k in per_asset
+        k: 3 if k == "compliance/audit_verification" else 1 for k in per_asset
         if not k.startswith(("market/bars", "sensory/")) or k == "sensory/calibration"}
     for entries in events.values():
         drift = [e.timestamp for e in entries if e.dagster_event and e.dagster_event.event_type
@@ -222,6 +222,40 @@ def test_the_demo_trades_a_paper_session_from_intent_to_reconciled_fill(demo_hom
     held = dict(store.query("SELECT symbol, units FROM trading.positions").rows())
     signed = {r["symbol"]: r["cum_qty"] * (1 if r["side"] == "buy" else -1) for r in status.iter_rows(named=True)}
     assert held == {s: round(q) for s, q in signed.items()}
+
+
+def test_the_demo_reports_compliance_on_its_paper_executions(demo_home):
+    """After the paper session: every fill judged on the compliance rules, a valid MiFIR report for each stock
+    fill (the index fills listed as not reportable), a complete trade record per order, the ROI report, and
+    an intact audit trail holding each decision, order and execution."""
+    from emp_core.compliance import audit_store, mifid
+    from emp_core.execution.outbox import sqlite_outbox
+
+    store = DuckDBStore(demo_home / "emp.duckdb")
+    box = sqlite_outbox(demo_home / "outbox.sqlite")
+    journal = box.journal()
+    fills = journal.filter((journal["exec_type"] == "F") & (journal["last_qty"].cast(float) > 0))
+    stocks = fills.filter(~fills["symbol"].is_in(["SPX", "IXIC"]))
+    assert stocks.height > 0  # the session trades the stocks too, not only the indices
+    assert store.query("SELECT count(DISTINCT exec_id) FROM compliance.post_trade_checks").item() == fills.height
+    reports = store.query("SELECT * FROM compliance.transaction_reports")
+    assert sorted(reports["exec_id"].to_list()) == sorted(stocks["exec_id"].to_list())
+    assert mifid.problems(reports).is_empty()
+    assert set(reports["instrument_id"]) <= set(mifid.load_reference()[1]["isin"])
+    xml = (demo_home / "compliance" / "reports" / "transaction_reports.xml").read_text()
+    assert xml.count("<New>") == reports.height  # auth.016: one Tx/New per report
+    assert store.query("SELECT count(*) FROM compliance.not_reported").item() == fills.height - stocks.height
+    records = store.query("SELECT * FROM compliance.trade_records")
+    assert sorted(records["clordid"].to_list()) == sorted(box.entries()["clordid"].to_list())
+    roi = store.query("SELECT * FROM compliance.roi_strategies")
+    assert roi["fills"].sum() == fills.height and (roi["fees"] > 0).all()
+    log = audit_store.read(store)
+    kinds = log.group_by("kind").len()
+    counted = dict(kinds.rows())
+    assert counted["execution"] == journal.height  # every report journaled, once
+    assert counted["order"] == box.entries().height
+    assert counted["risk.decision"] >= box.entries().height
+    assert audit_store.verify(store).ok
 
 
 def test_the_instance_settings_are_refreshed_and_an_edited_copy_is_kept(emp_home, caplog):

@@ -26,7 +26,8 @@ EXPECTED_ASSETS = {
 PLATFORM = {"platform/backup", "platform/failover_catch_up", "platform/health"}
 TRADING = {f"trading/{n}" for n in ("intents", "risk_decisions", "approved_orders", "executions", "positions",
                                     "pnl", "var", "reconciliation")}
-COMPLIANCE = {"compliance/audit_verification"}
+COMPLIANCE = {"compliance/audit_verification", "compliance/compliance_report", "compliance/transaction_reports",
+              "compliance/trade_records", "compliance/roi_report"}
 BAR_CHECKS = {"schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"}
 
 
@@ -36,11 +37,15 @@ def test_graph_snapshot():
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == (EXPECTED_ASSETS | PLATFORM | TRADING
                                                                                 | COMPLIANCE)
     assert {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys
-            if k.asset_key.path[0] == "compliance"} == {("compliance/audit_verification", "audit_chain_intact")}
+            if k.asset_key.path[0] == "compliance"} == {
+        ("compliance/audit_verification", "audit_chain_intact"), ("compliance/compliance_report", "post_trade_clean"),
+        ("compliance/transaction_reports", "transaction_reports_valid"),
+        ("compliance/trade_records", "trade_records_complete")}
     trading = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys
                if k.asset_key.path[0] == "trading"}
     assert trading == {("trading/intents", "signals_fresh"), ("trading/intents", "strategy_ready"),
-                       ("trading/risk_decisions", "risk_ready"), ("trading/reconciliation", "journal_reconciled")}
+                       ("trading/intents", "compliance_clear"), ("trading/risk_decisions", "risk_ready"),
+                       ("trading/reconciliation", "journal_reconciled")}
     checks = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys}
     assert {n for a, n in checks if a == "market/bars_1d"} == BAR_CHECKS
     assert {n for a, n in checks if a == "macro/series"} == {
@@ -170,8 +175,12 @@ def test_the_demo_stages_cover_the_graph_once_in_dependency_order():
     checks = {name: selection.resolve_checks(graph) for name, (selection, _) in STAGES.items()}
     order = list(STAGES)
     seen = [k for keys in assets.values() for k in keys]
-    # platform: operations, not the demo; trading: the demo's paper session runs its own two jobs
-    apart = {k for k in graph.get_all_asset_keys() if k.path[0] in ("platform", "trading")}
+    # platform: operations, not the demo; trading and the compliance reports on its executions: the demo's paper
+    # session runs their own three jobs
+    from emp_dagster.defs.compliance.assets import REPORT_KEYS
+
+    reports = set(REPORT_KEYS.values())
+    apart = {k for k in graph.get_all_asset_keys() if k.path[0] in ("platform", "trading")} | reports
     assert len(seen) == len(set(seen)) and set(seen) == set(graph.get_all_asset_keys()) - apart
     for i, name in enumerate(order):
         later = {k for n in order[i + 1:] for k in assets[n]}
@@ -182,7 +191,8 @@ def test_the_demo_stages_cover_the_graph_once_in_dependency_order():
     drift = {k for keys in checks.values() for k in keys if k.name == "drift"}
     assert len(drift) == 6 and drift <= checks["emp_demo_research"] and calibration in assets["emp_demo_research"]
     all_checks = [k for keys in checks.values() for k in keys]
-    research_checks = {k for k in graph.asset_check_keys if k.asset_key.path[0] not in ("platform", "trading")}
+    research_checks = {k for k in graph.asset_check_keys if k.asset_key.path[0] not in ("platform", "trading")
+                       and k.asset_key not in reports}
     assert len(all_checks) == len(set(all_checks)) and set(all_checks) == research_checks
 
 

@@ -224,6 +224,13 @@ def test_fills_for_rules_reads_the_journal_fix_times_and_reference_prices():
         "received_at": ["2026-11-27T14:30:01"] * 3})
     frame = fills_for_rules(journal, pl.DataFrame({"clordid": ["C1"], "reference_price": [100.0]}))
     assert frame.rows() == [("f", "C1", "AAA", "sell", 5.0, 101.5, 100.0, datetime(2026, 11, 27, 14, 30, 0, 123456))]
+    # as the executor journals it (an aware time) and with another offset: both read as UTC
+    for text, expected in (("2026-11-27 20:59:56.778000+00:00", datetime(2026, 11, 27, 20, 59, 56, 778000)),
+                           ("2026-11-27T21:59:56+01:00", datetime(2026, 11, 27, 20, 59, 56)),
+                           ("not a time", None)):
+        one = fills_for_rules(journal.with_columns(pl.lit(text).alias("transact_time")),
+                              pl.DataFrame({"clordid": ["C1"], "reference_price": [100.0]}))
+        assert one["at"].to_list() == [expected]
 
 
 def test_summary_names_breaches():

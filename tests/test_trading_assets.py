@@ -41,7 +41,7 @@ def materialised(result) -> set[str]:
 
 def test_on_a_paper_session_the_gates_pass_and_the_approved_orders_reach_the_outbox_once(home):
     result = plan(home)
-    assert result.success and all(gates(result).values()) and len(gates(result)) == 3
+    assert result.success and all(gates(result).values()) and len(gates(result)) == 4
     assert materialised(result) == {"intents", "risk_decisions", "approved_orders"}
     box = open_outbox()
     entries = box.entries()
@@ -57,7 +57,8 @@ def test_on_a_paper_session_the_gates_pass_and_the_approved_orders_reach_the_out
 
 def test_a_live_session_without_a_champion_is_blocked_before_the_outbox(home):
     result = plan(home, session="live")
-    assert gates(result) == {"signals_fresh": False, "strategy_ready": False}  # old data, paper-only fallback
+    assert gates(result) == {"signals_fresh": False, "strategy_ready": False, "compliance_clear": True}  # old data,
+    # a paper-only fallback
     assert materialised(result) == {"intents"} and not result.success
     assert open_outbox().entries().is_empty()
 
@@ -80,7 +81,8 @@ def test_a_journal_that_does_not_reconcile_blocks_the_outbox_until_it_does(home)
               "exec_type": "0", "symbol": "AAA", "side": "1"}
     box.record([report])  # a report the venue's drop copy never saw
     result = plan(home)
-    assert gates(result) == {"signals_fresh": True, "strategy_ready": True, "risk_ready": False}
+    assert gates(result) == {"signals_fresh": True, "strategy_ready": True, "compliance_clear": True,
+                             "risk_ready": False}
     assert "approved_orders" not in materialised(result) and box.entries().is_empty()
     box.record([report], into="dropcopy")
     assert plan(home).success and box.entries().height > 0

@@ -54,3 +54,40 @@ def run_audit_append(*, kind: str, payload: str, as_json: bool = False) -> int:
     else:
         print(f"{store}: appended audit entry {seq} ({kind})")
     return 0
+
+
+def run_breaches(*, show_all: bool = False, as_json: bool = False) -> int:
+    """List the open post-trade compliance breaches (``show_all``: every breach recorded, pre-trade too);
+    exit 1 while any post-trade breach is open (it blocks the next trading plan), else 0."""
+    from emp_core.compliance.trade import BREACHES, open_breaches
+
+    store = _store()
+    still_open = open_breaches(store)
+    shown = still_open
+    if show_all:
+        shown = store.query(f"SELECT * FROM {BREACHES} ORDER BY at") if BREACHES in set(store.tables()) \
+            else still_open
+    if as_json:
+        print(json.dumps({"store": str(store), "open": still_open.height,
+                          "breaches": shown.to_dicts()}, default=str))
+    else:
+        print(f"{store}: {still_open.height} open post-trade breach(es)"
+              + (f"; {shown.height} recorded in all" if show_all else ""))
+        for r in shown.iter_rows(named=True):
+            print(f"  {r['breach_id']}  {r['stage']:<10} {r['rule']:<15} {r['symbol']:<6} {r['side']:<4} "
+                  f"{r['exec_id'] or r['order_ref']}: {r['detail']}")
+    return 1 if still_open.height else 0
+
+
+def run_resolve(*, breach_id: str, by: str, reason: str, as_json: bool = False) -> int:
+    """Resolve an open post-trade breach (audited); the next trading plan is no longer blocked by it."""
+    from emp_core.compliance.trade import open_breaches, resolve
+
+    store = _store()
+    row = resolve(store, breach_id, reason=reason, by=by)
+    remaining = open_breaches(store).height
+    if as_json:
+        print(json.dumps({"store": str(store), **row, "open": remaining}, default=str))
+    else:
+        print(f"{store}: breach {breach_id} resolved by {row['resolved_by']}; {remaining} still open")
+    return 0

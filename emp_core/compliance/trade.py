@@ -54,7 +54,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -378,9 +378,20 @@ def fills_for_rules(journal: pl.DataFrame, orders: pl.DataFrame) -> pl.DataFrame
 
 
 def _parse_time(text: pl.Expr) -> pl.Expr:
-    """FIX UTCTimestamp (YYYYMMDD-HH:MM:SS[.sss...]) or ISO text, as a naive UTC datetime."""
-    iso = text.str.replace(r"^(\d{4})(\d{2})(\d{2})-", "$1-$2-${3}T").str.strip_suffix("Z")
-    return iso.str.to_datetime(time_unit="us", strict=False)
+    """FIX UTCTimestamp (YYYYMMDD-HH:MM:SS[.ffffff]) or ISO text with or without an offset, as a naive UTC
+    datetime (null when it is neither: the fill is then refused by name, not judged at a made-up time)."""
+    return text.map_elements(_utc, return_dtype=pl.Datetime("us"))
+
+
+def _utc(text: str) -> datetime | None:
+    text = text.strip()
+    if len(text) >= 17 and text[8] == "-" and text[:8].isdigit():  # FIX UTCTimestamp
+        text = f"{text[:4]}-{text[4:6]}-{text[6:8]}T{text[9:]}"
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
 
 
 def summary(checks: pl.DataFrame, found: pl.DataFrame, policy: CompliancePolicy, *, rows: int = 20) -> str:
@@ -456,3 +467,48 @@ def pre_trade_breaches(decisions: pl.DataFrame, at: datetime) -> pl.DataFrame:
                      "value": r["value"], "limit": r["limit"], "order_ref": clordid, "exec_id": None,
                      "other_ref": None, "at": at, "detail": r["reason"]})
     return pl.DataFrame(rows, schema=BREACH_SCHEMA)
+
+
+# ------------------------------------------------------------------------------------------ review of breaches
+
+RESOLUTIONS = "compliance.breach_resolutions"  # breach_id, resolved_by, reason, resolved_at: append-only
+RESOLUTION_SCHEMA: dict[str, pl.DataType] = {"breach_id": pl.String(), "resolved_by": pl.String(),
+                                             "reason": pl.String(), "resolved_at": pl.Datetime("us")}
+
+
+def open_breaches(store) -> pl.DataFrame:
+    """The post-trade breaches no compliance officer has resolved (``BREACH_SCHEMA``), oldest first. A pre-trade
+    breach is never open: its order was refused, nothing traded."""
+    tables = set(store.tables())
+    if BREACHES not in tables:
+        return pl.DataFrame(schema=BREACH_SCHEMA)
+    found = store.query(f"SELECT * FROM {BREACHES} WHERE stage = 'post_trade' ORDER BY at")
+    if RESOLUTIONS in tables:
+        done = store.query(f"SELECT breach_id FROM {RESOLUTIONS}")["breach_id"].to_list()
+        found = found.filter(~pl.col("breach_id").is_in(done))
+    return found.select(list(BREACH_SCHEMA)).cast(BREACH_SCHEMA)
+
+
+def resolve(store, breach_id: str, *, reason: str, by: str, now: datetime | None = None) -> dict:
+    """Record that ``by`` reviewed the open post-trade breach ``breach_id`` and why it may be closed; audited as
+    ``compliance.resolution``. Raises ``ComplianceInputError`` for an unknown, pre-trade or resolved breach, or
+    an empty reason or name (nothing is written then)."""
+    from emp_core.clock import utcnow
+    from emp_core.compliance import trail
+
+    if not reason.strip() or not by.strip():
+        raise ComplianceInputError("a resolution needs the reviewer's name and a reason")
+    tables = set(store.tables())
+    known = (store.query(f"SELECT breach_id, stage FROM {BREACHES} WHERE breach_id = $b", {"b": breach_id})
+             if BREACHES in tables else pl.DataFrame())
+    if known.is_empty():
+        raise ComplianceInputError(f"no breach {breach_id!r} in {BREACHES}")
+    if known["stage"][0] != "post_trade":
+        raise ComplianceInputError(f"breach {breach_id} is pre-trade: its order was refused, nothing to resolve")
+    if open_breaches(store).filter(pl.col("breach_id") == breach_id).is_empty():
+        raise ComplianceInputError(f"breach {breach_id} is already resolved")
+    row = {"breach_id": breach_id, "resolved_by": by.strip(), "reason": reason.strip(),
+           "resolved_at": now or utcnow()}
+    store.append_table(RESOLUTIONS, pl.DataFrame([row], schema=RESOLUTION_SCHEMA))
+    trail.record(store, [("compliance.resolution", row | {"resolved_at": row["resolved_at"].isoformat()})])
+    return row

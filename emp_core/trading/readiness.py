@@ -13,6 +13,8 @@
 - ``risk_ready``: the book the policy judged is sound: the execution journal reconciles with the venue's
   drop copy (no missing, extra or mismatched report), equity is positive, and every intent with an order got
   exactly one decision (none dropped, none judged twice).
+- ``compliance_clear``: no post-trade compliance breach is open (found on a fill, not yet resolved by a
+  compliance officer).
 - ``journal_reconciled``: the reconciliation asset's gate: no finding between journal and drop copy. A
   journal with reports and an empty drop copy fails (every report is "extra"): the drop-copy listener is not
   running. Both empty is agreement on nothing, and says so.
@@ -90,3 +92,16 @@ def journal_reconciled(findings: pl.DataFrame, *, journal_reports: int, dropcopy
                             figures)
     return CheckOutcome("journal_reconciled", True, f"all {journal_reports} execution reports match the drop copy",
                         figures)
+
+
+def compliance_clear(open_breaches: pl.DataFrame) -> CheckOutcome:
+    """No post-trade compliance breach is open (found on a fill and not yet resolved by a compliance officer:
+    ``emp compliance resolve``): until each is reviewed, nothing new may trade."""
+    figures = {"open_breaches": open_breaches.height}
+    if open_breaches.is_empty():
+        return CheckOutcome("compliance_clear", True, "no open post-trade compliance breach", figures)
+    shown = "; ".join(f"{r['breach_id']} {r['rule']} on {r['symbol']} ({r['exec_id']})"
+                      for r in open_breaches.head(5).iter_rows(named=True))
+    return CheckOutcome("compliance_clear", False,
+                        f"{open_breaches.height} open post-trade compliance breach(es): {shown}; review each and "
+                        "resolve it with `emp compliance resolve BREACH_ID --by NAME --reason TEXT`", figures)

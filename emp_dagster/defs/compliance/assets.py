@@ -1,16 +1,47 @@
 """Compliance as assets. ``compliance/audit_verification``: the whole audit trail verified where it is stored,
 against the head the previous verification saw (kept in this asset's metadata, outside the log); its check
 ``audit_chain_intact`` is blocking, and the trading plan waits on it, so an altered audit trail stops the next
-trading run. The work is emp_core's (``emp_core.compliance``)."""
+trading run.
+
+Compliance on what the execution journal says was traded: the post-trade compliance report, the MiFIR
+transaction reports, the Dodd-Frank trade records and the ROI report. Each is materialised after the trading
+journal (``compliance_reports`` job; ``emp demo`` runs it after its paper session) and carries a Markdown
+report in its metadata. The work is emp_core's (``emp_core.compliance``); these are thin wrappers.
+
+Blocking checks: ``post_trade_clean`` (a breach recorded here also stops the next trading plan, through the
+intents' ``compliance_clear`` gate, until a compliance officer resolves it: ``emp compliance resolve``),
+``transaction_reports_valid`` and ``trade_records_complete``.
+"""
+
+
+from datetime import datetime
 
 import dagster as dg
+import polars as pl
 
-from emp_core.compliance import audit_store
+from emp_core.clock import utcnow
+from emp_core.compliance import audit_store, mifid, recordkeeping, trail
+from emp_core.compliance.roi import load_costs, pnl_chart, roi, summary_markdown
+from emp_core.compliance.trade import (
+    BREACHES,
+    DEFAULT_COMPLIANCE_POLICY,
+    fills_for_rules,
+    load_compliance_policy,
+    new_breaches,
+    post_trade,
+    summary,
+)
 from emp_core.compliance.witness import next_witness, witness_from
+from emp_core.config import settings
+from emp_core.execution.outbox import open_outbox
+from emp_core.trading.book import PAPER_CAPITAL, read_market
 from emp_dagster.defs.market_data.resources import StoreResource, store_kind
+from emp_dagster.defs.trading.assets import AUDIT_VERIFICATION
+from emp_dagster.defs.trading.assets import KEYS as TRADING_KEYS
+from emp_dagster.defs.trading.assets import TABLES as TRADING_TABLES
 
 GROUP = "compliance"
-KEYS = {"audit_verification": dg.AssetKey(["compliance", "audit_verification"])}
+KEYS = {"audit_verification": AUDIT_VERIFICATION}
 AUDIT_CHAIN_INTACT = "audit_chain_intact"
 
 
@@ -44,3 +75,179 @@ def audit_verification(context: dg.AssetExecutionContext, store: StoreResource):
         check_results=[dg.AssetCheckResult(check_name=AUDIT_CHAIN_INTACT, passed=result.ok,
                                            description=description,
                                            metadata={k: v for k, v in figures.items() if v is not None})])
+
+
+NAMES = ("compliance_report", "transaction_reports", "trade_records", "roi_report")
+REPORT_KEYS = {name: dg.AssetKey(["compliance", name]) for name in NAMES}
+KEYS |= REPORT_KEYS
+TABLES = {"checks": "compliance.post_trade_checks", "transaction_reports": "compliance.transaction_reports",
+          "not_reported": "compliance.not_reported", "trade_records": "compliance.trade_records",
+          "roi_fills": "compliance.roi_fills", "roi_strategies": "compliance.roi_strategies"}
+POST_TRADE_CLEAN, REPORTS_VALID, RECORDS_COMPLETE = (
+    "post_trade_clean", "transaction_reports_valid", "trade_records_complete")
+
+
+class ComplianceConfig(dg.Config):
+    compliance_policy: str = ""  # trade compliance rules; empty: policies/compliance-v1.yaml
+    cost_model: str = ""  # ROI cost model; empty: policies/costs-v1.yaml
+    capital: float = PAPER_CAPITAL  # the paper account's starting capital
+
+
+def _reference_prices(db, entries: pl.DataFrame) -> pl.DataFrame:
+    """clordid -> the reference price (the last close when the order was decided) of each outbox order."""
+    schema = {"clordid": pl.String, "idem_key": pl.String, "reference_price": pl.Float64}
+    if entries.is_empty() or TRADING_TABLES["intents"] not in set(db.tables()):
+        return pl.DataFrame(schema=schema)
+    planned = (db.query(f"SELECT idem_key, reference_price FROM {TRADING_TABLES['intents']} WHERE status = 'order'")
+               .unique("idem_key", keep="last"))
+    return entries.select("clordid", "idem_key").join(planned, on="idem_key", how="left").cast(schema)
+
+
+def _md(frame: pl.DataFrame, rows: int = 20) -> str:
+    return frame.head(rows).to_pandas().to_markdown(index=False) if frame.height else "(none)"
+
+
+def _stamp(frame: pl.DataFrame, run_id: str) -> pl.DataFrame:
+    return frame.with_columns(pl.lit(run_id).alias("run_id"), pl.lit(utcnow()).alias("written_at"))
+
+
+@dg.asset(key=REPORT_KEYS["compliance_report"], group_name=GROUP, kinds={store_kind()},
+          deps=[TRADING_KEYS["executions"]],
+          description="The compliance report: every fill in the execution journal judged on the trade compliance "
+                      "rules (trade and daily notional, daily trades, restricted list, price collar, wash trades), "
+                      "the new breaches recorded in compliance.breaches and the audit trail, with the pre-trade "
+                      "breaches the risk path recorded.",
+          check_specs=[dg.AssetCheckSpec(POST_TRADE_CLEAN, asset=REPORT_KEYS["compliance_report"], blocking=True,
+                                         description="No fill in the journal breaches a trade compliance rule.")])
+def compliance_report(context: dg.AssetExecutionContext, config: ComplianceConfig, store: StoreResource):
+    db = store.store()
+    rules = load_compliance_policy(config.compliance_policy or DEFAULT_COMPLIANCE_POLICY)
+    box = open_outbox()
+    journal, entries = box.journal(), box.entries()
+    fills = fills_for_rules(journal, _reference_prices(db, entries))
+    checks, found = post_trade(fills, rules)
+    db.overwrite_table(TABLES["checks"], _stamp(checks, context.run_id))
+    new = new_breaches(db, found)
+    if new.height:
+        db.append_table(BREACHES, new)
+    trail.record(db, trail.breach_events(new))
+    recorded = db.query(f"SELECT * FROM {BREACHES} ORDER BY at") if BREACHES in set(db.tables()) else found.head(0)
+    pre = recorded.filter(pl.col("stage") == "pre_trade")
+    report = summary(checks, found, rules) + "\n\n## Pre-trade breaches (orders refused)\n\n" + _md(
+        pre.select("at", "rule", "symbol", "side", "order_ref", "detail"))
+    passed = found.is_empty()
+    description = (f"{fills.height} fill(s) judged on every rule of {rules.version}: no breach" if passed else
+                   f"{found.height} breach(es) in {found['exec_id'].n_unique()} fill(s): "
+                   + "; ".join(f"{r['rule']} on {r['exec_id']}" for r in found.head(5).iter_rows(named=True)))
+    return dg.MaterializeResult(
+        metadata={"table": TABLES["checks"], "dagster/row_count": checks.height, "policy": rules.version,
+                  "fills": fills.height, "post_trade_breaches": found.height, "new_breaches": new.height,
+                  "pre_trade_breaches": pre.height, "report": dg.MetadataValue.md(report)},
+        check_results=[dg.AssetCheckResult(check_name=POST_TRADE_CLEAN, passed=passed, description=description,
+                                           metadata={"fills": fills.height, "breaches": found.height})])
+
+
+@dg.asset(key=REPORT_KEYS["transaction_reports"], group_name=GROUP, kinds={store_kind()},
+          deps=[TRADING_KEYS["executions"]],
+          description="MiFIR transaction reports (RTS 22), one per fill: validated (LEI and ISIN check digits, "
+                      "codes, UTC microsecond times) and exported as CSV and ISO 20022 auth.016 XML; fills in "
+                      "symbols that are not financial instruments are listed with the reason.",
+          check_specs=[dg.AssetCheckSpec(REPORTS_VALID, asset=REPORT_KEYS["transaction_reports"], blocking=True,
+                                         description="Every report passes validation, and every fill is either "
+                                                     "reported or listed as not reportable.")])
+def transaction_reports(context: dg.AssetExecutionContext, store: StoreResource):
+    db = store.store()
+    box = open_outbox()
+    journal, entries = box.journal(), box.entries()
+    firm, instruments = mifid.load_reference()
+    skip = mifid.load_not_reportable(mifid.reference_dir() / "not_reportable.csv")
+    reports = mifid.transaction_reports(journal, entries, firm, instruments, skip)
+    unreported = mifid.not_reported(journal, skip)
+    found = mifid.problems(reports)
+    fills = fills_for_rules(journal, entries.select("clordid", pl.lit(None, pl.Float64).alias("reference_price")))
+    out = settings().home / "compliance" / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, xml_path = out / "transaction_reports.csv", out / "transaction_reports.xml"
+    mifid.to_csv(reports, csv_path)
+    mifid.to_xml(reports, xml_path)
+    db.overwrite_table(TABLES["transaction_reports"], _stamp(reports, context.run_id))
+    db.overwrite_table(TABLES["not_reported"], _stamp(unreported, context.run_id))
+    accounted = reports.height + unreported.height == fills.height
+    passed = found.is_empty() and accounted
+    description = (f"{reports.height} report(s) valid, {unreported.height} fill(s) not reportable, of "
+                   f"{fills.height} fill(s)" if passed else
+                   f"{found.height} problem(s) in {found['transaction_reference'].n_unique() if found.height else 0} "
+                   f"report(s)" + ("" if accounted else f"; {reports.height} reported + {unreported.height} not "
+                                                        f"reportable != {fills.height} fills"))
+    return dg.MaterializeResult(
+        metadata={"table": TABLES["transaction_reports"], "dagster/row_count": reports.height,
+                  "not_reportable": unreported.height, "problems": found.height, "csv": str(csv_path),
+                  "xml": str(xml_path),
+                  "report": dg.MetadataValue.md(mifid.summary_markdown(reports, found)
+                                                + "\n\n## Not reportable\n\n" + _md(unreported))},
+        check_results=[dg.AssetCheckResult(check_name=REPORTS_VALID, passed=passed, description=description,
+                                           metadata={"problems": _md(found)})])
+
+
+@dg.asset(key=REPORT_KEYS["trade_records"], group_name=GROUP, kinds={store_kind()},
+          deps=[TRADING_KEYS["executions"], TRADING_KEYS["risk_decisions"]],
+          description="Dodd-Frank recordkeeping: per order, the decision, the FIX ids, the execution reports and "
+                      "every timestamp, retrievable by ClOrdID; checked for completeness.",
+          check_specs=[dg.AssetCheckSpec(RECORDS_COMPLETE, asset=REPORT_KEYS["trade_records"], blocking=True,
+                                         description="Every trade's record is complete: a decision, the order's "
+                                                     "times, its execution reports; no fill without an order.")])
+def trade_records(context: dg.AssetExecutionContext, store: StoreResource):
+    db = store.store()
+    box = open_outbox()
+    decisions = (db.query(f"SELECT idem_key, approved, policy_version, \"check\" FROM "
+                          f"{TRADING_TABLES['risk_decisions']}")
+                 if TRADING_TABLES["risk_decisions"] in set(db.tables()) else None)
+    records = recordkeeping.trade_records(box.journal(), box.entries(), decisions)
+    passed, findings = recordkeeping.completeness(records)
+    db.overwrite_table(TABLES["trade_records"], _stamp(records, context.run_id))
+    description = (f"{records.height} trade record(s) complete" if passed else
+                   f"{findings.height} finding(s) in {findings['clordid'].n_unique()} trade(s): "
+                   + "; ".join(f"{r['clordid']}: {r['problem']}" for r in findings.head(3).iter_rows(named=True)))
+    return dg.MaterializeResult(
+        metadata={"table": TABLES["trade_records"], "dagster/row_count": records.height,
+                  "findings": findings.height,
+                  "report": dg.MetadataValue.md(recordkeeping.summary_markdown(records, findings))},
+        check_results=[dg.AssetCheckResult(check_name=RECORDS_COMPLETE, passed=passed, description=description,
+                                           metadata={"findings": _md(findings)})])
+
+
+@dg.asset(key=REPORT_KEYS["roi_report"], group_name=GROUP, kinds={store_kind()},
+          deps=[TRADING_KEYS["executions"], TRADING_KEYS["pnl"]],
+          description="ROI evidence: fees (the cost model's schedule) and slippage against the decision price, "
+                      "the tier's infrastructure cost, capital efficiency, and each strategy's PnL gross and net "
+                      "of costs, with a chart of cumulative gross and net PnL.")
+def roi_report(context: dg.AssetExecutionContext, config: ComplianceConfig, store: StoreResource):
+    db = store.store()
+    costs = load_costs(config.cost_model) if config.cost_model else load_costs()
+    box = open_outbox()
+    journal, entries = box.journal(), box.entries()
+    symbols = sorted(set(journal["symbol"].drop_nulls().to_list())) if journal.height else []
+    marks = read_market(db, symbols=symbols).prices if symbols else {}
+    now = utcnow()
+    start = min([_time(t) for t in entries["created_at"].to_list()] or [now])
+    report = roi(journal, entries, _reference_prices(db, entries).select("idem_key", "reference_price")
+                 .drop_nulls(), marks, config.capital, costs, settings().tier, (start, max(now, _last_fill(journal))))
+    db.overwrite_table(TABLES["roi_fills"], _stamp(report.fills, context.run_id))
+    db.overwrite_table(TABLES["roi_strategies"], _stamp(report.strategies, context.run_id))
+    totals = report.totals
+    chart = pnl_chart(report)
+    text = summary_markdown(report) + f"\n\n![cumulative gross and net PnL]({chart})"
+    figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in totals.items()
+               if isinstance(v, int | float | str) and not isinstance(v, bool)}
+    return dg.MaterializeResult(metadata={"table": TABLES["roi_strategies"],
+                                          "dagster/row_count": report.strategies.height, **figures,
+                                          "report": dg.MetadataValue.md(text)})
+
+
+def _time(value) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def _last_fill(journal: pl.DataFrame) -> datetime:
+    fills = fills_for_rules(journal, pl.DataFrame(schema={"clordid": pl.String, "reference_price": pl.Float64}))
+    return fills["at"].max() if fills.height else datetime.min

@@ -16,12 +16,15 @@ processes (``emp_core.trading.session``).
 
 import dagster as dg
 
+from emp_dagster.defs.compliance.assets import REPORT_KEYS
 from emp_dagster.defs.market_data.assets import BAR_KEYS, CURVE_KEY, MACRO_KEY
 from emp_dagster.defs.market_data.partitions import BAR_PARTITIONS
 from emp_dagster.defs.sensory.assets import KEYS as SENSORY_KEYS
 
 SOURCES = dg.AssetSelection.assets(MACRO_KEY, CURVE_KEY)
-GRAPH = dg.AssetSelection.all() - dg.AssetSelection.groups("platform", "trading")
+# the compliance reports on executions run after the paper session (the compliance_reports job)
+GRAPH = (dg.AssetSelection.all() - dg.AssetSelection.groups("platform", "trading")
+         - dg.AssetSelection.assets(*REPORT_KEYS.values()))
 DRIFT = dg.AssetSelection.checks(*(dg.AssetCheckKey(key, "drift") for key in SENSORY_KEYS.values()))
 PARTITIONED = dg.AssetSelection.assets(*BAR_KEYS.values(), *SENSORY_KEYS.values())
 STAGES = {  # job name -> (selection, partitioned over the range)

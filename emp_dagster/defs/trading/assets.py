@@ -1,9 +1,11 @@
 """Trading as assets: intents -> risk decisions -> approved orders (into the outbox, for ``emp executor``), and
 what the execution journal says came back: executions, positions, PnL, VaR, reconciliation with the drop copy.
 
-The readiness gates are blocking checks: ``signals_fresh`` and ``strategy_ready`` on the intents,
-``risk_ready`` on the decisions, so nothing reaches the outbox unless all three pass; ``journal_reconciled``
-on the reconciliation. The work is emp_core's (``emp_core.trading``); these are thin wrappers.
+The readiness gates are blocking checks: ``signals_fresh``, ``strategy_ready`` and ``compliance_clear`` (no
+open post-trade compliance breach) on the intents, ``risk_ready`` on the decisions, so nothing reaches the
+outbox unless all four pass; ``journal_reconciled`` on the reconciliation. Each order is judged by the risk
+policy and the trade compliance rules, and every decision, breach, order and execution is audited. The work
+is emp_core's (``emp_core.trading``); these are thin wrappers.
 """
 
 
@@ -21,6 +23,7 @@ from emp_core.compliance.trade import (
     day_orders,
     load_compliance_policy,
     new_breaches,
+    open_breaches,
     pre_trade_breaches,
 )
 from emp_core.errors import EmpError
@@ -32,7 +35,6 @@ from emp_core.trading import readiness
 from emp_core.trading.book import PAPER_CAPITAL, book, read_market, session_orders
 from emp_core.trading.intents import DEFAULT_FALLBACK, choose_strategy, decide, load_signals, plan_intents
 from emp_core.trading.ledger import pnl, positions, value_at_risk
-from emp_dagster.defs.compliance.assets import KEYS as COMPLIANCE_KEYS
 from emp_dagster.defs.evolution.assets import KEYS as EVOLUTION_KEYS
 from emp_dagster.defs.market_data.assets import BAR_KEYS
 from emp_dagster.defs.market_data.resources import StoreResource, store_kind
@@ -40,12 +42,15 @@ from emp_dagster.defs.sensory.assets import KEYS as SENSORY_KEYS
 from emp_dagster.edge import check_result
 
 GROUP = "trading"
+# compliance/audit_verification (emp_dagster/defs/compliance/assets.py, which reads this module's keys)
+AUDIT_VERIFICATION = dg.AssetKey(["compliance", "audit_verification"])
 NAMES = ("intents", "risk_decisions", "approved_orders", "executions", "positions", "pnl", "var", "reconciliation")
 KEYS = {name: dg.AssetKey(["trading", name]) for name in NAMES}
 TABLES = {name: f"trading.{name}" for name in NAMES} | {"executions": "trading.execution_reports",
                                                         "gates": "trading.gates"}
-SIGNALS_FRESH, STRATEGY_READY, RISK_READY, JOURNAL_RECONCILED = (
-    "signals_fresh", "strategy_ready", "risk_ready", "journal_reconciled")
+SIGNALS_FRESH, STRATEGY_READY, RISK_READY, JOURNAL_RECONCILED, COMPLIANCE_CLEAR = (
+    "signals_fresh", "strategy_ready", "risk_ready", "journal_reconciled", "compliance_clear")
+PLAN_GATES = (SIGNALS_FRESH, STRATEGY_READY, COMPLIANCE_CLEAR)
 
 
 def default_policy() -> str:
@@ -149,7 +154,7 @@ def _md(frame: pl.DataFrame, rows: int = 30) -> dg.MetadataValue:
 
 @dg.asset(key=KEYS["intents"], group_name=GROUP, kinds={store_kind()},
           deps=[BAR_KEYS["bars_1d"], SENSORY_KEYS["fused"], EVOLUTION_KEYS["decision"],
-                COMPLIANCE_KEYS["audit_verification"]],
+                AUDIT_VERIFICATION],
           description="The strategy's orders on the bar traded on: the promoted champion, or a paper-only "
                       "catalogue genome when none is promoted (says which), applied to the fused signals; one row "
                       "per symbol with its target, position, working orders and the order that closes the gap.",
@@ -160,6 +165,9 @@ def _md(frame: pl.DataFrame, rows: int = 30) -> dg.MetadataValue:
               dg.AssetCheckSpec(STRATEGY_READY, asset=KEYS["intents"], blocking=True,
                                 description="A promoted champion, or a strategy the policy lets trade on this "
                                             "session (a paper-only catalogue genome on a paper session)."),
+              dg.AssetCheckSpec(COMPLIANCE_CLEAR, asset=KEYS["intents"], blocking=True,
+                                description="No post-trade compliance breach is open (each found on a fill must "
+                                            "be resolved by a compliance officer: emp compliance resolve)."),
           ])
 def intents(context: dg.AssetExecutionContext, config: TradingConfig, store: StoreResource):
     config.checked()
@@ -185,7 +193,8 @@ def intents(context: dg.AssetExecutionContext, config: TradingConfig, store: Sto
                                     not_trading={s: market.last_bar.get(s) for s, v in status.items() if v == "no_bar"})
     ready = readiness.strategy_ready(strategy.name, strategy.promoted, strategy.ready, strategy.source,
                                      strategy.readiness)
-    _record_gates(db, context.run_id, fresh, ready)
+    clear = readiness.compliance_clear(open_breaches(db))
+    _record_gates(db, context.run_id, fresh, ready, clear)
     orders = frame.filter(pl.col("status") == "order")
     context.log.info(f"trading {strategy.name}: {strategy.source}")
     return dg.MaterializeResult(
@@ -194,7 +203,7 @@ def intents(context: dg.AssetExecutionContext, config: TradingConfig, store: Sto
                   "orders": orders.height, "outbox": str(box),
                   "intents": _md(orders.select("symbol", "direction", "signal", "confidence", "target_units",
                                                "position", "working", "side", "quantity", "stop_price"))},
-        check_results=[check_result(fresh), check_result(ready)])
+        check_results=[check_result(fresh), check_result(ready), check_result(clear)])
 
 
 @dg.asset(key=KEYS["risk_decisions"], group_name=GROUP, kinds={store_kind()}, deps=[KEYS["intents"]],
@@ -210,7 +219,7 @@ def risk_decisions(context: dg.AssetExecutionContext, config: TradingConfig, sto
     policy = load_policy(config.policy_file())
     planned = _plan(db, context.run_id, config.session)
     run, session = planned["run_id"][0], planned["session"][0]
-    _require_gates(db, run, (SIGNALS_FRESH, STRATEGY_READY), "risk_decisions")
+    _require_gates(db, run, PLAN_GATES, "risk_decisions")
     market = read_market(db, as_of=planned["as_of"][0])
     box = open_outbox()
     current = book(box, market, config.capital, session, closes=_closes(db, planned["as_of"][0]))
@@ -249,7 +258,7 @@ def approved_orders(context: dg.AssetExecutionContext, config: TradingConfig, st
     db = store.store()
     planned = _plan(db, context.run_id, config.session)
     run = planned["run_id"][0]
-    _require_gates(db, run, (SIGNALS_FRESH, STRATEGY_READY, RISK_READY), "approved_orders")
+    _require_gates(db, run, (*PLAN_GATES, RISK_READY), "approved_orders")
     decisions = db.query(f"SELECT * FROM {TABLES['risk_decisions']} WHERE run_id = $r AND planned_at = "
                          f"(SELECT max(planned_at) FROM {TABLES['risk_decisions']} WHERE run_id = $r)", {"r": run})
     box = open_outbox()

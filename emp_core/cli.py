@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_execution(sub)
     _add_audit(sub)
     _add_compliance(sub)
+    _add_kyc(sub)
     for ep in entry_points(group="emp.commands"):
         ep.load()(sub)
     for p in sub.choices.values():  # -q also after the command name (emp evolve ... -q), every command alike
@@ -447,6 +448,75 @@ def _add_compliance(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(prog="emp compliance resolve")
     comp.set_defaults(func=lambda _args: comp.print_help() or EXIT_USAGE)
+
+
+def _add_kyc(sub) -> None:
+    kyc = sub.add_parser("kyc", help="KYC/AML: screen names, review dossiers, decide cases",
+                         description="Onboarding dossiers screened against the sanctions list (OFAC SDN CSV layout), "
+                                     "rated, and tracked in a case book whose every transition is audited.")
+    actions = kyc.add_subparsers(dest="kyc_command", metavar="ACTION", parser_class=_Parser)
+
+    def sanctions_args(p) -> None:
+        p.add_argument("--sdn", metavar="CSV", help="sdn.csv in OFAC's layout (default: the shipped sample)")
+        p.add_argument("--alt", metavar="CSV", help="alt.csv, the aliases (with --sdn)")
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = _subcommand(actions, "screen", "screen names against the sanctions list (exit 1 on any hit)",
+                    "Normalise each name (transliteration, legal forms) and score it against every list name and\n"
+                    "alias. Examples:\n  emp kyc screen 'Ivan Petrov' 'Acme Trading LLC'\n"
+                    "  emp kyc screen 'Иван Петров' --sdn sdn.csv --alt alt.csv --json", cmd_kyc_screen)
+    p.add_argument("names", nargs="+")
+    p.add_argument("--threshold", type=float, help="score from 0 to 100 (default: the documented 88)")
+    sanctions_args(p)
+    p.set_defaults(prog="emp kyc screen")
+    p = _subcommand(actions, "review", "screen and rate every dossier, open and escalate cases",
+                    "Screen each dossier's customer and beneficial owners, rate it, store both, open a case for a new\n"
+                    "dossier and escalate high-risk ones and due reviews (each transition audited). Example:\n"
+                    "  emp kyc review --dossiers my_dossiers.json", cmd_kyc_review)
+    p.add_argument("--dossiers", metavar="JSON", help="the dossiers file (default: the shipped sample)")
+    p.add_argument("--as-of", metavar="DATE", help="the rating date (default: today, UTC)")
+    sanctions_args(p)
+    p.set_defaults(prog="emp kyc review")
+    p = _subcommand(actions, "cases", "list the case book", "Each case's state and last transition.",
+                    cmd_kyc_cases)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(prog="emp kyc cases")
+    p = _subcommand(actions, "decide", "move a case (approve, reject, escalate, reopen) with a reason",
+                    "A person's decision, judged by the case rules (a prohibited dossier is never approved; a\n"
+                    "high-risk one only after escalation, by someone else) and audited. Example:\n"
+                    "  emp kyc decide D-0007 --to rejected --by 'A. Jones' --reason 'SDN match confirmed'",
+                    cmd_kyc_decide)
+    p.add_argument("case_id")
+    p.add_argument("--to", required=True, choices=("open", "escalated", "approved", "rejected"))
+    p.add_argument("--by", required=True, help="who decides")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(prog="emp kyc decide")
+    kyc.set_defaults(func=lambda _args: kyc.print_help() or EXIT_USAGE)
+
+
+def cmd_kyc_screen(args) -> int:
+    from emp_core.compliance.cli import run_kyc_screen
+
+    return run_kyc_screen(names=args.names, sdn=args.sdn, alt=args.alt, threshold=args.threshold, as_json=args.json)
+
+
+def cmd_kyc_review(args) -> int:
+    from emp_core.compliance.cli import run_kyc_review
+
+    return run_kyc_review(dossiers=args.dossiers, sdn=args.sdn, alt=args.alt, as_of=args.as_of, as_json=args.json)
+
+
+def cmd_kyc_cases(args) -> int:
+    from emp_core.compliance.cli import run_kyc_cases
+
+    return run_kyc_cases(as_json=args.json)
+
+
+def cmd_kyc_decide(args) -> int:
+    from emp_core.compliance.cli import run_kyc_decide
+
+    return run_kyc_decide(case_id=args.case_id, to=args.to, by=args.by, reason=args.reason, as_json=args.json)
 
 
 def cmd_compliance_breaches(args) -> int:

@@ -74,3 +74,45 @@ def test_the_witness_carried_forward(ok, head, previous, kept):
     result = Verification(ok, head or 0, head, "h" if head else None)
     assert next_witness(result, previous) == kept
     assert witness_from({"witness_seq": 3, "witness_hash": "x"}) == (3, "x") and witness_from({}) is None
+
+
+def test_the_kyc_case_book_opens_and_escalates_cases_and_its_check_catches_an_edited_table(tmp_path, monkeypatch):
+    """The shipped dossiers: a case per dossier, the high-risk and prohibited ones escalated by the platform
+    (a person decides), the table matching the audit trail. An approval written into the table by SQL, which
+    the case rules forbid and the trail never saw, fails the blocking check; a second run changes nothing."""
+    from emp_core.compliance import kyc
+    from emp_dagster.defs.compliance.assets import KYC_MATCHES_AUDIT, KYC_PENDING, kyc_case_book
+
+    monkeypatch.setenv("EMP_HOME", str(tmp_path))
+    path = tmp_path / "emp.duckdb"
+    store = DuckDBStore(path)
+
+    def run():
+        result = dg.materialize([kyc_case_book], instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                                resources={"store": StoreResource(path=str(path))},
+                                run_config={"ops": {"compliance__kyc_case_book": {"config": {"as_of": "2026-11-27"}}}})
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+        (event,) = result.get_asset_materialization_events()
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+        return result, checks, meta
+
+    result, checks, meta = run()
+    dossiers = kyc.load_dossiers(kyc.shipped("dossiers.json"))
+    states = kyc.read_cases(store).states()
+    assert set(states) == {d.id for d in dossiers}
+    rated = dict(store.query("SELECT dossier_id, rating FROM compliance.kyc_dossiers").rows())
+    assert {c for c, s in states.items() if s == "escalated"} == {d for d, r in rated.items()
+                                                                  if r in ("high", "prohibited")}
+    assert "prohibited" in rated.values() and "low" in rated.values()  # the sample spans the ratings
+    assert checks[KYC_MATCHES_AUDIT].passed
+    assert not checks[KYC_PENDING].passed and checks[KYC_PENDING].severity == dg.AssetCheckSeverity.WARN
+    assert meta["transitions_made"] == len(dossiers) + sum(r in ("high", "prohibited") for r in rated.values())
+    _, checks, meta = run()
+    assert meta["transitions_made"] == 0 and checks[KYC_MATCHES_AUDIT].passed
+    prohibited = next(d for d, r in rated.items() if r == "prohibited")
+    with store.connect() as con:
+        con.execute("UPDATE compliance.kyc_cases SET to_state = 'approved' WHERE case_id = ? AND seq = 2",
+                    [prohibited])
+    result, checks, meta = run()
+    assert not result.success and not checks[KYC_MATCHES_AUDIT].passed and "transitions_made" not in meta
+    assert f"case {prohibited} transition 2: to_state differ" in checks[KYC_MATCHES_AUDIT].description

@@ -27,7 +27,7 @@ PLATFORM = {"platform/backup", "platform/failover_catch_up", "platform/health"}
 TRADING = {f"trading/{n}" for n in ("intents", "risk_decisions", "approved_orders", "executions", "positions",
                                     "pnl", "var", "reconciliation")}
 COMPLIANCE = {"compliance/audit_verification", "compliance/compliance_report", "compliance/transaction_reports",
-              "compliance/trade_records", "compliance/roi_report"}
+              "compliance/trade_records", "compliance/roi_report", "compliance/kyc_case_book"}
 BAR_CHECKS = {"schema_and_types", "unique_symbol_ts", "ohlc_consistency", "calendar_gaps", "freshness"}
 
 
@@ -40,7 +40,8 @@ def test_graph_snapshot():
             if k.asset_key.path[0] == "compliance"} == {
         ("compliance/audit_verification", "audit_chain_intact"), ("compliance/compliance_report", "post_trade_clean"),
         ("compliance/transaction_reports", "transaction_reports_valid"),
-        ("compliance/trade_records", "trade_records_complete")}
+        ("compliance/trade_records", "trade_records_complete"),
+        ("compliance/kyc_case_book", "kyc_cases_match_audit"), ("compliance/kyc_case_book", "kyc_decisions_pending")}
     trading = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys
                if k.asset_key.path[0] == "trading"}
     assert trading == {("trading/intents", "signals_fresh"), ("trading/intents", "strategy_ready"),
@@ -51,8 +52,12 @@ def test_graph_snapshot():
     assert {n for a, n in checks if a == "macro/series"} == {
         "unique_series_period", "point_in_time", "values_finite"}
     # A refusal to promote is an outcome (a warning on the decision), not a gate that fails the run.
-    gates = {k for k in repo.asset_graph.asset_check_keys if k.name not in ("drift", "promotion_gate")
+    # cases waiting for a person's decision inform (WARN) and stop nothing
+    gates = {k for k in repo.asset_graph.asset_check_keys if k.name not in ("drift", "promotion_gate",
+                                                                             "kyc_decisions_pending")
              and k.asset_key.path[0] != "platform"}
+    assert not repo.asset_graph.get_check_spec(
+        dg.AssetCheckKey(dg.AssetKey(["compliance", "kyc_case_book"]), "kyc_decisions_pending")).blocking
     platform = {(k.asset_key.to_user_string(), k.name): repo.asset_graph.get_check_spec(k).blocking
                 for k in repo.asset_graph.asset_check_keys if k.asset_key.path[0] == "platform"}
     # the platform's gates block; health and retention inform (WARN): a stale feed must not stop a backup

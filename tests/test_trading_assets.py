@@ -189,3 +189,25 @@ def test_a_second_plan_with_more_capital_does_not_resize_what_is_working(home):
     last = DuckDBStore(home / "emp.duckdb").query(
         "SELECT status FROM trading.intents WHERE planned_at = (SELECT max(planned_at) FROM trading.intents)")
     assert set(last["status"]) == {"hold"}
+
+
+def test_an_open_post_trade_breach_blocks_the_plan_until_a_compliance_officer_resolves_it(home):
+    """compliance_clear: a breach found on a fill (here recorded as the compliance report records it) stops
+    the next plan before the outbox; resolving it, with the reviewer and the reason, lets the plan through."""
+    from datetime import datetime
+
+    from emp_core.compliance.trade import BREACH_SCHEMA, BREACHES, resolve
+    from emp_core.store import DuckDBStore
+
+    store = DuckDBStore(home / "emp.duckdb")
+    breach = {"breach_id": "b1", "stage": "post_trade", "rule": "wash_trade", "policy_version": "compliance-v1",
+              "symbol": "AAA", "side": "sell", "value": 3.0, "limit": 60.0, "order_ref": "C9", "exec_id": "X9",
+              "other_ref": "X8", "at": datetime(2026, 11, 27, 14, 30), "detail": "3 s from the firm's own buy"}
+    store.append_table(BREACHES, pl.DataFrame([breach], schema=BREACH_SCHEMA))
+    result = plan(home)
+    assert gates(result) == {"signals_fresh": True, "strategy_ready": True, "compliance_clear": False}
+    assert "b1 wash_trade on AAA (X9)" in next(e.description for e in result.get_asset_check_evaluations()
+                                               if e.check_name == "compliance_clear")
+    assert materialised(result) == {"intents"} and open_outbox().entries().is_empty()
+    resolve(store, "b1", by="J. Smith", reason="two strategies crossed; no change of ownership, reviewed")
+    assert plan(home).success and open_outbox().entries().height > 0

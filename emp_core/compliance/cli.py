@@ -65,7 +65,7 @@ def run_breaches(*, show_all: bool = False, as_json: bool = False) -> int:
     still_open = open_breaches(store)
     shown = still_open
     if show_all:
-        shown = store.query(f"SELECT * FROM {BREACHES} ORDER BY at") if BREACHES in set(store.tables()) \
+        shown = store.query(f"SELECT * FROM {BREACHES} ORDER BY \"at\"") if BREACHES in set(store.tables()) \
             else still_open
     if as_json:
         print(json.dumps({"store": str(store), "open": still_open.height,
@@ -90,4 +90,85 @@ def run_resolve(*, breach_id: str, by: str, reason: str, as_json: bool = False) 
         print(json.dumps({"store": str(store), **row, "open": remaining}, default=str))
     else:
         print(f"{store}: breach {breach_id} resolved by {row['resolved_by']}; {remaining} still open")
+    return 0
+
+
+def _sanctions(sdn: str | None, alt: str | None):
+    from emp_core.compliance.kyc import shipped
+    from emp_core.compliance.sanctions import load_sdn
+
+    if sdn is None:
+        return load_sdn(shipped("sdn.csv"), shipped("alt.csv"))
+    return load_sdn(sdn, alt)
+
+
+def run_kyc_screen(*, names: list[str], sdn: str | None = None, alt: str | None = None,
+                   threshold: float | None = None, as_json: bool = False) -> int:
+    """Screen names against the sanctions list; exit 1 when any name hits, else 0."""
+    from emp_core.compliance.sanctions import THRESHOLD, screen
+
+    hits = screen(names, _sanctions(sdn, alt), threshold=THRESHOLD if threshold is None else threshold)
+    if as_json:
+        print(json.dumps({"threshold": THRESHOLD if threshold is None else threshold, "hits": hits.to_dicts()},
+                         default=str))
+    else:
+        for i, name in enumerate(names):
+            mine = hits.filter(hits["query_index"] == i)
+            print(f"{name}: " + ("no hit" if mine.is_empty() else f"{mine.height} hit(s)"))
+            for r in mine.iter_rows(named=True):
+                print(f"  {r['score']:5.1f}  SDN {r['ent_num']}  {r['matched_name']}  "
+                      f"({r['sdn_type']}, {r['program']})")
+    return 1 if hits.height else 0
+
+
+def run_kyc_review(*, dossiers: str | None = None, sdn: str | None = None, alt: str | None = None,
+                   as_of: str | None = None, as_json: bool = False) -> int:
+    """Screen and rate the dossiers, open and escalate cases (audited); exit 0, printing what waits for a
+    decision."""
+    from datetime import date
+
+    from emp_core.clock import utcnow
+    from emp_core.compliance.kyc import load_jurisdictions, review, shipped
+
+    try:
+        day = date.fromisoformat(as_of) if as_of else utcnow().date()
+    except ValueError:
+        raise EmpError(f"--as-of {as_of!r} is not a date (YYYY-MM-DD)") from None
+    store = _store()
+    result = review(store, dossiers or shipped("dossiers.json"), _sanctions(sdn, alt),
+                    load_jurisdictions(shipped("jurisdictions.json")), day)
+    waiting = result.waiting()
+    if as_json:
+        print(json.dumps({"store": str(store), "dossiers": len(result.dossiers), "hits": result.screening.height,
+                          "ratings": {r.dossier_id: r.rating for r in result.ratings},
+                          "transitions": [t.payload() for t in result.made], "waiting": waiting}))
+    else:
+        print(f"{store}: {len(result.dossiers)} dossier(s) screened and rated on {day}; "
+              f"{result.screening.height} screening hit(s); {len(result.made)} case transition(s) made; "
+              f"{len(waiting)} case(s) waiting for a decision")
+        for t in result.made:
+            print(f"  {t.case_id}: {t.from_state or '-'} -> {t.to_state}: {t.reason}")
+    return 0
+
+
+def run_kyc_cases(*, as_json: bool = False) -> int:
+    """The case book: each case's state and last transition."""
+    from emp_core.compliance.kyc import read_cases
+
+    book = read_cases(_store())
+    last = {t.case_id: t for t in book.transitions}
+    if as_json:
+        print(json.dumps({c: t.payload() for c, t in sorted(last.items())}))
+    else:
+        for c, t in sorted(last.items()):
+            print(f"{c:<12} {t.to_state:<10} {t.at:%Y-%m-%d %H:%M} {t.actor}: {t.reason}")
+    return 0
+
+
+def run_kyc_decide(*, case_id: str, to: str, by: str, reason: str, as_json: bool = False) -> int:
+    """A person's decision on a case (audited); the case rules refuse what they forbid (exit 2)."""
+    from emp_core.compliance.kyc import decide
+
+    t = decide(_store(), case_id, to, actor=by, reason=reason)
+    print(json.dumps(t.payload()) if as_json else f"case {case_id}: {t.from_state} -> {t.to_state} by {t.actor}")
     return 0

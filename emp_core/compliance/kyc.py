@@ -523,11 +523,11 @@ def record_transitions(store, transitions: Sequence[Transition], *, now: datetim
     """Append ``transitions`` to the audit trail (kind ``kyc.case_transition``) and then to
     ``compliance.kyc_cases``; the audit seq numbers. The audit log goes first: it is the record, and the cases
     table is a projection of it (every row's payload is in the log)."""
-    from emp_core.compliance import audit_store
+    from emp_core.compliance import audit_store, trail
 
     if not transitions:
         return []
-    seqs = audit_store.append(store, [(AUDIT_KIND, t.payload()) for t in transitions], now=now)
+    seqs = audit_store.append(trail.primary(store), [(AUDIT_KIND, t.payload()) for t in transitions], now=now)
     store.append_table(CASES_TABLE, CaseBook().frame(transitions))
     return seqs
 
@@ -537,6 +537,125 @@ def read_cases(store) -> CaseBook:
     if CASES_TABLE not in store.tables():
         return CaseBook()
     return CaseBook.from_frame(store.query(f"SELECT * FROM {CASES_TABLE}"))
+
+
+def shipped(name: str, cfg=None) -> Path:
+    """A shipped KYC/AML data file under ``<data dir>/compliance`` (``EMP_DATA_DIR``): ``dossiers.json``,
+    ``jurisdictions.json`` (under ``kyc/``), ``sdn.csv``, ``alt.csv`` (under ``sanctions/``)."""
+    from emp_core.config import settings
+
+    folder = "sanctions" if name.endswith(".csv") else "kyc"
+    return (cfg or settings()).data_dir / "compliance" / folder / name
+
+
+SYSTEM_ACTOR = "emp kyc review"  # the platform's own transitions: opening cases, escalating on risk
+
+
+@dataclass(frozen=True)
+class Review:
+    """One KYC review: the dossiers, their screening and ratings, the case book after it, and the transitions
+    this review made."""
+
+    dossiers: list[Dossier]
+    screening: pl.DataFrame
+    ratings: list[Rating]
+    book: CaseBook
+    made: list[Transition]
+
+    def waiting(self) -> dict[str, str]:
+        """Cases waiting for a person's decision (open or escalated): case id -> state."""
+        return {c: s for c, s in self.book.states().items() if s in ("open", "escalated")}
+
+
+def review(store, dossiers_path: str | Path, sanctions: SanctionsList, jurisdictions: JurisdictionLists,
+           as_of: date, *, now: datetime | None = None) -> Review:
+    """Screen and rate every dossier on ``as_of``, store them (:func:`store_kyc`), and move the case book where
+    the rules leave it to the platform (actor :data:`SYSTEM_ACTOR`), each with its reason, audited:
+
+    - a dossier without a case gets one, ``open`` ("onboarding");
+    - an ``open`` or ``approved`` case whose dossier is now rated high or prohibited, or an ``approved`` one whose
+      review is due (``review_due`` on or before ``as_of``), is ``escalated`` for a person to decide.
+
+    Approving and rejecting are people's decisions (:func:`decide`, ``emp kyc decide``). A bad dossier file
+    raises :class:`DossierError` before anything is written."""
+    from emp_core.clock import utcnow
+
+    dossiers = load_dossiers(dossiers_path)
+    hits = screen_dossiers(dossiers, sanctions)
+    ratings = [rate(d, hits, as_of, jurisdictions) for d in dossiers]
+    book = read_cases(store)
+    at = now or utcnow()
+    made = []
+    for d, r in zip(dossiers, ratings, strict=True):
+        state = book.state(d.id)
+        if state is None:
+            made.append(book.transition(d.id, "open", actor=SYSTEM_ACTOR, at=at, rating=r,
+                                        reason=f"onboarding: dossier {d.id} ({d.entity_type}, {d.jurisdiction}) "
+                                               f"received; rated {r.rating} ({r.points} points)"))
+            state = "open"
+        why = []
+        if r.rating in ("high", "prohibited") and state in ("open", "approved"):
+            why.append(f"rated {r.rating} ({r.points} points: {'; '.join(r.reasons)})")
+        if state == "approved" and r.review_due <= as_of:
+            why.append(f"periodic review due on {r.review_due}")
+        if why:
+            made.append(book.transition(d.id, "escalated", actor=SYSTEM_ACTOR, at=at, rating=r,
+                                        reason="; ".join(why) + ": a person must decide"))
+    store_kyc(store, dossiers, hits, ratings)
+    record_transitions(store, made)
+    return Review(dossiers, hits, ratings, book, made)
+
+
+def decide(store, case_id: str, to: str, *, actor: str, reason: str, now: datetime | None = None) -> Transition:
+    """A person's transition of ``case_id`` (approve, reject, escalate, send back), judged by the case rules on
+    the dossier's stored rating, then audited and stored. Raises :class:`CaseError` (nothing written)."""
+    from emp_core.clock import utcnow
+
+    book = read_cases(store)
+    if book.state(case_id) is None:
+        raise CaseError(f"case {case_id}: no such case (a KYC review opens one per dossier: emp kyc review)")
+    rating = None
+    if DOSSIERS_TABLE in store.tables():
+        rows = store.query(f"SELECT rating FROM {DOSSIERS_TABLE} WHERE dossier_id = $d", {"d": case_id})
+        rating = rows["rating"][0] if rows.height else None
+    t = book.transition(case_id, to, actor=actor, reason=reason, at=now or utcnow(), rating=rating)
+    record_transitions(store, [t])
+    return t
+
+
+def audit_mismatches(store) -> list[str]:
+    """Where ``compliance.kyc_cases`` and the audit trail's ``kyc.case_transition`` entries disagree: a row the
+    log lacks, an entry the table lacks, or a field that differs (the table is a projection of the log, so an
+    edit of the table shows here); and a table the case rules refuse on replay. Empty when they agree."""
+    from emp_core.compliance import audit_store, trail
+
+    log = audit_store.read(trail.primary(store))
+    logged = {}
+    for text in log.filter(pl.col("kind") == AUDIT_KIND)["payload"].to_list():
+        entry = json.loads(text)
+        logged[(entry["case_id"], entry["seq"])] = entry
+    table = (store.query(f"SELECT * FROM {CASES_TABLE}") if CASES_TABLE in store.tables()
+             else pl.DataFrame(schema=CASE_SCHEMA))
+    problems = []
+    stored = {}
+    for row in table.iter_rows(named=True):
+        stored[(row["case_id"], row["seq"])] = row
+    for key in sorted(set(stored) | set(logged)):
+        if key not in logged:
+            problems.append(f"case {key[0]} transition {key[1]}: in {CASES_TABLE} but not in the audit trail")
+        elif key not in stored:
+            problems.append(f"case {key[0]} transition {key[1]}: in the audit trail but not in {CASES_TABLE}")
+        else:
+            row = stored[key]
+            mine = Transition(**{k: row[k] for k in CASE_SCHEMA}).payload()
+            differ = sorted(k for k in mine if mine[k] != logged[key].get(k))
+            if differ:
+                problems.append(f"case {key[0]} transition {key[1]}: {', '.join(differ)} differ from the audit trail")
+    try:
+        CaseBook.from_frame(table)
+    except CaseError as exc:
+        problems.append(f"{CASES_TABLE} breaks the case rules: {exc}")
+    return problems
 
 
 def summary_markdown(book: CaseBook, ratings: Sequence[Rating] = (), dossiers: Sequence[Dossier] = ()) -> str:
@@ -565,7 +684,28 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-__all__ = ["CASES_TABLE", "DOSSIERS_TABLE", "SCREENING_TABLE", "BeneficialOwner", "CaseBook", "CaseError",
-           "Document", "Dossier", "DossierError", "JurisdictionLists", "Rating", "Transition", "load_dossiers",
-           "load_jurisdictions", "rate", "read_cases", "record_transitions", "screen_dossiers", "store_kyc",
-           "summary_markdown"]
+__all__ = [
+    "CASES_TABLE",
+    "DOSSIERS_TABLE",
+    "SCREENING_TABLE",
+    "BeneficialOwner",
+    "CaseBook",
+    "CaseError",
+    "Document",
+    "Dossier",
+    "DossierError",
+    "JurisdictionLists",
+    "Rating",
+    "Review",
+    "Transition",
+    "decide",
+    "load_dossiers",
+    "load_jurisdictions",
+    "rate",
+    "read_cases",
+    "record_transitions",
+    "review",
+    "screen_dossiers",
+    "store_kyc",
+    "summary_markdown",
+]

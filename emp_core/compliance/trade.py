@@ -482,7 +482,7 @@ def open_breaches(store) -> pl.DataFrame:
     tables = set(store.tables())
     if BREACHES not in tables:
         return pl.DataFrame(schema=BREACH_SCHEMA)
-    found = store.query(f"SELECT * FROM {BREACHES} WHERE stage = 'post_trade' ORDER BY at")
+    found = store.query(f"SELECT * FROM {BREACHES} WHERE stage = 'post_trade' ORDER BY \"at\"")
     if RESOLUTIONS in tables:
         done = store.query(f"SELECT breach_id FROM {RESOLUTIONS}")["breach_id"].to_list()
         found = found.filter(~pl.col("breach_id").is_in(done))

@@ -78,8 +78,10 @@ def audit_verification(context: dg.AssetExecutionContext, store: StoreResource):
 
 
 NAMES = ("compliance_report", "transaction_reports", "trade_records", "roi_report")
+KYC = dg.AssetKey(["compliance", "kyc_case_book"])
+KYC_MATCHES_AUDIT, KYC_PENDING = "kyc_cases_match_audit", "kyc_decisions_pending"
 REPORT_KEYS = {name: dg.AssetKey(["compliance", name]) for name in NAMES}
-KEYS |= REPORT_KEYS
+KEYS |= REPORT_KEYS | {"kyc_case_book": KYC}
 TABLES = {"checks": "compliance.post_trade_checks", "transaction_reports": "compliance.transaction_reports",
           "not_reported": "compliance.not_reported", "trade_records": "compliance.trade_records",
           "roi_fills": "compliance.roi_fills", "roi_strategies": "compliance.roi_strategies"}
@@ -131,7 +133,7 @@ def compliance_report(context: dg.AssetExecutionContext, config: ComplianceConfi
     if new.height:
         db.append_table(BREACHES, new)
     trail.record(db, trail.breach_events(new))
-    recorded = db.query(f"SELECT * FROM {BREACHES} ORDER BY at") if BREACHES in set(db.tables()) else found.head(0)
+    recorded = db.query(f"SELECT * FROM {BREACHES} ORDER BY \"at\"") if BREACHES in set(db.tables()) else found.head(0)
     pre = recorded.filter(pl.col("stage") == "pre_trade")
     report = summary(checks, found, rules) + "\n\n## Pre-trade breaches (orders refused)\n\n" + _md(
         pre.select("at", "rule", "symbol", "side", "order_ref", "detail"))
@@ -251,3 +253,64 @@ def _time(value) -> datetime:
 def _last_fill(journal: pl.DataFrame) -> datetime:
     fills = fills_for_rules(journal, pl.DataFrame(schema={"clordid": pl.String, "reference_price": pl.Float64}))
     return fills["at"].max() if fills.height else datetime.min
+
+
+class KycConfig(dg.Config):
+    dossiers: str = ""  # the onboarding dossiers (JSON); empty: the shipped sample
+    sdn: str = ""  # the sanctions list in OFAC's SDN CSV layout; empty: the shipped synthetic sample
+    alt: str = ""  # its aliases (alt.csv)
+    as_of: str = ""  # the rating date (YYYY-MM-DD); empty: today (UTC)
+
+
+@dg.asset(key=KYC, group_name=GROUP, kinds={store_kind()},
+          description="The KYC case book: every onboarding dossier's customer and beneficial owners screened against "
+                      "the sanctions list, rated (jurisdiction, entity type, hits, PEP, documents) with a review "
+                      "date; a case opened for each new dossier and escalated when it is high-risk or due for "
+                      "review, each transition with its reason in the audit trail.",
+          check_specs=[
+              dg.AssetCheckSpec(KYC_MATCHES_AUDIT, asset=KYC, blocking=True,
+                                description="The stored case book is the audit trail's: every transition logged, "
+                                            "none edited, and the case rules hold on replay."),
+              dg.AssetCheckSpec(KYC_PENDING, asset=KYC,
+                                description="No case waits for a person's decision (open or escalated)."),
+          ])
+def kyc_case_book(context: dg.AssetExecutionContext, config: KycConfig, store: StoreResource):
+    from datetime import date
+
+    from emp_core.compliance import kyc
+    from emp_core.compliance.sanctions import load_sdn
+
+    db = store.store()
+    mismatches = kyc.audit_mismatches(db)  # before anything is added: an edited book is not built on
+    if mismatches:
+        return dg.MaterializeResult(
+            metadata={"table": kyc.CASES_TABLE, "mismatches": len(mismatches)},
+            check_results=[dg.AssetCheckResult(check_name=KYC_MATCHES_AUDIT, passed=False,
+                                               description="; ".join(mismatches[:5])),
+                           dg.AssetCheckResult(check_name=KYC_PENDING, passed=False,
+                                               severity=dg.AssetCheckSeverity.WARN,
+                                               description="not reviewed: the case book does not match the audit "
+                                                           "trail")])
+    sanctions = (load_sdn(config.sdn, config.alt or None) if config.sdn
+                 else load_sdn(kyc.shipped("sdn.csv"), kyc.shipped("alt.csv")))
+    day = date.fromisoformat(config.as_of) if config.as_of else utcnow().date()
+    result = kyc.review(db, config.dossiers or kyc.shipped("dossiers.json"), sanctions,
+                        kyc.load_jurisdictions(kyc.shipped("jurisdictions.json")), day)
+    mismatches = kyc.audit_mismatches(db)
+    waiting = result.waiting()
+    ratings = {r: sum(x.rating == r for x in result.ratings) for r in kyc.RATINGS}
+    return dg.MaterializeResult(
+        metadata={"table": kyc.CASES_TABLE, "dagster/row_count": len(result.book.transitions),
+                  "dossiers": len(result.dossiers), "screening_hits": result.screening.height,
+                  "transitions_made": len(result.made), "waiting_for_decision": len(waiting),
+                  **{f"rated_{k}": v for k, v in ratings.items()},
+                  "report": dg.MetadataValue.md(kyc.summary_markdown(result.book, result.ratings, result.dossiers))},
+        check_results=[
+            dg.AssetCheckResult(check_name=KYC_MATCHES_AUDIT, passed=not mismatches,
+                                description=(f"{len(result.book.transitions)} transition(s) match the audit trail"
+                                             if not mismatches else "; ".join(mismatches[:5]))),
+            dg.AssetCheckResult(check_name=KYC_PENDING, passed=not waiting, severity=dg.AssetCheckSeverity.WARN,
+                                description=("no case waits for a decision" if not waiting else
+                                             f"{len(waiting)} case(s) wait for a decision: "
+                                             + ", ".join(f"{c} ({s})" for c, s in sorted(waiting.items())[:10])
+                                             + " (emp kyc decide)"))])

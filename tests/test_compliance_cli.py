@@ -1,0 +1,93 @@
+"""``emp kyc`` and ``emp compliance`` on the embedded tier: exit codes, refusals that write nothing, every
+decision in the audit trail."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import polars as pl
+import pytest
+
+from emp_core.cli import main
+from emp_core.compliance import audit_store
+from emp_core.compliance.trade import BREACH_SCHEMA, BREACHES, breach_id, open_breaches
+from emp_core.store.duckdb_store import DuckDBStore
+
+
+@pytest.fixture
+def store(emp_home):
+    return DuckDBStore(emp_home / "emp.duckdb")
+
+
+def run(capsys, *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def kinds(store) -> list[str]:
+    return audit_store.read(store)["kind"].to_list()
+
+
+def test_kyc_screen_exit_code_says_whether_a_name_hit(store, capsys):
+    code, out = run(capsys, "kyc", "screen", "Dmitriy Volkov", "--json")
+    hits = json.loads(out)["hits"]
+    assert code == 1 and {h["ent_num"] for h in hits} == {1001}
+    code, out = run(capsys, "kyc", "screen", "Wilhelmina Appleby-Hartmann")
+    assert code == 0 and "no hit" in out
+
+
+def test_kyc_review_then_decisions_each_audited_and_a_forbidden_one_writes_nothing(store, capsys):
+    code, out = run(capsys, "kyc", "review", "--as-of", "2026-11-27", "--json")
+    review = json.loads(out)
+    assert code == 0 and review["dossiers"] == len(review["ratings"]) and review["waiting"]
+    prohibited = next(d for d, r in review["ratings"].items() if r == "prohibited")
+    before = kinds(store)
+    assert before.count("kyc.case_transition") == len(review["transitions"])
+    code, out = run(capsys, "kyc", "decide", prohibited, "--to", "approved", "--by", "A. Jones", "--reason", "ok")
+    assert code == 2 and "prohibited and cannot be approved" in out and kinds(store) == before
+    code, out = run(capsys, "kyc", "decide", prohibited, "--to", "rejected", "--by", "A. Jones", "--reason",
+                    "SDN match confirmed against the passport")
+    assert code == 0 and kinds(store) == [*before, "kyc.case_transition"]
+    code, out = run(capsys, "kyc", "decide", prohibited, "--to", "open", "--by", "A. Jones", "--reason", "again")
+    assert code == 2 and "rejected" in out  # final
+    code, out = run(capsys, "kyc", "cases", "--json")
+    assert json.loads(out)[prohibited]["to_state"] == "rejected"
+    assert audit_store.verify(store).ok
+
+
+def test_a_malformed_dossier_file_is_named_and_nothing_is_stored(store, capsys, tmp_path):
+    bad = tmp_path / "dossiers.json"
+    bad.write_text(json.dumps({"dossiers": [{"id": "X-1", "name": "A", "entity_type": "company",
+                                             "jurisdiction": "ZZ", "pep": False, "onboarded": "2026-01-01",
+                                             "beneficial_owners": [], "documents": []}]}))
+    code, out = run(capsys, "kyc", "review", "--dossiers", str(bad))
+    assert code == 2 and str(bad) in out and "X-1" in out and "jurisdiction" in out
+    assert kinds(store) == [] and "compliance.kyc_cases" not in store.tables()
+
+
+def _breach(stage: str, rule: str = "price_collar") -> dict:
+    order, exec_id = "C1", ("X1" if stage == "post_trade" else None)
+    return {"breach_id": breach_id(stage, rule, order, exec_id), "stage": stage, "rule": rule,
+            "policy_version": "compliance-v1", "symbol": "AAPL", "side": "buy", "value": 0.2, "limit": 0.1,
+            "order_ref": order, "exec_id": exec_id, "other_ref": None, "at": datetime(2026, 11, 27, 14, 30),
+            "detail": "fill 20% off the last price"}
+
+
+def test_an_open_post_trade_breach_is_listed_until_resolved_with_a_reason(store, capsys):
+    post, pre = _breach("post_trade"), _breach("pre_trade", "restricted_list")
+    store.append_table(BREACHES, pl.DataFrame([post, pre], schema=BREACH_SCHEMA))
+    code, out = run(capsys, "compliance", "breaches")
+    assert code == 1 and post["breach_id"] in out and pre["breach_id"] not in out  # a refusal is not open
+    code, out = run(capsys, "compliance", "resolve", pre["breach_id"], "--by", "J. Smith", "--reason", "x")
+    assert code == 2 and "pre-trade" in out
+    code, out = run(capsys, "compliance", "resolve", post["breach_id"], "--by", "J. Smith", "--reason", "  ")
+    assert code == 2 and "reason" in out and kinds(store) == []
+    code, out = run(capsys, "compliance", "resolve", post["breach_id"], "--by", "J. Smith", "--reason",
+                    "venue print confirmed with the broker")
+    assert code == 0 and open_breaches(store).is_empty() and kinds(store) == ["compliance.resolution"]
+    code, out = run(capsys, "compliance", "resolve", post["breach_id"], "--by", "J. Smith", "--reason", "again")
+    assert code == 2 and "already resolved" in out
+    code, out = run(capsys, "compliance", "breaches", "--all", "--json")
+    assert code == 0 and json.loads(out)["open"] == 0 and len(json.loads(out)["breaches"]) == 2

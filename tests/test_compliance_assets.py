@@ -77,9 +77,9 @@ def test_the_witness_carried_forward(ok, head, previous, kept):
 
 
 def test_the_kyc_case_book_opens_and_escalates_cases_and_its_check_catches_an_edited_table(tmp_path, monkeypatch):
-    """The shipped dossiers: a case per dossier, the high-risk and prohibited ones escalated by the platform
-    (a person decides), the table matching the audit trail. An approval written into the table by SQL, which
-    the case rules forbid and the trail never saw, fails the blocking check; a second run changes nothing."""
+    """The shipped dossiers: a case per dossier, opened by the platform with its rating (people escalate and
+    decide), the table matching the audit trail. An approval written into the table by SQL, which the case
+    rules forbid and the trail never saw, fails the blocking check; a second run changes nothing."""
     from emp_core.compliance import kyc
     from emp_dagster.defs.compliance.assets import KYC_MATCHES_AUDIT, KYC_PENDING, kyc_case_book
 
@@ -101,15 +101,15 @@ def test_the_kyc_case_book_opens_and_escalates_cases_and_its_check_catches_an_ed
     states = kyc.read_cases(store).states()
     assert set(states) == {d.id for d in dossiers}
     rated = dict(store.query("SELECT dossier_id, rating FROM compliance.kyc_dossiers").rows())
-    assert {c for c, s in states.items() if s == "escalated"} == {d for d, r in rated.items()
-                                                                  if r in ("high", "prohibited")}
+    assert set(states.values()) == {"open"}
     assert "prohibited" in rated.values() and "low" in rated.values()  # the sample spans the ratings
     assert checks[KYC_MATCHES_AUDIT].passed
     assert not checks[KYC_PENDING].passed and checks[KYC_PENDING].severity == dg.AssetCheckSeverity.WARN
-    assert meta["transitions_made"] == len(dossiers) + sum(r in ("high", "prohibited") for r in rated.values())
+    assert meta["transitions_made"] == len(dossiers)
     _, checks, meta = run()
     assert meta["transitions_made"] == 0 and checks[KYC_MATCHES_AUDIT].passed
     prohibited = next(d for d, r in rated.items() if r == "prohibited")
+    kyc.decide(store, prohibited, "escalated", actor="A. Analyst", reason="sanctions hit")
     with store.connect() as con:
         con.execute("UPDATE compliance.kyc_cases SET to_state = 'approved' WHERE case_id = ? AND seq = 2",
                     [prohibited])

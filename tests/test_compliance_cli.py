@@ -91,3 +91,42 @@ def test_an_open_post_trade_breach_is_listed_until_resolved_with_a_reason(store,
     assert code == 2 and "already resolved" in out
     code, out = run(capsys, "compliance", "breaches", "--all", "--json")
     assert code == 0 and json.loads(out)["open"] == 0 and len(json.loads(out)["breaches"]) == 2
+
+
+def test_four_eyes_and_the_periodic_review_counted_from_the_approval(store, capsys):
+    """A high-risk case: the person who escalates it cannot approve it, another can; the platform never
+    approves. A low-risk customer approved in 2026 is reopened when its review falls due (36 months after the
+    approval, or a document's expiry first), not pushed back by every later review."""
+    from datetime import date
+
+    from emp_core.compliance import kyc
+    from emp_core.compliance.sanctions import load_sdn
+
+    sanctions = load_sdn(kyc.shipped("sdn.csv"), kyc.shipped("alt.csv"))
+    lists = kyc.load_jurisdictions(kyc.shipped("jurisdictions.json"))
+    first = kyc.review(store, kyc.shipped("dossiers.json"), sanctions, lists, date(2026, 5, 1),
+                       now=datetime(2026, 5, 1, 9))
+    rated = {r.dossier_id: r for r in first.ratings}
+    high = next(d for d, r in rated.items() if r.rating == "high")
+    with pytest.raises(kyc.CaseError, match="only after escalation"):
+        kyc.decide(store, high, "approved", actor="B. Approver", reason="fine", now=datetime(2026, 5, 1, 10))
+    kyc.decide(store, high, "escalated", actor="A. Analyst", reason="hit to clear", now=datetime(2026, 5, 1, 10))
+    for who in ("A. Analyst", kyc.SYSTEM_ACTOR):
+        with pytest.raises(kyc.CaseError):
+            kyc.decide(store, high, "approved", actor=who, reason="cleared", now=datetime(2026, 5, 1, 11))
+    kyc.decide(store, high, "approved", actor="B. Approver", reason="false positive: different DOB",
+               now=datetime(2026, 5, 1, 11))
+    low = next(d for d, r in rated.items() if r.rating == "low"
+               and all(doc.expiry is None or doc.expiry > date(2029, 6, 1)
+                       for doc in next(x for x in first.dossiers if x.id == d).documents))
+    kyc.decide(store, low, "approved", actor="A. Analyst", reason="standard onboarding",
+               now=datetime(2026, 5, 1, 12))
+    for day in (date(2027, 5, 1), date(2029, 4, 30)):  # before the due date: nothing moves
+        later = kyc.review(store, kyc.shipped("dossiers.json"), sanctions, lists, day, now=datetime(2029, 4, 30))
+        assert low not in {t.case_id for t in later.made}
+        assert next(r for r in later.ratings if r.dossier_id == low).review_due == date(2029, 5, 1)
+    due = kyc.review(store, kyc.shipped("dossiers.json"), sanctions, lists, date(2029, 5, 1),
+                     now=datetime(2029, 5, 1, 9))
+    (reopened,) = [t for t in due.made if t.case_id == low]
+    assert reopened.to_state == "open" and "periodic review due on 2029-05-01" in reopened.reason
+    assert kyc.audit_mismatches(store) == []

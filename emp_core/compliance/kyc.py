@@ -35,11 +35,13 @@ document is renewed before it lapses.
 
 - every transition names an actor and a non-empty reason, and its time is not before the case's last one;
 - a case starts ``open``; allowed moves: open -> escalated | approved | rejected; escalated -> approved |
-  rejected | open (sent back for information); approved -> escalated (a periodic review found something);
+  rejected | open (sent back for information); approved -> escalated | open (reopened: the rating rose or a
+  periodic review is due);
   ``rejected`` is final;
 - a **prohibited** dossier cannot be approved;
-- a **high** dossier (which every screening hit makes at least) is approved only from ``escalated``, and by
-  someone other than the actor who escalated it (four eyes).
+- only a person approves (never :data:`SYSTEM_ACTOR`); a **high** dossier (which every screening hit makes at
+  least) is approved only from ``escalated``, escalated by a person, and by someone other than that person
+  (four eyes).
 
 :func:`record_transitions` appends the transitions to ``compliance.kyc_cases`` and to the audit trail
 (``audit.log``, kind ``kyc.case_transition``); :func:`store_kyc` writes ``compliance.kyc_dossiers`` (with the
@@ -75,7 +77,8 @@ REVIEW_MONTHS = {"low": 36, "medium": 24, "high": 12, "prohibited": 0}
 
 STATES = ("open", "escalated", "approved", "rejected")
 ALLOWED = {None: ("open",), "open": ("escalated", "approved", "rejected"),
-           "escalated": ("approved", "rejected", "open"), "approved": ("escalated",), "rejected": ()}
+           "escalated": ("approved", "rejected", "open"), "approved": ("escalated", "open"), "rejected": ()}
+SYSTEM_ACTOR = "emp kyc review"  # the platform's own transitions: opening and reopening cases, never deciding
 AUDIT_KIND = "kyc.case_transition"
 
 DOSSIERS_TABLE = "compliance.kyc_dossiers"
@@ -479,10 +482,16 @@ def _check_rules(label: str, history: list[Transition], to: str, actor: str, at:
         raise CaseError(f"{label}: approval needs the dossier's current rating")
     if level == "prohibited":
         raise CaseError(f"{label}: the dossier is rated prohibited and cannot be approved")
+    if actor.strip().casefold() == SYSTEM_ACTOR:
+        raise CaseError(f"{label}: only a person approves a case")
     if level == "high":
         if current != "escalated":
             raise CaseError(f"{label}: a high-risk dossier is approved only after escalation")
-        if history[-1].actor.casefold() == actor.strip().casefold():
+        escalator = history[-1].actor
+        if escalator.casefold() == SYSTEM_ACTOR:
+            raise CaseError(f"{label}: the platform escalated the case; a person must escalate it before another "
+                            "approves (four eyes)")
+        if escalator.casefold() == actor.strip().casefold():
             raise CaseError(f"{label}: {actor} escalated the case and cannot also approve it (four eyes)")
 
 
@@ -548,9 +557,6 @@ def shipped(name: str, cfg=None) -> Path:
     return (cfg or settings()).data_dir / "compliance" / folder / name
 
 
-SYSTEM_ACTOR = "emp kyc review"  # the platform's own transitions: opening cases, escalating on risk
-
-
 @dataclass(frozen=True)
 class Review:
     """One KYC review: the dossiers, their screening and ratings, the case book after it, and the transitions
@@ -567,17 +573,29 @@ class Review:
         return {c: s for c, s in self.book.states().items() if s in ("open", "escalated")}
 
 
+def review_due(approved_at: date, rating: Rating, dossier: Dossier) -> date:
+    """When an approved customer is due for review: :data:`REVIEW_MONTHS` of its current rating after the
+    approval, brought forward to the first document expiry after the approval."""
+    due = add_months(approved_at, REVIEW_MONTHS[rating.rating])
+    expiries = [d.expiry for d in dossier.documents if d.expiry is not None and d.expiry > approved_at]
+    return min([due, *expiries])
+
+
 def review(store, dossiers_path: str | Path, sanctions: SanctionsList, jurisdictions: JurisdictionLists,
            as_of: date, *, now: datetime | None = None) -> Review:
     """Screen and rate every dossier on ``as_of``, store them (:func:`store_kyc`), and move the case book where
     the rules leave it to the platform (actor :data:`SYSTEM_ACTOR`), each with its reason, audited:
 
-    - a dossier without a case gets one, ``open`` ("onboarding");
-    - an ``open`` or ``approved`` case whose dossier is now rated high or prohibited, or an ``approved`` one whose
-      review is due (``review_due`` on or before ``as_of``), is ``escalated`` for a person to decide.
+    - a dossier without a case gets one, ``open`` ("onboarding"), its rating and the reasons in the reason;
+    - an ``approved`` case is reopened (``open``) when its dossier is now rated high or prohibited, or its review
+      is due (:func:`review_due`: counted from the approval; a document expiring brings it forward); its
+      stored review date is the one counted from the approval.
 
-    Approving and rejecting are people's decisions (:func:`decide`, ``emp kyc decide``). A bad dossier file
-    raises :class:`DossierError` before anything is written."""
+    Escalating, approving and rejecting are people's decisions (:func:`decide`, ``emp kyc decide``): the
+    platform never escalates, so the four-eyes rule on high-risk approvals always sees two people. A bad
+    dossier file raises :class:`DossierError` before anything is written."""
+    from dataclasses import replace
+
     from emp_core.clock import utcnow
 
     dossiers = load_dossiers(dossiers_path)
@@ -586,21 +604,27 @@ def review(store, dossiers_path: str | Path, sanctions: SanctionsList, jurisdict
     book = read_cases(store)
     at = now or utcnow()
     made = []
-    for d, r in zip(dossiers, ratings, strict=True):
+    for i, (d, r) in enumerate(zip(dossiers, ratings, strict=True)):
         state = book.state(d.id)
         if state is None:
             made.append(book.transition(d.id, "open", actor=SYSTEM_ACTOR, at=at, rating=r,
                                         reason=f"onboarding: dossier {d.id} ({d.entity_type}, {d.jurisdiction}) "
-                                               f"received; rated {r.rating} ({r.points} points)"))
-            state = "open"
+                                               f"received; rated {r.rating} ({r.points} points"
+                                               + (f": {'; '.join(r.reasons)})" if r.reasons else ")")))
+            continue
+        if state != "approved":
+            continue
+        approved_at = max(t.at for t in book.history(d.id) if t.to_state == "approved").date()
+        due = review_due(approved_at, r, d)
+        ratings[i] = r = replace(r, review_due=due)
         why = []
-        if r.rating in ("high", "prohibited") and state in ("open", "approved"):
-            why.append(f"rated {r.rating} ({r.points} points: {'; '.join(r.reasons)})")
-        if state == "approved" and r.review_due <= as_of:
-            why.append(f"periodic review due on {r.review_due}")
+        if r.rating in ("high", "prohibited"):
+            why.append(f"now rated {r.rating} ({r.points} points: {'; '.join(r.reasons)})")
+        if due <= as_of:
+            why.append(f"periodic review due on {due} (approved {approved_at})")
         if why:
-            made.append(book.transition(d.id, "escalated", actor=SYSTEM_ACTOR, at=at, rating=r,
-                                        reason="; ".join(why) + ": a person must decide"))
+            made.append(book.transition(d.id, "open", actor=SYSTEM_ACTOR, at=at, rating=r,
+                                        reason="reopened: " + "; ".join(why)))
     store_kyc(store, dossiers, hits, ratings)
     record_transitions(store, made)
     return Review(dossiers, hits, ratings, book, made)

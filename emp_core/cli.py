@@ -413,10 +413,11 @@ def _add_audit(sub) -> None:
     p.set_defaults(prog="emp audit verify")
     p = _subcommand(
         actions, "append", "append one entry (the only writer the command line offers)",
-        "Append an entry of KIND with a JSON payload at the end of the chain. Example:\n"
-        "  emp audit append --kind kyc.case_transition --payload '{\"case\": \"C1\", \"to\": \"approved\"}'",
+        "Append an entry of KIND with a JSON payload at the end of the chain (the kinds the platform writes\n"
+        "itself, such as order or kyc.case_transition, are refused). Example:\n"
+        "  emp audit append --kind note --payload '{\"text\": \"quarterly review signed off\"}'",
         cmd_audit_append)
-    p.add_argument("--kind", required=True, help="lower-case words joined by dots (e.g. kyc.case_transition)")
+    p.add_argument("--kind", required=True, help="lower-case words joined by dots (e.g. note, review.signoff)")
     p.add_argument("--payload", required=True, metavar="JSON")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(prog="emp audit append")

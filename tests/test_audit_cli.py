@@ -24,7 +24,7 @@ def run(capsys, *args: str) -> tuple[int, str]:
 
 def test_append_then_verify_then_tamper(home, capsys):
     for i in range(5):
-        code, out = run(capsys, "audit", "append", "--kind", "kyc.case_transition", "--payload",
+        code, out = run(capsys, "audit", "append", "--kind", "review.note", "--payload",
                         json.dumps({"case": f"C{i}", "to": "approved"}))
         assert code == 0 and f"appended audit entry {i + 1}" in out
     code, out = run(capsys, "audit", "verify", "--json")
@@ -45,8 +45,11 @@ def test_append_then_verify_then_tamper(home, capsys):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["append", "--kind", "Bad Kind", "--payload", "{}"], "audit kind 'Bad Kind'"),
-    (["append", "--kind", "order", "--payload", "{x"], "--payload is not JSON"),
-    (["append", "--kind", "order", "--payload", '{"x": NaN}'], "the payload is not JSON"),
+    (["append", "--kind", "note", "--payload", "{x"], "--payload is not JSON"),
+    (["append", "--kind", "note", "--payload", '{"x": NaN}'], "the payload is not JSON"),
+    (["append", "--kind", "kyc.case_transition", "--payload", '{"case_id": "D-1", "to_state": "approved"}'],
+     "the platform writes these entries itself"),
+    (["append", "--kind", "compliance.resolution", "--payload", "{}"], "the platform writes these entries itself"),
     (["verify", "--witness", "7"], "expected SEQ:HASH"),
 ])
 def test_bad_input_is_refused_naming_it_and_nothing_is_appended(home, capsys, args, message):

@@ -417,3 +417,16 @@ def test_fills_in_a_not_reportable_symbol_get_no_report_but_are_accounted_for(tm
     bad.write_text("symbol,reason\nSPX,\n")
     with pytest.raises(EmpError, match=r"not_reportable.csv: line 2"):
         load_not_reportable(bad)
+
+
+@pytest.mark.parametrize(("side", "before", "expected"), [
+    ("2", 5.0, "SELL"), ("2", 0.0, "SESH"), ("5", 5.0, "SESH"), ("5", 0.0, "SESH"),
+    ("6", 5.0, "SELL"), ("6", 0.0, "SSEX")])
+def test_short_selling_flag_by_fix_side_and_position(side, before, expected):
+    """RTS 22 field 62: SESH a short sale, SSEX a short sale under an exemption (FIX side 6, sell short exempt),
+    SELL a sale that does not go short; a long of 5 sold by 3 stays long."""
+    firm, instruments = load_reference(REFERENCE)
+    rows = [report(1, "B1", "CA", "AAPL", "1", before, 100.0, "2026-03-02 14:30:00+00:00")] if before else []
+    rows.append(report(2, "S1", "CA", "AAPL", side, 3.0, 100.0, "2026-03-02 14:31:00+00:00"))
+    made = transaction_reports(journal(rows), ORDERS, firm, instruments)
+    assert made.filter(pl.col("exec_id") == "S1")["short_selling"].to_list() == [expected]

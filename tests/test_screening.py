@@ -233,3 +233,12 @@ def test_random_lists_match_the_brute_force(tmp_path):
             "query_index", "ent_num", "score")
         assert not ours.is_empty()
         assert ours.sort("query_index", "ent_num").equals(brute.sort("query_index", "ent_num"))
+
+
+def test_a_file_in_neither_utf8_nor_windows_1252_is_refused_with_the_offset(tmp_path):
+    from emp_core.compliance.sanctions import SanctionsFileError, load_sdn
+
+    bad = tmp_path / "sdn.csv"
+    bad.write_bytes(b'1001,"VOLKOV, Dmitriy",individual,RUSSIA-EO14024,-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,\x81x\r\n')
+    with pytest.raises(SanctionsFileError, match=r"neither UTF-8 nor Windows-1252: byte 0x81 at offset"):
+        load_sdn(bad)

@@ -42,7 +42,11 @@ def run_audit_verify(*, witness: str | None = None, as_json: bool = False) -> in
 def run_audit_append(*, kind: str, payload: str, as_json: bool = False) -> int:
     """Append one entry (the only writer the command line offers); prints its seq."""
     from emp_core.compliance import audit_store
+    from emp_core.compliance.trail import PLATFORM_KINDS
 
+    if kind in PLATFORM_KINDS:
+        raise EmpError(f"--kind {kind}: the platform writes these entries itself ({', '.join(PLATFORM_KINDS)}); "
+                       "the command line appends notes and other kinds only")
     try:
         value = json.loads(payload)
     except ValueError as exc:

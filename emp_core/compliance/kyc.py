@@ -616,14 +616,14 @@ def review(store, dossiers_path: str | Path, sanctions: SanctionsList, jurisdict
             continue
         approved_at = max(t.at for t in book.history(d.id) if t.to_state == "approved").date()
         due = review_due(approved_at, r, d)
-        ratings[i] = r = replace(r, review_due=due)
+        current = ratings[i] = replace(r, review_due=due)
         why = []
-        if r.rating in ("high", "prohibited"):
-            why.append(f"now rated {r.rating} ({r.points} points: {'; '.join(r.reasons)})")
+        if current.rating in ("high", "prohibited"):
+            why.append(f"now rated {current.rating} ({current.points} points: {'; '.join(current.reasons)})")
         if due <= as_of:
             why.append(f"periodic review due on {due} (approved {approved_at})")
         if why:
-            made.append(book.transition(d.id, "open", actor=SYSTEM_ACTOR, at=at, rating=r,
+            made.append(book.transition(d.id, "open", actor=SYSTEM_ACTOR, at=at, rating=current,
                                         reason="reopened: " + "; ".join(why)))
     store_kyc(store, dossiers, hits, ratings)
     record_transitions(store, made)

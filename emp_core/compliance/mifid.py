@@ -524,10 +524,12 @@ def transaction_reports(journal: pl.DataFrame, orders: pl.DataFrame, firm: Firm,
         counterparty = venue.counterparty_lei if venue else None
         if side in BUY_SIDES:
             short = None
+        elif side == "6":  # sell short exempt: an exempt short sale when it goes short
+            short = "SSEX" if after < 0 else "SELL"
         elif side == "5" or after < 0:
             short = "SESH"
         else:
-            short = "SSEX" if side == "6" else "SELL"
+            short = "SELL"
         rows.append({
             "report_status": "NEWT", "transaction_reference": ref,
             "venue_transaction_id": str(f["exec_id"]) if venue and venue.trading_venue else None,

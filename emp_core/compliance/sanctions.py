@@ -187,7 +187,11 @@ def _read_rows(path: Path, ncols: int) -> list[tuple[int, list[str]]]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")  # OFAC's legacy files are Windows-1252
+        try:
+            text = raw.decode("cp1252")  # OFAC's legacy files are Windows-1252
+        except UnicodeDecodeError as exc:  # neither: say where, rather than load damaged names
+            raise SanctionsFileError(path, None, f"neither UTF-8 nor Windows-1252: byte "
+                                                 f"{raw[exc.start]:#04x} at offset {exc.start}") from None
     text = text.lstrip("\ufeff")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows, start = [], 1

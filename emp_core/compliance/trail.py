@@ -33,6 +33,11 @@ import polars as pl
 
 from emp_core.compliance import audit_store
 
+# the kinds the platform writes; `emp audit append` refuses them, so an entry of these kinds was made by the
+# platform's own step (a forged case transition or breach resolution cannot be appended from the command line)
+PLATFORM_KINDS = ("risk.decision", "compliance.breach", "compliance.resolution", "order", "execution",
+                  "kyc.case_transition")
+
 
 def primary(store):
     """The store the audit trail is written to: the primary under any cache or failover wrapper."""

@@ -4,10 +4,13 @@ hashlib in a loop, in the same run.
     .venv/bin/python benchmarks/bench_audit.py [--entries 1000000] [--tier embedded|institutional]
 
 Append: ``audit_store.append`` in groups of 100,000 (one transaction each: canonical JSON, the chain's
-hashes, the insert). Verify: ``audit_store.verify``, the whole log read from the store and recomputed
-(``audit.verify_frame``: texts built column-wise, one hashlib call per entry), reading included; beside it
-the entry-by-entry reference ``audit.verify`` on the log read back (reading included). Target (issue 13):
-verify at least 0.5x the floor. Ends with one line of JSON.
+hashes, the insert). Verify: ``audit_store.verify``, the whole log read from the store and recomputed, end to
+end (a fresh connection, the read, every entry's SHA-256 of ``seq|ts|kind|prev_hash|payload``, the seq, link
+and separator checks; on DuckDB rowid-range parts read and hashed by several threads: ``audit_store.verify``'s
+docstring); beside it the entry-by-entry reference ``audit.verify`` on the log read back (reading included),
+which must give the same result. The floor hashes the payload alone (about half the bytes verify hashes per
+entry) in a Python loop, one thread. Target (issue 13): verify at least 0.5x the floor. Ends with one line of
+JSON.
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ def test_an_untampered_log_verifies_and_gives_its_head():
     result = verify(*columns(entries))
     assert result.ok and (result.entries, result.head_seq, result.head_hash) == (50, 50, entries[-1].hash)
     empty = verify([], [], [], [], [], [])
-    assert empty.ok and (empty.head_seq, empty.head_hash) == (0, GENESIS)
+    assert empty.ok and empty.empty and (empty.entries, empty.head_seq, empty.head_hash) == (0, 0, GENESIS)
+    assert not result.empty
     assert verify(*columns(entries), witness=(50, entries[-1].hash)).ok
     assert verify(*columns(entries), witness=(20, entries[19].hash)).ok
     rows = [list(r) for r in zip(*columns(entries), strict=True)]

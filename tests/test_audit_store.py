@@ -55,7 +55,9 @@ def _write(store, rows: list[list]) -> None:
 
 
 def test_appends_continue_the_chain_and_verify(store):
-    assert audit_store.verify(store).ok and audit_store.read(store).is_empty()  # an empty log is whole
+    empty = audit_store.verify(store)  # an empty log is whole, and says it is empty
+    assert empty.ok and empty.empty and (empty.entries, empty.head_seq, empty.head_hash) == (0, 0, audit.GENESIS)
+    assert empty == audit.verify([], [], [], [], [], []) and audit_store.read(store).is_empty()
     assert audit_store.append(store, [("order", {"a": 1}), ("execution", {"b": "é|x"})], now=NOW) == [1, 2]
     assert audit_store.append(store, [("order", {"a": 2})]) == [3]
     log = audit_store.read(store)
@@ -98,8 +100,9 @@ def test_a_witness_finds_a_cut_off_end_in_the_store(store):
 
 
 def test_a_log_read_in_many_batches_gives_the_same_verdicts(tmp_path, monkeypatch):
-    """DuckDB's log is verified batch by batch (read on one thread, hashed on another): with batches of 7
-    entries, tamperings across batch boundaries are named as the reference names them."""
+    """DuckDB's log is verified part by part (rowid ranges read and hashed on several threads): with parts of
+    7 entries, tamperings across part boundaries are named as the reference names them, and a witness inside
+    any part is checked."""
     monkeypatch.setattr(audit_store, "BATCH", 7)
     store = DuckDBStore(tmp_path / "emp.duckdb")
     rng = random.Random(5)
@@ -108,6 +111,49 @@ def test_a_log_read_in_many_batches_gives_the_same_verdicts(tmp_path, monkeypatc
         rows = [list(r) for r in zip(*columns(entries), strict=True)]
         _write(store, rows)
         assert audit_store.verify(store) == audit.verify(*columns(entries))  # intact, many batches
+        w = rng.randrange(1, len(entries) + 1)
+        witness = (w, entries[w - 1].hash)
+        assert audit_store.verify(store, witness=witness).ok
+        changed = audit_store.verify(store, witness=(w, "0" * 64))
+        assert changed == audit.verify(*columns(entries), witness=(w, "0" * 64)) and "changed" in changed.problem
         _tamper(kind, rows, rng)
         _write(store, rows)
-        assert audit_store.verify(store) == audit.verify(*(list(c) for c in zip(*rows, strict=True))), kind
+        reference = audit.verify(*(list(c) for c in zip(*rows, strict=True)), witness=witness)
+        assert audit_store.verify(store, witness=witness) == reference, kind
+
+
+def test_a_whole_log_stored_out_of_order_or_with_gaps_in_rowid_verifies(tmp_path, monkeypatch):
+    """The parts are rowid ranges: a whole chain stored in another order (read back sorted by seq) still
+    verifies with its head, and rows deleted (gaps in rowid) are no entry lost to the parts."""
+    monkeypatch.setattr(audit_store, "BATCH", 5)
+    store = DuckDBStore(tmp_path / "emp.duckdb")
+    rng = random.Random(11)
+    entries = audit.chain(events(40, rng), head=None, now=NOW)
+    rows = [list(r) for r in zip(*columns(entries), strict=True)]
+    shuffled = rows[:]
+    rng.shuffle(shuffled)
+    _write(store, shuffled)
+    assert audit_store.verify(store) == audit.verify(*columns(entries))
+    _write(store, [["0", *r[1:]] for r in rows[:13]] + rows)  # 13 decoys, then the log: rowids 13..52
+    _tamper_sql(store, "DELETE FROM audit.log WHERE seq = 0")
+    assert audit_store.verify(store) == audit.verify(*columns(entries))
+    _tamper_sql(store, "DELETE FROM audit.log WHERE seq > 30")
+    assert audit_store.verify(store) == audit.verify(*columns(entries[:30]))
+
+
+@pytest.mark.parametrize("column", ["hash", "prev_hash", "payload", "kind", "ts"])
+def test_a_null_in_a_tamperers_table_is_found(store, column):
+    """A table without NOT NULL: an entry's field set to NULL (its payload edited and its hash nulled, say)
+    fails as in the reference, which compares the None; it is not skipped as an unknown."""
+    entries = audit.chain(events(12, random.Random(3)), head=None, now=NOW)
+    rows = [list(r) for r in zip(*columns(entries), strict=True)]
+    rows[5][audit.COLUMNS.index(column)] = None
+    if column == "hash":
+        rows[5][3] = audit.canonical({"forged": True})
+    if store.dialect != "duckdb":
+        audit_store.read(store)  # the store's schema in place before the tamperer alters it
+        _tamper_sql(store, f"ALTER TABLE audit.log ALTER COLUMN {column} DROP NOT NULL")
+    _write(store, rows)
+    reference = audit.verify(*(list(c) for c in zip(*rows, strict=True)))
+    stored = audit_store.verify(store)
+    assert not stored.ok and stored == reference and stored.bad_seq == 6, (stored, reference)

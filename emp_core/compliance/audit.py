@@ -105,7 +105,11 @@ def _is_canonical(text: str) -> bool:
 @dataclass(frozen=True)
 class Verification:
     """What :func:`verify` found: ``ok``; the entries read; the head (last seq and hash) when ``ok``; else the
-    first bad entry's seq and what is wrong with it."""
+    first bad entry's seq and what is wrong with it.
+
+    An empty log verifies (nothing in it contradicts the chain) with ``entries == 0``, ``head_seq == 0`` and
+    ``head_hash == GENESIS``: :attr:`empty` says so; whether an empty log is acceptable (a witness from an
+    earlier verification makes it fail) is the caller's policy."""
 
     ok: bool
     entries: int
@@ -113,6 +117,11 @@ class Verification:
     head_hash: str | None
     bad_seq: int | None = None
     problem: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """No entry was read (an intact empty log, or a log whose every entry is gone)."""
+        return self.entries == 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -149,7 +158,7 @@ def verify(seqs: Sequence[int], ts: Sequence[str], kinds: Sequence[str], payload
             return Verification(False, n, None, None, seq, f"entry {seq}: a field holds the separator | (edited)")
         prev = h
         expected_seq = seq + 1
-    problem = _witness_problem(witness, hashes)
+    problem = _witness_problem(witness, n, lambda seq: hashes[seq - 1])
     if problem is not None:
         return Verification(False, n, None, None, witness[0], problem)
     return Verification(True, n, seqs[-1] if n else 0, prev if n else GENESIS)
@@ -173,11 +182,11 @@ def entry_checks(log):
     import polars_hash  # noqa: F401 - registers the chash namespace
 
     text = pl.concat_str([pl.col("seq").cast(pl.String), "ts", "kind", "prev_hash", "payload"], separator="|")
-    return log.select(
+    return log.select(  # a null anywhere (a table without NOT NULL) fails its check, as in verify
         "seq", "prev_hash", "hash",
-        (text.chash.sha2_256() == pl.col("hash")).alias("hash_ok"),
+        (text.chash.sha2_256() == pl.col("hash")).fill_null(False).alias("hash_ok"),
         ~(pl.col("kind").str.contains("|", literal=True) | pl.col("ts").str.contains("|", literal=True))
-        .alias("format_ok"))
+        .fill_null(True).alias("format_ok"))
 
 
 def verdict(checks, *, witness: tuple[int, str] | None = None) -> Verification:
@@ -189,12 +198,12 @@ def verdict(checks, *, witness: tuple[int, str] | None = None) -> Verification:
         checks = checks.sort("seq", maintain_order=True)
     n = checks.height
     if n == 0:
-        problem = _witness_problem(witness, [])
+        problem = _witness_problem(witness, 0, None)
         return (Verification(False, 0, None, None, witness[0], problem) if problem
                 else Verification(True, 0, 0, GENESIS))
     flags = checks.with_columns(
-        (pl.col("seq") == pl.int_range(1, n + 1, dtype=pl.Int64)).alias("seq_ok"),
-        (pl.col("prev_hash") == pl.col("hash").shift(1, fill_value=GENESIS)).alias("link_ok"))
+        (pl.col("seq") == pl.int_range(1, n + 1, dtype=pl.Int64)).fill_null(False).alias("seq_ok"),
+        (pl.col("prev_hash") == pl.col("hash").shift(1, fill_value=GENESIS)).fill_null(False).alias("link_ok"))
     bad = ~(flags["seq_ok"] & flags["link_ok"] & flags["hash_ok"] & flags["format_ok"])
     if bad.any():
         i = int(bad.arg_true()[0])
@@ -210,19 +219,79 @@ def verdict(checks, *, witness: tuple[int, str] | None = None) -> Verification:
         else:
             problem = f"entry {seq}: a field holds the separator | (edited)"
         return Verification(False, n, None, None, seq, problem)
-    problem = _witness_problem(witness, flags["hash"])
+    problem = _witness_problem(witness, n, lambda seq: flags["hash"][seq - 1])
     if problem is not None:
         return Verification(False, n, None, None, witness[0], problem)
     return Verification(True, n, int(flags["seq"][-1]), flags["hash"][-1])
 
 
-def _witness_problem(witness: tuple[int, str] | None, hashes: Sequence[str]) -> str | None:
+@dataclass(frozen=True)
+class Span:
+    """A run of entries as read in a row (one batch of a larger log, in storage order), summed up by
+    :func:`span`: ``whole`` when, within it, the seqs count up by one, each prev_hash is the hash before and
+    every entry's hash and format hold; its ends (first seq and prev_hash, last seq and hash) to join it to
+    its neighbours; the witnessed entry's hash if it lies within."""
+
+    entries: int
+    whole: bool
+    first_seq: int | None = None
+    first_prev: str | None = None
+    last_seq: int | None = None
+    last_hash: str | None = None
+    witness_hash: str | None = None
+
+
+def span(checks, *, witness_seq: int | None = None) -> Span:
+    """The :class:`Span` of :func:`entry_checks` for entries in the order they were read."""
+    import polars as pl
+
+    n = checks.height
+    if n == 0:
+        return Span(0, True)
+    first_seq = checks["seq"][0]
+    if first_seq is None:
+        return Span(n, False)
+    whole = checks.select(
+        ((pl.col("seq") - first_seq) == pl.int_range(0, n, dtype=pl.Int64)).fill_null(False).all()
+        & (pl.col("prev_hash").slice(1) == pl.col("hash").slice(0, n - 1)).fill_null(False).all()
+        & pl.col("hash_ok").all() & pl.col("format_ok").all()).item()
+    last_seq = first_seq + n - 1
+    inside = whole and witness_seq is not None and first_seq <= witness_seq <= last_seq
+    return Span(n, bool(whole), first_seq, checks["prev_hash"][0], last_seq, checks["hash"][-1],
+                checks["hash"][witness_seq - first_seq] if inside else None)
+
+
+def join_spans(spans: Sequence[Span], *, witness: tuple[int, str] | None = None) -> Verification | None:
+    """The verification of a whole log read as ``spans`` (in read order), when they show it whole: each span
+    whole and taking up where the one before left off (the next seq, its prev_hash the hash before) from seq 1
+    and GENESIS; the witness then checked. ``None`` when they do not: the caller then runs :func:`verdict`
+    over the checks (in seq order), which names the first bad entry as :func:`verify` does. A log that reads
+    whole in storage order is whole in seq order with the same head, so the two agree."""
+    expected_seq, prev, n, w_hash = 1, GENESIS, 0, None
+    for s in spans:
+        if not s.whole:
+            return None
+        if s.entries == 0:
+            continue
+        if s.first_seq != expected_seq or s.first_prev != prev:
+            return None
+        expected_seq, prev, n = s.last_seq + 1, s.last_hash, n + s.entries
+        w_hash = s.witness_hash if s.witness_hash is not None else w_hash
+    problem = _witness_problem(witness, n, lambda seq: w_hash)
+    if problem is not None:
+        return Verification(False, n, None, None, witness[0], problem)
+    return Verification(True, n, expected_seq - 1, prev)
+
+
+def _witness_problem(witness: tuple[int, str] | None, entries: int, hash_of) -> str | None:
+    """What is wrong with the witnessed entry in a whole log of ``entries`` entries (``hash_of(seq)``: the hash
+    of the entry ``seq``), or None."""
     if witness is None or witness[0] < 1:
         return None
     w_seq, w_hash = witness
-    if w_seq > len(hashes):
-        return (f"entry {w_seq}, seen by an earlier verification, is gone: the log ends at {len(hashes)} (its end "
+    if w_seq > entries:
+        return (f"entry {w_seq}, seen by an earlier verification, is gone: the log ends at {entries} (its end "
                 "was cut off)")
-    if hashes[w_seq - 1] != w_hash:
+    if hash_of(w_seq) != w_hash:
         return f"entry {w_seq} is not the one an earlier verification saw (its hash changed)"
     return None

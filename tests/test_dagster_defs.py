@@ -84,7 +84,8 @@ def test_graph_snapshot():
         "daily_bars_ingest": "30 18 * * 1-5", "weekly_trailing_backfill": "0 6 * * 6",
         "evolution_weekly_schedule": "0 8 * * 0", "nightly_backup": "30 2 * * *",
         "health_every_15_minutes": "*/15 * * * *"}
-    assert {s.name for s in repo.sensor_defs} >= {"landing_files", "ingest_retry", "failover_recovery"}
+    assert {s.name for s in repo.sensor_defs} >= {"landing_files", "ingest_retry", "failover_recovery",
+                                                  "execution_journal", "compliance_after_journal"}
     universe = repo.asset_graph.get(dg.AssetKey(["market", "universe"]))
     assert {k.to_user_string() for k in universe.parent_keys} == {"market/bars_1d", "market/bars_1h"}
 

@@ -306,3 +306,31 @@ def test_decide_refuses_an_order_the_risk_policy_approves_but_compliance_does_no
     assert sorted(zip(found["symbol"], found["rule"], strict=True)) == [("AAA", "daily_trades"),
                                                                          ("BAD", "restricted_list")]
     assert set(found["order_ref"]) == {clordid_for("k1"), clordid_for("k2")}
+
+
+def test_an_order_decided_again_is_not_counted_against_itself():
+    """A re-run decides an order already in the outbox (same ClOrdID): its own working quantity must not count
+    toward its daily notional, trade count or wash window."""
+    mine = DayOrder("o1", "AAA", "buy", T0, working_qty=100)
+    again = {c.rule: c for c in pre_trade(order(qty=100, ref="o1"), [mine], POLICY)}
+    fresh = {c.rule: c for c in pre_trade(order(qty=100, ref="o1"), [], POLICY)}
+    assert {r: c.value for r, c in again.items()} == {r: c.value for r, c in fresh.items()}
+    other = {c.rule: c for c in pre_trade(order(qty=100, ref="o2"), [mine], POLICY)}
+    assert other["daily_notional"].value == pytest.approx(20_000.0) and other["daily_trades"].value == 2
+
+
+def test_paper_and_live_fills_are_judged_apart():
+    """Two venues: a paper buy and a live sell a second apart are no wash trade, and their notionals are not
+    summed; the same two on one venue are."""
+    rows = (("b", "o1", "AAA", "buy", 150, 100.0, 100.0, T0), ("s", "o2", "AAA", "sell", 150, 100.0, 100.0,
+                                                                T0 + timedelta(seconds=1)))
+    for sessions, expected in ((("paper", "live"), set()), (("paper", "paper"), {"wash_trade", "daily_notional"})):
+        frame = fills(*rows).with_columns(pl.Series("session", sessions))
+        _, found = post_trade(frame, POLICY)
+        assert set(found["rule"]) - {"trade_notional"} == expected
+
+
+def test_a_working_opposite_order_is_zero_seconds_away():
+    earlier = [DayOrder("s1", "AAA", "sell", T0 - timedelta(days=3), working_qty=5)]
+    (wash,) = [c for c in pre_trade(order(), earlier, POLICY) if c.rule == "wash_trade"]
+    assert (wash.passed, wash.value, wash.other_ref) == (False, 0.0, "s1") and "still working" in wash.detail

@@ -196,14 +196,14 @@ def test_an_open_post_trade_breach_blocks_the_plan_until_a_compliance_officer_re
     the next plan before the outbox; resolving it, with the reviewer and the reason, lets the plan through."""
     from datetime import datetime
 
-    from emp_core.compliance.trade import BREACH_SCHEMA, BREACHES, resolve
+    from emp_core.compliance.trade import BREACH_SCHEMA, record_breaches, resolve
     from emp_core.store import DuckDBStore
 
     store = DuckDBStore(home / "emp.duckdb")
     breach = {"breach_id": "b1", "stage": "post_trade", "rule": "wash_trade", "policy_version": "compliance-v1",
               "symbol": "AAA", "side": "sell", "value": 3.0, "limit": 60.0, "order_ref": "C9", "exec_id": "X9",
               "other_ref": "X8", "at": datetime(2026, 11, 27, 14, 30), "detail": "3 s from the firm's own buy"}
-    store.append_table(BREACHES, pl.DataFrame([breach], schema=BREACH_SCHEMA))
+    record_breaches(store, pl.DataFrame([breach], schema=BREACH_SCHEMA))
     result = plan(home)
     assert gates(result) == {"signals_fresh": True, "strategy_ready": True, "compliance_clear": False}
     assert "b1 wash_trade on AAA (X9)" in next(e.description for e in result.get_asset_check_evaluations()
@@ -211,3 +211,14 @@ def test_an_open_post_trade_breach_blocks_the_plan_until_a_compliance_officer_re
     assert materialised(result) == {"intents"} and open_outbox().entries().is_empty()
     resolve(store, "b1", by="J. Smith", reason="two strategies crossed; no change of ownership, reviewed")
     assert plan(home).success and open_outbox().entries().height > 0
+
+
+def test_fills_the_compliance_report_has_not_judged_block_the_plan():
+    """compliance_clear is not a record of no breaches when nobody looked: a fill in the journal that the
+    post-trade rules have not judged fails the gate, naming it."""
+    from emp_core.trading.readiness import compliance_clear
+
+    none = pl.DataFrame(schema={"breach_id": pl.String})
+    assert compliance_clear(none, []).passed
+    outcome = compliance_clear(none, ["X1", "X2"])
+    assert not outcome.passed and "2 fill(s) not yet judged" in outcome.description and "X1" in outcome.description

@@ -28,8 +28,9 @@ price_collar        |price - last| / last (``price_collar``)               a lim
                                                                            its collar is judged on its fill)
                                                                            / the fill price against the last
                                                                            price when the order was decided
-wash_trade          seconds to the nearest opposite-side trade in the      working orders of the other side,
-                    symbol (fails when at most ``wash_window_seconds``)    and orders of the other side sent
+wash_trade          seconds to the nearest opposite-side trade in the      working orders of the other side
+                    symbol (fails when at most ``wash_window_seconds``;    (0 s: live now), and orders of the
+                    a working order is 0 s away)                           other side sent
                                                                            within the window / fills of the
                                                                            other side within the window
 ==================  =====================================================  ==================================
@@ -43,10 +44,16 @@ Conventions
   (post-trade): the venue's day, on which its limits are counted, also when a paper session replays old bars.
 - **The last price** of an order is its reference price (the last close when it was decided); post-trade, a
   fill is collared against the reference price of its order, the last market price the firm acted on.
+- **Venues apart**: paper and live sessions trade on different venues, so the daily and wash rules count each
+  session kind on its own (pre-trade: ``day_orders(..., session)``; post-trade: the fills' ``session``, from
+  their orders, when given). An order being decided again (a re-run) is not counted against itself.
 - A trade **breaches** when any rule fails; every rule is computed for every trade and recorded
   (``RULES``), and each failing rule is one breach record (``BREACH_SCHEMA``) whose ``breach_id`` is the
-  same on every run (SHA-256 of stage, rule and the trade's ids), so re-checking a journal does not record a
-  breach twice.
+  same on every run (SHA-256 of stage, rule, order and execution), so re-checking a journal does not record a
+  breach twice (``record_breaches``: the audit trail first, then the table).
+- **Open breaches** (``open_breaches``) are the post-trade breaches in the audit trail without a resolution
+  there (``resolve``, ``emp compliance resolve``): the trading plan's ``compliance_clear`` gate reads them
+  from the trail, which it verifies, not from the tables, which any SQL client can edit.
 """
 
 from __future__ import annotations
@@ -136,17 +143,34 @@ def _over(value: float, limit: float) -> bool:
     return value > limit + TOLERANCE * abs(limit)
 
 
+def _within(seconds: float, policy: CompliancePolicy) -> bool:
+    """At most the wash window apart (inclusive, with the relative tolerance of the limits)."""
+    return not _over(seconds, policy.wash_window_seconds)
+
+
 def breach_id(stage: str, rule: str, *ids: str | None) -> str:
     return hashlib.sha256("|".join([stage, rule, *(i or "" for i in ids)]).encode()).hexdigest()[:32]
 
 
-def new_breaches(store, found: pl.DataFrame) -> pl.DataFrame:
-    """The rows of ``found`` whose breach_id is not yet in ``compliance.breaches`` (nor twice in ``found``)."""
+def record_breaches(store, found: pl.DataFrame) -> pl.DataFrame:
+    """Record the breaches in ``found``: each not yet in the audit trail is audited first (kind
+    ``compliance.breach``), then each not yet in ``compliance.breaches`` is added there. The trail is the record
+    and the table its projection for SQL readers: a table write that fails after the audit is made good by the
+    next run that finds the breach. Returns the breaches audited now (the new ones)."""
+    from emp_core.compliance import trail
+
     found = found.unique("breach_id", keep="first", maintain_order=True)
-    if found.is_empty() or BREACHES not in set(store.tables()):
+    if found.is_empty():
         return found
-    known = set(store.query(f"SELECT breach_id FROM {BREACHES}")["breach_id"].to_list())
-    return found.filter(~pl.col("breach_id").is_in(list(known)))
+    logged = trail.audited(store, "compliance.breach", "breach_id")
+    new = found.filter(~pl.col("breach_id").is_in(list(logged)))
+    trail.record(store, trail.breach_events(new))
+    stored = (set(store.query(f"SELECT breach_id FROM {BREACHES}")["breach_id"].to_list())
+              if BREACHES in set(store.tables()) else set())
+    missing = found.filter(~pl.col("breach_id").is_in(list(stored)))
+    if missing.height:
+        store.append_table(BREACHES, missing)
+    return new
 
 
 # ------------------------------------------------------------------------------------------------- pre-trade
@@ -206,7 +230,7 @@ def pre_trade(order: Order, earlier: list[DayOrder], policy: CompliancePolicy) -
     """Every rule on ``order``, given the orders sent earlier (any day: only ``order``'s UTC day counts for the
     daily rules; the wash rule looks at working orders and at the window). In ``RULES`` order."""
     day = order.at.date()
-    same = [o for o in earlier if o.symbol == order.symbol]
+    same = [o for o in earlier if o.symbol == order.symbol and o.ref != order.ref]  # not itself, re-decided
     today = [o for o in same if o.at.date() == day]
     notional = order.qty * order.price
     checks = [_trade_notional(notional, policy)]
@@ -218,16 +242,18 @@ def pre_trade(order: Order, earlier: list[DayOrder], policy: CompliancePolicy) -
     what = "limit" if order.limit_price is not None else "expected (market order: the last price)"
     checks.append(_collar(collar, f"{what} price {order.price:,.4f} against the last price "
                                   f"{order.last_price:,.4f}", policy))
-    # the nearest opposite order: working now, or sent within the window before this one
-    window = policy.wash_window
-    opposite = [o for o in same if o.side != order.side and (o.working_qty > 0 or abs(order.at - o.at) <= window)]
+    # the nearest opposite order: one still working is live now (0 s away), else one sent within the window
+    def gap(o: DayOrder) -> float:
+        return 0.0 if o.working_qty > 0 else abs(order.at - o.at).total_seconds()
+
+    opposite = [o for o in same if o.side != order.side and _within(gap(o), policy)]
     if opposite:
-        nearest = min(opposite, key=lambda o: abs(order.at - o.at))
-        gap = abs(order.at - nearest.at).total_seconds()
-        why = ("is still working" if nearest.working_qty > 0 else "was sent within the window")
-        checks.append(RuleCheck("wash_trade", gap, policy.wash_window_seconds, False,
+        nearest = min(opposite, key=gap)
+        why = ("is still working" if nearest.working_qty > 0 else
+               f"was sent {gap(nearest):,.3f} s before, within the window")
+        checks.append(RuleCheck("wash_trade", gap(nearest), policy.wash_window_seconds, False,
                                 f"{order.side} {order.symbol} against the firm's own {nearest.side} order "
-                                f"{nearest.ref}, which {why} ({gap:,.3f} s apart)", nearest.ref))
+                                f"{nearest.ref}, which {why}", nearest.ref))
     else:
         checks.append(RuleCheck("wash_trade", None, policy.wash_window_seconds, True,
                                 f"no {'sell' if order.side == 'buy' else 'buy'} order of {order.symbol} working or "
@@ -272,7 +298,7 @@ def _collar(collar: float, what: str, policy: CompliancePolicy) -> RuleCheck:
 def breaches(stage: str, policy: CompliancePolicy, symbol: str, side: str, at: datetime, order_ref: str,
              checks: tuple[RuleCheck, ...], exec_id: str | None = None) -> list[dict]:
     """The breach records (``BREACH_SCHEMA``) of the failing checks of one trade."""
-    return [{"breach_id": breach_id(stage, c.rule, order_ref, exec_id, c.other_ref), "stage": stage, "rule": c.rule,
+    return [{"breach_id": breach_id(stage, c.rule, order_ref, exec_id), "stage": stage, "rule": c.rule,
              "policy_version": policy.version, "symbol": symbol, "side": side, "value": c.value, "limit": c.limit,
              "order_ref": order_ref, "exec_id": exec_id, "other_ref": c.other_ref, "at": at, "detail": c.detail}
             for c in checks if not c.passed]
@@ -294,15 +320,16 @@ def post_trade(fills: pl.DataFrame, policy: CompliancePolicy) -> tuple[pl.DataFr
         r = bad.row(0, named=True)
         raise ComplianceInputError(f"post-trade compliance: fill {r['exec_id']} cannot be judged (side {r['side']!r}, "
                                    f"qty {r['qty']!r}, price {r['price']!r}, time {r['at']!r})")
-    frame = (fills.select(FILL_COLUMNS).with_row_index("_i")
+    venue = ["session"] if "session" in fills.columns else []  # paper and live trade on different venues
+    frame = (fills.select(*FILL_COLUMNS, *venue).with_row_index("_i")
              .with_columns(pl.col("qty").cast(pl.Float64), pl.col("price").cast(pl.Float64),
                            pl.col("reference_price").cast(pl.Float64), pl.col("at").cast(pl.Datetime("us")))
              .sort("at", "_i", maintain_order=True)
              .with_columns((pl.col("qty") * pl.col("price")).alias("notional"), pl.col("at").dt.date().alias("day")))
     frame = frame.with_columns(
-        pl.col("notional").cum_sum().over("symbol", "day").alias("day_notional"),
-        pl.int_range(1, pl.len() + 1).over("symbol", "day").alias("day_trades"))
-    frame = frame.join(_nearest_opposite(frame), on="_i", how="left")
+        pl.col("notional").cum_sum().over(*venue, "symbol", "day").alias("day_notional"),
+        pl.int_range(1, pl.len() + 1).over(*venue, "symbol", "day").alias("day_trades"))
+    frame = frame.join(_nearest_opposite(frame, venue), on="_i", how="left")
     checks, found = [], []
     window = policy.wash_window_seconds
     for r in frame.iter_rows(named=True):
@@ -314,7 +341,7 @@ def post_trade(fills: pl.DataFrame, policy: CompliancePolicy) -> tuple[pl.DataFr
             collar = RuleCheck("price_collar", None, policy.price_collar, False,
                                f"no last price known for the order {r['order_ref']}: the fill cannot be collared")
         gap = r["gap"]
-        if gap is not None and gap <= window * (1 + TOLERANCE):
+        if gap is not None and _within(gap, policy):
             wash = RuleCheck("wash_trade", gap, window, False,
                              f"{r['side']} {r['symbol']} {gap:,.3f} s from the firm's own {r['other_side']} fill "
                              f"{r['other_exec']}", r["other_exec"])
@@ -332,20 +359,21 @@ def post_trade(fills: pl.DataFrame, policy: CompliancePolicy) -> tuple[pl.DataFr
     return pl.DataFrame(checks, schema=CHECK_SCHEMA), pl.DataFrame(found, schema=BREACH_SCHEMA)
 
 
-def _nearest_opposite(frame: pl.DataFrame) -> pl.DataFrame:
-    """For each fill (by ``_i``), the nearest fill of the other side in its symbol, before or after: its exec id,
-    side and the gap in seconds (null when the symbol has no fill of the other side)."""
+def _nearest_opposite(frame: pl.DataFrame, venue: list[str]) -> pl.DataFrame:
+    """For each fill (by ``_i``), the nearest fill of the other side in its symbol (and session kind, given
+    ``venue``), before or after: its exec id, side and the gap in seconds (null when there is none)."""
     out = []
     for direction in ("backward", "forward"):
         for side, other in (("buy", "sell"), ("sell", "buy")):
-            mine = frame.filter(pl.col("side") == side).select("_i", "symbol", "at").sort("at")
+            mine = frame.filter(pl.col("side") == side).select("_i", *venue, "symbol", "at").sort("at")
             theirs = (frame.filter(pl.col("side") == other)
-                      .select("symbol", pl.col("at").alias("other_at"), pl.col("exec_id").alias("other_exec"),
+                      .select(*venue, "symbol", pl.col("at").alias("other_at"), pl.col("exec_id").alias("other_exec"),
                               pl.col("side").alias("other_side"))
                       .with_columns(pl.col("other_at").alias("at")).sort("at"))
             if mine.is_empty() or theirs.is_empty():
                 continue
-            joined = mine.join_asof(theirs, on="at", by="symbol", strategy=direction, check_sortedness=False)
+            joined = mine.join_asof(theirs, on="at", by=[*venue, "symbol"], strategy=direction,
+                                    check_sortedness=False)
             out.append(joined.filter(pl.col("other_at").is_not_null()).select(
                 "_i", "other_exec", "other_side",
                 ((pl.col("at") - pl.col("other_at")).abs().dt.total_microseconds() / 1e6).alias("gap")))
@@ -358,8 +386,9 @@ def _nearest_opposite(frame: pl.DataFrame) -> pl.DataFrame:
 
 def fills_for_rules(journal: pl.DataFrame, orders: pl.DataFrame) -> pl.DataFrame:
     """The journal's fills (ExecutionReports of ExecType F with LastQty > 0) as ``FILL_COLUMNS``: side as
-    buy/sell, ``at`` the TransactTime (else the time received), joined to their orders' reference prices
-    (``orders``: clordid, reference_price)."""
+    buy/sell (FIX 1 buy; 2, 5, 6 sell), ``at`` the TransactTime (else the time received), joined to their
+    orders' reference prices (``orders``: clordid, reference_price, and session when given: the rules then
+    count each session kind apart)."""
     schema = {"exec_id": pl.String, "order_ref": pl.String, "symbol": pl.String, "side": pl.String,
               "qty": pl.Float64, "price": pl.Float64, "reference_price": pl.Float64, "at": pl.Datetime("us")}
     if journal.is_empty():
@@ -369,11 +398,15 @@ def fills_for_rules(journal: pl.DataFrame, orders: pl.DataFrame) -> pl.DataFrame
     at = pl.coalesce(pl.col("transact_time"), pl.col("received_at")).cast(pl.String)
     frame = filled.select(
         pl.col("exec_id"), pl.col("order_clordid").alias("order_ref"), pl.col("symbol"),
-        pl.when(pl.col("side") == "1").then(pl.lit("buy")).when(pl.col("side") == "2").then(pl.lit("sell"))
+        pl.when(pl.col("side") == "1").then(pl.lit("buy")).when(pl.col("side").is_in(["2", "5", "6"]))
+        .then(pl.lit("sell"))
         .otherwise(pl.col("side")).alias("side"),
         pl.col("last_qty").cast(pl.Float64).alias("qty"), pl.col("last_px").cast(pl.Float64).alias("price"),
         _parse_time(at).alias("at"))
-    prices = orders.select(pl.col("clordid").alias("order_ref"), pl.col("reference_price").cast(pl.Float64))
+    if "session" in orders.columns:  # the order's session kind (paper, live): its venue's limits are its own
+        schema["session"] = pl.String
+    prices = orders.select(pl.col("clordid").alias("order_ref"), pl.col("reference_price").cast(pl.Float64),
+                           *(["session"] if "session" in orders.columns else []))
     return frame.join(prices, on="order_ref", how="left").select(list(schema)).cast(schema)
 
 
@@ -476,17 +509,35 @@ RESOLUTION_SCHEMA: dict[str, pl.DataType] = {"breach_id": pl.String(), "resolved
                                              "reason": pl.String(), "resolved_at": pl.Datetime("us")}
 
 
+CHECKS_TABLE = "compliance.post_trade_checks"  # the compliance report's rows: every fill judged, by rule
+
+
+def unjudged_fills(store, journal: pl.DataFrame) -> list[str]:
+    """The ExecIDs of the journal's fills the post-trade rules have not judged yet (not in
+    ``compliance.post_trade_checks``): until they are, a clear record of open breaches says nothing of them."""
+    fills = fills_for_rules(journal, pl.DataFrame(schema={"clordid": pl.String, "reference_price": pl.Float64}))
+    if fills.is_empty():
+        return []
+    judged = (set(store.query(f"SELECT DISTINCT exec_id FROM {CHECKS_TABLE}")["exec_id"].to_list())
+              if CHECKS_TABLE in set(store.tables()) else set())
+    return [e for e in fills["exec_id"].to_list() if e not in judged]
+
+
 def open_breaches(store) -> pl.DataFrame:
-    """The post-trade breaches no compliance officer has resolved (``BREACH_SCHEMA``), oldest first. A pre-trade
-    breach is never open: its order was refused, nothing traded."""
-    tables = set(store.tables())
-    if BREACHES not in tables:
-        return pl.DataFrame(schema=BREACH_SCHEMA)
-    found = store.query(f"SELECT * FROM {BREACHES} WHERE stage = 'post_trade' ORDER BY \"at\"")
-    if RESOLUTIONS in tables:
-        done = store.query(f"SELECT breach_id FROM {RESOLUTIONS}")["breach_id"].to_list()
-        found = found.filter(~pl.col("breach_id").is_in(done))
-    return found.select(list(BREACH_SCHEMA)).cast(BREACH_SCHEMA)
+    """The post-trade breaches no compliance officer has resolved (``BREACH_SCHEMA``), oldest first, read from
+    the audit trail (``compliance.breach`` entries less ``compliance.resolution`` ones), which the trading plan
+    verifies before it trusts it: deleting a row of ``compliance.breaches`` or adding one to the resolutions
+    table does not close a breach. A pre-trade breach is never open: its order was refused, nothing traded."""
+    from emp_core.compliance import trail
+
+    log = trail.entries(store, "compliance.breach", "compliance.resolution")
+    resolved = {e["breach_id"] for k, e in log if k == "compliance.resolution"}
+    rows = [e for k, e in log if k == "compliance.breach" and e.get("stage") == "post_trade"
+            and e["breach_id"] not in resolved]
+    for r in rows:
+        r["at"] = datetime.fromisoformat(r["at"]) if isinstance(r.get("at"), str) else r.get("at")
+    frame = pl.DataFrame([{k: r.get(k) for k in BREACH_SCHEMA} for r in rows], schema=BREACH_SCHEMA)
+    return frame.unique("breach_id", keep="first", maintain_order=True).sort("at")
 
 
 def resolve(store, breach_id: str, *, reason: str, by: str, now: datetime | None = None) -> dict:
@@ -498,17 +549,16 @@ def resolve(store, breach_id: str, *, reason: str, by: str, now: datetime | None
 
     if not reason.strip() or not by.strip():
         raise ComplianceInputError("a resolution needs the reviewer's name and a reason")
-    tables = set(store.tables())
-    known = (store.query(f"SELECT breach_id, stage FROM {BREACHES} WHERE breach_id = $b", {"b": breach_id})
-             if BREACHES in tables else pl.DataFrame())
-    if known.is_empty():
-        raise ComplianceInputError(f"no breach {breach_id!r} in {BREACHES}")
-    if known["stage"][0] != "post_trade":
+    known = {e["breach_id"]: e for k, e in trail.entries(store, "compliance.breach")}
+    if breach_id not in known:
+        raise ComplianceInputError(f"no breach {breach_id!r} in the audit trail")
+    if known[breach_id].get("stage") != "post_trade":
         raise ComplianceInputError(f"breach {breach_id} is pre-trade: its order was refused, nothing to resolve")
     if open_breaches(store).filter(pl.col("breach_id") == breach_id).is_empty():
         raise ComplianceInputError(f"breach {breach_id} is already resolved")
     row = {"breach_id": breach_id, "resolved_by": by.strip(), "reason": reason.strip(),
            "resolved_at": now or utcnow()}
-    store.append_table(RESOLUTIONS, pl.DataFrame([row], schema=RESOLUTION_SCHEMA))
+    # the trail first: it is the record the trading plan reads; the table is its projection
     trail.record(store, [("compliance.resolution", row | {"resolved_at": row["resolved_at"].isoformat()})])
+    store.append_table(RESOLUTIONS, pl.DataFrame([row], schema=RESOLUTION_SCHEMA))
     return row

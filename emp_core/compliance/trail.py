@@ -26,6 +26,7 @@ orders are events of the run that made them: a re-run that decides again is audi
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 
@@ -95,6 +96,20 @@ def breach_events(breaches: pl.DataFrame) -> list[tuple[str, dict]]:
 
 def order_events(orders: pl.DataFrame) -> list[tuple[str, dict]]:
     return [("order", r) for r in _rows(orders)]
+
+
+def entries(store, *kinds: str) -> list[tuple[str, dict]]:
+    """(kind, payload) of the log's entries of ``kinds``, in log order."""
+    log = audit_store.read(primary(store))
+    if log.is_empty():
+        return []
+    mine = log.filter(pl.col("kind").is_in(list(kinds))).sort("seq")
+    return [(k, json.loads(p)) for k, p in mine.select("kind", "payload").iter_rows()]
+
+
+def audited(store, kind: str, field: str) -> set:
+    """The values of ``field`` in the payloads of the log's ``kind`` entries."""
+    return {e.get(field) for _, e in entries(store, kind)} - {None}
 
 
 def audited_exec_ids(store) -> set[str]:

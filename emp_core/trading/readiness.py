@@ -14,7 +14,7 @@
   drop copy (no missing, extra or mismatched report), equity is positive, and every intent with an order got
   exactly one decision (none dropped, none judged twice).
 - ``compliance_clear``: no post-trade compliance breach is open (found on a fill, not yet resolved by a
-  compliance officer).
+  compliance officer), and the compliance report has judged every fill in the journal.
 - ``journal_reconciled``: the reconciliation asset's gate: no finding between journal and drop copy. A
   journal with reports and an empty drop copy fails (every report is "extra"): the drop-copy listener is not
   running. Both empty is agreement on nothing, and says so.
@@ -94,14 +94,22 @@ def journal_reconciled(findings: pl.DataFrame, *, journal_reports: int, dropcopy
                         figures)
 
 
-def compliance_clear(open_breaches: pl.DataFrame) -> CheckOutcome:
+def compliance_clear(open_breaches: pl.DataFrame, unjudged: list[str] | None = None) -> CheckOutcome:
     """No post-trade compliance breach is open (found on a fill and not yet resolved by a compliance officer:
-    ``emp compliance resolve``): until each is reviewed, nothing new may trade."""
-    figures = {"open_breaches": open_breaches.height}
-    if open_breaches.is_empty():
-        return CheckOutcome("compliance_clear", True, "no open post-trade compliance breach", figures)
-    shown = "; ".join(f"{r['breach_id']} {r['rule']} on {r['symbol']} ({r['exec_id']})"
-                      for r in open_breaches.head(5).iter_rows(named=True))
-    return CheckOutcome("compliance_clear", False,
-                        f"{open_breaches.height} open post-trade compliance breach(es): {shown}; review each and "
-                        "resolve it with `emp compliance resolve BREACH_ID --by NAME --reason TEXT`", figures)
+    ``emp compliance resolve``), and every fill in the journal has been judged (``unjudged``: the ExecIDs the
+    compliance report has not seen): until both hold, nothing new may trade."""
+    unjudged = unjudged or []
+    figures = {"open_breaches": open_breaches.height, "unjudged_fills": len(unjudged)}
+    problems = []
+    if open_breaches.height:
+        shown = "; ".join(f"{r['breach_id']} {r['rule']} on {r['symbol']} ({r['exec_id']})"
+                          for r in open_breaches.head(5).iter_rows(named=True))
+        problems.append(f"{open_breaches.height} open post-trade compliance breach(es): {shown}; review each and "
+                        "resolve it with `emp compliance resolve BREACH_ID --by NAME --reason TEXT`")
+    if unjudged:
+        problems.append(f"{len(unjudged)} fill(s) not yet judged on the compliance rules ({', '.join(unjudged[:5])}"
+                        f"{', ...' if len(unjudged) > 5 else ''}): materialise compliance/compliance_report")
+    if problems:
+        return CheckOutcome("compliance_clear", False, "; ".join(problems), figures)
+    return CheckOutcome("compliance_clear", True, "no open post-trade compliance breach; every fill judged",
+                        figures)

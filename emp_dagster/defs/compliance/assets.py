@@ -20,15 +20,18 @@ import dagster as dg
 import polars as pl
 
 from emp_core.clock import utcnow
-from emp_core.compliance import audit_store, mifid, recordkeeping, trail
+from emp_core.compliance import audit_store, mifid, recordkeeping
 from emp_core.compliance.roi import load_costs, pnl_chart, roi, summary_markdown
 from emp_core.compliance.trade import (
     BREACHES,
+    CHECKS_TABLE,
     DEFAULT_COMPLIANCE_POLICY,
+    RESOLUTIONS,
     fills_for_rules,
     load_compliance_policy,
-    new_breaches,
+    open_breaches,
     post_trade,
+    record_breaches,
     summary,
 )
 from emp_core.compliance.witness import next_witness, witness_from
@@ -82,7 +85,7 @@ KYC = dg.AssetKey(["compliance", "kyc_case_book"])
 KYC_MATCHES_AUDIT, KYC_PENDING = "kyc_cases_match_audit", "kyc_decisions_pending"
 REPORT_KEYS = {name: dg.AssetKey(["compliance", name]) for name in NAMES}
 KEYS |= REPORT_KEYS | {"kyc_case_book": KYC}
-TABLES = {"checks": "compliance.post_trade_checks", "transaction_reports": "compliance.transaction_reports",
+TABLES = {"checks": CHECKS_TABLE, "transaction_reports": "compliance.transaction_reports",
           "not_reported": "compliance.not_reported", "trade_records": "compliance.trade_records",
           "roi_fills": "compliance.roi_fills", "roi_strategies": "compliance.roi_strategies"}
 POST_TRADE_CLEAN, REPORTS_VALID, RECORDS_COMPLETE = (
@@ -96,13 +99,18 @@ class ComplianceConfig(dg.Config):
 
 
 def _reference_prices(db, entries: pl.DataFrame) -> pl.DataFrame:
-    """clordid -> the reference price (the last close when the order was decided) of each outbox order."""
-    schema = {"clordid": pl.String, "idem_key": pl.String, "reference_price": pl.Float64}
-    if entries.is_empty() or TRADING_TABLES["intents"] not in set(db.tables()):
+    """clordid -> the reference price (the last close when the order was decided) and the session kind of each
+    outbox order."""
+    schema = {"clordid": pl.String, "idem_key": pl.String, "session": pl.String, "reference_price": pl.Float64}
+    if entries.is_empty():
         return pl.DataFrame(schema=schema)
-    planned = (db.query(f"SELECT idem_key, reference_price FROM {TRADING_TABLES['intents']} WHERE status = 'order'")
-               .unique("idem_key", keep="last"))
-    return entries.select("clordid", "idem_key").join(planned, on="idem_key", how="left").cast(schema)
+    orders = entries.select("clordid", "idem_key", "session").cast(pl.String)
+    if TRADING_TABLES["intents"] not in set(db.tables()):
+        return orders.with_columns(pl.lit(None, pl.Float64).alias("reference_price"))
+    planned = (db.query(f"SELECT idem_key, reference_price, planned_at FROM {TRADING_TABLES['intents']} "
+                        "WHERE status = 'order' ORDER BY planned_at")
+               .unique("idem_key", keep="last", maintain_order=True).drop("planned_at"))
+    return orders.join(planned, on="idem_key", how="left").select(list(schema)).cast(schema)
 
 
 def _md(frame: pl.DataFrame, rows: int = 20) -> str:
@@ -120,7 +128,8 @@ def _stamp(frame: pl.DataFrame, run_id: str) -> pl.DataFrame:
                       "the new breaches recorded in compliance.breaches and the audit trail, with the pre-trade "
                       "breaches the risk path recorded.",
           check_specs=[dg.AssetCheckSpec(POST_TRADE_CLEAN, asset=REPORT_KEYS["compliance_report"], blocking=True,
-                                         description="No fill in the journal breaches a trade compliance rule.")])
+                                         description="No post-trade breach is open: none found, or each "
+                                                     "resolved by a compliance officer.")])
 def compliance_report(context: dg.AssetExecutionContext, config: ComplianceConfig, store: StoreResource):
     db = store.store()
     rules = load_compliance_policy(config.compliance_policy or DEFAULT_COMPLIANCE_POLICY)
@@ -129,24 +138,31 @@ def compliance_report(context: dg.AssetExecutionContext, config: ComplianceConfi
     fills = fills_for_rules(journal, _reference_prices(db, entries))
     checks, found = post_trade(fills, rules)
     db.overwrite_table(TABLES["checks"], _stamp(checks, context.run_id))
-    new = new_breaches(db, found)
-    if new.height:
-        db.append_table(BREACHES, new)
-    trail.record(db, trail.breach_events(new))
-    recorded = db.query(f"SELECT * FROM {BREACHES} ORDER BY \"at\"") if BREACHES in set(db.tables()) else found.head(0)
+    new = record_breaches(db, found)
+    still_open = open_breaches(db)
+    recorded = (db.query(f"SELECT * FROM {BREACHES} ORDER BY \"at\"") if BREACHES in set(db.tables())
+                else found.head(0))
     pre = recorded.filter(pl.col("stage") == "pre_trade")
-    report = summary(checks, found, rules) + "\n\n## Pre-trade breaches (orders refused)\n\n" + _md(
-        pre.select("at", "rule", "symbol", "side", "order_ref", "detail"))
-    passed = found.is_empty()
-    description = (f"{fills.height} fill(s) judged on every rule of {rules.version}: no breach" if passed else
-                   f"{found.height} breach(es) in {found['exec_id'].n_unique()} fill(s): "
-                   + "; ".join(f"{r['rule']} on {r['exec_id']}" for r in found.head(5).iter_rows(named=True)))
+    resolved = (db.query(f"SELECT * FROM {RESOLUTIONS} ORDER BY resolved_at") if RESOLUTIONS in set(db.tables())
+                else pl.DataFrame())
+    report = (summary(checks, found, rules) + "\n\n## Open post-trade breaches\n\n" + _md(
+        still_open.select("at", "rule", "symbol", "side", "exec_id", "detail"))
+        + "\n\n## Resolved\n\n" + _md(resolved) + "\n\n## Pre-trade breaches (orders refused)\n\n"
+        + _md(pre.select("at", "rule", "symbol", "side", "order_ref", "detail")))
+    passed = still_open.is_empty()
+    description = (f"{fills.height} fill(s) judged on every rule of {rules.version}; no open breach"
+                   + (f" ({found.height} breach(es) found, all resolved)" if found.height else "") if passed else
+                   f"{still_open.height} open breach(es) (resolve each: emp compliance resolve): "
+                   + "; ".join(f"{r['breach_id']} {r['rule']} on {r['exec_id']}"
+                               for r in still_open.head(5).iter_rows(named=True)))
     return dg.MaterializeResult(
         metadata={"table": TABLES["checks"], "dagster/row_count": checks.height, "policy": rules.version,
                   "fills": fills.height, "post_trade_breaches": found.height, "new_breaches": new.height,
+                  "open_breaches": still_open.height,
                   "pre_trade_breaches": pre.height, "report": dg.MetadataValue.md(report)},
         check_results=[dg.AssetCheckResult(check_name=POST_TRADE_CLEAN, passed=passed, description=description,
-                                           metadata={"fills": fills.height, "breaches": found.height})])
+                                           metadata={"fills": fills.height, "breaches": found.height,
+                                                     "open": still_open.height})])
 
 
 @dg.asset(key=REPORT_KEYS["transaction_reports"], group_name=GROUP, kinds={store_kind()},

@@ -17,14 +17,14 @@ import polars as pl
 from emp_core.clock import utcnow
 from emp_core.compliance import trail
 from emp_core.compliance.trade import (
-    BREACHES,
     DEFAULT_COMPLIANCE_POLICY,
     PreTrade,
     day_orders,
     load_compliance_policy,
-    new_breaches,
     open_breaches,
     pre_trade_breaches,
+    record_breaches,
+    unjudged_fills,
 )
 from emp_core.errors import EmpError
 from emp_core.execution.account import account
@@ -167,7 +167,8 @@ def _md(frame: pl.DataFrame, rows: int = 30) -> dg.MetadataValue:
                                             "session (a paper-only catalogue genome on a paper session)."),
               dg.AssetCheckSpec(COMPLIANCE_CLEAR, asset=KEYS["intents"], blocking=True,
                                 description="No post-trade compliance breach is open (each found on a fill must "
-                                            "be resolved by a compliance officer: emp compliance resolve)."),
+                                            "be resolved by a compliance officer: emp compliance resolve), and "
+                                            "the compliance report has judged every fill."),
           ])
 def intents(context: dg.AssetExecutionContext, config: TradingConfig, store: StoreResource):
     config.checked()
@@ -193,7 +194,7 @@ def intents(context: dg.AssetExecutionContext, config: TradingConfig, store: Sto
                                     not_trading={s: market.last_bar.get(s) for s, v in status.items() if v == "no_bar"})
     ready = readiness.strategy_ready(strategy.name, strategy.promoted, strategy.ready, strategy.source,
                                      strategy.readiness)
-    clear = readiness.compliance_clear(open_breaches(db))
+    clear = readiness.compliance_clear(open_breaches(db), unjudged_fills(db, box.journal()))
     _record_gates(db, context.run_id, fresh, ready, clear)
     orders = frame.filter(pl.col("status") == "order")
     context.log.info(f"trading {strategy.name}: {strategy.source}")
@@ -229,10 +230,8 @@ def risk_decisions(context: dg.AssetExecutionContext, config: TradingConfig, sto
     decisions, approved = decide(planned, current.portfolio, policy, session, compliance=pre)
     decisions = decisions.with_columns(pl.lit(run).alias("run_id"), pl.lit(decided_at).alias("planned_at"))
     db.append_table(TABLES["risk_decisions"], decisions)  # created even when empty: a plan with no order
-    breaches = new_breaches(db, pre_trade_breaches(decisions, decided_at))
-    if breaches.height:
-        db.append_table(BREACHES, breaches)
-    trail.record(db, trail.decision_events(decisions) + trail.breach_events(breaches))
+    trail.record(db, trail.decision_events(decisions))
+    breaches = record_breaches(db, pre_trade_breaches(decisions, decided_at))
     findings = reconcile(box) if config.require_reconciled else reconcile(box).clear()
     orders = planned.filter(pl.col("status") == "order").height
     gate = readiness.risk_ready(findings, equity=current.account.equity, orders=orders,

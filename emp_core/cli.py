@@ -339,6 +339,8 @@ def _add_execution(sub) -> None:
     p.add_argument("--confidence", type=float, default=1.0, metavar="C", help="in [0, 1] (default 1)")
     p.add_argument("--session", default="paper", choices=("paper", "live"), help="the session kind (default paper)")
     p.add_argument("--policy", type=Path, metavar="FILE", help="risk policy (default policies/default-v2.yaml)")
+    p.add_argument("--compliance-policy", type=Path, metavar="FILE",
+                   help="trade compliance rules (default policies/compliance-v1.yaml)")
     p.add_argument("--key", metavar="KEY", help="what the order is: the same key never makes a second order")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(prog="emp orders submit")
@@ -383,7 +385,7 @@ def cmd_orders_submit(args) -> int:
     return run_orders_submit(symbol=args.symbol, side=args.side, qty=args.qty, order_type=args.order_type,
                              price=args.price, stop=args.stop, strategy=args.strategy, confidence=args.confidence,
                              session=args.session, policy_file=args.policy or DEFAULT_POLICY, key=args.key,
-                             as_json=args.json)
+                             as_json=args.json, compliance_file=args.compliance_policy)
 
 
 def cmd_orders_cancel(args) -> int:

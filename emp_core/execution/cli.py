@@ -163,12 +163,31 @@ def _market(symbols: list[str]) -> tuple[dict[str, float], dict[str, float]]:
 
 def run_orders_submit(*, symbol: str, side: str, qty: int, order_type: str, price: float | None,
                       stop: float | None, strategy: str, confidence: float, session: str, policy_file: Path,
-                      key: str | None, as_json: bool) -> int:
-    """Put a manual order through the risk policy and, if approved, into the outbox (exit 0; 1 if refused)."""
+                      key: str | None, as_json: bool, compliance_file: Path | None = None) -> int:
+    """Put a manual order through the risk policy, the trade compliance rules and the ``compliance_clear`` gate
+    (an order that only reduces a position passes the gate), audit the decision, and, if approved, put it in
+    the outbox (exit 0; 1 if refused)."""
+    import polars as pl
+
+    from emp_core.clock import utcnow
+    from emp_core.compliance import trail
+    from emp_core.compliance.trade import (
+        DEFAULT_COMPLIANCE_POLICY,
+        PreTrade,
+        day_orders,
+        load_compliance_policy,
+        open_breaches,
+        pre_trade_breaches,
+        record_breaches,
+        unjudged_fills,
+    )
     from emp_core.execution.account import account, fills
-    from emp_core.execution.outbox import ApprovedOrder, open_outbox
+    from emp_core.execution.outbox import ApprovedOrder, clordid_for, open_outbox
     from emp_core.risk.policy import Intent, Portfolio, evaluate, load_policy
+    from emp_core.store import open_store
     from emp_core.trading.book import PAPER_CAPITAL
+    from emp_core.trading.intents import RUN_DECISION_SCHEMA, judge
+    from emp_core.trading.readiness import compliance_clear
 
     policy = load_policy(policy_file)
     box = open_outbox()
@@ -182,23 +201,50 @@ def run_orders_submit(*, symbol: str, side: str, qty: int, order_type: str, pric
     intent = Intent(strategy=strategy, symbol=symbol, side=side, quantity=qty, order_type=order_type,
                     reference_price=prices[symbol], confidence=confidence, stop_price=stop, limit_price=price)
     decision = evaluate(intent, portfolio, policy, session)
+    # the firm's trade compliance rules too, and the compliance_clear gate: as the planned orders get them
+    store = open_store(failover=False)
+    idem_key = key or f"manual:{uuid.uuid4().hex}"
+    pre = PreTrade(load_compliance_policy(compliance_file or DEFAULT_COMPLIANCE_POLICY),
+                   tuple(day_orders(box.entries(), box.status(), session)), utcnow())
+    rows, approved = judge(decision, idem_key, pre, list(pre.earlier))
+    held = acct.positions.get(symbol, 0)
+    reduce_only = held * (1 if side == "buy" else -1) < 0 and qty <= abs(held)
+    gate = compliance_clear(open_breaches(store), unjudged_fills(store, journal))
+    reason = decision.reason
+    if approved and not gate.passed and not reduce_only:  # closing stays allowed: the breach is not made worse
+        approved, reason = False, f"refused by compliance_clear: {gate.description}"
+        rows = [r | {"approved": False} for r in rows]
+    elif not approved and decision.approved:
+        failed = [r for r in rows if r["verdict"] == "fail"]
+        reason = f"refused by {failed[0]['check']}: {failed[0]['reason']}"
+    run_rows = [{"run_id": "manual", "idem_key": idem_key} | r for r in rows]
+    trail.record(store, trail.decision_events(pl.DataFrame(run_rows, schema=RUN_DECISION_SCHEMA)))
+    record_breaches(store, pre_trade_breaches(pl.DataFrame(run_rows, schema=RUN_DECISION_SCHEMA), pre.at))
     clordid = None
-    if decision.approved:
-        order = ApprovedOrder(idem_key=key or f"manual:{uuid.uuid4().hex}", strategy=strategy, symbol=symbol,
+    if approved:
+        order = ApprovedOrder(idem_key=idem_key, strategy=strategy, symbol=symbol,
                               side=side, qty=qty, ord_type=order_type, limit_price=price, stop_price=stop,
-                              session=session, policy_version=policy.version, decision=decision.as_rows())
+                              session=session, policy_version=policy.version, decision=rows)
+        trail.record(store, trail.order_events(pl.DataFrame([{
+            "run_id": "manual", "idem_key": idem_key, "clordid": clordid_for(idem_key), "symbol": symbol,
+            "side": side, "qty": qty, "session": session, "strategy": strategy}])))
         ((clordid, new),) = box.submit([order])
         if not new:
             log.info("order %s was already in the outbox (the same --key)", clordid)
+    _print_decision(rows, approved, reason, clordid, f"{policy.version}, {pre.policy.version}", as_json)
+    return 0 if approved else 1
+
+
+def _print_decision(rows: list[dict], approved: bool, reason: str, clordid: str | None, versions: str,
+                    as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"approved": decision.approved, "reason": decision.reason, "clordid": clordid,
-                          "checks": decision.as_rows()}, default=str))
-    else:
-        for row in decision.as_rows():
-            print(f"  {row['step']:>2} {row['check']:<20} {row['verdict']:<5} {row['reason']}")
-        verdict = f"APPROVED, ClOrdID {clordid}" if clordid else f"REFUSED: {decision.reason}"
-        print(f"decision ({policy.version}): {verdict}")
-    return 0 if decision.approved else 1
+        print(json.dumps({"approved": approved, "reason": reason, "clordid": clordid, "checks": rows},
+                         default=str))
+        return
+    for row in rows:
+        print(f"  {row['step']:>2} {row['check']:<26} {row['verdict']:<5} {row['reason']}")
+    verdict = f"APPROVED, ClOrdID {clordid}" if clordid else f"REFUSED: {reason}"
+    print(f"decision ({versions}): {verdict}")
 
 
 def run_orders_cancel(clordid: str, *, as_json: bool) -> int:

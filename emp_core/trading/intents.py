@@ -58,7 +58,7 @@ from emp_core.evolution.genome import CATALOGUE, Genome, fused_signal, targets
 from emp_core.evolution.promotion import DEFAULT_GATES, Gates
 from emp_core.evolution.run import verify_champion
 from emp_core.execution.outbox import ApprovedOrder, clordid_for
-from emp_core.risk.policy import DECISION_SCHEMA, Intent, Policy, Portfolio, evaluate
+from emp_core.risk.policy import DECISION_SCHEMA, Decision, Intent, Policy, Portfolio, evaluate
 from emp_core.risk.sizing import fixed_fractional_units
 from emp_core.trading.book import Book
 
@@ -244,6 +244,33 @@ def _after(portfolio: Portfolio, intent: Intent) -> Portfolio:
     return replace(portfolio, positions=positions, stops=stops)
 
 
+def judge(decision: Decision, idem_key: str, compliance: PreTrade | None,
+          earlier: list[DayOrder]) -> tuple[list[dict], bool]:
+    """The decision's rows with the compliance rules after the risk checks (rows ``compliance/<rule>``, citing
+    the compliance policy), every row's ``approved`` the verdict of both; and that verdict. An approved order
+    joins ``earlier`` (working, at the decision time), so the next order of the batch is judged with it."""
+    checks, ok = decision.as_rows(), decision.approved
+    if compliance is None:
+        return checks, ok
+    intent = decision.intent
+    clordid = clordid_for(idem_key)
+    order = ComplianceOrder(ref=clordid, symbol=intent.symbol, side=intent.side, qty=intent.quantity,
+                            last_price=intent.reference_price, at=compliance.at, limit_price=intent.limit_price)
+    rules = pre_trade(order, earlier, compliance.policy)
+    ok = ok and all(c.passed for c in rules)
+    head = checks[0]
+    checks = [x | {"approved": ok} for x in checks] + [
+        {**{k: head[k] for k in ("session", "strategy", "symbol", "side", "quantity")},
+         "policy_version": compliance.policy.version, "approved": ok, "step": len(checks) + i,
+         "check": CHECK_PREFIX + c.rule, "value": c.value, "limit": c.limit,
+         "verdict": "pass" if c.passed else "fail", "reason": c.detail}
+        for i, c in enumerate(rules, 1)]
+    if ok:
+        earlier.append(DayOrder(clordid, intent.symbol, intent.side, compliance.at,
+                                working_qty=float(intent.quantity)))
+    return checks, ok
+
+
 def decide(intents: pl.DataFrame, portfolio: Portfolio, policy: Policy, session: str,
            compliance: PreTrade | None = None) -> tuple[pl.DataFrame, list[ApprovedOrder]]:
     """The policy's decision on each intent with an order, in order, each against the portfolio after the ones
@@ -263,24 +290,7 @@ def decide(intents: pl.DataFrame, portfolio: Portfolio, policy: Policy, session:
                         order_type=r["order_type"], reference_price=r["reference_price"],
                         confidence=r["confidence"], stop_price=r["stop_price"])
         decision = evaluate(intent, portfolio, policy, session)
-        checks = decision.as_rows()
-        ok = decision.approved
-        if compliance is not None:
-            clordid = clordid_for(r["idem_key"])
-            order = ComplianceOrder(ref=clordid, symbol=intent.symbol, side=intent.side, qty=intent.quantity,
-                                    last_price=intent.reference_price, at=compliance.at, limit_price=intent.limit_price)
-            rules = pre_trade(order, earlier, compliance.policy)
-            ok = ok and all(c.passed for c in rules)
-            head = checks[0]
-            checks = [x | {"approved": ok} for x in checks] + [
-                {**{k: head[k] for k in ("session", "strategy", "symbol", "side", "quantity")},
-                 "policy_version": compliance.policy.version, "approved": ok, "step": len(checks) + i,
-                 "check": CHECK_PREFIX + c.rule, "value": c.value, "limit": c.limit,
-                 "verdict": "pass" if c.passed else "fail", "reason": c.detail}
-                for i, c in enumerate(rules, 1)]
-            if ok:
-                earlier.append(DayOrder(clordid, intent.symbol, intent.side, compliance.at,
-                                        working_qty=float(intent.quantity)))
+        checks, ok = judge(decision, r["idem_key"], compliance, earlier)
         rows += [{"run_id": r["run_id"], "idem_key": r["idem_key"]} | x for x in checks]
         if ok:
             approved.append(ApprovedOrder(idem_key=r["idem_key"], strategy=intent.strategy, symbol=intent.symbol,

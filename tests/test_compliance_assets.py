@@ -4,6 +4,8 @@ trading plan that waits on it."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import dagster as dg
 import pytest
 
@@ -116,3 +118,63 @@ def test_the_kyc_case_book_opens_and_escalates_cases_and_its_check_catches_an_ed
     result, checks, meta = run()
     assert not result.success and not checks[KYC_MATCHES_AUDIT].passed and "transitions_made" not in meta
     assert f"case {prohibited} transition 2: to_state differ" in checks[KYC_MATCHES_AUDIT].description
+
+
+NOW = datetime(2026, 11, 27, 14, 0)
+
+
+def _reports_run(path):
+    from emp_dagster.defs.compliance.assets import REPORT_KEYS, compliance_report, roi_report, trade_records
+    from emp_dagster.defs.compliance.assets import transaction_reports as reports_asset
+
+    result = dg.materialize([compliance_report, reports_asset, trade_records, roi_report],
+                            selection=list(REPORT_KEYS.values()), instance=dg.DagsterInstance.ephemeral(),
+                            resources={"store": StoreResource(path=str(path))}, raise_on_error=False)
+    return result, {c.check_name: c for c in result.get_asset_check_evaluations()}
+
+
+def test_the_reports_on_executions_pass_on_a_real_journal_and_refuse_to_lose_what_they_kept(tmp_path, monkeypatch):
+    """An order and its fill in a real SQLite outbox: every report's check passes, each report is stored. The
+    same store against an emptied outbox (another EMP_HOME's, say) fails the transaction report and record
+    checks and keeps the stored rows, where a vacuous pass would have overwritten them with nothing."""
+    from emp_core.execution.outbox import ApprovedOrder, sqlite_outbox
+
+    monkeypatch.setenv("EMP_HOME", str(tmp_path))
+    path = tmp_path / "emp.duckdb"
+    store = DuckDBStore(path)
+    box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    decision = [{"step": 1, "check": "strategy_enabled", "approved": True, "policy_version": "default-v2",
+                 "verdict": "pass"}]
+    ((clordid, _),) = box.submit([ApprovedOrder(idem_key="k1", strategy="catalogue/trend", symbol="AAPL",
+                                                side="buy", qty=10, stop_price=90.0, decision=decision)])
+    import polars as pl  # the plan that decided it: its reference price, the last close it was decided on
+
+    store.append_table("trading.intents", pl.DataFrame({"idem_key": ["k1"], "status": ["order"],
+                                                        "reference_price": [100.0], "planned_at": [NOW]}))
+    box.mark_sent([clordid])
+    base = {"session": "EMP->VENUE", "order_id": "O1", "clordid": clordid, "order_clordid": clordid,
+            "msg_type": "8", "symbol": "AAPL", "side": "1", "order_qty": 10.0, "transact_time":
+            "2026-11-27 14:30:00.123456+00:00"}
+    box.record([base | {"exec_id": "E1", "exec_type": "0", "ord_status": "0", "last_qty": 0.0, "last_px": 0.0,
+                        "cum_qty": 0.0, "leaves_qty": 10.0, "avg_px": 0.0},
+                base | {"exec_id": "E2", "exec_type": "F", "ord_status": "2", "last_qty": 10.0, "last_px": 101.0,
+                        "cum_qty": 10.0, "leaves_qty": 0.0, "avg_px": 101.0}])
+    result, checks = _reports_run(path)
+    failures = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
+    assert not failures, failures
+    assert {n: c.passed for n, c in checks.items()} == {
+        "post_trade_clean": True, "transaction_reports_valid": True, "trade_records_complete": True,
+        "roi_reconciled": True}, {n: c.description for n, c in checks.items()}
+    reports = store.query("SELECT * FROM compliance.transaction_reports")
+    assert reports["exec_id"].to_list() == ["E2"] and reports["instrument_id"].to_list() == ["US0378331005"]
+    roi = store.query("SELECT * FROM compliance.roi_strategies")
+    assert roi["strategy"].to_list() == ["catalogue/trend"] and roi["fills"].to_list() == [1]
+    (tmp_path / "outbox.sqlite").unlink()
+    for extra in ("-wal", "-shm"):
+        (tmp_path / f"outbox.sqlite{extra}").unlink(missing_ok=True)
+    result, checks = _reports_run(path)
+    assert not checks["transaction_reports_valid"].passed and "not in this journal" in \
+        checks["transaction_reports_valid"].description
+    assert not checks["trade_records_complete"].passed
+    assert store.query("SELECT count(*) FROM compliance.transaction_reports").item() == 1  # kept
+    assert store.query("SELECT count(*) FROM compliance.trade_records").item() == 1

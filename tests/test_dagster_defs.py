@@ -40,7 +40,7 @@ def test_graph_snapshot():
             if k.asset_key.path[0] == "compliance"} == {
         ("compliance/audit_verification", "audit_chain_intact"), ("compliance/compliance_report", "post_trade_clean"),
         ("compliance/transaction_reports", "transaction_reports_valid"),
-        ("compliance/trade_records", "trade_records_complete"),
+        ("compliance/trade_records", "trade_records_complete"), ("compliance/roi_report", "roi_reconciled"),
         ("compliance/kyc_case_book", "kyc_cases_match_audit"), ("compliance/kyc_case_book", "kyc_decisions_pending")}
     trading = {(k.asset_key.to_user_string(), k.name) for k in repo.asset_graph.asset_check_keys
                if k.asset_key.path[0] == "trading"}

@@ -381,6 +381,12 @@ class Outbox:
             "entry_id", "clordid", "idem_key", "created_at", "strategy", "symbol", "side", "qty", "ord_type",
             "limit_price", "stop_price", "session", "policy_version", "state", "sent_at"])
 
+    def decisions(self) -> pl.DataFrame:
+        """Each order's decision as the outbox keeps it (clordid, decision: the JSON of the decision's rows that
+        approved it, risk checks and compliance rules)."""
+        rows = self._run("SELECT clordid, decision FROM {p}outbox ORDER BY entry_id")
+        return pl.DataFrame(rows, orient="row", schema={"clordid": pl.String, "decision": pl.String})
+
     def status(self) -> pl.DataFrame:
         """Every outbox entry with its latest execution state (OrdStatus, cumulative and average fill)."""
         rows = self._run(

@@ -14,7 +14,7 @@ intents' ``compliance_clear`` gate, until a compliance officer resolves it: ``em
 """
 
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
@@ -36,6 +36,7 @@ from emp_core.compliance.trade import (
 )
 from emp_core.compliance.witness import next_witness, witness_from
 from emp_core.config import settings
+from emp_core.errors import EmpError
 from emp_core.execution.outbox import open_outbox
 from emp_core.trading.book import PAPER_CAPITAL, read_market
 from emp_dagster.defs.market_data.resources import StoreResource, store_kind
@@ -88,14 +89,15 @@ KEYS |= REPORT_KEYS | {"kyc_case_book": KYC}
 TABLES = {"checks": CHECKS_TABLE, "transaction_reports": "compliance.transaction_reports",
           "not_reported": "compliance.not_reported", "trade_records": "compliance.trade_records",
           "roi_fills": "compliance.roi_fills", "roi_strategies": "compliance.roi_strategies"}
-POST_TRADE_CLEAN, REPORTS_VALID, RECORDS_COMPLETE = (
-    "post_trade_clean", "transaction_reports_valid", "trade_records_complete")
+POST_TRADE_CLEAN, REPORTS_VALID, RECORDS_COMPLETE, ROI_RECONCILED = (
+    "post_trade_clean", "transaction_reports_valid", "trade_records_complete", "roi_reconciled")
 
 
 class ComplianceConfig(dg.Config):
     compliance_policy: str = ""  # trade compliance rules; empty: policies/compliance-v1.yaml
     cost_model: str = ""  # ROI cost model; empty: policies/costs-v1.yaml
     capital: float = PAPER_CAPITAL  # the paper account's starting capital
+    roi_end: str = ""  # the ROI report's end (ISO time, UTC); empty: the last fill (so a re-run gives the same)
 
 
 def _reference_prices(db, entries: pl.DataFrame) -> pl.DataFrame:
@@ -115,6 +117,15 @@ def _reference_prices(db, entries: pl.DataFrame) -> pl.DataFrame:
 
 def _md(frame: pl.DataFrame, rows: int = 20) -> str:
     return frame.head(rows).to_pandas().to_markdown(index=False) if frame.height else "(none)"
+
+
+def _lost(db, table: str, column: str, frame: pl.DataFrame) -> list[str]:
+    """The ``column`` values stored in ``table`` that ``frame`` no longer holds: a report or record kept before
+    must not vanish (an outbox replaced or emptied would otherwise pass, and the kept table be overwritten)."""
+    if table not in set(db.tables()):
+        return []
+    kept = set(db.query(f"SELECT DISTINCT {column} FROM {table}")[column].drop_nulls().to_list())
+    return sorted(kept - set(frame[column].to_list()))
 
 
 def _stamp(frame: pl.DataFrame, run_id: str) -> pl.DataFrame:
@@ -188,15 +199,20 @@ def transaction_reports(context: dg.AssetExecutionContext, store: StoreResource)
     csv_path, xml_path = out / "transaction_reports.csv", out / "transaction_reports.xml"
     mifid.to_csv(reports, csv_path)
     mifid.to_xml(reports, xml_path)
-    db.overwrite_table(TABLES["transaction_reports"], _stamp(reports, context.run_id))
-    db.overwrite_table(TABLES["not_reported"], _stamp(unreported, context.run_id))
-    accounted = reports.height + unreported.height == fills.height
-    passed = found.is_empty() and accounted
+    lost = _lost(db, TABLES["transaction_reports"], "transaction_reference", reports)
+    if not lost:  # never overwrite kept reports with fewer
+        db.overwrite_table(TABLES["transaction_reports"], _stamp(reports, context.run_id))
+        db.overwrite_table(TABLES["not_reported"], _stamp(unreported, context.run_id))
+    covered = set(reports["exec_id"].to_list()) | set(unreported["exec_id"].to_list())
+    accounted = covered == set(fills["exec_id"].to_list()) and reports.height + unreported.height == fills.height
+    passed = found.is_empty() and accounted and not lost
     description = (f"{reports.height} report(s) valid, {unreported.height} fill(s) not reportable, of "
                    f"{fills.height} fill(s)" if passed else
                    f"{found.height} problem(s) in {found['transaction_reference'].n_unique() if found.height else 0} "
                    f"report(s)" + ("" if accounted else f"; {reports.height} reported + {unreported.height} not "
-                                                        f"reportable != {fills.height} fills"))
+                                                        f"reportable do not cover the {fills.height} fills")
+                   + (f"; {len(lost)} report(s) kept before are not in this journal ({', '.join(lost[:3])}): "
+                      "not overwritten" if lost else ""))
     return dg.MaterializeResult(
         metadata={"table": TABLES["transaction_reports"], "dagster/row_count": reports.height,
                   "not_reportable": unreported.height, "problems": found.height, "csv": str(csv_path),
@@ -217,15 +233,23 @@ def transaction_reports(context: dg.AssetExecutionContext, store: StoreResource)
 def trade_records(context: dg.AssetExecutionContext, store: StoreResource):
     db = store.store()
     box = open_outbox()
-    decisions = (db.query(f"SELECT idem_key, approved, policy_version, \"check\" FROM "
-                          f"{TRADING_TABLES['risk_decisions']}")
-                 if TRADING_TABLES["risk_decisions"] in set(db.tables()) else None)
-    records = recordkeeping.trade_records(box.journal(), box.entries(), decisions)
+    # each order's own decision, as the outbox keeps it: the one that approved what was sent (a re-run's later
+    # decision on the same key, or a manual order's, is not in the plan's decisions table)
+    entries = box.entries()
+    if entries.height:
+        entries = entries.join(box.decisions(), on="clordid", how="left")
+    records = recordkeeping.trade_records(box.journal(), entries)
     passed, findings = recordkeeping.completeness(records)
-    db.overwrite_table(TABLES["trade_records"], _stamp(records, context.run_id))
+    lost = _lost(db, TABLES["trade_records"], "clordid", records)
+    if not lost:  # never overwrite kept records with fewer
+        db.overwrite_table(TABLES["trade_records"], _stamp(records, context.run_id))
+    passed = passed and not lost
     description = (f"{records.height} trade record(s) complete" if passed else
-                   f"{findings.height} finding(s) in {findings['clordid'].n_unique()} trade(s): "
-                   + "; ".join(f"{r['clordid']}: {r['problem']}" for r in findings.head(3).iter_rows(named=True)))
+                   f"{findings.height} finding(s) in {findings['clordid'].n_unique() if findings.height else 0} "
+                   "trade(s): " + "; ".join(f"{r['clordid']}: {r['problem']}"
+                                            for r in findings.head(3).iter_rows(named=True))
+                   + (f"; {len(lost)} record(s) kept before are not in this outbox ({', '.join(lost[:3])}): "
+                      "not overwritten" if lost else ""))
     return dg.MaterializeResult(
         metadata={"table": TABLES["trade_records"], "dagster/row_count": records.height,
                   "findings": findings.height,
@@ -238,18 +262,28 @@ def trade_records(context: dg.AssetExecutionContext, store: StoreResource):
           deps=[TRADING_KEYS["executions"], TRADING_KEYS["pnl"]],
           description="ROI evidence: fees (the cost model's schedule) and slippage against the decision price, "
                       "the tier's infrastructure cost, capital efficiency, and each strategy's PnL gross and net "
-                      "of costs, with a chart of cumulative gross and net PnL.")
+                      "of costs, with a chart of cumulative gross and net PnL.",
+          check_specs=[dg.AssetCheckSpec(ROI_RECONCILED, asset=REPORT_KEYS["roi_report"], blocking=True,
+                                         description="Gross PnL equals the account's change in equity and the "
+                                                     "trading/pnl asset's total; gross - fees - infrastructure = "
+                                                     "net; the strategies add up to the totals.")])
 def roi_report(context: dg.AssetExecutionContext, config: ComplianceConfig, store: StoreResource):
     db = store.store()
     costs = load_costs(config.cost_model) if config.cost_model else load_costs()
     box = open_outbox()
     journal, entries = box.journal(), box.entries()
     symbols = sorted(set(journal["symbol"].drop_nulls().to_list())) if journal.height else []
-    marks = read_market(db, symbols=symbols).prices if symbols else {}
-    now = utcnow()
-    start = min([_time(t) for t in entries["created_at"].to_list()] or [now])
+    try:
+        marks = read_market(db, symbols=symbols).prices if symbols else {}
+    except EmpError:  # no bars of them: the report marks each at its last fill and lists it
+        marks = {}
+    first, last = _fill_span(journal)
+    # from the first order (or fill) to the last fill, so a re-run reports the same figures
+    start = min([_time(t) for t in entries["created_at"].to_list()] + [t for t in (first,) if t] or [utcnow()])
+    end = (datetime.fromisoformat(config.roi_end) if config.roi_end
+           else max(last or start, start + timedelta(microseconds=1)))
     report = roi(journal, entries, _reference_prices(db, entries).select("idem_key", "reference_price")
-                 .drop_nulls(), marks, config.capital, costs, settings().tier, (start, max(now, _last_fill(journal))))
+                 .drop_nulls(), marks, config.capital, costs, settings().tier, (start, end))
     db.overwrite_table(TABLES["roi_fills"], _stamp(report.fills, context.run_id))
     db.overwrite_table(TABLES["roi_strategies"], _stamp(report.strategies, context.run_id))
     totals = report.totals
@@ -257,18 +291,48 @@ def roi_report(context: dg.AssetExecutionContext, config: ComplianceConfig, stor
     text = summary_markdown(report) + f"\n\n![cumulative gross and net PnL]({chart})"
     figures = {k: round(v, 4) if isinstance(v, float) else v for k, v in totals.items()
                if isinstance(v, int | float | str) and not isinstance(v, bool)}
-    return dg.MaterializeResult(metadata={"table": TABLES["roi_strategies"],
-                                          "dagster/row_count": report.strategies.height, **figures,
-                                          "report": dg.MetadataValue.md(text)})
+    problems = _roi_problems(db, report, config.capital)
+    return dg.MaterializeResult(
+        metadata={"table": TABLES["roi_strategies"], "dagster/row_count": report.strategies.height, **figures,
+                  "report": dg.MetadataValue.md(text)},
+        check_results=[dg.AssetCheckResult(
+            check_name=ROI_RECONCILED, passed=not problems,
+            description="; ".join(problems) if problems else
+            f"gross PnL {totals['gross_pnl']:,.2f} = equity change = trading/pnl; net {totals['net_pnl']:,.2f}")])
+
+
+def _roi_problems(db, report, capital: float) -> list[str]:
+    """The ROI report's accounting identities, each within a cent: gross = the equity change of its fills =
+    trading/pnl's total (its latest row, when it is of the same capital); gross - fees - infrastructure = net;
+    the strategies' rows add up to the totals."""
+    t, rows, problems = report.totals, report.strategies, []
+
+    def off(a: float, b: float) -> bool:
+        return abs(a - b) > 0.01
+
+    if off(t["gross_pnl"], t["equity_change"]):
+        problems.append(f"gross PnL {t['gross_pnl']:,.2f} != equity change {t['equity_change']:,.2f}")
+    if off(t["gross_pnl"] - t["fees"] - t["infrastructure"], t["net_pnl"]):
+        problems.append("gross - fees - infrastructure != net")
+    for column in ("gross_pnl", "net_pnl", "fees", "infrastructure"):
+        if off(float(rows[column].sum()), t[column]):
+            problems.append(f"the strategies' {column} do not add up to the total")
+    pnl_table = TRADING_TABLES["pnl"]
+    if pnl_table in set(db.tables()):
+        latest = db.query(f"SELECT capital, total_pnl FROM {pnl_table} ORDER BY written_at DESC LIMIT 1")
+        if latest.height and latest["capital"][0] == capital and off(latest["total_pnl"][0], t["gross_pnl"]):
+            problems.append(f"gross PnL {t['gross_pnl']:,.2f} != trading/pnl's {latest['total_pnl'][0]:,.2f}")
+    return problems
 
 
 def _time(value) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
-def _last_fill(journal: pl.DataFrame) -> datetime:
+def _fill_span(journal: pl.DataFrame) -> tuple[datetime | None, datetime | None]:
+    """The times of the journal's first and last fills (None, None without a fill)."""
     fills = fills_for_rules(journal, pl.DataFrame(schema={"clordid": pl.String, "reference_price": pl.Float64}))
-    return fills["at"].max() if fills.height else datetime.min
+    return (fills["at"].min(), fills["at"].max()) if fills.height else (None, None)
 
 
 class KycConfig(dg.Config):

@@ -169,6 +169,26 @@ def test_precision_and_recall_on_the_labelled_sample(sdn, labelled):
     assert by_category["non_match"] == "false hits 0/50"
 
 
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance by the textbook dynamic programme (independent of rapidfuzz)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def test_one_typo_in_a_short_name_is_found_though_its_ratio_is_below_the_threshold(sdn):
+    """'KIN CHOL' against 'KIM, Chol Su' (short key 'kim chol'): one substitution in 8 characters scores 87.5,
+    under 88, and is still a hit; two typos are not."""
+    hits = screen(["Kin Chol", "Kin Chul"], sdn)
+    found = dict(zip(hits["query"].to_list(), hits["ent_num"].to_list(), strict=True))
+    assert found.get("Kin Chol") == 1028 and "Kin Chul" not in found
+    assert hits.filter(pl.col("query") == "Kin Chol")["score"].to_list() == [pytest.approx(87.5)]
+
+
 def test_screening_keeps_every_pair_a_plain_scan_finds(sdn, labelled):
     """The oracle: every normalised query against every key of the list with fuzz.token_sort_ratio (skeletons
     for abjad queries), no index, no window; the screener's hits and scores must be the same."""
@@ -187,8 +207,13 @@ def test_screening_keeps_every_pair_a_plain_scan_finds(sdn, labelled):
                     score = fuzz.token_sort_ratio(sanctions.skeleton(n), k["key"])
                 else:
                     score = fuzz.token_sort_ratio(n, k["norm"])
+                    # the short-name rule: a short query one edit from the key matches whatever its score
+                    q_sorted, k_sorted = " ".join(sorted(n.split())), " ".join(sorted(k["norm"].split()))
+                    if len(q_sorted) <= sanctions.SHORT_NAME and _edits(q_sorted, k_sorted) <= 1:
+                        score = max(score, 1000.0)  # marked: counted as a hit, reported with its ratio below
                 if score >= threshold:
-                    want[(i, k["ent_num"])] = max(want.get((i, k["ent_num"]), 0.0), score)
+                    real = fuzz.token_sort_ratio(n, k["norm"]) if score == 1000.0 else score
+                    want[(i, k["ent_num"])] = max(want.get((i, k["ent_num"]), 0.0), real)
         hits = screen(queries, sdn, threshold=threshold)
         got = {(i, e): s for i, e, s in hits.select("query_index", "ent_num", "score").iter_rows()}
         assert got.keys() == want.keys(), threshold

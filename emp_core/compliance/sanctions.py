@@ -65,6 +65,12 @@ from emp_core.errors import EmpError
 #: 88 has the best F1 (0.965): 85 finds no more true hits for six more false ones (hard negatives that share the
 #: given name and most of the surname), 90 loses four true hits to drop four false ones.
 THRESHOLD = 88.0
+#: The short-name rule: one typo in a name of n characters scores 100 (1 - 1/n) under the ratio, below 88 up to
+#: n = 8 ("KIN JONG" ~ "KIM JONG" 87.5, "HAMAZ" ~ "HAMAS" 80), and short names (acronyms, vessels, Korean
+#: names) are common on the lists. So a query key of at most ``SHORT_NAME`` characters also matches a key at
+#: Levenshtein distance at most 1 (one insertion, deletion or substitution, on the token-sorted keys), whatever
+#: its score; the hit reports its ratio score.
+SHORT_NAME = 10
 
 SDN_COLUMNS = ("ent_num", "sdn_name", "sdn_type", "program", "title", "call_sign", "vess_type", "tonnage", "grt",
                "vess_flag", "vess_owner", "remarks")
@@ -342,9 +348,12 @@ def length_window(n: int, threshold: float) -> tuple[int, int]:
     return max(math.floor(n * t / (200.0 - t)) - 1, 0), math.ceil(n * (200.0 - t) / t) + 1
 
 
-def _match(queries: list[str], bucket: _Bucket, threshold: float, workers: int) -> list[tuple[int, int, float]]:
-    """(query position, key position, score) for every pair at or above ``threshold``."""
+def _match(queries: list[str], bucket: _Bucket, threshold: float, workers: int, *,
+           edits: bool = False) -> list[tuple[int, int, float]]:
+    """(query position, key position, score) for every pair at or above ``threshold`` and, with ``edits``, every
+    pair the short-name rule matches (:data:`SHORT_NAME`). A pair may come twice; the caller keeps one."""
     from rapidfuzz import fuzz, process
+    from rapidfuzz.distance import Levenshtein
 
     out: list[tuple[int, int, float]] = []
     if not queries or not bucket.keys:
@@ -354,6 +363,14 @@ def _match(queries: list[str], bucket: _Bucket, threshold: float, workers: int) 
         if q:
             by_len.setdefault(len(q), []).append(i)
     for n, idx in by_len.items():
+        if edits and n <= SHORT_NAME:  # the short-name rule: keys one edit away (their length n - 1 .. n + 1)
+            a, b = np.searchsorted(bucket.lengths, n - 1, "left"), np.searchsorted(bucket.lengths, n + 1, "right")
+            if a < b:
+                far = process.cdist([queries[i] for i in idx], bucket.keys[a:b], scorer=Levenshtein.distance,
+                                    score_cutoff=1, workers=workers, dtype=np.uint8)
+                qi, ki = np.nonzero(far <= 1)
+                out.extend((idx[q], a + k, fuzz.ratio(queries[idx[q]], bucket.keys[a + k]))
+                           for q, k in zip(qi.tolist(), ki.tolist(), strict=True))
         lo, hi = length_window(n, threshold)
         a, b = np.searchsorted(bucket.lengths, lo, "left"), np.searchsorted(bucket.lengths, hi, "right")
         if a >= b:
@@ -382,7 +399,7 @@ def screen(names: Iterable[str], sanctions: SanctionsList, *, threshold: float =
         uniq.setdefault(sort_tokens(q), len(uniq))
     ukeys = list(uniq)
     buckets = sanctions.index
-    pairs = [("latin", q, k, s) for q, k, s in _match(ukeys, buckets["latin"], threshold, workers)]
+    pairs = [("latin", q, k, s) for q, k, s in _match(ukeys, buckets["latin"], threshold, workers, edits=True)]
     abjad = {sort_tokens(norms[i]) for i, n in enumerate(names) if is_abjad(n)}
     if abjad:
         skel_src = sorted(abjad)
@@ -427,9 +444,11 @@ def _hits(names, norms, ukeys, pairs, buckets, sanctions) -> pl.DataFrame:
 def brute_force_screen(names: Sequence[str], sanctions: SanctionsList, *, threshold: float = THRESHOLD,
                        workers: int = -1) -> pl.DataFrame:
     """The reference for :func:`screen`: every normalised query against every list key, unsorted, with
-    ``rapidfuzz.process.cdist(scorer=fuzz.token_sort_ratio)`` (no dedupe, no pre-sorting, no length window);
-    abjad queries also against every skeleton. Same columns as :func:`screen`."""
+    ``rapidfuzz.process.cdist(scorer=fuzz.token_sort_ratio)`` (no dedupe, no pre-sorting, no length window),
+    and the short-name rule against every key (``Levenshtein.distance`` on token-sorted strings); abjad queries
+    also against every skeleton. Same columns as :func:`screen`."""
     from rapidfuzz import fuzz, process
+    from rapidfuzz.distance import Levenshtein
 
     names = [n if isinstance(n, str) else "" for n in names]
     norms = [normalise(n) for n in names]
@@ -444,6 +463,16 @@ def brute_force_screen(names: Sequence[str], sanctions: SanctionsList, *, thresh
     for q, k in zip(*np.nonzero(scores), strict=True):
         if norms[q]:
             rows.append((int(q), int(latin_rows[k]), float(fuzz.token_sort_ratio(norms[q], latin_norms[k]))))
+    # the short-name rule, on every key: token-sorted query of at most SHORT_NAME characters, one edit away
+    short = [i for i, n in enumerate(norms) if n and len(sort_tokens(n)) <= SHORT_NAME]
+    edited: set[tuple[int, int]] = set()
+    if short:
+        far = process.cdist([norms[i] for i in short], latin_norms, scorer=Levenshtein.distance,
+                            processor=sort_tokens, workers=workers, dtype=np.int32)
+        for q, k in zip(*np.nonzero(far <= 1), strict=True):
+            edited.add((short[q], int(latin_rows[k])))
+            rows.append((short[q], int(latin_rows[k]), float(fuzz.token_sort_ratio(norms[short[q]],
+                                                                                   latin_norms[k]))))
     abjad = [i for i, n in enumerate(names) if is_abjad(n) and norms[i]]
     if abjad:
         sq = [skeleton(norms[i]) for i in abjad]
@@ -452,7 +481,7 @@ def brute_force_screen(names: Sequence[str], sanctions: SanctionsList, *, thresh
         skel_rows, skel_norms = skel["row"].to_numpy(), skel["norm"].to_list()
         for q, k in zip(*np.nonzero(scores), strict=True):
             rows.append((abjad[q], int(skel_rows[k]), float(fuzz.token_sort_ratio(sq[q], skel_norms[k]))))
-    rows = [r for r in rows if r[2] >= threshold]
+    rows = [r for r in rows if r[2] >= threshold or (r[0], r[1]) in edited]
     if not rows:
         return pl.DataFrame(schema=HIT_SCHEMA)
     found = pl.DataFrame(rows, schema={"query_index": pl.Int64, "row": pl.UInt32, "score": pl.Float64},

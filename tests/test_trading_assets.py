@@ -222,3 +222,29 @@ def test_fills_the_compliance_report_has_not_judged_block_the_plan():
     assert compliance_clear(none, []).passed
     outcome = compliance_clear(none, ["X1", "X2"])
     assert not outcome.passed and "2 fill(s) not yet judged" in outcome.description and "X1" in outcome.description
+
+
+def test_a_breach_found_after_the_plan_stops_the_send(home):
+    """The gate is checked again when the orders go to the outbox: a breach recorded between planning and the
+    send (the compliance report ran in between) keeps them out; the audit trail holds each order once."""
+    from datetime import datetime
+
+    from emp_core.compliance import audit_store
+    from emp_core.compliance.trade import BREACH_SCHEMA, record_breaches
+    from emp_core.store import DuckDBStore
+
+    ops = {f"trading__{n}": {"config": {}} for n in ("intents", "risk_decisions")}
+    with dg.instance_for_test() as instance:
+        planned = dg.materialize(PLAN[:2], resources={"store": StoreResource(path=str(home / "emp.duckdb"))},
+                                 instance=instance, run_config={"ops": ops})
+        assert planned.success
+        store = DuckDBStore(home / "emp.duckdb")
+        breach = {"breach_id": "b2", "stage": "post_trade", "rule": "price_collar", "policy_version": "c-v1",
+                  "symbol": "AAA", "side": "buy", "value": 0.2, "limit": 0.1, "order_ref": "C1", "exec_id": "X1",
+                  "other_ref": None, "at": datetime(2026, 11, 27), "detail": "20% off"}
+        record_breaches(store, pl.DataFrame([breach], schema=BREACH_SCHEMA))
+        send = dg.materialize([trading.approved_orders], instance=instance, raise_on_error=False,
+                              resources={"store": StoreResource(path=str(home / "emp.duckdb"))},
+                              run_config={"ops": {"trading__approved_orders": {"config": {}}}})
+    assert not send.success and open_outbox().entries().is_empty()
+    assert "order" not in audit_store.read(store)["kind"].to_list()

@@ -9,8 +9,8 @@ kind                        payload
 ``risk.decision``           run_id, idem_key, clordid, strategy, symbol, side, quantity, approved, the risk and
                             compliance policy versions, the failing checks and the decision's reason
 ``compliance.breach``       the breach record (``emp_core.compliance.trade.BREACH_SCHEMA``)
-``order``                   clordid, idem_key, strategy, symbol, side, qty, session, run_id, new (false when the
-                            outbox already held it)
+``order``                   clordid, idem_key, strategy, symbol, side, qty, session, run_id: written before the
+                            outbox holds the order, once per ClOrdID
 ``execution``               the ExecutionReport as journaled (exec_id, order, status, quantities, prices, times)
 ``kyc.case_transition``     written by the KYC case book
 ==========================  ====================================================================================
@@ -19,9 +19,13 @@ kind                        payload
 never written to the failover DuckDB file (a second chain there would fork the trail), so a step that must
 audit fails while PostgreSQL is down rather than audit somewhere else.
 
-**Once.** Executions are appended once each: the entries already in the log are read back by ExecID
-(``audited_exec_ids``), so re-materialising the journal adds only the new reports. Decisions, breaches and
-orders are events of the run that made them: a re-run that decides again is audited again.
+**Once.** Executions are appended once each (by session and ExecID, ``audited_exec_ids``), orders once per
+ClOrdID and breaches once per breach id (``emp_core.compliance.trade.record_breaches``), read back from the
+log, so a re-run adds only what is new. Decisions are events of the run that made them: a re-run that decides
+again is audited again.
+
+**First.** An order is audited before the outbox holds it, a breach or a resolution before its table row: the
+log is the record, the tables its projection.
 """
 
 from __future__ import annotations

@@ -225,9 +225,10 @@ def run_orders_submit(*, symbol: str, side: str, qty: int, order_type: str, pric
         order = ApprovedOrder(idem_key=idem_key, strategy=strategy, symbol=symbol,
                               side=side, qty=qty, ord_type=order_type, limit_price=price, stop_price=stop,
                               session=session, policy_version=policy.version, decision=rows)
-        trail.record(store, trail.order_events(pl.DataFrame([{
-            "run_id": "manual", "idem_key": idem_key, "clordid": clordid_for(idem_key), "symbol": symbol,
-            "side": side, "qty": qty, "session": session, "strategy": strategy}])))
+        if clordid_for(idem_key) not in trail.audited(store, "order", "clordid"):  # once per ClOrdID, before the outbox
+            trail.record(store, trail.order_events(pl.DataFrame([{
+                "run_id": "manual", "idem_key": idem_key, "clordid": clordid_for(idem_key), "symbol": symbol,
+                "side": side, "qty": qty, "session": session, "strategy": strategy}])))
         ((clordid, new),) = box.submit([order])
         if not new:
             log.info("order %s was already in the outbox (the same --key)", clordid)

@@ -70,6 +70,9 @@ TARGETS = {
         "emp_core/trading/readiness.py")},
     "emp_core/execution/outbox.py": ["tests/test_outbox.py", "tests/test_journal_group_commit.py"],
     "emp_core/risk/policy.py": ["tests/test_risk_policy.py"],
+    "emp_core/compliance/trade.py": ["tests/test_trade_compliance.py", "tests/test_compliance_cli.py"],
+    "emp_core/compliance/roi.py": ["tests/test_roi.py"],
+    "emp_core/compliance/audit.py": ["tests/test_audit_chain.py"],
     "emp_core/risk/var.py": ["tests/test_risk_var.py"],
     "emp_core/risk/sizing.py": ["tests/test_risk_policy.py", "tests/test_risk_var.py"],
 }

@@ -28,7 +28,7 @@ from emp_core.compliance.trade import (
 )
 from emp_core.errors import EmpError
 from emp_core.execution.account import account
-from emp_core.execution.outbox import ApprovedOrder, open_outbox
+from emp_core.execution.outbox import ApprovedOrder, clordid_for, open_outbox
 from emp_core.execution.reconcile import reconcile
 from emp_core.risk.policy import load_policy
 from emp_core.trading import readiness
@@ -271,6 +271,19 @@ def approved_orders(context: dg.AssetExecutionContext, config: TradingConfig, st
                                     stop_price=r["stop_price"], session=r["session"],
                                     policy_version=rows["policy_version"][0],
                                     decision=rows.drop("run_id", "idem_key", "planned_at").to_dicts()))
+    # the gate again, now: a breach found (or a fill left unjudged) since the plan was made stops the send too
+    clear = readiness.compliance_clear(open_breaches(db), unjudged_fills(db, box.journal()))
+    if not clear.passed:
+        raise EmpError(f"approved_orders: {clear.description}; nothing put in the outbox")
+    # audited before the outbox holds them (once per ClOrdID: a re-run's orders are already in the trail), so
+    # the executor never sends an order the audit trail has not seen
+    audited = trail.audited(db, "order", "clordid")
+    trail.record(db, trail.order_events(pl.DataFrame(
+        [{"run_id": run, "idem_key": o.idem_key, "clordid": clordid_for(o.idem_key), "strategy": o.strategy,
+          "symbol": o.symbol, "side": o.side, "qty": o.qty, "session": o.session} for o in orders
+         if clordid_for(o.idem_key) not in audited],
+        schema={"run_id": pl.String, "idem_key": pl.String, "clordid": pl.String, "strategy": pl.String,
+                "symbol": pl.String, "side": pl.String, "qty": pl.Int64, "session": pl.String})))
     submitted = box.submit(orders)
     # an idempotency key already in the outbox keeps its first order: record that one, and say so if it differs
     held = {r["clordid"]: r for r in box.entries().iter_rows(named=True)} if not all(n for _, n in submitted) else {}
@@ -288,8 +301,6 @@ def approved_orders(context: dg.AssetExecutionContext, config: TradingConfig, st
                 "submitted_at": pl.Datetime("us")})
     if frame.height:
         db.append_table(TABLES["approved_orders"], frame)
-        trail.record(db, trail.order_events(frame.with_columns(
-            pl.Series("strategy", [o.strategy for o in orders], dtype=pl.String))))
     return dg.MaterializeResult(metadata={
         "outbox": str(box), "dagster/row_count": frame.height, "new": int(frame["new"].sum()),
         "already_in_outbox": int((~frame["new"]).sum()), "outbox_depth": box.depth(),

@@ -286,3 +286,18 @@ def trading_home(tmp_path, monkeypatch):
     DuckDBStore(tmp_path / "emp.duckdb").replace_bars("bars_1d", bars, source="test", run_id="r", window=None,
                                                       quarantine=nothing, journal=nothing)
     return tmp_path
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def tier_store(request, tmp_path):
+    """The store of each tier in turn: an embedded DuckDB file, then a private PostgreSQL database."""
+    from emp_core.store.duckdb_store import DuckDBStore
+
+    if request.param == "duckdb":
+        yield DuckDBStore(tmp_path / "emp.duckdb")
+        return
+    from emp_core.store.postgres_store import PostgresStore
+
+    pg = PostgresStore(request.getfixturevalue("pg_url"))
+    yield pg
+    pg.dispose()

@@ -14,16 +14,9 @@ from emp_core.store.duckdb_store import DuckDBStore
 from tests.test_audit_chain import NOW, TAMPERINGS, _tamper, columns, events
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
-def store(request, tmp_path):
-    if request.param == "duckdb":
-        yield DuckDBStore(tmp_path / "emp.duckdb")
-        return
-    from emp_core.store.postgres_store import PostgresStore
-
-    pg = PostgresStore(request.getfixturevalue("pg_url"))
-    yield pg
-    pg.dispose()
+@pytest.fixture
+def store(tier_store):
+    return tier_store
 
 
 def _tamper_sql(store, sql: str) -> None:

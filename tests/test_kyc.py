@@ -231,16 +231,9 @@ def test_low_and_medium_dossiers_approve_from_open_and_approved_cases_reopen():
     assert book.state("D-001") == "open" and len(book.history("D-001")) == 4
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
-def any_store(request, tmp_path):
-    if request.param == "duckdb":
-        yield DuckDBStore(tmp_path / "emp.duckdb")
-        return
-    from emp_core.store.postgres_store import PostgresStore
-
-    pg = PostgresStore(request.getfixturevalue("pg_url"))
-    yield pg
-    pg.dispose()
+@pytest.fixture
+def any_store(tier_store):
+    return tier_store
 
 
 def test_the_store_keeps_dossiers_screening_and_an_audited_case_history(any_store, dossiers, hits, ratings):

@@ -430,3 +430,15 @@ def test_short_selling_flag_by_fix_side_and_position(side, before, expected):
     rows.append(report(2, "S1", "CA", "AAPL", side, 3.0, 100.0, "2026-03-02 14:31:00+00:00"))
     made = transaction_reports(journal(rows), ORDERS, firm, instruments)
     assert made.filter(pl.col("exec_id") == "S1")["short_selling"].to_list() == [expected]
+
+
+def test_price_and_quantity_fit_the_rts22_decimal_formats(reports):
+    """A fill price is reported to at most 13 decimal places (0.1 + 0.2 is 0.3 there, not 0.30000000000000004);
+    a figure that does not fit DECIMAL-18/13 (price) or DECIMAL-18/17 (quantity) is a problem, named."""
+    firm, instruments = load_reference(REFERENCE)
+    made = transaction_reports(journal([report(1, "P1", "CA", "AAPL", "1", 1.0, 0.1 + 0.2,
+                                                "2026-03-02 14:30:00+00:00")]), ORDERS, firm, instruments)
+    assert made["price"].to_list() == [0.3] and problems(made).is_empty()
+    bad = made.with_columns(pl.lit(0.12345678901234).alias("price"), pl.lit(1e18).alias("quantity"))
+    found = dict(zip(problems(bad)["field"].to_list(), problems(bad)["problem"].to_list(), strict=True))
+    assert "DECIMAL-18/13" in found["33 price"] and "DECIMAL-18/17" in found["30 quantity"]

@@ -59,6 +59,7 @@ REFERENCE_DIR = Path("compliance") / "reference"  # under the data directory (``
 OFF_VENUE = ("XOFF", "XXXX")  # MICs of a transaction not on a trading venue
 TRADING_CAPACITIES = ("DEAL", "MTCH", "AOTC")
 SHORT_SELLING = ("SESH", "SSEX", "SELL", "UNDI")
+DECIMALS = {"price": 13, "quantity": 17}  # RTS 22: price DECIMAL-18/13, quantity DECIMAL-18/17
 PRICE_NOTATIONS = ("MONE",)  # shares are priced in money; PERC, YIEL, BAPO are for bonds and derivatives
 BUY_SIDES, SELL_SIDES = ("1",), ("2", "5", "6")  # FIX Side: buy; sell, sell short, sell short exempt
 _UTC_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
@@ -538,8 +539,8 @@ def transaction_reports(journal: pl.DataFrame, orders: pl.DataFrame, firm: Firm,
             "seller_id": counterparty if side in BUY_SIDES else firm.lei,
             "transmission_of_order": False,
             "trading_date_time": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if ts else None,
-            "trading_capacity": "DEAL", "quantity": qty,
-            "price": None if f["last_px"] is None else float(f["last_px"]),
+            "trading_capacity": "DEAL", "quantity": round(qty, DECIMALS["quantity"]),
+            "price": None if f["last_px"] is None else round(float(f["last_px"]), DECIMALS["price"]),
             "price_currency": instrument["currency"] if instrument else None,
             "venue": venue.mic if venue else None,
             "instrument_id": instrument["isin"] if instrument else None,
@@ -602,6 +603,18 @@ def _identity_problems(r: Mapping):
         yield "buyer_id", "dealing on own account, the executing entity must be the buyer or the seller"
 
 
+def _decimal_problem(column: str, value: float) -> str | None:
+    """Whether a quantity or price is a finite number > 0 that fits RTS 22's DECIMAL-18/n (:data:`DECIMALS`)."""
+    if not (math.isfinite(value) and value > 0):
+        return f"{value!r} is not a finite number > 0"
+    whole, _, fraction = _number(value).partition(".")
+    places = DECIMALS[column]
+    if len(fraction) > places or len(whole) + len(fraction) > 18:
+        return (f"{_number(value)} does not fit RTS 22's DECIMAL-18/{places} (at most 18 digits, {places} after "
+                "the point)")
+    return None
+
+
 def _trade_problems(r: Mapping):
     """Fields 3 and 28-41: time, capacity, quantity, price, currency, venue, instrument; 62 short selling."""
     if r["trading_date_time"] and (why := utc_problem(r["trading_date_time"])) is not None:
@@ -610,8 +623,8 @@ def _trade_problems(r: Mapping):
         yield "trading_capacity", f"{r['trading_capacity']!r} is not one of {', '.join(TRADING_CAPACITIES)}"
     for column in ("quantity", "price"):
         value = r[column]
-        if value is not None and not (math.isfinite(value) and value > 0):
-            yield column, f"{value!r} is not a finite number > 0"
+        if value is not None and (why := _decimal_problem(column, value)) is not None:
+            yield column, why
     if r["price_currency"] and (why := currency_problem(r["price_currency"])) is not None:
         yield "price_currency", why
     venue = r["venue"]

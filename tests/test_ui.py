@@ -27,9 +27,12 @@ def test_webserver_serves_the_asset_graph_and_checks(webserver):
                           "platform/backup", "platform/failover_catch_up", "platform/health",
                           *(f"trading/{n}" for n in ("intents", "risk_decisions", "approved_orders", "executions",
                                                      "positions", "pnl", "var", "reconciliation")),
-                          "compliance/audit_verification"}
+                          *(f"compliance/{n}" for n in ("audit_verification", "kyc_case_book", "compliance_report",
+                                                        "transaction_reports", "trade_records", "roi_report"))}
     gates = {c["name"]: c["blocking"] for c in nodes["trading/intents"]["assetChecksOrError"]["checks"]}
-    assert gates == {"signals_fresh": True, "strategy_ready": True}
+    assert gates == {"signals_fresh": True, "strategy_ready": True, "compliance_clear": True}
+    kyc = {c["name"]: c["blocking"] for c in nodes["compliance/kyc_case_book"]["assetChecksOrError"]["checks"]}
+    assert kyc == {"kyc_cases_match_audit": True, "kyc_decisions_pending": False}
     audit = {c["name"]: c["blocking"] for c in nodes["compliance/audit_verification"]["assetChecksOrError"]["checks"]}
     assert audit == {"audit_chain_intact": True}
     assert nodes["sensory/fused"]["isPartitioned"]

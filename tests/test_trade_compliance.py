@@ -334,3 +334,97 @@ def test_a_working_opposite_order_is_zero_seconds_away():
     earlier = [DayOrder("s1", "AAA", "sell", T0 - timedelta(days=3), working_qty=5)]
     (wash,) = [c for c in pre_trade(order(), earlier, POLICY) if c.rule == "wash_trade"]
     assert (wash.passed, wash.value, wash.other_ref) == (False, 0.0, "s1") and "still working" in wash.detail
+
+
+# ------------------------------------------------------------------------------ the edges mutation testing found
+
+
+def test_day_orders_read_the_outbox_working_and_filled_parts():
+    """Filled notional cum_qty x avg_px; working = qty - cum unless final (filled 2, cancelled 4, rejected 8,
+    expired C); an order with no report works in full; only the session asked for; ISO text times read."""
+    from emp_core.compliance.trade import day_orders
+
+    entries = pl.DataFrame({"clordid": ["A", "B", "C", "D", "E"], "symbol": ["X"] * 5,
+                            "side": ["buy", "sell", "buy", "buy", "buy"], "qty": [10, 10, 10, 10, 10],
+                            "created_at": ["2026-11-27 14:30:00.5", "2026-11-27T14:31:00", "2026-11-27 14:32:00",
+                                           "2026-11-27 14:33:00", "2026-11-27 14:34:00"],
+                            "session": ["paper", "paper", "paper", "live", "paper"]})
+    status = pl.DataFrame({"clordid": ["A", "B", "C", "D"], "ord_status": ["1", "4", "2", "0"],
+                           "cum_qty": [4.0, 3.0, 10.0, None], "avg_px": [100.0, 50.0, 10.0, None]})
+    got = {o.ref: o for o in day_orders(entries, status, "paper")}
+    assert set(got) == {"A", "B", "C", "E"}
+    assert (got["A"].filled_notional, got["A"].working_qty) == (400.0, 6.0)
+    assert (got["B"].filled_notional, got["B"].working_qty) == (150.0, 0.0)  # cancelled: nothing works
+    assert (got["C"].filled_notional, got["C"].working_qty) == (100.0, 0.0)
+    assert (got["E"].filled_notional, got["E"].working_qty) == (0.0, 10.0)  # no report yet
+    assert got["A"].at == datetime(2026, 11, 27, 14, 30, 0, 500000) and got["B"].side == "sell"
+    assert {o.ref for o in day_orders(entries, status)} == {"A", "B", "C", "D", "E"}
+    assert day_orders(entries.head(0), status) == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("20261127-14:30:00", datetime(2026, 11, 27, 14, 30)),
+    ("20261127-14:30:00.5", datetime(2026, 11, 27, 14, 30, 0, 500000)),
+    ("2026-11-27T14:30:00Z", datetime(2026, 11, 27, 14, 30)),
+    ("2026-11-27 09:30:00-05:00", datetime(2026, 11, 27, 14, 30)),
+    ("  2026-11-27 14:30:00  ", datetime(2026, 11, 27, 14, 30)),
+    ("2026-13-01 14:30:00", None), ("2026112-14:30:00", None), ("yesterday", None)])
+def test_fill_times_are_read_as_utc_or_refused(text, expected):
+    from emp_core.compliance.trade import _utc
+
+    assert _utc(text) == expected
+
+
+@pytest.mark.parametrize(("column", "value"), [("qty", 0.0), ("qty", -1.0), ("price", 0.0), ("price", float("nan")),
+                                               ("price", float("inf")), ("side", "short"), ("at", None)])
+def test_post_trade_refuses_each_kind_of_unjudgeable_fill(column, value):
+    frame = fills(("x1", "o1", "AAA", "buy", 1, 100.0, 100.0, T0)).with_columns(
+        pl.lit(value, dtype=fills(("x", "o", "A", "buy", 1, 1.0, 1.0, T0)).schema[column]).alias(column))
+    with pytest.raises(ComplianceInputError, match="fill x1 cannot be judged"):
+        post_trade(frame, POLICY)
+
+
+def test_limits_allow_binary_rounding_but_no_more():
+    """A notional 1e-10 relative over its limit is at the limit (decimal figures in binary); 1e-8 over fails."""
+    at = {c.rule: c.passed for c in pre_trade(order(qty=1, last=10_000.0 * (1 + 1e-10)), [], POLICY)}
+    over = {c.rule: c.passed for c in pre_trade(order(qty=1, last=10_000.0 * (1 + 1e-8)), [], POLICY)}
+    assert at["trade_notional"] and not over["trade_notional"]
+
+
+def test_order_refuses_bad_prices_and_quantities():
+    for kwargs in ({"qty": True}, {"qty": 0}, {"last_price": -1.0}, {"limit_price": 0.0},
+                   {"limit_price": float("nan")}):
+        with pytest.raises(ComplianceInputError):
+            Order(**({"ref": "x", "symbol": "A", "side": "buy", "qty": 1, "last_price": 1.0, "at": T0} | kwargs))
+
+
+def test_a_single_trade_may_use_the_whole_daily_limit(tmp_path):
+    path = tmp_path / "c-v1.yaml"
+    path.write_text("version: c-v1\nmax_trade_notional: 1000\nmax_daily_notional: 1000\nrestricted: [ABC]\n")
+    policy = load_compliance_policy(path)
+    assert (policy.max_trade_notional, policy.max_daily_notional, policy.restricted) == (1000.0, 1000.0,
+                                                                                         frozenset({"ABC"}))
+
+
+def test_unjudged_fills_are_the_journal_fills_the_report_has_not_checked(tmp_path):
+    from emp_core.compliance.trade import CHECKS_TABLE, unjudged_fills
+    from emp_core.store.duckdb_store import DuckDBStore
+
+    store = DuckDBStore(tmp_path / "emp.duckdb")
+    journal = pl.DataFrame({
+        "seq": [1, 2, 3], "exec_id": ["n", "f1", "f2"], "order_clordid": ["C1"] * 3, "msg_type": ["8"] * 3,
+        "exec_type": ["0", "F", "F"], "symbol": ["AAA"] * 3, "side": ["1"] * 3, "last_qty": [0.0, 5.0, 5.0],
+        "last_px": [0.0, 100.0, 100.0], "transact_time": ["20261127-14:30:00"] * 3,
+        "received_at": ["2026-11-27T14:30:01"] * 3})
+    assert unjudged_fills(store, journal) == ["f1", "f2"]  # no report yet: nothing judged
+    store.append_table(CHECKS_TABLE, pl.DataFrame({"exec_id": ["f1"], "rule": ["trade_notional"]}))
+    assert unjudged_fills(store, journal) == ["f2"]
+    assert unjudged_fills(store, journal.head(1)) == []  # a New report is not a fill
+
+
+def test_summary_counts_trades_and_lists_each_breach():
+    checks, found = post_trade(fills(("x1", "o1", "BAD", "buy", 1, 100.0, 100.0, T0),
+                                     ("x2", "o2", "AAA", "buy", 1, 100.0, 100.0, T0)), POLICY)
+    text = summary(checks, found, POLICY, rows=5)
+    assert "2 trade(s) judged on 6 rules" in text and "| post_trade | restricted_list | BAD | buy | o1 | x1 |" in text
+    assert "| daily_trades | 3 | 0 |" in text and "| wash_trade | 60 s | 0 |" in text

@@ -472,9 +472,10 @@ def _add_kyc(sub) -> None:
     p.add_argument("--threshold", type=float, help="score from 0 to 100 (default: the documented 88)")
     sanctions_args(p)
     p.set_defaults(prog="emp kyc screen")
-    p = _subcommand(actions, "review", "screen and rate every dossier, open and escalate cases",
+    p = _subcommand(actions, "review", "screen and rate every dossier, open and reopen cases",
                     "Screen each dossier's customer and beneficial owners, rate it, store both, open a case for a new\n"
-                    "dossier and escalate high-risk ones and due reviews (each transition audited). Example:\n"
+                    "dossier and reopen an approved one whose rating rose or whose review is due (each transition\n"
+                    "audited; people escalate and decide: emp kyc decide). Example:\n"
                     "  emp kyc review --dossiers my_dossiers.json", cmd_kyc_review)
     p.add_argument("--dossiers", metavar="JSON", help="the dossiers file (default: the shipped sample)")
     p.add_argument("--as-of", metavar="DATE", help="the rating date (default: today, UTC)")

@@ -127,7 +127,7 @@ def run_kyc_screen(*, names: list[str], sdn: str | None = None, alt: str | None 
 
 def run_kyc_review(*, dossiers: str | None = None, sdn: str | None = None, alt: str | None = None,
                    as_of: str | None = None, as_json: bool = False) -> int:
-    """Screen and rate the dossiers, open and escalate cases (audited); exit 0, printing what waits for a
+    """Screen and rate the dossiers, open and reopen cases (audited); exit 0, printing what waits for a
     decision."""
     from datetime import date
 

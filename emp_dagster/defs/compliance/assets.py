@@ -345,8 +345,8 @@ class KycConfig(dg.Config):
 @dg.asset(key=KYC, group_name=GROUP, kinds={store_kind()},
           description="The KYC case book: every onboarding dossier's customer and beneficial owners screened against "
                       "the sanctions list, rated (jurisdiction, entity type, hits, PEP, documents) with a review "
-                      "date; a case opened for each new dossier and escalated when it is high-risk or due for "
-                      "review, each transition with its reason in the audit trail.",
+                      "date; a case opened for each new dossier and reopened when an approved one's rating rose "
+                      "or its review is due (people escalate and decide), each transition in the audit trail.",
           check_specs=[
               dg.AssetCheckSpec(KYC_MATCHES_AUDIT, asset=KYC, blocking=True,
                                 description="The stored case book is the audit trail's: every transition logged, "

@@ -288,8 +288,11 @@ def run_paper_session(bars: int = 1) -> PaperOutcome:
         states = session.wait_settled(box, sent)
         mirrored = session.wait_mirrored(box)
         codes = session.stop()
-    journaled = _run("trading_journal", "", "", partitioned=False)
-    reported = _run("compliance_reports", "", "", partitioned=False)
+    # the book marked at the close of the bar the session replayed (the indices' bars run on to 2018)
+    marks = {"mark_as_of": times[0].isoformat()}
+    journaled = _run("trading_journal", "", "", {"ops": {"journal": {"config": marks}}}, partitioned=False)
+    reported = _run("compliance_reports", "", "", {"ops": {"compliance__roi_report": {"config": marks}}},
+                    partitioned=False)
     mats = {e.asset_key: e for r in (planned, journaled, reported) for e in r.get_asset_materialization_events()}
     meta = {key: {k: v.value for k, v in e.materialization.metadata.items()} for key, e in
             ((k, e.event_specific_data) for k, e in mats.items())}

@@ -98,6 +98,7 @@ class ComplianceConfig(dg.Config):
     cost_model: str = ""  # ROI cost model; empty: policies/costs-v1.yaml
     capital: float = PAPER_CAPITAL  # the paper account's starting capital
     roi_end: str = ""  # the ROI report's end (ISO time, UTC); empty: the last fill (so a re-run gives the same)
+    mark_as_of: str = ""  # held positions marked at the last close at or before this (ISO); empty: the latest bar
 
 
 def _reference_prices(db, entries: pl.DataFrame) -> pl.DataFrame:
@@ -274,7 +275,8 @@ def roi_report(context: dg.AssetExecutionContext, config: ComplianceConfig, stor
     journal, entries = box.journal(), box.entries()
     symbols = sorted(set(journal["symbol"].drop_nulls().to_list())) if journal.height else []
     try:
-        marks = read_market(db, symbols=symbols).prices if symbols else {}
+        as_of = datetime.fromisoformat(config.mark_as_of) if config.mark_as_of else None
+        marks = read_market(db, symbols=symbols, as_of=as_of).prices if symbols else {}
     except EmpError:  # no bars of them: the report marks each at its last fill and lists it
         marks = {}
     first, last = _fill_span(journal)

@@ -178,3 +178,27 @@ def test_the_reports_on_executions_pass_on_a_real_journal_and_refuse_to_lose_wha
     assert not checks["trade_records_complete"].passed
     assert store.query("SELECT count(*) FROM compliance.transaction_reports").item() == 1  # kept
     assert store.query("SELECT count(*) FROM compliance.trade_records").item() == 1
+
+
+def test_the_roi_report_is_of_one_session_kinds_book(tmp_path, monkeypatch):
+    """Paper and live are separate books (as trading/pnl's): a live fill is not in the paper ROI report."""
+    from emp_core.execution.outbox import ApprovedOrder, sqlite_outbox
+    from emp_dagster.defs.compliance.assets import roi_report
+
+    monkeypatch.setenv("EMP_HOME", str(tmp_path))
+    box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    for key, session, px in (("p1", "paper", 101.0), ("l1", "live", 99.0)):
+        ((c, _),) = box.submit([ApprovedOrder(idem_key=key, strategy="manual", symbol="AAPL", side="buy", qty=10,
+                                              stop_price=90.0, session=session)])
+        box.record([{"session": "EMP->VENUE", "exec_id": f"E-{key}", "order_id": "O", "clordid": c,
+                     "order_clordid": c, "msg_type": "8", "exec_type": "F", "ord_status": "2", "symbol": "AAPL",
+                     "side": "1", "order_qty": 10.0, "last_qty": 10.0, "last_px": px, "cum_qty": 10.0,
+                     "leaves_qty": 0.0, "avg_px": px, "transact_time": "2026-11-27 14:30:00+00:00"}])
+    store = DuckDBStore(tmp_path / "emp.duckdb")
+    for session, price in (("paper", 101.0), ("live", 99.0)):
+        result = dg.materialize([roi_report], instance=dg.DagsterInstance.ephemeral(),
+                                resources={"store": StoreResource(path=str(tmp_path / "emp.duckdb"))},
+                                run_config={"ops": {"compliance__roi_report": {"config": {"session": session}}}})
+        assert result.success
+        fills = store.query("SELECT price FROM compliance.roi_fills")
+        assert fills["price"].to_list() == [price], session

@@ -99,6 +99,7 @@ class ComplianceConfig(dg.Config):
     capital: float = PAPER_CAPITAL  # the paper account's starting capital
     roi_end: str = ""  # the ROI report's end (ISO time, UTC); empty: the last fill (so a re-run gives the same)
     mark_as_of: str = ""  # held positions marked at the last close at or before this (ISO); empty: the latest bar
+    session: str = "paper"  # the ROI of this kind's orders (paper and live are separate books, as trading/pnl's)
 
 
 def _reference_prices(db, entries: pl.DataFrame) -> pl.DataFrame:
@@ -272,7 +273,11 @@ def roi_report(context: dg.AssetExecutionContext, config: ComplianceConfig, stor
     db = store.store()
     costs = load_costs(config.cost_model) if config.cost_model else load_costs()
     box = open_outbox()
-    journal, entries = box.journal(), box.entries()
+    entries = box.entries()
+    if entries.height:
+        entries = entries.filter(pl.col("session") == config.session)
+    journal = box.journal().filter(pl.col("order_clordid").is_in(entries["clordid"].to_list() if entries.height
+                                                                 else []))
     symbols = sorted(set(journal["symbol"].drop_nulls().to_list())) if journal.height else []
     try:
         as_of = datetime.fromisoformat(config.mark_as_of) if config.mark_as_of else None

@@ -375,41 +375,39 @@ def _instrument(instruments: pl.DataFrame, symbol: str | None, day: date | None)
 # -------------------------------------------------------------------------------------------- code checks
 
 
-def lei_problem(value: str | None) -> str | None:
-    """Why ``value`` is not an LEI (ISO 17442: 18 capitals or digits and two check digits, ISO 7064 mod 97-10),
-    or None."""
-    from stdnum import lei
+def _checked_code(value: str | None, what: str, pattern: str, shape: str, module, checksum: str) -> str | None:
+    """Why ``value`` is not a ``what`` (its ``pattern`` and python-stdnum ``module``'s check digits), or None."""
     from stdnum.exceptions import InvalidChecksum, ValidationError
 
     if not value:
         return "is empty"
-    if not re.fullmatch(r"[A-Z0-9]{18}[0-9]{2}", value):
-        return f"{value!r} is not an LEI (20 characters: 18 capitals or digits, then 2 check digits)"
+    if not re.fullmatch(pattern, value):
+        return f"{value!r} is not an {what} ({shape})"
     try:
-        lei.validate(value)
+        module.validate(value)
     except InvalidChecksum:
-        return f"{value!r} fails its LEI check digits (ISO 17442, mod 97-10)"
+        return f"{value!r} fails its {what} {checksum}"
     except ValidationError as exc:
-        return f"{value!r} is not an LEI: {exc}"
+        return f"{value!r} is not an {what}: {exc}"
     return None
+
+
+def lei_problem(value: str | None) -> str | None:
+    """Why ``value`` is not an LEI (ISO 17442: 18 characters, then 2 check digits, mod 97-10), or None."""
+    from stdnum import lei
+
+    return _checked_code(value, "LEI", r"[A-Z0-9]{18}[0-9]{2}",
+                         "20 characters: 18 capitals or digits, then 2 check digits", lei,
+                         "check digits (ISO 17442, mod 97-10)")
 
 
 def isin_problem(value: str | None) -> str | None:
     """Why ``value`` is not an ISIN (ISO 6166: country, 9 characters, a Luhn check digit), or None."""
     from stdnum import isin
-    from stdnum.exceptions import InvalidChecksum, ValidationError
 
-    if not value:
-        return "is empty"
-    if not re.fullmatch(r"[A-Z]{2}[A-Z0-9]{9}[0-9]", value):
-        return f"{value!r} is not an ISIN (12 characters: 2 letters, 9 capitals or digits, a check digit)"
-    try:
-        isin.validate(value)
-    except InvalidChecksum:
-        return f"{value!r} fails its ISIN check digit (ISO 6166)"
-    except ValidationError as exc:
-        return f"{value!r} is not an ISIN: {exc}"
-    return None
+    return _checked_code(value, "ISIN", r"[A-Z]{2}[A-Z0-9]{9}[0-9]",
+                         "12 characters: 2 letters, 9 capitals or digits, a check digit", isin,
+                         "check digit (ISO 6166)")
 
 
 def currency_problem(value: str | None) -> str | None:

@@ -1,0 +1,247 @@
+"""The backtest engine's per-bar rules compiled (numba): one loop over bars per strategy column, the columns
+in parallel on every core. The rules are ``emp_core.backtest.engine``'s, stated in its docstring; the NumPy
+engine stays the reference, and the tests hold the two equal on random targets, prices, costs and stops.
+
+What the kernel does, for each strategy, bar by bar (t = 0 .. n-1):
+
+1. **An order** at bar t (the direction ordered for t's open, the sign of the target at t-1's close, differs
+   from the one before): close what is held at the open, slipped against the trade (kind ORDER); then size
+   the new position from the cash left (whole units, or fractional) at the open slipped against it, and open
+   it unless it is flat or too small for one unit. Its stop-loss and take-profit levels are fractions of that
+   entry price.
+2. **Its exit**, from the order's bar on, once: a bar whose range reaches a level closes the position, at the
+   open when the open is already through a level (not on the entry bar, whose open is the entry fill), else
+   at the level, the stop assumed first when both are inside the range; slipped against the trade.
+3. **The close**: equity = cash + units x (close - entry). When it is <= 0 the strategy is bankrupt: what it
+   holds is closed at that close (kind BANKRUPT, no slippage), its cash and equity are 0 from then on and it
+   trades no more.
+
+Not yet here (the NumPy engine runs them): the volume cap with partial fills.
+
+Fills are written per strategy into a slice sized by its number of orders (at most a close, an open and an
+exit per order, and one liquidation), then gathered and sorted by bar and strategy, as the engine's are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT, BacktestResult
+
+FILL_COLUMNS = 5  # bar, strategy, signed units, price, kind
+
+
+@njit(cache=True, nogil=True)
+def _reduce(state, fills, nf, t, p, qty, price, kind, commission):
+    """Close ``qty`` units at ``price``: P&L and the exit commission to cash; a trade ends when nothing is left.
+    ``state``: units, entry, cash, entry_commission, trade_pnl, traded, trades, wins."""
+    side = 1.0 if state[0] > 0 else -1.0
+    exit_commission = qty * price * commission
+    pnl = side * qty * (price - state[1])
+    state[2] += pnl - exit_commission
+    state[4] += pnl - exit_commission
+    state[5] += qty * price
+    state[0] -= side * qty
+    fills[nf, 0] = t
+    fills[nf, 1] = p
+    fills[nf, 2] = -side * qty
+    fills[nf, 3] = price
+    fills[nf, 4] = kind
+    if state[0] == 0.0:
+        state[6] += 1.0
+        if state[4] - state[3] > 0:
+            state[7] += 1.0
+    return nf + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _direction(target):
+    """The direction a target asks for: its sign, NaN (no view) flat."""
+    if target > 0:
+        return 1.0
+    if target < 0:
+        return -1.0
+    return 0.0
+
+
+@njit(cache=True, nogil=True)
+def _column(p, q, open_, high, low, close, targets, cash0, commission, slip, fractional, share, stop_loss,  # noqa: PLR0912, PLR0915 (one loop, as the engine's docstring states it)
+            take_profit, stops, equity, units_out, cash_out, fills):
+    """Strategy p's bars (module docstring), on price row q; returns (fills written, trades, wins, traded)."""
+    n = targets.shape[1]
+    state = np.zeros(8)  # units, entry, cash, entry_commission, trade_pnl, traded, trades, wins
+    state[2] = cash0
+    nf = 0
+    stop_level = np.nan
+    take_level = np.nan
+    order_bar = -1
+    exit_open = False  # the order in force may still exit at a level
+    before = 0.0  # the direction ordered for the previous bar's open
+    for t in range(n):
+        d = _direction(targets[p, t - 1]) if t > 0 else 0.0
+        if t > 0 and d != before:
+            opening = open_[q, t]
+            if state[0] != 0.0:
+                side = 1.0 if state[0] > 0 else -1.0
+                nf = _reduce(state, fills, nf, t, p, abs(state[0]), opening * (1.0 - side * slip), ORDER, commission)
+            price = opening * (1.0 + d * slip)
+            per_unit = price + (share * price * commission) / share
+            budget = state[2] * share
+            size = budget / per_unit if fractional else budget // per_unit
+            size = max(size, 0.0)
+            state[3] = 0.0
+            state[4] = 0.0
+            exit_open = False
+            if d != 0.0 and size > 0:
+                state[1] = price
+                state[0] = d * size
+                state[3] = size * price * commission
+                state[2] -= size * price * commission
+                state[5] += size * price
+                fills[nf, 0] = t
+                fills[nf, 1] = p
+                fills[nf, 2] = d * size
+                fills[nf, 3] = price
+                fills[nf, 4] = ORDER
+                nf += 1
+                if stops:
+                    long_ = d > 0
+                    stop_level = price * (1.0 - stop_loss if long_ else 1.0 + stop_loss)
+                    take_level = price * (1.0 + take_profit if long_ else 1.0 - take_profit)
+                    order_bar = t
+                    exit_open = True
+        before = d
+        if exit_open and state[0] != 0.0:
+            long_ = state[0] > 0
+            if long_:
+                stop_hit = low[q, t] <= stop_level
+                take_hit = high[q, t] >= take_level
+            else:
+                stop_hit = high[q, t] >= stop_level
+                take_hit = low[q, t] <= take_level
+            if stop_hit or take_hit:
+                opening = open_[q, t]
+                gapped = t != order_bar
+                if long_:
+                    stop_gap = gapped and opening <= stop_level
+                    take_gap = gapped and opening >= take_level
+                else:
+                    stop_gap = gapped and opening >= stop_level
+                    take_gap = gapped and opening <= take_level
+                is_stop = stop_gap or ((not take_gap) and stop_hit)
+                if stop_gap or take_gap:
+                    level = opening
+                elif is_stop:
+                    level = stop_level
+                else:
+                    level = take_level
+                exit_side = -1.0 if long_ else 1.0
+                nf = _reduce(state, fills, nf, t, p, abs(state[0]), level * (1.0 + exit_side * slip),
+                             STOP_LOSS if is_stop else TAKE_PROFIT, commission)
+                exit_open = False
+        value = state[2] + state[0] * (close[q, t] - state[1])
+        if value <= 0.0:  # bankrupt at this close: liquidate, then nothing more
+            if state[0] != 0.0:
+                nf = _reduce(state, fills, nf, t, p, abs(state[0]), close[q, t], BANKRUPT, commission)
+            for r in range(t, n):
+                equity[p, r] = 0.0
+                units_out[p, r] = 0.0
+                cash_out[p, r] = 0.0
+            break
+        equity[p, t] = value
+        units_out[p, t] = state[0]
+        cash_out[p, t] = state[2]
+    return nf, state[6], state[7], state[5]
+
+
+@njit(cache=True, parallel=True)
+def _order_counts(targets):
+    """Each strategy's number of orders (changes of the direction ordered), for the fills' slices."""
+    m, n = targets.shape
+    counts = np.zeros(m, dtype=np.int64)
+    for p in prange(m):
+        before, k = 0.0, 0
+        for t in range(1, n):
+            d = _direction(targets[p, t - 1])
+            k += d != before
+            before = d
+        counts[p] = k
+    return counts
+
+
+@njit(cache=True, parallel=True)
+def _all(open_, high, low, close, targets, cash0, commission, slip, fractional, share, stop_loss, take_profit,
+         stops, offsets):
+    m, n = targets.shape
+    shared = open_.shape[0] == 1
+    equity = np.empty((m, n))
+    units = np.empty((m, n))
+    cash = np.empty((m, n))
+    fills = np.empty((offsets[-1], FILL_COLUMNS))
+    counts = np.zeros(m, dtype=np.int64)
+    trades = np.zeros(m, dtype=np.int64)
+    wins = np.zeros(m, dtype=np.int64)
+    traded = np.zeros(m)
+    for p in prange(m):
+        block = fills[offsets[p]:offsets[p + 1]]
+        q = np.int64(0) if shared else np.int64(p)
+        nf, tr, wn, tv = _column(np.int64(p), q, open_, high, low, close, targets, cash0, commission, slip,
+                                 fractional, share[p], stop_loss[p], take_profit[p], stops, equity, units, cash,
+                                 block)
+        counts[p] = nf
+        trades[p] = np.int64(tr)
+        wins[p] = np.int64(wn)
+        traded[p] = tv
+    return equity, units, cash, fills, counts, trades, wins, traded
+
+
+def _rows(values, n_bars: int, n_strats: int, name: str) -> np.ndarray:
+    """Prices as rows (one shared series, or one per strategy) x bars, contiguous: each strategy reads its own
+    row from start to end."""
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.shape[0] != n_bars or arr.shape[1] not in (1, n_strats):
+        raise ValueError(f"{name} prices have shape {arr.shape}; targets have {n_bars} bars x {n_strats} strategies")
+    return np.ascontiguousarray(arr.T)
+
+
+def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float = 0.0, fractional: bool = False,
+             slippage_bps: float = 0.0, high=None, low=None, stop_loss=None, take_profit=None,
+             fraction=None) -> BacktestResult:
+    """``emp_core.backtest.engine.simulate``'s rules, compiled (module docstring); the same arguments but the
+    volume cap, and the same result (its bars x strategies arrays are views of strategy-major arrays)."""
+    from emp_core.backtest.engine import _entry_share, _per_strategy
+
+    targets = np.asarray(targets, dtype=float)
+    if targets.ndim == 1:
+        targets = targets[:, None]
+    n_bars, n_strats = targets.shape
+    open_, close = _rows(open_, n_bars, n_strats, "open"), _rows(close, n_bars, n_strats, "close")
+    share = _entry_share(fraction, n_strats)
+    sl = _per_strategy(stop_loss, n_strats, "stop_loss")
+    tp = _per_strategy(take_profit, n_strats, "take_profit")
+    stops = bool(np.isfinite(sl).any() or np.isfinite(tp).any())
+    if stops and (high is None or low is None):
+        raise ValueError("stop-loss and take-profit need the bars' high and low")
+    high = _rows(high, n_bars, n_strats, "high") if stops else open_
+    low = _rows(low, n_bars, n_strats, "low") if stops else open_
+    if high.shape != open_.shape or low.shape != open_.shape:  # one of them per strategy: all per strategy
+        open_, high, low, close = (np.ascontiguousarray(np.broadcast_to(a, (n_strats, n_bars)))
+                                   for a in (open_, high, low, close))
+    if close.shape != open_.shape:
+        open_, close = (np.ascontiguousarray(np.broadcast_to(a, (n_strats, n_bars))) for a in (open_, close))
+        high, low = (high, low) if stops and high.shape == open_.shape else (open_, open_)
+    tg = np.ascontiguousarray(targets.T)
+    offsets = np.zeros(n_strats + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(3 * _order_counts(tg) + 1)
+    equity, units, cash_t, fills, counts, trades, wins, traded = _all(
+        open_, high, low, close, tg, float(cash), float(commission), slippage_bps / 1e4, bool(fractional),
+        share, sl, tp, stops, offsets)
+    keep = np.concatenate([np.arange(offsets[p], offsets[p] + counts[p]) for p in range(n_strats)]) \
+        if n_strats else np.empty(0, dtype=np.int64)
+    table = fills[keep]
+    table = table[np.lexsort((table[:, 1], table[:, 0]))]  # by bar, then strategy; stable within one
+    return BacktestResult(equity=equity.T, units=units.T, cash=cash_t.T, trades=trades, wins=wins,
+                          traded_value=traded, fills=table)

@@ -301,3 +301,14 @@ def tier_store(request, tmp_path):
     pg = PostgresStore(request.getfixturevalue("pg_url"))
     yield pg
     pg.dispose()
+
+
+@pytest.fixture(params=["numpy", "compiled"])
+def both_engines(request, monkeypatch):
+    """Run the test module once on the NumPy engine (the reference) and once on the compiled kernel: its
+    ``simulate`` is the one under test."""
+    if request.param == "compiled":
+        from emp_core.backtest import kernel
+
+        monkeypatch.setattr(request.module, "simulate", kernel.simulate)
+    return request.param

@@ -13,6 +13,8 @@ from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT
 from emp_core.backtest.strategies import sma, sma_cross
 from tests.support import SHIPPED
 
+pytestmark = pytest.mark.usefixtures("both_engines")  # every test on the NumPy engine and the kernel
+
 PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(60, 160, 10)]
 CHECKED = PAIRS[::9]  # 12 of the 100 pairs here; the benchmark compares all 100
 BARS = pl.read_parquet(SHIPPED / "bars_daily.parquet").filter(pl.col("symbol") == "GOOG").sort("ts").drop("symbol")

@@ -14,6 +14,8 @@ import pytest
 from emp_core.backtest import simulate
 from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT
 
+pytestmark = pytest.mark.usefixtures("both_engines")  # every test on the NumPy engine and the kernel
+
 
 def both(open_, close, targets, **kw):
     """The run of ``targets`` alone and as two identical columns of a population: [(result, column)]."""

@@ -64,6 +64,8 @@ import pytest
 from emp_core.backtest import BacktestResult, simulate
 from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT
 
+pytestmark = pytest.mark.usefixtures("both_engines")  # every test on the NumPy engine and the kernel
+
 FULL = 1.0 - 2.220446049250313e-16  # the docstring's f = 1 - 2.2e-16 (sys.float_info.epsilon)
 RTOL = 1e-12
 

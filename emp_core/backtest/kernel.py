@@ -209,10 +209,17 @@ def _rows(values, n_bars: int, n_strats: int, name: str) -> np.ndarray:
 
 def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float = 0.0, fractional: bool = False,
              slippage_bps: float = 0.0, high=None, low=None, stop_loss=None, take_profit=None,
-             fraction=None) -> BacktestResult:
-    """``emp_core.backtest.engine.simulate``'s rules, compiled (module docstring); the same arguments but the
-    volume cap, and the same result (its bars x strategies arrays are views of strategy-major arrays)."""
+             fraction=None, volume=None, volume_share: float = 0.1) -> BacktestResult:
+    """``emp_core.backtest.engine.simulate``'s rules, compiled (module docstring): the same arguments and the same
+    result (its bars x strategies arrays are views of strategy-major arrays). With a volume cap it runs the
+    NumPy engine, which alone has the partial fills so far."""
     from emp_core.backtest.engine import _entry_share, _per_strategy
+    from emp_core.backtest.engine import simulate as reference
+
+    if volume is not None:
+        return reference(open_, close, targets, cash=cash, commission=commission, fractional=fractional,
+                         slippage_bps=slippage_bps, high=high, low=low, stop_loss=stop_loss,
+                         take_profit=take_profit, fraction=fraction, volume=volume, volume_share=volume_share)
 
     targets = np.asarray(targets, dtype=float)
     if targets.ndim == 1:

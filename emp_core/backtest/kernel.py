@@ -252,3 +252,16 @@ def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float
     table = table[np.lexsort((table[:, 1], table[:, 0]))]  # by bar, then strategy; stable within one
     return BacktestResult(equity=equity.T, units=units.T, cash=cash_t.T, trades=trades, wins=wins,
                           traded_value=traded, fills=table)
+
+
+def warm() -> float:
+    """Compile the kernel into numba's on-disk cache (``__pycache__`` beside this module), so a fresh process's
+    first call loads it instead of compiling; the install step (``make demo``, ``make test``) runs it. Returns
+    the seconds it took."""
+    import time
+
+    t0 = time.perf_counter()
+    bars = np.linspace(100.0, 101.0, 8)
+    for kw in ({}, {"high": bars * 1.01, "low": bars * 0.99, "stop_loss": 0.05}):
+        simulate(bars, bars, np.tile([[0.0], [1.0], [1.0], [-1.0], [0.0], [1.0], [1.0], [0.0]], 2), **kw)
+    return time.perf_counter() - t0

@@ -81,3 +81,25 @@ def test_gaps_through_levels_fill_at_the_open_as_in_the_engine():
     a, b = engine.simulate(open_, close, tg, **kw), kernel.simulate(open_, close, tg, **kw)
     assert {engine.STOP_LOSS, engine.TAKE_PROFIT} <= set(a.fills[:, 4].tolist())
     same(a, b)
+
+
+def test_fitness_on_the_kernel_gives_the_numpy_engines_objectives():
+    """The evolution's fitness (every genome on every symbol, equal-weight portfolios): the compiled path's
+    objectives and portfolio returns equal the NumPy engine's, stops, costs and sizing included."""
+    from datetime import datetime
+
+    from emp_core.evolution.fitness import Universe, evaluate
+    from emp_core.evolution.genome import CATALOGUE
+    from emp_core.market_data.sources import generate_bars
+    from emp_core.sensory import compute_features
+
+    bars = generate_bars(12, datetime(2015, 1, 1), datetime(2017, 1, 1), seed=3)
+    universe = Universe.from_frames(bars, compute_features(bars, None))
+    genomes = list(CATALOGUE.values())
+    window = (np.datetime64("2015-01-01"), np.datetime64("2017-01-01"))
+    a = evaluate(genomes, universe, *window, commission=0.001, slippage_bps=5.0, compiled=False)
+    b = evaluate(genomes, universe, *window, commission=0.001, slippage_bps=5.0, compiled=True)
+    np.testing.assert_array_equal(a.trades, b.trades)
+    assert a.trades.sum() > 0
+    np.testing.assert_allclose(b.returns, a.returns, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b.objectives, a.objectives, rtol=1e-9, atol=1e-12)

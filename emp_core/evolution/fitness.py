@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from emp_core.backtest.engine import simulate
+from emp_core.backtest import engine, kernel
 from emp_core.backtest.metrics import bar_returns, fill_turnover
 from emp_core.evolution.genome import Genome, targets
 from emp_core.sensory.fusion import DIMENSIONS
@@ -118,8 +118,10 @@ class ChunkResult:
     symbols: int
 
 
-def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slippage_bps: float) -> ChunkResult:
-    """One engine call for a chunk of symbols, reduced to the chunk's portfolio sums.
+def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slippage_bps: float, *,
+              compiled: bool = True) -> ChunkResult:
+    """One engine call for a chunk of symbols, reduced to the chunk's portfolio sums: the compiled kernel
+    (``emp_core.backtest.kernel``), or the NumPy engine, the reference, with ``compiled=False``.
 
     Shorter symbols are padded with their last price and their last fillable target, so the
     padding never trades. A pure function of its inputs: it runs in-process or on a Spark executor.
@@ -135,6 +137,7 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
         for k, columns in px.items():
             columns.append(np.repeat(_pad_prices(ohlc[k], ohlc["close"][-1], length)[:, None], n, axis=1))
     k_syms = len(chunk)
+    simulate = kernel.simulate if compiled else engine.simulate
     result = simulate(*(np.hstack(px[k]) for k in ("open", "close")), np.hstack(tg), cash=1.0, fractional=True,
                       commission=commission, slippage_bps=slippage_bps, high=np.hstack(px["high"]),
                       low=np.hstack(px["low"]), stop_loss=np.tile(stop, k_syms), take_profit=np.tile(take, k_syms),
@@ -153,12 +156,14 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
 
 
 def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, end: np.datetime64, *,
-             commission: float = 0.001, slippage_bps: float = 0.0, min_trades: int = 5) -> Evaluation:
+             commission: float = 0.001, slippage_bps: float = 0.0, min_trades: int = 5,
+             compiled: bool = True) -> Evaluation:
     """Backtest every genome on every symbol over [start, end) and score the equal-weight portfolios.
 
-    Symbols are batched into engine calls of about ``CHUNK_COLUMNS`` (genome x symbol) columns.
+    Symbols are batched into engine calls of about ``CHUNK_COLUMNS`` (genome x symbol) columns, run by the
+    compiled kernel (``compiled=False``: the NumPy engine, the reference).
     """
-    results = [run_chunk(chunk, genomes, commission, slippage_bps)
+    results = [run_chunk(chunk, genomes, commission, slippage_bps, compiled=compiled)
                for chunk in chunks(pieces(universe, start, end), genomes)]
     return combine(results, len(genomes), universe.bars_per_year, min_trades, (start, end))
 

@@ -103,3 +103,20 @@ def test_fitness_on_the_kernel_gives_the_numpy_engines_objectives():
     assert a.trades.sum() > 0
     np.testing.assert_allclose(b.returns, a.returns, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(b.objectives, a.objectives, rtol=1e-9, atol=1e-12)
+
+
+def test_price_rows_shared_by_many_strategies_give_the_per_column_result():
+    """simulate_rows: three instruments' prices once, seven strategies mapped onto them, equals the engine on
+    each strategy's own copy of its instrument's prices; a bad map or shape is refused."""
+    rng = np.random.default_rng(11)
+    n = 250
+    o, h, lo, c = (np.stack(x) for x in zip(*[market(rng, n, 1, per_column=False) for _ in range(3)], strict=True))
+    row_of = np.array([0, 2, 1, 1, 0, 2, 2])
+    tg = targets(rng, n, row_of.size)
+    kw = {"commission": 0.002, "slippage_bps": 3.0, "stop_loss": 0.04, "take_profit": 0.06}
+    a = engine.simulate(o[row_of].T, c[row_of].T, tg, high=h[row_of].T, low=lo[row_of].T, **kw)
+    same(a, kernel.simulate_rows(o, h, lo, c, row_of, tg, **kw))
+    with pytest.raises(ValueError, match="row_of"):
+        kernel.simulate_rows(o, h, lo, c, row_of + 1, tg)
+    with pytest.raises(ValueError, match="one shape"):
+        kernel.simulate_rows(o, h[:, :-1], lo, c, row_of, tg)

@@ -171,10 +171,9 @@ def _order_counts(targets):
 
 
 @njit(cache=True, parallel=True)
-def _all(open_, high, low, close, targets, cash0, commission, slip, fractional, share, stop_loss, take_profit,
-         stops, offsets):
+def _all(open_, high, low, close, row_of, targets, cash0, commission, slip, fractional, share, stop_loss,
+         take_profit, stops, offsets):
     m, n = targets.shape
-    shared = open_.shape[0] == 1
     equity = np.empty((m, n))
     units = np.empty((m, n))
     cash = np.empty((m, n))
@@ -185,8 +184,7 @@ def _all(open_, high, low, close, targets, cash0, commission, slip, fractional, 
     traded = np.zeros(m)
     for p in prange(m):
         block = fills[offsets[p]:offsets[p + 1]]
-        q = np.int64(0) if shared else np.int64(p)
-        nf, tr, wn, tv = _column(np.int64(p), q, open_, high, low, close, targets, cash0, commission, slip,
+        nf, tr, wn, tv = _column(np.int64(p), row_of[p], open_, high, low, close, targets, cash0, commission, slip,
                                  fractional, share[p], stop_loss[p], take_profit[p], stops, equity, units, cash,
                                  block)
         counts[p] = nf
@@ -234,17 +232,46 @@ def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float
         raise ValueError("stop-loss and take-profit need the bars' high and low")
     high = _rows(high, n_bars, n_strats, "high") if stops else open_
     low = _rows(low, n_bars, n_strats, "low") if stops else open_
-    if high.shape != open_.shape or low.shape != open_.shape:  # one of them per strategy: all per strategy
+    shapes = {a.shape[0] for a in (open_, high, low, close)}
+    if len(shapes) > 1:  # some series shared, some per strategy: all per strategy
         open_, high, low, close = (np.ascontiguousarray(np.broadcast_to(a, (n_strats, n_bars)))
                                    for a in (open_, high, low, close))
-    if close.shape != open_.shape:
-        open_, close = (np.ascontiguousarray(np.broadcast_to(a, (n_strats, n_bars))) for a in (open_, close))
-        high, low = (high, low) if stops and high.shape == open_.shape else (open_, open_)
-    tg = np.ascontiguousarray(targets.T)
+    row_of = np.zeros(n_strats, dtype=np.int64) if open_.shape[0] == 1 else np.arange(n_strats, dtype=np.int64)
+    return _simulate_rows(open_, high, low, close, row_of, np.ascontiguousarray(targets.T), cash, commission,
+                          slippage_bps, fractional, share, sl, tp, stops)
+
+
+def simulate_rows(open_, high, low, close, row_of, targets, *, cash: float = 10_000.0, commission: float = 0.0,
+                  fractional: bool = False, slippage_bps: float = 0.0, stop_loss=None, take_profit=None,
+                  fraction=None) -> BacktestResult:
+    """:func:`simulate` on price rows shared by many strategies: ``open_``, ``high``, ``low``, ``close`` are
+    (rows x bars), ``row_of[p]`` the row strategy p trades, ``targets`` (bars x strategies). A population over
+    many instruments passes each instrument's prices once instead of a copy per strategy."""
+    from emp_core.backtest.engine import _entry_share, _per_strategy
+
+    targets = np.asarray(targets, dtype=float)
+    n_strats = targets.shape[1]
+    share = _entry_share(fraction, n_strats)
+    sl = _per_strategy(stop_loss, n_strats, "stop_loss")
+    tp = _per_strategy(take_profit, n_strats, "take_profit")
+    stops = bool(np.isfinite(sl).any() or np.isfinite(tp).any())
+    rows = [np.ascontiguousarray(a, dtype=float) for a in (open_, high, low, close)]
+    row_of = np.asarray(row_of, dtype=np.int64)
+    if any(a.shape != rows[0].shape for a in rows) or rows[0].shape[1] != targets.shape[0]:
+        raise ValueError("price rows must share one shape (rows x bars), with as many bars as the targets")
+    if row_of.shape != (n_strats,) or (n_strats and (row_of.min() < 0 or row_of.max() >= rows[0].shape[0])):
+        raise ValueError("row_of must give each strategy a row of the prices")
+    return _simulate_rows(*rows, row_of, np.ascontiguousarray(targets.T), cash, commission, slippage_bps,
+                          fractional, share, sl, tp, stops)
+
+
+def _simulate_rows(open_, high, low, close, row_of, tg, cash, commission, slippage_bps, fractional, share, sl, tp,
+                   stops) -> BacktestResult:
+    n_strats = tg.shape[0]
     offsets = np.zeros(n_strats + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(3 * _order_counts(tg) + 1)
     equity, units, cash_t, fills, counts, trades, wins, traded = _all(
-        open_, high, low, close, tg, float(cash), float(commission), slippage_bps / 1e4, bool(fractional),
+        open_, high, low, close, row_of, tg, float(cash), float(commission), slippage_bps / 1e4, bool(fractional),
         share, sl, tp, stops, offsets)
     keep = np.concatenate([np.arange(offsets[p], offsets[p] + counts[p]) for p in range(n_strats)]) \
         if n_strats else np.empty(0, dtype=np.int64)

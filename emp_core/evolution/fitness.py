@@ -131,17 +131,21 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
     take = np.array([g.take_profit or np.nan for g in genomes])
     size = np.array([g.position_size for g in genomes])
     length = max(p[0].size for p in chunk)
-    tg, px = [], {k: [] for k in ("open", "high", "low", "close")}
-    for _, ohlc, feats in chunk:
-        tg.append(_pad_targets(targets(feats, genomes), length))
-        for k, columns in px.items():
-            columns.append(np.repeat(_pad_prices(ohlc[k], ohlc["close"][-1], length)[:, None], n, axis=1))
+    tg = np.hstack([_pad_targets(targets(feats, genomes), length) for _, _, feats in chunk])
+    # each symbol's prices once (rows x bars); every genome's column on that symbol reads its row
+    rows = {k: np.stack([_pad_prices(ohlc[k], ohlc["close"][-1], length) for _, ohlc, _ in chunk])
+            for k in ("open", "high", "low", "close")}
     k_syms = len(chunk)
-    simulate = kernel.simulate if compiled else engine.simulate
-    result = simulate(*(np.hstack(px[k]) for k in ("open", "close")), np.hstack(tg), cash=1.0, fractional=True,
-                      commission=commission, slippage_bps=slippage_bps, high=np.hstack(px["high"]),
-                      low=np.hstack(px["low"]), stop_loss=np.tile(stop, k_syms), take_profit=np.tile(take, k_syms),
-                      fraction=np.tile(size, k_syms))
+    costs = {"cash": 1.0, "fractional": True, "commission": commission, "slippage_bps": slippage_bps,
+             "stop_loss": np.tile(stop, k_syms), "take_profit": np.tile(take, k_syms),
+             "fraction": np.tile(size, k_syms)}
+    if compiled:
+        result = kernel.simulate_rows(rows["open"], rows["high"], rows["low"], rows["close"],
+                                      np.repeat(np.arange(k_syms), n), tg, **costs)
+    else:
+        columns = {k: np.repeat(v.T, n, axis=1) for k, v in rows.items()}
+        result = engine.simulate(columns["open"], columns["close"], tg, high=columns["high"], low=columns["low"],
+                                 **costs)
     ts = np.unique(np.concatenate([p[0] for p in chunk]))
     total = np.zeros((ts.size, n))
     count = np.zeros((ts.size, 1))

@@ -120,3 +120,22 @@ def test_price_rows_shared_by_many_strategies_give_the_per_column_result():
         kernel.simulate_rows(o, h, lo, c, row_of + 1, tg)
     with pytest.raises(ValueError, match="one shape"):
         kernel.simulate_rows(o, h[:, :-1], lo, c, row_of, tg)
+
+
+def test_compiled_genome_targets_equal_the_numpy_rules():
+    """Random dimension scores and confidences with NaN gaps, random genomes (long-only ones too): the same
+    target at every bar as emp_core.evolution.genome.targets."""
+    from emp_core.evolution.genome import BOUNDS, DIMENSIONS, Genome, targets
+
+    rng = np.random.default_rng(5)
+    n = 400
+    feats = {}
+    for d in DIMENSIONS:
+        score = np.tanh(np.cumsum(rng.normal(0, 0.3, n)))
+        score[rng.random(n) < 0.1] = np.nan
+        feats[f"{d}_score"], feats[f"{d}_confidence"] = score, rng.uniform(0, 1, n)
+    genomes = [Genome.from_vector(rng.random(len(BOUNDS)), long_only=bool(i % 3 == 0)) for i in range(40)]
+    want = targets(feats, genomes)
+    got = kernel.genome_targets(feats, genomes)
+    assert {-1.0, 0.0, 1.0} <= set(np.unique(want).tolist())
+    np.testing.assert_array_equal(got.T, want)

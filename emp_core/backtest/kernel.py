@@ -273,8 +273,8 @@ def _simulate_rows(open_, high, low, close, row_of, tg, cash, commission, slippa
     equity, units, cash_t, fills, counts, trades, wins, traded = _all(
         open_, high, low, close, row_of, tg, float(cash), float(commission), slippage_bps / 1e4, bool(fractional),
         share, sl, tp, stops, offsets)
-    keep = np.concatenate([np.arange(offsets[p], offsets[p] + counts[p]) for p in range(n_strats)]) \
-        if n_strats else np.empty(0, dtype=np.int64)
+    before = np.cumsum(counts) - counts  # each strategy's first fill in the gathered table
+    keep = np.arange(counts.sum()) + np.repeat(offsets[:-1] - before, counts)
     table = fills[keep]
     table = table[np.lexsort((table[:, 1], table[:, 0]))]  # by bar, then strategy; stable within one
     return BacktestResult(equity=equity.T, units=units.T, cash=cash_t.T, trades=trades, wins=wins,
@@ -292,3 +292,66 @@ def warm() -> float:
     for kw in ({}, {"high": bars * 1.01, "low": bars * 0.99, "stop_loss": 0.05}):
         simulate(bars, bars, np.tile([[0.0], [1.0], [1.0], [-1.0], [0.0], [1.0], [1.0], [0.0]], 2), **kw)
     return time.perf_counter() - t0
+
+
+# -------------------------------------------------------------------------------------- the genomes' targets
+
+
+@njit(cache=True, parallel=True)
+def _targets(scores, confs, weights, entry, exit_, min_conf, long_only, holding, out):
+    """``emp_core.evolution.genome.targets`` compiled: per genome column (in parallel), per bar, the fused signal
+    and confidence summed over the dimensions in their order, the entry and exit rules, the holding period and
+    the held direction. ``scores``, ``confs``: dimensions x bars; ``weights``: genomes x dimensions; ``out``:
+    genomes x bars."""
+    n_dims, n = scores.shape
+    for g in prange(weights.shape[0]):
+        total = 0.0
+        for i in range(n_dims):
+            total += abs(weights[g, i])
+        last_strong = -(10 ** 9)
+        held = np.nan
+        for t in range(n):
+            num = 0.0
+            den = 0.0
+            for i in range(n_dims):
+                s = scores[i, t]
+                if np.isfinite(s):
+                    num += (s * confs[i, t]) * weights[g, i]
+                    den += confs[i, t] * abs(weights[g, i])
+            signal = num / den if den > 0 else np.nan
+            sure = den / total >= min_conf[g]
+            strong_long = sure and signal >= entry[g]
+            strong_short = sure and signal <= -entry[g]
+            if strong_long or strong_short:
+                last_strong = t
+            if strong_long:
+                held = 1.0
+            elif strong_short:
+                held = 0.0 if long_only[g] else -1.0
+            elif abs(signal) < exit_[g] and t - last_strong >= holding[g]:
+                held = 0.0
+            out[g, t] = 0.0 if np.isnan(held) else held
+
+
+def genome_rules(genomes) -> tuple[np.ndarray, ...]:
+    """The genomes' rule parameters as the compiled targets read them: weights (genomes x dimensions), entry,
+    exit, minimum confidence, long-only, holding period. Build once for many symbols."""
+    def column(name: str, dtype=float) -> np.ndarray:
+        return np.array([getattr(g, name) for g in genomes], dtype=dtype)
+
+    return (np.ascontiguousarray([g.weights for g in genomes], dtype=float), column("entry"), column("exit"),
+            column("min_confidence"), column("long_only", np.bool_), column("holding_period", np.int64))
+
+
+def genome_targets(features: dict[str, np.ndarray], genomes, rules: tuple[np.ndarray, ...] | None = None
+                   ) -> np.ndarray:
+    """Target directions (genomes x bars, strategy-major for the kernel) of each genome's rules: the same values
+    as ``emp_core.evolution.genome.targets`` (bars x genomes), compiled. ``rules``: :func:`genome_rules`."""
+    from emp_core.evolution.genome import DIMENSIONS
+
+    scores = np.ascontiguousarray([features[f"{d}_score"] for d in DIMENSIONS], dtype=float)
+    confs = np.ascontiguousarray([features[f"{d}_confidence"] for d in DIMENSIONS], dtype=float)
+    rules = rules if rules is not None else genome_rules(genomes)
+    out = np.empty((rules[0].shape[0], scores.shape[1]))
+    _targets(scores, confs, *rules, out)
+    return out

@@ -131,7 +131,14 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
     take = np.array([g.take_profit or np.nan for g in genomes])
     size = np.array([g.position_size for g in genomes])
     length = max(p[0].size for p in chunk)
-    tg = np.hstack([_pad_targets(targets(feats, genomes), length) for _, _, feats in chunk])
+    if compiled:  # strategy-major (genome x symbol columns, bars): the kernel reads each column's row in place
+        tg = np.empty((len(chunk) * n, length))
+        rules = kernel.genome_rules(genomes)
+        for j, (_, _, feats) in enumerate(chunk):
+            _pad_rows(kernel.genome_targets(feats, genomes, rules), tg[j * n:(j + 1) * n])
+        tg = tg.T
+    else:
+        tg = np.hstack([_pad_targets(targets(feats, genomes), length) for _, _, feats in chunk])
     # each symbol's prices once (rows x bars); every genome's column on that symbol reads its row
     rows = {k: np.stack([_pad_prices(ohlc[k], ohlc["close"][-1], length) for _, ohlc, _ in chunk])
             for k in ("open", "high", "low", "close")}
@@ -199,6 +206,13 @@ def combine(results: list[ChunkResult], n: int, bars_per_year: float, min_trades
         traded / sum(r.symbols for r in results) / years,
     ])
     return Evaluation(objectives=objectives, returns=port, ts=all_ts, trades=trades)
+
+
+def _pad_rows(t: np.ndarray, out: np.ndarray) -> None:
+    """``_pad_targets`` for strategy-major targets (genomes x bars), written into ``out``."""
+    bars = t.shape[1]
+    out[:, :bars] = t
+    out[:, bars - 1:] = t[:, bars - 2][:, None] if bars >= 2 else 0.0
 
 
 def _pad_targets(t: np.ndarray, length: int) -> np.ndarray:

@@ -50,6 +50,9 @@ def main() -> None:
         extra["evaluator"] = spark_evaluator(local_session())
         print(f"spark local[2] session started in {time.perf_counter() - t0:.1f} s")
     window = (np.datetime64("2009-01-01"), np.datetime64(f"{2009 + args.years}-01-01"))
+    from emp_core.backtest.kernel import warm
+
+    print(f"kernel loaded (or compiled into its cache) in {warm():.2f} s")  # not inside the timed runs
     runs = {}
     paths = {"numpy": {"evaluator": partial(evaluate, compiled=False)}, "kernel": extra or {}}
     for name, evaluator in paths.items():

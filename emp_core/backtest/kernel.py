@@ -291,6 +291,11 @@ def warm() -> float:
     bars = np.linspace(100.0, 101.0, 8)
     for kw in ({}, {"high": bars * 1.01, "low": bars * 0.99, "stop_loss": 0.05}):
         simulate(bars, bars, np.tile([[0.0], [1.0], [1.0], [-1.0], [0.0], [1.0], [1.0], [0.0]], 2), **kw)
+    from emp_core.evolution.genome import CATALOGUE, DIMENSIONS
+
+    signal = np.sin(np.arange(8.0))
+    genome_targets({f"{d}_{k}": signal for d in DIMENSIONS for k in ("score", "confidence")},
+                   list(CATALOGUE.values()))
     return time.perf_counter() - t0
 
 

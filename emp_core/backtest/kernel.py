@@ -360,3 +360,29 @@ def genome_targets(features: dict[str, np.ndarray], genomes, rules: tuple[np.nda
     out = np.empty((rules[0].shape[0], scores.shape[1]))
     _targets(scores, confs, *rules, out)
     return out
+
+
+# ------------------------------------------------------------------------------------ the portfolio's sums
+
+
+@njit(cache=True, parallel=True)
+def _portfolio(equity, n_genomes, positions, lengths, n_ts):
+    """Per genome (in parallel), the sum over symbols, in symbol order, of each bar's return E_t / E_(t-1) - 1
+    (0 once bankrupt) at its timestamp's position: ``emp_core.evolution.fitness``'s equal-weight portfolio sums,
+    in the same order, so the same floats. ``equity``: strategies x bars, column j x n_genomes + g for symbol j
+    and genome g; ``positions``: symbols x bars, each bar's timestamp position."""
+    total = np.zeros((n_genomes, n_ts))
+    for g in prange(n_genomes):
+        for j in range(lengths.shape[0]):
+            p = j * n_genomes + g
+            for t in range(1, lengths[j]):
+                before = equity[p, t - 1]
+                total[g, positions[j, t]] += equity[p, t] / before - 1.0 if before > 0 else 0.0
+    return total
+
+
+def portfolio_sums(result: BacktestResult, n_genomes: int, positions: np.ndarray, lengths: np.ndarray,
+                   n_ts: int) -> np.ndarray:
+    """The equal-weight portfolio's summed bar returns (timestamps x genomes) of a kernel run over symbols x
+    genomes columns (``_portfolio``), read from the kernel's own strategy-major equity."""
+    return _portfolio(np.ascontiguousarray(result.equity.T), n_genomes, positions, lengths, n_ts).T

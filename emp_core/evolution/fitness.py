@@ -154,15 +154,21 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
         result = engine.simulate(columns["open"], columns["close"], tg, high=columns["high"], low=columns["low"],
                                  **costs)
     ts = np.unique(np.concatenate([p[0] for p in chunk]))
-    total = np.zeros((ts.size, n))
     count = np.zeros((ts.size, 1))
     trades = np.zeros(n, dtype=np.int64)
+    positions = np.zeros((k_syms, length), dtype=np.int64)
+    lengths = np.array([t.size for t, _, _ in chunk], dtype=np.int64)
     for j, (t, _, _) in enumerate(chunk):
-        cols = slice(j * n, (j + 1) * n)
         idx = np.searchsorted(ts, t)
-        total[idx[1:]] += bar_returns(result.equity[: t.size, cols])
+        positions[j, : t.size] = idx
         count[idx[1:]] += 1
-        trades += result.trades[cols]
+        trades += result.trades[j * n:(j + 1) * n]
+    if compiled:  # summed in the kernel, symbol by symbol in the same order: the same floats
+        total = kernel.portfolio_sums(result, n, positions, lengths, ts.size)
+    else:
+        total = np.zeros((ts.size, n))
+        for j in range(k_syms):
+            total[positions[j, 1:lengths[j]]] += bar_returns(result.equity[: lengths[j], j * n:(j + 1) * n])
     return ChunkResult(ts, total, count, fill_turnover(result).reshape(k_syms, n).sum(axis=0), trades, k_syms)
 
 

@@ -47,12 +47,13 @@ def spark_evaluator(session):
     sc = session.sparkContext
 
     def evaluate(genomes, universe, start, end, *, commission: float = 0.001, slippage_bps: float = 0.0,
-                 min_trades: int = 5):
+                 min_trades: int = 5, compiled: bool = True):
         parts = chunks(pieces(universe, start, end), genomes)
         if not parts:
             raise ValueError(f"no symbol has two bars in [{start}, {end})")
         jobs = sc.parallelize(list(enumerate(parts)), numSlices=len(parts))
-        done = jobs.map(lambda item: (item[0], run_chunk(item[1], genomes, commission, slippage_bps))).collect()
+        done = jobs.map(lambda item: (item[0], run_chunk(item[1], genomes, commission, slippage_bps,
+                                                         compiled=compiled))).collect()
         results = [r for _, r in sorted(done, key=lambda x: x[0])]
         return combine(results, len(genomes), universe.bars_per_year, min_trades, (start, end))
 

@@ -41,8 +41,9 @@ from emp_core.evolution.registry import (
 )
 
 log_ = logging.getLogger("emp.evolution")
+# the costs a trial is run under (its identity in the registry); which engine computes them is not one of them
 COST_DEFAULTS = {name: p.default for name, p in inspect.signature(evaluate).parameters.items()
-                 if p.kind is p.KEYWORD_ONLY}
+                 if p.kind is p.KEYWORD_ONLY and name != "compiled"}
 
 
 @dataclass(frozen=True)

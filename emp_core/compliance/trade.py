@@ -384,11 +384,13 @@ def _nearest_opposite(frame: pl.DataFrame, venue: list[str]) -> pl.DataFrame:
             .cast(schema))
 
 
-def fills_for_rules(journal: pl.DataFrame, orders: pl.DataFrame) -> pl.DataFrame:
+def fills_for_rules(journal: pl.DataFrame, orders: pl.DataFrame | None = None) -> pl.DataFrame:
     """The journal's fills (ExecutionReports of ExecType F with LastQty > 0) as ``FILL_COLUMNS``: side as
     buy/sell (FIX 1 buy; 2, 5, 6 sell), ``at`` the TransactTime (else the time received), joined to their
     orders' reference prices (``orders``: clordid, reference_price, and session when given: the rules then
-    count each session kind apart)."""
+    count each session kind apart; None: no order known, reference prices null)."""
+    if orders is None:
+        orders = pl.DataFrame(schema={"clordid": pl.String, "reference_price": pl.Float64})
     schema = {"exec_id": pl.String, "order_ref": pl.String, "symbol": pl.String, "side": pl.String,
               "qty": pl.Float64, "price": pl.Float64, "reference_price": pl.Float64, "at": pl.Datetime("us")}
     if journal.is_empty():
@@ -515,7 +517,7 @@ CHECKS_TABLE = "compliance.post_trade_checks"  # the compliance report's rows: e
 def unjudged_fills(store, journal: pl.DataFrame) -> list[str]:
     """The ExecIDs of the journal's fills the post-trade rules have not judged yet (not in
     ``compliance.post_trade_checks``): until they are, a clear record of open breaches says nothing of them."""
-    fills = fills_for_rules(journal, pl.DataFrame(schema={"clordid": pl.String, "reference_price": pl.Float64}))
+    fills = fills_for_rules(journal)
     if fills.is_empty():
         return []
     judged = (set(store.query(f"SELECT DISTINCT exec_id FROM {CHECKS_TABLE}")["exec_id"].to_list())

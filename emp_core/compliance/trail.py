@@ -119,14 +119,7 @@ def audited(store, kind: str, field: str) -> set:
 def audited_exec_ids(store) -> set[str]:
     """The reports of the ``execution`` entries already in the log, as ``session|exec_id`` (an ExecID is unique
     within its FIX session, as the journal keys it)."""
-    log = audit_store.read(primary(store))
-    if log.is_empty():
-        return set()
-    payload = pl.col("payload")
-    return set(log.filter(pl.col("kind") == "execution")
-               .select(pl.concat_str(payload.str.json_path_match("$.session"),
-                                     payload.str.json_path_match("$.exec_id"), separator="|"))
-               .to_series().drop_nulls().to_list())
+    return {f"{e['session']}|{e['exec_id']}" for _, e in entries(store, "execution")}
 
 
 def execution_events(journal: pl.DataFrame, already: set[str]) -> list[tuple[str, dict]]:

@@ -224,10 +224,9 @@ def _pad_rows(t: np.ndarray, out: np.ndarray) -> None:
 def _pad_targets(t: np.ndarray, length: int) -> np.ndarray:
     """Targets padded to ``length`` rows. The target at the last real bar could never fill, so from
     that bar on the padding repeats the one before it: no order ever fills in the padding."""
-    out = np.empty((length, t.shape[1]))
-    out[: t.shape[0]] = t
-    out[t.shape[0] - 1:] = t[t.shape[0] - 2] if t.shape[0] >= 2 else 0.0
-    return out
+    out = np.empty((t.shape[1], length))
+    _pad_rows(t.T, out)
+    return out.T
 
 
 def _pad_prices(values: np.ndarray, last: float, length: int) -> np.ndarray:

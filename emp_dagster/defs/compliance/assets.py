@@ -195,7 +195,7 @@ def transaction_reports(context: dg.AssetExecutionContext, store: StoreResource)
     reports = mifid.transaction_reports(journal, entries, firm, instruments, skip)
     unreported = mifid.not_reported(journal, skip)
     found = mifid.problems(reports)
-    fills = fills_for_rules(journal, entries.select("clordid", pl.lit(None, pl.Float64).alias("reference_price")))
+    fills = fills_for_rules(journal)
     out = settings().home / "compliance" / "reports"
     out.mkdir(parents=True, exist_ok=True)
     csv_path, xml_path = out / "transaction_reports.csv", out / "transaction_reports.xml"
@@ -338,7 +338,7 @@ def _time(value) -> datetime:
 
 def _fill_span(journal: pl.DataFrame) -> tuple[datetime | None, datetime | None]:
     """The times of the journal's first and last fills (None, None without a fill)."""
-    fills = fills_for_rules(journal, pl.DataFrame(schema={"clordid": pl.String, "reference_price": pl.Float64}))
+    fills = fills_for_rules(journal)
     return (fills["at"].min(), fills["at"].max()) if fills.height else (None, None)
 
 

@@ -202,3 +202,32 @@ def test_the_roi_report_is_of_one_session_kinds_book(tmp_path, monkeypatch):
         assert result.success
         fills = store.query("SELECT price FROM compliance.roi_fills")
         assert fills["price"].to_list() == [price], session
+
+
+def test_the_post_trade_and_roi_checks_fail_on_what_they_exist_for(tmp_path, monkeypatch):
+    """post_trade_clean fails on a breach (a fill with no last price to collar it against) and passes once a
+    compliance officer resolves it; roi_reconciled fails when trading/pnl's total disagrees with the fills."""
+    import polars as pl
+
+    from emp_core.compliance.trade import open_breaches, resolve
+    from emp_core.execution.outbox import ApprovedOrder, sqlite_outbox
+
+    monkeypatch.setenv("EMP_HOME", str(tmp_path))
+    path = tmp_path / "emp.duckdb"
+    store = DuckDBStore(path)
+    box = sqlite_outbox(tmp_path / "outbox.sqlite")
+    ((clordid, _),) = box.submit([ApprovedOrder(idem_key="k1", strategy="manual", symbol="AAPL", side="buy",
+                                                qty=10, stop_price=90.0)])
+    box.record([{"session": "EMP->VENUE", "exec_id": "E1", "order_id": "O1", "clordid": clordid,
+                 "order_clordid": clordid, "msg_type": "8", "exec_type": "F", "ord_status": "2", "symbol": "AAPL",
+                 "side": "1", "order_qty": 10.0, "last_qty": 10.0, "last_px": 101.0, "cum_qty": 10.0,
+                 "leaves_qty": 0.0, "avg_px": 101.0, "transact_time": "2026-11-27 14:30:00+00:00"}])
+    store.append_table("trading.pnl", pl.DataFrame({"capital": [1_000_000.0], "total_pnl": [12_345.0],
+                                                    "written_at": [NOW]}))
+    _, checks = _reports_run(path)
+    assert not checks["post_trade_clean"].passed and "price_collar" in checks["post_trade_clean"].description
+    assert not checks["roi_reconciled"].passed and "trading/pnl" in checks["roi_reconciled"].description
+    (breach,) = open_breaches(store)["breach_id"].to_list()
+    resolve(store, breach, by="J. Smith", reason="no intent on file for a manual order; price checked by hand")
+    _, checks = _reports_run(path)
+    assert checks["post_trade_clean"].passed

@@ -31,7 +31,11 @@ $(WHEELHOUSE)/.quickfix-1.16.0: | $(BIN)/python
 $(VENV)/.runtime: $(BIN)/python requirements/lock.txt pyproject.toml $(WHEELHOUSE)/.quickfix-1.16.0
 	$(UV) pip install --quiet --compile-bytecode -p $(BIN)/python $(FIND) -r requirements/lock.txt
 	$(UV) pip install --quiet -p $(BIN)/python --no-deps -e .
-	@# numba compiles the backtest kernel into its on-disk cache now, not in the first user call (~3.5 s)
+	touch $@
+
+# numba compiles the backtest kernel into its on-disk cache now, not in the first user call (~4 s); again
+# whenever the kernel's source changes (numba's cache is keyed on it)
+$(VENV)/.kernel: $(VENV)/.runtime emp_core/backtest/kernel.py
 	$(BIN)/python -c "from emp_core.backtest.kernel import warm; print(f'backtest kernel cached in {warm():.1f} s')"
 	touch $@
 
@@ -46,11 +50,11 @@ $(VENV)/.notebooks: $(VENV)/.runtime requirements/notebooks-lock.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "EMP Predator (.venv)" >/dev/null
 	touch $@
 
-demo: $(VENV)/.runtime
+demo: $(VENV)/.kernel
 	$(BIN)/emp demo
 
 # pytest exits 5 when it collected no tests: that is a failure here.
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(VENV)/.kernel
 	$(BIN)/ruff check .
 	$(BIN)/dg check defs
 	$(BIN)/dg list defs --json | $(BIN)/python -c "import json, sys; \

@@ -140,3 +140,82 @@ def test_compiled_genome_targets_equal_the_numpy_rules():
     got = kernel.genome_targets(feats, genomes)
     assert {-1.0, 0.0, 1.0} <= set(np.unique(want).tolist())
     np.testing.assert_array_equal(got.T, want)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, np.nan, np.inf])
+@pytest.mark.parametrize("series", ["open", "close", "high", "low"])
+def test_a_price_that_is_not_positive_and_finite_is_refused_by_both_engines(series, bad):
+    """A zero or negative price would size an infinite or negative position, a NaN one poison every later
+    equity: both engines refuse it up front, naming the series, the bar and the column; nothing is run."""
+    rng = np.random.default_rng(3)
+    open_, high, low, close = market(rng, 50, 3, per_column=True)
+    prices = {"open": open_, "close": close, "high": high, "low": low}
+    prices[series][17, 2] = bad
+    tg = targets(rng, 50, 3)
+    kw = {"high": prices["high"], "low": prices["low"], "stop_loss": 0.05}
+    for simulate in (engine.simulate, kernel.simulate):
+        with pytest.raises(ValueError, match=rf"{series} prices must be positive and finite: bar 17 \(column 2\)"):
+            simulate(prices["open"], prices["close"], tg, **kw)
+    rows = {k: np.ascontiguousarray(v.T) for k, v in prices.items()}
+    with pytest.raises(ValueError, match=rf"{series} prices must be positive and finite: bar 17 \(column 2\)"):
+        kernel.simulate_rows(rows["open"], rows["high"], rows["low"], rows["close"], np.arange(3), tg)
+
+
+def test_high_and_low_are_not_read_without_stops():
+    """Without stops the bars' range is never read, so a NaN there (a source without highs and lows) is
+    no error, and the result is the one without them."""
+    rng = np.random.default_rng(4)
+    open_, _, low, close = market(rng, 60, 2, per_column=False)
+    tg = targets(rng, 60, 2)
+    for simulate in (engine.simulate, kernel.simulate):
+        same(simulate(open_, close, tg), simulate(open_, close, tg, high=np.full(60, np.nan), low=low))
+
+
+def test_volume_may_be_zero_but_not_negative_or_nan():
+    rng = np.random.default_rng(6)
+    open_, _, _, close = market(rng, 40, 1, per_column=False)
+    tg = targets(rng, 40, 1, changes=0.3)
+    volume = np.full(40, 1_000.0)
+    volume[5:9] = 0.0  # a bar without trades: nothing fills there
+    result = kernel.simulate(open_, close, tg, volume=volume)
+    assert not np.isin(result.fills[:, 0], [5, 6, 7, 8]).any()
+    for bad in (-1.0, np.nan):
+        volume[9] = bad
+        with pytest.raises(ValueError, match=r"volume must be non-negative and finite: bar 9"):
+            kernel.simulate(open_, close, tg, volume=volume)
+
+
+def test_read_only_and_strided_inputs_use_the_cached_compilation():
+    """A Polars column's NumPy view is read-only, a transposed frame strided: numba would compile a second
+    version of the kernel for either (seconds, at a user's first call); the kernel hands it the one layout
+    it was compiled for instead, and gives the same result."""
+    rng = np.random.default_rng(8)
+    open_, high, low, close = market(rng, 80, 4, per_column=True)
+    tg = targets(rng, 80, 4)
+    kw = {"high": high, "low": low, "stop_loss": 0.03}
+    want = kernel.simulate(open_, close, tg, **kw)
+    before = {f: len(f.signatures) for f in (kernel._all, kernel._order_counts)}
+    frozen = []
+    for a in (open_, close, tg, high, low):
+        f = np.asfortranarray(a)
+        f.flags.writeable = False
+        frozen.append(f)
+    o, c, t, h, lo = frozen
+    same(want, kernel.simulate(o, c, t, high=h, low=lo, stop_loss=0.03))
+    rows = [np.ascontiguousarray(x.T) for x in (open_, high, low, close)]
+    for x in rows:
+        x.flags.writeable = False
+    same(want, kernel.simulate_rows(*rows, np.arange(4), t, stop_loss=0.03))
+    assert {f: len(f.signatures) for f in (kernel._all, kernel._order_counts)} == before
+
+
+def test_a_universe_with_a_repeated_or_unsorted_timestamp_is_refused():
+    """The portfolio adds each bar's return at its timestamp's position: two bars at one timestamp would
+    be added twice by one path and once by another. The universe refuses them, naming the symbol."""
+    from emp_core.evolution.fitness import Universe
+
+    ts = np.array(["2020-01-01", "2020-01-02", "2020-01-02", "2020-01-03"], dtype="datetime64[ns]")
+    ohlc = {k: np.full(4, 100.0) for k in ("open", "high", "low", "close")}
+    with pytest.raises(ValueError, match=r"XYZ: bar timestamps must be strictly increasing; bar 2"):
+        Universe(("XYZ",), {"XYZ": ts}, {"XYZ": ohlc}, {"XYZ": {}})
+    Universe(("XYZ",), {"XYZ": np.unique(ts)}, {"XYZ": ohlc}, {"XYZ": {}})

@@ -89,7 +89,10 @@ def test_asset_graph_checks_and_automation_render(webserver, page, tmp_path):
     # treasury_curve are below it, and the catalogue shows them; intents is the downstream link to trading)
     visit(page, f"{webserver}/locations/emp_predator/asset-groups/market_data/lineage",
           tmp_path / "2_market_data_graph.png", ["bars_1d", "bars_1h", "intents"], graphql)
-    assert page.get_by_text("5 / 5 Passed").count() == 2  # the check summaries of bars_1d and bars_1h
+    # the check summaries of bars_1d and bars_1h: they arrive in a later GraphQL reply than the nodes, so wait
+    # for them (a CI run counted them the moment the node names showed and found none)
+    from playwright.sync_api import expect
+    expect(page.get_by_text("5 / 5 Passed")).to_have_count(2, timeout=60_000)
     # the catalogue: the asset keys of every group
     visit(page, f"{webserver}/assets?view=flat", tmp_path / "3_catalog.png",
           ["market / bars_1d", "market / universe", "macro / treasury_curve", "macro / series",

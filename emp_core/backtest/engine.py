@@ -96,14 +96,29 @@ def _ffill_index(mask: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(rows, axis=0)
 
 
-def _prices(values, n_bars: int, n_strats: int, name: str) -> np.ndarray:
+def check_prices(arr: np.ndarray, name: str, *, bars_first: bool = True, zero: bool = False) -> None:
+    """Refuse a price that is not positive and finite (``zero``: a volume, which may be 0): a zero or
+    negative price sizes an infinite or negative position, a NaN one makes every later equity NaN. Two
+    reductions, no temporary: a NaN makes the minimum NaN, which fails the comparison. The error names the
+    series, the bar and the column (``bars_first``: the array is bars x columns, else columns x bars)."""
+    if arr.size == 0 or ((arr.min() >= 0 if zero else arr.min() > 0) and arr.max() < np.inf):
+        return
+    ok = np.isfinite(arr) & ((arr >= 0) if zero else (arr > 0))
+    bad = np.argwhere(~ok)[0]
+    bar, column = (bad[0], bad[1]) if bars_first else (bad[1], bad[0])
+    rule = "non-negative" if zero else "positive"
+    raise ValueError(f"{name} must be {rule} and finite: bar {bar} (column {column}) is {arr[tuple(bad)]}")
+
+
+def _prices(values, n_bars: int, n_strats: int, name: str, *, zero: bool = False) -> np.ndarray:
     """Prices as (bars x strategies): one series shared by every strategy, or one column each (a
-    population over several instruments in one call)."""
+    population over several instruments in one call), positive and finite (``check_prices``)."""
     arr = np.asarray(values, dtype=float)
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.shape[0] != n_bars or arr.shape[1] not in (1, n_strats):
         raise ValueError(f"{name} prices have shape {arr.shape}; targets have {n_bars} bars x {n_strats} strategies")
+    check_prices(arr, f"{name} prices" if not zero else name, zero=zero)
     return np.broadcast_to(arr, (n_bars, n_strats))
 
 
@@ -584,7 +599,7 @@ def simulate(
                         keep_levels=volume is not None)
     capacity = None
     if volume is not None:
-        vol = _prices(volume, n_bars, n_strats, "volume") * volume_share
+        vol = _prices(volume, n_bars, n_strats, "volume", zero=True) * volume_share
         capacity = vol if fractional else np.floor(vol)
     columns = _Columns(open_, close, ordered, at, exits, fraction, capacity, np.full(n_strats, n_bars))
     result = _run(columns, float(cash), terms)

@@ -27,12 +27,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT, BacktestResult
+from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT, BacktestResult, check_prices
 
 FILL_COLUMNS = 5  # bar, strategy, signed units, price, kind
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _reduce(state, fills, nf, t, p, qty, price, kind, commission):
     """Close ``qty`` units at ``price``: P&L and the exit commission to cash; a trade ends when nothing is left.
     ``state``: units, entry, cash, entry_commission, trade_pnl, traded, trades, wins."""
@@ -55,7 +55,7 @@ def _reduce(state, fills, nf, t, p, qty, price, kind, commission):
     return nf + 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _direction(target):
     """The direction a target asks for: its sign, NaN (no view) flat."""
     if target > 0:
@@ -65,7 +65,7 @@ def _direction(target):
     return 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _column(p, q, open_, high, low, close, targets, cash0, commission, slip, fractional, share, stop_loss,  # noqa: PLR0912, PLR0915 (one loop, as the engine's docstring states it)
             take_profit, stops, equity, units_out, cash_out, fills):
     """Strategy p's bars (module docstring), on price row q; returns (fills written, trades, wins, traded)."""
@@ -155,7 +155,7 @@ def _column(p, q, open_, high, low, close, targets, cash0, commission, slip, fra
     return nf, state[6], state[7], state[5]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _order_counts(targets):
     """Each strategy's number of orders (changes of the direction ordered), for the fills' slices."""
     m, n = targets.shape
@@ -170,7 +170,7 @@ def _order_counts(targets):
     return counts
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _all(open_, high, low, close, row_of, targets, cash0, commission, slip, fractional, share, stop_loss,
          take_profit, stops, offsets):
     m, n = targets.shape
@@ -202,7 +202,15 @@ def _rows(values, n_bars: int, n_strats: int, name: str) -> np.ndarray:
         arr = arr[:, None]
     if arr.shape[0] != n_bars or arr.shape[1] not in (1, n_strats):
         raise ValueError(f"{name} prices have shape {arr.shape}; targets have {n_bars} bars x {n_strats} strategies")
-    return np.ascontiguousarray(arr.T)
+    check_prices(arr, f"{name} prices")
+    return _owned(arr.T)
+
+
+def _owned(arr, dtype=float) -> np.ndarray:
+    """A C-contiguous, writable array of ``dtype``: the one layout the cached kernel was compiled for (a
+    read-only or strided array, say a Polars column's view, would compile a second version at first call)."""
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
 
 
 def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float = 0.0, fractional: bool = False,
@@ -234,10 +242,10 @@ def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float
     low = _rows(low, n_bars, n_strats, "low") if stops else open_
     shapes = {a.shape[0] for a in (open_, high, low, close)}
     if len(shapes) > 1:  # some series shared, some per strategy: all per strategy
-        open_, high, low, close = (np.ascontiguousarray(np.broadcast_to(a, (n_strats, n_bars)))
+        open_, high, low, close = (_owned(np.broadcast_to(a, (n_strats, n_bars)))
                                    for a in (open_, high, low, close))
     row_of = np.zeros(n_strats, dtype=np.int64) if open_.shape[0] == 1 else np.arange(n_strats, dtype=np.int64)
-    return _simulate_rows(open_, high, low, close, row_of, np.ascontiguousarray(targets.T), cash, commission,
+    return _simulate_rows(open_, high, low, close, row_of, _owned(targets.T), cash, commission,
                           slippage_bps, fractional, share, sl, tp, stops)
 
 
@@ -255,13 +263,15 @@ def simulate_rows(open_, high, low, close, row_of, targets, *, cash: float = 10_
     sl = _per_strategy(stop_loss, n_strats, "stop_loss")
     tp = _per_strategy(take_profit, n_strats, "take_profit")
     stops = bool(np.isfinite(sl).any() or np.isfinite(tp).any())
-    rows = [np.ascontiguousarray(a, dtype=float) for a in (open_, high, low, close)]
-    row_of = np.asarray(row_of, dtype=np.int64)
-    if any(a.shape != rows[0].shape for a in rows) or rows[0].shape[1] != targets.shape[0]:
+    rows = [_owned(a) for a in (open_, high, low, close)]
+    row_of = _owned(row_of, np.int64)
+    if any(a.ndim != 2 or a.shape != rows[0].shape for a in rows) or rows[0].shape[1] != targets.shape[0]:
         raise ValueError("price rows must share one shape (rows x bars), with as many bars as the targets")
+    for a, name in zip(rows, ("open", "high", "low", "close"), strict=True):
+        check_prices(a, f"{name} prices", bars_first=False)
     if row_of.shape != (n_strats,) or (n_strats and (row_of.min() < 0 or row_of.max() >= rows[0].shape[0])):
         raise ValueError("row_of must give each strategy a row of the prices")
-    return _simulate_rows(*rows, row_of, np.ascontiguousarray(targets.T), cash, commission, slippage_bps,
+    return _simulate_rows(*rows, row_of, _owned(targets.T), cash, commission, slippage_bps,
                           fractional, share, sl, tp, stops)
 
 
@@ -290,7 +300,8 @@ def warm() -> float:
     t0 = time.perf_counter()
     bars = np.linspace(100.0, 101.0, 8)
     for kw in ({}, {"high": bars * 1.01, "low": bars * 0.99, "stop_loss": 0.05}):
-        simulate(bars, bars, np.tile([[0.0], [1.0], [1.0], [-1.0], [0.0], [1.0], [1.0], [0.0]], 2), **kw)
+        result = simulate(bars, bars, np.tile([[0.0], [1.0], [1.0], [-1.0], [0.0], [1.0], [1.0], [0.0]], 2), **kw)
+    portfolio_sums(result, 1, np.tile(np.arange(8, dtype=np.int64), (2, 1)), np.array([8, 8], dtype=np.int64), 8)
     from emp_core.evolution.genome import CATALOGUE, DIMENSIONS
 
     signal = np.sin(np.arange(8.0))
@@ -302,7 +313,7 @@ def warm() -> float:
 # -------------------------------------------------------------------------------------- the genomes' targets
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _targets(scores, confs, weights, entry, exit_, min_conf, long_only, holding, out):
     """``emp_core.evolution.genome.targets`` compiled: per genome column (in parallel), per bar, the fused signal
     and confidence summed over the dimensions in their order, the entry and exit rules, the holding period and
@@ -365,7 +376,7 @@ def genome_targets(features: dict[str, np.ndarray], genomes, rules: tuple[np.nda
 # ------------------------------------------------------------------------------------ the portfolio's sums
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _portfolio(equity, n_genomes, positions, lengths, n_ts):
     """Per genome (in parallel), the sum over symbols, in symbol order, of each bar's return E_t / E_(t-1) - 1
     (0 once bankrupt) at its timestamp's position: ``emp_core.evolution.fitness``'s equal-weight portfolio sums,

@@ -52,6 +52,16 @@ class Universe:
     features: dict[str, dict[str, np.ndarray]]
     bars_per_year: float = 252.0
 
+    def __post_init__(self) -> None:
+        # each bar's return is added at its timestamp's position: a repeated or unsorted timestamp would add
+        # two bars at one position (and the NumPy and compiled sums would differ on how)
+        for symbol in self.symbols:
+            ts = self.ts[symbol]
+            if ts.size > 1 and not (ts[1:] > ts[:-1]).all():
+                i = int(np.argmax(~(ts[1:] > ts[:-1]))) + 1
+                raise ValueError(f"{symbol}: bar timestamps must be strictly increasing; bar {i} ({ts[i]}) "
+                                 f"follows {ts[i - 1]}")
+
     @classmethod
     def from_frames(cls, bars: pl.DataFrame, features: pl.DataFrame, bars_per_year: float = 252.0) -> Universe:
         joined = bars.join(features.select("symbol", "ts", *FEATURE_COLUMNS), on=["symbol", "ts"], how="inner")

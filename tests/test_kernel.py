@@ -72,6 +72,57 @@ def test_the_kernel_matches_the_engine_through_bankruptcy():
         same(a, b)
 
 
+CAPPED_SEEDS = range(16)
+
+
+@pytest.mark.parametrize("seed", CAPPED_SEEDS)
+def test_the_kernel_matches_the_engine_under_a_volume_cap(seed):
+    """Random books with a volume cap tight enough that entries, closes and reversals fill over several bars,
+    bars without volume, stops passed over while nothing is held, and (some seeds) a crash to bankruptcy: the
+    kernel's capped loop gives the engine's partial fills, average entries, states and counts."""
+    a, b, _ = capped_case(seed)
+    same(a, b)
+
+
+def test_the_capped_books_do_fill_over_several_bars():
+    """The cases above exercise what they claim: many orders keep filling after their order bar, and some
+    strategies go bankrupt."""
+    later = bust = 0
+    for seed in CAPPED_SEEDS:
+        a, _, tg = capped_case(seed)
+        wanted = np.sign(np.nan_to_num(tg))
+        ordered = np.vstack([np.zeros((1, tg.shape[1])), wanted[:-1]])
+        order_bar = np.vstack([np.zeros((1, tg.shape[1]), dtype=bool), ordered[1:] != ordered[:-1]])
+        orders = a.fills[a.fills[:, 4] == engine.ORDER]
+        later += int((~order_bar[orders[:, 0].astype(int), orders[:, 1].astype(int)]).sum())
+        bust += int((a.fills[:, 4] == engine.BANKRUPT).sum())
+    assert later > 100
+    assert bust > 0
+
+
+def capped_case(seed):
+    rng = np.random.default_rng(100 + seed)
+    n_bars, n_strats = int(rng.integers(5, 250)), int(rng.integers(1, 7))
+    open_, high, low, close = market(rng, n_bars, n_strats, per_column=bool(seed % 2), vol=0.04)
+    if seed % 4 == 3:  # a crash and a squeeze: longs and shorts go bust while orders are still working
+        k = n_bars // 2
+        for a in (open_, high, low, close):
+            a[k:] *= 0.02
+            a[k + (n_bars - k) // 2:] *= 400.0
+    cash = float(rng.choice([1_000.0, 10_000.0]))
+    wanted = cash / 100.0  # about the units an entry wants at these prices
+    volume = rng.uniform(0.0, 0.6, open_.shape) * wanted * 10  # 0 to 60% of an entry per bar (share 0.1)
+    volume[rng.random(open_.shape) < 0.15] = 0.0
+    kw = {"cash": cash, "commission": float(rng.choice([0.0, 0.002])), "slippage_bps": float(rng.choice([0.0, 10.0])),
+          "fractional": bool(seed % 3 == 0), "fraction": [None, 0.5, rng.uniform(0.2, 1.0, n_strats)][seed % 3],
+          "volume": volume, "volume_share": 0.1}
+    if seed % 2 == 0:
+        kw |= {"high": high, "low": low, "stop_loss": rng.uniform(0.01, 0.08, n_strats),
+               "take_profit": np.where(rng.random(n_strats) < 0.3, np.nan, rng.uniform(0.02, 0.15, n_strats))}
+    tg = targets(rng, n_bars, n_strats, changes=0.15)
+    return engine.simulate(open_, close, tg, **kw), kernel.simulate(open_, close, tg, **kw), tg
+
+
 def test_gaps_through_levels_fill_at_the_open_as_in_the_engine():
     """Gaps: opens far beyond both levels, on and after the entry bar."""
     rng = np.random.default_rng(3)
@@ -117,6 +168,9 @@ def test_price_rows_shared_by_many_strategies_give_the_per_column_result():
     kw = {"commission": 0.002, "slippage_bps": 3.0, "stop_loss": 0.04, "take_profit": 0.06}
     a = engine.simulate(o[row_of].T, c[row_of].T, tg, high=h[row_of].T, low=lo[row_of].T, **kw)
     same(a, kernel.simulate_rows(o, h, lo, c, row_of, tg, **kw))
+    v = rng.uniform(0, 40, o.shape)
+    same(engine.simulate(o[row_of].T, c[row_of].T, tg, high=h[row_of].T, low=lo[row_of].T, volume=v[row_of].T, **kw),
+         kernel.simulate_rows(o, h, lo, c, row_of, tg, volume=v, **kw))
     with pytest.raises(ValueError, match="row_of"):
         kernel.simulate_rows(o, h, lo, c, row_of + 1, tg)
     with pytest.raises(ValueError, match="one shape"):

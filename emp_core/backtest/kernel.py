@@ -16,7 +16,8 @@ What the kernel does, for each strategy, bar by bar (t = 0 .. n-1):
    holds is closed at that close (kind BANKRUPT, no slippage), its cash and equity are 0 from then on and it
    trades no more.
 
-Not yet here (the NumPy engine runs them): the volume cap with partial fills.
+Under a volume cap (``_column_capped``) an order works over as many bars as its fills need, as the
+engine's docstring states; its fills are counted in a first pass, then written.
 
 Fills are written per strategy into a slice sized by its number of orders (at most a close, an open and an
 exit per order, and one liquidation), then gathered and sorted by bar and strategy, as the engine's are.
@@ -32,6 +33,17 @@ from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT, Ba
 FILL_COLUMNS = 5  # bar, strategy, signed units, price, kind
 
 
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _put(fills, nf, t, p, qty, price, kind):
+    """Write fill ``nf`` if the buffer has room: the capped path's first pass counts its fills into an empty one."""
+    if nf < fills.shape[0]:
+        fills[nf, 0] = t
+        fills[nf, 1] = p
+        fills[nf, 2] = qty
+        fills[nf, 3] = price
+        fills[nf, 4] = kind
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _reduce(state, fills, nf, t, p, qty, price, kind, commission):
     """Close ``qty`` units at ``price``: P&L and the exit commission to cash; a trade ends when nothing is left.
@@ -43,11 +55,7 @@ def _reduce(state, fills, nf, t, p, qty, price, kind, commission):
     state[4] += pnl - exit_commission
     state[5] += qty * price
     state[0] -= side * qty
-    fills[nf, 0] = t
-    fills[nf, 1] = p
-    fills[nf, 2] = -side * qty
-    fills[nf, 3] = price
-    fills[nf, 4] = kind
+    _put(fills, nf, t, p, -side * qty, price, kind)
     if state[0] == 0.0:
         state[6] += 1.0
         if state[4] - state[3] > 0:
@@ -66,7 +74,7 @@ def _direction(target):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _column(p, q, open_, high, low, close, targets, cash0, commission, slip, fractional, share, stop_loss,  # noqa: PLR0912, PLR0915 (one loop, as the engine's docstring states it)
+def _column(p, q, open_, high, low, close, targets, cash0, commission, slip, fractional, share, stop_loss,  # noqa: PLR0915 (one loop, as the engine's docstring states it)
             take_profit, stops, equity, units_out, cash_out, fills):
     """Strategy p's bars (module docstring), on price row q; returns (fills written, trades, wins, traded)."""
     n = targets.shape[1]
@@ -99,11 +107,7 @@ def _column(p, q, open_, high, low, close, targets, cash0, commission, slip, fra
                 state[3] = size * price * commission
                 state[2] -= size * price * commission
                 state[5] += size * price
-                fills[nf, 0] = t
-                fills[nf, 1] = p
-                fills[nf, 2] = d * size
-                fills[nf, 3] = price
-                fills[nf, 4] = ORDER
+                _put(fills, nf, t, p, d * size, price, ORDER)
                 nf += 1
                 if stops:
                     long_ = d > 0
@@ -121,33 +125,143 @@ def _column(p, q, open_, high, low, close, targets, cash0, commission, slip, fra
                 stop_hit = high[q, t] >= stop_level
                 take_hit = low[q, t] <= take_level
             if stop_hit or take_hit:
-                opening = open_[q, t]
-                gapped = t != order_bar
-                if long_:
-                    stop_gap = gapped and opening <= stop_level
-                    take_gap = gapped and opening >= take_level
-                else:
-                    stop_gap = gapped and opening >= stop_level
-                    take_gap = gapped and opening <= take_level
-                is_stop = stop_gap or ((not take_gap) and stop_hit)
-                if stop_gap or take_gap:
-                    level = opening
-                elif is_stop:
-                    level = stop_level
-                else:
-                    level = take_level
-                exit_side = -1.0 if long_ else 1.0
-                nf = _reduce(state, fills, nf, t, p, abs(state[0]), level * (1.0 + exit_side * slip),
-                             STOP_LOSS if is_stop else TAKE_PROFIT, commission)
+                kind, level = _level_exit(q, t, long_, order_bar, stop_level, take_level, open_, high, low, slip)
+                nf = _reduce(state, fills, nf, t, p, abs(state[0]), level, kind, commission)
                 exit_open = False
         value = state[2] + state[0] * (close[q, t] - state[1])
-        if value <= 0.0:  # bankrupt at this close: liquidate, then nothing more
-            if state[0] != 0.0:
-                nf = _reduce(state, fills, nf, t, p, abs(state[0]), close[q, t], BANKRUPT, commission)
-            for r in range(t, n):
-                equity[p, r] = 0.0
-                units_out[p, r] = 0.0
-                cash_out[p, r] = 0.0
+        if value <= 0.0:
+            nf = _bankrupt(state, fills, nf, t, p, q, close, commission, equity, units_out, cash_out)
+            break
+        equity[p, t] = value  # (written here, not in a helper: a helper for the close halves the loop's speed)
+        units_out[p, t] = state[0]
+        cash_out[p, t] = state[2]
+    return nf, state[6], state[7], state[5]
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _level_exit(q, t, long_, order_bar, stop_level, take_level, open_, high, low, slip):
+    """(kind, price) of the exit of a long (``long_``) or short position at bar t, or kind -1 when the bar's
+    range reaches neither level. A level the open is already through (gapped: not the order bar, whose open
+    is the entry) fills at the open; inside the range the stop is assumed first. Slipped against the trade."""
+    if long_:
+        stop_hit = low[q, t] <= stop_level
+        take_hit = high[q, t] >= take_level
+    else:
+        stop_hit = high[q, t] >= stop_level
+        take_hit = low[q, t] <= take_level
+    if not (stop_hit or take_hit):
+        return -1, 0.0
+    opening = open_[q, t]
+    gapped = t != order_bar
+    if long_:
+        stop_gap = gapped and opening <= stop_level
+        take_gap = gapped and opening >= take_level
+    else:
+        stop_gap = gapped and opening >= stop_level
+        take_gap = gapped and opening <= take_level
+    is_stop = stop_gap or ((not take_gap) and stop_hit)
+    if stop_gap or take_gap:
+        level = opening
+    elif is_stop:
+        level = stop_level
+    else:
+        level = take_level
+    exit_side = -1.0 if long_ else 1.0
+    return (STOP_LOSS if is_stop else TAKE_PROFIT), level * (1.0 + exit_side * slip)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bankrupt(state, fills, nf, t, p, q, close, commission, equity, units_out, cash_out):
+    """Equity <= 0 at the close of bar t: what is held is closed at that close (kind BANKRUPT, no slippage), and
+    equity, units and cash are 0 from bar t on. Returns the fills written."""
+    if state[0] != 0.0:
+        nf = _reduce(state, fills, nf, t, p, abs(state[0]), close[q, t], BANKRUPT, commission)
+    for r in range(t, equity.shape[1]):
+        equity[p, r] = 0.0
+        units_out[p, r] = 0.0
+        cash_out[p, r] = 0.0
+    return nf
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _column_capped(p, q, open_, high, low, close, capacity, whole, targets, cash0, commission, slip, fractional,  # noqa: PLR0912, PLR0915 (one loop, as the engine's docstring states it)
+                   share, stop_loss, take_profit, stops, equity, units_out, cash_out, fills):
+    """Strategy p's bars under a volume cap (the engine's docstring): ``capacity[q, t]`` units fill per bar
+    (floored when ``whole``). An order works from its bar's open: each bar's capacity serves first what is left
+    to close (all that was held when it arrived), then, once that is complete, what is left to open, sized the
+    first time from the cash then, at that bar's slipped open; the entry is the average of the fills. What is
+    left waits for the next open until the next order cancels it. Its levels are measured from the order bar's
+    slipped open; a level reached while the order holds nothing of its own yet (no fill, or the previous
+    position still closing) is passed over; an exit cancels what is still to buy. Returns as ``_column``."""
+    n = targets.shape[1]
+    state = np.zeros(8)  # as _column's
+    state[2] = cash0
+    nf = 0
+    stop_level = np.nan
+    take_level = np.nan
+    order_bar = -1
+    armed = False  # the order in force may still exit at a level
+    working = False  # the order in force still has units to close or to open
+    to_close = 0.0
+    to_open = np.nan  # NaN: not sized yet
+    ordered = 0.0  # the direction of the order in force
+    before = 0.0
+    for t in range(n):
+        d = _direction(targets[p, t - 1]) if t > 0 else 0.0
+        if t > 0 and d != before:  # a new order: it cancels what is left of the one before
+            ordered = d
+            order_bar = t
+            to_close = abs(state[0])
+            to_open = np.nan
+            working = True
+            armed = False
+            if stops and d != 0.0:
+                entry = open_[q, t] * (1.0 + d * slip)
+                long_ = d > 0
+                stop_level = entry * (1.0 - stop_loss if long_ else 1.0 + stop_loss)
+                take_level = entry * (1.0 + take_profit if long_ else 1.0 - take_profit)
+                armed = True
+        before = d
+        if working:
+            room = capacity[q, t]
+            if whole:
+                room = np.floor(room)
+            cut = min(to_close, room)
+            if cut > 0:
+                side = 1.0 if state[0] > 0 else -1.0
+                nf = _reduce(state, fills, nf, t, p, cut, open_[q, t] * (1.0 - side * slip), ORDER, commission)
+                to_close -= cut
+                room -= cut
+            if to_close == 0 and ordered != 0.0:
+                price = open_[q, t] * (1.0 + ordered * slip)
+                if np.isnan(to_open):  # sized once the close is complete, from the cash then
+                    per_unit = price + (share * price * commission) / share
+                    budget = state[2] * share
+                    to_open = max(budget / per_unit if fractional else budget // per_unit, 0.0)
+                    state[3] = 0.0
+                    state[4] = 0.0
+                o = min(to_open, room)
+                if o > 0:
+                    held = abs(state[0])
+                    state[1] = price if held == 0 else (state[1] * held + price * o) / (held + o)
+                    state[0] += ordered * o
+                    state[3] += o * price * commission
+                    state[2] -= o * price * commission
+                    state[5] += o * price
+                    _put(fills, nf, t, p, ordered * o, price, ORDER)
+                    nf += 1
+                    to_open -= o
+        if armed and state[0] != 0.0 and not (working and to_close > 0):
+            kind, level = _level_exit(q, t, ordered > 0, order_bar, stop_level, take_level, open_, high, low, slip)
+            if kind >= 0:
+                nf = _reduce(state, fills, nf, t, p, abs(state[0]), level, kind, commission)
+                to_open = 0.0
+                armed = False
+        if working:
+            working = to_close > 0 or to_open > 0  # (NaN: nothing to open)
+        value = state[2] + state[0] * (close[q, t] - state[1])
+        if value <= 0.0:
+            nf = _bankrupt(state, fills, nf, t, p, q, close, commission, equity, units_out, cash_out)
             break
         equity[p, t] = value
         units_out[p, t] = state[0]
@@ -171,9 +285,13 @@ def _order_counts(targets):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _all(open_, high, low, close, row_of, targets, cash0, commission, slip, fractional, share, stop_loss,
-         take_profit, stops, offsets):
+def _all(open_, high, low, close, capacity, whole, row_of, targets, cash0, commission, slip, fractional, share,
+         stop_loss, take_profit, stops, offsets):
+    """Every strategy column in parallel: the capped loop when ``capacity`` has rows, else the uncapped one.
+    Strategy p's fills go to rows offsets[p]:offsets[p + 1]; ``counts`` says how many it made (with zero
+    offsets, a counting pass: nothing is written)."""
     m, n = targets.shape
+    capped = capacity.shape[0] > 0
     equity = np.empty((m, n))
     units = np.empty((m, n))
     cash = np.empty((m, n))
@@ -184,9 +302,14 @@ def _all(open_, high, low, close, row_of, targets, cash0, commission, slip, frac
     traded = np.zeros(m)
     for p in prange(m):
         block = fills[offsets[p]:offsets[p + 1]]
-        nf, tr, wn, tv = _column(np.int64(p), row_of[p], open_, high, low, close, targets, cash0, commission, slip,
-                                 fractional, share[p], stop_loss[p], take_profit[p], stops, equity, units, cash,
-                                 block)
+        if capped:
+            nf, tr, wn, tv = _column_capped(np.int64(p), row_of[p], open_, high, low, close, capacity, whole, targets,
+                                            cash0, commission, slip, fractional, share[p], stop_loss[p],
+                                            take_profit[p], stops, equity, units, cash, block)
+        else:
+            nf, tr, wn, tv = _column(np.int64(p), row_of[p], open_, high, low, close, targets, cash0, commission,
+                                     slip, fractional, share[p], stop_loss[p], take_profit[p], stops, equity, units,
+                                     cash, block)
         counts[p] = nf
         trades[p] = np.int64(tr)
         wins[p] = np.int64(wn)
@@ -194,15 +317,15 @@ def _all(open_, high, low, close, row_of, targets, cash0, commission, slip, frac
     return equity, units, cash, fills, counts, trades, wins, traded
 
 
-def _rows(values, n_bars: int, n_strats: int, name: str) -> np.ndarray:
-    """Prices as rows (one shared series, or one per strategy) x bars, contiguous: each strategy reads its own
-    row from start to end."""
+def _rows(values, n_bars: int, n_strats: int, name: str, *, zero: bool = False) -> np.ndarray:
+    """Prices (or volumes: ``zero``) as rows (one shared series, or one per strategy) x bars, contiguous: each
+    strategy reads its own row from start to end."""
     arr = np.asarray(values, dtype=float)
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.shape[0] != n_bars or arr.shape[1] not in (1, n_strats):
         raise ValueError(f"{name} prices have shape {arr.shape}; targets have {n_bars} bars x {n_strats} strategies")
-    check_prices(arr, f"{name} prices")
+    check_prices(arr, name if zero else f"{name} prices", zero=zero)
     return _owned(arr.T)
 
 
@@ -217,15 +340,8 @@ def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float
              slippage_bps: float = 0.0, high=None, low=None, stop_loss=None, take_profit=None,
              fraction=None, volume=None, volume_share: float = 0.1) -> BacktestResult:
     """``emp_core.backtest.engine.simulate``'s rules, compiled (module docstring): the same arguments and the same
-    result (its bars x strategies arrays are views of strategy-major arrays). With a volume cap it runs the
-    NumPy engine, which alone has the partial fills so far."""
+    result (its bars x strategies arrays are views of strategy-major arrays)."""
     from emp_core.backtest.engine import _entry_share, _per_strategy
-    from emp_core.backtest.engine import simulate as reference
-
-    if volume is not None:
-        return reference(open_, close, targets, cash=cash, commission=commission, fractional=fractional,
-                         slippage_bps=slippage_bps, high=high, low=low, stop_loss=stop_loss,
-                         take_profit=take_profit, fraction=fraction, volume=volume, volume_share=volume_share)
 
     targets = np.asarray(targets, dtype=float)
     if targets.ndim == 1:
@@ -240,21 +356,24 @@ def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float
         raise ValueError("stop-loss and take-profit need the bars' high and low")
     high = _rows(high, n_bars, n_strats, "high") if stops else open_
     low = _rows(low, n_bars, n_strats, "low") if stops else open_
-    shapes = {a.shape[0] for a in (open_, high, low, close)}
-    if len(shapes) > 1:  # some series shared, some per strategy: all per strategy
-        open_, high, low, close = (_owned(np.broadcast_to(a, (n_strats, n_bars)))
-                                   for a in (open_, high, low, close))
-    row_of = np.zeros(n_strats, dtype=np.int64) if open_.shape[0] == 1 else np.arange(n_strats, dtype=np.int64)
-    return _simulate_rows(open_, high, low, close, row_of, _owned(targets.T), cash, commission,
-                          slippage_bps, fractional, share, sl, tp, stops)
+    capacity = None
+    if volume is not None:
+        capacity = _rows(volume, n_bars, n_strats, "volume", zero=True) * volume_share
+    series = [open_, high, low, close] + ([] if capacity is None else [capacity])
+    if len({a.shape[0] for a in series}) > 1:  # some series shared, some per strategy: all per strategy
+        series = [_owned(np.broadcast_to(a, (n_strats, n_bars))) for a in series]
+    row_of = np.zeros(n_strats, dtype=np.int64) if series[0].shape[0] == 1 else np.arange(n_strats, dtype=np.int64)
+    return _simulate_rows(*series[:4], row_of, _owned(targets.T), cash, commission, slippage_bps, fractional, share,
+                          sl, tp, stops, None if capacity is None else series[4])
 
 
 def simulate_rows(open_, high, low, close, row_of, targets, *, cash: float = 10_000.0, commission: float = 0.0,
                   fractional: bool = False, slippage_bps: float = 0.0, stop_loss=None, take_profit=None,
-                  fraction=None) -> BacktestResult:
+                  fraction=None, volume=None, volume_share: float = 0.1) -> BacktestResult:
     """:func:`simulate` on price rows shared by many strategies: ``open_``, ``high``, ``low``, ``close`` are
     (rows x bars), ``row_of[p]`` the row strategy p trades, ``targets`` (bars x strategies). A population over
-    many instruments passes each instrument's prices once instead of a copy per strategy."""
+    many instruments passes each instrument's prices once instead of a copy per strategy. ``volume``, if
+    given, is (rows x bars) too."""
     from emp_core.backtest.engine import _entry_share, _per_strategy
 
     targets = np.asarray(targets, dtype=float)
@@ -269,20 +388,31 @@ def simulate_rows(open_, high, low, close, row_of, targets, *, cash: float = 10_
         raise ValueError("price rows must share one shape (rows x bars), with as many bars as the targets")
     for a, name in zip(rows, ("open", "high", "low", "close"), strict=True):
         check_prices(a, f"{name} prices", bars_first=False)
+    capacity = None
+    if volume is not None:
+        capacity = _owned(volume)
+        if capacity.shape != rows[0].shape:
+            raise ValueError("volume rows must have the prices' shape (rows x bars)")
+        check_prices(capacity, "volume", bars_first=False, zero=True)
+        capacity = capacity * volume_share
     if row_of.shape != (n_strats,) or (n_strats and (row_of.min() < 0 or row_of.max() >= rows[0].shape[0])):
         raise ValueError("row_of must give each strategy a row of the prices")
     return _simulate_rows(*rows, row_of, _owned(targets.T), cash, commission, slippage_bps,
-                          fractional, share, sl, tp, stops)
+                          fractional, share, sl, tp, stops, capacity)
 
 
 def _simulate_rows(open_, high, low, close, row_of, tg, cash, commission, slippage_bps, fractional, share, sl, tp,
-                   stops) -> BacktestResult:
+                   stops, capacity=None) -> BacktestResult:
     n_strats = tg.shape[0]
     offsets = np.zeros(n_strats + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(3 * _order_counts(tg) + 1)
+    args = (row_of, tg, float(cash), float(commission), slippage_bps / 1e4, bool(fractional), share, sl, tp, stops)
+    if capacity is None:  # at most a close, an open and an exit per order, and one liquidation
+        capacity = np.zeros((0, 0))
+        offsets[1:] = np.cumsum(3 * _order_counts(tg) + 1)
+    else:  # a capped order fills over any number of bars: a first pass counts the fills
+        offsets[1:] = np.cumsum(_all(open_, high, low, close, capacity, not fractional, *args, offsets)[4])
     equity, units, cash_t, fills, counts, trades, wins, traded = _all(
-        open_, high, low, close, row_of, tg, float(cash), float(commission), slippage_bps / 1e4, bool(fractional),
-        share, sl, tp, stops, offsets)
+        open_, high, low, close, capacity, not fractional, *args, offsets)
     before = np.cumsum(counts) - counts  # each strategy's first fill in the gathered table
     keep = np.arange(counts.sum()) + np.repeat(offsets[:-1] - before, counts)
     table = fills[keep]

@@ -1,17 +1,21 @@
-"""Backtest throughput: 100 SMA-crossover pairs on GOOG, our batched engine against backtesting.py (and vectorbt).
+"""Backtest throughput: our compiled kernel beside our NumPy engine (the reference), backtesting.py and vectorbt.
 
-    .venv/bin/python benchmarks/bench_backtest.py [--repeat 5] [--reference-runs 100]
+    .venv/bin/python benchmarks/bench_backtest.py [--repeat 7] [--reference-runs 100]
 
-Same data for all: the GOOG daily file that ships with backtesting.py (2148 bars).
-Grid: fast 5..50 step 5 x slow 60..150 step 10, long/short, commission 0.002, cash 10,000.
+1. 100 SMA-crossover pairs on GOOG, the daily file that ships with backtesting.py (2148 bars). Grid: fast
+   5..50 step 5 x slow 60..150 step 10, long/short, commission 0.002, cash 10,000. Timed with the signals:
+   (a) ours: targets for all 100 pairs and one ``simulate`` call over the 100 columns, on the compiled kernel
+       (``emp_core.backtest.kernel``) and on the NumPy engine; best of --repeat, and the kernel's first call;
+   (b) backtesting.py ``Backtest.run`` in a loop (test-only reference, AGPL);
+   (c) vectorbt ``Portfolio.from_signals`` with 100 columns (``benchmarks/vectorbt_grid.py``), in
+       ``.venv-vectorbt`` (``make bench`` creates it from requirements/vectorbt-bench.txt: vectorbt 1.2
+       requires pandas >= 3, which the pinned stack excludes). Warm best of --repeat.
+2. One SMA(50, 200) strategy over 1,000,000 hourly bars, targets given: the kernel, the NumPy engine's
+   one-strategy path and vectorbt's single-column ``from_signals`` on the same bars and targets (the engines'
+   own cost, signals excluded), commission 0.0005.
 
-(a) ours: targets for all 100 pairs and one ``simulate`` call over the 100 columns; best of --repeat.
-(b) backtesting.py ``Backtest.run`` in a loop (test-only reference, AGPL).
-(c) vectorbt ``Portfolio.from_signals`` with 100 columns (``benchmarks/vectorbt_grid.py``), run in
-    ``.venv-vectorbt`` (``make bench`` creates it from requirements/vectorbt-bench.txt): vectorbt 1.2
-    requires pandas >= 3, which the pinned stack (pandas 2.3.3) excludes. Warm best of --repeat, and its
-    first call (numba compilation) on its own.
-All final equities of (a), (b) and (c) are compared. Then one strategy over 1M synthetic bars (bars/s).
+Every final equity is compared between engines. The last line is JSON: the ratios (how many times faster
+ours is), the kernel's 1M-bar throughput and whether every comparison agreed.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emp_core.backtest import simulate
+from emp_core.backtest import engine, kernel
 from emp_core.backtest.strategies import sma_cross
 from emp_core.market_data.sources import generate_bars
 
@@ -37,75 +41,118 @@ sys.path.insert(0, str(ROOT))
 from tests.backtesting_reference import GOOG, reference  # noqa: E402
 
 PAIRS = [(f, s) for f in range(5, 55, 5) for s in range(60, 160, 10)]
+VBT_PYTHON = ROOT / ".venv-vectorbt" / "bin" / "python"
+TOLERANCE = 1e-6  # final equities agree to a millionth of a dollar
 
 
-def ours(open_, close, repeat):
-    times = []
-    for _ in range(repeat):
+def timed(fn, repeat: int):
+    """(the last result, best seconds, first call's seconds)."""
+    times, result = [], None
+    for _ in range(repeat + 1):
         t0 = time.perf_counter()
-        result = simulate(open_, close, sma_cross(close, PAIRS), cash=10_000, commission=0.002)
+        result = fn()
         times.append(time.perf_counter() - t0)
-    return result, min(times), times[0]
+    return result, min(times[1:]), times[0]
 
 
-def reference_loop(runs):
-    finals = []
+def vectorbt(payload: dict, args: list[str]) -> dict | None:
+    if not VBT_PYTHON.exists():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        inp, out = Path(tmp) / "in.npz", Path(tmp) / "out.json"
+        np.savez(inp, **payload)
+        subprocess.run([str(VBT_PYTHON), str(ROOT / "benchmarks" / "vectorbt_grid.py"), str(inp), str(out), *args],
+                       check=True)
+        return json.loads(out.read_text())
+
+
+def agree(name: str, a, b) -> bool:
+    worst = float(np.max(np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))))
+    ok = worst < TOLERANCE
+    print(f"    final equities, {name}: max |difference| = {worst:.2e} ({'agree' if ok else 'DISAGREE'})")
+    return ok
+
+
+def grid(repeat: int, reference_runs: int) -> tuple[dict, list[bool]]:
+    open_, close = GOOG.Open.to_numpy(), GOOG.Close.to_numpy()
+    print(f"1. GOOG {len(close)} bars, {len(PAIRS)} SMA pairs, long/short, commission 0.002 (signals included)")
+    runs = {}
+    for name, simulate in (("kernel", kernel.simulate), ("numpy", engine.simulate)):
+        runs[name] = timed(lambda s=simulate: s(open_, close, sma_cross(close, PAIRS), cash=10_000, commission=0.002),
+                           repeat)
+        _result, best, first = runs[name]
+        print(f"(a) ours, {name}: best {best * 1e3:.2f} ms (first call {first * 1e3:.1f} ms) = "
+              f"{len(PAIRS) / best:,.0f} evaluations/s")
+    ours, best = runs["kernel"][0], runs["kernel"][1]
+    checks = [agree("kernel vs NumPy engine", ours.final_equity, runs["numpy"][0].final_equity)]
     t0 = time.perf_counter()
-    for fast, slow in PAIRS[:runs]:
-        finals.append(reference(fast, slow)["Equity Final [$]"])
-    return np.array(finals), time.perf_counter() - t0
+    finals = np.array([reference(f, s)["Equity Final [$]"] for f, s in PAIRS[:reference_runs]])
+    ref_time = time.perf_counter() - t0
+    n = len(finals)
+    print(f"(b) backtesting.py loop: {n} runs in {ref_time:.1f} s = {n / ref_time:,.1f} evaluations/s")
+    checks.append(agree(f"kernel vs backtesting.py over {n}", ours.final_equity[:n], finals))
+    out = {"vs_backtesting_py": (len(PAIRS) / best) / (n / ref_time), "vs_numpy": runs["numpy"][1] / best,
+           "kernel_first_call_s": runs["kernel"][2]}
+    v = vectorbt({"open": open_, "close": close, "fast": np.array([f for f, _ in PAIRS]),
+                  "slow": np.array([s for _, s in PAIRS])}, ["--repeat", str(repeat)])
+    if v is None:
+        print("(c) vectorbt: `make bench` creates .venv-vectorbt (vectorbt 1.2 needs pandas >= 3, which the pinned "
+              "stack excludes, so it lives in its own environment)")
+        out["vs_vectorbt"] = None
+    else:
+        print(f"(c) vectorbt {v['version']} from_signals, 100 columns: warm best {v['best'] * 1e3:.1f} ms = "
+              f"{len(PAIRS) / v['best']:,.0f} evaluations/s; first call (numba compile) {v['first_call']:.1f} s")
+        checks.append(agree("kernel vs vectorbt", ours.final_equity, v["final_equity"]))
+        out["vs_vectorbt"] = v["best"] / best
+    print(f"    kernel: {out['vs_numpy']:.1f}x the NumPy engine, {out['vs_backtesting_py']:,.0f}x backtesting.py, "
+          + (f"{out['vs_vectorbt']:.1f}x vectorbt warm" if out["vs_vectorbt"] else "vectorbt not run")
+          + " (targets: 10x vectorbt, 1,000x backtesting.py)")
+    return out, checks
+
+
+def million(repeat: int) -> tuple[dict, list[bool]]:
+    # 1M hourly bars: four synthetic symbols of 250k bars each, rescaled to start at 100 and chained
+    bars = generate_bars(4, datetime(1990, 1, 1), datetime(2030, 1, 1), interval="1h", seed=3)
+    groups = [g for _, g in bars.group_by("symbol", maintain_order=True)]
+    o1, c1 = (np.concatenate([g.get_column(k).to_numpy() * 100 / g.get_column("open")[0] for g in groups])[:1_000_000]
+              for k in ("open", "close"))
+    tg = sma_cross(c1, [(50, 200)])
+    n = len(c1)
+    print(f"\n2. one SMA(50, 200) strategy over {n:,} bars, targets given, commission 0.0005")
+    runs = {name: timed(lambda s=simulate: s(o1, c1, tg, cash=10_000, commission=0.0005), repeat)
+            for name, simulate in (("kernel", kernel.simulate), ("numpy", engine.simulate))}
+    ours, best = runs["kernel"][0], runs["kernel"][1]
+    for name, (result, b, _) in runs.items():
+        print(f"    ours, {name}: best {b * 1e3:.1f} ms = {n / b / 1e6:.1f}M bars/s ({int(result.trades[0]):,} trades)")
+    checks = [agree("kernel vs NumPy engine", ours.final_equity, runs["numpy"][0].final_equity)]
+    out = {"bars_per_s_1m": n / best, "vs_numpy_1m": runs["numpy"][1] / best}
+    v = vectorbt({"open": o1, "close": c1, "targets": tg[:, 0], "fees": 0.0005}, ["--single", "--repeat", str(repeat)])
+    if v is None:
+        out["vs_vectorbt_1m"] = None
+    else:
+        print(f"    vectorbt {v['version']} from_signals, one column: warm best {v['best'] * 1e3:.1f} ms = "
+              f"{n / v['best'] / 1e6:.1f}M bars/s ({v['trades']:,} trades)")
+        checks.append(agree("kernel vs vectorbt", ours.final_equity, [v["final_equity"]]))
+        out["vs_vectorbt_1m"] = v["best"] / best
+    print(f"    kernel: {out['vs_numpy_1m']:.1f}x the NumPy engine (target 5x), "
+          + (f"{out['vs_vectorbt_1m']:.1f}x vectorbt (target 10x)" if out["vs_vectorbt_1m"] else "vectorbt not run"))
+    return out, checks
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--reference-runs", type=int, default=100)
     args = parser.parse_args()
-    open_, close = GOOG.Open.to_numpy(), GOOG.Close.to_numpy()
-    result, best, first = ours(open_, close, args.repeat)
-    print(f"GOOG {len(close)} bars, {len(PAIRS)} SMA pairs, long/short, commission 0.002")
-    print(f"(a) ours batched: best {best * 1e3:.1f} ms (first call {first * 1e3:.1f} ms) = "
-          f"{len(PAIRS) / best:,.0f} evaluations/s")
-    finals, ref_time = reference_loop(args.reference_runs)
-    n = len(finals)
-    print(f"\n(b) backtesting.py loop: {n} runs in {ref_time:.1f} s = {n / ref_time:,.1f} evaluations/s")
-    worst = float(np.max(np.abs(finals - result.final_equity[:n])))
-    print(f"    final equities of (a) and (b): max |difference| = {worst:.2e} over {n} strategies "
-          f"({'agree' if worst < 1e-6 else 'DISAGREE'})")
-    print(f"    ratio (a) / (b): {(len(PAIRS) / best) / (n / ref_time):,.0f}x (target >= 100x)")
-    vbt_python = ROOT / ".venv-vectorbt" / "bin" / "python"
-    if vbt_python.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            inp, out = Path(tmp) / "grid.npz", Path(tmp) / "out.json"
-            np.savez(inp, open=open_, close=close, fast=np.array([f for f, _ in PAIRS]),
-                     slow=np.array([s for _, s in PAIRS]))
-            subprocess.run([str(vbt_python), str(ROOT / "benchmarks" / "vectorbt_grid.py"), str(inp), str(out),
-                            "--repeat", str(args.repeat)], check=True)
-            v = json.loads(out.read_text())
-        diff = float(np.max(np.abs(np.array(v["final_equity"]) - result.final_equity)))
-        print(f"(c) vectorbt {v['version']} from_signals, 100 columns (signals included): warm best "
-              f"{v['best'] * 1e3:.1f} ms = {len(PAIRS) / v['best']:,.0f} evaluations/s; first call (numba compile) "
-              f"{v['first_call']:.1f} s")
-        print(f"    final equities of (a) and (c): max |difference| = {diff:.2e} over {len(PAIRS)} strategies "
-              f"({'agree' if diff < 1e-6 else 'DISAGREE'})")
-        print(f"    ratio (a) / (c) warm: {v['best'] / best:.1f}x (target >= 2x); our first call {first * 1e3:.0f} ms")
-    else:
-        print("(c) vectorbt: run `make bench` to create .venv-vectorbt (vectorbt 1.2 needs pandas >= 3, which the "
-              "pinned stack excludes, so it lives in its own environment)")
-
-    # 1M hourly bars: four synthetic symbols of 250k bars each, chained into one long series.
-    bars = generate_bars(4, datetime(1990, 1, 1), datetime(2030, 1, 1), interval="1h", seed=3)
-    o1 = np.concatenate([g.get_column("open").to_numpy() * 100 / g.get_column("open")[0]
-                         for _, g in bars.group_by("symbol", maintain_order=True)])[:1_000_000]
-    c1 = np.concatenate([g.get_column("close").to_numpy() * 100 / g.get_column("open")[0]
-                         for _, g in bars.group_by("symbol", maintain_order=True)])[:1_000_000]
-    times = []
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        one = simulate(o1, c1, sma_cross(c1, [(50, 200)]), cash=10_000, commission=0.0005)
-        times.append(time.perf_counter() - t0)
-    print(f"one strategy over {len(c1):,} bars ({int(one.trades[0]):,} trades): best {min(times) * 1e3:.1f} ms = "
-          f"{len(c1) / min(times) / 1e6:.1f}M bars/s (target > 20M)")
+    t0 = time.perf_counter()
+    kernel.warm()  # loads the cached compilation (make's install step built it)
+    print(f"kernel loaded from numba's cache in {time.perf_counter() - t0:.2f} s")
+    a, checks_a = grid(args.repeat, args.reference_runs)
+    b, checks_b = million(args.repeat)
+    print(json.dumps({"vs_vectorbt": a["vs_vectorbt"], "vs_backtesting_py": a["vs_backtesting_py"],
+                      "vs_vectorbt_1m": b["vs_vectorbt_1m"], "bars_per_s_1m": b["bars_per_s_1m"],
+                      "vs_numpy": a["vs_numpy"], "vs_numpy_1m": b["vs_numpy_1m"],
+                      "kernel_first_call_s": a["kernel_first_call_s"], "equal": all(checks_a + checks_b)}))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
 """Run the SMA grid with vectorbt: called by bench_backtest.py inside .venv-vectorbt (pandas >= 3).
 
     .venv-vectorbt/bin/python benchmarks/vectorbt_grid.py IN.npz OUT.json [--repeat 5]
+    .venv-vectorbt/bin/python benchmarks/vectorbt_grid.py IN.npz OUT.json --single [--repeat 5]
 
-IN.npz holds open, close, fast, slow (one pair per column). The crossover signals are computed here
+Grid: IN.npz holds open, close, fast, slow (one pair per column). The crossover signals are computed here
 the same way as in emp_core (strict cross of the two SMAs at the close of t) and shifted one bar, so
 orders execute at the next open (``price=open``), whole units, commission 0.002 on entry and exit,
-reversing on the opposite signal.
+reversing on the opposite signal. Timed with the signals.
+
+--single: IN.npz holds open, close, targets (one column, -1/0/+1 at each close) and fees. The targets
+become entries and exits at the next open; only ``from_signals`` and the final value are timed, the
+engine's own cost, beside ours given the same targets.
 """
 
 import argparse
@@ -41,13 +46,50 @@ def run(open_, close, long_entries, short_entries):
                                       upon_opposite_entry="reverse", freq="1D")
 
 
+def single_signals(targets: np.ndarray):
+    """Entries and exits at each bar's open from the direction wanted at the close before."""
+    ordered = np.zeros_like(targets)
+    ordered[1:] = targets[:-1]
+    before = np.zeros_like(ordered)
+    before[1:] = ordered[:-1]
+    change = ordered != before
+    flat = change & (ordered == 0)  # a reversal is an opposite entry (upon_opposite_entry="reverse"), not an exit
+    return change & (ordered > 0), flat & (before > 0), change & (ordered < 0), flat & (before < 0)
+
+
+def single(d, repeat: int) -> dict:
+    le, lx, se, sx = single_signals(d["targets"])
+
+    def run():
+        pf = vbt.Portfolio.from_signals(d["close"], entries=le, exits=lx, short_entries=se, short_exits=sx,
+                                        price=d["open"], fees=float(d["fees"]), init_cash=10_000.0, size=np.inf,
+                                        size_granularity=1.0, upon_opposite_entry="reverse", freq="1h")
+        return float(pf.final_value()), int(pf.trades.count())
+
+    t0 = time.perf_counter()
+    final, trades = run()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return {"first_call": first, "best": min(times), "final_equity": final, "trades": trades,
+            "version": vbt.__version__}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("inp")
     p.add_argument("out")
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--single", action="store_true")
     a = p.parse_args()
     d = np.load(a.inp)
+    if a.single:
+        with open(a.out, "w") as fh:
+            json.dump(single(d, a.repeat), fh)
+        return
     t0 = time.perf_counter()
     le, se = signals(d["close"], d["fast"], d["slow"])
     pf = run(d["open"], d["close"], le, se)

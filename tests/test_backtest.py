@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from emp_core.backtest import metrics, simulate
-from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT
+from emp_core.backtest import metrics
+from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT, simulate
 from emp_core.backtest.strategies import sma, sma_cross
 from tests.support import SHIPPED
 

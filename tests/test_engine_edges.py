@@ -11,8 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from emp_core.backtest import simulate
-from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT
+from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT, simulate
 
 pytestmark = pytest.mark.usefixtures("both_engines")  # every test on the NumPy engine and the kernel
 

@@ -61,8 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from emp_core.backtest import BacktestResult, simulate
-from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT
+from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT, BacktestResult, simulate
 
 pytestmark = pytest.mark.usefixtures("both_engines")  # every test on the NumPy engine and the kernel
 

@@ -273,3 +273,27 @@ def test_a_universe_with_a_repeated_or_unsorted_timestamp_is_refused():
     with pytest.raises(ValueError, match=r"XYZ: bar timestamps must be strictly increasing; bar 2"):
         Universe(("XYZ",), {"XYZ": ts}, {"XYZ": ohlc}, {"XYZ": {}})
     Universe(("XYZ",), {"XYZ": np.unique(ts)}, {"XYZ": ohlc}, {"XYZ": {}})
+
+
+@pytest.mark.parametrize("seed", [0, 3, 5])
+def test_without_curves_the_final_state_and_fills_are_the_same(seed):
+    """curves=False keeps the last bar's equity, units and cash only: the engine's final values, trades and
+    fills, on books that stop out, go bankrupt and (seed 3) fill under a volume cap."""
+    rng = np.random.default_rng(seed)
+    open_, high, low, close = market(rng, 300, 5, per_column=True, vol=0.05)
+    tg = targets(rng, 300, 5)
+    close[200:, 0] *= 10.0  # strategy 0 is short there (forced below), without a stop: bankrupt
+    tg[:, 0] = -1.0
+    kw = {"high": np.maximum(high, close), "low": np.minimum(low, close), "stop_loss": [np.nan, .05, .05, .1, .1],
+          "commission": 0.001}
+    if seed == 3:
+        kw["volume"] = rng.uniform(0, 2_000, close.shape)
+    full = kernel.simulate(open_, close, tg, **kw)
+    final = kernel.simulate(open_, close, tg, curves=False, **kw)
+    assert final.equity.shape == final.units.shape == final.cash.shape == (1, 5)
+    for name in ("equity", "units", "cash"):
+        np.testing.assert_array_equal(getattr(final, name)[0], getattr(full, name)[-1], err_msg=name)
+    for name in ("trades", "wins", "traded_value", "fills"):
+        np.testing.assert_array_equal(getattr(final, name), getattr(full, name), err_msg=name)
+    assert full.equity[-1, 0] == 0.0 and (full.fills[:, 4] == engine.BANKRUPT).any()
+    np.testing.assert_allclose(final.equity[0], engine.simulate(open_, close, tg, **kw).equity[-1], rtol=1e-9)

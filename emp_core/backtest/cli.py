@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from emp_core.backtest.engine import simulate
+from emp_core.backtest.kernel import simulate
 from emp_core.backtest.metrics import metrics
 from emp_core.backtest.strategies import sma_cross
 from emp_core.clock import utcnow

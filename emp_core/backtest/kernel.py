@@ -75,8 +75,10 @@ def _direction(target):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _column(p, q, open_, high, low, close, targets, cash0, commission, slip, fractional, share, stop_loss,  # noqa: PLR0915 (one loop, as the engine's docstring states it)
-            take_profit, stops, equity, units_out, cash_out, fills):
-    """Strategy p's bars (module docstring), on price row q; returns (fills written, trades, wins, traded)."""
+            take_profit, stops, equity, units_out, cash_out, row, stride, fills):
+    """Strategy p's bars (module docstring), on price row q; returns (fills written, trades, wins, traded). Each
+    bar's close writes equity, units and cash at [row, t * stride]: every bar (stride 1), or only the last one
+    stays (stride 0: the final state, without per-bar curves)."""
     n = targets.shape[1]
     state = np.zeros(8)  # units, entry, cash, entry_commission, trade_pnl, traded, trades, wins
     state[2] = cash0
@@ -130,11 +132,11 @@ def _column(p, q, open_, high, low, close, targets, cash0, commission, slip, fra
                 exit_open = False
         value = state[2] + state[0] * (close[q, t] - state[1])
         if value <= 0.0:
-            nf = _bankrupt(state, fills, nf, t, p, q, close, commission, equity, units_out, cash_out)
+            nf = _bankrupt(state, fills, nf, t, p, q, close, commission, equity, units_out, cash_out, row, stride)
             break
-        equity[p, t] = value  # (written here, not in a helper: a helper for the close halves the loop's speed)
-        units_out[p, t] = state[0]
-        cash_out[p, t] = state[2]
+        equity[row, t * stride] = value  # (written here, not in a helper: a helper for the close halves the speed)
+        units_out[row, t * stride] = state[0]
+        cash_out[row, t * stride] = state[2]
     return nf, state[6], state[7], state[5]
 
 
@@ -171,21 +173,21 @@ def _level_exit(q, t, long_, order_bar, stop_level, take_level, open_, high, low
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _bankrupt(state, fills, nf, t, p, q, close, commission, equity, units_out, cash_out):
+def _bankrupt(state, fills, nf, t, p, q, close, commission, equity, units_out, cash_out, row, stride):
     """Equity <= 0 at the close of bar t: what is held is closed at that close (kind BANKRUPT, no slippage), and
     equity, units and cash are 0 from bar t on. Returns the fills written."""
     if state[0] != 0.0:
         nf = _reduce(state, fills, nf, t, p, abs(state[0]), close[q, t], BANKRUPT, commission)
-    for r in range(t, equity.shape[1]):
-        equity[p, r] = 0.0
-        units_out[p, r] = 0.0
-        cash_out[p, r] = 0.0
+    for r in range(t, equity.shape[1] if stride else t + 1):
+        equity[row, r * stride] = 0.0
+        units_out[row, r * stride] = 0.0
+        cash_out[row, r * stride] = 0.0
     return nf
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _column_capped(p, q, open_, high, low, close, capacity, whole, targets, cash0, commission, slip, fractional,  # noqa: PLR0912, PLR0915 (one loop, as the engine's docstring states it)
-                   share, stop_loss, take_profit, stops, equity, units_out, cash_out, fills):
+                   share, stop_loss, take_profit, stops, equity, units_out, cash_out, row, stride, fills):
     """Strategy p's bars under a volume cap (the engine's docstring): ``capacity[q, t]`` units fill per bar
     (floored when ``whole``). An order works from its bar's open: each bar's capacity serves first what is left
     to close (all that was held when it arrived), then, once that is complete, what is left to open, sized the
@@ -261,11 +263,11 @@ def _column_capped(p, q, open_, high, low, close, capacity, whole, targets, cash
             working = to_close > 0 or to_open > 0  # (NaN: nothing to open)
         value = state[2] + state[0] * (close[q, t] - state[1])
         if value <= 0.0:
-            nf = _bankrupt(state, fills, nf, t, p, q, close, commission, equity, units_out, cash_out)
+            nf = _bankrupt(state, fills, nf, t, p, q, close, commission, equity, units_out, cash_out, row, stride)
             break
-        equity[p, t] = value
-        units_out[p, t] = state[0]
-        cash_out[p, t] = state[2]
+        equity[row, t * stride] = value
+        units_out[row, t * stride] = state[0]
+        cash_out[row, t * stride] = state[2]
     return nf, state[6], state[7], state[5]
 
 
@@ -286,15 +288,17 @@ def _order_counts(targets):
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _all(open_, high, low, close, capacity, whole, row_of, targets, cash0, commission, slip, fractional, share,
-         stop_loss, take_profit, stops, offsets):
+         stop_loss, take_profit, stops, offsets, curves):
     """Every strategy column in parallel: the capped loop when ``capacity`` has rows, else the uncapped one.
     Strategy p's fills go to rows offsets[p]:offsets[p + 1]; ``counts`` says how many it made (with zero
-    offsets, a counting pass: nothing is written)."""
+    offsets, a counting pass: nothing is written). Equity, units and cash at every bar (``curves``), or at the
+    last bar only."""
     m, n = targets.shape
     capped = capacity.shape[0] > 0
-    equity = np.empty((m, n))
-    units = np.empty((m, n))
-    cash = np.empty((m, n))
+    width, stride = (n, 1) if curves else (1, 0)
+    equity = np.empty((m, width))
+    units = np.empty((m, width))
+    cash = np.empty((m, width))
     fills = np.empty((offsets[-1], FILL_COLUMNS))
     counts = np.zeros(m, dtype=np.int64)
     trades = np.zeros(m, dtype=np.int64)
@@ -305,11 +309,11 @@ def _all(open_, high, low, close, capacity, whole, row_of, targets, cash0, commi
         if capped:
             nf, tr, wn, tv = _column_capped(np.int64(p), row_of[p], open_, high, low, close, capacity, whole, targets,
                                             cash0, commission, slip, fractional, share[p], stop_loss[p],
-                                            take_profit[p], stops, equity, units, cash, block)
+                                            take_profit[p], stops, equity, units, cash, np.int64(p), stride, block)
         else:
             nf, tr, wn, tv = _column(np.int64(p), row_of[p], open_, high, low, close, targets, cash0, commission,
                                      slip, fractional, share[p], stop_loss[p], take_profit[p], stops, equity, units,
-                                     cash, block)
+                                     cash, np.int64(p), stride, block)
         counts[p] = nf
         trades[p] = np.int64(tr)
         wins[p] = np.int64(wn)
@@ -338,9 +342,12 @@ def _owned(arr, dtype=float) -> np.ndarray:
 
 def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float = 0.0, fractional: bool = False,
              slippage_bps: float = 0.0, high=None, low=None, stop_loss=None, take_profit=None,
-             fraction=None, volume=None, volume_share: float = 0.1) -> BacktestResult:
+             fraction=None, volume=None, volume_share: float = 0.1, curves: bool = True) -> BacktestResult:
     """``emp_core.backtest.engine.simulate``'s rules, compiled (module docstring): the same arguments and the same
-    result (its bars x strategies arrays are views of strategy-major arrays)."""
+    result (its bars x strategies arrays are views of strategy-major arrays). ``curves=False``: equity, units
+    and cash hold the last bar only (1 x strategies), the same final values and fills without the per-bar
+    curves, for a search that ranks final results (writing three curves per strategy costs more than the
+    loop that computes them)."""
     from emp_core.backtest.engine import _entry_share, _per_strategy
 
     targets = np.asarray(targets, dtype=float)
@@ -364,12 +371,12 @@ def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float
         series = [_owned(np.broadcast_to(a, (n_strats, n_bars))) for a in series]
     row_of = np.zeros(n_strats, dtype=np.int64) if series[0].shape[0] == 1 else np.arange(n_strats, dtype=np.int64)
     return _simulate_rows(*series[:4], row_of, _owned(targets.T), cash, commission, slippage_bps, fractional, share,
-                          sl, tp, stops, None if capacity is None else series[4])
+                          sl, tp, stops, None if capacity is None else series[4], curves)
 
 
 def simulate_rows(open_, high, low, close, row_of, targets, *, cash: float = 10_000.0, commission: float = 0.0,
                   fractional: bool = False, slippage_bps: float = 0.0, stop_loss=None, take_profit=None,
-                  fraction=None, volume=None, volume_share: float = 0.1) -> BacktestResult:
+                  fraction=None, volume=None, volume_share: float = 0.1, curves: bool = True) -> BacktestResult:
     """:func:`simulate` on price rows shared by many strategies: ``open_``, ``high``, ``low``, ``close`` are
     (rows x bars), ``row_of[p]`` the row strategy p trades, ``targets`` (bars x strategies). A population over
     many instruments passes each instrument's prices once instead of a copy per strategy. ``volume``, if
@@ -398,11 +405,11 @@ def simulate_rows(open_, high, low, close, row_of, targets, *, cash: float = 10_
     if row_of.shape != (n_strats,) or (n_strats and (row_of.min() < 0 or row_of.max() >= rows[0].shape[0])):
         raise ValueError("row_of must give each strategy a row of the prices")
     return _simulate_rows(*rows, row_of, _owned(targets.T), cash, commission, slippage_bps,
-                          fractional, share, sl, tp, stops, capacity)
+                          fractional, share, sl, tp, stops, capacity, curves)
 
 
 def _simulate_rows(open_, high, low, close, row_of, tg, cash, commission, slippage_bps, fractional, share, sl, tp,
-                   stops, capacity=None) -> BacktestResult:
+                   stops, capacity=None, curves=True) -> BacktestResult:
     n_strats = tg.shape[0]
     offsets = np.zeros(n_strats + 1, dtype=np.int64)
     args = (row_of, tg, float(cash), float(commission), slippage_bps / 1e4, bool(fractional), share, sl, tp, stops)
@@ -410,9 +417,9 @@ def _simulate_rows(open_, high, low, close, row_of, tg, cash, commission, slippa
         capacity = np.zeros((0, 0))
         offsets[1:] = np.cumsum(3 * _order_counts(tg) + 1)
     else:  # a capped order fills over any number of bars: a first pass counts the fills
-        offsets[1:] = np.cumsum(_all(open_, high, low, close, capacity, not fractional, *args, offsets)[4])
+        offsets[1:] = np.cumsum(_all(open_, high, low, close, capacity, not fractional, *args, offsets, False)[4])
     equity, units, cash_t, fills, counts, trades, wins, traded = _all(
-        open_, high, low, close, capacity, not fractional, *args, offsets)
+        open_, high, low, close, capacity, not fractional, *args, offsets, bool(curves))
     before = np.cumsum(counts) - counts  # each strategy's first fill in the gathered table
     keep = np.arange(counts.sum()) + np.repeat(offsets[:-1] - before, counts)
     table = fills[keep]
@@ -430,8 +437,14 @@ def warm() -> float:
     t0 = time.perf_counter()
     bars = np.linspace(100.0, 101.0, 8)
     for kw in ({}, {"high": bars * 1.01, "low": bars * 0.99, "stop_loss": 0.05}):
-        result = simulate(bars, bars, np.tile([[0.0], [1.0], [1.0], [-1.0], [0.0], [1.0], [1.0], [0.0]], 2), **kw)
-    portfolio_sums(result, 1, np.tile(np.arange(8, dtype=np.int64), (2, 1)), np.array([8, 8], dtype=np.int64), 8)
+        for curves in (True, False):
+            simulate(bars, bars, np.tile([[0.0], [1.0], [1.0], [-1.0], [0.0], [1.0], [1.0], [0.0]], 2), curves=curves,
+                     **kw)
+    rows = np.tile(bars, (2, 1))
+    portfolio_fitness(rows, rows * 1.01, rows * 0.99, rows, np.tile([0.0, 1.0, 1.0, -1.0, 0.0, 1.0, 1.0, 0.0], (2, 1)),
+                      1, np.tile(np.arange(8, dtype=np.int64), (2, 1)), np.array([8, 8], dtype=np.int64), 8,
+                      stop_loss=0.05)
+    sma_cross(bars, [(2, 3)])
     from emp_core.evolution.genome import CATALOGUE, DIMENSIONS
 
     signal = np.sin(np.arange(8.0))
@@ -503,27 +516,115 @@ def genome_targets(features: dict[str, np.ndarray], genomes, rules: tuple[np.nda
     return out
 
 
-# ------------------------------------------------------------------------------------ the portfolio's sums
+# ------------------------------------------------------------------------------- the portfolio's fitness
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _portfolio(equity, n_genomes, positions, lengths, n_ts):
-    """Per genome (in parallel), the sum over symbols, in symbol order, of each bar's return E_t / E_(t-1) - 1
-    (0 once bankrupt) at its timestamp's position: ``emp_core.evolution.fitness``'s equal-weight portfolio sums,
-    in the same order, so the same floats. ``equity``: strategies x bars, column j x n_genomes + g for symbol j
-    and genome g; ``positions``: symbols x bars, each bar's timestamp position."""
+def _fitness(open_, high, low, close, targets, n_genomes, positions, lengths, n_ts, cash0, commission, slip,
+             fractional, share, stop_loss, take_profit, stops, bounds):
+    """Per genome (in parallel), its column on each symbol in symbol order (column j x n_genomes + g, on price
+    row j), each reduced as it ends to what the equal-weight portfolio needs: its bar returns E_t / E_(t-1) - 1
+    (0 once bankrupt) added at their timestamps' positions, its fill turnover (the sum over fills of |units| x
+    price / the equity at the close before) and its trades. The equity row, units and cash are one scratch
+    row per genome, reused symbol after symbol: no curve is kept. Sums run in the order of
+    ``emp_core.evolution.fitness``'s NumPy path (symbols in order, fills in order): the same floats.
+    ``bounds[g]``: the most fills one of the genome's columns can make."""
+    n = targets.shape[1]
     total = np.zeros((n_genomes, n_ts))
+    turnover = np.zeros(n_genomes)
+    trades = np.zeros(n_genomes, dtype=np.int64)
     for g in prange(n_genomes):
+        equity = np.empty((1, n))
+        units = np.empty((1, n))
+        cash = np.empty((1, n))
+        fills = np.empty((bounds[g], FILL_COLUMNS))
         for j in range(lengths.shape[0]):
             p = j * n_genomes + g
+            nf, tr, _, _ = _column(np.int64(p), np.int64(j), open_, high, low, close, targets, cash0, commission,
+                                   slip, fractional, share[p], stop_loss[p], take_profit[p], stops, equity, units,
+                                   cash, np.int64(0), np.int64(1), fills)
             for t in range(1, lengths[j]):
-                before = equity[p, t - 1]
-                total[g, positions[j, t]] += equity[p, t] / before - 1.0 if before > 0 else 0.0
-    return total
+                before = equity[0, t - 1]
+                total[g, positions[j, t]] += equity[0, t] / before - 1.0 if before > 0 else 0.0
+            column_turnover = 0.0
+            for f in range(nf):
+                column_turnover += abs(fills[f, 2]) * fills[f, 3] / equity[0, np.int64(fills[f, 0]) - 1]
+            turnover[g] += column_turnover
+            trades[g] += np.int64(tr)
+    return total, turnover, trades
 
 
-def portfolio_sums(result: BacktestResult, n_genomes: int, positions: np.ndarray, lengths: np.ndarray,
-                   n_ts: int) -> np.ndarray:
-    """The equal-weight portfolio's summed bar returns (timestamps x genomes) of a kernel run over symbols x
-    genomes columns (``_portfolio``), read from the kernel's own strategy-major equity."""
-    return _portfolio(np.ascontiguousarray(result.equity.T), n_genomes, positions, lengths, n_ts).T
+def portfolio_fitness(open_, high, low, close, targets, n_genomes: int, positions: np.ndarray, lengths: np.ndarray,
+                      n_ts: int, *, cash: float = 1.0, commission: float = 0.0, fractional: bool = True,
+                      slippage_bps: float = 0.0, stop_loss=None, take_profit=None, fraction=None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A population on a chunk of symbols, reduced in the kernel to the equal-weight portfolio's sums (``_fitness``):
+    (summed bar returns, timestamps x genomes; fill turnover per genome; trades per genome).
+
+    ``open_`` .. ``close``: one row per symbol (symbols x bars, padded to one length); ``targets``: strategy-major
+    (symbols x genomes columns, bars), column j x n_genomes + g for symbol j and genome g; ``positions``: each
+    symbol's bars' timestamp positions (symbols x bars), ``lengths`` its real bars; ``stop_loss``,
+    ``take_profit``, ``fraction``: per column, as :func:`simulate` takes them."""
+    from emp_core.backtest.engine import _entry_share, _per_strategy
+
+    rows = [_owned(a) for a in (open_, high, low, close)]
+    tg = _owned(targets)
+    m = tg.shape[0]
+    if m != rows[0].shape[0] * n_genomes or any(a.shape != (rows[0].shape[0], tg.shape[1]) for a in rows):
+        raise ValueError("targets must be (symbols x genomes, bars) over price rows (symbols, bars)")
+    for a, name in zip(rows, ("open", "high", "low", "close"), strict=True):
+        check_prices(a, f"{name} prices", bars_first=False)
+    share = _entry_share(fraction, m)
+    sl = _per_strategy(stop_loss, m, "stop_loss")
+    tp = _per_strategy(take_profit, m, "take_profit")
+    stops = bool(np.isfinite(sl).any() or np.isfinite(tp).any())
+    bounds = 3 * _order_counts(tg).reshape(-1, n_genomes).max(axis=0, initial=0) + 1
+    total, turnover, trades = _fitness(*rows, tg, int(n_genomes), _owned(positions, np.int64),
+                                       _owned(lengths, np.int64), int(n_ts), float(cash), float(commission),
+                                       slippage_bps / 1e4, bool(fractional), share, sl, tp, stops, bounds)
+    return total.T, turnover, trades
+
+
+# ------------------------------------------------------------------------------------ SMA-crossover targets
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _sma_cross(close, windows, fast, slow, long_only, out):
+    """``emp_core.backtest.strategies.sma_cross`` compiled: the moving averages of ``windows`` from one running
+    sum (NumPy's cumsum, in its order: the same floats), then per pair (in parallel) the strict crosses and the
+    held target. ``fast``, ``slow``: each pair's rows in the table; ``out``: pairs x bars."""
+    n = close.shape[0]
+    csum = np.zeros(n + 1)
+    for i in range(n):
+        csum[i + 1] = csum[i] + close[i]
+    table = np.full((windows.shape[0], n), np.nan)
+    for w in prange(windows.shape[0]):
+        k = windows[w]
+        for i in range(k - 1, n):
+            table[w, i] = (csum[i + 1] - csum[i + 1 - k]) / k
+    short = 0.0 if long_only else -1.0
+    for j in prange(fast.shape[0]):
+        f, s = table[fast[j]], table[slow[j]]
+        held = 0.0
+        out[j, 0] = 0.0
+        for t in range(1, n):
+            if f[t - 1] < s[t - 1] and f[t] > s[t]:
+                held = 1.0
+            elif f[t - 1] > s[t - 1] and f[t] < s[t]:
+                held = short
+            out[j, t] = held
+
+
+def sma_cross(close, pairs: list[tuple[int, int]], long_only: bool = False) -> np.ndarray:
+    """Targets (bars x pairs; a view of a pairs x bars array, the layout the kernel reads) of SMA-crossover
+    strategies, as ``emp_core.backtest.strategies.sma_cross`` states them."""
+    close = np.ascontiguousarray(close, dtype=float)
+    out = np.empty((len(pairs), close.shape[0]))
+    if pairs:
+        windows = sorted({n for pair in pairs for n in pair})
+        if windows[0] < 1:
+            raise ValueError(f"SMA windows must be at least 1 bar: {windows[0]}")
+        row = {n: i for i, n in enumerate(windows)}
+        _sma_cross(close, np.array(windows, dtype=np.int64), np.array([row[a] for a, _ in pairs], dtype=np.int64),
+                   np.array([row[b] for _, b in pairs], dtype=np.int64), bool(long_only), out)
+    return out.T

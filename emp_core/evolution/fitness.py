@@ -146,7 +146,6 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
         rules = kernel.genome_rules(genomes)
         for j, (_, _, feats) in enumerate(chunk):
             _pad_rows(kernel.genome_targets(feats, genomes, rules), tg[j * n:(j + 1) * n])
-        tg = tg.T
     else:
         tg = np.hstack([_pad_targets(targets(feats, genomes), length) for _, _, feats in chunk])
     # each symbol's prices once (rows x bars); every genome's column on that symbol reads its row
@@ -156,29 +155,25 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
     costs = {"cash": 1.0, "fractional": True, "commission": commission, "slippage_bps": slippage_bps,
              "stop_loss": np.tile(stop, k_syms), "take_profit": np.tile(take, k_syms),
              "fraction": np.tile(size, k_syms)}
-    if compiled:
-        result = kernel.simulate_rows(rows["open"], rows["high"], rows["low"], rows["close"],
-                                      np.repeat(np.arange(k_syms), n), tg, **costs)
-    else:
-        columns = {k: np.repeat(v.T, n, axis=1) for k, v in rows.items()}
-        result = engine.simulate(columns["open"], columns["close"], tg, high=columns["high"], low=columns["low"],
-                                 **costs)
     ts = np.unique(np.concatenate([p[0] for p in chunk]))
     count = np.zeros((ts.size, 1))
-    trades = np.zeros(n, dtype=np.int64)
     positions = np.zeros((k_syms, length), dtype=np.int64)
     lengths = np.array([t.size for t, _, _ in chunk], dtype=np.int64)
     for j, (t, _, _) in enumerate(chunk):
         idx = np.searchsorted(ts, t)
         positions[j, : t.size] = idx
         count[idx[1:]] += 1
+    if compiled:  # reduced in the kernel, symbol by symbol and fill by fill in the order below: the same floats
+        total, traded, trades = kernel.portfolio_fitness(rows["open"], rows["high"], rows["low"], rows["close"],
+                                                         tg, n, positions, lengths, ts.size, **costs)
+        return ChunkResult(ts, total, count, traded, trades, k_syms)
+    columns = {k: np.repeat(v.T, n, axis=1) for k, v in rows.items()}
+    result = engine.simulate(columns["open"], columns["close"], tg, high=columns["high"], low=columns["low"], **costs)
+    total = np.zeros((ts.size, n))
+    trades = np.zeros(n, dtype=np.int64)
+    for j in range(k_syms):
+        total[positions[j, 1:lengths[j]]] += bar_returns(result.equity[: lengths[j], j * n:(j + 1) * n])
         trades += result.trades[j * n:(j + 1) * n]
-    if compiled:  # summed in the kernel, symbol by symbol in the same order: the same floats
-        total = kernel.portfolio_sums(result, n, positions, lengths, ts.size)
-    else:
-        total = np.zeros((ts.size, n))
-        for j in range(k_syms):
-            total[positions[j, 1:lengths[j]]] += bar_returns(result.equity[: lengths[j], j * n:(j + 1) * n])
     return ChunkResult(ts, total, count, fill_turnover(result).reshape(k_syms, n).sum(axis=0), trades, k_syms)
 
 

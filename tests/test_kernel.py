@@ -297,3 +297,38 @@ def test_without_curves_the_final_state_and_fills_are_the_same(seed):
         np.testing.assert_array_equal(getattr(final, name), getattr(full, name), err_msg=name)
     assert full.equity[-1, 0] == 0.0 and (full.fills[:, 4] == engine.BANKRUPT).any()
     np.testing.assert_allclose(final.equity[0], engine.simulate(open_, close, tg, **kw).equity[-1], rtol=1e-9)
+
+
+def sma_cross_reference(close, pairs, long_only=False):
+    """The crossover rule in NumPy, from its statement: strict crosses of the two ``sma`` series (NaN compares
+    false), the target held between crosses, flat before the first."""
+    from emp_core.backtest.strategies import sma
+
+    out = np.zeros((close.shape[0], len(pairs)))
+    for j, (a, b) in enumerate(pairs):
+        f, s = sma(close, a), sma(close, b)
+        held = 0.0
+        for t in range(1, close.shape[0]):
+            if f[t - 1] < s[t - 1] and f[t] > s[t]:
+                held = 1.0
+            elif f[t - 1] > s[t - 1] and f[t] < s[t]:
+                held = 0.0 if long_only else -1.0
+            out[t, j] = held
+    return out
+
+
+@pytest.mark.parametrize("long_only", [False, True])
+def test_compiled_sma_crossover_targets_follow_the_rule(long_only):
+    """Random walks with flat stretches (equal averages: no strict cross), windows longer than the series and
+    a window of one bar: the compiled targets are the rule's, exactly."""
+    from emp_core.backtest.strategies import sma_cross
+
+    rng = np.random.default_rng(9)
+    for n in (1, 2, 7, 300):
+        close = 100 + np.cumsum(rng.choice([-1.0, 0.0, 0.0, 1.0], n))
+        pairs = [(1, 2), (2, 5), (3, 3), (5, 400), (4, 20)]
+        got = sma_cross(close, pairs, long_only=long_only)
+        np.testing.assert_array_equal(got, sma_cross_reference(close, pairs, long_only))
+    assert set(np.unique(got)) == ({0.0, 1.0} if long_only else {-1.0, 0.0, 1.0})
+    with pytest.raises(ValueError, match="at least 1 bar"):
+        sma_cross(close, [(0, 5)])

@@ -619,8 +619,8 @@ def sma_cross(close, pairs: list[tuple[int, int]], long_only: bool = False) -> n
     """Targets (bars x pairs; a view of a pairs x bars array, the layout the kernel reads) of SMA-crossover
     strategies, as ``emp_core.backtest.strategies.sma_cross`` states them."""
     close = np.ascontiguousarray(close, dtype=float)
-    out = np.empty((len(pairs), close.shape[0]))
-    if pairs:
+    out = np.zeros((len(pairs), close.shape[0]))
+    if pairs and close.shape[0]:
         windows = sorted({n for pair in pairs for n in pair})
         if windows[0] < 1:
             raise ValueError(f"SMA windows must be at least 1 bar: {windows[0]}")

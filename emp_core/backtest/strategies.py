@@ -15,32 +15,14 @@ def sma(close: np.ndarray, n: int) -> np.ndarray:
 
 
 def sma_cross(close: np.ndarray, pairs: list[tuple[int, int]], long_only: bool = False) -> np.ndarray:
-    """Targets of SMA-crossover strategies, one column per (fast, slow) pair, computed for all pairs at once.
+    """Targets of SMA-crossover strategies, one column per (fast, slow) pair (bars x pairs).
 
-    At the close of bar t the fast SMA crossing strictly above the slow one
-    (f[t-1] < s[t-1] and f[t] > s[t]) targets long, crossing strictly below targets
-    short (or flat when ``long_only``); otherwise the previous target holds.
+    At the close of bar t the fast SMA (``sma``: the same running sum, the same floats) crossing strictly
+    above the slow one (f[t-1] < s[t-1] and f[t] > s[t]) targets long, crossing strictly below targets
+    short (or flat when ``long_only``); otherwise the previous target holds; flat before the first cross.
+    Compiled (``emp_core.backtest.kernel.sma_cross``); its result is a view of a pairs x bars array, the
+    layout the kernel reads without a copy.
     """
-    close = np.asarray(close, dtype=float)
-    if not pairs:
-        return np.zeros((close.shape[0], 0))
-    windows = sorted({n for pair in pairs for n in pair})
-    table = np.column_stack([sma(close, n) for n in windows])
-    col = {n: i for i, n in enumerate(windows)}
-    f = table[:, [col[a] for a, _ in pairs]]
-    s = table[:, [col[b] for _, b in pairs]]
-    up = np.zeros(f.shape, dtype=bool)
-    down = np.zeros(f.shape, dtype=bool)
-    with np.errstate(invalid="ignore"):
-        up[1:] = (f[:-1] < s[:-1]) & (f[1:] > s[1:])
-        down[1:] = (f[:-1] > s[:-1]) & (f[1:] < s[1:])
-    events = np.where(up, 1.0, np.where(down, 0.0 if long_only else -1.0, np.nan))
-    return _hold(events)
+    from emp_core.backtest.kernel import sma_cross as compiled
 
-
-def _hold(events: np.ndarray) -> np.ndarray:
-    """Forward-fill target changes down each column (NaN = unchanged; flat before the first)."""
-    idx = np.where(~np.isnan(events), np.arange(events.shape[0])[:, None], 0)
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    held = np.take_along_axis(events, idx, axis=0)
-    return np.where(np.isnan(held), 0.0, held)
+    return compiled(close, pairs, long_only)

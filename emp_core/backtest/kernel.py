@@ -440,56 +440,62 @@ def warm() -> float:
         for curves in (True, False):
             simulate(bars, bars, np.tile([[0.0], [1.0], [1.0], [-1.0], [0.0], [1.0], [1.0], [0.0]], 2), curves=curves,
                      **kw)
-    rows = np.tile(bars, (2, 1))
-    portfolio_fitness(rows, rows * 1.01, rows * 0.99, rows, np.tile([0.0, 1.0, 1.0, -1.0, 0.0, 1.0, 1.0, 0.0], (2, 1)),
-                      1, np.tile(np.arange(8, dtype=np.int64), (2, 1)), np.array([8, 8], dtype=np.int64), 8,
-                      stop_loss=0.05)
-    sma_cross(bars, [(2, 3)])
     from emp_core.evolution.genome import CATALOGUE, DIMENSIONS
 
-    signal = np.sin(np.arange(8.0))
-    genome_targets({f"{d}_{k}": signal for d in DIMENSIONS for k in ("score", "confidence")},
-                   list(CATALOGUE.values()))
+    features = {f"{d}_{k}": np.sin(np.arange(8.0)) for d in DIMENSIONS for k in ("score", "confidence")}
+    genomes = list(CATALOGUE.values())
+    genome_targets(features, genomes)
+    rows = np.tile(bars, (2, 1))
+    signal, confidence = (np.stack([x, x]) for x in fusion_terms(features))
+    portfolio_fitness(rows, rows * 1.01, rows * 0.99, rows, signal, confidence, genomes,
+                      np.tile(np.arange(8, dtype=np.int64), (2, 1)), np.array([8, 8], dtype=np.int64), 8)
+    sma_cross(bars, [(2, 3)])
     return time.perf_counter() - t0
 
 
 # -------------------------------------------------------------------------------------- the genomes' targets
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def _targets(scores, confs, weights, entry, exit_, min_conf, long_only, holding, out):
-    """``emp_core.evolution.genome.targets`` compiled: per genome column (in parallel), per bar, the fused signal
-    and confidence summed over the dimensions in their order, the entry and exit rules, the holding period and
-    the held direction. ``scores``, ``confs``: dimensions x bars; ``weights``: genomes x dimensions; ``out``:
-    genomes x bars."""
-    n_dims, n = scores.shape
-    for g in prange(weights.shape[0]):
-        total = 0.0
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _genome_row(signal, confidence, w, total, entry, exit_, min_conf, long_only, holding, n, out):
+    """One genome's targets on one instrument's first n bars, into ``out[:n]``: per bar, the fused signal and
+    confidence summed over the dimensions in their order (``signal[i, t]`` = score x confidence and
+    ``confidence[i, t]`` = confidence where the score is finite, else 0: NumPy's terms, so the same floats),
+    then the entry and exit rules, the holding period and the held direction (``emp_core.evolution.genome``)."""
+    n_dims = signal.shape[0]
+    last_strong = -(10 ** 9)
+    held = np.nan
+    for t in range(n):
+        num = 0.0
+        den = 0.0
         for i in range(n_dims):
-            total += abs(weights[g, i])
-        last_strong = -(10 ** 9)
-        held = np.nan
-        for t in range(n):
-            num = 0.0
-            den = 0.0
-            for i in range(n_dims):
-                s = scores[i, t]
-                if np.isfinite(s):
-                    num += (s * confs[i, t]) * weights[g, i]
-                    den += confs[i, t] * abs(weights[g, i])
-            signal = num / den if den > 0 else np.nan
-            sure = den / total >= min_conf[g]
-            strong_long = sure and signal >= entry[g]
-            strong_short = sure and signal <= -entry[g]
-            if strong_long or strong_short:
-                last_strong = t
-            if strong_long:
-                held = 1.0
-            elif strong_short:
-                held = 0.0 if long_only[g] else -1.0
-            elif abs(signal) < exit_[g] and t - last_strong >= holding[g]:
-                held = 0.0
-            out[g, t] = 0.0 if np.isnan(held) else held
+            num += signal[i, t] * w[i]
+            den += confidence[i, t] * abs(w[i])
+        fused = num / den if den > 0 else np.nan
+        sure = den / total >= min_conf
+        strong_long = sure and fused >= entry
+        strong_short = sure and fused <= -entry
+        if strong_long or strong_short:
+            last_strong = t
+        if strong_long:
+            held = 1.0
+        elif strong_short:
+            held = 0.0 if long_only else -1.0
+        elif abs(fused) < exit_ and t - last_strong >= holding:
+            held = 0.0
+        out[t] = 0.0 if np.isnan(held) else held
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _targets(signal, confidence, weights, entry, exit_, min_conf, long_only, holding, out):
+    """``_genome_row`` for every genome (in parallel) on one instrument: ``out`` genomes x bars."""
+    for g in prange(weights.shape[0]):
+        w = weights[g]
+        total = 0.0
+        for i in range(w.shape[0]):
+            total += abs(w[i])
+        _genome_row(signal, confidence, w, total, entry[g], exit_[g], min_conf[g], long_only[g], holding[g],
+                    signal.shape[1], out[g])
 
 
 def genome_rules(genomes) -> tuple[np.ndarray, ...]:
@@ -502,17 +508,25 @@ def genome_rules(genomes) -> tuple[np.ndarray, ...]:
             column("min_confidence"), column("long_only", np.bool_), column("holding_period", np.int64))
 
 
+def fusion_terms(features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(signal, confidence), dimensions x bars: score x confidence and confidence where the score is finite,
+    else 0, the terms the fused signal sums (``emp_core.evolution.genome.fused_signal``)."""
+    from emp_core.evolution.genome import DIMENSIONS
+
+    scores = np.array([features[f"{d}_score"] for d in DIMENSIONS], dtype=float)
+    confs = np.array([features[f"{d}_confidence"] for d in DIMENSIONS], dtype=float)
+    present = np.isfinite(scores)
+    return np.where(present, scores * confs, 0.0), np.where(present, confs, 0.0)
+
+
 def genome_targets(features: dict[str, np.ndarray], genomes, rules: tuple[np.ndarray, ...] | None = None
                    ) -> np.ndarray:
     """Target directions (genomes x bars, strategy-major for the kernel) of each genome's rules: the same values
     as ``emp_core.evolution.genome.targets`` (bars x genomes), compiled. ``rules``: :func:`genome_rules`."""
-    from emp_core.evolution.genome import DIMENSIONS
-
-    scores = np.ascontiguousarray([features[f"{d}_score"] for d in DIMENSIONS], dtype=float)
-    confs = np.ascontiguousarray([features[f"{d}_confidence"] for d in DIMENSIONS], dtype=float)
+    signal, confidence = fusion_terms(features)
     rules = rules if rules is not None else genome_rules(genomes)
-    out = np.empty((rules[0].shape[0], scores.shape[1]))
-    _targets(scores, confs, *rules, out)
+    out = np.empty((rules[0].shape[0], signal.shape[1]))
+    _targets(signal, confidence, *rules, out)
     return out
 
 
@@ -520,32 +534,51 @@ def genome_targets(features: dict[str, np.ndarray], genomes, rules: tuple[np.nda
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _fitness(open_, high, low, close, targets, n_genomes, positions, lengths, n_ts, cash0, commission, slip,
-             fractional, share, stop_loss, take_profit, stops, bounds):
-    """Per genome (in parallel), its column on each symbol in symbol order (column j x n_genomes + g, on price
-    row j), each reduced as it ends to what the equal-weight portfolio needs: its bar returns E_t / E_(t-1) - 1
-    (0 once bankrupt) added at their timestamps' positions, its fill turnover (the sum over fills of |units| x
-    price / the equity at the close before) and its trades. The equity row, units and cash are one scratch
-    row per genome, reused symbol after symbol: no curve is kept. Sums run in the order of
-    ``emp_core.evolution.fitness``'s NumPy path (symbols in order, fills in order): the same floats.
-    ``bounds[g]``: the most fills one of the genome's columns can make."""
-    n = targets.shape[1]
+def _fitness(open_, high, low, close, signal, confidence, weights, entry, exit_, min_conf, long_only, holding,
+             positions, lengths, n_ts, cash0, commission, slip, fractional, share, stop_loss, take_profit, stops):
+    """Per genome (in parallel), each symbol in symbol order: its targets (``_genome_row``; from the symbol's
+    last bar on, the target before it, which never fills), its bars (``_column``) on one scratch row, and
+    their reduction, as the column ends, to what the equal-weight portfolio needs: its bar returns
+    E_t / E_(t-1) - 1 (0 once bankrupt) added at their timestamps' positions, its fill turnover (the sum over
+    fills of |units| x price / the equity at the close before) and its trades. No targets matrix and no curve
+    is kept. Sums run in the order of ``emp_core.evolution.fitness``'s NumPy path (symbols in order, fills
+    in order): the same floats."""
+    n_genomes = weights.shape[0]
+    n = open_.shape[1]
     total = np.zeros((n_genomes, n_ts))
     turnover = np.zeros(n_genomes)
     trades = np.zeros(n_genomes, dtype=np.int64)
     for g in prange(n_genomes):
+        w = weights[g]
+        weight = 0.0
+        for i in range(w.shape[0]):
+            weight += abs(w[i])
+        row = np.empty((1, n))
         equity = np.empty((1, n))
         units = np.empty((1, n))
         cash = np.empty((1, n))
-        fills = np.empty((bounds[g], FILL_COLUMNS))
+        fills = np.empty((64, FILL_COLUMNS))
         for j in range(lengths.shape[0]):
-            p = j * n_genomes + g
-            nf, tr, _, _ = _column(np.int64(p), np.int64(j), open_, high, low, close, targets, cash0, commission,
-                                   slip, fractional, share[p], stop_loss[p], take_profit[p], stops, equity, units,
-                                   cash, np.int64(0), np.int64(1), fills)
-            for t in range(1, lengths[j]):
-                before = equity[0, t - 1]
-                total[g, positions[j, t]] += equity[0, t] / before - 1.0 if before > 0 else 0.0
+            real = lengths[j]
+            _genome_row(signal[j], confidence[j], w, weight, entry[g], exit_[g], min_conf[g], long_only[g],
+                        holding[g], real, row[0])
+            last = row[0, real - 2] if real >= 2 else 0.0
+            for t in range(max(real - 1, 0), n):
+                row[0, t] = last
+            orders = 0
+            before = 0.0
+            for t in range(1, n):
+                d = _direction(row[0, t - 1])
+                orders += d != before
+                before = d
+            if 3 * orders + 1 > fills.shape[0]:
+                fills = np.empty((3 * orders + 1, FILL_COLUMNS))
+            nf, tr, _, _ = _column(np.int64(0), np.int64(j), open_, high, low, close, row, cash0, commission, slip,
+                                   fractional, share[g], stop_loss[g], take_profit[g], stops, equity, units, cash,
+                                   np.int64(0), np.int64(1), fills)
+            for t in range(1, real):
+                prior = equity[0, t - 1]
+                total[g, positions[j, t]] += equity[0, t] / prior - 1.0 if prior > 0 else 0.0
             column_turnover = 0.0
             for f in range(nf):
                 column_turnover += abs(fills[f, 2]) * fills[f, 3] / equity[0, np.int64(fills[f, 0]) - 1]
@@ -554,34 +587,36 @@ def _fitness(open_, high, low, close, targets, n_genomes, positions, lengths, n_
     return total, turnover, trades
 
 
-def portfolio_fitness(open_, high, low, close, targets, n_genomes: int, positions: np.ndarray, lengths: np.ndarray,
-                      n_ts: int, *, cash: float = 1.0, commission: float = 0.0, fractional: bool = True,
-                      slippage_bps: float = 0.0, stop_loss=None, take_profit=None, fraction=None
+def portfolio_fitness(open_, high, low, close, signal, confidence, genomes, positions: np.ndarray,
+                      lengths: np.ndarray, n_ts: int, *, cash: float = 1.0, commission: float = 0.0,
+                      fractional: bool = True, slippage_bps: float = 0.0, rules: tuple[np.ndarray, ...] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A population on a chunk of symbols, reduced in the kernel to the equal-weight portfolio's sums (``_fitness``):
-    (summed bar returns, timestamps x genomes; fill turnover per genome; trades per genome).
+    """A population on a chunk of symbols, reduced in the kernel to the equal-weight portfolio's sums
+    (``_fitness``): (summed bar returns, timestamps x genomes; fill turnover per genome; trades per genome).
 
-    ``open_`` .. ``close``: one row per symbol (symbols x bars, padded to one length); ``targets``: strategy-major
-    (symbols x genomes columns, bars), column j x n_genomes + g for symbol j and genome g; ``positions``: each
-    symbol's bars' timestamp positions (symbols x bars), ``lengths`` its real bars; ``stop_loss``,
-    ``take_profit``, ``fraction``: per column, as :func:`simulate` takes them."""
+    ``open_`` .. ``close``: one row per symbol (symbols x bars, padded to one length with the last price);
+    ``signal``, ``confidence``: :func:`fusion_terms` per symbol (symbols x dimensions x bars); ``positions``:
+    each symbol's bars' timestamp positions (symbols x bars), ``lengths`` its real bars. Each genome's stop,
+    take-profit and position size apply on every symbol."""
     from emp_core.backtest.engine import _entry_share, _per_strategy
 
     rows = [_owned(a) for a in (open_, high, low, close)]
-    tg = _owned(targets)
-    m = tg.shape[0]
-    if m != rows[0].shape[0] * n_genomes or any(a.shape != (rows[0].shape[0], tg.shape[1]) for a in rows):
-        raise ValueError("targets must be (symbols x genomes, bars) over price rows (symbols, bars)")
+    signal, confidence = _owned(signal), _owned(confidence)
+    k_syms, n = rows[0].shape
+    lengths = _owned(lengths, np.int64)
+    if (any(a.shape != (k_syms, n) for a in rows) or signal.shape[::2] != (k_syms, n)
+            or confidence.shape != signal.shape or lengths.shape != (k_syms,) or (k_syms and lengths.max() > n)):
+        raise ValueError("prices (symbols x bars), fusion terms (symbols x dimensions x bars) and lengths must agree")
     for a, name in zip(rows, ("open", "high", "low", "close"), strict=True):
         check_prices(a, f"{name} prices", bars_first=False)
-    share = _entry_share(fraction, m)
-    sl = _per_strategy(stop_loss, m, "stop_loss")
-    tp = _per_strategy(take_profit, m, "take_profit")
+    g = len(genomes)
+    share = _entry_share([x.position_size for x in genomes], g)
+    sl = _per_strategy([x.stop_loss or np.nan for x in genomes], g, "stop_loss")
+    tp = _per_strategy([x.take_profit or np.nan for x in genomes], g, "take_profit")
     stops = bool(np.isfinite(sl).any() or np.isfinite(tp).any())
-    bounds = 3 * _order_counts(tg).reshape(-1, n_genomes).max(axis=0, initial=0) + 1
-    total, turnover, trades = _fitness(*rows, tg, int(n_genomes), _owned(positions, np.int64),
-                                       _owned(lengths, np.int64), int(n_ts), float(cash), float(commission),
-                                       slippage_bps / 1e4, bool(fractional), share, sl, tp, stops, bounds)
+    total, turnover, trades = _fitness(*rows, signal, confidence, *(rules or genome_rules(genomes)),
+                                       _owned(positions, np.int64), lengths, int(n_ts), float(cash),
+                                       float(commission), slippage_bps / 1e4, bool(fractional), share, sl, tp, stops)
     return total.T, turnover, trades
 
 

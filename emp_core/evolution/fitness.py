@@ -137,24 +137,11 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
     padding never trades. A pure function of its inputs: it runs in-process or on a Spark executor.
     """
     n = len(genomes)
-    stop = np.array([g.stop_loss or np.nan for g in genomes])
-    take = np.array([g.take_profit or np.nan for g in genomes])
-    size = np.array([g.position_size for g in genomes])
     length = max(p[0].size for p in chunk)
-    if compiled:  # strategy-major (genome x symbol columns, bars): the kernel reads each column's row in place
-        tg = np.empty((len(chunk) * n, length))
-        rules = kernel.genome_rules(genomes)
-        for j, (_, _, feats) in enumerate(chunk):
-            _pad_rows(kernel.genome_targets(feats, genomes, rules), tg[j * n:(j + 1) * n])
-    else:
-        tg = np.hstack([_pad_targets(targets(feats, genomes), length) for _, _, feats in chunk])
+    k_syms = len(chunk)
     # each symbol's prices once (rows x bars); every genome's column on that symbol reads its row
     rows = {k: np.stack([_pad_prices(ohlc[k], ohlc["close"][-1], length) for _, ohlc, _ in chunk])
             for k in ("open", "high", "low", "close")}
-    k_syms = len(chunk)
-    costs = {"cash": 1.0, "fractional": True, "commission": commission, "slippage_bps": slippage_bps,
-             "stop_loss": np.tile(stop, k_syms), "take_profit": np.tile(take, k_syms),
-             "fraction": np.tile(size, k_syms)}
     ts = np.unique(np.concatenate([p[0] for p in chunk]))
     count = np.zeros((ts.size, 1))
     positions = np.zeros((k_syms, length), dtype=np.int64)
@@ -163,10 +150,22 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
         idx = np.searchsorted(ts, t)
         positions[j, : t.size] = idx
         count[idx[1:]] += 1
-    if compiled:  # reduced in the kernel, symbol by symbol and fill by fill in the order below: the same floats
-        total, traded, trades = kernel.portfolio_fitness(rows["open"], rows["high"], rows["low"], rows["close"],
-                                                         tg, n, positions, lengths, ts.size, **costs)
+    if compiled:  # targets, bars and sums per genome in the kernel, in the order below: the same floats
+        signal = np.zeros((k_syms, len(DIMENSIONS), length))
+        confidence = np.zeros_like(signal)
+        for j, (t, _, feats) in enumerate(chunk):
+            signal[j, :, : t.size], confidence[j, :, : t.size] = kernel.fusion_terms(feats)
+        total, traded, trades = kernel.portfolio_fitness(
+            rows["open"], rows["high"], rows["low"], rows["close"], signal, confidence, genomes, positions, lengths,
+            ts.size, cash=1.0, fractional=True, commission=commission, slippage_bps=slippage_bps)
         return ChunkResult(ts, total, count, traded, trades, k_syms)
+    tg = np.hstack([_pad_targets(targets(feats, genomes), length) for _, _, feats in chunk])
+    stop = np.array([g.stop_loss or np.nan for g in genomes])
+    take = np.array([g.take_profit or np.nan for g in genomes])
+    size = np.array([g.position_size for g in genomes])
+    costs = {"cash": 1.0, "fractional": True, "commission": commission, "slippage_bps": slippage_bps,
+             "stop_loss": np.tile(stop, k_syms), "take_profit": np.tile(take, k_syms),
+             "fraction": np.tile(size, k_syms)}
     columns = {k: np.repeat(v.T, n, axis=1) for k, v in rows.items()}
     result = engine.simulate(columns["open"], columns["close"], tg, high=columns["high"], low=columns["low"], **costs)
     total = np.zeros((ts.size, n))
@@ -219,19 +218,14 @@ def combine(results: list[ChunkResult], n: int, bars_per_year: float, min_trades
     return Evaluation(objectives=objectives, returns=port, ts=all_ts, trades=trades)
 
 
-def _pad_rows(t: np.ndarray, out: np.ndarray) -> None:
-    """``_pad_targets`` for strategy-major targets (genomes x bars), written into ``out``."""
-    bars = t.shape[1]
-    out[:, :bars] = t
-    out[:, bars - 1:] = t[:, bars - 2][:, None] if bars >= 2 else 0.0
-
-
 def _pad_targets(t: np.ndarray, length: int) -> np.ndarray:
     """Targets padded to ``length`` rows. The target at the last real bar could never fill, so from
     that bar on the padding repeats the one before it: no order ever fills in the padding."""
-    out = np.empty((t.shape[1], length))
-    _pad_rows(t.T, out)
-    return out.T
+    bars = t.shape[0]
+    out = np.empty((length, t.shape[1]))
+    out[:bars] = t
+    out[bars - 1:] = t[bars - 2] if bars >= 2 else 0.0
+    return out
 
 
 def _pad_prices(values: np.ndarray, last: float, length: int) -> np.ndarray:

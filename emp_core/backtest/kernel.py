@@ -288,18 +288,15 @@ def _order_counts(targets):
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _all(open_, high, low, close, capacity, whole, row_of, targets, cash0, commission, slip, fractional, share,
-         stop_loss, take_profit, stops, offsets, curves):
+         stop_loss, take_profit, stops, offsets, equity, units, cash, fills):
     """Every strategy column in parallel: the capped loop when ``capacity`` has rows, else the uncapped one.
-    Strategy p's fills go to rows offsets[p]:offsets[p + 1]; ``counts`` says how many it made (with zero
-    offsets, a counting pass: nothing is written). Equity, units and cash at every bar (``curves``), or at the
-    last bar only."""
+    Strategy p's fills go to rows offsets[p]:offsets[p + 1] of ``fills``; ``counts`` says how many it made
+    (with zero offsets, a counting pass: nothing is written). Equity, units and cash (strategies x bars) at
+    every bar, or at the last bar only when they have one column. (The outputs come from NumPy, whose large
+    arrays the kernel asks for transparent huge pages: first writes to numba's own cost twice as much.)"""
     m, n = targets.shape
     capped = capacity.shape[0] > 0
-    width, stride = (n, 1) if curves else (1, 0)
-    equity = np.empty((m, width))
-    units = np.empty((m, width))
-    cash = np.empty((m, width))
-    fills = np.empty((offsets[-1], FILL_COLUMNS))
+    stride = 1 if equity.shape[1] == n else 0
     counts = np.zeros(m, dtype=np.int64)
     trades = np.zeros(m, dtype=np.int64)
     wins = np.zeros(m, dtype=np.int64)
@@ -318,7 +315,7 @@ def _all(open_, high, low, close, capacity, whole, row_of, targets, cash0, commi
         trades[p] = np.int64(tr)
         wins[p] = np.int64(wn)
         traded[p] = tv
-    return equity, units, cash, fills, counts, trades, wins, traded
+    return counts, trades, wins, traded
 
 
 def _rows(values, n_bars: int, n_strats: int, name: str, *, zero: bool = False) -> np.ndarray:
@@ -417,9 +414,14 @@ def _simulate_rows(open_, high, low, close, row_of, tg, cash, commission, slippa
         capacity = np.zeros((0, 0))
         offsets[1:] = np.cumsum(3 * _order_counts(tg) + 1)
     else:  # a capped order fills over any number of bars: a first pass counts the fills
-        offsets[1:] = np.cumsum(_all(open_, high, low, close, capacity, not fractional, *args, offsets, False)[4])
-    equity, units, cash_t, fills, counts, trades, wins, traded = _all(
-        open_, high, low, close, capacity, not fractional, *args, offsets, bool(curves))
+        last = [np.empty((n_strats, 1)) for _ in range(3)]
+        counts = _all(open_, high, low, close, capacity, not fractional, *args, offsets, *last,
+                      np.empty((0, FILL_COLUMNS)))[0]
+        offsets[1:] = np.cumsum(counts)
+    equity, units, cash_t = (np.empty((n_strats, tg.shape[1] if curves else 1)) for _ in range(3))
+    fills = np.empty((offsets[-1], FILL_COLUMNS))
+    counts, trades, wins, traded = _all(open_, high, low, close, capacity, not fractional, *args, offsets, equity,
+                                        units, cash_t, fills)
     before = np.cumsum(counts) - counts  # each strategy's first fill in the gathered table
     keep = np.arange(counts.sum()) + np.repeat(offsets[:-1] - before, counts)
     table = fills[keep]

@@ -34,8 +34,9 @@ $(VENV)/.runtime: $(BIN)/python requirements/lock.txt pyproject.toml $(WHEELHOUS
 	touch $@
 
 # numba compiles the backtest kernel into its on-disk cache now, not in the first user call (~4 s); again
-# whenever the kernel's source changes (numba's cache is keyed on it)
-$(VENV)/.kernel: $(VENV)/.runtime emp_core/backtest/kernel.py
+# whenever the kernel's source changes (numba's cache is keyed on it), or the engine's (whose fill kinds the
+# compiled code holds as constants)
+$(VENV)/.kernel: $(VENV)/.runtime emp_core/backtest/kernel.py emp_core/backtest/engine.py
 	rm -f emp_core/backtest/__pycache__/kernel.*.nbi emp_core/backtest/__pycache__/kernel.*.nbc
 	$(BIN)/python -c "from emp_core.backtest.kernel import warm; print(f'backtest kernel cached in {warm():.1f} s')"
 	touch $@

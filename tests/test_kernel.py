@@ -1,6 +1,6 @@
 """The compiled kernel (emp_core/backtest/kernel.py) against the NumPy engine, the reference: the same
 equity, units, cash, trade counts, traded value and fills on random targets, prices, costs, sizing shares,
-stops and take-profits, bankruptcies included. Equality is exact but for summation order: 1e-9 relative."""
+stops and take-profits, bankruptcies included. Equality is to the bit."""
 
 from __future__ import annotations
 
@@ -30,13 +30,10 @@ def targets(rng, n_bars: int, n_strats: int, changes: float = 0.1):
 
 
 def same(a: engine.BacktestResult, b: engine.BacktestResult) -> None:
-    for name in ("equity", "units", "cash", "traded_value"):
-        np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-9, atol=1e-9, err_msg=name)
-    np.testing.assert_array_equal(b.trades, a.trades)
-    np.testing.assert_array_equal(b.wins, a.wins)
-    assert a.fills.shape == b.fills.shape
-    np.testing.assert_array_equal(b.fills[:, [0, 1, 4]], a.fills[:, [0, 1, 4]])
-    np.testing.assert_allclose(b.fills[:, [2, 3]], a.fills[:, [2, 3]], rtol=1e-9, atol=1e-9)
+    """Equal to the bit: each strategy's arithmetic happens in the same order in both engines (a sum in
+    another order, or a fused multiply-add, would show here)."""
+    for name in ("equity", "units", "cash", "traded_value", "trades", "wins", "fills"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(a, name), err_msg=name)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -248,7 +245,9 @@ def test_read_only_and_strided_inputs_use_the_cached_compilation():
     tg = targets(rng, 80, 4)
     kw = {"high": high, "low": low, "stop_loss": 0.03}
     want = kernel.simulate(open_, close, tg, **kw)
-    before = {f: len(f.signatures) for f in (kernel._all, kernel._order_counts)}
+    compiled = (kernel._all, kernel._order_counts, kernel._sma_cross)
+    kernel.sma_cross(close[:, 0], [(2, 5)])
+    before = {f: len(f.signatures) for f in compiled}
     frozen = []
     for a in (open_, close, tg, high, low):
         f = np.asfortranarray(a)
@@ -260,7 +259,8 @@ def test_read_only_and_strided_inputs_use_the_cached_compilation():
     for x in rows:
         x.flags.writeable = False
     same(want, kernel.simulate_rows(*rows, np.arange(4), t, stop_loss=0.03))
-    assert {f: len(f.signatures) for f in (kernel._all, kernel._order_counts)} == before
+    np.testing.assert_array_equal(kernel.sma_cross(rows[3][0], [(2, 5)]), kernel.sma_cross(close[:, 0], [(2, 5)]))
+    assert {f: len(f.signatures) for f in compiled} == before
 
 
 def test_a_universe_with_a_repeated_or_unsorted_timestamp_is_refused():
@@ -334,15 +334,21 @@ def test_compiled_sma_crossover_targets_follow_the_rule(long_only):
         sma_cross(close, [(0, 5)])
 
 
-def test_fused_fitness_equals_the_numpy_path_on_ragged_symbols_and_ruin():
+@pytest.mark.parametrize("columns", [1024, 70])
+def test_fused_fitness_equals_the_numpy_path_on_ragged_symbols_and_ruin(columns, monkeypatch):
     """Symbols that start late, end early or hold a few bars (the padding), a squeeze that ruins the shorts,
-    random genomes with and without stops, several chunks: the fused kernel's portfolio returns, objectives
-    and trade counts are the NumPy path's, bit for bit."""
+    random genomes with and without stops, several chunks, and (70) a NumPy path that splits a chunk into
+    engine calls of two symbols: the fused kernel's portfolio returns, objectives and trade counts are the
+    NumPy path's, bit for bit."""
     from datetime import datetime
 
     import polars as pl
 
+    from emp_core.evolution import fitness
     from emp_core.evolution.fitness import Universe, evaluate
+
+    monkeypatch.setattr(fitness, "CHUNK_COLUMNS", columns)
+    monkeypatch.setattr(fitness, "MIN_CHUNKS", 3)  # chunks of four symbols
     from emp_core.evolution.genome import BOUNDS, Genome
     from emp_core.market_data.sources import generate_bars
     from emp_core.sensory import compute_features
@@ -368,3 +374,81 @@ def test_fused_fitness_equals_the_numpy_path_on_ragged_symbols_and_ruin():
     np.testing.assert_array_equal(b.objectives, a.objectives)
     assert a.trades.sum() > 300 and (a.trades > 0).sum() > 15
     assert a.returns.min() < -0.08  # a short ruined by the squeeze: one of nine symbols loses everything
+
+
+@pytest.mark.parametrize(("terms", "words"), [
+    ({"cash": 0.0}, "cash must be positive"), ({"cash": np.nan}, "cash must be positive"),
+    ({"commission": -0.001}, "commission is a rate"), ({"slippage_bps": 1e4}, "slippage_bps must be in"),
+    ({"slippage_bps": np.nan}, "slippage_bps must be in"), ({"volume_share": np.nan}, "volume_share"),
+    ({"volume_share": 0.0}, "volume_share"), ({"volume_share": 1.5}, "volume_share")])
+def test_terms_no_market_has_are_refused_by_both_engines(terms, words):
+    """Slippage of 100% fills a sell at 0 (the engine divided by it, the kernel gave NaN equity); a NaN volume
+    share filled without limit in the kernel and not at all in the engine: both refuse such terms."""
+    rng = np.random.default_rng(2)
+    open_, _, _, close = market(rng, 30, 2, per_column=False)
+    tg = targets(rng, 30, 2, changes=0.3)
+    kw = {"volume": np.full(30, 1e6), **terms}
+    for simulate in (engine.simulate, kernel.simulate):
+        with pytest.raises(ValueError, match=words):
+            simulate(open_, close, tg, **kw)
+    with pytest.raises(ValueError, match=words):
+        kernel.simulate_rows(open_[None], open_[None], open_[None], close[None], [0, 0], tg, **kw | {
+            "volume": np.full((1, 30), 1e6)})
+
+
+def test_no_bar_no_strategy_and_bad_shapes():
+    """Empty books give empty results on both engines (curves or not); a volume or target array of the wrong
+    shape, or a 2-D close for the crossovers, is a clear error."""
+    for n_bars, n_strats in ((0, 3), (5, 0), (0, 0)):
+        tg = np.zeros((n_bars, n_strats))
+        prices = np.full(n_bars, 10.0)
+        a = engine.simulate(prices, prices, tg)
+        for curves in (True, False):
+            b = kernel.simulate(prices, prices, tg, curves=curves)
+            assert b.fills.shape == (0, 5) and b.trades.shape == (n_strats,)
+            want = a.equity if curves else a.equity[-1:]
+            np.testing.assert_array_equal(b.equity, want)
+    rows = np.full((2, 10), 10.0)
+    with pytest.raises(ValueError, match="volume rows"):
+        kernel.simulate_rows(rows, rows, rows, rows, [0, 1], np.zeros((10, 2)), volume=np.ones((2, 9)))
+    with pytest.raises(ValueError, match="bars x strategies"):
+        kernel.simulate_rows(rows, rows, rows, rows, [0, 1], np.zeros(10))
+    from emp_core.backtest.strategies import sma_cross
+
+    with pytest.raises(ValueError, match="one series"):
+        sma_cross(rows, [(2, 3)])
+
+
+def test_portfolio_fitness_refuses_inputs_that_would_index_outside_its_arrays():
+    """numba checks no bounds: a position past the timestamps, a length past the bars, fusion terms with more
+    dimensions than the weights, rules for other genomes would read or write outside the arrays (a crash, or
+    silently wrong sums). Each is refused before the kernel runs; the valid call runs."""
+    from emp_core.evolution.genome import CATALOGUE, DIMENSIONS
+
+    genomes = list(CATALOGUE.values())
+    k, n = 2, 6
+    rows = np.full((k, n), 10.0)
+    signal = np.zeros((k, len(DIMENSIONS), n))
+    positions = np.tile(np.arange(n), (k, 1))
+    lengths = np.array([n, 4])
+    ok = (rows, rows, rows, rows, signal, signal, genomes, positions, lengths, n)
+    total, turnover, trades = kernel.portfolio_fitness(*ok)
+    assert total.shape == (n, len(genomes)) and turnover.shape == trades.shape == (len(genomes),)
+    bad = {"positions past the timestamps": {7: positions + 1},
+           "negative position": {7: positions - 1},
+           "positions narrower than the bars": {7: positions[:, :4]},
+           "a length past the bars": {8: np.array([n + 1, 4])},
+           "six dimensions for five weights": {4: np.zeros((k, 6, n)), 5: np.zeros((k, 6, n))}}
+    for what, change in bad.items():
+        args = list(ok)
+        for i, v in change.items():
+            args[i] = v
+        with pytest.raises(ValueError, match="must"):
+            kernel.portfolio_fitness(*args)
+        assert what
+    with pytest.raises(ValueError, match="rules must hold"):
+        kernel.portfolio_fitness(*ok, rules=kernel.genome_rules(genomes[:2]))
+    # a padded bar's position is never read: positions beyond a symbol's length may hold anything
+    padded = positions.copy()
+    padded[1, 4:] = 10 ** 9
+    np.testing.assert_array_equal(kernel.portfolio_fitness(*ok[:7], padded, *ok[8:])[0], total)

@@ -32,6 +32,32 @@ def test_spark_evaluation_equals_in_process(spark):
     assert spark.sparkContext.defaultParallelism == 2
 
 
+def test_the_evaluator_reuses_a_windows_broadcast_chunks_and_renews_them_for_another(spark, monkeypatch):
+    """The chunks of a window are shipped once and serve every generation on it; another window (or another
+    universe) ships its own: each evaluation still equals the in-process one."""
+    sc = spark.sparkContext
+    shipped = []
+    monkeypatch.setattr(sc, "broadcast", lambda value, _real=sc.broadcast: shipped.append(value) or _real(value))
+    u = universe()
+    rng = np.random.default_rng(1)
+    evaluator = spark_evaluator(spark)
+    first, second = (np.datetime64("2001-01-01"), np.datetime64("2006-01-01")), (np.datetime64("2006-01-01"),
+                                                                                 np.datetime64("2011-01-01"))
+    per_window = []
+    for window in (first, first, second, first):
+        genomes = [Genome.from_vector(rng.random(len(BOUNDS))) for _ in range(6)]
+        np.testing.assert_array_equal(evaluator(genomes, u, *window).returns, evaluate(genomes, u, *window).returns)
+        per_window.append(len(shipped))
+    chunks_per_window = per_window[0]
+    assert chunks_per_window > 1
+    assert per_window == [chunks_per_window, chunks_per_window, 2 * chunks_per_window, 3 * chunks_per_window]
+    other = universe()  # another object with the same bars: its own chunks
+    genomes = list(CATALOGUE.values())
+    np.testing.assert_array_equal(evaluator(genomes, other, *first).objectives,
+                                  evaluate(genomes, other, *first).objectives)
+    assert len(shipped) == 4 * chunks_per_window
+
+
 def test_a_walk_forward_on_spark_makes_the_same_choices(spark):
     u = universe()
     spans = windows(np.datetime64("2000-01-01"), np.datetime64("2006-12-31"), train_years=3)[:1]

@@ -122,6 +122,22 @@ def _prices(values, n_bars: int, n_strats: int, name: str, *, zero: bool = False
     return np.broadcast_to(arr, (n_bars, n_strats))
 
 
+def check_terms(cash: float, commission: float, slippage_bps: float, volume_share: float) -> None:
+    """Refuse terms no market has: cash that is not positive and finite, a negative commission, slippage of 100%
+    or more (a sell would fill at a price <= 0), a volume share outside (0, 1]; NaN anywhere."""
+    problems = []
+    if not (0 < cash < np.inf):
+        problems.append(f"cash must be positive and finite, not {cash}")
+    if not (0 <= commission < 1):
+        problems.append(f"commission is a rate in [0, 1), not {commission}")
+    if not (0 <= slippage_bps < 1e4):
+        problems.append(f"slippage_bps must be in [0, 10000), not {slippage_bps}")
+    if not (0 < volume_share <= 1):
+        problems.append(f"volume_share is the share of a bar's volume one may trade, in (0, 1], not {volume_share}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def _per_strategy(value: float | np.ndarray | None, n: int, name: str) -> np.ndarray:
     arr = np.full(n, np.nan) if value is None else np.broadcast_to(np.asarray(value, dtype=float), (n,)).copy()
     if np.any(arr[np.isfinite(arr)] <= 0):
@@ -581,6 +597,7 @@ def simulate(
     Prices are one series (bars,) for all strategies, or (bars x strategies) so that one call runs a
     population over many instruments.
     """
+    check_terms(cash, commission, slippage_bps, volume_share)
     targets = np.asarray(targets, dtype=float)
     if targets.ndim == 1:
         targets = targets[:, None]

@@ -28,7 +28,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from emp_core.backtest.engine import BANKRUPT, ORDER, STOP_LOSS, TAKE_PROFIT, BacktestResult, check_prices
+from emp_core.backtest.engine import (
+    BANKRUPT,
+    ORDER,
+    STOP_LOSS,
+    TAKE_PROFIT,
+    BacktestResult,
+    check_prices,
+    check_terms,
+)
 
 FILL_COLUMNS = 5  # bar, strategy, signed units, price, kind
 
@@ -120,14 +128,10 @@ def _column(p, q, open_, high, low, close, targets, cash0, commission, slip, fra
         before = d
         if exit_open and state[0] != 0.0:
             long_ = state[0] > 0
-            if long_:
-                stop_hit = low[q, t] <= stop_level
-                take_hit = high[q, t] >= take_level
-            else:
-                stop_hit = high[q, t] >= stop_level
-                take_hit = low[q, t] <= take_level
+            stop_hit, take_hit = _hits(q, t, long_, stop_level, take_level, high, low)
             if stop_hit or take_hit:
-                kind, level = _level_exit(q, t, long_, order_bar, stop_level, take_level, open_, high, low, slip)
+                kind, level = _level_exit(q, t, long_, order_bar, stop_level, take_level, open_, stop_hit, take_hit,
+                                          slip)
                 nf = _reduce(state, fills, nf, t, p, abs(state[0]), level, kind, commission)
                 exit_open = False
         value = state[2] + state[0] * (close[q, t] - state[1])
@@ -141,18 +145,18 @@ def _column(p, q, open_, high, low, close, targets, cash0, commission, slip, fra
 
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _level_exit(q, t, long_, order_bar, stop_level, take_level, open_, high, low, slip):
-    """(kind, price) of the exit of a long (``long_``) or short position at bar t, or kind -1 when the bar's
-    range reaches neither level. A level the open is already through (gapped: not the order bar, whose open
-    is the entry) fills at the open; inside the range the stop is assumed first. Slipped against the trade."""
+def _hits(q, t, long_, stop_level, take_level, high, low):
+    """Whether bar t's range reaches the stop-loss and the take-profit of a long (``long_``) or short position."""
     if long_:
-        stop_hit = low[q, t] <= stop_level
-        take_hit = high[q, t] >= take_level
-    else:
-        stop_hit = high[q, t] >= stop_level
-        take_hit = low[q, t] <= take_level
-    if not (stop_hit or take_hit):
-        return -1, 0.0
+        return low[q, t] <= stop_level, high[q, t] >= take_level
+    return high[q, t] >= stop_level, low[q, t] <= take_level
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _level_exit(q, t, long_, order_bar, stop_level, take_level, open_, stop_hit, take_hit, slip):
+    """(kind, price) of the exit at bar t, whose range reaches a level (``_hits``). A level the open is already
+    through (gapped: not the order bar, whose open is the entry) fills at the open; inside the range the stop
+    is assumed first. Slipped against the trade."""
     opening = open_[q, t]
     gapped = t != order_bar
     if long_:
@@ -254,8 +258,10 @@ def _column_capped(p, q, open_, high, low, close, capacity, whole, targets, cash
                     nf += 1
                     to_open -= o
         if armed and state[0] != 0.0 and not (working and to_close > 0):
-            kind, level = _level_exit(q, t, ordered > 0, order_bar, stop_level, take_level, open_, high, low, slip)
-            if kind >= 0:
+            stop_hit, take_hit = _hits(q, t, ordered > 0, stop_level, take_level, high, low)
+            if stop_hit or take_hit:
+                kind, level = _level_exit(q, t, ordered > 0, order_bar, stop_level, take_level, open_, stop_hit,
+                                          take_hit, slip)
                 nf = _reduce(state, fills, nf, t, p, abs(state[0]), level, kind, commission)
                 to_open = 0.0
                 armed = False
@@ -347,6 +353,7 @@ def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float
     loop that computes them)."""
     from emp_core.backtest.engine import _entry_share, _per_strategy
 
+    check_terms(cash, commission, slippage_bps, volume_share)
     targets = np.asarray(targets, dtype=float)
     if targets.ndim == 1:
         targets = targets[:, None]
@@ -380,7 +387,10 @@ def simulate_rows(open_, high, low, close, row_of, targets, *, cash: float = 10_
     given, is (rows x bars) too."""
     from emp_core.backtest.engine import _entry_share, _per_strategy
 
+    check_terms(cash, commission, slippage_bps, volume_share)
     targets = np.asarray(targets, dtype=float)
+    if targets.ndim != 2:
+        raise ValueError(f"targets must be bars x strategies, not of shape {targets.shape}")
     n_strats = targets.shape[1]
     share = _entry_share(fraction, n_strats)
     sl = _per_strategy(stop_loss, n_strats, "stop_loss")
@@ -418,7 +428,8 @@ def _simulate_rows(open_, high, low, close, row_of, tg, cash, commission, slippa
         counts = _all(open_, high, low, close, capacity, not fractional, *args, offsets, *last,
                       np.empty((0, FILL_COLUMNS)))[0]
         offsets[1:] = np.cumsum(counts)
-    equity, units, cash_t = (np.empty((n_strats, tg.shape[1] if curves else 1)) for _ in range(3))
+    width = tg.shape[1] if curves else min(1, tg.shape[1])  # (no bar: no final state either)
+    equity, units, cash_t = (np.empty((n_strats, width)) for _ in range(3))
     fills = np.empty((offsets[-1], FILL_COLUMNS))
     counts, trades, wins, traded = _all(open_, high, low, close, capacity, not fractional, *args, offsets, equity,
                                         units, cash_t, fills)
@@ -506,7 +517,10 @@ def genome_rules(genomes) -> tuple[np.ndarray, ...]:
     def column(name: str, dtype=float) -> np.ndarray:
         return np.array([getattr(g, name) for g in genomes], dtype=dtype)
 
-    return (np.ascontiguousarray([g.weights for g in genomes], dtype=float), column("entry"), column("exit"),
+    from emp_core.evolution.genome import DIMENSIONS
+
+    weights = np.array([g.weights for g in genomes], dtype=float).reshape(len(genomes), len(DIMENSIONS))
+    return (weights, column("entry"), column("exit"),
             column("min_confidence"), column("long_only", np.bool_), column("holding_period", np.int64))
 
 
@@ -527,6 +541,9 @@ def genome_targets(features: dict[str, np.ndarray], genomes, rules: tuple[np.nda
     as ``emp_core.evolution.genome.targets`` (bars x genomes), compiled. ``rules``: :func:`genome_rules`."""
     signal, confidence = fusion_terms(features)
     rules = rules if rules is not None else genome_rules(genomes)
+    if rules[0].ndim != 2 or rules[0].shape[1] != signal.shape[0] or any(r.shape != rules[0].shape[:1]
+                                                                         for r in rules[1:]):
+        raise ValueError("rules must hold weights (genomes x dimensions) and one value per genome for the rest")
     out = np.empty((rules[0].shape[0], signal.shape[1]))
     _targets(signal, confidence, *rules, out)
     return out
@@ -606,18 +623,28 @@ def portfolio_fitness(open_, high, low, close, signal, confidence, genomes, posi
     signal, confidence = _owned(signal), _owned(confidence)
     k_syms, n = rows[0].shape
     lengths = _owned(lengths, np.int64)
-    if (any(a.shape != (k_syms, n) for a in rows) or signal.shape[::2] != (k_syms, n)
-            or confidence.shape != signal.shape or lengths.shape != (k_syms,) or (k_syms and lengths.max() > n)):
-        raise ValueError("prices (symbols x bars), fusion terms (symbols x dimensions x bars) and lengths must agree")
+    positions = _owned(positions, np.int64)
+    rules = rules or genome_rules(genomes)
+    g = len(genomes)
+    if (any(a.shape != (k_syms, n) for a in rows) or signal.ndim != 3 or signal.shape[::2] != (k_syms, n)
+            or confidence.shape != signal.shape or lengths.shape != (k_syms,) or positions.shape != (k_syms, n)):
+        raise ValueError("prices and positions (symbols x bars), fusion terms (symbols x dimensions x bars) and "
+                         "lengths (symbols) must agree")
+    if k_syms and (lengths.min() < 0 or lengths.max() > n):
+        raise ValueError(f"lengths must be in [0, {n}] bars")
+    real = np.arange(n)[None, :] < lengths[:, None]
+    if k_syms and n and (positions[real].min(initial=0) < 0 or positions[real].max(initial=0) >= n_ts):
+        raise ValueError(f"positions must lie in [0, {n_ts}) timestamps")
+    if rules[0].shape != (g, signal.shape[1]) or any(r.shape != (g,) for r in rules[1:]):
+        raise ValueError(f"rules must hold {g} genomes x {signal.shape[1]} dimensions, one per genome given")
     for a, name in zip(rows, ("open", "high", "low", "close"), strict=True):
         check_prices(a, f"{name} prices", bars_first=False)
-    g = len(genomes)
     share = _entry_share([x.position_size for x in genomes], g)
     sl = _per_strategy([x.stop_loss or np.nan for x in genomes], g, "stop_loss")
     tp = _per_strategy([x.take_profit or np.nan for x in genomes], g, "take_profit")
     stops = bool(np.isfinite(sl).any() or np.isfinite(tp).any())
-    total, turnover, trades = _fitness(*rows, signal, confidence, *(rules or genome_rules(genomes)),
-                                       _owned(positions, np.int64), lengths, int(n_ts), float(cash),
+    check_terms(cash, commission, slippage_bps, 1.0)
+    total, turnover, trades = _fitness(*rows, signal, confidence, *rules, positions, lengths, int(n_ts), float(cash),
                                        float(commission), slippage_bps / 1e4, bool(fractional), share, sl, tp, stops)
     return total.T, turnover, trades
 
@@ -655,7 +682,9 @@ def _sma_cross(close, windows, fast, slow, long_only, out):
 def sma_cross(close, pairs: list[tuple[int, int]], long_only: bool = False) -> np.ndarray:
     """Targets (bars x pairs; a view of a pairs x bars array, the layout the kernel reads) of SMA-crossover
     strategies, as ``emp_core.backtest.strategies.sma_cross`` states them."""
-    close = np.ascontiguousarray(close, dtype=float)
+    close = _owned(close)
+    if close.ndim != 1:
+        raise ValueError(f"close must be one series (bars,), not of shape {close.shape}")
     out = np.zeros((len(pairs), close.shape[0]))
     if pairs and close.shape[0]:
         windows = sorted({n for pair in pairs for n in pair})

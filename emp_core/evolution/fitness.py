@@ -87,9 +87,10 @@ class Evaluation:
             "trades": int(self.trades[i])}
 
 
-CHUNK_COLUMNS = 1024  # strategy columns per engine call (symbols x genomes): ~20 MB per matrix at 2,500 bars
+CHUNK_COLUMNS = 1024  # the NumPy path's strategy columns per engine call (symbols x genomes): ~20 MB per matrix
 
 
+PER_COLUMN = ("stop_loss", "take_profit", "fraction")  # the costs given per strategy column
 Piece = tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]  # one symbol's ts, OHLC, features
 
 
@@ -106,12 +107,15 @@ def pieces(universe: Universe, start: np.datetime64, end: np.datetime64) -> list
 
 
 MIN_CHUNKS = 8  # symbols are cut into at least this many chunks (when there are enough), for parallelism
+MAX_SYMBOLS = 64  # and chunks of at most this many symbols: more units of work on a bigger cluster
 
 
 def chunks(items: list[Piece], genomes: list[Genome]) -> list[list[Piece]]:
-    """Consecutive chunks of at most ~CHUNK_COLUMNS (genome x symbol) columns, and at least MIN_CHUNKS of
-    them when there are enough symbols. Deterministic from the data, so every engine sums the same way."""
-    per_chunk = max(1, min(CHUNK_COLUMNS // max(len(genomes), 1), -(-len(items) // MIN_CHUNKS)))
+    """Consecutive chunks of at most MAX_SYMBOLS symbols, and at least MIN_CHUNKS of them when there are enough
+    symbols: the units of work (an executor's task on Spark) and of summation (a chunk's symbols are summed in
+    order, then the chunks in order), the same for every engine, so every engine gives the same floats.
+    Deterministic from the data; ``genomes`` do not change it."""
+    per_chunk = max(1, min(MAX_SYMBOLS, -(-len(items) // MIN_CHUNKS)))
     return [items[i:i + per_chunk] for i in range(0, len(items), per_chunk)]
 
 
@@ -166,14 +170,21 @@ def run_chunk(chunk: list[Piece], genomes: list[Genome], commission: float, slip
     costs = {"cash": 1.0, "fractional": True, "commission": commission, "slippage_bps": slippage_bps,
              "stop_loss": np.tile(stop, k_syms), "take_profit": np.tile(take, k_syms),
              "fraction": np.tile(size, k_syms)}
-    columns = {k: np.repeat(v.T, n, axis=1) for k, v in rows.items()}
-    result = engine.simulate(columns["open"], columns["close"], tg, high=columns["high"], low=columns["low"], **costs)
     total = np.zeros((ts.size, n))
+    traded = np.zeros(n)
     trades = np.zeros(n, dtype=np.int64)
-    for j in range(k_syms):
-        total[positions[j, 1:lengths[j]]] += bar_returns(result.equity[: lengths[j], j * n:(j + 1) * n])
-        trades += result.trades[j * n:(j + 1) * n]
-    return ChunkResult(ts, total, count, fill_turnover(result).reshape(k_syms, n).sum(axis=0), trades, k_syms)
+    step = max(1, CHUNK_COLUMNS // n)  # engine calls of about CHUNK_COLUMNS columns; sums symbol by symbol
+    for first in range(0, k_syms, step):
+        part = slice(first * n, min(first + step, k_syms) * n)
+        columns = {k: np.repeat(v[first:first + step].T, n, axis=1) for k, v in rows.items()}
+        result = engine.simulate(columns["open"], columns["close"], tg[:, part], high=columns["high"],
+                                 low=columns["low"], **{k: v[part] if k in PER_COLUMN else v for k, v in costs.items()})
+        turnover = fill_turnover(result)
+        for i, j in enumerate(range(first, min(first + step, k_syms))):
+            total[positions[j, 1:lengths[j]]] += bar_returns(result.equity[: lengths[j], i * n:(i + 1) * n])
+            traded += turnover[i * n:(i + 1) * n]
+            trades += result.trades[i * n:(i + 1) * n]
+    return ChunkResult(ts, total, count, traded, trades, k_syms)
 
 
 def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, end: np.datetime64, *,
@@ -181,8 +192,8 @@ def evaluate(genomes: list[Genome], universe: Universe, start: np.datetime64, en
              compiled: bool = True) -> Evaluation:
     """Backtest every genome on every symbol over [start, end) and score the equal-weight portfolios.
 
-    Symbols are batched into engine calls of about ``CHUNK_COLUMNS`` (genome x symbol) columns, run by the
-    compiled kernel (``compiled=False``: the NumPy engine, the reference).
+    Symbols are cut into ``chunks``, each run by the compiled kernel (``compiled=False``: the NumPy engine, the
+    reference, in calls of about ``CHUNK_COLUMNS`` genome x symbol columns).
     """
     results = [run_chunk(chunk, genomes, commission, slippage_bps, compiled=compiled)
                for chunk in chunks(pieces(universe, start, end), genomes)]

@@ -1,8 +1,8 @@
 """Fitness evaluation spread over Spark: the same chunks as in-process, on executors, identical results.
 
 ``spark_evaluator(session)`` returns a drop-in for ``fitness.evaluate``: the universe's symbols are
-cut into the same chunks as in-process (``fitness.chunks``), each chunk runs ``fitness.run_chunk`` on
-an executor and returns only its portfolio sums, and the driver adds them in chunk order with
+cut into the same chunks as in-process (``fitness.chunks``), broadcast once per window, each chunk runs
+``fitness.run_chunk`` on an executor and returns only its portfolio sums, and the driver adds them in chunk order with
 ``fitness.combine``: the same arithmetic in the same order as in-process. Used by the evolution
 assets through dagster-pyspark's ``LazyPySparkResource`` (``local[2]`` in tests, a cluster URL in
 production).
@@ -43,18 +43,37 @@ def local_session(config: dict[str, str] | None = None):
 
 
 def spark_evaluator(session):
-    """A ``fitness.evaluate`` that runs the engine calls on ``session``'s executors."""
+    """A ``fitness.evaluate`` that runs the engine calls on ``session``'s executors.
+
+    Each window's chunks are broadcast once (one broadcast per chunk, so a task reads only its own) and
+    reused by every generation on that window: a generation ships only the genomes, not the bars. The last
+    window's broadcasts are released when the next window starts."""
     sc = session.sparkContext
+    shipped: dict = {}  # "key": (universe, start, end) of the chunks broadcast now, "chunks": their broadcasts
+
+    def broadcast(universe, start, end) -> list:
+        key = (universe, start, end)
+        if shipped.get("key") is None or not _same(shipped["key"], key):
+            for b in shipped.get("chunks", []):
+                b.unpersist()
+            parts = chunks(pieces(universe, start, end), [])
+            if not parts:
+                raise ValueError(f"no symbol has two bars in [{start}, {end})")
+            shipped.update(key=key, chunks=[sc.broadcast(part) for part in parts])
+        return shipped["chunks"]
 
     def evaluate(genomes, universe, start, end, *, commission: float = 0.001, slippage_bps: float = 0.0,
                  min_trades: int = 5, compiled: bool = True):
-        parts = chunks(pieces(universe, start, end), genomes)
-        if not parts:
-            raise ValueError(f"no symbol has two bars in [{start}, {end})")
+        parts = broadcast(universe, start, end)
         jobs = sc.parallelize(list(enumerate(parts)), numSlices=len(parts))
-        done = jobs.map(lambda item: (item[0], run_chunk(item[1], genomes, commission, slippage_bps,
+        done = jobs.map(lambda item: (item[0], run_chunk(item[1].value, genomes, commission, slippage_bps,
                                                          compiled=compiled))).collect()
         results = [r for _, r in sorted(done, key=lambda x: x[0])]
         return combine(results, len(genomes), universe.bars_per_year, min_trades, (start, end))
 
     return evaluate
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """The same universe object and the same window."""
+    return a[0] is b[0] and a[1] == b[1] and a[2] == b[2]

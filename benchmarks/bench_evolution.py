@@ -10,20 +10,26 @@ engine calls of about 1,000 (genome x symbol) columns, then selects with NSGA-II
 initial population) plus ``--generations``; seconds per generation divide by both. The last line is JSON:
 seconds_per_generation (the kernel's), vs_numpy (the NumPy path's seconds over the kernel's),
 genome_bars_per_s, identical (the final populations' objectives bit for bit equal), and the peak memory
-above the process's baseline while each path ran (resident set, sampled every 5 ms). Then a profile of one
-kernel-path evaluation of the population: where its time goes.
+above the process's baseline while each path ran (resident set, sampled every 5 ms). Each path runs in its
+own process (the kernel's first), so neither inherits the other's memory. The kernel's process then profiles
+one evaluation of the population: where its time goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import ctypes
 import json
 import pstats
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -34,10 +40,11 @@ from emp_core.sensory import compute_features
 
 
 class PeakMemory:
-    """The process's peak resident set above its level at entry, sampled from /proc every 5 ms (the kernel's
-    arrays come from numba's allocator, which tracemalloc does not see)."""
+    """The process's peak resident set above its level at entry, sampled from /proc every 5 ms (numba's
+    allocations, the fused kernel's scratch rows, are not seen by tracemalloc)."""
 
     def __enter__(self):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # what was freed before goes back to the system: the base is real
         self.base = self.peak = self._rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -78,6 +85,46 @@ def profile(universe: Universe, window, population: int) -> None:
     pstats.Stats(pr).sort_stats("tottime").print_stats(8)
 
 
+def run_path(args) -> None:
+    """One path in this process (a child of ``main``): build the universe, evolve, write the figures and the
+    final population's objectives to ``args.out``."""
+    bars = generate_bars(args.symbols, datetime(2009, 1, 1), datetime(2009 + args.years, 1, 1), seed=0)
+    t0 = time.perf_counter()
+    universe = Universe.from_frames(bars, compute_features(bars, None))
+    features = time.perf_counter() - t0
+    evaluator, on = {}, ""
+    if args.path == "numpy":
+        evaluator["evaluator"] = partial(evaluate, compiled=False)
+    elif args.engine == "spark":
+        from emp_core.evolution.spark import local_session, spark_evaluator
+
+        t0 = time.perf_counter()
+        evaluator["evaluator"] = spark_evaluator(local_session())
+        on = f" on spark local[2] (session started in {time.perf_counter() - t0:.1f} s)"
+    window = (np.datetime64("2009-01-01"), np.datetime64(f"{2009 + args.years}-01-01"))
+    from emp_core.backtest.kernel import warm
+
+    warm()  # loads numba's cache: not inside the timed run
+    log = ExperimentLog()
+    with PeakMemory() as memory:
+        t0 = time.perf_counter()
+        result = evolve(universe, window, size=args.population, generations=args.generations, seed=0, log=log,
+                        **evaluator)
+        seconds = time.perf_counter() - t0
+    rate = log.evaluations * bars.height / seconds / 1e6
+    best = [round(b, 3) for b in result.best_per_generation]
+    print(f"[{args.path}{on}] universe {args.symbols} symbols x {args.years} years = {bars.height:,} bars (features "
+          f"{features:.1f} s); population {args.population}: generation 0 + {args.generations}, "
+          f"{log.evaluations:,} evaluations in {seconds:.1f} s = {seconds / (args.generations + 1):.2f} s per "
+          f"generation ({rate:.1f}M genome-bars/s); best Sharpe lower bound by generation {best}; peak memory "
+          f"+{memory.mb:,.0f} MB", flush=True)
+    if args.path == "kernel" and args.engine == "in_process":
+        profile(universe, window, args.population)
+    np.save(args.out, np.array([ind.fitness.values for ind in result.population]))
+    with open(f"{args.out}.json", "w") as fh:
+        json.dump({"seconds": seconds, "evaluations": log.evaluations, "bars": bars.height, "peak_mb": memory.mb}, fh)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=500)
@@ -85,50 +132,28 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=200)
     parser.add_argument("--generations", type=int, default=1)
     parser.add_argument("--engine", choices=["in_process", "spark"], default="in_process",
-                        help="spark: fitness on a local[2] Spark session (identical results)")
+                        help="spark: the kernel path's fitness on a local[2] Spark session (identical results)")
+    parser.add_argument("--path", choices=["kernel", "numpy"], help=argparse.SUPPRESS)  # a child's path
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    bars = generate_bars(args.symbols, datetime(2009, 1, 1), datetime(2009 + args.years, 1, 1), seed=0)
-    t0 = time.perf_counter()
-    universe = Universe.from_frames(bars, compute_features(bars, None))
-    features = time.perf_counter() - t0
-    print(f"universe: {args.symbols} symbols x {args.years} years = {bars.height:,} bars; features {features:.1f} s")
-    extra = {}
-    if args.engine == "spark":
-        from emp_core.evolution.spark import local_session, spark_evaluator
-
-        t0 = time.perf_counter()
-        extra["evaluator"] = spark_evaluator(local_session())
-        print(f"spark local[2] session started in {time.perf_counter() - t0:.1f} s")
-    window = (np.datetime64("2009-01-01"), np.datetime64(f"{2009 + args.years}-01-01"))
-    from emp_core.backtest.kernel import warm
-
-    print(f"kernel loaded (or compiled into its cache) in {warm():.2f} s")  # not inside the timed runs
-    runs = {}
-    paths = {"numpy": {"evaluator": partial(evaluate, compiled=False)}, "kernel": extra or {}}
-    for name, evaluator in paths.items():
-        log = ExperimentLog()
-        with PeakMemory() as memory:
-            t0 = time.perf_counter()
-            result = evolve(universe, window, size=args.population, generations=args.generations, seed=0, log=log,
-                            **evaluator)
-            seconds = time.perf_counter() - t0
-        runs[name] = (seconds, log.evaluations, result, memory.mb)
-        rate = log.evaluations * bars.height / seconds / 1e6
-        best = [round(b, 3) for b in result.best_per_generation]
-        print(f"[{name}{' on spark' if name == 'kernel' and extra else ''}] population {args.population}: "
-              f"generation 0 + {args.generations}, {log.evaluations:,} evaluations in {seconds:.1f} s = "
-              f"{seconds / (args.generations + 1):.2f} s per generation ({rate:.1f}M genome-bars/s); best Sharpe "
-              f"lower bound by generation {best}; peak memory +{memory.mb:,.0f} MB")
-    (ref_s, _, ref, ref_mb), (ker_s, evaluations, ker, ker_mb) = runs["numpy"], runs["kernel"]
-    objectives = [np.array([ind.fitness.values for ind in r.population]) for r in (ref, ker)]
-    identical = bool(np.array_equal(*objectives))
-    per_generation = ker_s / (args.generations + 1)
-    if not extra:
-        profile(universe, window, args.population)
-    print(json.dumps({"seconds_per_generation": round(per_generation, 3), "vs_numpy": round(ref_s / ker_s, 2),
-                      "genome_bars_per_s": round(evaluations * bars.height / ker_s), "identical": identical,
-                      "numpy_seconds_per_generation": round(ref_s / (args.generations + 1), 3),
-                      "peak_mb_kernel": round(ker_mb), "peak_mb_numpy": round(ref_mb),
+    if args.path:
+        run_path(args)
+        return
+    figures, objectives = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in ("kernel", "numpy"):  # each in a fresh process: its memory and caches its own
+            out = str(Path(tmp) / path)
+            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--path", path, "--out", out], check=True)
+            figures[path] = json.loads(Path(f"{out}.json").read_text())
+            objectives[path] = np.load(f"{out}.npy")
+    ker, ref = figures["kernel"], figures["numpy"]
+    per_generation = ker["seconds"] / (args.generations + 1)
+    print(json.dumps({"seconds_per_generation": round(per_generation, 3),
+                      "vs_numpy": round(ref["seconds"] / ker["seconds"], 2),
+                      "genome_bars_per_s": round(ker["evaluations"] * ker["bars"] / ker["seconds"]),
+                      "identical": bool(np.array_equal(objectives["kernel"], objectives["numpy"])),
+                      "numpy_seconds_per_generation": round(ref["seconds"] / (args.generations + 1), 3),
+                      "peak_mb_kernel": round(ker["peak_mb"]), "peak_mb_numpy": round(ref["peak_mb"]),
                       "engine": args.engine, "symbols": args.symbols, "years": args.years,
                       "population": args.population, "generations": args.generations}))
 

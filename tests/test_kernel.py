@@ -236,6 +236,7 @@ def test_volume_may_be_zero_but_not_negative_or_nan():
             kernel.simulate(open_, close, tg, volume=volume)
 
 
+@pytest.mark.skipif(__import__("numba").config.DISABLE_JIT, reason="nothing is compiled (NUMBA_DISABLE_JIT)")
 def test_read_only_and_strided_inputs_use_the_cached_compilation():
     """A Polars column's NumPy view is read-only, a transposed frame strided: numba would compile a second
     version of the kernel for either (seconds, at a user's first call); the kernel hands it the one layout

@@ -53,6 +53,10 @@ TARGETS = {
                                           "tests/test_pbo.py"],
     "emp_core/backtest/engine.py": ["tests/test_engine_edges.py", "tests/test_engine_oracle.py",
                                     "tests/test_backtest.py"],
+    # (the kernel's mutants run with NUMBA_DISABLE_JIT=1, set below: compiled, no line would be traced, and every
+    # mutant would pay a compile of seconds)
+    "emp_core/backtest/kernel.py": ["tests/test_kernel.py", "tests/test_engine_edges.py", "tests/test_engine_oracle.py",
+                                    "tests/test_backtest.py"],
     "emp_core/sensory/calibration.py": ["tests/test_calibration.py", "tests/test_calibration_edges.py",
                                         "tests/test_calibration_stats.py"],
     "emp_core/sensory/when.py": ["tests/test_when.py", "tests/test_when_edges.py", SENSORY],
@@ -90,9 +94,14 @@ def copy_tree(into: Path) -> None:
             shutil.copy2(src, into / name)
 
 
-def environment(tree: Path, **extra: str) -> dict[str, str]:
+INTERPRETED = {"emp_core/backtest/kernel.py"}  # numba modules, mutated as plain Python
+
+
+def environment(tree: Path, module: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV"))}
     env.update(PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1", **extra)
+    if module in INTERPRETED:
+        env["NUMBA_DISABLE_JIT"] = "1"
     return env
 
 
@@ -103,7 +112,7 @@ def pytest_command(args: list[str]) -> list[str]:
 def trace(tree: Path, module: str, tests: list[str]) -> dict[str, dict]:
     """Run the tests once, unmutated, recording per test the module's lines it runs; they must pass."""
     out = tree / "trace.json"
-    env = environment(tree, EMP_MUTATION_TARGET=str(tree / module), EMP_MUTATION_TRACE=str(out))
+    env = environment(tree, module, EMP_MUTATION_TARGET=str(tree / module), EMP_MUTATION_TRACE=str(out))
     run = subprocess.run(pytest_command(["-p", "scripts.mutation.trace", *tests]), cwd=tree, env=env,
                          capture_output=True, text=True, check=False)
     if run.returncode != 0:
@@ -140,7 +149,7 @@ def run_mutant(tree: Path, module: str, source: str, tests: list[str], limit: fl
     try:
         target.write_text(source)
         try:
-            run = subprocess.run(pytest_command(["-x", *tests]), cwd=tree, env=environment(tree),
+            run = subprocess.run(pytest_command(["-x", *tests]), cwd=tree, env=environment(tree, module),
                                  capture_output=True, timeout=limit, check=False)
         except subprocess.TimeoutExpired:
             return TIMEOUT
@@ -151,7 +160,7 @@ def run_mutant(tree: Path, module: str, source: str, tests: list[str], limit: fl
             files = sorted({t.split("::")[0] for t in tests})
             code = "; ".join([f"import {module.removesuffix('.py').replace('/', '.')}", "import runpy",
                               *(f"runpy.run_path({f!r})" for f in files)])
-            imports = subprocess.run([str(PYTHON), "-c", code], cwd=tree, env=environment(tree),
+            imports = subprocess.run([str(PYTHON), "-c", code], cwd=tree, env=environment(tree, module),
                                      capture_output=True, check=False)
             if imports.returncode == 0:
                 return ERROR

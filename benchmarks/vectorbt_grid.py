@@ -40,8 +40,9 @@ def signals(close: np.ndarray, fast: np.ndarray, slow: np.ndarray):
 
 
 def run(open_, close, long_entries, short_entries):
-    """One column per pair; the prices are one series, which vectorbt broadcasts to the signals' columns."""
-    return vbt.Portfolio.from_signals(close, entries=long_entries, short_entries=short_entries, price=open_,
+    """One column per pair; the prices are one column, which vectorbt broadcasts to the signals' columns."""
+    return vbt.Portfolio.from_signals(close[:, None], entries=long_entries, short_entries=short_entries,
+                                      price=open_[:, None],
                                       fees=0.002, init_cash=10_000.0, size=np.inf, size_granularity=1.0,
                                       upon_opposite_entry="reverse", freq="1D")
 
@@ -76,7 +77,7 @@ def single(d: dict, repeat: int) -> dict:
         float(run().final_value())
         times.append(time.perf_counter() - t0)
     return {"first_call": first, "best": min(times), "final_equity": final, "trades": int(pf.trades.count()),
-            "open_trades": int(pf.trades.status_open.count()), "version": vbt.__version__}
+            "open_trades": int(pf.trades.open.count()), "version": vbt.__version__}
 
 
 def main() -> None:
@@ -106,7 +107,7 @@ def main() -> None:
     with open(a.out, "w") as fh:
         json.dump({"first_call": first, "best": min(times), "final_equity": finals.tolist(),
                    "trades": np.asarray(pf.trades.count()).tolist(),
-                   "open_trades": np.asarray(pf.trades.status_open.count()).tolist(), "version": vbt.__version__},
+                   "open_trades": np.asarray(pf.trades.open.count()).tolist(), "version": vbt.__version__},
                   fh)
 
 

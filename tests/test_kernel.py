@@ -246,7 +246,7 @@ def test_read_only_and_strided_inputs_use_the_cached_compilation():
     tg = targets(rng, 80, 4)
     kw = {"high": high, "low": low, "stop_loss": 0.03}
     want = kernel.simulate(open_, close, tg, **kw)
-    compiled = (kernel._all, kernel._order_counts, kernel._sma_cross)
+    compiled = (kernel._all, kernel._sma_cross)
     kernel.sma_cross(close[:, 0], [(2, 5)])
     before = {f: len(f.signatures) for f in compiled}
     frozen = []
@@ -453,3 +453,21 @@ def test_portfolio_fitness_refuses_inputs_that_would_index_outside_its_arrays():
     padded = positions.copy()
     padded[1, 4:] = 10 ** 9
     np.testing.assert_array_equal(kernel.portfolio_fitness(*ok[:7], padded, *ok[8:])[0], total)
+
+
+def test_a_strategy_with_more_fills_than_its_first_room_runs_again_for_them():
+    """Fills go first into room for three per FILL_ROOM bars; a strategy that reverses every bar makes far more
+    (and a capped one more still), runs again alone to collect them, and the table is the engine's."""
+    rng = np.random.default_rng(12)
+    n = 400
+    open_, high, low, close = market(rng, n, 3, per_column=True)
+    tg = np.zeros((n, 3))
+    tg[:, 0] = np.where(np.arange(n) % 2, 1.0, -1.0)  # reverses at every open
+    tg[50:, 1] = 1.0  # one order
+    tg[:, 2] = np.where(np.arange(n) % 4 < 2, 1.0, -1.0)
+    room = 3 * -(-n // kernel.FILL_ROOM) + 4
+    for kw in ({}, {"high": high, "low": low, "stop_loss": 0.01}, {"volume": rng.uniform(0, 300, (n, 3))}):
+        a, b = engine.simulate(open_, close, tg, **kw), kernel.simulate(open_, close, tg, **kw)
+        same(a, b)
+        per_strategy = np.bincount(b.fills[:, 1].astype(int), minlength=3)
+        assert per_strategy[0] > room and per_strategy[2] > room and per_strategy[1] <= room

@@ -17,10 +17,10 @@ What the kernel does, for each strategy, bar by bar (t = 0 .. n-1):
    trades no more.
 
 Under a volume cap (``_column_capped``) an order works over as many bars as its fills need, as the
-engine's docstring states; its fills are counted in a first pass, then written.
+engine's docstring states.
 
-Fills are written per strategy into a slice sized by its number of orders (at most a close, an open and an
-exit per order, and one liquidation), then gathered and sorted by bar and strategy, as the engine's are.
+Fills are written per strategy into a slice of the fills buffer, then gathered and sorted by bar and strategy,
+as the engine's are (``_simulate_rows``: a strategy with more fills than its slice runs again to collect them).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ FILL_COLUMNS = 5  # bar, strategy, signed units, price, kind
 
 @njit(cache=True, nogil=True, inline="always", error_model="numpy")
 def _put(fills, nf, t, p, qty, price, kind):
-    """Write fill ``nf`` if the buffer has room: the capped path's first pass counts its fills into an empty one."""
+    """Write fill ``nf`` if the strategy's slice of the buffer has room (it counts every fill either way)."""
     if nf < fills.shape[0]:
         fills[nf, 0] = t
         fills[nf, 1] = p
@@ -275,26 +275,11 @@ def _column_capped(p, q, open_, high, low, close, capacity, whole, targets, cash
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _order_counts(targets):
-    """Each strategy's number of orders (changes of the direction ordered), for the fills' slices."""
-    m, n = targets.shape
-    counts = np.zeros(m, dtype=np.int64)
-    for p in prange(m):
-        before, k = 0.0, 0
-        for t in range(1, n):
-            d = _direction(targets[p, t - 1])
-            k += d != before
-            before = d
-        counts[p] = k
-    return counts
-
-
-@njit(cache=True, parallel=True, error_model="numpy")
 def _all(open_, high, low, close, capacity, whole, row_of, targets, cash0, commission, slip, fractional, share,
          stop_loss, take_profit, stops, offsets, equity, units, cash, fills):
     """Every strategy column in parallel: the capped loop when ``capacity`` has rows, else the uncapped one.
-    Strategy p's fills go to rows offsets[p]:offsets[p + 1] of ``fills``; ``counts`` says how many it made
-    (with zero offsets, a counting pass: nothing is written). Equity, units and cash (strategies x bars) at
+    Strategy p's fills go to rows offsets[p]:offsets[p + 1] of ``fills``, as many as fit; ``counts`` says how
+    many it made. Equity, units and cash (strategies x bars) at
     every bar, or at the last bar only when they have one column. (The outputs come from NumPy, whose large
     arrays the kernel asks for transparent huge pages: first writes to numba's own cost twice as much.)"""
     m, n = targets.shape
@@ -412,30 +397,45 @@ def simulate_rows(open_, high, low, close, row_of, targets, *, cash: float = 10_
                           fractional, share, sl, tp, stops, capacity, curves)
 
 
+FILL_ROOM = 32  # each strategy's fills are first written into room for three per 32 bars (and four more)
+
+
 def _simulate_rows(open_, high, low, close, row_of, tg, cash, commission, slippage_bps, fractional, share, sl, tp,
                    stops, capacity=None, curves=True) -> BacktestResult:
-    n_strats = tg.shape[0]
-    offsets = np.zeros(n_strats + 1, dtype=np.int64)
-    args = (row_of, tg, float(cash), float(commission), slippage_bps / 1e4, bool(fractional), share, sl, tp, stops)
-    if capacity is None:  # at most a close, an open and an exit per order, and one liquidation
-        capacity = np.zeros((0, 0))
-        offsets[1:] = np.cumsum(3 * _order_counts(tg) + 1)
-    else:  # a capped order fills over any number of bars: a first pass counts the fills
-        last = [np.empty((n_strats, 1)) for _ in range(3)]
-        counts = _all(open_, high, low, close, capacity, not fractional, *args, offsets, *last,
-                      np.empty((0, FILL_COLUMNS)))[0]
-        offsets[1:] = np.cumsum(counts)
-    width = tg.shape[1] if curves else min(1, tg.shape[1])  # (no bar: no final state either)
+    """Every strategy in one parallel pass, each writing its fills into room for three per ``FILL_ROOM`` bars
+    (an order makes at most a close, an open and an exit); a strategy that made more (it counts them all,
+    writing only what fits) runs again alone, with room for each of its fills, to collect them. No pass counts
+    orders first: on one long strategy that pass read the targets once more, 15% of the run."""
+    n_strats, n = tg.shape
+    cap = np.zeros((0, 0)) if capacity is None else capacity
+    args = (float(cash), float(commission), slippage_bps / 1e4, bool(fractional))
+    room = 3 * -(-n // FILL_ROOM) + 4
+    offsets = np.arange(n_strats + 1, dtype=np.int64) * room
+    width = n if curves else min(1, n)  # (no bar: no final state either)
     equity, units, cash_t = (np.empty((n_strats, width)) for _ in range(3))
     fills = np.empty((offsets[-1], FILL_COLUMNS))
-    counts, trades, wins, traded = _all(open_, high, low, close, capacity, not fractional, *args, offsets, equity,
-                                        units, cash_t, fills)
-    before = np.cumsum(counts) - counts  # each strategy's first fill in the gathered table
-    keep = np.arange(counts.sum()) + np.repeat(offsets[:-1] - before, counts)
-    table = fills[keep]
+    counts, trades, wins, traded = _all(open_, high, low, close, cap, not fractional, row_of, tg, *args, share, sl,
+                                        tp, stops, offsets, equity, units, cash_t, fills)
+    over = np.nonzero(counts > room)[0]
+    table = _gather(fills, offsets, np.where(counts > room, 0, counts))
+    if over.size:
+        again = np.zeros(over.size + 1, dtype=np.int64)
+        again[1:] = np.cumsum(counts[over])
+        more = np.empty((again[-1], FILL_COLUMNS))
+        last = [np.empty((over.size, min(1, n))) for _ in range(3)]
+        _all(open_, high, low, close, cap, not fractional, row_of[over], tg[over], *args, share[over], sl[over],
+             tp[over], stops, again, *last, more)
+        more[:, 1] = over[more[:, 1].astype(np.int64)]  # their own numbers in this call
+        table = np.concatenate([table, more])
     table = table[np.lexsort((table[:, 1], table[:, 0]))]  # by bar, then strategy; stable within one
     return BacktestResult(equity=equity.T, units=units.T, cash=cash_t.T, trades=trades, wins=wins,
                           traded_value=traded, fills=table)
+
+
+def _gather(fills: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The first ``counts[p]`` rows of each strategy's block ``offsets[p]:offsets[p + 1]``, in strategy order."""
+    before = np.cumsum(counts) - counts
+    return fills[np.arange(counts.sum()) + np.repeat(offsets[:-1] - before, counts)]
 
 
 def warm() -> float:

@@ -99,10 +99,11 @@ def pieces(universe: Universe, start: np.datetime64, end: np.datetime64) -> list
     out = []
     for symbol in universe.symbols:
         ts = universe.ts[symbol]
-        keep = (ts >= start) & (ts < end)
-        if keep.sum() >= 2:
-            out.append((ts[keep], {k: v[keep] for k, v in universe.ohlc[symbol].items()},
-                        {k: v[keep] for k, v in universe.features[symbol].items()}))
+        lo, hi = np.searchsorted(ts, [start, end])  # the timestamps are sorted: the window is one slice, a view
+        if hi - lo >= 2:
+            window = slice(lo, hi)
+            out.append((ts[window], {k: v[window] for k, v in universe.ohlc[symbol].items()},
+                        {k: v[window] for k, v in universe.features[symbol].items()}))
     return out
 
 

@@ -74,3 +74,26 @@ def test_turnover_is_each_fill_over_the_equity_at_the_close_before_averaged_over
     turnover_a = units * 10 / 1.0 + units * 12.5 / equity_before_exit
     assert ev.trades[0] == 1
     assert ev.objectives[0, 2] == pytest.approx(turnover_a / 2 / (9 / 365.25))
+
+
+def test_chunks_are_consecutive_nearly_equal_and_cover_every_symbol_once():
+    """MIN_CHUNKS chunks (one per symbol below that), more when a chunk would pass MAX_SYMBOLS; sizes differ by
+    at most one; the symbols in order, each once."""
+    from emp_core.evolution.fitness import MAX_SYMBOLS, MIN_CHUNKS, chunks
+
+    for n in (0, 1, 5, MIN_CHUNKS, 10, 100, 511, 512, 513, 2_000):
+        parts = chunks(list(range(n)), [])
+        assert [x for part in parts for x in part] == list(range(n))
+        assert len(parts) == min(n, max(MIN_CHUNKS, -(-n // MAX_SYMBOLS)))
+        sizes = {len(p) for p in parts}
+        assert not sizes or (max(sizes) - min(sizes) <= 1 and max(sizes) <= MAX_SYMBOLS and min(sizes) >= 1)
+
+
+def test_a_window_without_a_start_or_an_end_is_refused():
+    from emp_core.evolution.fitness import Universe, pieces
+
+    u = Universe(("A",), {"A": np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[ns]")},
+                 {"A": {k: np.ones(2) for k in ("open", "high", "low", "close")}}, {"A": {}})
+    with pytest.raises(ValueError, match="a start and an end"):
+        pieces(u, np.datetime64("2020-01-01"), np.datetime64("NaT"))
+    assert len(pieces(u, np.datetime64("2020-01-01"), np.datetime64("2020-01-03"))) == 1

@@ -1,5 +1,7 @@
 """Fitness on Spark (local[2]): the same results as in-process, to the bit."""
 
+import os
+
 import numpy as np
 import polars as pl
 import pytest
@@ -36,8 +38,14 @@ def test_the_evaluator_reuses_a_windows_broadcast_chunks_and_renews_them_for_ano
     """The chunks of a window are shipped once and serve every generation on it; another window (or another
     universe) ships its own: each evaluation still equals the in-process one."""
     sc = spark.sparkContext
-    shipped = []
-    monkeypatch.setattr(sc, "broadcast", lambda value, _real=sc.broadcast: shipped.append(value) or _real(value))
+    shipped, handles = [], []
+
+    def broadcast(value, _real=sc.broadcast):
+        shipped.append(value)
+        handles.append(_real(value))
+        return handles[-1]
+
+    monkeypatch.setattr(sc, "broadcast", broadcast)
     u = universe()
     rng = np.random.default_rng(1)
     evaluator = spark_evaluator(spark)
@@ -51,6 +59,9 @@ def test_the_evaluator_reuses_a_windows_broadcast_chunks_and_renews_them_for_ano
     chunks_per_window = per_window[0]
     assert chunks_per_window > 1
     assert per_window == [chunks_per_window, chunks_per_window, 2 * chunks_per_window, 3 * chunks_per_window]
+    # the windows left behind are destroyed, their files on the driver too; the window in use is not
+    gone = [not os.path.exists(h._path) for h in handles]
+    assert gone == [True] * 2 * chunks_per_window + [False] * chunks_per_window
     other = universe()  # another object with the same bars: its own chunks
     genomes = list(CATALOGUE.values())
     np.testing.assert_array_equal(evaluator(genomes, other, *first).objectives,

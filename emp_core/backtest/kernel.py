@@ -423,8 +423,10 @@ def _simulate_rows(open_, high, low, close, row_of, tg, cash, commission, slippa
         again[1:] = np.cumsum(counts[over])
         more = np.empty((again[-1], FILL_COLUMNS))
         last = [np.empty((over.size, min(1, n))) for _ in range(3)]
-        _all(open_, high, low, close, cap, not fractional, row_of[over], tg[over], *args, share[over], sl[over],
-             tp[over], stops, again, *last, more)
+        recount = _all(open_, high, low, close, cap, not fractional, row_of[over], tg[over], *args, share[over],
+                       sl[over], tp[over], stops, again, *last, more)[0]
+        if not np.array_equal(recount, counts[over]):  # deterministic: anything else leaves rows unwritten
+            raise RuntimeError("the kernel's second run of a strategy made other fills than its first")
         more[:, 1] = over[more[:, 1].astype(np.int64)]  # their own numbers in this call
         table = np.concatenate([table, more])
     table = table[np.lexsort((table[:, 1], table[:, 0]))]  # by bar, then strategy; stable within one

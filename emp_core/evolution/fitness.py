@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import polars as pl
@@ -96,6 +97,8 @@ Piece = tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]  # one s
 
 def pieces(universe: Universe, start: np.datetime64, end: np.datetime64) -> list[Piece]:
     """Each symbol's bars in [start, end) (symbols with fewer than two bars are left out)."""
+    if np.isnat(np.datetime64(start)) or np.isnat(np.datetime64(end)):
+        raise ValueError(f"a window needs a start and an end, not [{start}, {end})")
     out = []
     for symbol in universe.symbols:
         ts = universe.ts[symbol]
@@ -112,12 +115,13 @@ MAX_SYMBOLS = 64  # and chunks of at most this many symbols: more units of work 
 
 
 def chunks(items: list[Piece], genomes: list[Genome]) -> list[list[Piece]]:
-    """Consecutive chunks of at most MAX_SYMBOLS symbols, and at least MIN_CHUNKS of them when there are enough
-    symbols: the units of work (an executor's task on Spark) and of summation (a chunk's symbols are summed in
-    order, then the chunks in order), the same for every engine, so every engine gives the same floats.
-    Deterministic from the data; ``genomes`` do not change it."""
-    per_chunk = max(1, min(MAX_SYMBOLS, -(-len(items) // MIN_CHUNKS)))
-    return [items[i:i + per_chunk] for i in range(0, len(items), per_chunk)]
+    """Consecutive chunks of nearly equal size: MIN_CHUNKS of them (one per symbol when there are fewer), more
+    when a chunk would exceed MAX_SYMBOLS. The units of work (an executor's task on Spark) and of summation
+    (a chunk's symbols are summed in order, then the chunks in order), the same for every engine, so every
+    engine gives the same floats. Deterministic from the data; ``genomes`` do not change it."""
+    n = min(len(items), max(MIN_CHUNKS, -(-len(items) // MAX_SYMBOLS)))
+    bounds = [len(items) * k // n for k in range(n + 1)] if n else [0]
+    return [items[a:b] for a, b in pairwise(bounds)]
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,10 @@ def local_session(config: dict[str, str] | None = None):
 def spark_evaluator(session):
     """A ``fitness.evaluate`` that runs the engine calls on ``session``'s executors.
 
-    Each window's chunks are broadcast once (one broadcast per chunk, so a task reads only its own) and
-    reused by every generation on that window: a generation ships only the genomes, not the bars. The last
-    window's broadcasts are released when the next window starts."""
+    Each window's chunks are broadcast once and reused by every generation on that window: an executor
+    fetches the window's chunks once (a task unpickles only its own), and a generation ships only the
+    genomes. The previous window's broadcasts are destroyed when the next window starts (``unpersist``
+    would leave their files on the driver until the session ends)."""
     sc = session.sparkContext
     shipped: dict = {}  # "key": (universe, start, end) of the chunks broadcast now, "chunks": their broadcasts
 
@@ -55,7 +56,7 @@ def spark_evaluator(session):
         key = (universe, start, end)
         if shipped.get("key") is None or not _same(shipped["key"], key):
             for b in shipped.get("chunks", []):
-                b.unpersist()
+                b.destroy()  # the evaluation that used it has collected its results
             parts = chunks(pieces(universe, start, end), [])
             if not parts:
                 raise ValueError(f"no symbol has two bars in [{start}, {end})")

@@ -433,7 +433,8 @@ def test_portfolio_fitness_refuses_inputs_that_would_index_outside_its_arrays():
     positions = np.tile(np.arange(n), (k, 1))
     lengths = np.array([n, 4])
     ok = (rows, rows, rows, rows, signal, signal, genomes, positions, lengths, n)
-    total, turnover, trades = kernel.portfolio_fitness(*ok)
+    costs = {"cash": 1.0, "commission": 0.0, "fractional": True, "slippage_bps": 0.0}
+    total, turnover, trades = kernel.portfolio_fitness(*ok, **costs)
     assert total.shape == (n, len(genomes)) and turnover.shape == trades.shape == (len(genomes),)
     bad = [({7: positions + 1}, "positions must lie in"),  # past the timestamps
            ({7: positions - 1}, "positions must lie in"),  # negative
@@ -445,13 +446,13 @@ def test_portfolio_fitness_refuses_inputs_that_would_index_outside_its_arrays():
         for i, v in change.items():
             args[i] = v
         with pytest.raises(ValueError, match=words):
-            kernel.portfolio_fitness(*args)
+            kernel.portfolio_fitness(*args, **costs)
     with pytest.raises(ValueError, match="rules must hold"):
-        kernel.portfolio_fitness(*ok, rules=kernel.genome_rules(genomes[:2]))
+        kernel.portfolio_fitness(*ok, rules=kernel.genome_rules(genomes[:2]), **costs)
     # a padded bar's position is never read: positions beyond a symbol's length may hold anything
     padded = positions.copy()
     padded[1, 4:] = 10 ** 9
-    np.testing.assert_array_equal(kernel.portfolio_fitness(*ok[:7], padded, *ok[8:])[0], total)
+    np.testing.assert_array_equal(kernel.portfolio_fitness(*ok[:7], padded, *ok[8:], **costs)[0], total)
 
 
 def test_a_strategy_with_more_fills_than_its_first_room_runs_again_for_them():
@@ -490,3 +491,122 @@ def test_a_strategy_at_the_edge_of_its_fill_room(extra):
     a, b = engine.simulate(prices, prices, tg), kernel.simulate(prices, prices, tg)
     same(a, b)
     assert int((b.fills[:, 1] == 0).sum()) == fills
+
+
+def test_every_kernel_is_compiled_cached_on_disk_and_runs_in_parallel_or_without_the_gil():
+    """In a fresh interpreter with the JIT on (the mutation runs set NUMBA_DISABLE_JIT): every function of the
+    kernel's loops is compiled machine code that numba caches on disk (else a user's first call compiles for
+    seconds), with NumPy's float semantics (no ZeroDivisionError inside a parallel loop); the population
+    functions run their columns in parallel, the per-column ones release the GIL."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json; from numba.core.registry import CPUDispatcher; from emp_core.backtest import kernel; "
+            "print(json.dumps({k: [type(f._cache).__name__, f.targetoptions.get('error_model'), "
+            "bool(f.targetoptions.get('parallel')), bool(f.targetoptions.get('nogil'))] "
+            "for k, f in vars(kernel).items() if isinstance(f, CPUDispatcher)}))")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    found = json.loads(run.stdout)
+    parallel = {"_all", "_targets", "_fitness", "_sma_cross"}
+    per_column = {"_put", "_reduce", "_direction", "_column", "_hits", "_level_exit", "_bankrupt", "_column_capped",
+                  "_genome_row"}
+    assert set(found) == parallel | per_column
+    for name, (cache, errors, in_parallel, nogil) in found.items():
+        assert cache == "FunctionCache" and errors == "numpy", name
+        assert (in_parallel, nogil) == ((True, False) if name in parallel else (False, True)), name
+
+
+def test_warm_compiles_every_kernel_and_says_how_long():
+    assert kernel.warm() > 0
+
+
+def test_fused_fitness_holds_a_busy_genome_and_a_position_from_the_first_bar():
+    """A genome that reverses every few bars makes more fills per symbol than the fused kernel's first fill
+    buffer holds (it grows it), and a strong signal at bar 0 holds a position through bar 1 (its first bar
+    return counts): the NumPy path's sums, bit for bit."""
+    from emp_core.evolution.fitness import Universe, evaluate
+    from emp_core.evolution.genome import DIMENSIONS, Genome
+
+    n = 600
+    t = np.arange(n)
+    ts = np.datetime64("2020-01-01") + t.astype("timedelta64[D]")
+    rng = np.random.default_rng(21)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    ohlc = {"open": np.r_[100.0, close[:-1]], "high": close * 1.01, "low": close * 0.99, "close": close}
+    ohlc["high"] = np.maximum(ohlc["high"], ohlc["open"])
+    ohlc["low"] = np.minimum(ohlc["low"], ohlc["open"])
+    score = np.where((t // 3) % 2 == 0, 0.9, -0.9)  # strong from bar 0, flipping every three bars
+    feats = {f"{d}_{k}": np.full(n, np.nan) for d in DIMENSIONS for k in ("score", "confidence")}
+    feats["why_score"], feats["why_confidence"] = score, np.ones(n)
+    universe = Universe(("A", "B"), {"A": ts, "B": ts}, {"A": ohlc, "B": ohlc}, {"A": feats, "B": feats})
+    zero = dict.fromkeys((f"w_{d}" for d in DIMENSIONS), 0.0)
+    busy = Genome(**(zero | {"w_why": 1.0}), entry=0.5, exit=0.1, min_confidence=0.5, holding_period=1,
+                  stop_loss=0.0, take_profit=0.0, position_size=1.0)
+    calm = Genome(**(zero | {"w_why": 1.0}), entry=0.5, exit=0.1, min_confidence=0.5, holding_period=1,
+                  stop_loss=0.05, take_profit=0.0, position_size=0.5, long_only=True)
+    window = (ts[0], ts[-1] + np.timedelta64(1, "D"))
+    a = evaluate([busy, calm], universe, *window, compiled=False)
+    b = evaluate([busy, calm], universe, *window, compiled=True)
+    np.testing.assert_array_equal(b.trades, a.trades)
+    np.testing.assert_array_equal(b.returns, a.returns)
+    np.testing.assert_array_equal(b.objectives, a.objectives)
+    assert a.trades[0] > 2 * 64  # both symbols: far more fills than 64 each
+    assert a.returns[1, 0] != 0.0  # long from bar 1's open: bar 1's return is a position's
+
+
+def test_compiled_genome_targets_at_their_thresholds():
+    """Scores and confidences in powers of two (exact arithmetic) placed exactly on a genome's thresholds: a
+    signal equal to the entry enters, a confidence equal to the minimum is sure enough, a signal equal to the
+    exit does not exit; the kernel gives the rule's targets, as the NumPy rules do."""
+    from emp_core.evolution.genome import DIMENSIONS, Genome, targets
+
+    zero = dict.fromkeys((f"w_{d}" for d in DIMENSIONS), 0.0)
+    g = Genome(**(zero | {"w_why": 1.0}), entry=0.5, exit=0.25, min_confidence=0.5, holding_period=1,
+               stop_loss=0.0, take_profit=0.0, position_size=1.0)
+    score = np.array([0.5, 0.25, 0.125, -0.5, -0.25, 0.5, 0.5, 0.25, 0.0])
+    conf = np.array([0.5, 1.0, 1.0, 0.5, 1.0, 0.25, 1.0, 1.0, 1.0])
+    feats = {f"{d}_{k}": np.full(score.size, np.nan) for d in DIMENSIONS for k in ("score", "confidence")}
+    feats["why_score"], feats["why_confidence"] = score, conf
+    # bar 0: entry (0.5 >= 0.5, sure 0.5 >= 0.5); 1: 0.25 is not below the exit, holds; 2: exits; 3: short;
+    # 4: holds; 5: not sure (0.25 < 0.5), holds nothing new, |0.5| is no exit: holds short; 6: long; 7: holds;
+    # 8: exits
+    want = np.array([1.0, 1.0, 0.0, -1.0, -1.0, -1.0, 1.0, 1.0, 0.0])
+    np.testing.assert_array_equal(kernel.genome_targets(feats, [g])[0], want)
+    np.testing.assert_array_equal(targets(feats, [g])[:, 0], want)
+    with pytest.raises(ValueError, match="rules must hold"):
+        kernel.genome_targets(feats, [g], rules=kernel.genome_rules([g, g])[:1] + kernel.genome_rules([g])[1:])
+
+
+def test_a_capped_short_whose_equity_lands_exactly_on_zero_is_bankrupt():
+    """Under a volume cap too, equity of exactly 0 at a close is bankruptcy: the position is liquidated there
+    and nothing fills after."""
+    open_ = np.array([10.0, 10.0, 10.0, 20.0, 20.0, 10.0])
+    close = np.array([10.0, 10.0, 25.0, 20.0, 20.0, 10.0])  # one unit short from cash 15 at 10: worth 0 at 25
+    tg = np.array([-1.0, -1.0, -1.0, -1.0, 1.0, 1.0])
+    for simulate in (engine.simulate, kernel.simulate):
+        r = simulate(open_, close, tg, cash=15.0, volume=np.full(6, 100.0), volume_share=1.0)
+        assert r.equity[2, 0] == 0.0 and r.fills[-1, 4] == engine.BANKRUPT and r.fills[-1, 0] == 2
+        assert (r.equity[2:, 0] == 0).all() and r.fills.shape[0] == 2
+
+
+def test_price_rows_with_one_level_only_defaults_and_zero_volume():
+    """simulate_rows with a stop-loss and no take-profit, no slippage given, a bar without volume: the engine's
+    result on each strategy's own copy of the prices; a bad volume names its bar and row."""
+    rng = np.random.default_rng(13)
+    n = 200
+    o, h, lo, c = (np.stack(x) for x in zip(*[market(rng, n, 1, per_column=False) for _ in range(2)], strict=True))
+    row_of = np.array([1, 0, 1])
+    tg = targets(rng, n, 3)
+    v = rng.uniform(0, 50, o.shape)
+    v[:, 10:20] = 0.0
+    want = engine.simulate(o[row_of].T, c[row_of].T, tg, high=h[row_of].T, low=lo[row_of].T, stop_loss=0.02,
+                           volume=v[row_of].T)
+    got = kernel.simulate_rows(o, h, lo, c, row_of, tg, stop_loss=0.02, volume=v)
+    same(want, got)
+    assert (got.fills[:, 4] == engine.STOP_LOSS).any()
+    v[1, 7] = -1.0
+    with pytest.raises(ValueError, match=r"volume must be non-negative and finite: bar 7 \(column 1\)"):
+        kernel.simulate_rows(o, h, lo, c, row_of, tg, volume=v)

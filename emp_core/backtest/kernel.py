@@ -460,7 +460,8 @@ def warm() -> float:
     rows = np.tile(bars, (2, 1))
     signal, confidence = (np.stack([x, x]) for x in fusion_terms(features))
     portfolio_fitness(rows, rows * 1.01, rows * 0.99, rows, signal, confidence, genomes,
-                      np.tile(np.arange(8, dtype=np.int64), (2, 1)), np.array([8, 8], dtype=np.int64), 8)
+                      np.tile(np.arange(8, dtype=np.int64), (2, 1)), np.array([8, 8], dtype=np.int64), 8, cash=1.0,
+                      commission=0.001, fractional=True, slippage_bps=0.0)
     sma_cross(bars, [(2, 3)])
     return time.perf_counter() - t0
 
@@ -606,8 +607,8 @@ def _fitness(open_, high, low, close, signal, confidence, weights, entry, exit_,
 
 
 def portfolio_fitness(open_, high, low, close, signal, confidence, genomes, positions: np.ndarray,
-                      lengths: np.ndarray, n_ts: int, *, cash: float = 1.0, commission: float = 0.0,
-                      fractional: bool = True, slippage_bps: float = 0.0, rules: tuple[np.ndarray, ...] | None = None
+                      lengths: np.ndarray, n_ts: int, *, cash: float, commission: float, fractional: bool,
+                      slippage_bps: float, rules: tuple[np.ndarray, ...] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A population on a chunk of symbols, reduced in the kernel to the equal-weight portfolio's sums
     (``_fitness``): (summed bar returns, timestamps x genomes; fill turnover per genome; trades per genome).

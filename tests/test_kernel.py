@@ -331,7 +331,9 @@ def test_compiled_sma_crossover_targets_follow_the_rule(long_only):
         got = sma_cross(close, pairs, long_only=long_only)
         np.testing.assert_array_equal(got, sma_cross_reference(close, pairs, long_only))
     assert set(np.unique(got)) == ({0.0, 1.0} if long_only else {-1.0, 0.0, 1.0})
-    with pytest.raises(ValueError, match="at least 1 bar"):
+    np.testing.assert_array_equal(kernel.sma_cross(close, pairs), sma_cross_reference(close, pairs))  # long/short
+    assert sma_cross(close, []).shape == (close.size, 0)
+    with pytest.raises(ValueError, match="at least 1 bar: 0"):
         sma_cross(close, [(0, 5)])
 
 
@@ -440,7 +442,8 @@ def test_portfolio_fitness_refuses_inputs_that_would_index_outside_its_arrays():
            ({7: positions - 1}, "positions must lie in"),  # negative
            ({7: positions[:, :4]}, "must agree"),  # narrower than the bars
            ({8: np.array([n + 1, 4])}, "lengths must be in"),  # past the bars
-           ({4: np.zeros((k, 6, n)), 5: np.zeros((k, 6, n))}, "rules must hold")]  # six dimensions, five weights
+           ({4: np.zeros((k, 6, n)), 5: np.zeros((k, 6, n))}, r"rules must hold 5 genomes x 6 dimensions"),
+           ({4: np.zeros((k * 5, n)), 5: np.zeros((k * 5, n))}, "must agree")]  # terms not per symbol
     for change, words in bad:
         args = list(ok)
         for i, v in change.items():
@@ -449,6 +452,11 @@ def test_portfolio_fitness_refuses_inputs_that_would_index_outside_its_arrays():
             kernel.portfolio_fitness(*args, **costs)
     with pytest.raises(ValueError, match="rules must hold"):
         kernel.portfolio_fitness(*ok, rules=kernel.genome_rules(genomes[:2]), **costs)
+    closes = rows.copy()
+    closes[1, 3] = np.nan
+    with pytest.raises(ValueError, match=r"close prices must be positive and finite: bar 3 \(column 1\)"):
+        kernel.portfolio_fitness(rows, rows, rows, closes, *ok[4:], **costs)
+    kernel.portfolio_fitness(*ok[:8], np.array([n, 0]), n, **costs)  # a symbol without a bar adds nothing
     # a padded bar's position is never read: positions beyond a symbol's length may hold anything
     padded = positions.copy()
     padded[1, 4:] = 10 ** 9
@@ -541,7 +549,10 @@ def test_fused_fitness_holds_a_busy_genome_and_a_position_from_the_first_bar():
     score = np.where((t // 3) % 2 == 0, 0.9, -0.9)  # strong from bar 0, flipping every three bars
     feats = {f"{d}_{k}": np.full(n, np.nan) for d in DIMENSIONS for k in ("score", "confidence")}
     feats["why_score"], feats["why_confidence"] = score, np.ones(n)
-    universe = Universe(("A", "B"), {"A": ts, "B": ts}, {"A": ohlc, "B": ohlc}, {"A": feats, "B": feats})
+    two = slice(0, 2)  # and a symbol with two bars: its padding repeats its first target
+    universe = Universe(("A", "B", "C"), {"A": ts, "B": ts, "C": ts[two]},
+                        {"A": ohlc, "B": ohlc, "C": {k: v[two] for k, v in ohlc.items()}},
+                        {"A": feats, "B": feats, "C": {k: v[two] for k, v in feats.items()}})
     zero = dict.fromkeys((f"w_{d}" for d in DIMENSIONS), 0.0)
     busy = Genome(**(zero | {"w_why": 1.0}), entry=0.5, exit=0.1, min_confidence=0.5, holding_period=1,
                   stop_loss=0.0, take_profit=0.0, position_size=1.0)

@@ -457,6 +457,9 @@ def test_portfolio_fitness_refuses_inputs_that_would_index_outside_its_arrays():
     with pytest.raises(ValueError, match=r"close prices must be positive and finite: bar 3 \(column 1\)"):
         kernel.portfolio_fitness(rows, rows, rows, closes, *ok[4:], **costs)
     kernel.portfolio_fitness(*ok[:8], np.array([n, 0]), n, **costs)  # a symbol without a bar adds nothing
+    one = rows[:, :1]  # one bar, one timestamp: position 0 is in range
+    kernel.portfolio_fitness(one, one, one, one, signal[:, :, :1], signal[:, :, :1], genomes, positions[:, :1],
+                             np.array([1, 1]), 1, **costs)
     # a padded bar's position is never read: positions beyond a symbol's length may hold anything
     padded = positions.copy()
     padded[1, 4:] = 10 ** 9
@@ -531,13 +534,15 @@ def test_warm_compiles_every_kernel_and_says_how_long():
     assert kernel.warm() > 0
 
 
-def test_fused_fitness_holds_a_busy_genome_and_a_position_from_the_first_bar():
+def test_fused_fitness_holds_a_busy_genome_and_a_position_from_the_first_bar(monkeypatch):
     """A genome that reverses every few bars makes more fills per symbol than the fused kernel's first fill
     buffer holds (it grows it), and a strong signal at bar 0 holds a position through bar 1 (its first bar
     return counts): the NumPy path's sums, bit for bit."""
+    from emp_core.evolution import fitness
     from emp_core.evolution.fitness import Universe, evaluate
     from emp_core.evolution.genome import DIMENSIONS, Genome
 
+    monkeypatch.setattr(fitness, "MIN_CHUNKS", 1)  # one chunk: the two-bar symbol is padded to 600 bars
     n = 600
     t = np.arange(n)
     ts = np.datetime64("2020-01-01") + t.astype("timedelta64[D]")
@@ -557,7 +562,7 @@ def test_fused_fitness_holds_a_busy_genome_and_a_position_from_the_first_bar():
     busy = Genome(**(zero | {"w_why": 1.0}), entry=0.5, exit=0.1, min_confidence=0.5, holding_period=1,
                   stop_loss=0.0, take_profit=0.0, position_size=1.0)
     calm = Genome(**(zero | {"w_why": 1.0}), entry=0.5, exit=0.1, min_confidence=0.5, holding_period=1,
-                  stop_loss=0.05, take_profit=0.0, position_size=0.5, long_only=True)
+                  stop_loss=0.005, take_profit=0.0, position_size=0.5, long_only=True)  # a stop, no take-profit
     window = (ts[0], ts[-1] + np.timedelta64(1, "D"))
     a = evaluate([busy, calm], universe, *window, compiled=False)
     b = evaluate([busy, calm], universe, *window, compiled=True)

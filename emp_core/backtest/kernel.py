@@ -318,6 +318,16 @@ def _rows(values, n_bars: int, n_strats: int, name: str, *, zero: bool = False) 
     return _owned(arr.T)
 
 
+def _sizing_and_levels(fraction, stop_loss, take_profit, n: int):
+    """Per strategy: the share of equity an entry may use, the stop-loss and take-profit fractions (NaN: none),
+    as the engine validates them, and whether any strategy has a level."""
+    from emp_core.backtest.engine import _entry_share, _per_strategy
+
+    sl = _per_strategy(stop_loss, n, "stop_loss")
+    tp = _per_strategy(take_profit, n, "take_profit")
+    return _entry_share(fraction, n), sl, tp, bool(np.isfinite(sl).any() or np.isfinite(tp).any())
+
+
 def _owned(arr, dtype=float) -> np.ndarray:
     """A C-contiguous, writable array of ``dtype``: the one layout the cached kernel was compiled for (a
     read-only or strided array, say a Polars column's view, would compile a second version at first call)."""
@@ -333,18 +343,13 @@ def simulate(open_, close, targets, *, cash: float = 10_000.0, commission: float
     and cash hold the last bar only (1 x strategies), the same final values and fills without the per-bar
     curves, for a search that ranks final results (writing three curves per strategy costs more than the
     loop that computes them)."""
-    from emp_core.backtest.engine import _entry_share, _per_strategy
-
     check_terms(cash, commission, slippage_bps, volume_share)
     targets = np.asarray(targets, dtype=float)
     if targets.ndim == 1:
         targets = targets[:, None]
     n_bars, n_strats = targets.shape
     open_, close = _rows(open_, n_bars, n_strats, "open"), _rows(close, n_bars, n_strats, "close")
-    share = _entry_share(fraction, n_strats)
-    sl = _per_strategy(stop_loss, n_strats, "stop_loss")
-    tp = _per_strategy(take_profit, n_strats, "take_profit")
-    stops = bool(np.isfinite(sl).any() or np.isfinite(tp).any())
+    share, sl, tp, stops = _sizing_and_levels(fraction, stop_loss, take_profit, n_strats)
     if stops and (high is None or low is None):
         raise ValueError("stop-loss and take-profit need the bars' high and low")
     high = _rows(high, n_bars, n_strats, "high") if stops else open_
@@ -367,17 +372,12 @@ def simulate_rows(open_, high, low, close, row_of, targets, *, cash: float = 10_
     (rows x bars), ``row_of[p]`` the row strategy p trades, ``targets`` (bars x strategies). A population over
     many instruments passes each instrument's prices once instead of a copy per strategy. ``volume``, if
     given, is (rows x bars) too."""
-    from emp_core.backtest.engine import _entry_share, _per_strategy
-
     check_terms(cash, commission, slippage_bps, volume_share)
     targets = np.asarray(targets, dtype=float)
     if targets.ndim != 2:
         raise ValueError(f"targets must be bars x strategies, not of shape {targets.shape}")
     n_strats = targets.shape[1]
-    share = _entry_share(fraction, n_strats)
-    sl = _per_strategy(stop_loss, n_strats, "stop_loss")
-    tp = _per_strategy(take_profit, n_strats, "take_profit")
-    stops = bool(np.isfinite(sl).any() or np.isfinite(tp).any())
+    share, sl, tp, stops = _sizing_and_levels(fraction, stop_loss, take_profit, n_strats)
     rows = [_owned(a) for a in (open_, high, low, close)]
     row_of = _owned(row_of, np.int64)
     if any(a.ndim != 2 or a.shape != rows[0].shape for a in rows) or rows[0].shape[1] != targets.shape[0]:
@@ -617,8 +617,6 @@ def portfolio_fitness(open_, high, low, close, signal, confidence, genomes, posi
     ``signal``, ``confidence``: :func:`fusion_terms` per symbol (symbols x dimensions x bars); ``positions``:
     each symbol's bars' timestamp positions (symbols x bars), ``lengths`` its real bars. Each genome's stop,
     take-profit and position size apply on every symbol."""
-    from emp_core.backtest.engine import _entry_share, _per_strategy
-
     rows = [_owned(a) for a in (open_, high, low, close)]
     signal, confidence = _owned(signal), _owned(confidence)
     k_syms, n = rows[0].shape
@@ -639,10 +637,9 @@ def portfolio_fitness(open_, high, low, close, signal, confidence, genomes, posi
         raise ValueError(f"rules must hold {g} genomes x {signal.shape[1]} dimensions, one per genome given")
     for a, name in zip(rows, ("open", "high", "low", "close"), strict=True):
         check_prices(a, f"{name} prices", bars_first=False)
-    share = _entry_share([x.position_size for x in genomes], g)
-    sl = _per_strategy([x.stop_loss or np.nan for x in genomes], g, "stop_loss")
-    tp = _per_strategy([x.take_profit or np.nan for x in genomes], g, "take_profit")
-    stops = bool(np.isfinite(sl).any() or np.isfinite(tp).any())
+    share, sl, tp, stops = _sizing_and_levels([x.position_size for x in genomes],
+                                              [x.stop_loss or np.nan for x in genomes],
+                                              [x.take_profit or np.nan for x in genomes], g)
     check_terms(cash, commission, slippage_bps, 1.0)
     total, turnover, trades = _fitness(*rows, signal, confidence, *rules, positions, lengths, int(n_ts), float(cash),
                                        float(commission), slippage_bps / 1e4, bool(fractional), share, sl, tp, stops)
